@@ -1,0 +1,200 @@
+/* ir.h — the graph IR: values and nodes in arrays indexed by dense integer
+ * ids, shapes static, one output per node.
+ *
+ * Invariants (checked by graph_verify): every input of node i is a graph
+ * input, parameter, state, or the output of a node j < i (so the node array
+ * is always a valid execution order); every value has a dtype and a full
+ * shape; inputs, params and states have unique names. Passes that add nodes
+ * append them; passes that remove nodes call graph_compact.
+ *
+ * Not here: loading YAML (yaml_load.h), passes, execution. */
+#ifndef BC_IR_H
+#define BC_IR_H
+
+#include "base.h"
+
+#define BC_MAX_RANK 6
+
+typedef int32_t ValueId; /* -1 = none */
+typedef int32_t NodeId;  /* -1 = none */
+
+typedef enum {
+#define UNARY(ID, name, fwd, vjp) OP_##ID,
+#define BINARY(ID, name, fwd, va, vb) OP_##ID,
+#define OP(ID, name, n_in, flags) OP_##ID,
+#include "ops.def"
+  OP_COUNT
+} Op;
+
+enum {
+  OPF_ELEMENTWISE = 1 << 0, /* unary and binary rows */
+  OPF_DIFF = 1 << 1,        /* has a VJP */
+  OPF_LAYOUT = 1 << 2,      /* moves elements, no arithmetic */
+  OPF_REDUCE = 1 << 3,
+  OPF_SIDE_EFFECT = 1 << 4, /* never removed (assign) */
+  OPF_UNARY = 1 << 5,
+  OPF_BINARY = 1 << 6,
+};
+
+typedef struct {
+  const char *name; /* "add", as written in YAML */
+  int n_in;         /* -1 = variadic */
+  unsigned flags;
+} OpInfo;
+extern const OpInfo op_info[OP_COUNT];
+/* Op by YAML name, or OP_COUNT when there is none. */
+Op op_from_name(const char *name);
+
+/* F64 appears only as a host transfer type (runtime read/write) and inside
+ * the reference interpreter; graph values are F32 or I32. */
+typedef enum { DTYPE_F32, DTYPE_I32, DTYPE_F64 } DType;
+const char *dtype_name(DType t); /* "f32" */
+bool dtype_from_name(const char *s, DType *out);
+size_t dtype_size(DType t);
+
+typedef struct {
+  int rank;
+  int64_t dim[BC_MAX_RANK];
+} Shape;
+int64_t shape_numel(const Shape *s);
+bool shape_eq(const Shape *a, const Shape *b);
+Shape shape_make(int rank, const int64_t *dims);
+/* shape_of(2, 3, 4): dims passed as int. */
+Shape shape_of(int rank, ...);
+/* "[2, 128, 64]" into buf (at least 96 bytes); returns buf. */
+char *shape_str(const Shape *s, char *buf);
+/* numpy broadcasting of a and b; false when incompatible. */
+bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
+
+typedef enum { VALUE_NODE, VALUE_INPUT, VALUE_PARAM, VALUE_STATE } ValueKind;
+
+/* Initial values of parameters and optimizer state (runtime/init.c draws
+ * them). XAVIER: uniform in ±sqrt(6 / (fan_in + fan_out)), fans = the last
+ * two dims (MXNet's Xavier(): magnitude 3, factor avg). NORMAL: N(0, scale²).
+ * UNIFORM: in ±scale. */
+typedef enum { INIT_ZEROS, INIT_ONES, INIT_XAVIER, INIT_NORMAL, INIT_UNIFORM } InitKind;
+typedef struct {
+  InitKind kind;
+  double scale;
+} Init;
+const char *init_name(InitKind k);
+bool init_from_name(const char *s, InitKind *out);
+
+typedef struct {
+  const char *name; /* interned; scoped ("enc.0.attn.W_q"); unique for inputs/params/states */
+  DType dtype;
+  Shape shape;
+  ValueKind kind;
+  NodeId node; /* producer, for VALUE_NODE; else -1 */
+  SrcLoc loc;
+  Init init;    /* params and states */
+  ValueId grad; /* params: d loss / d param once autodiff ran; else -1 */
+} Value;
+
+/* Attributes of a node. Which fields an op reads is written beside its row
+ * in ops.def; unused fields stay zero. */
+typedef struct {
+  int axis;                 /* reduce, slice, concat, iota (normalized >= 0) */
+  int64_t start, end;       /* slice */
+  int perm[BC_MAX_RANK];    /* permute */
+  bool trans_a, trans_b;    /* matmul */
+  double scalar;            /* constant */
+  uint32_t key;             /* random */
+  Shape shape;              /* broadcast, reshape, iota, random, constant, scatter_add */
+  DType dtype;              /* cast, iota, constant */
+} Attrs;
+
+typedef struct {
+  Op op;
+  int n_in;
+  ValueId *in; /* n_in ids, in the graph arena */
+  ValueId out;
+  SrcLoc loc; /* the YAML line it came from; pass-made nodes inherit it */
+  Attrs a;
+} Node;
+
+typedef struct {
+  const char *name;
+  double value;
+} HParam;
+
+typedef struct Graph {
+  Arena arena; /* node input arrays, strings */
+  const char *name;
+  VEC(Value) values;
+  VEC(Node) nodes;
+  VEC(ValueId) inputs, params, states, outputs;
+  ValueId loss; /* -1 when the graph has none */
+  VEC(HParam) hparams; /* as resolved when the model was expanded */
+  /* Builder context: nodes made by graph_op get this location, and their
+   * outputs a name under this scope ("scope/%id" when the caller gives none). */
+  SrcLoc cur_loc;
+  const char *cur_scope;
+} Graph;
+
+void graph_init(Graph *g, const char *name);
+void graph_free(Graph *g);
+/* Deep copy into caller-owned storage `dst` (uninitialized). */
+void graph_copy(Graph *dst, const Graph *src);
+
+ValueId graph_add_input(Graph *g, const char *name, DType t, Shape s, SrcLoc loc);
+ValueId graph_add_param(Graph *g, const char *name, DType t, Shape s, Init init, SrcLoc loc);
+ValueId graph_add_state(Graph *g, const char *name, DType t, Shape s, Init init, SrcLoc loc);
+/* Input, param or state named `name`, or -1. */
+ValueId graph_find(const Graph *g, const char *name);
+double graph_hparam(const Graph *g, const char *name, double fallback);
+
+/* Appends a node computing op(in...) with attributes `a` (NULL = zeros),
+ * infers its output's dtype and shape, and returns the output. On a type or
+ * shape error it adds a diagnostic at g->cur_loc and returns -1, adding
+ * nothing. `d` may be NULL only where an error is a bug (then BC_ASSERT). */
+ValueId graph_op(Graph *g, Op op, int n_in, const ValueId *in, const Attrs *a, Diag *d);
+void graph_set_name(Graph *g, ValueId v, const char *name);
+
+/* Keeps the nodes with keep[i] true, renumbering nodes and values; values
+ * that no kept node produces and that are not inputs/params/states go away.
+ * Value ids held elsewhere are invalid afterwards except through the
+ * returned map (old id -> new id or -1), which the caller frees; may be NULL. */
+ValueId *graph_compact(Graph *g, const bool *keep);
+
+/* Builders for passes: they assert on errors (a pass that builds a bad node
+ * is a bug). Binary builders broadcast operands with numpy rules. */
+ValueId graph_unary(Graph *g, Op op, ValueId a);
+ValueId graph_binary(Graph *g, Op op, ValueId a, ValueId b);
+ValueId graph_select(Graph *g, ValueId c, ValueId a, ValueId b);
+ValueId graph_const(Graph *g, double v, DType t, Shape s);
+ValueId graph_const_like(Graph *g, double v, ValueId like);
+ValueId graph_broadcast(Graph *g, ValueId a, Shape s);
+ValueId graph_reshape(Graph *g, ValueId a, Shape s);
+ValueId graph_permute(Graph *g, ValueId a, const int *perm);
+ValueId graph_slice(Graph *g, ValueId a, int axis, int64_t start, int64_t end);
+ValueId graph_concat(Graph *g, int n, const ValueId *parts, int axis);
+ValueId graph_reduce(Graph *g, Op op, ValueId a, int axis);
+/* Sums `a` down to shape `s` (the inverse of broadcasting s to a's shape). */
+ValueId graph_sum_to(Graph *g, ValueId a, Shape s);
+ValueId graph_matmul(Graph *g, ValueId a, ValueId b, bool trans_a, bool trans_b);
+ValueId graph_gather(Graph *g, ValueId table, ValueId idx);
+ValueId graph_scatter_add(Graph *g, ValueId idx, ValueId upd, Shape s);
+ValueId graph_cast(Graph *g, ValueId a, DType t);
+ValueId graph_iota(Graph *g, Shape s, int axis, DType t);
+ValueId graph_random(Graph *g, Shape s, uint32_t key);
+ValueId graph_assign(Graph *g, ValueId target, ValueId value);
+
+/* Shape and dtype rule of one op (graph/shape.c). Reports errors at `loc`
+ * naming the op and the offending shapes. Normalizes negative axes in `a`. */
+bool shape_infer(const Graph *g, Op op, int n_in, const ValueId *in, Attrs *a, DType *out_t,
+                 Shape *out_s, SrcLoc loc, Diag *d);
+
+/* Checks every invariant above and re-runs shape inference on each node;
+ * errors are reported as internal errors at the node's location. */
+bool graph_verify(const Graph *g, Diag *d);
+
+/* Canonical text form: every value with dtype, shape and location, then
+ * counts (nodes, parameter tensors, parameter elements). Deterministic. */
+void graph_print(const Graph *g, FILE *f);
+void graph_print_summary(const Graph *g, FILE *f);
+/* Graphviz DOT form. */
+void graph_print_dot(const Graph *g, FILE *f);
+int64_t graph_param_elements(const Graph *g);
+
+#endif

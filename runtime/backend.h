@@ -1,0 +1,59 @@
+/* backend.h — the interface every execution backend implements, and the
+ * Exec handle that tasks and tests use: a graph prepared on a backend, owning
+ * a buffer for every value it must keep (parameters, optimizer state, inputs,
+ * outputs; the interpreter keeps every value).
+ *
+ * A run computes every node in graph order, then performs the graph's
+ * assigns (parameter and moment updates) so the next run sees new values.
+ * Random ops draw Philox(seed, step, op key, global element index), where
+ * the global index of element i of a value with leading batch axis is
+ * i + example_offset * (elements per example): one process and N replicas
+ * draw the same numbers. */
+#ifndef BC_BACKEND_H
+#define BC_BACKEND_H
+
+#include "../graph/ir.h"
+
+typedef struct {
+  uint64_t seed;
+  uint32_t step;
+  int64_t example_offset; /* global index of this replica's first example */
+} RunContext;
+
+typedef struct Backend Backend;
+
+typedef struct Exec {
+  const Backend *backend;
+  const Graph *graph; /* not owned; must outlive the Exec */
+  void *impl;         /* the backend's own state */
+} Exec;
+
+struct Backend {
+  const char *name;
+  bool (*supports_op)(Op op);
+  /* Fills e->impl; false with a diagnostic on failure. */
+  bool (*prepare)(Exec *e, Diag *d);
+  void (*release)(Exec *e);
+  /* Whole-tensor copies between host memory of type host_t (F32, I32 or
+   * F64) and the backend, converting. */
+  bool (*write)(Exec *e, ValueId v, const void *src, DType host_t, Diag *d);
+  bool (*read)(Exec *e, ValueId v, void *dst, DType host_t, Diag *d);
+  bool (*run)(Exec *e, const RunContext *ctx, Diag *d);
+};
+
+extern const Backend backend_interp;
+/* "interp" (later "cpu", "cuda"); NULL when unknown. */
+const Backend *backend_by_name(const char *name);
+
+/* NULL with a diagnostic on failure; the caller frees with exec_destroy. */
+Exec *exec_create(const Backend *b, const Graph *g, Diag *d);
+void exec_destroy(Exec *e);
+bool exec_write(Exec *e, ValueId v, const void *src, DType host_t, Diag *d);
+bool exec_read(Exec *e, ValueId v, void *dst, DType host_t, Diag *d);
+bool exec_run(Exec *e, const RunContext *ctx, Diag *d);
+/* Writes every parameter and state its initial value (Value.init), drawn
+ * with Philox keyed by `seed` and a hash of the value's name, so a parameter
+ * of the same name starts equal in every graph that has it. */
+bool exec_init_params(Exec *e, uint64_t seed, Diag *d);
+
+#endif

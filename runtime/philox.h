@@ -1,0 +1,17 @@
+/* philox.h — Philox4x32-10 counter-based random numbers (Salmon et al.,
+ * SC'11), the one generator of bertc: dropout masks and parameter
+ * initialization draw from it, and every backend computes the same bits.
+ *
+ * Counter = (index lo, index hi, op key, step), key = (seed lo, seed hi). A
+ * uniform is the top 24 bits of the first output word times 2^-24, exact in
+ * f32, in [0, 1). */
+#ifndef BC_PHILOX_H
+#define BC_PHILOX_H
+
+#include <stdint.h>
+
+void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+/* Uniform in [0, 1) as described above. */
+float philox_uniform(uint64_t seed, uint32_t step, uint32_t op_key, uint64_t index);
+
+#endif

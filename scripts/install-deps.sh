@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages bertc builds and tests with (Debian 12).
+# Needs root (CI runs as root); safe to run again.
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config libyaml-dev llvm-14-dev graphviz
+      libopenblas-dev openmpi-bin libopenmpi-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "dependencies present: ${pkgs[*]}"

@@ -1,0 +1,232 @@
+/* bertc.c — the compiler's command line: `bertc compile MODEL.yaml ...`
+ * loads a YAML model, runs the pass pipeline and prints the optimized
+ * graph's summary (or dumps, DOT, and the plan files with -o). Only this
+ * file and bertrun.c call exit; everything below reports through Diag. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "passes/passes.h"
+
+static const char usage[] =
+    "usage: bertc compile MODEL.yaml [options]\n"
+    "       bertc --help | --version\n"
+    "\n"
+    "Compiles a graph of a YAML model (see models/README.md) and prints a\n"
+    "summary of the optimized graph: its inputs, outputs, node count and\n"
+    "parameter counts.\n"
+    "\n"
+    "options:\n"
+    "  --graph NAME        graph to compile (default: the first in the file)\n"
+    "  --set NAME=VALUE    override a hyperparameter (repeatable)\n"
+    "  --batch N           same as --set batch=N\n"
+    "  --train             compile the whole training step: forward, loss,\n"
+    "                      backward (autodiff) and the Adam update\n"
+    "  --beta1 X --beta2 X --eps X --weight-decay X\n"
+    "                      Adam settings (defaults 0.9, 0.999, 1e-8, 0; the\n"
+    "                      learning rate is the run-time input `lr`)\n"
+    "  --dump              print the optimized graph in full\n"
+    "  --dump-after PASS   print the graph after PASS (expand, autodiff, optim,\n"
+    "                      simplify) or after every pass (all)\n"
+    "  --dot FILE          write the optimized graph as Graphviz DOT\n"
+    "  --device NAME       backend the plan is for (interp)\n"
+    "  -o DIR              write the plan as readable files: graph.txt, graph.dot\n"
+    "  -h, --help          this text\n"
+    "\n"
+    "environment: BC_VERIFY=1 verifies the IR after every pass; BC_DUMP=PASS\n"
+    "is --dump-after PASS; BC_NO_SIMPLIFY=1 skips the simplify pass.\n"
+    "exit status: 0 success, 1 errors in the model or options, 2 bad usage.\n";
+
+static int bad_usage(const char *fmt, const char *arg) {
+  fprintf(stderr, "bertc: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nTry 'bertc --help'.\n");
+  return 2;
+}
+
+static bool parse_double(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  *out = strtod(s, &end);
+  return *s && !*end && errno == 0;
+}
+
+static bool write_file(const char *dir, const char *name, const Graph *g, bool dot, Diag *d) {
+  char *path = bc_asprintf("%s/%s", dir, name);
+  char *tmp = bc_asprintf("%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  bool ok = f != NULL;
+  if (f) {
+    if (dot) graph_print_dot(g, f);
+    else graph_print(g, f);
+    ok = fflush(f) == 0 && !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+  }
+  if (ok && rename(tmp, path) != 0) ok = false;
+  if (!ok) {
+    diag_error(d, (SrcLoc){bc_intern(path), 0, 0}, "cannot write: %s", strerror(errno));
+    remove(tmp);
+  }
+  free(path);
+  free(tmp);
+  return ok;
+}
+
+static int cmd_compile(int argc, char **argv) {
+  CompileOptions o;
+  compile_options_default(&o);
+  VEC(Setting) sets = {0};
+  VEC(char *) owned = {0};
+  const char *dot_path = NULL, *out_dir = NULL, *device = "interp";
+  bool dump = false;
+  int rc = 2;
+  Diag d;
+  diag_init(&d);
+  Graph g;
+  bool have_graph = false;
+
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VAL() \
+  do { \
+    if (!val) { \
+      rc = bad_usage("option %s needs a value", a); \
+      goto done; \
+    } \
+    i++; \
+  } while (0)
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage, stdout);
+      rc = 0;
+      goto done;
+    } else if (strcmp(a, "--graph") == 0) {
+      NEED_VAL();
+      o.graph_name = val;
+    } else if (strcmp(a, "--set") == 0) {
+      NEED_VAL();
+      const char *eq = strchr(val, '=');
+      if (!eq || eq == val) {
+        rc = bad_usage("--set needs NAME=VALUE, got '%s'", val);
+        goto done;
+      }
+      char *key = bc_strdup(val);
+      key[eq - val] = '\0';
+      vec_push(&owned, key);
+      vec_push(&sets, ((Setting){key, eq + 1}));
+    } else if (strcmp(a, "--batch") == 0) {
+      NEED_VAL();
+      vec_push(&sets, ((Setting){"batch", val}));
+    } else if (strcmp(a, "--train") == 0) {
+      o.train = true;
+    } else if (strcmp(a, "--beta1") == 0 || strcmp(a, "--beta2") == 0 || strcmp(a, "--eps") == 0 ||
+               strcmp(a, "--weight-decay") == 0) {
+      NEED_VAL();
+      double x;
+      if (!parse_double(val, &x)) {
+        rc = bad_usage("not a number: '%s'", val);
+        goto done;
+      }
+      if (a[2] == 'b' && a[6] == '1') o.adam.beta1 = x;
+      else if (a[2] == 'b') o.adam.beta2 = x;
+      else if (a[2] == 'e') o.adam.eps = x;
+      else o.adam.weight_decay = x;
+    } else if (strcmp(a, "--dump") == 0) {
+      dump = true;
+    } else if (strcmp(a, "--dump-after") == 0) {
+      NEED_VAL();
+      o.dump_after = val;
+    } else if (strcmp(a, "--dot") == 0) {
+      NEED_VAL();
+      dot_path = val;
+    } else if (strcmp(a, "--device") == 0) {
+      NEED_VAL();
+      device = val;
+    } else if (strcmp(a, "-o") == 0) {
+      NEED_VAL();
+      out_dir = val;
+    } else if (a[0] == '-' && a[1]) {
+      rc = bad_usage("unknown option '%s'", a);
+      goto done;
+    } else if (!o.model_path) {
+      o.model_path = a;
+    } else {
+      rc = bad_usage("unexpected argument '%s' (one model file at a time)", a);
+      goto done;
+    }
+#undef NEED_VAL
+  }
+  if (!o.model_path) {
+    rc = bad_usage("%s", "compile needs a model file");
+    goto done;
+  }
+  if (strcmp(device, "interp") != 0) {
+    diag_error(&d, (SrcLoc){"<command line>", 0, 0},
+               "unknown device '%s' (available: interp)", device);
+    rc = 1;
+    goto done;
+  }
+  o.sets = sets.data;
+  o.n_sets = sets.n;
+  rc = 1;
+  if (!pipeline_run(&g, &o, &d)) goto done;
+  have_graph = true;
+  if (dump) graph_print(&g, stdout);
+  else {
+    printf("graph %s of %s%s\n", g.name, o.model_path, o.train ? " (training step)" : "");
+    printf("inputs:");
+    for (int i = 0; i < g.inputs.n; i++) {
+      const Value *v = &g.values.data[g.inputs.data[i]];
+      char b[96];
+      printf(" %s:%s%s", v->name, dtype_name(v->dtype), shape_str(&v->shape, b));
+    }
+    printf("\noutputs:");
+    for (int i = 0; i < g.outputs.n; i++) printf(" %s", g.values.data[g.outputs.data[i]].name);
+    printf("\n");
+    graph_print_summary(&g, stdout);
+  }
+  if (dot_path) {
+    FILE *f = fopen(dot_path, "w");
+    if (!f) {
+      diag_error(&d, (SrcLoc){bc_intern(dot_path), 0, 0}, "cannot write: %s", strerror(errno));
+      goto done;
+    }
+    graph_print_dot(&g, f);
+    if (fclose(f) != 0) {
+      diag_error(&d, (SrcLoc){bc_intern(dot_path), 0, 0}, "cannot write: %s", strerror(errno));
+      goto done;
+    }
+  }
+  if (out_dir) {
+    if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
+      diag_error(&d, (SrcLoc){bc_intern(out_dir), 0, 0}, "cannot create directory: %s", strerror(errno));
+      goto done;
+    }
+    if (!write_file(out_dir, "graph.txt", &g, false, &d)) goto done;
+    if (!write_file(out_dir, "graph.dot", &g, true, &d)) goto done;
+  }
+  rc = 0;
+done:
+  diag_print(&d, stderr);
+  diag_free(&d);
+  if (have_graph) graph_free(&g);
+  for (int i = 0; i < owned.n; i++) free(owned.data[i]);
+  vec_free(&owned);
+  vec_free(&sets);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    fputs(usage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("bertc 0.1\n");
+    return 0;
+  }
+  if (strcmp(argv[1], "compile") == 0) return cmd_compile(argc - 2, argv + 2);
+  return bad_usage("unknown command '%s' (commands: compile)", argv[1]);
+}
