@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# tests/cli.sh — the bertc command line: help, exact parameter counts of the
+# d2l BERT, DOT output that Graphviz renders, plan files, usage errors.
+set -u
+BERTC=${BERTC:-build/bertc}
+fail=0
+check() { # check DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+check "--help exits 0 and documents compile" bash -c "'$BERTC' --help | grep -q 'bertc compile MODEL.yaml'"
+check "compile --help" bash -c "'$BERTC' compile --help | grep -q -- '--dump-after'"
+check "no arguments is a usage error (2)" bash -c "'$BERTC' >/dev/null 2>&1; [ \$? -eq 2 ]"
+check "unknown option is a usage error (2)" bash -c "'$BERTC' compile models/bert.yaml --frobnicate 2>/dev/null; [ \$? -eq 2 ]"
+
+count() { "$BERTC" compile models/bert.yaml "$@" | sed -n 's/.* \([0-9]*\) parameter elements/\1/p'; }
+check "pretrain has 5,455,138 parameters" test "$(count --graph pretrain)" = 5455138
+check "nli has 2,842,371 parameters" test "$(count --graph nli)" = 2842371
+check "BERT-base nli has 109,087,747 parameters" test "$(count --graph nli --set vocab=30522 --set hidden=768 \
+  --set ffn=3072 --set heads=12 --set layers=12 --set max_len=512 --batch 2)" = 109087747
+check "training step keeps the parameter count" test "$(count --graph nli --train)" = 2842371
+
+check "dump lists values with dtype, shape and location" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --dump | grep -Eq 'f32\[[0-9, ]+\] = matmul\(.*@ .*models/.*\.yaml:[0-9]+:[0-9]+'"
+check "dump ends with counts" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --dump | tail -1 | grep -q '^counts: .* nodes, .* parameter tensors, 2842371 parameter elements'"
+check "--dump-after all shows every pass" bash -c \
+  "[ \$('$BERTC' compile models/bert.yaml --graph nli --train --dump-after all | grep -c '^# after ') -eq 4 ]"
+check "--dump-after with an unknown pass fails (1)" bash -c \
+  "'$BERTC' compile models/bert.yaml --dump-after nope 2>&1 | grep -q \"unknown pass 'nope'\""
+
+if command -v dot >/dev/null; then
+  check "--dot renders with dot -Tsvg" bash -c \
+    "'$BERTC' compile models/bert.yaml --graph nli --train --dot '$tmp/g.dot' >/dev/null && dot -Tsvg '$tmp/g.dot' -o '$tmp/g.svg' && grep -q '<svg' '$tmp/g.svg'"
+else
+  echo "FAIL: graphviz 'dot' is not installed (scripts/install-deps.sh installs it)"; fail=1
+fi
+check "-o writes the plan files" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli -o '$tmp/plan' >/dev/null && grep -q '^counts:' '$tmp/plan/graph.txt' && grep -q '^digraph' '$tmp/plan/graph.dot'"
+check "a missing model file is an error naming it (1)" bash -c \
+  "'$BERTC' compile '$tmp/none.yaml' 2>&1 | grep -q 'none.yaml: error: cannot open file'; [ \${PIPESTATUS[0]} -eq 1 ]"
+exit $fail
