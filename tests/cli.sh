@@ -41,5 +41,5 @@ fi
 check "-o writes the plan files" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli -o '$tmp/plan' >/dev/null && grep -q '^counts:' '$tmp/plan/graph.txt' && grep -q '^digraph' '$tmp/plan/graph.dot'"
 check "a missing model file is an error naming it (1)" bash -c \
-  "'$BERTC' compile '$tmp/none.yaml' 2>&1 | grep -q 'none.yaml: error: cannot open file'; [ \${PIPESTATUS[0]} -eq 1 ]"
+  "out=\$('$BERTC' compile '$tmp/none.yaml' 2>&1); rc=\$?; echo \"\$out\" | grep -q 'none.yaml: error: cannot open file' && [ \$rc -eq 1 ]"
 exit $fail
