@@ -182,7 +182,7 @@ ValueId graph_op(Graph *g, Op op, int n_in, const ValueId *in, const Attrs *a, D
   n.op = op;
   n.n_in = n_in;
   n.in = arena_alloc(&g->arena, sizeof(ValueId) * (size_t)(n_in ? n_in : 1));
-  memcpy(n.in, in, sizeof(ValueId) * (size_t)n_in);
+  if (n_in) memcpy(n.in, in, sizeof(ValueId) * (size_t)n_in);
   n.loc = g->cur_loc;
   n.a = attrs;
   NodeId id = g->nodes.n;

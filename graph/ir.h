@@ -68,7 +68,7 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
 
 typedef enum { VALUE_NODE, VALUE_INPUT, VALUE_PARAM, VALUE_STATE } ValueKind;
 
-/* Initial values of parameters and optimizer state (runtime/init.c draws
+/* Initial values of parameters and optimizer state (runtime/exec.c draws
  * them). XAVIER: uniform in ±sqrt(6 / (fan_in + fan_out)), fans = the last
  * two dims (MXNet's Xavier(): magnitude 3, factor avg). NORMAL: N(0, scale²).
  * UNIFORM: in ±scale. */

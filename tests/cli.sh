@@ -34,7 +34,7 @@ check "--dump-after with an unknown pass fails (1)" bash -c \
 
 if command -v dot >/dev/null; then
   check "--dot renders with dot -Tsvg" bash -c \
-    "'$BERTC' compile models/bert.yaml --graph nli --train --dot '$tmp/g.dot' >/dev/null && dot -Tsvg '$tmp/g.dot' -o '$tmp/g.svg' && grep -q '<svg' '$tmp/g.svg'"
+    "'$BERTC' compile models/bert.yaml --graph nli --dot '$tmp/g.dot' >/dev/null && dot -Tsvg '$tmp/g.dot' -o '$tmp/g.svg' && grep -q '<svg' '$tmp/g.svg'"
 else
   echo "FAIL: graphviz 'dot' is not installed (scripts/install-deps.sh installs it)"; fail=1
 fi

@@ -1,0 +1,129 @@
+/* optim.c — Adam appended to the graph as ordinary ops (DESIGN §4.3), so the
+ * whole training step, update included, is one compiled graph.
+ *
+ * Requires: autodiff (every parameter has Value.grad).
+ * Produces: the f32 scalar input "lr"; states "adam.t" (f32 scalar) and
+ * "<param>.adam_m", "<param>.adam_v" (zeros); assigns of t, moments and
+ * parameters, which backends apply after the step. Per element, with
+ * t' = t + 1 (PyTorch / d2l Adam, weight decay as L2 added to the gradient):
+ *   g' = g + wd p                         (only when wd > 0)
+ *   m' = b1 m + (1 - b1) g'
+ *   v' = b2 v + (1 - b2) g'^2
+ *   p' = p - (lr / (1 - b1^t')) m' / (sqrt(v' / (1 - b2^t')) + eps)
+ * which is the passes.h formula with the scalar factors taken out. b^t' is
+ * exp(t' ln b): the op set has no pow.
+ *
+ * Not here: gradient clipping, decoupled weight decay (AdamW), schedules
+ * (the task changes the "lr" input between steps). */
+#include "passes.h"
+
+#include <math.h>
+
+static const Value *val(const Graph *g, ValueId v) { return &g->values.data[v]; }
+
+void adam_options_default(AdamOptions *o) {
+  *o = (AdamOptions){.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0};
+}
+
+static ValueId scalar(Graph *g, double x) { return graph_const(g, x, DTYPE_F32, shape_of(0)); }
+
+static ValueId bin(Graph *g, Op op, ValueId a, ValueId b) { return graph_binary(g, op, a, b); }
+
+/* 1 - b^t for the f32 scalar t. */
+static ValueId bias_correction(Graph *g, double b, ValueId t) {
+  ValueId pw = graph_unary(g, OP_EXP, bin(g, OP_MUL, t, scalar(g, log(b))));
+  return bin(g, OP_SUB, scalar(g, 1.0), pw);
+}
+
+/* The "lr" input: found (it must be an f32 scalar input) or added. */
+static ValueId lr_input(Graph *g, Diag *d) {
+  ValueId lr = graph_find(g, "lr");
+  if (lr < 0) return graph_add_input(g, "lr", DTYPE_F32, shape_of(0), g->cur_loc);
+  const Value *v = val(g, lr);
+  if (v->kind != VALUE_INPUT || v->dtype != DTYPE_F32 || shape_numel(&v->shape) != 1) {
+    diag_error(d, v->loc, "'lr' is reserved for Adam's learning rate (an f32 scalar input)");
+    return -1;
+  }
+  return lr;
+}
+
+bool optim_adam_run(Graph *g, const AdamOptions *o, Diag *d) {
+  if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps >= 0) ||
+      !(o->weight_decay >= 0)) {
+    diag_error(d, g->cur_loc,
+               "Adam needs 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0 (got %g, %g, %g, %g)",
+               o->beta1, o->beta2, o->eps, o->weight_decay);
+    return false;
+  }
+  for (int i = 0; i < g->params.n; i++) {
+    const Value *p = val(g, g->params.data[i]);
+    if (p->grad < 0) {
+      diag_error(d, p->loc, "Adam: parameter '%s' has no gradient (autodiff must run first)",
+                 p->name);
+      return false;
+    }
+  }
+  if (graph_find(g, "adam.t") >= 0) {
+    diag_error(d, val(g, graph_find(g, "adam.t"))->loc, "Adam was already appended to graph '%s'",
+               g->name ? g->name : "?");
+    return false;
+  }
+  if (g->loss < 0) {
+    diag_error(d, g->cur_loc, "Adam: graph '%s' has no loss", g->name ? g->name : "?");
+    return false;
+  }
+  SrcLoc saved_loc = g->cur_loc;
+  const char *saved_scope = g->cur_scope;
+  g->cur_loc = val(g, g->loss)->loc;
+  ValueId lr = lr_input(g, d);
+  if (lr < 0) {
+    g->cur_loc = saved_loc;
+    return false;
+  }
+
+  /* Step counter and the per-step scalars shared by every parameter; they
+   * point at the loss, the line that asked for training. */
+  g->cur_scope = "adam";
+  g->cur_loc = val(g, g->loss)->loc;
+  Init zeros = {INIT_ZEROS, 0.0};
+  ValueId t = graph_add_state(g, "adam.t", DTYPE_F32, shape_of(0), zeros, g->cur_loc);
+  ValueId t1 = bin(g, OP_ADD, t, scalar(g, 1.0));
+  graph_assign(g, t, t1);
+  ValueId alpha = bin(g, OP_DIV, lr, bias_correction(g, o->beta1, t1)); /* () */
+  ValueId c2 = bias_correction(g, o->beta2, t1);                        /* () */
+
+  const int n_params = g->params.n; /* states are added below, params are not */
+  for (int i = 0; i < n_params; i++) {
+    ValueId p = g->params.data[i];
+    if (val(g, p)->dtype != DTYPE_F32) continue; /* integer params are not trained */
+    const char *name = val(g, p)->name;
+    Shape s = val(g, p)->shape;
+    g->cur_loc = val(g, p)->loc;
+    g->cur_scope = arena_printf(&g->arena, "%s.adam", name);
+    ValueId m = graph_add_state(g, arena_printf(&g->arena, "%s.adam_m", name), DTYPE_F32, s, zeros,
+                                g->cur_loc);
+    ValueId v = graph_add_state(g, arena_printf(&g->arena, "%s.adam_v", name), DTYPE_F32, s, zeros,
+                                g->cur_loc);
+    ValueId gr = val(g, p)->grad;
+    if (o->weight_decay > 0)
+      gr = bin(g, OP_ADD, gr, bin(g, OP_MUL, graph_const_like(g, o->weight_decay, p), p));
+    /* One builder call per statement: C leaves the order of argument
+     * evaluation open, and node order must not depend on the compiler. */
+    ValueId m_old = bin(g, OP_MUL, graph_const_like(g, o->beta1, m), m);
+    ValueId m_new = bin(g, OP_MUL, graph_const_like(g, 1.0 - o->beta1, gr), gr);
+    ValueId m1 = bin(g, OP_ADD, m_old, m_new);
+    ValueId v_old = bin(g, OP_MUL, graph_const_like(g, o->beta2, v), v);
+    ValueId g2 = bin(g, OP_MUL, gr, gr);
+    ValueId v_new = bin(g, OP_MUL, graph_const_like(g, 1.0 - o->beta2, gr), g2);
+    ValueId v1 = bin(g, OP_ADD, v_old, v_new);
+    ValueId root = graph_unary(g, OP_SQRT, bin(g, OP_DIV, v1, c2));
+    ValueId den = bin(g, OP_ADD, root, graph_const_like(g, o->eps, v1));
+    ValueId p1 = bin(g, OP_SUB, p, bin(g, OP_MUL, alpha, bin(g, OP_DIV, m1, den)));
+    graph_assign(g, m, m1);
+    graph_assign(g, v, v1);
+    graph_assign(g, p, p1);
+  }
+  g->cur_loc = saved_loc;
+  g->cur_scope = saved_scope;
+  return true;
+}

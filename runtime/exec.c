@@ -1,0 +1,143 @@
+/* exec.c — the backend-independent half of execution: choosing a backend by
+ * name, the Exec handle's life cycle, argument checks, and drawing initial
+ * values of parameters and optimizer state.
+ *
+ * Not here: any computation (each backend's run) or host buffers beyond the
+ * temporary one used by exec_init_params.
+ *
+ * Invariant: initial values depend only on (seed, value name, shape, init),
+ * never on the backend or the graph, so a parameter shared by name between
+ * the pretraining and NLI graphs starts equal in both, on every device. */
+#include "backend.h"
+#include "philox.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Backends by name. Add the CPU and CUDA backends here as they land. */
+static const Backend *const backends[] = {
+    &backend_interp,
+};
+
+const Backend *backend_by_name(const char *name) {
+  if (!name) return NULL;
+  for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+    if (strcmp(backends[i]->name, name) == 0) return backends[i];
+  return NULL;
+}
+
+Exec *exec_create(const Backend *b, const Graph *g, Diag *d) {
+  BC_ASSERT(b && g);
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    if (!b->supports_op(n->op)) {
+      diag_error(d, n->loc, "backend '%s' does not support op '%s'", b->name, op_info[n->op].name);
+      return NULL;
+    }
+  }
+  Exec *e = bc_calloc(1, sizeof(*e));
+  e->backend = b;
+  e->graph = g;
+  if (!b->prepare(e, d)) {
+    free(e);
+    return NULL;
+  }
+  return e;
+}
+
+void exec_destroy(Exec *e) {
+  if (!e) return;
+  if (e->impl) e->backend->release(e);
+  free(e);
+}
+
+static bool check_value(const Exec *e, ValueId v, const char *what, Diag *d) {
+  if (v >= 0 && v < e->graph->values.n) return true;
+  diag_error(d, SRCLOC_NONE, "%s: value id %d out of range (graph '%s' has %d values)", what,
+             (int)v, e->graph->name ? e->graph->name : "?", e->graph->values.n);
+  return false;
+}
+
+bool exec_write(Exec *e, ValueId v, const void *src, DType host_t, Diag *d) {
+  if (!check_value(e, v, "exec_write", d)) return false;
+  return e->backend->write(e, v, src, host_t, d);
+}
+
+bool exec_read(Exec *e, ValueId v, void *dst, DType host_t, Diag *d) {
+  if (!check_value(e, v, "exec_read", d)) return false;
+  return e->backend->read(e, v, dst, host_t, d);
+}
+
+bool exec_run(Exec *e, const RunContext *ctx, Diag *d) {
+  BC_ASSERT(ctx);
+  return e->backend->run(e, ctx, d);
+}
+
+/* Init draws use this step number, one no training run reaches, so they
+ * never coincide with a dropout mask of the same key. */
+#define INIT_STEP 0xFFFFFFFFu
+
+/* Uniform in [0, 1) for element i of the value keyed `key`, stream `k`
+ * (0 or 1: Box-Muller needs two per element). */
+static double init_uniform(uint64_t seed, uint32_t key, int64_t i, int k) {
+  return philox_uniform(seed, INIT_STEP, key, (uint64_t)i * 2u + (uint64_t)k);
+}
+
+/* The initial value of `v` into x (numel doubles). */
+static void draw_init(const Value *v, uint64_t seed, double *x) {
+  int64_t numel = shape_numel(&v->shape);
+  uint32_t key = bc_hash32(v->name ? v->name : "");
+  const Shape *s = &v->shape;
+  double scale = v->init.scale != 0 ? v->init.scale : 1.0; /* 0 = unset = 1 */
+  switch (v->init.kind) {
+  case INIT_ZEROS:
+  case INIT_ONES:
+    for (int64_t i = 0; i < numel; i++) x[i] = v->init.kind == INIT_ONES ? 1.0 : 0.0;
+    break;
+  case INIT_XAVIER: {
+    /* MXNet Xavier(rnd_type="uniform", factor_type="avg", magnitude=3):
+     * bound sqrt(3 / ((fan_in + fan_out) / 2)); fans are the last two dims
+     * (which is which does not matter for "avg"). */
+    double fan_in = 1, fan_out = 1;
+    if (s->rank >= 2) {
+      fan_in = (double)s->dim[s->rank - 2];
+      fan_out = (double)s->dim[s->rank - 1];
+    } else if (s->rank == 1) {
+      fan_in = fan_out = (double)s->dim[0];
+    }
+    double bound = sqrt(6.0 / (fan_in + fan_out));
+    for (int64_t i = 0; i < numel; i++) x[i] = (2.0 * init_uniform(seed, key, i, 0) - 1.0) * bound;
+    break;
+  }
+  case INIT_NORMAL:
+    /* Box-Muller: u1 in (0, 1] so the log is finite; |z| <= 5.77 with
+     * 24-bit uniforms, a tail cut no training notices. */
+    for (int64_t i = 0; i < numel; i++) {
+      double u1 = 1.0 - init_uniform(seed, key, i, 0), u2 = init_uniform(seed, key, i, 1);
+      x[i] = scale * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    }
+    break;
+  case INIT_UNIFORM:
+    for (int64_t i = 0; i < numel; i++) x[i] = (2.0 * init_uniform(seed, key, i, 0) - 1.0) * scale;
+    break;
+  }
+}
+
+static bool init_values(Exec *e, const ValueId *ids, int n, uint64_t seed, Diag *d) {
+  for (int i = 0; i < n; i++) {
+    const Value *v = &e->graph->values.data[ids[i]];
+    double *x = bc_malloc((size_t)shape_numel(&v->shape) * sizeof(double));
+    draw_init(v, seed, x);
+    bool ok = exec_write(e, ids[i], x, DTYPE_F64, d);
+    free(x);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool exec_init_params(Exec *e, uint64_t seed, Diag *d) {
+  const Graph *g = e->graph;
+  return init_values(e, g->params.data, g->params.n, seed, d) &&
+         init_values(e, g->states.data, g->states.n, seed, d);
+}
