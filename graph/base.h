@@ -109,7 +109,7 @@ void diag_error(Diag *d, SrcLoc loc, const char *fmt, ...) BC_PRINTF(3, 4);
 void diag_verror(Diag *d, SrcLoc loc, const char *fmt, va_list ap);
 void diag_note(Diag *d, SrcLoc loc, const char *fmt, ...) BC_PRINTF(3, 4);
 void diag_print(const Diag *d, FILE *f);
-/* The first message's first line (for tests), or "" when there is none. */
+/* The first message, whole (heading line, source line, caret), or "". */
 const char *diag_first(const Diag *d);
 
 /* Whole file into a NUL-terminated heap buffer; NULL (and an error naming

@@ -1,0 +1,125 @@
+/* expand.h — private to the model front end (expand.c, expr.c): the
+ * expansion context, scopes of values and block attributes, and the
+ * expression evaluator that shape dims and numeric attributes go through.
+ * Nothing outside passes/expand.c and passes/expr.c includes this. */
+#ifndef BC_EXPAND_H
+#define BC_EXPAND_H
+
+#include "../graph/yaml_load.h"
+#include "passes.h"
+
+#define VID_POISON (-2) /* a value whose node failed; readers are skipped */
+
+/* A number of an expression: integers stay integers (dims, axes), floats
+ * (scales, probabilities) stay floats. */
+typedef struct {
+  bool is_int;
+  int64_t i;
+  double f;
+} Num;
+
+static inline double expr_num_f(Num n) { return n.is_int ? (double)n.i : n.f; }
+
+typedef struct {
+  const char *name; /* interned */
+  ValueId v;        /* or VID_POISON */
+  SrcLoc loc;
+} ValBind;
+
+struct Scope;
+/* A block attribute: the YAML node that gives its value and the scope it is
+ * evaluated in (the caller's; NULL for a default: hparams only). */
+typedef struct {
+  const char *name;
+  const YNode *node;
+  struct Scope *env;
+} AttrBind;
+
+typedef struct Scope {
+  const char *prefix; /* full scope path; NULL at a graph's top level */
+  VEC(ValBind) vals;
+  const AttrBind *attrs;
+  int n_attrs;
+} Scope;
+
+/* A block as declared under `blocks:` (of the main file or an import). */
+typedef struct {
+  const char *name; /* interned */
+  SrcLoc loc;       /* its key */
+  const YNode *def;
+  const char **in, **out;
+  SrcLoc *in_loc, *out_loc;
+  int n_in, n_out;
+  const YNode *attrs; /* mapping name -> default (null = required), or NULL */
+  const YNode *nodes; /* list, or NULL */
+  bool active;        /* being expanded (recursion check) */
+  bool failed;        /* an instance failed: later calls are skipped silently */
+} BlockDef;
+
+/* A loaded model file; imports are loaded once each. */
+typedef struct {
+  YDoc doc;
+  const char *real; /* canonical path, for import de-duplication */
+  bool loading;     /* on the import stack */
+} ModelFile;
+
+/* A hyperparameter after --set (loc: the YAML value or the command line). */
+typedef struct {
+  const char *name; /* interned */
+  Num value;
+  SrcLoc loc;
+} HP;
+
+/* One expansion: the loaded files, blocks, hparams and the graph built. */
+typedef struct {
+  Diag *d;
+  Arena arena; /* scratch for everything that dies with the expansion */
+  VEC(ModelFile *) files;
+  VEC(BlockDef) blocks;
+  VEC(HP) hparams;
+  VEC(BlockDef *) call_stack;
+  VEC(ValBind) scopes; /* scopes of block instances so far (name) and their calls (loc) */
+  const YNode *root;   /* main file */
+  Graph *g;
+} Ctx;
+
+/* Tokens of expressions (expr_lex). */
+typedef enum { TK_END, TK_NUM, TK_IDENT, TK_OP, TK_LP, TK_RP, TK_COMMA, TK_BAD } TokKind;
+typedef struct {
+  TokKind k;
+  int pos, len;      /* the token's bytes */
+  int name, name_len; /* TK_IDENT: the name without its `$` */
+} Tok;
+
+/* Scalar `n`'s location moved to byte `off` of its text, when the scalar is
+ * on one line (else its start). */
+SrcLoc expr_loc(const YNode *n, int off);
+bool expr_is_ident(const char *s); /* [A-Za-z_][A-Za-z0-9_]* */
+/* A number literal spanning all of `s`: "12" is an integer, "1e3" a float. */
+bool expr_parse_number(const char *s, Num *out);
+/* The token at or after byte `pos` of `s` (spaces skipped). */
+Tok expr_lex(const char *s, int pos);
+
+/* Evaluates scalar `n` in scope `env` (NULL: hparams only): numbers, names
+ * (block attributes of env, then hparams; bare or `$`), + - * / // % ( ),
+ * unary minus, dim(value, axis), rank(value). False with an error at the
+ * offending token. */
+bool expr_num(Ctx *c, Scope *env, const YNode *n, Num *out);
+/* Same, requiring an integer (an integral float is accepted); `what` names
+ * it in the error ("a dimension must be an integer, got 3.5"). */
+bool expr_int(Ctx *c, Scope *env, const YNode *n, const char *what, int64_t *out);
+/* Follows `$attr` pass-throughs to the node that gives the value, and the
+ * scope that node is evaluated in. */
+void expr_resolve(Scope **env, const YNode **n);
+/* Text of a string attribute (dtype, init, like) after expr_resolve; NULL
+ * with an error when it is not a scalar or names an unknown `$attr`. */
+const char *expr_str(Ctx *c, Scope **env, const YNode **n);
+
+/* Scopes: the value bound to a local name (last binding wins), or NULL. */
+ValBind *expand_scope_find(Scope *s, const char *name);
+void expand_scope_bind(Scope *s, const char *name, ValueId v, SrcLoc loc);
+/* Block attribute `name` (len bytes) of scope s (may be NULL), or NULL. */
+const AttrBind *expand_attr(const Scope *s, const char *name, size_t len);
+const HP *expand_hparam(Ctx *c, const char *name, size_t len);
+
+#endif
