@@ -51,6 +51,10 @@ bool optim_adam_run(Graph *g, const AdamOptions *o, Diag *d);
  * elimination (assigns, outputs and the loss are roots). */
 bool simplify_run(Graph *g, Diag *d);
 
+/* schedule.c — execution order: moves cheap input-only index computations
+ * (attention masks, gather indices) to the front so their readers fuse. */
+bool schedule_run(Graph *g, Diag *d);
+
 /* pipeline.c */
 typedef struct {
   const char *model_path;

@@ -29,10 +29,16 @@ static bool run_simplify(Graph *g, const CompileOptions *o, Diag *d) {
   return simplify_run(g, d);
 }
 
+static bool run_schedule(Graph *g, const CompileOptions *o, Diag *d) {
+  (void)o;
+  return schedule_run(g, d);
+}
+
 static const Pass passes[] = {
     {"autodiff", true, run_autodiff},
     {"optim", true, run_optim},
     {"simplify", false, run_simplify},
+    {"schedule", false, run_schedule},
 };
 enum { N_PASSES = sizeof passes / sizeof passes[0] };
 
@@ -83,7 +89,7 @@ bool pipeline_run(Graph *out, const CompileOptions *o, Diag *d) {
     for (const char *const *p = pipeline_pass_names(); *p; p++)
       if (strcmp(*p, o->dump_after) == 0) known = true;
     if (!known) {
-      diag_error(d, SRCLOC_NONE, "unknown pass '%s' for --dump-after (passes: expand, autodiff, optim, simplify, all)",
+      diag_error(d, SRCLOC_NONE, "unknown pass '%s' for --dump-after (passes: expand, autodiff, optim, simplify, schedule, fuse, memplan, all)",
                  o->dump_after);
       return false;
     }

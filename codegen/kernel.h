@@ -1,0 +1,128 @@
+/* kernel.h — the kernel IR: what the fusion pass produces and what the
+ * emitters (llvm_emit.c for CPUs, cuda_emit.c for GPUs) and the runtimes
+ * consume. A KernelPlan is an ordered list of kernels that together compute
+ * a graph's nodes in schedule order.
+ *
+ * Kinds:
+ *  - KERNEL_LOOP: generated code over an iteration domain (a shape). Its body
+ *    is a list of scalar instructions in SSA form (KInst), evaluated at every
+ *    point of the domain. Values are either *full* (vary over the whole
+ *    domain) or *row* values (constant along the last domain axis: loads of
+ *    [.., 1]-shaped tensors, row reductions, and arithmetic on those).
+ *    KI_REDUCE with axis == rank-1 reduces a full value over the last axis
+ *    into a row value ("row kernel": softmax, layer norm, cross-entropy).
+ *    When `col_axis` >= 0 the kernel is a column reduction instead: its one
+ *    KI_REDUCE sums or maxes over domain axis col_axis (< rank-1) and it
+ *    stores only that result (bias and layer-norm parameter gradients).
+ *  - KERNEL_GEMM: one matmul node as a library call (cblas_sgemm / cuBLAS),
+ *    batched over the batch dims.
+ *  - KERNEL_GATHER, KERNEL_SCATTER_ADD, KERNEL_CONCAT: one node each, run by
+ *    the runtime's own loops (row copies).
+ *  - KERNEL_ALIAS: a reshape of a materialized value: no work; the output
+ *    shares the input's buffer (the memory plan places it so).
+ *
+ * Memory access: every tensor a LOOP kernel reads or writes is a KView: an
+ * element offset plus one stride per domain axis (0 = broadcast along that
+ * axis). Broadcasts, permutes and slices of materialized values are folded
+ * into views, so they cost no kernel of their own.
+ *
+ * Invariants: instruction operands precede their users; a LOOP kernel's
+ * KI_STORE of a full value writes a view with the domain's shape, of a row
+ * value a view whose last stride is 0; every graph value read by a later
+ * kernel or by the caller is materialized (has a buffer). */
+#ifndef BC_KERNEL_H
+#define BC_KERNEL_H
+
+#include "../passes/fuse.h"
+
+typedef enum {
+  KERNEL_LOOP,
+  KERNEL_GEMM,
+  KERNEL_GATHER,
+  KERNEL_SCATTER_ADD,
+  KERNEL_CONCAT,
+  KERNEL_ALIAS,
+} KernelKind;
+
+typedef struct {
+  ValueId value;                /* the graph value whose buffer this views */
+  int64_t offset;               /* in elements */
+  int64_t stride[BC_MAX_RANK];  /* elements per step along each domain axis */
+} KView;
+
+typedef enum {
+  KI_LOAD,   /* view -> value */
+  KI_CONST,  /* imm */
+  KI_UNARY,  /* op(a) */
+  KI_BINARY, /* op(a, b) */
+  KI_SELECT, /* a != 0 ? b : c */
+  KI_CAST,   /* a converted to dtype */
+  KI_IOTA,   /* index along domain axis `axis` */
+  KI_RANDOM, /* Philox uniform: key, linear index in the domain (+ example offset) */
+  KI_REDUCE, /* op = OP_REDUCE_SUM or OP_REDUCE_MAX of a over domain axis `axis` */
+  KI_STORE,  /* a -> view */
+} KInstKind;
+
+typedef struct {
+  KInstKind kind;
+  Op op;        /* KI_UNARY, KI_BINARY, KI_REDUCE */
+  int a, b, c;  /* operand instruction indices (-1 unused) */
+  int view;     /* KI_LOAD, KI_STORE: index into Kernel.views */
+  double imm;   /* KI_CONST */
+  int axis;     /* KI_IOTA, KI_REDUCE */
+  uint32_t key; /* KI_RANDOM */
+  DType dtype;  /* of the result (of the stored value for KI_STORE) */
+  bool row;     /* constant along the last domain axis */
+  NodeId node;  /* the graph node this implements, or -1 */
+} KInst;
+
+typedef struct {
+  KernelKind kind;
+  const char *name; /* "k7_sub_exp_reduce_sum_div": index and ops; interned */
+  NodeId first_node; /* the node that opened it (GEMM etc.: the node) */
+  Shape domain;      /* LOOP */
+  int col_axis;      /* LOOP: -1, or the axis of a column reduction */
+  VEC(KView) views;
+  VEC(KInst) insts;
+  VEC(NodeId) nodes; /* every graph node computed here, in order */
+} Kernel;
+
+typedef struct {
+  VEC(Kernel) kernels;
+  bool *materialized; /* per graph value: has a buffer (else lives in registers) */
+  int n_values;
+} KernelPlan;
+
+/* ---- CPU ABI of a compiled LOOP kernel (llvm_emit.c builds it, cpu.c calls it)
+ *
+ *   void kernel(void *const *bufs, int64_t begin, int64_t end, const KernelRunInfo *info);
+ *
+ * bufs[i] is the base address of the buffer of views[i].value (float* for
+ * f32, int32_t* for i32); the kernel adds views[i].offset itself. Work items
+ * [begin, end) are:
+ *   - col_axis < 0: rows of the domain, numel(domain) / domain[rank-1]; row r
+ *     is the multi-index of the leading rank-1 axes in row-major order.
+ *   - col_axis >= 0: rows of the output, numel(domain) / (domain[col_axis] *
+ *     domain[rank-1]); each item reduces over col_axis for a whole last-axis
+ *     row of outputs.
+ * Items are independent, so the runtime splits them over threads. */
+typedef struct {
+  uint64_t seed;
+  uint32_t step;
+  int64_t example_offset;
+} KernelRunInfo;
+typedef void (*KernelFn)(void *const *bufs, int64_t begin, int64_t end, const KernelRunInfo *info);
+/* Number of work items of a LOOP kernel, as above. */
+int64_t kernel_work_items(const Kernel *k);
+
+/* kernel_ir.c: lowers the fusion groups of g (passes/fuse.h) into kernels,
+ * one per group, in group order. The plan refers to g's ids; free with
+ * kernel_plan_free. */
+bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d);
+void kernel_plan_free(KernelPlan *p);
+/* Readable listing: each kernel, its domain, ops and the YAML lines. */
+void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f);
+/* Number of kernels of a kind (KERNEL_LOOP etc.), for tests. */
+int kernel_plan_count(const KernelPlan *p, KernelKind kind);
+
+#endif

@@ -1,0 +1,297 @@
+/* fuse.c — groups the nodes of a graph into kernels (DESIGN §4.6).
+ *
+ * Requires: a verified graph whose node order is the execution order.
+ * Produces: a Fusion (fuse.h): per node its group, per group its kind and
+ * iteration domain, per value whether it needs a buffer.
+ *
+ * Rules, applied in node order:
+ *  - Views (broadcast, permute, slice) and generators (constant, iota,
+ *    random) whose readers are all loop-kind nodes are folded into their
+ *    readers: a view becomes strides on a load, a generator is recomputed.
+ *  - An elementwise node (and select, cast, a joined broadcast of a row
+ *    value) joins the latest LOOP group whose domain equals its shape (or
+ *    whose rows it is a per-row value of) if every input it reads is
+ *    computed in that group or by an earlier group; else it opens a group.
+ *  - A reduction over the last axis joins the group of its input (a "row
+ *    kernel": softmax, layer norm, cross-entropy); over another axis it is
+ *    a column reduction of its own.
+ *  - matmul, gather, scatter_add, concat: one library kernel each; reshape of
+ *    a buffer is an alias.
+ *  - An assign joins the kernel computing its value when that kernel reads
+ *    the target only elementwise before the store and nothing later reads
+ *    the target (Adam: one kernel per parameter updates p, m and v in place).
+ * Not here: the kernel IR itself (codegen/kernel_ir.c), memory (memplan.c). */
+#include "fuse.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  const Graph *g;
+  Fusion *f;
+  int *start;   /* reader lists: CSR over values */
+  NodeId *readers;
+  bool *folded; /* per node: view/generator folded into readers */
+  bool *required;
+  VEC(GroupKind) kinds;
+  VEC(Shape) domains;
+  VEC(int) cols;
+} Fuser;
+
+static bool is_view(Op op) { return op == OP_BROADCAST || op == OP_PERMUTE || op == OP_SLICE; }
+static bool is_generator(Op op) { return op == OP_CONSTANT || op == OP_IOTA || op == OP_RANDOM; }
+static bool is_pointwise(Op op) {
+  return (op_info[op].flags & OPF_ELEMENTWISE) || op == OP_SELECT || op == OP_CAST;
+}
+/* Nodes that run inside LOOP kernels and can read folded views. */
+static bool is_loop_kind(Op op) {
+  return is_pointwise(op) || is_view(op) || op == OP_REDUCE_SUM || op == OP_REDUCE_MAX;
+}
+
+static const Value *val(const Fuser *F, ValueId v) { return &F->g->values.data[v]; }
+static NodeId producer(const Fuser *F, ValueId v) { return F->g->values.data[v].node; }
+
+static int new_group(Fuser *F, GroupKind k, Shape dom, int col) {
+  vec_push(&F->kinds, k);
+  vec_push(&F->domains, dom);
+  vec_push(&F->cols, col);
+  return F->kinds.n - 1;
+}
+
+/* s is a per-row value of domain d: equal but for a last axis of 1. */
+static bool is_row_shape(const Shape *s, const Shape *d) {
+  if (s->rank != d->rank || d->rank == 0 || d->dim[d->rank - 1] == 1) return false;
+  for (int i = 0; i + 1 < d->rank; i++)
+    if (s->dim[i] != d->dim[i]) return false;
+  return s->dim[d->rank - 1] == 1;
+}
+
+static bool fits_domain(const Shape *s, const Shape *d) { return shape_eq(s, d) || is_row_shape(s, d); }
+
+/* Latest group that value v (read through folded views) depends on through
+ * memory, or -1 for none. Values read via a view must be complete before. */
+static int view_base_group(const Fuser *F, ValueId v) {
+  NodeId p = producer(F, v);
+  if (p < 0) return -1;
+  if (!F->folded[p]) return F->f->group_of[p];
+  int best = -1;
+  const Node *n = &F->g->nodes.data[p];
+  for (int j = 0; j < n->n_in; j++) {
+    int gg = view_base_group(F, n->in[j]);
+    if (gg > best) best = gg;
+  }
+  return best;
+}
+
+/* Can node n (pointwise, shape s) run in group G? */
+static bool can_join(const Fuser *F, const Node *n, int G) {
+  if (F->kinds.data[G] != GROUP_LOOP) return false;
+  const Shape *s = &val(F, n->out)->shape;
+  if (!fits_domain(s, &F->domains.data[G])) return false;
+  for (int j = 0; j < n->n_in; j++) {
+    ValueId u = n->in[j];
+    NodeId p = producer(F, u);
+    if (p < 0) continue;
+    if (F->folded[p]) {
+      if (view_base_group(F, u) >= G) return false;
+      continue;
+    }
+    int gu = F->f->group_of[p];
+    if (gu > G) return false;
+    if (gu == G && !fits_domain(&val(F, u)->shape, &F->domains.data[G])) return false;
+  }
+  return true;
+}
+
+static void build_readers(Fuser *F) {
+  const Graph *g = F->g;
+  int nv = g->values.n;
+  F->start = bc_calloc((size_t)nv + 1, sizeof(int));
+  for (int i = 0; i < g->nodes.n; i++)
+    for (int j = 0; j < g->nodes.data[i].n_in; j++) F->start[g->nodes.data[i].in[j] + 1]++;
+  for (int v = 0; v < nv; v++) F->start[v + 1] += F->start[v];
+  F->readers = bc_malloc(sizeof(NodeId) * (size_t)(F->start[nv] ? F->start[nv] : 1));
+  int *fill = bc_calloc((size_t)nv, sizeof(int));
+  for (int i = 0; i < g->nodes.n; i++)
+    for (int j = 0; j < g->nodes.data[i].n_in; j++) {
+      ValueId v = g->nodes.data[i].in[j];
+      F->readers[F->start[v] + fill[v]++] = i;
+    }
+  free(fill);
+}
+
+/* Pass 1: which views and generators fold into their readers. */
+static void decide_folding(Fuser *F) {
+  const Graph *g = F->g;
+  for (int i = g->nodes.n - 1; i >= 0; i--) {
+    const Node *n = &g->nodes.data[i];
+    if (!is_view(n->op) && !is_generator(n->op)) continue;
+    if (F->required[n->out]) continue;
+    int lo = F->start[n->out], hi = F->start[n->out + 1];
+    if (lo == hi) continue;
+    bool ok = true;
+    for (int r = lo; r < hi && ok; r++) {
+      const Node *rn = &g->nodes.data[F->readers[r]];
+      if (!is_loop_kind(rn->op)) ok = false;
+      /* iota and random are recomputed per element of the reader's domain:
+       * only readers iterating exactly their shape can do that */
+      if ((n->op == OP_IOTA || n->op == OP_RANDOM) &&
+          (is_view(rn->op) ||
+           !shape_eq(&g->values.data[is_pointwise(rn->op) ? rn->out : rn->in[0]].shape,
+                     &g->values.data[n->out].shape)))
+        ok = false;
+      /* a view read by a view that is not itself folded becomes a copy
+       * kernel reading through the composed view: fine */
+    }
+    F->folded[i] = ok;
+  }
+}
+
+/* Assign node a (target t, value v): can it store from v's group? */
+static bool assign_in_place(const Fuser *F, NodeId a) {
+  const Graph *g = F->g;
+  const Node *n = &g->nodes.data[a];
+  ValueId t = n->in[0], v = n->in[1];
+  NodeId p = producer(F, v);
+  if (p < 0 || F->folded[p]) return false;
+  int G = F->f->group_of[p];
+  if (F->kinds.data[G] != GROUP_LOOP || !shape_eq(&F->domains.data[G], &val(F, t)->shape)) return false;
+  for (int r = F->start[t]; r < F->start[t + 1]; r++) {
+    NodeId rn = F->readers[r];
+    if (rn == a) continue;
+    if (rn > a) return false;           /* read after the update in node order */
+    if (F->folded[rn]) return false;    /* read through a view: not elementwise */
+    if (F->f->group_of[rn] > G) return false;
+    if (F->f->group_of[rn] == G && !shape_eq(&val(F, g->nodes.data[rn].out)->shape, &val(F, t)->shape))
+      return false;
+  }
+  return true;
+}
+
+bool fuse_run(const Graph *g, bool no_fuse, Fusion *out, Diag *d) {
+  (void)d;
+  memset(out, 0, sizeof(*out));
+  int nn = g->nodes.n, nv = g->values.n;
+  out->n_nodes = nn;
+  out->n_values = nv;
+  out->group_of = bc_malloc(sizeof(int) * (size_t)(nn ? nn : 1));
+  out->materialized = bc_calloc((size_t)(nv ? nv : 1), sizeof(bool));
+  for (int i = 0; i < nn; i++) out->group_of[i] = -1;
+  Fuser F = {0};
+  F.g = g;
+  F.f = out;
+  F.folded = bc_calloc((size_t)(nn ? nn : 1), sizeof(bool));
+  F.required = bc_calloc((size_t)(nv ? nv : 1), sizeof(bool));
+  for (int i = 0; i < g->outputs.n; i++) F.required[g->outputs.data[i]] = true;
+  if (g->loss >= 0) F.required[g->loss] = true;
+  for (int i = 0; i < g->params.n; i++) {
+    ValueId gr = g->values.data[g->params.data[i]].grad;
+    if (gr >= 0) F.required[gr] = true;
+  }
+  build_readers(&F);
+  decide_folding(&F);
+
+  for (int i = 0; i < nn; i++) {
+    const Node *n = &g->nodes.data[i];
+    const Shape *os = &g->values.data[n->out].shape;
+    if (F.folded[i]) {
+      /* a broadcast of a per-row value computed in a LOOP group joins that
+       * group: row values are already broadcast along their rows */
+      if (n->op == OP_BROADCAST && !no_fuse) {
+        NodeId p = producer(&F, n->in[0]);
+        if (p >= 0 && !F.folded[p]) {
+          int G = out->group_of[p];
+          if (F.kinds.data[G] == GROUP_LOOP && shape_eq(os, &F.domains.data[G]) &&
+              is_row_shape(&g->values.data[n->in[0]].shape, os)) {
+            F.folded[i] = false;
+            out->group_of[i] = G;
+          }
+        }
+      }
+      continue;
+    }
+    int G = -1;
+    switch (n->op) {
+    case OP_MATMUL: G = new_group(&F, GROUP_GEMM, *os, -1); break;
+    case OP_GATHER: G = new_group(&F, GROUP_GATHER, *os, -1); break;
+    case OP_SCATTER_ADD: G = new_group(&F, GROUP_SCATTER_ADD, *os, -1); break;
+    case OP_CONCAT: G = new_group(&F, GROUP_CONCAT, *os, -1); break;
+    case OP_RESHAPE: G = new_group(&F, GROUP_ALIAS, *os, -1); break;
+    case OP_ASSIGN:
+      if (!no_fuse && assign_in_place(&F, i)) G = out->group_of[producer(&F, n->in[1])];
+      else G = new_group(&F, GROUP_ASSIGN, *os, -1);
+      break;
+    case OP_REDUCE_SUM:
+    case OP_REDUCE_MAX: {
+      const Shape *is = &g->values.data[n->in[0]].shape;
+      int last = is->rank - 1;
+      if (n->a.axis != last && is->dim[n->a.axis] > 1) {
+        G = new_group(&F, GROUP_COLREDUCE, *is, n->a.axis);
+        break;
+      }
+      NodeId p = producer(&F, n->in[0]);
+      if (!no_fuse && p >= 0 && !F.folded[p]) {
+        int Gp = out->group_of[p];
+        if (F.kinds.data[Gp] == GROUP_LOOP && shape_eq(&F.domains.data[Gp], is)) G = Gp;
+      }
+      if (G < 0) G = new_group(&F, GROUP_LOOP, *is, -1);
+      break;
+    }
+    default:
+      if (!no_fuse && is_pointwise(n->op)) {
+        /* the latest group among the inputs' groups that can take it */
+        int best = -1;
+        for (int j = 0; j < n->n_in; j++) {
+          NodeId p = producer(&F, n->in[j]);
+          if (p < 0 || F.folded[p]) continue;
+          int gu = out->group_of[p];
+          if (gu > best && can_join(&F, n, gu)) best = gu;
+        }
+        /* inputs all folded (a dropout mask from random < p): try the
+         * newest group, where the value's readers most likely are */
+        if (best < 0 && F.kinds.n > 0 && can_join(&F, n, F.kinds.n - 1)) best = F.kinds.n - 1;
+        G = best;
+      }
+      if (G < 0) G = new_group(&F, GROUP_LOOP, *os, -1);
+      break;
+    }
+    out->group_of[i] = G;
+  }
+
+  /* Materialized values: not computed by a node, required, produced by a
+   * library kernel, or read from memory by another group or a view. */
+  for (int v = 0; v < nv; v++) {
+    NodeId p = g->values.data[v].node;
+    bool m = p < 0 || F.required[v];
+    if (!m && F.folded[p]) continue; /* recomputed or viewed by its readers */
+    if (!m) {
+      int G = out->group_of[p];
+      if (F.kinds.data[G] != GROUP_LOOP && F.kinds.data[G] != GROUP_COLREDUCE) m = true;
+      if (F.kinds.data[G] == GROUP_COLREDUCE) m = true;
+      if (g->nodes.data[p].op == OP_ASSIGN) m = false; /* the target is the buffer */
+      for (int r = F.start[v]; r < F.start[v + 1] && !m; r++) {
+        NodeId rn = F.readers[r];
+        if (F.folded[rn] || out->group_of[rn] != G) m = true;
+      }
+    }
+    out->materialized[v] = m;
+  }
+  out->n_groups = F.kinds.n;
+  out->kind = F.kinds.data;
+  out->domain = F.domains.data;
+  out->col_axis = F.cols.data;
+  free(F.start);
+  free(F.readers);
+  free(F.folded);
+  free(F.required);
+  return true;
+}
+
+void fusion_free(Fusion *f) {
+  free(f->group_of);
+  free(f->kind);
+  free(f->domain);
+  free(f->col_axis);
+  free(f->materialized);
+  memset(f, 0, sizeof(*f));
+}

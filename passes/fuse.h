@@ -1,0 +1,43 @@
+/* fuse.h — the fusion decision: which graph nodes run together as one
+ * kernel, and which values need a buffer. passes/ decides; codegen/
+ * (kernel_ir.c) lowers each group into the kernel IR.
+ *
+ * Groups are numbered in execution order; running the groups in order, each
+ * group's nodes in node order, computes the graph. A value is materialized
+ * (gets a buffer) when it is read outside its group, is a graph output, the
+ * loss, a parameter gradient, or is not computed by a node. */
+#ifndef BC_FUSE_H
+#define BC_FUSE_H
+
+#include "../graph/ir.h"
+
+typedef enum {
+  GROUP_LOOP,        /* elementwise chains, row reductions, folded views */
+  GROUP_COLREDUCE,   /* a reduction over a non-last axis (+ elementwise prologue) */
+  GROUP_GEMM,        /* one matmul */
+  GROUP_GATHER,      /* one gather */
+  GROUP_SCATTER_ADD, /* one scatter_add */
+  GROUP_CONCAT,      /* one concat */
+  GROUP_ALIAS,       /* one reshape of a materialized value: a view, no work */
+  GROUP_ASSIGN,      /* an assign whose value could not be stored in place */
+} GroupKind;
+
+typedef struct {
+  int n_groups;
+  int *group_of;       /* per node: its group, or -1 for a view or generator
+                          (broadcast, permute, slice, constant, iota, random)
+                          folded into the kernels that read it */
+  GroupKind *kind;     /* per group */
+  Shape *domain;       /* per group: iteration domain of LOOP and COLREDUCE groups */
+  int *col_axis;       /* per group: COLREDUCE: the reduced axis; else -1 */
+  bool *materialized;  /* per value */
+  int n_nodes, n_values;
+} Fusion;
+
+/* Groups g's nodes. With `no_fuse` (BC_NO_FUSE=1) every node is a group of
+ * its own, except views (broadcast/permute/slice of a materialized value),
+ * which are still folded into their readers. */
+bool fuse_run(const Graph *g, bool no_fuse, Fusion *out, Diag *d);
+void fusion_free(Fusion *f);
+
+#endif
