@@ -34,6 +34,7 @@
 #define BC_KERNEL_H
 
 #include "../passes/fuse.h"
+#include "../passes/memplan.h"
 
 typedef enum {
   KERNEL_LOOP,
@@ -120,6 +121,15 @@ int64_t kernel_work_items(const Kernel *k);
  * kernel_plan_free. */
 bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d);
 void kernel_plan_free(KernelPlan *p);
+
+/* The front half every compiled backend runs: copies g into *exec (an
+ * initialized graph the caller frees; same value ids as g), fuses it
+ * (no_fuse: a kernel per node), reorders its nodes into the execution order
+ * of the kernels, lowers the kernels and plans memory over that order
+ * (no_memplan: a buffer per value). False with diagnostics on failure, with
+ * nothing left to free. */
+bool kernel_plan_compile(const Graph *g, bool no_fuse, bool no_memplan, Graph *exec,
+                         KernelPlan *plan, MemPlan *mem, Diag *d);
 /* Readable listing: each kernel, its domain, ops and the YAML lines. */
 void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f);
 /* Number of kernels of a kind (KERNEL_LOOP etc.), for tests. */

@@ -363,6 +363,42 @@ bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d
   return true;
 }
 
+bool kernel_plan_compile(const Graph *g, bool no_fuse, bool no_memplan, Graph *exec,
+                         KernelPlan *plan, MemPlan *mem, Diag *d) {
+  graph_copy(exec, g);
+  Fusion f;
+  if (!fuse_run(exec, no_fuse, &f, d)) {
+    graph_free(exec);
+    return false;
+  }
+  NodeId *order = bc_malloc(sizeof(NodeId) * (size_t)(exec->nodes.n ? exec->nodes.n : 1));
+  fusion_execution_order(exec, &f, order);
+  fusion_apply_order(exec, &f, order);
+  free(order);
+  bool ok = kernel_plan_build(exec, &f, plan, d);
+  /* the kernel of each node; a folded node belongs to the kernel after it */
+  int nn = exec->nodes.n;
+  int *kernel_of = bc_malloc(sizeof(int) * (size_t)(nn ? nn : 1));
+  for (int i = nn - 1, next = f.n_groups; i >= 0; i--) {
+    if (f.group_of[i] >= 0) next = f.group_of[i];
+    kernel_of[i] = next;
+  }
+  fusion_free(&f);
+  if (!ok) {
+    free(kernel_of);
+    graph_free(exec);
+    return false;
+  }
+  ok = memplan_run_kernels(exec, plan->materialized, kernel_of, no_memplan, mem, d);
+  free(kernel_of);
+  if (!ok) {
+    kernel_plan_free(plan);
+    graph_free(exec);
+    return false;
+  }
+  return true;
+}
+
 void kernel_plan_free(KernelPlan *p) {
   for (int i = 0; i < p->kernels.n; i++) {
     Kernel *k = &p->kernels.data[i];

@@ -245,6 +245,22 @@ ValueId *graph_compact(Graph *g, const bool *keep) {
   return map;
 }
 
+void graph_reorder(Graph *g, const NodeId *order) {
+  int nn = g->nodes.n;
+  Node *nodes = bc_malloc(sizeof(Node) * (size_t)(nn ? nn : 1));
+  bool *done = bc_calloc((size_t)(g->values.n ? g->values.n : 1), sizeof(bool));
+  for (int v = 0; v < g->values.n; v++) done[v] = g->values.data[v].kind != VALUE_NODE;
+  for (int k = 0; k < nn; k++) {
+    nodes[k] = g->nodes.data[order[k]];
+    for (int j = 0; j < nodes[k].n_in; j++) BC_ASSERT(done[nodes[k].in[j]] && "order is not topological");
+    done[nodes[k].out] = true;
+  }
+  memcpy(g->nodes.data, nodes, sizeof(Node) * (size_t)nn);
+  for (int k = 0; k < nn; k++) g->values.data[g->nodes.data[k].out].node = k;
+  free(nodes);
+  free(done);
+}
+
 /* ---- builders for passes ---- */
 
 ValueId graph_unary(Graph *g, Op op, ValueId a) {

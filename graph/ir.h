@@ -157,6 +157,10 @@ void graph_set_name(Graph *g, ValueId v, const char *name);
  * returned map (old id -> new id or -1), which the caller frees; may be NULL. */
 ValueId *graph_compact(Graph *g, const bool *keep);
 
+/* Reorders the nodes: new node k is old node order[k]. Value ids stay; the
+ * order must be topological (BC_ASSERT). */
+void graph_reorder(Graph *g, const NodeId *order);
+
 /* Builders for passes: they assert on errors (a pass that builds a bad node
  * is a bug). Binary builders broadcast operands with numpy rules. */
 ValueId graph_unary(Graph *g, Op op, ValueId a);

@@ -295,3 +295,62 @@ void fusion_free(Fusion *f) {
   free(f->materialized);
   memset(f, 0, sizeof(*f));
 }
+
+/* Group at which node i (folded or not) is first needed, in `key`. */
+static int need_group(const Graph *g, const Fusion *f, const int *start, const NodeId *readers, int *key,
+                      NodeId i) {
+  if (key[i] != -2) return key[i];
+  if (f->group_of[i] >= 0) return key[i] = f->group_of[i];
+  int best = f->n_groups; /* unread: at the end */
+  ValueId v = g->nodes.data[i].out;
+  for (int r = start[v]; r < start[v + 1]; r++) {
+    int k = need_group(g, f, start, readers, key, readers[r]);
+    if (k < best) best = k;
+  }
+  return key[i] = best;
+}
+
+static const int *sort_key;
+static int by_key(const void *a, const void *b) {
+  NodeId x = *(const NodeId *)a, y = *(const NodeId *)b;
+  if (sort_key[x] != sort_key[y]) return sort_key[x] < sort_key[y] ? -1 : 1;
+  return x < y ? -1 : x > y;
+}
+
+void fusion_execution_order(const Graph *g, const Fusion *f, NodeId *order) {
+  int nn = g->nodes.n, nv = g->values.n;
+  int *start = bc_calloc((size_t)nv + 1, sizeof(int));
+  for (int i = 0; i < nn; i++)
+    for (int j = 0; j < g->nodes.data[i].n_in; j++) start[g->nodes.data[i].in[j] + 1]++;
+  for (int v = 0; v < nv; v++) start[v + 1] += start[v];
+  NodeId *readers = bc_malloc(sizeof(NodeId) * (size_t)(start[nv] ? start[nv] : 1));
+  int *fill = bc_calloc((size_t)nv + 1, sizeof(int));
+  for (int i = 0; i < nn; i++)
+    for (int j = 0; j < g->nodes.data[i].n_in; j++) {
+      ValueId v = g->nodes.data[i].in[j];
+      readers[start[v] + fill[v]++] = i;
+    }
+  int *key = bc_malloc(sizeof(int) * (size_t)(nn ? nn : 1));
+  for (int i = 0; i < nn; i++) key[i] = -2;
+  for (int i = nn - 1; i >= 0; i--) need_group(g, f, start, readers, key, i);
+  /* folded nodes sort with the group that needs them; within a key, node
+   * order (inputs precede readers there, and a folded node precedes the
+   * group's nodes that read it because it is older than they are) */
+  for (int i = 0; i < nn; i++) order[i] = i;
+  sort_key = key;
+  qsort(order, (size_t)nn, sizeof(NodeId), by_key);
+  sort_key = NULL;
+  free(key);
+  free(start);
+  free(readers);
+  free(fill);
+}
+
+void fusion_apply_order(Graph *g, Fusion *f, const NodeId *order) {
+  int nn = g->nodes.n;
+  graph_reorder(g, order);
+  int *grp = bc_malloc(sizeof(int) * (size_t)(nn ? nn : 1));
+  for (int k = 0; k < nn; k++) grp[k] = f->group_of[order[k]];
+  memcpy(f->group_of, grp, sizeof(int) * (size_t)nn);
+  free(grp);
+}

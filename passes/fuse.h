@@ -40,4 +40,14 @@ typedef struct {
 bool fuse_run(const Graph *g, bool no_fuse, Fusion *out, Diag *d);
 void fusion_free(Fusion *f);
 
+/* The order the kernels run the nodes in: groups in order, each group's
+ * nodes in node order, and every folded node just before the group that
+ * first reads it. order gets g->nodes.n node ids. Fusion may move a node
+ * into an earlier group, so this differs from the node order; the memory
+ * planner needs the real one (see fusion_apply_order). */
+void fusion_execution_order(const Graph *g, const Fusion *f, NodeId *order);
+/* Reorders g's nodes into `order` and f's per-node data with them, so that
+ * afterwards node order = execution order. */
+void fusion_apply_order(Graph *g, Fusion *f, const NodeId *order);
+
 #endif

@@ -28,6 +28,15 @@ typedef struct Exec {
   void *impl;         /* the backend's own state */
 } Exec;
 
+/* What a compiled backend knows about its plan and its runs (benchmarks,
+ * `bertc compile`); zeros where a backend keeps no such record. */
+typedef struct {
+  int n_kernels;
+  int64_t pinned_bytes, arena_bytes, sum_intermediate_bytes;
+  int64_t n_runs;
+  double total_ns, gemm_ns; /* summed over runs */
+} ExecStats;
+
 struct Backend {
   const char *name;
   bool (*supports_op)(Op op);
@@ -39,9 +48,12 @@ struct Backend {
   bool (*write)(Exec *e, ValueId v, const void *src, DType host_t, Diag *d);
   bool (*read)(Exec *e, ValueId v, void *dst, DType host_t, Diag *d);
   bool (*run)(Exec *e, const RunContext *ctx, Diag *d);
+  /* Optional (NULL): fills *s; false when the backend keeps no stats. */
+  bool (*stats)(Exec *e, ExecStats *s);
 };
 
 extern const Backend backend_interp;
+extern const Backend backend_cpu;
 /* "interp" (later "cpu", "cuda"); NULL when unknown. */
 const Backend *backend_by_name(const char *name);
 
@@ -55,5 +67,7 @@ bool exec_run(Exec *e, const RunContext *ctx, Diag *d);
  * with Philox keyed by `seed` and a hash of the value's name, so a parameter
  * of the same name starts equal in every graph that has it. */
 bool exec_init_params(Exec *e, uint64_t seed, Diag *d);
+/* Plan and timing numbers of a compiled backend; false when it keeps none. */
+bool exec_stats(Exec *e, ExecStats *s);
 
 #endif

@@ -15,9 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Backends by name. Add the CPU and CUDA backends here as they land. */
+/* Backends by name. */
 static const Backend *const backends[] = {
     &backend_interp,
+    &backend_cpu,
 };
 
 const Backend *backend_by_name(const char *name) {
@@ -67,6 +68,11 @@ bool exec_write(Exec *e, ValueId v, const void *src, DType host_t, Diag *d) {
 bool exec_read(Exec *e, ValueId v, void *dst, DType host_t, Diag *d) {
   if (!check_value(e, v, "exec_read", d)) return false;
   return e->backend->read(e, v, dst, host_t, d);
+}
+
+bool exec_stats(Exec *e, ExecStats *s) {
+  memset(s, 0, sizeof(*s));
+  return e->backend->stats && e->backend->stats(e, s);
 }
 
 bool exec_run(Exec *e, const RunContext *ctx, Diag *d) {

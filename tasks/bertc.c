@@ -7,6 +7,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "codegen/kernel.h"
+#include "codegen/llvm_emit.h"
+#include "passes/fuse.h"
+#include "passes/memplan.h"
 #include "passes/passes.h"
 
 static const char usage[] =
@@ -28,14 +32,19 @@ static const char usage[] =
     "                      learning rate is the run-time input `lr`)\n"
     "  --dump              print the optimized graph in full\n"
     "  --dump-after PASS   print the graph after PASS (expand, autodiff, optim,\n"
-    "                      simplify) or after every pass (all)\n"
+    "                      simplify, schedule), the kernels after fuse, the\n"
+    "                      arena layout after memplan, or everything (all)\n"
     "  --dot FILE          write the optimized graph as Graphviz DOT\n"
-    "  --device NAME       backend the plan is for (interp)\n"
-    "  -o DIR              write the plan as readable files: graph.txt, graph.dot\n"
+    "  --device NAME       backend the plan is for: cpu (default) or interp\n"
+    "  -o DIR              write the plan as readable files: graph.txt (the\n"
+    "                      optimized graph), graph.dot, kernels.txt (fused\n"
+    "                      kernels and their YAML lines), memplan.txt (arena\n"
+    "                      layout), kernels.ll (LLVM IR of every CPU kernel)\n"
     "  -h, --help          this text\n"
     "\n"
     "environment: BC_VERIFY=1 verifies the IR after every pass; BC_DUMP=PASS\n"
-    "is --dump-after PASS; BC_NO_SIMPLIFY=1 skips the simplify pass.\n"
+    "is --dump-after PASS; BC_NO_SIMPLIFY=1, BC_NO_SCHEDULE=1, BC_NO_FUSE=1,\n"
+    "BC_NO_MEMPLAN=1 switch those passes off.\n"
     "exit status: 0 success, 1 errors in the model or options, 2 bad usage.\n";
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -52,20 +61,46 @@ static bool parse_double(const char *s, double *out) {
   return *s && !*end && errno == 0;
 }
 
-static bool write_file(const char *dir, const char *name, const Graph *g, bool dot, Diag *d) {
+typedef enum { WRITE_GRAPH, WRITE_DOT, WRITE_KERNELS, WRITE_MEMPLAN, WRITE_LLVM } WriteKind;
+typedef struct {
+  const KernelPlan *plan;
+  const MemPlan *mem;
+} PlanFiles;
+
+/* LLVM IR of every generated kernel, optimized as the JIT compiles it. */
+static bool write_llvm(FILE *f, const PlanFiles *pf, Diag *d) {
+  for (int i = 0; i < pf->plan->kernels.n; i++) {
+    const Kernel *k = &pf->plan->kernels.data[i];
+    if (k->kind != KERNEL_LOOP) continue;
+    char *ir = llvm_emit_ir_text(k, d);
+    if (!ir) return false;
+    fprintf(f, "; ---- kernel %s\n%s\n", k->name, ir);
+    free(ir);
+  }
+  return true;
+}
+
+/* Writes one plan file atomically (temporary file, then rename). */
+static bool write_file(const char *dir, const char *name, const Graph *g, WriteKind kind,
+                       const PlanFiles *pf, Diag *d) {
   char *path = bc_asprintf("%s/%s", dir, name);
   char *tmp = bc_asprintf("%s.tmp", path);
   FILE *f = fopen(tmp, "w");
   bool ok = f != NULL;
   if (f) {
-    if (dot) graph_print_dot(g, f);
-    else graph_print(g, f);
-    ok = fflush(f) == 0 && !ferror(f);
+    switch (kind) {
+    case WRITE_GRAPH: graph_print(g, f); break;
+    case WRITE_DOT: graph_print_dot(g, f); break;
+    case WRITE_KERNELS: kernel_plan_print(g, pf->plan, f); break;
+    case WRITE_MEMPLAN: memplan_print(g, pf->mem, f); break;
+    case WRITE_LLVM: ok = write_llvm(f, pf, d); break;
+    }
+    ok = fflush(f) == 0 && !ferror(f) && ok;
     ok = (fclose(f) == 0) && ok;
   }
   if (ok && rename(tmp, path) != 0) ok = false;
   if (!ok) {
-    diag_error(d, (SrcLoc){bc_intern(path), 0, 0}, "cannot write: %s", strerror(errno));
+    diag_error(d, (SrcLoc){bc_intern(path), 0, 0}, "cannot write: %s", errno ? strerror(errno) : "error");
     remove(tmp);
   }
   free(path);
@@ -78,13 +113,16 @@ static int cmd_compile(int argc, char **argv) {
   compile_options_default(&o);
   VEC(Setting) sets = {0};
   VEC(char *) owned = {0};
-  const char *dot_path = NULL, *out_dir = NULL, *device = "interp";
+  const char *dot_path = NULL, *out_dir = NULL, *device = "cpu";
   bool dump = false;
   int rc = 2;
   Diag d;
   diag_init(&d);
   Graph g;
-  bool have_graph = false;
+  bool have_graph = false, have_plan = false;
+  Graph eg; /* the graph in kernel execution order */
+  KernelPlan plan;
+  MemPlan mem;
 
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -161,17 +199,43 @@ static int cmd_compile(int argc, char **argv) {
     rc = bad_usage("%s", "compile needs a model file");
     goto done;
   }
-  if (strcmp(device, "interp") != 0) {
+  if (strcmp(device, "interp") != 0 && strcmp(device, "cpu") != 0) {
     diag_error(&d, (SrcLoc){"<command line>", 0, 0},
-               "unknown device '%s' (available: interp)", device);
+               "unknown device '%s' (available: cpu, interp)", device);
     rc = 1;
     goto done;
   }
   o.sets = sets.data;
   o.n_sets = sets.n;
+  const char *late_dump = NULL; /* dumps after the passes that are not graph rewrites */
+  if (o.dump_after && (!strcmp(o.dump_after, "fuse") || !strcmp(o.dump_after, "memplan"))) {
+    late_dump = o.dump_after;
+    o.dump_after = NULL;
+  } else if (o.dump_after && !strcmp(o.dump_after, "all")) {
+    late_dump = "all";
+  }
   rc = 1;
   if (!pipeline_run(&g, &o, &d)) goto done;
   have_graph = true;
+  bool compiled = strcmp(device, "cpu") == 0;
+  if (compiled) {
+    if (!kernel_plan_compile(&g, getenv("BC_NO_FUSE") && strcmp(getenv("BC_NO_FUSE"), "0"),
+                             getenv("BC_NO_MEMPLAN") && strcmp(getenv("BC_NO_MEMPLAN"), "0"), &eg, &plan,
+                             &mem, &d))
+      goto done;
+    have_plan = true;
+    if (late_dump && (!strcmp(late_dump, "fuse") || !strcmp(late_dump, "all"))) {
+      printf("# after fuse\n");
+      kernel_plan_print(&eg, &plan, stdout);
+    }
+    if (late_dump && (!strcmp(late_dump, "memplan") || !strcmp(late_dump, "all"))) {
+      printf("# after memplan\n");
+      memplan_print(&eg, &mem, stdout);
+    }
+  } else if (late_dump && strcmp(late_dump, "all") != 0) {
+    diag_error(&d, (SrcLoc){"<command line>", 0, 0}, "--dump-after %s needs --device cpu", late_dump);
+    goto done;
+  }
   if (dump) graph_print(&g, stdout);
   else {
     printf("graph %s of %s%s\n", g.name, o.model_path, o.train ? " (training step)" : "");
@@ -185,6 +249,13 @@ static int cmd_compile(int argc, char **argv) {
     for (int i = 0; i < g.outputs.n; i++) printf(" %s", g.values.data[g.outputs.data[i]].name);
     printf("\n");
     graph_print_summary(&g, stdout);
+    if (compiled) {
+      int nk = plan.kernels.n;
+      printf("kernels: %d (%d generated loops, %d GEMMs, %d other)\n", nk,
+             kernel_plan_count(&plan, KERNEL_LOOP), kernel_plan_count(&plan, KERNEL_GEMM),
+             nk - kernel_plan_count(&plan, KERNEL_LOOP) - kernel_plan_count(&plan, KERNEL_GEMM));
+      memplan_print_summary(&mem, stdout);
+    }
   }
   if (dot_path) {
     FILE *f = fopen(dot_path, "w");
@@ -203,13 +274,24 @@ static int cmd_compile(int argc, char **argv) {
       diag_error(&d, (SrcLoc){bc_intern(out_dir), 0, 0}, "cannot create directory: %s", strerror(errno));
       goto done;
     }
-    if (!write_file(out_dir, "graph.txt", &g, false, &d)) goto done;
-    if (!write_file(out_dir, "graph.dot", &g, true, &d)) goto done;
+    if (!write_file(out_dir, "graph.txt", &g, WRITE_GRAPH, NULL, &d)) goto done;
+    if (!write_file(out_dir, "graph.dot", &g, WRITE_DOT, NULL, &d)) goto done;
+    if (compiled) {
+      PlanFiles pf = {&plan, &mem};
+      if (!write_file(out_dir, "kernels.txt", &eg, WRITE_KERNELS, &pf, &d)) goto done;
+      if (!write_file(out_dir, "memplan.txt", &eg, WRITE_MEMPLAN, &pf, &d)) goto done;
+      if (!write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, &d)) goto done;
+    }
   }
   rc = 0;
 done:
   diag_print(&d, stderr);
   diag_free(&d);
+  if (have_plan) {
+    memplan_free(&mem);
+    kernel_plan_free(&plan);
+    graph_free(&eg);
+  }
   if (have_graph) graph_free(&g);
   for (int i = 0; i < owned.n; i++) free(owned.data[i]);
   vec_free(&owned);

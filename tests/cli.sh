@@ -28,7 +28,7 @@ check "dump lists values with dtype, shape and location" bash -c \
 check "dump ends with counts" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --dump | tail -1 | grep -q '^counts: .* nodes, .* parameter tensors, 2842371 parameter elements'"
 check "--dump-after all shows every pass" bash -c \
-  "[ \$('$BERTC' compile models/bert.yaml --graph nli --train --dump-after all | grep -c '^# after ') -eq 5 ]"
+  "[ \$('$BERTC' compile models/bert.yaml --graph nli --train --dump-after all | grep -c '^# after ') -eq 7 ]"
 check "--dump-after with an unknown pass fails (1)" bash -c \
   "'$BERTC' compile models/bert.yaml --dump-after nope 2>&1 | grep -q \"unknown pass 'nope'\""
 

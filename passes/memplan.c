@@ -1,0 +1,555 @@
+/* memplan.c — the memory planner: pinned regions, live ranges over the node
+ * order, best-fit offsets in one arena, in-place and view reuse, the printer
+ * and an independent checker. See memplan.h for the rules.
+ *
+ * Requires: a verified graph; its node array is the schedule. Produces: a
+ * MemPlan (one MemSlot per value); the graph is not changed.
+ *
+ * Invariants: at every node, the arena buffers of the values live there
+ * (inputs being read, the output being written) are disjoint, except that an
+ * output reusing an input's buffer (alias_of) shares it with that input only,
+ * at the node where the input dies. A buffer is owned by the newest value in
+ * its chain of aliases and freed when that value dies.
+ *
+ * Not here: device allocation, and any attempt at a better order (the planner
+ * takes the schedule as given). Best fit is greedy, not optimal. */
+#include "memplan.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#define ALIGN 64
+static int64_t align_up(int64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
+
+static int64_t value_bytes(const Value *v) {
+  return shape_numel(&v->shape) * (int64_t)dtype_size(v->dtype);
+}
+
+/* Whether an assign target, an input/param/state, a gradient, an output or
+ * the loss: each gets a region of its own for the whole step. */
+static bool *pinned_set(const Graph *g) {
+  bool *pin = bc_calloc((size_t)g->values.n + 1, sizeof(bool));
+  for (int v = 0; v < g->values.n; v++) {
+    const Value *x = &g->values.data[v];
+    if (x->kind != VALUE_NODE) pin[v] = true;
+    if (x->kind == VALUE_PARAM && x->grad >= 0) pin[x->grad] = true;
+  }
+  for (int i = 0; i < g->outputs.n; i++) pin[g->outputs.data[i]] = true;
+  if (g->loss >= 0) pin[g->loss] = true;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    if (n->op != OP_ASSIGN) continue;
+    /* the target holds the result; the new value needs a buffer only if
+     * fusion materialized it (an assign fused into the kernel computing its
+     * value stores straight into the target) and then lives as long as any
+     * other intermediate */
+    pin[n->in[0]] = true;
+  }
+  return pin;
+}
+
+/* ---- the arena allocator: best fit over a sorted list of holes ---------- */
+
+typedef struct {
+  int64_t offset, bytes;
+} Hole;
+
+typedef struct {
+  VEC(Hole) holes; /* sorted by offset, never adjacent (merged) */
+  int64_t top;     /* high-water mark = arena size so far */
+} Allocator;
+
+/* The smallest hole that fits (lowest offset on ties); else the last hole
+ * when it ends at the top (it grows); else fresh space at the top. */
+static int64_t alloc_bytes(Allocator *a, int64_t bytes) {
+  if (bytes == 0) return 0;
+  int best = -1;
+  for (int i = 0; i < a->holes.n; i++)
+    if (a->holes.data[i].bytes >= bytes && (best < 0 || a->holes.data[i].bytes < a->holes.data[best].bytes))
+      best = i;
+  if (best >= 0) {
+    Hole *h = &a->holes.data[best];
+    int64_t off = h->offset;
+    h->offset += bytes;
+    h->bytes -= bytes;
+    if (h->bytes == 0) {
+      memmove(h, h + 1, (size_t)(a->holes.n - best - 1) * sizeof(Hole));
+      a->holes.n--;
+    }
+    return off;
+  }
+  int64_t off = a->top;
+  if (a->holes.n > 0) {
+    Hole *last = &a->holes.data[a->holes.n - 1];
+    if (last->offset + last->bytes == a->top) {
+      off = last->offset;
+      a->holes.n--;
+    }
+  }
+  a->top = off + bytes;
+  return off;
+}
+
+static void free_bytes(Allocator *a, int64_t off, int64_t bytes) {
+  if (bytes == 0) return;
+  int i = 0;
+  while (i < a->holes.n && a->holes.data[i].offset < off) i++;
+  Hole *prev = i > 0 ? &a->holes.data[i - 1] : NULL;
+  Hole *next = i < a->holes.n ? &a->holes.data[i] : NULL;
+  BC_ASSERT(!prev || prev->offset + prev->bytes <= off);     /* double free is a bug */
+  BC_ASSERT(!next || off + bytes <= next->offset);
+  if (prev && prev->offset + prev->bytes == off) {
+    prev->bytes += bytes;
+    if (next && prev->offset + prev->bytes == next->offset) {
+      prev->bytes += next->bytes;
+      memmove(next, next + 1, (size_t)(a->holes.n - i - 1) * sizeof(Hole));
+      a->holes.n--;
+    }
+  } else if (next && off + bytes == next->offset) {
+    next->offset = off;
+    next->bytes += bytes;
+  } else {
+    vec_reserve(&a->holes, a->holes.n + 1);
+    memmove(&a->holes.data[i + 1], &a->holes.data[i], (size_t)(a->holes.n - i) * sizeof(Hole));
+    a->holes.data[i] = (Hole){off, bytes};
+    a->holes.n++;
+  }
+}
+
+/* ---- live ranges --------------------------------------------------------- */
+
+/* last[v] = the last node that reads v, where a read by a node whose output
+ * has no buffer (fused) counts at the last read of that output, since the
+ * kernel consuming it recomputes it from v there. Values nobody reads die at
+ * their producer. -1 for values no node produces. Caller frees. */
+static NodeId *last_uses(const Graph *g, const bool *has_buffer) {
+  NodeId *last = bc_malloc(((size_t)g->values.n + 1) * sizeof(NodeId));
+  for (int v = 0; v < g->values.n; v++) last[v] = g->values.data[v].node;
+  for (int i = g->nodes.n - 1; i >= 0; i--) {
+    const Node *n = &g->nodes.data[i];
+    NodeId t = i;
+    if (!has_buffer[n->out] && last[n->out] > t) t = last[n->out];
+    for (int k = 0; k < n->n_in; k++)
+      if (last[n->in[k]] < t) last[n->in[k]] = t;
+  }
+  return last;
+}
+
+/* Ops whose output may take an input's buffer: element j of the output
+ * depends on element j of the inputs only (reshape keeps the element order). */
+static bool inplace_op(Op op) {
+  return (op_info[op].flags & OPF_ELEMENTWISE) || op == OP_SELECT || op == OP_CAST || op == OP_RESHAPE;
+}
+
+/* A node that, fused into a kernel, reads its inputs at the index it writes. */
+static bool pointwise(const Graph *g, const Node *n) {
+  if (!inplace_op(n->op)) return false;
+  int64_t m = shape_numel(&g->values.data[n->out].shape);
+  for (int k = 0; k < n->n_in; k++)
+    if (shape_numel(&g->values.data[n->in[k]].shape) != m) return false;
+  return true;
+}
+
+/* Whether node i's kernel may overwrite input x element by element: the
+ * fused values it recomputes (inputs without a buffer, and theirs) must reach
+ * x through pointwise nodes only; a fused reduction or broadcast of x would
+ * read elements the kernel has already overwritten (a layer norm's mean).
+ * reach(): 0 = z does not depend on x through fused values, 1 = only
+ * pointwise, 2 = through some other node. memo/stamp: per value scratch. */
+typedef struct {
+  const Graph *g;
+  const bool *has_buf;
+  uint8_t *memo;
+  int *stamp;
+  int query;
+} Cone;
+
+static int reach(Cone *c, ValueId z, ValueId x) {
+  if (c->stamp[z] == c->query) return c->memo[z];
+  const Node *m = &c->g->nodes.data[c->g->values.data[z].node];
+  int pw = pointwise(c->g, m) ? 1 : 2, r = 0;
+  for (int k = 0; k < m->n_in; k++) {
+    ValueId w = m->in[k];
+    int s = w == x ? 1 : (!c->has_buf[w] && c->g->values.data[w].node >= 0) ? reach(c, w, x) : 0;
+    if (s == 2 || (s == 1 && pw == 2)) r = 2;
+    else if (s == 1 && r == 0) r = 1;
+  }
+  c->stamp[z] = c->query;
+  c->memo[z] = (uint8_t)r;
+  return r;
+}
+
+static bool cone_pointwise(Cone *c, const Node *n, ValueId x) {
+  c->query++;
+  for (int k = 0; k < n->n_in; k++) {
+    ValueId z = n->in[k];
+    if (z != x && !c->has_buf[z] && c->g->values.data[z].node >= 0 && reach(c, z, x) == 2) return false;
+  }
+  return true;
+}
+
+static void cone_init(Cone *c, const Graph *g, const bool *has_buf) {
+  c->g = g;
+  c->has_buf = has_buf;
+  c->memo = bc_calloc((size_t)g->values.n + 1, 1);
+  c->stamp = bc_calloc((size_t)g->values.n + 1, sizeof(int));
+  c->query = 0;
+}
+
+static void cone_free(Cone *c) {
+  free(c->memo);
+  free(c->stamp);
+}
+
+/* ---- planning ------------------------------------------------------------ */
+
+bool memplan_run(const Graph *g, const bool *materialized, bool disable, MemPlan *out, Diag *d) {
+  return memplan_run_kernels(g, materialized, NULL, disable, out, d);
+}
+
+/* Kernel of node i (the node itself without a kernel map). */
+static int kernel_at(const int *kernel_of, NodeId i) { return kernel_of && i >= 0 ? kernel_of[i] : i; }
+
+bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *kernel_of, bool disable,
+                         MemPlan *out, Diag *d) {
+  memset(out, 0, sizeof(*out));
+  int nv = g->values.n;
+  for (int v = 0; v < nv; v++)
+    if (g->values.data[v].dtype == DTYPE_F64) {
+      diag_error(d, g->values.data[v].loc, "internal: memplan: value '%s' has dtype f64, a host-only type",
+                 g->values.data[v].name ? g->values.data[v].name : "?");
+      return false;
+    }
+  MemSlot *s = bc_calloc((size_t)nv + 1, sizeof(MemSlot));
+  bool *pin = pinned_set(g);
+  bool *has_buf = bc_malloc((size_t)nv + 1);
+  for (int v = 0; v < nv; v++) {
+    const Value *x = &g->values.data[v];
+    bool assign_out = x->node >= 0 && g->nodes.data[x->node].op == OP_ASSIGN;
+    has_buf[v] = pin[v] || assign_out || !materialized || materialized[v];
+    s[v] = (MemSlot){-1, value_bytes(x), -1, MEM_NONE, -1, -1};
+  }
+
+  /* Pinned block: one region each, in value order (deterministic). */
+  int64_t pinned = 0;
+  for (int v = 0; v < nv; v++) {
+    if (!pin[v]) continue;
+    s[v].kind = MEM_PINNED;
+    s[v].offset = pinned;
+    pinned += align_up(s[v].bytes);
+  }
+  for (int i = 0; i < g->nodes.n; i++) { /* assign outputs: the target itself */
+    const Node *n = &g->nodes.data[i];
+    if (n->op != OP_ASSIGN || pin[n->out]) continue;
+    s[n->out] = (MemSlot){s[n->in[0]].offset, s[n->out].bytes, n->in[0], MEM_PINNED, -1, -1};
+  }
+
+  /* Arena: walk the schedule; at node i first place the output (its inputs
+   * are still live, so it cannot land on them unless it reuses one that dies
+   * here), then free the buffers whose last owner dies at i. */
+  NodeId *last = last_uses(g, has_buf);
+  int *n_dying = bc_calloc((size_t)g->nodes.n + 1, sizeof(int)); /* bucket starts, then cursors */
+  ValueId *dying = bc_malloc(((size_t)nv + 1) * sizeof(ValueId));
+  for (int v = 0; v < nv; v++)
+    if (last[v] >= 0) n_dying[last[v] + 1]++;
+  for (int i = 0; i < g->nodes.n; i++) n_dying[i + 1] += n_dying[i];
+  int *cursor = bc_malloc(((size_t)g->nodes.n + 1) * sizeof(int));
+  memcpy(cursor, n_dying, ((size_t)g->nodes.n + 1) * sizeof(int));
+  for (int v = 0; v < nv; v++)
+    if (last[v] >= 0) dying[cursor[last[v]]++] = v;
+  free(cursor);
+
+  ValueId *owner = bc_malloc(((size_t)nv + 1) * sizeof(ValueId)); /* by root value: newest alias */
+  ValueId *root = bc_malloc(((size_t)nv + 1) * sizeof(ValueId));  /* the value that allocated it */
+  Allocator a = {{0}, 0};
+  Cone cone;
+  cone_init(&cone, g, has_buf);
+  int64_t sum = 0;
+  VEC(ValueId) pending = {0};
+  /* viewed_in[x]: a kernel reading x through a view node (permute, slice,
+   * broadcast): other elements than the one being written, so no in place */
+  int *viewed_in = bc_malloc(sizeof(int) * ((size_t)nv + 1));
+  for (int v = 0; v < nv; v++) viewed_in[v] = -1;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    if (n->op == OP_PERMUTE || n->op == OP_SLICE || n->op == OP_BROADCAST)
+      viewed_in[n->in[0]] = kernel_at(kernel_of, i);
+  }
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    ValueId y = n->out;
+    if (has_buf[y] && s[y].kind == MEM_NONE) { /* not pinned, not an assign */
+      MemSlot *sy = &s[y];
+      sy->kind = MEM_ARENA;
+      sy->first = i;
+      sy->last = last[y];
+      sum += align_up(sy->bytes);
+      ValueId src = -1;
+      for (int k = 0; !disable && src < 0 && inplace_op(n->op) && k < n->n_in; k++) {
+        ValueId x = n->in[k];
+        if (s[x].kind == MEM_ARENA && last[x] == i && s[x].bytes == sy->bytes && owner[root[x]] == x &&
+            cone_pointwise(&cone, n, x) && viewed_in[x] != kernel_at(kernel_of, i))
+          src = x;
+      }
+      if (src >= 0) {
+        sy->offset = s[src].offset;
+        sy->alias_of = src;
+        root[y] = root[src];
+        if (n->op == OP_RESHAPE) out->n_views++;
+        else out->n_inplace++;
+      } else {
+        sy->offset = alloc_bytes(&a, align_up(sy->bytes));
+        root[y] = y;
+      }
+      owner[root[y]] = y;
+    }
+    /* buffers whose last reader is in this kernel free when it ends */
+    for (int k = n_dying[i]; !disable && k < n_dying[i + 1]; k++) vec_push(&pending, dying[k]);
+    if (i + 1 == g->nodes.n || kernel_at(kernel_of, i + 1) != kernel_at(kernel_of, i)) {
+      for (int k = 0; k < pending.n; k++) {
+        ValueId x = pending.data[k];
+        if (s[x].kind == MEM_ARENA && owner[root[x]] == x)
+          free_bytes(&a, s[root[x]].offset, align_up(s[root[x]].bytes));
+      }
+      pending.n = 0;
+    }
+  }
+  vec_free(&pending);
+  free(viewed_in);
+  if (kernel_of) {
+    out->kernel_of = bc_malloc(sizeof(int) * (size_t)(g->nodes.n ? g->nodes.n : 1));
+    memcpy(out->kernel_of, kernel_of, sizeof(int) * (size_t)g->nodes.n);
+  }
+  out->slots = s;
+  out->n_values = nv;
+  out->pinned_bytes = pinned;
+  out->arena_bytes = a.top;
+  out->sum_intermediate_bytes = sum;
+  out->disabled = disable;
+  vec_free(&a.holes);
+  cone_free(&cone);
+  free(owner);
+  free(root);
+  free(dying);
+  free(n_dying);
+  free(last);
+  free(has_buf);
+  free(pin);
+  return true;
+}
+
+void memplan_free(MemPlan *p) {
+  free(p->slots);
+  free(p->kernel_of);
+  memset(p, 0, sizeof(*p));
+}
+
+/* ---- printing ------------------------------------------------------------ */
+
+static const char *vname(const Graph *g, ValueId v) {
+  const char *n = g->values.data[v].name;
+  return n ? n : "?";
+}
+
+/* "12.3 MiB" style into buf (>= 32 bytes). */
+static const char *human(int64_t b, char *buf) {
+  if (b >= (1 << 20)) snprintf(buf, 32, "%.1f MiB", (double)b / (1 << 20));
+  else if (b >= (1 << 10)) snprintf(buf, 32, "%.1f KiB", (double)b / (1 << 10));
+  else snprintf(buf, 32, "%" PRId64 " B", b);
+  return buf;
+}
+
+void memplan_print_summary(const MemPlan *p, FILE *f) {
+  char h1[32], h2[32], h3[32];
+  int64_t x = p->sum_intermediate_bytes, y = p->arena_bytes;
+  fprintf(f, "memplan: memory reduced from %" PRId64 " to %" PRId64 " bytes (%s -> %s, %.1f%%)%s", x, y,
+          human(x, h1), human(y, h2), x > 0 ? 100.0 * (double)y / (double)x : 100.0,
+          p->disabled ? " [planning disabled]" : "");
+  fprintf(f, "; pinned %" PRId64 " bytes (%s); %d in place, %d views\n", p->pinned_bytes,
+          human(p->pinned_bytes, h3), p->n_inplace, p->n_views);
+}
+
+static const MemSlot *sort_slots; /* qsort has no context argument in C11 */
+static int by_offset(const void *pa, const void *pb) {
+  const MemSlot *a = &sort_slots[*(const ValueId *)pa], *b = &sort_slots[*(const ValueId *)pb];
+  if (a->offset != b->offset) return a->offset < b->offset ? -1 : 1;
+  if (a->first != b->first) return a->first < b->first ? -1 : 1;
+  return *(const ValueId *)pa - *(const ValueId *)pb;
+}
+
+/* Value ids of the given kind with a buffer of their own or an alias, sorted
+ * by (offset, first, id); caller frees. */
+static ValueId *sorted_of_kind(const MemPlan *p, int kind, int *n_out) {
+  ValueId *ids = bc_malloc(((size_t)p->n_values + 1) * sizeof(ValueId));
+  int n = 0;
+  for (int v = 0; v < p->n_values; v++)
+    if (p->slots[v].kind == kind) ids[n++] = v;
+  sort_slots = p->slots;
+  qsort(ids, (size_t)n, sizeof(ValueId), by_offset);
+  *n_out = n;
+  return ids;
+}
+
+void memplan_print(const Graph *g, const MemPlan *p, FILE *f) {
+  int n;
+  ValueId *ids = sorted_of_kind(p, MEM_ARENA, &n);
+  fprintf(f, "# arena (%" PRId64 " bytes)\n#   offset      bytes  live         value\n", p->arena_bytes);
+  for (int k = 0; k < n; k++) {
+    const MemSlot *s = &p->slots[ids[k]];
+    char live[48];
+    snprintf(live, sizeof live, "[%d, %d]", (int)s->first, (int)s->last);
+    fprintf(f, "%10" PRId64 " %10" PRId64 "  %-12s %s", s->offset, s->bytes, live, vname(g, ids[k]));
+    if (s->alias_of >= 0) {
+      NodeId nd = g->values.data[ids[k]].node;
+      bool view = nd >= 0 && g->nodes.data[nd].op == OP_RESHAPE;
+      fprintf(f, "  (%s %s)", view ? "view of" : "in place of", vname(g, s->alias_of));
+    }
+    fputc('\n', f);
+  }
+  free(ids);
+  memplan_print_summary(p, f);
+}
+
+/* ---- the checker: recomputes everything from the graph and the kinds ----- */
+
+/* The checker's own live ranges, computed forward (the planner propagates
+ * backward): a node whose output has a buffer is a kernel; it reads its
+ * buffered inputs, and for each fused input whatever that one is computed
+ * from, transitively. last[v] = the last kernel reading v, else its
+ * producer. `seen` stamps values per kernel. */
+static void mark_reads(const Graph *g, const bool *has_buf, ValueId v, NodeId at, int *seen, NodeId *last) {
+  if (seen[v] == at + 1) return;
+  seen[v] = at + 1;
+  NodeId n = g->values.data[v].node;
+  if (has_buf[v] || n < 0) {
+    if (last[v] < at) last[v] = at;
+    return;
+  }
+  const Node *nd = &g->nodes.data[n];
+  for (int k = 0; k < nd->n_in; k++) mark_reads(g, has_buf, nd->in[k], at, seen, last);
+}
+
+static NodeId *kernel_reads(const Graph *g, const bool *has_buf) {
+  NodeId *last = bc_malloc(((size_t)g->values.n + 1) * sizeof(NodeId));
+  int *seen = bc_calloc((size_t)g->values.n + 1, sizeof(int));
+  for (int v = 0; v < g->values.n; v++) last[v] = g->values.data[v].node;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    if (!has_buf[n->out]) continue;
+    for (int k = 0; k < n->n_in; k++) mark_reads(g, has_buf, n->in[k], i, seen, last);
+  }
+  free(seen);
+  return last;
+}
+
+typedef struct {
+  const Graph *g;
+  Diag *d;
+  bool ok;
+} Check;
+
+#define FAIL(c, v, ...) \
+  do { \
+    (c)->ok = false; \
+    diag_error((c)->d, (c)->g->values.data[v].loc, "internal: memory plan: " __VA_ARGS__); \
+  } while (0)
+
+/* Bounds, alignment, size and alias rules of one slot. */
+static void check_slot(Check *c, Cone *cone, const MemPlan *p, ValueId v, bool must_pin) {
+  const Graph *g = c->g;
+  const MemSlot *s = &p->slots[v];
+  const Value *x = &g->values.data[v];
+  const char *nm = vname(g, v);
+  if (must_pin && (s->kind != MEM_PINNED || s->alias_of >= 0))
+    FAIL(c, v, "'%s' must be pinned with a region of its own", nm);
+  if (x->kind != VALUE_NODE && s->kind != MEM_PINNED)
+    FAIL(c, v, "'%s' is not produced by a node yet not pinned", nm);
+  if (s->kind == MEM_NONE) return;
+  if (s->kind != MEM_PINNED && s->kind != MEM_ARENA) {
+    FAIL(c, v, "'%s' has unknown kind %d", nm, s->kind);
+    return;
+  }
+  int64_t size = s->kind == MEM_PINNED ? p->pinned_bytes : p->arena_bytes;
+  int64_t need = shape_numel(&x->shape) * (int64_t)dtype_size(x->dtype);
+  if (s->bytes != need) FAIL(c, v, "'%s' has %" PRId64 " bytes, needs %" PRId64, nm, s->bytes, need);
+  if (s->offset < 0 || s->offset % ALIGN != 0 || s->offset + need > size)
+    FAIL(c, v, "'%s' at %" PRId64 " (+%" PRId64 ") is unaligned or outside its %" PRId64 "-byte block", nm,
+         s->offset, need, size);
+  if (s->alias_of < 0) return;
+  ValueId src = s->alias_of;
+  const Node *n = x->node >= 0 ? &g->nodes.data[x->node] : NULL;
+  bool is_input = false;
+  for (int k = 0; n && k < n->n_in; k++) is_input |= n->in[k] == src;
+  if (src >= p->n_values || !is_input) {
+    FAIL(c, v, "'%s' aliases a value its node does not read", nm);
+    return;
+  }
+  const MemSlot *t = &p->slots[src];
+  if (t->kind != s->kind || t->offset != s->offset || t->bytes < s->bytes)
+    FAIL(c, v, "'%s' aliases '%s' but not its buffer", nm, vname(g, src));
+  bool ok_op = n->op == OP_ASSIGN ? src == n->in[0] && s->kind == MEM_PINNED
+                                  : s->kind == MEM_ARENA && inplace_op(n->op) && cone_pointwise(cone, n, src);
+  if (!ok_op)
+    FAIL(c, v, "'%s': op '%s' may not reuse the buffer of '%s'", nm, op_info[n->op].name, vname(g, src));
+}
+
+static void check_pinned_disjoint(Check *c, const MemPlan *p) {
+  int n;
+  ValueId *ids = sorted_of_kind(p, MEM_PINNED, &n);
+  int64_t end = 0;
+  ValueId prev = -1;
+  for (int k = 0; k < n; k++) {
+    const MemSlot *s = &p->slots[ids[k]];
+    if (s->alias_of >= 0 || s->bytes == 0) continue;
+    if (prev >= 0 && s->offset < end)
+      FAIL(c, ids[k], "pinned '%s' overlaps pinned '%s'", vname(c->g, ids[k]), vname(c->g, prev));
+    if (s->offset + s->bytes > end) {
+      end = s->offset + s->bytes;
+      prev = ids[k];
+    }
+  }
+  free(ids);
+}
+
+bool memplan_check(const Graph *g, const MemPlan *p, Diag *d) {
+  Check c = {g, d, true};
+  if (p->n_values != g->values.n || !p->slots) {
+    diag_error(d, SRCLOC_NONE, "internal: memory plan has %d slots for %d values", p->n_values, g->values.n);
+    return false;
+  }
+  int nv = g->values.n;
+  bool *must_pin = pinned_set(g);
+  bool *has_buf = bc_malloc((size_t)nv + 1);
+  for (int v = 0; v < nv; v++) has_buf[v] = p->slots[v].kind != MEM_NONE;
+  Cone cone;
+  cone_init(&cone, g, has_buf);
+  for (int v = 0; v < nv; v++) {
+    bool assign_out = g->values.data[v].node >= 0 && g->nodes.data[g->values.data[v].node].op == OP_ASSIGN;
+    check_slot(&c, &cone, p, v, must_pin[v] && !assign_out);
+  }
+  check_pinned_disjoint(&c, p);
+
+  NodeId *last = kernel_reads(g, has_buf);
+  int n;
+  ValueId *ids = sorted_of_kind(p, MEM_ARENA, &n);
+  for (int a = 0; a < n; a++) {
+    ValueId u = ids[a];
+    const MemSlot *su = &p->slots[u];
+    NodeId fu = kernel_at(p->kernel_of, g->values.data[u].node), lu = kernel_at(p->kernel_of, last[u]);
+    for (int b = a + 1; b < n && p->slots[ids[b]].offset < su->offset + su->bytes; b++) {
+      ValueId v = ids[b];
+      const MemSlot *sv = &p->slots[v];
+      NodeId fv = kernel_at(p->kernel_of, g->values.data[v].node), lv = kernel_at(p->kernel_of, last[v]);
+      if (sv->bytes == 0 || su->bytes == 0 || fu > lv || fv > lu) continue; /* disjoint in time */
+      if ((sv->alias_of == u && lu == fv) || (su->alias_of == v && lv == fu)) continue;
+      FAIL(&c, v, "'%s' (live [%d, %d]) overlaps '%s' (live [%d, %d]) in the arena", vname(g, v), (int)fv,
+           (int)lv, vname(g, u), (int)fu, (int)lu);
+    }
+  }
+  free(ids);
+  free(last);
+  cone_free(&cone);
+  free(has_buf);
+  free(must_pin);
+  return c.ok;
+}

@@ -1,0 +1,346 @@
+/* cpu.c — the `cpu` backend: a training step as fused kernels JIT-compiled
+ * by LLVM (codegen/llvm_emit.c), GEMMs on OpenBLAS, row copies of our own
+ * (cpu_ops.c), all on one thread pool, in one allocation planned by
+ * passes/memplan.c. Nothing is allocated inside a step.
+ *
+ * Prepare: fuse (BC_NO_FUSE=1: a kernel per node) -> kernel IR -> memory
+ * plan (BC_NO_MEMPLAN=1: a buffer per value) -> JIT (BC_NO_JIT=1: run the
+ * kernel IR through the C evaluator instead) -> one block for the pinned
+ * values and the arena. Run: the kernels in order.
+ *
+ * Only materialized values can be read back: inputs, parameters, optimizer
+ * state, gradients, outputs, the loss, and whatever fusion left in memory.
+ * BC_THREADS=N sets the thread count (default: one per core); BC_PROFILE=1
+ * prints the time of every kernel when the Exec is destroyed. */
+#include "backend.h"
+#include "cpu_ops.h"
+#include "threadpool.h"
+#include "../codegen/kernel.h"
+#include "../codegen/kernel_eval.h"
+#include "../codegen/llvm_emit.h"
+#include "../passes/fuse.h"
+#include "../passes/memplan.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+
+typedef struct {
+  const Kernel *k;
+  KernelFn fn;      /* NULL: evaluate the kernel IR (kernel_eval) */
+  void **bufs;      /* per view: base address */
+  int64_t n_items;
+  int64_t grain;
+  double ns;        /* BC_PROFILE */
+  int64_t calls;
+} CpuKernel;
+
+typedef struct {
+  Pool *pool;
+  LlvmJit *jit;
+  Graph graph; /* e->graph with its nodes in kernel execution order */
+  bool have_plan;
+  KernelPlan plan;
+  MemPlan mem;
+  unsigned char *block; /* pinned block, then the arena */
+  CpuKernel *kernels;
+  const KernelRunInfo *info; /* during a run */
+  bool profile;
+  ExecStats stats;
+} Cpu;
+
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+static bool env_on(const char *name) {
+  const char *v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+static void *addr_of(const Cpu *c, ValueId v) {
+  const MemSlot *s = &c->mem.slots[v];
+  if (s->kind == MEM_NONE) return NULL;
+  int64_t off = s->offset;
+  if (s->kind == MEM_ARENA) off += c->mem.pinned_bytes;
+  return c->block + off;
+}
+
+static bool cpu_supports(Op op) {
+  (void)op;
+  return true;
+}
+
+static void release(Exec *e) {
+  Cpu *c = e->impl;
+  if (!c) return;
+  if (c->profile && c->kernels) {
+    /* the 25 most expensive kernels */
+    int n = c->plan.kernels.n;
+    int *idx = bc_malloc(sizeof(int) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) idx[i] = i;
+    for (int i = 0; i < n; i++)
+      for (int j = i + 1; j < n; j++)
+        if (c->kernels[idx[j]].ns > c->kernels[idx[i]].ns) {
+          int t = idx[i];
+          idx[i] = idx[j];
+          idx[j] = t;
+        }
+    double total = 0;
+    for (int i = 0; i < n; i++) total += c->kernels[i].ns;
+    fprintf(stderr, "cpu profile: %d kernels, %.3f ms per run\n", n,
+            c->stats.n_runs ? total / 1e6 / (double)c->stats.n_runs : 0.0);
+    for (int i = 0; i < n && i < 25; i++) {
+      const CpuKernel *k = &c->kernels[idx[i]];
+      fprintf(stderr, "  %6.2f%% %9.3f ms  %s\n", total > 0 ? 100 * k->ns / total : 0,
+              k->calls ? k->ns / 1e6 / (double)k->calls : 0.0, k->k->name);
+    }
+    free(idx);
+  }
+  if (c->kernels)
+    for (int i = 0; i < c->plan.kernels.n; i++) free(c->kernels[i].bufs);
+  free(c->kernels);
+  free(c->block);
+  if (c->have_plan) {
+    memplan_free(&c->mem);
+    kernel_plan_free(&c->plan);
+    graph_free(&c->graph);
+  }
+  if (c->jit) llvm_jit_free(c->jit);
+  if (c->pool) pool_destroy(c->pool);
+  free(c);
+  e->impl = NULL;
+}
+
+static bool prepare(Exec *e, Diag *d) {
+  const Graph *g = e->graph;
+  Cpu *c = bc_calloc(1, sizeof(*c));
+  e->impl = c;
+  c->profile = env_on("BC_PROFILE");
+  int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (getenv("BC_THREADS")) threads = atoi(getenv("BC_THREADS"));
+  if (threads < 1) threads = 1;
+  if (!kernel_plan_compile(g, env_on("BC_NO_FUSE"), env_on("BC_NO_MEMPLAN"), &c->graph, &c->plan,
+                           &c->mem, d))
+    goto fail;
+  c->have_plan = true;
+  bool ok;
+  if (env_on("BC_VERIFY") && !memplan_check(&c->graph, &c->mem, d)) goto fail;
+  int64_t total = c->mem.pinned_bytes + c->mem.arena_bytes;
+  c->block = aligned_alloc(64, (size_t)((total + 63) / 64 * 64 + 64));
+  if (!c->block) {
+    diag_error(d, SRCLOC_NONE, "cpu: cannot allocate %lld bytes for the plan", (long long)total);
+    goto fail;
+  }
+  memset(c->block, 0, (size_t)total);
+  c->pool = pool_create(threads, d);
+  if (!c->pool) goto fail;
+
+  int nk = c->plan.kernels.n;
+  c->kernels = bc_calloc((size_t)(nk ? nk : 1), sizeof(CpuKernel));
+  const Kernel **loops = bc_malloc(sizeof(Kernel *) * (size_t)(nk ? nk : 1));
+  int *loop_at = bc_malloc(sizeof(int) * (size_t)(nk ? nk : 1));
+  int n_loops = 0;
+  for (int i = 0; i < nk; i++) {
+    const Kernel *k = &c->plan.kernels.data[i];
+    CpuKernel *ck = &c->kernels[i];
+    ck->k = k;
+    if (k->kind != KERNEL_LOOP) continue;
+    ck->bufs = bc_malloc(sizeof(void *) * (size_t)(k->views.n ? k->views.n : 1));
+    for (int j = 0; j < k->views.n; j++) {
+      ck->bufs[j] = addr_of(c, k->views.data[j].value);
+      BC_ASSERT(ck->bufs[j] && "a kernel reads a value without a buffer");
+    }
+    ck->n_items = kernel_work_items(k);
+    int64_t per_item = shape_numel(&k->domain) / (ck->n_items ? ck->n_items : 1);
+    /* aim for >= ~16K elements per chunk so dispatch stays negligible */
+    ck->grain = per_item >= 16384 ? 1 : 16384 / (per_item ? per_item : 1);
+    loops[n_loops] = k;
+    loop_at[n_loops++] = i;
+  }
+  if (!env_on("BC_NO_JIT") && n_loops > 0) {
+    c->jit = llvm_jit_create(d);
+    if (!c->jit) {
+      free(loops);
+      free(loop_at);
+      goto fail;
+    }
+    KernelFn *fns = bc_calloc((size_t)n_loops, sizeof(KernelFn));
+    ok = llvm_jit_compile(c->jit, loops, n_loops, fns, d);
+    for (int i = 0; ok && i < n_loops; i++) c->kernels[loop_at[i]].fn = fns[i];
+    free(fns);
+    if (!ok) {
+      free(loops);
+      free(loop_at);
+      goto fail;
+    }
+  }
+  free(loops);
+  free(loop_at);
+  c->stats.n_kernels = nk;
+  c->stats.pinned_bytes = c->mem.pinned_bytes;
+  c->stats.arena_bytes = c->mem.arena_bytes;
+  c->stats.sum_intermediate_bytes = c->mem.sum_intermediate_bytes;
+  return true;
+fail:
+  release(e);
+  return false;
+}
+
+/* ---- transfers ---- */
+
+static bool transfer(Exec *e, ValueId v, void *host, DType host_t, bool to_host, Diag *d) {
+  Cpu *c = e->impl;
+  const Value *val = &e->graph->values.data[v];
+  void *buf = addr_of(c, v);
+  if (!buf) {
+    diag_error(d, val->loc,
+               "cpu: value '%s' lives only inside a fused kernel; read outputs, the loss, "
+               "parameters, state or gradients (or run with BC_NO_FUSE=1)",
+               val->name);
+    return false;
+  }
+  int64_t n = shape_numel(&val->shape);
+  for (int64_t i = 0; i < n; i++) {
+    double x;
+    if (to_host) {
+      x = val->dtype == DTYPE_F32 ? ((float *)buf)[i] : ((int32_t *)buf)[i];
+      if (host_t == DTYPE_F32) ((float *)host)[i] = (float)x;
+      else if (host_t == DTYPE_I32) ((int32_t *)host)[i] = (int32_t)x;
+      else ((double *)host)[i] = x;
+    } else {
+      x = host_t == DTYPE_F32 ? ((const float *)host)[i]
+          : host_t == DTYPE_I32 ? ((const int32_t *)host)[i]
+                                : ((const double *)host)[i];
+      if (val->dtype == DTYPE_F32) ((float *)buf)[i] = (float)x;
+      else ((int32_t *)buf)[i] = (int32_t)x;
+    }
+  }
+  return true;
+}
+
+static bool cpu_write(Exec *e, ValueId v, const void *src, DType t, Diag *d) {
+  return transfer(e, v, (void *)src, t, false, d);
+}
+static bool cpu_read(Exec *e, ValueId v, void *dst, DType t, Diag *d) {
+  return transfer(e, v, dst, t, true, d);
+}
+
+/* ---- run ---- */
+
+typedef struct {
+  const CpuKernel *ck;
+  const KernelRunInfo *info;
+} LoopCall;
+
+static void loop_call(void *ctx, int64_t begin, int64_t end) {
+  const LoopCall *lc = ctx;
+  if (lc->ck->fn) lc->ck->fn((void *const *)lc->ck->bufs, begin, end, lc->info);
+  else kernel_eval(lc->ck->k, (void *const *)lc->ck->bufs, begin, end, lc->info);
+}
+
+static bool run_library(Cpu *c, const Graph *g, const Kernel *k, Diag *d) {
+  const Node *n = &g->nodes.data[k->first_node];
+  const Value *o = &g->values.data[n->out];
+  switch (k->kind) {
+  case KERNEL_GEMM: {
+    const Value *a = &g->values.data[n->in[0]], *b = &g->values.data[n->in[1]];
+    cpu_gemm(c->pool, CPU_GEMM_AUTO, addr_of(c, n->in[0]), &a->shape, n->a.trans_a,
+             addr_of(c, n->in[1]), &b->shape, n->a.trans_b, 0.0f, addr_of(c, n->out), &o->shape);
+    return true;
+  }
+  case KERNEL_GATHER: {
+    const Value *t = &g->values.data[n->in[0]], *ix = &g->values.data[n->in[1]];
+    int64_t row = shape_numel(&t->shape) / t->shape.dim[0], bad = -1;
+    if (!cpu_gather(c->pool, addr_of(c, n->in[0]), t->shape.dim[0], row, addr_of(c, n->in[1]),
+                    shape_numel(&ix->shape), addr_of(c, n->out), &bad)) {
+      diag_error(d, n->loc, "gather: index %d at position %lld of '%s' is out of range [0, %lld)",
+                 ((int32_t *)addr_of(c, n->in[1]))[bad], (long long)bad, ix->name,
+                 (long long)t->shape.dim[0]);
+      return false;
+    }
+    return true;
+  }
+  case KERNEL_SCATTER_ADD: {
+    const Value *ix = &g->values.data[n->in[0]];
+    int64_t row = shape_numel(&o->shape) / o->shape.dim[0], bad = -1;
+    if (!cpu_scatter_add(c->pool, addr_of(c, n->in[0]), shape_numel(&ix->shape), addr_of(c, n->in[1]),
+                         o->shape.dim[0], row, addr_of(c, n->out), &bad)) {
+      diag_error(d, n->loc, "scatter_add: index %d at position %lld of '%s' is out of range [0, %lld)",
+                 ((int32_t *)addr_of(c, n->in[0]))[bad], (long long)bad, ix->name,
+                 (long long)o->shape.dim[0]);
+      return false;
+    }
+    return true;
+  }
+  case KERNEL_CONCAT: {
+    const void *ins[64];
+    int64_t lens[64];
+    BC_ASSERT(n->n_in <= 64);
+    for (int i = 0; i < n->n_in; i++) {
+      ins[i] = addr_of(c, n->in[i]);
+      lens[i] = g->values.data[n->in[i]].shape.dim[n->a.axis];
+    }
+    cpu_concat(c->pool, n->n_in, ins, lens, &o->shape, n->a.axis, addr_of(c, n->out));
+    return true;
+  }
+  case KERNEL_ALIAS: {
+    void *src = addr_of(c, n->in[0]), *dst = addr_of(c, n->out);
+    if (src != dst) memcpy(dst, src, (size_t)shape_numel(&o->shape) * dtype_size(o->dtype));
+    return true;
+  }
+  case KERNEL_LOOP: break;
+  }
+  BC_ASSERT(!"not a library kernel");
+  return false;
+}
+
+static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
+  Cpu *c = e->impl;
+  const Graph *g = &c->graph;
+  KernelRunInfo info = {ctx->seed, ctx->step, ctx->example_offset};
+  double t0 = now_ns(), gemm = 0;
+  for (int i = 0; i < c->plan.kernels.n; i++) {
+    CpuKernel *ck = &c->kernels[i];
+    const Kernel *k = ck->k;
+    double ts = (c->profile || k->kind == KERNEL_GEMM) ? now_ns() : 0;
+    if (k->kind == KERNEL_LOOP) {
+      LoopCall lc = {ck, &info};
+      if (ck->n_items <= ck->grain) loop_call(&lc, 0, ck->n_items);
+      else pool_parallel_for(c->pool, ck->n_items, ck->grain, loop_call, &lc);
+    } else if (!run_library(c, g, k, d)) {
+      return false;
+    }
+    if (c->profile || k->kind == KERNEL_GEMM) {
+      double dt = now_ns() - ts;
+      if (k->kind == KERNEL_GEMM) gemm += dt;
+      ck->ns += dt;
+      ck->calls++;
+    }
+  }
+  c->stats.total_ns += now_ns() - t0;
+  c->stats.gemm_ns += gemm;
+  c->stats.n_runs++;
+  return true;
+}
+
+static bool cpu_stats(Exec *e, ExecStats *s) {
+  *s = ((Cpu *)e->impl)->stats;
+  return true;
+}
+
+const Backend backend_cpu = {
+    .name = "cpu",
+    .supports_op = cpu_supports,
+    .prepare = prepare,
+    .release = release,
+    .write = cpu_write,
+    .read = cpu_read,
+    .run = cpu_run,
+    .stats = cpu_stats,
+};

@@ -1,0 +1,99 @@
+/* cpu_ops.h — the CPU backend's hand-written kernels, the ones that are not
+ * generated from the kernel IR: matmul on OpenBLAS, gather, scatter-add,
+ * concat, and a strided copy that materializes a view. Data are in host
+ * memory; arithmetic is f32, indices are i32, copies move 4-byte elements
+ * (f32 or i32 alike).
+ *
+ * Not here: argument checking against the graph (shapes are assumed to be
+ * what graph/shape.c inferred; a mismatch is a bug and hits BC_ASSERT),
+ * buffers or allocation (callers pass memory they own; nothing here
+ * allocates), error reporting beyond returning the bad index.
+ *
+ * Invariants: every result is independent of the pool's thread count and
+ * of which thread ran what (scatter-add accumulates in index order; a GEMM
+ * is split only along M or N, never K), so runs are reproducible. */
+#ifndef BC_CPU_OPS_H
+#define BC_CPU_OPS_H
+
+#include "../graph/ir.h"
+#include "threadpool.h"
+
+/* ---- matmul --------------------------------------------------------------
+ *
+ * How a GEMM uses the cores:
+ *  - CPU_GEMM_POOL: OpenBLAS runs single-threaded, all parallelism is the
+ *    pool's: independent batch GEMMs (attention heads) are spread over the
+ *    threads; with fewer batch GEMMs than threads each is cut into a grid
+ *    of tiles along M and N (one per thread; the grid that packs the least
+ *    A and B in total).
+ *  - CPU_GEMM_BLAS: batch GEMMs run one after another, each on OpenBLAS's
+ *    own threads (as many as the pool has).
+ *  - CPU_GEMM_AUTO: the measured rule in cpu_ops.c (cpu_gemm_choose):
+ *    at present always the pool, which was as fast or faster on the BERT
+ *    shapes and leaves no OpenBLAS threads spinning against the pool.
+ * OpenBLAS's thread count is process-global state, so only one thread may
+ * call cpu_gemm at a time. */
+typedef enum { CPU_GEMM_AUTO, CPU_GEMM_POOL, CPU_GEMM_BLAS } CpuGemmPar;
+
+/* C = op(A) op(B) + beta C, the MATMUL op of graph/ops.def exactly as
+ * runtime/interp.c defines it:
+ *   A (.., M, K), or (.., K, M) when trans_a
+ *   B (.., K, N), or (.., N, K) when trans_b
+ *   C (.., M, N), its batch dims the numpy broadcast of A's and B's
+ * All three contiguous row-major. beta is 0 (overwrite; C may hold NaNs)
+ * or 1 (accumulate, for fused gradient sums). When B has no batch (or
+ * broadcasts over A's trailing batch dims) and A is not transposed, those
+ * batch dims are folded into M: x (B, T, K) x W (K, N) is one
+ * (B*T, K) x (K, N) call. p may be NULL (one thread). */
+void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *a_shape, bool trans_a,
+              const float *B, const Shape *b_shape, bool trans_b, float beta, float *C,
+              const Shape *c_shape);
+
+/* The mode CPU_GEMM_AUTO picks for n_batch independent (m, n, k) GEMMs on
+ * n_threads threads (after folding batch dims into M). */
+CpuGemmPar cpu_gemm_choose(int64_t n_batch, int64_t m, int64_t n, int64_t k, int n_threads);
+
+/* Makes OpenBLAS use the best kernels this CPU runs. OpenBLAS 0.3.21 does
+ * not know recent Xeons (family 6 model 207 here) and falls back to its
+ * SSE3 "Prescott" kernels, ~5x slower; an AVX-512 CPU whose OpenBLAS chose
+ * AVX2 kernels loses ~1.5x. Unless OPENBLAS_CORETYPE is set (the user's
+ * choice wins), this selects SkylakeX/Cooperlake (AVX-512) or Haswell
+ * (AVX2) kernels again through OpenBLAS's exported gotoblas_dynamic_init.
+ * Idempotent; cpu_gemm calls it first; call it before any other thread uses
+ * BLAS. Returns a line for logs ("OpenBLAS kernels: ..."); static storage. */
+const char *cpu_blas_init(void);
+
+/* cpu_blas_init's line and OpenBLAS's thread count, for logs and benchmarks. */
+const char *cpu_blas_info(void);
+
+/* ---- rows ----------------------------------------------------------------
+ *
+ * out (n_idx, row) = table (n_rows, row)[idx (n_idx)]: rows of the table
+ * (row = product of the table's dims after the first), 4-byte elements.
+ * False when some idx[i] is outside [0, n_rows): *bad_pos gets the first
+ * such i and out is untouched. */
+bool cpu_gather(Pool *p, const void *table, int64_t n_rows, int64_t row, const int32_t *idx,
+                int64_t n_idx, void *out, int64_t *bad_pos);
+
+/* out (n_rows, row) = zeros, then out[idx[i]] += upd[i] for i = 0, 1, ...
+ * (upd is (n_idx, row)). Each element sums its updates in index order,
+ * whatever the thread count, so results are bit-for-bit reproducible.
+ * False when some idx[i] is outside [0, n_rows): *bad_pos gets the first
+ * such i and out is untouched. */
+bool cpu_scatter_add(Pool *p, const int32_t *idx, int64_t n_idx, const float *upd, int64_t n_rows,
+                     int64_t row, float *out, int64_t *bad_pos);
+
+/* out = concat(in[0..n_in), axis): out_shape is the result; input k has
+ * out_shape's dims except in_len[k] along `axis`. 4-byte elements, all
+ * contiguous; inputs must not overlap out. */
+void cpu_concat(Pool *p, int n_in, const void *const *in, const int64_t *in_len,
+                const Shape *out_shape, int axis, void *out);
+
+/* out (shape) contiguous = the view of `in` with element offset `offset`
+ * and stride[i] elements per step along axis i (0 = broadcast; negative
+ * allowed): out[i0, .., ir] = in[offset + sum_j i_j * stride[j]]. 4-byte
+ * elements; in and out must not overlap. */
+void cpu_copy_strided(Pool *p, const void *in, int64_t offset, const int64_t *stride,
+                      const Shape *shape, void *out);
+
+#endif
