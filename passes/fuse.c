@@ -147,6 +147,18 @@ static void decide_folding(Fuser *F) {
   }
 }
 
+/* The latest group that runs folded node n (through its readers). */
+static int folded_last_group(const Fuser *F, NodeId n) {
+  int best = -1;
+  ValueId v = F->g->nodes.data[n].out;
+  for (int r = F->start[v]; r < F->start[v + 1]; r++) {
+    NodeId rn = F->readers[r];
+    int gg = F->folded[rn] ? folded_last_group(F, rn) : F->f->group_of[rn];
+    if (gg > best) best = gg;
+  }
+  return best;
+}
+
 /* Assign node a (target t, value v): can it store from v's group? */
 static bool assign_in_place(const Fuser *F, NodeId a) {
   const Graph *g = F->g;
@@ -160,7 +172,10 @@ static bool assign_in_place(const Fuser *F, NodeId a) {
     NodeId rn = F->readers[r];
     if (rn == a) continue;
     if (rn > a) return false;           /* read after the update in node order */
-    if (F->folded[rn]) return false;    /* read through a view: not elementwise */
+    if (F->folded[rn]) { /* read through a view: only by earlier kernels */
+      if (folded_last_group(F, rn) >= G) return false;
+      continue;
+    }
     if (F->f->group_of[rn] > G) return false;
     if (F->f->group_of[rn] == G && !shape_eq(&val(F, g->nodes.data[rn].out)->shape, &val(F, t)->shape))
       return false;

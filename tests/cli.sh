@@ -40,6 +40,18 @@ else
 fi
 check "-o writes the plan files" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli -o '$tmp/plan' >/dev/null && grep -q '^counts:' '$tmp/plan/graph.txt' && grep -q '^digraph' '$tmp/plan/graph.dot'"
+check "-o writes kernels, the memory plan and every kernel's LLVM IR" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --train -o '$tmp/plan2' >/dev/null && grep -q '^kernels: ' '$tmp/plan2/kernels.txt' && grep -q '^memplan: memory reduced from' '$tmp/plan2/memplan.txt' && [ \$(grep -c '^define void @k' '$tmp/plan2/kernels.ll') -eq \$(grep -c '^kernel .*\[loop\]' '$tmp/plan2/kernels.txt') ]"
+check "--dump-after fuse lists kernels with their ops and YAML lines" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --dump-after fuse | grep -A3 'reduce_max' | grep -q '@ models/lib/nn.yaml:[0-9]'"
+check "--dump-after memplan prints the arena layout" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --train --dump-after memplan | grep -q '^memplan: memory reduced from'"
+check "the summary reports kernels and memory" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --train | grep -q '^kernels: [0-9]* ([0-9]* generated loops'"
+check "--device interp compiles without kernels" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --device interp | grep -vq '^kernels:'"
+check "an unknown device is an error (1)" bash -c \
+  "out=\$('$BERTC' compile models/bert.yaml --device tpu 2>&1); rc=\$?; echo \"\$out\" | grep -q \"unknown device 'tpu'\" && [ \$rc -eq 1 ]"
 check "a missing model file is an error naming it (1)" bash -c \
   "out=\$('$BERTC' compile '$tmp/none.yaml' 2>&1); rc=\$?; echo \"\$out\" | grep -q 'none.yaml: error: cannot open file' && [ \$rc -eq 1 ]"
 exit $fail

@@ -1,0 +1,145 @@
+/* test_fuse.c — what the fusion pass makes of the d2l BERT: kernel counts
+ * and shapes of the kernels that matter (softmax, layer norm, Adam), and a
+ * golden listing of the nli training step's kernels and memory plan
+ * (tests/golden/; BC_UPDATE_GOLDEN=1 rewrites it, review the diff). */
+#include "codegen/kernel.h"
+#include "passes/passes.h"
+#include "tests/test.h"
+
+static bool build(const char *graph, bool train, Graph *eg, KernelPlan *plan, MemPlan *mem) {
+  CompileOptions o;
+  compile_options_default(&o);
+  o.model_path = "models/bert.yaml"; /* relative: golden text names it so */
+  o.graph_name = graph;
+  o.train = train;
+  Diag d;
+  diag_init(&d);
+  Graph g;
+  bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, false, false, eg, plan, mem, &d);
+  if (!ok) diag_print(&d, stderr);
+  else graph_free(&g);
+  diag_free(&d);
+  return ok;
+}
+
+/* Whether kernel k computes op: one of its nodes, or (for the generators
+ * folded into their readers, like random) one of its instructions. */
+static bool kernel_has(const Graph *g, const Kernel *k, Op op) {
+  for (int i = 0; i < k->nodes.n; i++)
+    if (g->nodes.data[k->nodes.data[i]].op == op) return true;
+  for (int i = 0; i < k->insts.n; i++)
+    if (op == OP_RANDOM && k->insts.data[i].kind == KI_RANDOM) return true;
+  return false;
+}
+
+static int count_with(const Graph *g, const KernelPlan *p, Op a, Op b, Op c) {
+  int n = 0;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.data[i];
+    if (kernel_has(g, k, a) && (b == OP_COUNT || kernel_has(g, k, b)) && (c == OP_COUNT || kernel_has(g, k, c)))
+      n++;
+  }
+  return n;
+}
+
+TEST(forward_kernels) {
+  Graph g;
+  KernelPlan p;
+  MemPlan m;
+  if (!build("nli", false, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  int layers = 2;
+  /* masked softmax + dropout of the attention weights: one row kernel per layer */
+  CHECK_EQ_INT(count_with(&g, &p, OP_REDUCE_MAX, OP_EXP, OP_RANDOM), layers);
+  /* add & norm (residual, dropout, layer norm): one row kernel each */
+  CHECK_EQ_INT(count_with(&g, &p, OP_RSQRT, OP_REDUCE_SUM, OP_RANDOM), 2 * layers);
+  /* every matmul is one library call; nothing else is */
+  int n_matmul = 0;
+  for (int i = 0; i < g.nodes.n; i++) n_matmul += g.nodes.data[i].op == OP_MATMUL;
+  CHECK_EQ_INT(kernel_plan_count(&p, KERNEL_GEMM), n_matmul);
+  CHECK(p.kernels.n <= 70);
+  memplan_free(&m);
+  kernel_plan_free(&p);
+  graph_free(&g);
+}
+
+TEST(adam_is_one_kernel_per_parameter) {
+  Graph g;
+  KernelPlan p;
+  MemPlan m;
+  if (!build("nli", true, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  /* every assign is stored by the kernel computing its value: p, m and v of
+   * a parameter in one kernel (parameters of one shape may share it), no
+   * copy kernels */
+  int n_params = g.params.n, n_assign = 0;
+  for (int i = 0; i < p.kernels.n; i++) {
+    const Kernel *k = &p.kernels.data[i];
+    int assigns = 0;
+    for (int j = 0; j < k->nodes.n; j++) assigns += g.nodes.data[k->nodes.data[j]].op == OP_ASSIGN;
+    CHECK_MSG(assigns != k->nodes.n, "kernel %s only copies", k->name);
+    if (k->domain.rank > 0) CHECK_MSG(assigns % 3 == 0, "kernel %s: %d assigns", k->name, assigns);
+    n_assign += assigns;
+  }
+  CHECK_EQ_INT(n_assign, 3 * n_params + 1); /* + the step count t */
+  /* no allocation per step: everything fits the plan, and the arena is much
+   * smaller than the intermediates it holds */
+  CHECK(m.arena_bytes < m.sum_intermediate_bytes / 2);
+  memplan_free(&m);
+  kernel_plan_free(&p);
+  graph_free(&g);
+}
+
+TEST(golden_nli_training_kernels) {
+  Graph g;
+  KernelPlan p;
+  MemPlan m;
+  if (!build("nli", true, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  char *text = NULL;
+  size_t n = 0;
+  FILE *f = open_memstream(&text, &n);
+  kernel_plan_print(&g, &p, f);
+  memplan_print_summary(&m, f);
+  fclose(f);
+  const char *path = BC_SOURCE_DIR "/tests/golden/nli_train_kernels.txt";
+  if (getenv("BC_UPDATE_GOLDEN")) {
+    FILE *o = fopen(path, "w");
+    CHECK(o != NULL);
+    if (o) {
+      fputs(text, o);
+      fclose(o);
+    }
+  } else {
+    Diag d;
+    diag_init(&d);
+    char *want = bc_read_file(path, NULL, &d);
+    CHECK_MSG(want != NULL, "%s missing: run with BC_UPDATE_GOLDEN=1", path);
+    if (want && strcmp(want, text) != 0) {
+      /* first differing line, for the log */
+      const char *a = want, *b = text;
+      int line = 1;
+      while (*a && *a == *b) {
+        if (*a == '\n') line++;
+        a++;
+        b++;
+      }
+      CHECK_MSG(0, "%s differs from the compiler's output at line %d (BC_UPDATE_GOLDEN=1 rewrites it)",
+                path, line);
+    }
+    free(want);
+    diag_free(&d);
+  }
+  free(text);
+  memplan_free(&m);
+  kernel_plan_free(&p);
+  graph_free(&g);
+}
+
+TEST_MAIN()
