@@ -1,0 +1,1014 @@
+/* bench_step.c — times whole compiled training steps (forward, loss,
+ * backward, Adam) of models/bert.yaml on one backend and reports, per
+ * configuration (graph x batch): examples/s, ms/step, compile time
+ * (pipeline_run and exec_create apart), memory (arena vs intermediates, peak
+ * RSS), the share of step time spent in GEMMs, and achieved GFLOP/s against
+ * the CPU's peak FMA rate. Output: an aligned table, and JSON with --json.
+ *
+ * Not here: correctness (tests/ check the numbers; this only checks that the
+ * loss is finite), data loading (batches are random but shaped like d2l's),
+ * the peak measurement itself (bench/peak_fma.c).
+ *
+ * Each configuration runs in a forked child so that peak RSS is its own; the
+ * child sends its Result back through a pipe. The timed step is what a
+ * training loop pays per batch: writing the batch's inputs, exec_run, and
+ * reading the loss back (which also waits for an asynchronous backend). */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "passes/passes.h"
+#include "runtime/backend.h"
+
+#define DEFAULT_MODEL "models/bert.yaml"
+enum { MAX_CONFIGS = 64, MAX_SETS = 64, N_BATCHES = 4, ERR_LEN = 2048, MAX_STEP_LOG = 256 };
+
+static const char usage[] =
+    "usage: bench_step [options]\n"
+    "\n"
+    "Compiles training steps (forward, loss, backward, Adam; like `bertc compile\n"
+    "--train`) of a YAML model and times them on one backend. Without --graph\n"
+    "and --batch it runs the reference configurations of models/bert.yaml:\n"
+    "nli at batch 64 and 512, pretrain at batch 64 and 256.\n"
+    "\n"
+    "options:\n"
+    "  --model FILE        model file (default " DEFAULT_MODEL ")\n"
+    "  --graph NAME        graph to time (repeatable; default: nli and pretrain)\n"
+    "  --batch N           batch size (repeatable; default: nli 64 512,\n"
+    "                      pretrain 64 256); every graph runs at every batch\n"
+    "  --device NAME       backend: cpu (default), interp, ...\n"
+    "  --steps N           timed steps per configuration (default 10)\n"
+    "  --warmup N          untimed steps first (default 2)\n"
+    "  --threads N         threads for the backend: sets BC_THREADS,\n"
+    "                      OMP_NUM_THREADS and OPENBLAS_NUM_THREADS and\n"
+    "                      re-executes itself so libraries see them at load\n"
+    "                      (default: leave the environment alone; the cpu\n"
+    "                      backend then uses BC_THREADS, else one per CPU)\n"
+    "  --set NAME=VALUE    override a hyperparameter (repeatable), e.g.\n"
+    "                      --set hidden=8 --set layers=1 --set max_len=16\n"
+    "  --lr X              learning rate input (default: nli 1e-4,\n"
+    "                      pretrain 0.01, as d2l)\n"
+    "  --seed N            seed of parameters, dropout and batches (default 1)\n"
+    "  --json FILE         also write the results as JSON (- = stdout)\n"
+    "  --peak-json FILE    JSON written by peak_fma: peak_gflops_1core with\n"
+    "                      --threads 1, else the largest \"...gflops...\" value\n"
+    "  --peak-gflops X     the peak FMA rate in GFLOP/s, given directly\n"
+    "  --peak-exe PATH     peak_fma to run when neither of the above is given\n"
+    "                      (default: peak_fma beside this executable; skipped\n"
+    "                      when missing, and then fractions of peak are null)\n"
+    "  --no-peak           do not look for the peak at all\n"
+    "  --no-fork           run configurations in this process (peak RSS is\n"
+    "                      then the maximum so far)\n"
+    "  -h, --help          this text\n"
+    "\n"
+    "Reported per configuration: examples/s and ms/step of the median timed\n"
+    "step (JSON adds means, min, max and every step); compile time of\n"
+    "pipeline_run and of exec_create (which includes code generation); arena\n"
+    "bytes vs the sum of the values it holds (from exec_stats, null where the\n"
+    "backend lacks it); peak RSS; GEMM share of step time (exec_stats); FLOPs\n"
+    "per step counted from the graph (2*M*N*K per matmul, 1 per element of\n"
+    "elementwise ops and reduction inputs); achieved GFLOP/s and its fraction\n"
+    "of the peak. A timed step writes a batch, runs, and reads the loss.\n"
+    "\n"
+    "exit status: 0 all configurations ran, 1 one failed, 2 bad usage,\n"
+    "3 the device is not available in this build.\n";
+
+typedef struct {
+  const char *graph;
+  int batch;
+} Config;
+
+/* What a child reports for one configuration: fixed size, no pointers, so it
+ * crosses the pipe as bytes. Negative byte counts and NAN mean "unknown". */
+typedef struct {
+  int ok;
+  char error[ERR_LEN];
+  int steps, warmup;
+  int64_t seq_len, n_pred, vocab;
+  double pipeline_s, exec_create_s, init_s;
+  double timed_s, ms_mean, ms_median, ms_min, ms_max;
+  double loss_first, loss_last;
+  int64_t n_nodes, n_matmul;
+  int64_t flops, matmul_flops;      /* per step, counted from the graph */
+  int64_t param_count, param_bytes; /* parameters only */
+  int64_t node_value_bytes;         /* every node's output with a buffer of its own */
+  int has_stats; /* exec_stats answered (the interpreter keeps none) */
+  int64_t n_kernels, pinned_bytes, arena_bytes, sum_intermediate_bytes;
+  double gemm_ns, total_ns; /* over the timed steps */
+  int64_t peak_rss_bytes;
+  double step_ms[MAX_STEP_LOG]; /* the first timed steps, in order */
+} Result;
+
+typedef struct {
+  const char *model, *device;
+  const Setting *sets;
+  int n_sets;
+  int steps, warmup;
+  double lr; /* NAN = per graph */
+  uint64_t seed;
+} Options;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- random batches shaped like d2l's ---- */
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+static int rng_int(uint64_t *s, int lo, int hi) { /* uniform in [lo, hi] */
+  return hi <= lo ? lo : lo + (int)(rng_next(s) % (uint64_t)(hi - lo + 1));
+}
+
+/* Token ids are arbitrary to speed; only pad and the specials are fixed. */
+enum { TOK_PAD = 0, TOK_CLS = 2, TOK_SEP = 3, TOK_MASK = 4, TOK_FIRST_WORD = 5 };
+
+/* One batch, every input's host buffer (f32 or i32, as the value's dtype). */
+typedef struct {
+  int n;
+  ValueId *ids;
+  void **bufs;
+} Batch;
+
+static void batch_free(Batch *b) {
+  for (int i = 0; i < b->n; i++) free(b->bufs[i]);
+  free(b->bufs);
+  free(b->ids);
+  memset(b, 0, sizeof *b);
+}
+
+/* Python's round() for x >= 0: half to even (d2l's MLM count). */
+static int round_half_even(double x) {
+  double f = floor(x), r = x - f;
+  if (r > 0.5 || (r == 0.5 && fmod(f, 2.0) != 0.0)) f += 1.0;
+  return (int)f;
+}
+
+/* Fills every input of g for one batch: valid_len uniform in [T/4, T];
+ * `<cls> a <sep> b <sep>` with segments 0 then 1; up to n_pred MLM slots
+ * (d2l: max(1, round(0.15 len)) of the non-special positions, 80% masked,
+ * sorted, padding slots position 0 / label 0 / weight 0); random labels.
+ * False with a message in err for an input it does not know. */
+static bool batch_make(Batch *out, const Graph *g, double lr, uint64_t *rng, char *err) {
+  const ValueId tok_id = graph_find(g, "tokens");
+  if (tok_id < 0 || g->values.data[tok_id].shape.rank != 2) {
+    snprintf(err, ERR_LEN, "graph '%s' has no input tokens [batch, T]", g->name);
+    return false;
+  }
+  const Shape *ts = &g->values.data[tok_id].shape;
+  const int B = (int)ts->dim[0], T = (int)ts->dim[1];
+  const int V = (int)graph_hparam(g, "vocab", 100);
+  const int words = V > TOK_FIRST_WORD ? V - TOK_FIRST_WORD : 1;
+  int *tok = bc_calloc((size_t)B * T, sizeof(int)), *seg = bc_calloc((size_t)B * T, sizeof(int));
+  int *vl = bc_calloc((size_t)B, sizeof(int));
+  for (int b = 0; b < B; b++) {
+    int lo = T / 4 < 5 ? (T < 5 ? T : 5) : T / 4;
+    int n = vl[b] = rng_int(rng, lo, T);
+    int *t = tok + (size_t)b * T, *s = seg + (size_t)b * T;
+    for (int i = 0; i < n; i++) t[i] = TOK_FIRST_WORD + rng_int(rng, 0, words - 1);
+    t[0] = TOK_CLS;
+    if (n >= 5) { /* <cls> a <sep> b <sep>, both sentences non-empty */
+      int la = rng_int(rng, 1, n - 4);
+      t[la + 1] = TOK_SEP;
+      t[n - 1] = TOK_SEP;
+      for (int i = la + 2; i < n; i++) s[i] = 1;
+    } else if (n >= 2) {
+      t[n - 1] = TOK_SEP;
+    }
+  }
+  out->n = g->inputs.n;
+  out->ids = bc_calloc((size_t)out->n, sizeof(ValueId));
+  out->bufs = bc_calloc((size_t)out->n, sizeof(void *));
+  /* MLM slots are drawn once per example and shared by the three slot inputs */
+  int P = 0;
+  int *pp = NULL, *pl = NULL;
+  float *pw = NULL;
+  ValueId pos_id = graph_find(g, "pred_positions");
+  if (pos_id >= 0) {
+    P = (int)g->values.data[pos_id].shape.dim[1];
+    pp = bc_calloc((size_t)B * P, sizeof(int));
+    pl = bc_calloc((size_t)B * P, sizeof(int));
+    pw = bc_calloc((size_t)B * P, sizeof(float));
+    int *cand = bc_calloc((size_t)T, sizeof(int));
+    for (int b = 0; b < B; b++) {
+      int *t = tok + (size_t)b * T, nc = 0;
+      for (int i = 0; i < vl[b]; i++)
+        if (t[i] != TOK_CLS && t[i] != TOK_SEP) cand[nc++] = i;
+      int k = round_half_even(vl[b] * 0.15);
+      if (k < 1) k = 1;
+      if (k > P) k = P;
+      if (k > nc) k = nc;
+      for (int i = 0; i < k; i++) { /* partial Fisher-Yates, then sort */
+        int j = rng_int(rng, i, nc - 1), x = cand[i];
+        cand[i] = cand[j], cand[j] = x;
+      }
+      for (int i = 1; i < k; i++)
+        for (int j = i; j > 0 && cand[j - 1] > cand[j]; j--) {
+          int x = cand[j];
+          cand[j] = cand[j - 1], cand[j - 1] = x;
+        }
+      for (int i = 0; i < k; i++) {
+        int pos = cand[i];
+        pp[b * P + i] = pos;
+        pl[b * P + i] = t[pos];
+        pw[b * P + i] = 1.0f;
+        int r = rng_int(rng, 0, 9);
+        if (r < 8) t[pos] = TOK_MASK;
+        else if (r == 8) t[pos] = TOK_FIRST_WORD + rng_int(rng, 0, words - 1);
+      }
+    }
+    free(cand);
+  }
+  bool ok = true;
+  for (int i = 0; i < g->inputs.n && ok; i++) {
+    ValueId id = g->inputs.data[i];
+    const Value *v = &g->values.data[id];
+    int64_t n = shape_numel(&v->shape);
+    out->ids[i] = id;
+    void *buf = out->bufs[i] = bc_calloc((size_t)n, 4);
+    int *bi = buf;
+    float *bf = buf;
+    const char *nm = v->name;
+    bool is_f = v->dtype == DTYPE_F32;
+    bool want_f = !strcmp(nm, "pred_weights") || !strcmp(nm, "lr");
+    if (is_f != want_f && strcmp(nm, "valid_len") != 0) {
+      snprintf(err, ERR_LEN, "graph '%s': input '%s' has unexpected dtype %s", g->name, nm,
+               dtype_name(v->dtype));
+      ok = false;
+      break;
+    }
+    /* (size_t)n ints or floats; the per-input shapes were checked by the
+     * model: [B, T], [B, P] or [B] */
+    if (!strcmp(nm, "tokens")) memcpy(buf, tok, (size_t)n * 4);
+    else if (!strcmp(nm, "segments")) memcpy(buf, seg, (size_t)n * 4);
+    else if (!strcmp(nm, "valid_len"))
+      for (int64_t j = 0; j < n; j++) {
+        if (is_f) bf[j] = (float)vl[j];
+        else bi[j] = vl[j];
+      }
+    else if (!strcmp(nm, "pred_positions")) memcpy(buf, pp, (size_t)n * 4);
+    else if (!strcmp(nm, "mlm_labels")) memcpy(buf, pl, (size_t)n * 4);
+    else if (!strcmp(nm, "pred_weights")) memcpy(buf, pw, (size_t)n * 4);
+    else if (!strcmp(nm, "nsp_labels") || !strcmp(nm, "label")) {
+      int classes = !strcmp(nm, "label") ? 3 : 2;
+      for (int64_t j = 0; j < n; j++) bi[j] = rng_int(rng, 0, classes - 1);
+    } else if (!strcmp(nm, "lr")) {
+      for (int64_t j = 0; j < n; j++) bf[j] = (float)lr;
+    } else {
+      snprintf(err, ERR_LEN, "graph '%s': don't know how to fill input '%s'", g->name, nm);
+      ok = false;
+    }
+  }
+  free(tok), free(seg), free(vl), free(pp), free(pl), free(pw);
+  if (!ok) batch_free(out);
+  return ok;
+}
+
+/* ---- counting from the graph ---- */
+
+/* FLOPs of one run of g: 2*M*N*K per matmul (times its batch dims), one per
+ * output element of elementwise ops and select, one per input element of
+ * reductions and per update element of scatter_add; layout ops, gathers,
+ * random and constants count nothing. */
+static void count_flops(const Graph *g, Result *r) {
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    const Shape *out = &g->values.data[n->out].shape;
+    int64_t numel = shape_numel(out);
+    if (n->op == OP_MATMUL) {
+      const Shape *a = &g->values.data[n->in[0]].shape;
+      int64_t K = n->a.trans_a ? a->dim[a->rank - 2] : a->dim[a->rank - 1];
+      int64_t f = 2 * K * numel; /* numel = batch dims * M * N */
+      r->matmul_flops += f;
+      r->flops += f;
+      r->n_matmul++;
+    } else if ((op_info[n->op].flags & OPF_ELEMENTWISE) || n->op == OP_SELECT) {
+      r->flops += numel;
+    } else if (op_info[n->op].flags & OPF_REDUCE) {
+      r->flops += shape_numel(&g->values.data[n->in[0]].shape);
+    } else if (n->op == OP_SCATTER_ADD) {
+      r->flops += shape_numel(&g->values.data[n->in[1]].shape);
+    }
+  }
+  r->n_nodes = g->nodes.n;
+  for (int i = 0; i < g->values.n; i++) {
+    const Value *v = &g->values.data[i];
+    int64_t bytes = shape_numel(&v->shape) * (int64_t)dtype_size(v->dtype);
+    if (v->kind == VALUE_PARAM) r->param_count += shape_numel(&v->shape), r->param_bytes += bytes;
+    else if (v->kind == VALUE_NODE && !(g->nodes.data[v->node].op == OP_ASSIGN))
+      r->node_value_bytes += bytes;
+  }
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static void set_error(Result *r, const char *what, const Diag *d) {
+  const char *first = d ? diag_first(d) : "";
+  snprintf(r->error, ERR_LEN, "%s%s%s", what, *first ? ": " : "", first);
+}
+
+/* Compiles, prepares and times one configuration into *r. */
+static void run_config(const Options *opt, const Config *c, const Backend *be, Result *r) {
+  memset(r, 0, sizeof *r);
+  r->loss_first = r->loss_last = NAN;
+  r->n_kernels = r->pinned_bytes = r->arena_bytes = r->sum_intermediate_bytes = -1;
+  r->gemm_ns = r->total_ns = NAN;
+  r->steps = opt->steps;
+  r->warmup = opt->warmup;
+  Diag d;
+  diag_init(&d);
+  Graph g;
+  bool have_graph = false;
+  Exec *e = NULL;
+  Batch batches[N_BATCHES] = {{0}};
+  double *times = bc_calloc((size_t)(opt->steps > 0 ? opt->steps : 1), sizeof(double));
+
+  Setting *sets = bc_calloc((size_t)opt->n_sets + 1, sizeof(Setting));
+  memcpy(sets, opt->sets, (size_t)opt->n_sets * sizeof(Setting));
+  char batch_str[32];
+  snprintf(batch_str, sizeof batch_str, "%d", c->batch);
+  sets[opt->n_sets] = (Setting){"batch", batch_str}; /* last wins over any --set batch */
+  CompileOptions co;
+  compile_options_default(&co);
+  co.model_path = opt->model;
+  co.graph_name = c->graph;
+  co.sets = sets;
+  co.n_sets = opt->n_sets + 1;
+  co.train = true;
+
+  double t0 = now_s();
+  if (!pipeline_run(&g, &co, &d)) {
+    set_error(r, "compile failed", &d);
+    goto cleanup;
+  }
+  have_graph = true;
+  r->pipeline_s = now_s() - t0;
+  count_flops(&g, r);
+  ValueId tok = graph_find(&g, "tokens"), pos = graph_find(&g, "pred_positions");
+  r->seq_len = tok >= 0 ? g.values.data[tok].shape.dim[g.values.data[tok].shape.rank - 1] : 0;
+  r->n_pred = pos >= 0 ? g.values.data[pos].shape.dim[1] : 0;
+  r->vocab = (int64_t)graph_hparam(&g, "vocab", 0);
+  if (g.loss < 0) {
+    snprintf(r->error, ERR_LEN, "graph '%s' has no loss", g.name);
+    goto cleanup;
+  }
+
+  t0 = now_s();
+  e = exec_create(be, &g, &d);
+  r->exec_create_s = now_s() - t0;
+  if (!e) {
+    set_error(r, "exec_create failed", &d);
+    goto cleanup;
+  }
+  t0 = now_s();
+  if (!exec_init_params(e, opt->seed, &d)) {
+    set_error(r, "exec_init_params failed", &d);
+    goto cleanup;
+  }
+  r->init_s = now_s() - t0;
+
+  double lr = !isnan(opt->lr) ? opt->lr : !strcmp(c->graph, "pretrain") ? 0.01 : 1e-4;
+  uint64_t rng = opt->seed * 0x9E3779B97F4A7C15ull + (uint64_t)c->batch;
+  for (int i = 0; i < N_BATCHES; i++)
+    if (!batch_make(&batches[i], &g, lr, &rng, r->error)) goto cleanup;
+
+  ExecStats before = {0}, after = {0};
+  int total = opt->warmup + opt->steps;
+  for (int s = 0; s < total; s++) {
+    if (s == opt->warmup) r->has_stats = exec_stats(e, &before);
+    const Batch *b = &batches[s % N_BATCHES];
+    double ts = now_s();
+    for (int i = 0; i < b->n; i++) {
+      DType host = g.values.data[b->ids[i]].dtype;
+      if (!exec_write(e, b->ids[i], b->bufs[i], host, &d)) {
+        set_error(r, "exec_write failed", &d);
+        goto cleanup;
+      }
+    }
+    RunContext ctx = {opt->seed, (uint32_t)s, 0};
+    float loss = NAN;
+    if (!exec_run(e, &ctx, &d) || !exec_read(e, g.loss, &loss, DTYPE_F32, &d)) {
+      set_error(r, "exec_run failed", &d);
+      goto cleanup;
+    }
+    double dt = now_s() - ts;
+    if (s >= opt->warmup) {
+      times[s - opt->warmup] = dt, r->timed_s += dt;
+      if (s - opt->warmup < MAX_STEP_LOG) r->step_ms[s - opt->warmup] = 1e3 * dt;
+    }
+    if (s == 0) r->loss_first = loss;
+    r->loss_last = loss;
+    if (!isfinite(loss)) {
+      snprintf(r->error, ERR_LEN, "loss is %g at step %d", (double)loss, s);
+      goto cleanup;
+    }
+  }
+  if (opt->steps == 0) r->has_stats = exec_stats(e, &before);
+  if (r->has_stats && exec_stats(e, &after)) {
+    r->n_kernels = after.n_kernels;
+    r->pinned_bytes = after.pinned_bytes;
+    r->arena_bytes = after.arena_bytes;
+    r->sum_intermediate_bytes = after.sum_intermediate_bytes;
+    /* the counters sum over runs: the timed steps are the difference */
+    r->gemm_ns = after.gemm_ns - before.gemm_ns;
+    r->total_ns = after.total_ns - before.total_ns;
+  }
+  if (opt->steps > 0) {
+    r->ms_mean = 1e3 * r->timed_s / opt->steps;
+    qsort(times, (size_t)opt->steps, sizeof(double), cmp_double);
+    r->ms_min = 1e3 * times[0];
+    r->ms_max = 1e3 * times[opt->steps - 1];
+    r->ms_median = 1e3 * (opt->steps % 2 ? times[opt->steps / 2]
+                                         : 0.5 * (times[opt->steps / 2 - 1] + times[opt->steps / 2]));
+  }
+  r->ok = 1;
+cleanup:
+  {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) r->peak_rss_bytes = (int64_t)ru.ru_maxrss * 1024;
+  }
+  for (int i = 0; i < N_BATCHES; i++) batch_free(&batches[i]);
+  exec_destroy(e);
+  if (have_graph) graph_free(&g);
+  diag_free(&d);
+  free(sets);
+  free(times);
+}
+
+/* Runs one configuration in a child process so that ru_maxrss is its own. */
+static void run_config_forked(const Options *opt, const Config *c, const Backend *be, Result *r) {
+  int fds[2];
+  if (pipe(fds) != 0) {
+    run_config(opt, c, be, r);
+    return;
+  }
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]), close(fds[1]);
+    run_config(opt, c, be, r);
+    return;
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    Result *mine = bc_calloc(1, sizeof *mine);
+    run_config(opt, c, be, mine);
+    const char *p = (const char *)mine;
+    size_t left = sizeof *mine;
+    while (left > 0) {
+      ssize_t k = write(fds[1], p, left);
+      if (k <= 0 && errno != EINTR) _exit(1);
+      if (k > 0) p += k, left -= (size_t)k;
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  char *p = (char *)r;
+  size_t got = 0;
+  while (got < sizeof *r) {
+    ssize_t k = read(fds[0], p + got, sizeof *r - got);
+    if (k == 0) break;
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    got += (size_t)k;
+  }
+  close(fds[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (got != sizeof *r) {
+    memset(r, 0, sizeof *r);
+    r->loss_first = r->loss_last = NAN;
+    r->n_kernels = r->pinned_bytes = r->arena_bytes = r->sum_intermediate_bytes = -1;
+    r->gemm_ns = r->total_ns = NAN;
+    if (WIFSIGNALED(status))
+      snprintf(r->error, ERR_LEN, "benchmark process killed by signal %d (%s)", WTERMSIG(status),
+               WTERMSIG(status) == SIGKILL ? "out of memory?" : strsignal(WTERMSIG(status)));
+    else snprintf(r->error, ERR_LEN, "benchmark process exited with status %d", WEXITSTATUS(status));
+  }
+}
+
+/* ---- the peak FMA rate ---- */
+
+/* The peak in GFLOP/s from peak_fma's JSON text ({"peak_gflops_1core": x,
+ * "peak_gflops_all": y, ...}): the number under key "peak_gflops" or under
+ * `prefer` (non-NULL), else the largest number under any key containing
+ * "gflop" (case-insensitive): with several threads the all-core rate, or the
+ * one-core rate where noise put it higher. NAN when there is none. A flat
+ * scan, not a JSON parser: it looks only at `"key": number` pairs. */
+static double peak_from_json(const char *s, const char *prefer) {
+  double best = NAN, preferred = NAN;
+  for (const char *p = s; (p = strchr(p, '"')) != NULL;) {
+    const char *k = p + 1, *q = strchr(k, '"');
+    if (!q) break;
+    size_t klen = (size_t)(q - k);
+    const char *v = q + 1;
+    while (isspace((unsigned char)*v)) v++;
+    p = q + 1;
+    if (*v != ':') continue;
+    v++;
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v) continue;
+    char key[128];
+    size_t n = klen < sizeof key - 1 ? klen : sizeof key - 1;
+    for (size_t i = 0; i < n; i++) key[i] = (char)tolower((unsigned char)k[i]);
+    key[n] = '\0';
+    if (!strcmp(key, "peak_gflops")) return x;
+    if (prefer && !strcmp(key, prefer)) preferred = x;
+    if (strstr(key, "gflop") && (isnan(best) || x > best)) best = x;
+  }
+  return isnan(preferred) ? best : preferred;
+}
+
+static char *slurp_stream(FILE *f) {
+  size_t cap = 4096, n = 0;
+  char *buf = bc_malloc(cap);
+  size_t k;
+  while ((k = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+    n += k;
+    if (cap - n < 2) buf = bc_realloc(buf, cap *= 2);
+  }
+  buf[n] = '\0';
+  return buf;
+}
+
+/* one thread is judged against the one-core peak */
+static const char *peak_key(int threads) { return threads == 1 ? "peak_gflops_1core" : NULL; }
+
+static double peak_from_file(const char *path, int threads) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "bench_step: cannot read %s: %s\n", path, strerror(errno));
+    return NAN;
+  }
+  char *s = slurp_stream(f);
+  fclose(f);
+  double x = peak_from_json(s, peak_key(threads));
+  free(s);
+  if (isnan(x)) fprintf(stderr, "bench_step: no peak GFLOP/s found in %s\n", path);
+  return x;
+}
+
+/* Runs peak_fma and reads the JSON it prints; NAN when it is not there. */
+static double peak_from_exe(const char *exe, int threads) {
+  char self[4096];
+  char path[4200];
+  if (!exe) {
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return NAN;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash) return NAN;
+    *slash = '\0';
+    snprintf(path, sizeof path, "%s/peak_fma", self);
+    exe = path;
+  }
+  if (access(exe, X_OK) != 0) {
+    fprintf(stderr, "bench_step: %s not found; fractions of peak will be null\n", exe);
+    return NAN;
+  }
+  char *cmd = bc_asprintf("'%s'", exe);
+  fprintf(stderr, "bench_step: measuring the peak with %s\n", exe);
+  fflush(NULL);
+  FILE *f = popen(cmd, "r");
+  free(cmd);
+  if (!f) return NAN;
+  char *s = slurp_stream(f);
+  pclose(f);
+  double x = peak_from_json(s, peak_key(threads));
+  free(s);
+  if (isnan(x)) fprintf(stderr, "bench_step: no peak GFLOP/s in the output of %s\n", exe);
+  return x;
+}
+
+/* ---- output ---- */
+
+static void json_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+    else if (ch == '\n') fputs("\\n", f);
+    else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+    else fputc(ch, f);
+  }
+  fputc('"', f);
+}
+
+static void json_num(FILE *f, double x) {
+  if (isfinite(x)) fprintf(f, "%.6g", x);
+  else fputs("null", f);
+}
+
+static void json_int(FILE *f, int64_t x) { /* negative = unknown */
+  if (x >= 0) fprintf(f, "%lld", (long long)x);
+  else fputs("null", f);
+}
+
+static double gemm_fraction(const Result *r) {
+  return r->total_ns > 0 && r->gemm_ns >= 0 ? r->gemm_ns / r->total_ns : NAN;
+}
+/* Rates use the median step, robust to other processes on a shared machine
+ * (bench/torch_ref.py reports the same statistic); *_mean use the total. */
+static double examples_per_s(const Config *c, const Result *r) {
+  return r->ok && r->ms_median > 0 ? 1e3 * c->batch / r->ms_median : NAN;
+}
+static double examples_per_s_mean(const Config *c, const Result *r) {
+  return r->ok && r->timed_s > 0 ? (double)c->batch * r->steps / r->timed_s : NAN;
+}
+static double gflops(const Result *r) {
+  return r->ok && r->ms_median > 0 ? (double)r->flops / (r->ms_median * 1e6) : NAN;
+}
+
+static void cpu_model(char *out, size_t n) {
+  snprintf(out, n, "unknown");
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  if (!f) return;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "model name", 10) != 0) continue;
+    char *c = strchr(line, ':');
+    if (!c) break;
+    c++;
+    while (*c == ' ') c++;
+    c[strcspn(c, "\n")] = '\0';
+    snprintf(out, n, "%s", c);
+    break;
+  }
+  fclose(f);
+}
+
+static void json_loadavg(FILE *f, const double *l) {
+  fputc('[', f);
+  for (int i = 0; i < 3; i++) {
+    fputs(i ? ", " : "", f);
+    json_num(f, l[i]);
+  }
+  fputc(']', f);
+}
+
+static void write_json(FILE *f, const Options *opt, const Config *cs, const Result *rs, int n,
+                       double peak, int threads, const double *load0, const double *load1) {
+  char cpu[256];
+  cpu_model(cpu, sizeof cpu);
+  fprintf(f, "{\n  \"tool\": \"bench_step\",\n  \"device\": ");
+  json_string(f, opt->device);
+  fprintf(f, ",\n  \"model\": ");
+  json_string(f, opt->model);
+  fprintf(f, ",\n  \"cpu\": ");
+  json_string(f, cpu);
+  fprintf(f, ",\n  \"online_cpus\": %ld,\n  \"threads\": ", sysconf(_SC_NPROCESSORS_ONLN));
+  json_int(f, threads);
+  fprintf(f, ",\n  \"sets\": {");
+  for (int i = 0; i < opt->n_sets; i++) {
+    fprintf(f, "%s", i ? ", " : "");
+    json_string(f, opt->sets[i].key);
+    fputs(": ", f);
+    json_string(f, opt->sets[i].value);
+  }
+  fprintf(f, "},\n  \"loadavg_start\": ");
+  json_loadavg(f, load0);
+  fprintf(f, ", \"loadavg_end\": ");
+  json_loadavg(f, load1);
+  fprintf(f, ",\n  \"peak_gflops\": ");
+  json_num(f, peak);
+  fprintf(f, ",\n  \"configs\": [");
+  for (int i = 0; i < n; i++) {
+    const Config *c = &cs[i];
+    const Result *r = &rs[i];
+    fprintf(f, "%s\n    {\"graph\": ", i ? "," : "");
+    json_string(f, c->graph);
+    fprintf(f, ", \"batch\": %d, \"seq_len\": %lld, \"n_pred\": %lld, \"vocab\": %lld, \"ok\": %s",
+            c->batch, (long long)r->seq_len, (long long)r->n_pred, (long long)r->vocab,
+            r->ok ? "true" : "false");
+    fprintf(f, ",\n     \"error\": ");
+    if (r->ok) fputs("null", f);
+    else json_string(f, r->error);
+    fprintf(f, ",\n     \"steps\": %d, \"warmup\": %d, \"examples_per_s\": ", r->steps, r->warmup);
+    json_num(f, examples_per_s(c, r));
+    fputs(", \"ms_per_step\": ", f);
+    json_num(f, r->ok ? r->ms_median : NAN);
+    fputs(", \"examples_per_s_mean\": ", f);
+    json_num(f, examples_per_s_mean(c, r));
+    fputs(", \"ms_per_step_mean\": ", f);
+    json_num(f, r->ok ? r->ms_mean : NAN);
+    fputs(", \"ms_per_step_min\": ", f);
+    json_num(f, r->ok ? r->ms_min : NAN);
+    fputs(", \"ms_per_step_max\": ", f);
+    json_num(f, r->ok ? r->ms_max : NAN);
+    fputs(",\n     \"compile_pipeline_s\": ", f);
+    json_num(f, r->pipeline_s);
+    fputs(", \"compile_exec_create_s\": ", f);
+    json_num(f, r->exec_create_s);
+    fputs(", \"init_params_s\": ", f);
+    json_num(f, r->init_s);
+    fprintf(f, ",\n     \"exec_stats\": %s, \"kernels\": ", r->has_stats ? "true" : "false");
+    json_int(f, r->n_kernels);
+    fputs(", \"pinned_bytes\": ", f);
+    json_int(f, r->pinned_bytes);
+    fputs(", \"arena_bytes\": ", f);
+    json_int(f, r->arena_bytes);
+    fputs(", \"sum_intermediate_bytes\": ", f);
+    json_int(f, r->sum_intermediate_bytes);
+    fputs(", \"graph_node_value_bytes\": ", f);
+    json_int(f, r->node_value_bytes);
+    fputs(", \"param_count\": ", f);
+    json_int(f, r->param_count);
+    fputs(", \"peak_rss_bytes\": ", f);
+    json_int(f, r->peak_rss_bytes);
+    fputs(",\n     \"gemm_fraction\": ", f);
+    json_num(f, gemm_fraction(r));
+    fprintf(f, ", \"graph_nodes\": %lld, \"matmuls\": %lld", (long long)r->n_nodes,
+            (long long)r->n_matmul);
+    fputs(", \"flops_per_step\": ", f);
+    json_int(f, r->flops);
+    fputs(", \"matmul_flops_per_step\": ", f);
+    json_int(f, r->matmul_flops);
+    fputs(",\n     \"gflops\": ", f);
+    json_num(f, gflops(r));
+    fputs(", \"fraction_of_peak\": ", f);
+    json_num(f, gflops(r) / peak);
+    fputs(", \"loss_first\": ", f);
+    json_num(f, r->loss_first);
+    fputs(", \"loss_last\": ", f);
+    json_num(f, r->loss_last);
+    fputs(",\n     \"step_ms\": [", f);
+    for (int k = 0; r->ok && k < r->steps && k < MAX_STEP_LOG; k++) {
+      fputs(k ? ", " : "", f);
+      json_num(f, r->step_ms[k]);
+    }
+    fputs("]}", f);
+  }
+  fprintf(f, "\n  ]\n}\n");
+}
+
+static void fmt_num(char *buf, size_t n, double x, const char *fmt) {
+  if (isfinite(x)) snprintf(buf, n, fmt, x);
+  else snprintf(buf, n, "-");
+}
+
+static void fmt_mib(char *buf, size_t n, int64_t bytes) {
+  if (bytes >= 0) snprintf(buf, n, "%.1f", (double)bytes / (1024.0 * 1024.0));
+  else snprintf(buf, n, "-");
+}
+
+static void print_table(FILE *f, const Config *cs, const Result *rs, int n, double peak) {
+  fprintf(f, "%-9s %6s %10s %9s %9s %9s %9s %9s %9s %6s %8s %7s\n", "graph", "batch", "examples/s",
+          "ms/step", "pipe_s", "create_s", "arenaMiB", "interMiB", "rssMiB", "gemm%", "GFLOP/s",
+          "%peak");
+  for (int i = 0; i < n; i++) {
+    const Result *r = &rs[i];
+    char ex[32], ms[32], pi[32], cr[32], ar[32], in[32], rss[32], gm[32], gf[32], pk[32];
+    fmt_num(ex, sizeof ex, examples_per_s(&cs[i], r), "%.1f");
+    fmt_num(ms, sizeof ms, r->ok ? r->ms_median : NAN, "%.2f");
+    fmt_num(pi, sizeof pi, r->pipeline_s, "%.3f");
+    fmt_num(cr, sizeof cr, r->exec_create_s, "%.3f");
+    fmt_mib(ar, sizeof ar, r->arena_bytes);
+    fmt_mib(in, sizeof in, r->sum_intermediate_bytes);
+    fmt_mib(rss, sizeof rss, r->peak_rss_bytes);
+    fmt_num(gm, sizeof gm, 100 * gemm_fraction(r), "%.1f");
+    fmt_num(gf, sizeof gf, gflops(r), "%.2f");
+    fmt_num(pk, sizeof pk, 100 * gflops(r) / peak, "%.1f");
+    fprintf(f, "%-9s %6d %10s %9s %9s %9s %9s %9s %9s %6s %8s %7s\n", cs[i].graph, cs[i].batch, ex,
+            ms, pi, cr, ar, in, rss, gm, gf, pk);
+    if (!r->ok) fprintf(f, "  ^ failed: %s\n", r->error);
+  }
+  bool any_missing = false;
+  for (int i = 0; i < n; i++) any_missing |= rs[i].ok && !rs[i].has_stats;
+  if (any_missing) fprintf(f, "(-: the backend keeps no exec_stats: arena, intermediates, gemm%%)\n");
+  if (!isfinite(peak)) fprintf(f, "(%%peak: no peak FMA rate; see --peak-json)\n");
+}
+
+/* ---- command line ---- */
+
+static int bad_usage(const char *fmt, const char *arg) {
+  fprintf(stderr, "bench_step: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nTry 'bench_step --help'.\n");
+  return 2;
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out) {
+  char *end;
+  errno = 0;
+  long x = strtol(s, &end, 10);
+  if (!*s || *end || errno || x < lo || x > hi) return false;
+  *out = (int)x;
+  return true;
+}
+
+static bool parse_double(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  *out = strtod(s, &end);
+  return *s && !*end && errno == 0;
+}
+
+/* With --threads N, the thread variables must be in the environment before
+ * OpenBLAS (or OpenMP) initializes at load, so set them and exec again. */
+static void apply_threads(int threads, char **argv) {
+  char want[32];
+  snprintf(want, sizeof want, "%d", threads);
+  const char *vars[] = {"BC_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"};
+  bool same = true;
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+    const char *v = getenv(vars[i]);
+    if (!v || strcmp(v, want) != 0) same = false;
+    setenv(vars[i], want, 1);
+  }
+  if (same || getenv("BC_BENCH_REEXEC")) return;
+  setenv("BC_BENCH_REEXEC", "1", 1);
+  fflush(NULL);
+  execv("/proc/self/exe", argv);
+  /* exec failed: carry on; libraries loaded already may ignore the setting */
+  fprintf(stderr, "bench_step: re-exec for --threads failed (%s); continuing\n", strerror(errno));
+}
+
+int main(int argc, char **argv) {
+  Options opt = {DEFAULT_MODEL, "cpu", NULL, 0, 10, 2, NAN, 1};
+  const char *graphs[MAX_CONFIGS];
+  int batches[MAX_CONFIGS], n_graphs = 0, n_batches = 0, threads = -1;
+  Setting sets[MAX_SETS];
+  int n_sets = 0;
+  const char *json_path = NULL, *peak_json = NULL, *peak_exe = NULL;
+  double peak = NAN;
+  bool no_peak = false, no_fork = false;
+  char *owned[MAX_SETS];
+  int n_owned = 0, rc = 2;
+
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+    bool takes = !strcmp(a, "--model") || !strcmp(a, "--graph") || !strcmp(a, "--batch") ||
+                 !strcmp(a, "--device") || !strcmp(a, "--steps") || !strcmp(a, "--warmup") ||
+                 !strcmp(a, "--threads") || !strcmp(a, "--set") || !strcmp(a, "--lr") ||
+                 !strcmp(a, "--seed") || !strcmp(a, "--json") || !strcmp(a, "--peak-json") ||
+                 !strcmp(a, "--peak-gflops") || !strcmp(a, "--peak-exe");
+    if (takes) {
+      if (!val) {
+        rc = bad_usage("option %s needs a value", a);
+        goto done;
+      }
+      i++;
+    }
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(usage, stdout);
+      rc = 0;
+      goto done;
+    } else if (!strcmp(a, "--model")) {
+      opt.model = val;
+    } else if (!strcmp(a, "--graph")) {
+      if (n_graphs == MAX_CONFIGS) goto too_many;
+      graphs[n_graphs++] = val;
+    } else if (!strcmp(a, "--batch")) {
+      if (n_batches == MAX_CONFIGS) goto too_many;
+      if (!parse_int(val, 1, 1L << 24, &batches[n_batches++])) {
+        rc = bad_usage("--batch needs a positive integer, got '%s'", val);
+        goto done;
+      }
+    } else if (!strcmp(a, "--device")) {
+      opt.device = val;
+    } else if (!strcmp(a, "--steps") || !strcmp(a, "--warmup") || !strcmp(a, "--threads")) {
+      int x;
+      if (!parse_int(val, !strcmp(a, "--threads") ? 1 : 0, 1000000, &x)) {
+        rc = bad_usage("not a valid count: '%s'", val);
+        goto done;
+      }
+      if (a[2] == 's') opt.steps = x;
+      else if (a[2] == 'w') opt.warmup = x;
+      else threads = x;
+    } else if (!strcmp(a, "--set")) {
+      const char *eq = strchr(val, '=');
+      if (!eq || eq == val) {
+        rc = bad_usage("--set needs NAME=VALUE, got '%s'", val);
+        goto done;
+      }
+      if (n_sets == MAX_SETS) goto too_many;
+      char *key = bc_strdup(val);
+      key[eq - val] = '\0';
+      owned[n_owned++] = key;
+      sets[n_sets++] = (Setting){key, eq + 1};
+    } else if (!strcmp(a, "--lr") || !strcmp(a, "--peak-gflops")) {
+      double x;
+      if (!parse_double(val, &x) || !(x > 0)) {
+        rc = bad_usage("not a positive number: '%s'", val);
+        goto done;
+      }
+      if (a[2] == 'l') opt.lr = x;
+      else peak = x;
+    } else if (!strcmp(a, "--seed")) {
+      int x;
+      if (!parse_int(val, 0, 2147483647L, &x)) {
+        rc = bad_usage("--seed needs a non-negative integer, got '%s'", val);
+        goto done;
+      }
+      opt.seed = (uint64_t)x;
+    } else if (!strcmp(a, "--json")) {
+      json_path = val;
+    } else if (!strcmp(a, "--peak-json")) {
+      peak_json = val;
+    } else if (!strcmp(a, "--peak-exe")) {
+      peak_exe = val;
+    } else if (!strcmp(a, "--no-peak")) {
+      no_peak = true;
+    } else if (!strcmp(a, "--no-fork")) {
+      no_fork = true;
+    } else if (!strcmp(a, "--train")) {
+      /* the default and only mode; accepted for symmetry with bertc */
+    } else {
+      rc = bad_usage("unknown option '%s'", a);
+      goto done;
+    }
+  }
+  if (threads > 0) apply_threads(threads, argv);
+  else { /* what the backend will use: BC_THREADS, else one per CPU */
+    const char *bt = getenv("BC_THREADS");
+    if (!bt || !parse_int(bt, 1, 1 << 20, &threads)) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  }
+  opt.sets = sets;
+  opt.n_sets = n_sets;
+
+  const Backend *be = backend_by_name(opt.device);
+  if (!be) {
+    fprintf(stderr,
+            "bench_step: backend '%s' is not available in this build "
+            "(try --device interp at tiny sizes)\n",
+            opt.device);
+    rc = 3;
+    goto done;
+  }
+
+  Config cs[MAX_CONFIGS];
+  int n = 0;
+  if (!n_graphs) graphs[n_graphs++] = "nli", graphs[n_graphs++] = "pretrain";
+  for (int gi = 0; gi < n_graphs; gi++) {
+    int def_nli[] = {64, 512}, def_pre[] = {64, 256};
+    const int *bs = n_batches ? batches : !strcmp(graphs[gi], "pretrain") ? def_pre : def_nli;
+    int nb = n_batches ? n_batches : 2;
+    for (int bi = 0; bi < nb; bi++) {
+      if (n == MAX_CONFIGS) goto too_many;
+      cs[n++] = (Config){graphs[gi], bs[bi]};
+    }
+  }
+
+  if (!no_peak && isnan(peak)) peak = peak_json ? peak_from_file(peak_json, threads) : peak_from_exe(peak_exe, threads);
+
+  Result *rs = bc_calloc((size_t)n, sizeof(Result));
+  double load0[3] = {NAN, NAN, NAN}, load1[3] = {NAN, NAN, NAN};
+  getloadavg(load0, 3);
+  rc = 0;
+  for (int i = 0; i < n; i++) {
+    fprintf(stderr, "bench_step: %s batch %d on %s: %d warmup + %d timed steps\n", cs[i].graph,
+            cs[i].batch, opt.device, opt.warmup, opt.steps);
+    if (no_fork) run_config(&opt, &cs[i], be, &rs[i]);
+    else run_config_forked(&opt, &cs[i], be, &rs[i]);
+    if (!rs[i].ok) {
+      fprintf(stderr, "bench_step: %s batch %d failed: %s\n", cs[i].graph, cs[i].batch,
+              rs[i].error);
+      rc = 1;
+    }
+  }
+  getloadavg(load1, 3);
+  /* with --json - the JSON alone goes to stdout, so it can be piped */
+  print_table(json_path && !strcmp(json_path, "-") ? stderr : stdout, cs, rs, n, peak);
+  if (json_path) {
+    FILE *f = strcmp(json_path, "-") ? fopen(json_path, "w") : stdout;
+    if (!f) {
+      fprintf(stderr, "bench_step: cannot write %s: %s\n", json_path, strerror(errno));
+      rc = 1;
+    } else {
+      write_json(f, &opt, cs, rs, n, peak, threads, load0, load1);
+      if (f != stdout && fclose(f) != 0) {
+        fprintf(stderr, "bench_step: cannot write %s: %s\n", json_path, strerror(errno));
+        rc = 1;
+      }
+    }
+  }
+  free(rs);
+  goto done;
+too_many:
+  fprintf(stderr, "bench_step: too many --graph/--batch/--set values (at most %d)\n", MAX_CONFIGS);
+  rc = 2;
+done:
+  for (int i = 0; i < n_owned; i++) free(owned[i]);
+  return rc;
+}
