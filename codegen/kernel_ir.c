@@ -107,6 +107,7 @@ static void bind(Lower *L, ValueId v, int inst) {
 }
 
 static int value_inst(Lower *L, ValueId v);
+static void lower_node(Lower *L, NodeId id);
 
 /* Instruction of generator node n (constant, iota, random) in this kernel. */
 static int generator_inst(Lower *L, const Node *n) {
@@ -151,12 +152,17 @@ static int value_inst(Lower *L, ValueId v) {
   if (L->inst_of[v] >= 0) return L->inst_of[v];
   NodeId p = L->g->values.data[v].node;
   int r;
-  if (p >= 0 && L->f->group_of[p] < 0 && (L->g->nodes.data[p].op == OP_CONSTANT ||
-                                           L->g->nodes.data[p].op == OP_IOTA ||
-                                           L->g->nodes.data[p].op == OP_RANDOM))
+  Op pop = p >= 0 ? L->g->nodes.data[p].op : OP_COUNT;
+  if (p >= 0 && L->f->group_of[p] < 0 && (pop == OP_CONSTANT || pop == OP_IOTA || pop == OP_RANDOM)) {
     r = generator_inst(L, &L->g->nodes.data[p]);
-  else
+  } else if (p >= 0 && L->f->group_of[p] < 0 && pop != OP_BROADCAST && pop != OP_PERMUTE &&
+             pop != OP_SLICE && !L->f->materialized[v]) {
+    /* folded pointwise index math: recomputed here */
+    lower_node(L, p);
+    return L->inst_of[v];
+  } else {
     r = load_inst(L, v);
+  }
   bind(L, v, r);
   return r;
 }
@@ -453,6 +459,19 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
       const Node *n = &g->nodes.data[k->nodes.data[j]];
       const Value *o = &g->values.data[n->out];
       fprintf(f, "    %%%d %s = %s", n->out, o->name, op_info[n->op].name);
+      if (n->loc.file && n->loc.line > 0) fprintf(f, "  @ %s:%d", n->loc.file, n->loc.line);
+      fputc('\n', f);
+    }
+    /* nodes recomputed inside (generators, index math folded into readers) */
+    for (int j = 0; j < k->insts.n; j++) {
+      NodeId id = k->insts.data[j].node;
+      if (id < 0 || k->insts.data[j].kind == KI_STORE) continue;
+      bool listed = false;
+      for (int m = 0; m < k->nodes.n && !listed; m++) listed = k->nodes.data[m] == id;
+      for (int m = 0; m < j && !listed; m++) listed = k->insts.data[m].node == id && k->insts.data[m].kind != KI_STORE;
+      if (listed) continue;
+      const Node *n = &g->nodes.data[id];
+      fprintf(f, "    %%%d %s = %s (recomputed)", n->out, g->values.data[n->out].name, op_info[n->op].name);
       if (n->loc.file && n->loc.line > 0) fprintf(f, "  @ %s:%d", n->loc.file, n->loc.line);
       fputc('\n', f);
     }

@@ -7,7 +7,8 @@
  * Rules, applied in node order:
  *  - Views (broadcast, permute, slice) and generators (constant, iota,
  *    random) whose readers are all loop-kind nodes are folded into their
- *    readers: a view becomes strides on a load, a generator is recomputed.
+ *    readers: a view becomes strides on a load, a generator is recomputed;
+ *    so is pointwise index math computed only from graph inputs.
  *  - An elementwise node (and select, cast, a joined broadcast of a row
  *    value) joins the latest LOOP group whose domain equals its shape (or
  *    whose rows it is a per-row value of) if every input it reads is
@@ -145,6 +146,26 @@ static void decide_folding(Fuser *F) {
     }
     F->folded[i] = ok;
   }
+  /* Index math from graph inputs (one-hot labels, attention masks): a
+   * pointwise node of inputs and folded nodes only, read only by pointwise
+   * nodes and reductions, is recomputed by each kernel that needs it
+   * instead of being stored (a [B*P, vocab] one-hot would be 100 MB). */
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    if (!is_pointwise(n->op) || F->required[n->out]) continue;
+    int lo = F->start[n->out], hi = F->start[n->out + 1];
+    bool ok = lo < hi;
+    for (int j = 0; j < n->n_in && ok; j++) {
+      ValueId u = n->in[j];
+      NodeId p = g->values.data[u].node;
+      if (p < 0 ? g->values.data[u].kind != VALUE_INPUT : !F->folded[p]) ok = false;
+    }
+    for (int r = lo; r < hi && ok; r++) {
+      Op rop = g->nodes.data[F->readers[r]].op;
+      if (!is_pointwise(rop) && rop != OP_REDUCE_SUM && rop != OP_REDUCE_MAX) ok = false;
+    }
+    F->folded[i] = ok;
+  }
 }
 
 /* The latest group that runs folded node n (through its readers). */
@@ -173,7 +194,8 @@ static bool assign_in_place(const Fuser *F, NodeId a) {
     if (rn == a) continue;
     if (rn > a) return false;           /* read after the update in node order */
     if (F->folded[rn]) { /* read through a view: only by earlier kernels */
-      if (folded_last_group(F, rn) >= G) return false;
+      int last = folded_last_group(F, rn);
+      if (is_view(g->nodes.data[rn].op) ? last >= G : last > G) return false;
       continue;
     }
     if (F->f->group_of[rn] > G) return false;

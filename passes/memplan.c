@@ -278,7 +278,15 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
   for (int i = 0; i < g->nodes.n; i++) {
     const Node *n = &g->nodes.data[i];
     ValueId y = n->out;
-    if (has_buf[y] && s[y].kind == MEM_NONE) { /* not pinned, not an assign */
+    if (!disable && n->op == OP_RESHAPE && has_buf[y] && s[y].kind == MEM_NONE &&
+        s[n->in[0]].kind == MEM_PINNED && s[n->in[0]].alias_of < 0 &&
+        g->values.data[n->in[0]].kind != VALUE_PARAM && g->values.data[n->in[0]].kind != VALUE_STATE) {
+      /* a reshape of a pinned value (an output, an input) is a view of it:
+       * pinned buffers are never reused or written in place, and only
+       * parameters and state (not viewed here) change during a step */
+      s[y] = (MemSlot){s[n->in[0]].offset, s[y].bytes, n->in[0], MEM_PINNED, -1, -1};
+      out->n_views++;
+    } else if (has_buf[y] && s[y].kind == MEM_NONE) { /* not pinned, not an assign */
       MemSlot *sy = &s[y];
       sy->kind = MEM_ARENA;
       sy->first = i;
@@ -487,8 +495,11 @@ static void check_slot(Check *c, Cone *cone, const MemPlan *p, ValueId v, bool m
   const MemSlot *t = &p->slots[src];
   if (t->kind != s->kind || t->offset != s->offset || t->bytes < s->bytes)
     FAIL(c, v, "'%s' aliases '%s' but not its buffer", nm, vname(g, src));
+  const Value *sv = &g->values.data[src];
   bool ok_op = n->op == OP_ASSIGN ? src == n->in[0] && s->kind == MEM_PINNED
-                                  : s->kind == MEM_ARENA && inplace_op(n->op) && cone_pointwise(cone, n, src);
+               : s->kind == MEM_PINNED
+                   ? n->op == OP_RESHAPE && sv->kind != VALUE_PARAM && sv->kind != VALUE_STATE && !must_pin
+                   : inplace_op(n->op) && cone_pointwise(cone, n, src);
   if (!ok_op)
     FAIL(c, v, "'%s': op '%s' may not reuse the buffer of '%s'", nm, op_info[n->op].name, vname(g, src));
 }

@@ -299,12 +299,12 @@ TEST(pinned_values_never_overlap) {
                 g.values.data[u].name, g.values.data[v].name);
     }
   }
-  /* Nothing but must-pin values and assign outputs (aliases of their
-   * targets) is pinned. */
+  /* Nothing but must-pin values, assign outputs (aliases of their
+   * targets) and reshapes of pinned values (views) is pinned. */
   for (int v = 0; v < g.values.n; v++) {
     if (p.slots[v].kind != MEM_PINNED || pin[v]) continue;
     const Node *n = &g.nodes.data[g.values.data[v].node];
-    CHECK(n->op == OP_ASSIGN && p.slots[v].alias_of == n->in[0]);
+    CHECK((n->op == OP_ASSIGN || n->op == OP_RESHAPE) && p.slots[v].alias_of == n->in[0]);
   }
   fprintf(stderr, "  %d pinned values, %lld bytes\n", n_pinned, (long long)p.pinned_bytes);
   CHECK(n_pinned > 3 * g.params.n);
@@ -332,7 +332,8 @@ static void bert_batch64(const char *name) {
   memplan_print_summary(&fused, stderr);
   CHECK(p.arena_bytes < p.sum_intermediate_bytes / 2);
   CHECK_EQ_INT(off.arena_bytes, off.sum_intermediate_bytes);
-  CHECK_EQ_INT(off.sum_intermediate_bytes, p.sum_intermediate_bytes);
+  /* planning may turn reshapes of pinned values into views (no arena) */
+  CHECK(off.sum_intermediate_bytes >= p.sum_intermediate_bytes);
   CHECK_EQ_INT(off.pinned_bytes, p.pinned_bytes);
   CHECK(fused.sum_intermediate_bytes < p.sum_intermediate_bytes);
   free(mat);
