@@ -35,6 +35,8 @@ static const char usage[] =
     "  --out DIR           run folder: checkpoint.safetensors, vocab.txt,\n"
     "                      metrics.jsonl, curves.svg (default runs/TASK)\n"
     "  --save-every N      also checkpoint every N steps\n"
+    "  --report-every N    a progress line and metrics record every N steps\n"
+    "                      (default: every 10 seconds)\n"
     "  --resume            continue from the run folder's checkpoint\n"
     "  -h, --help          this text\n"
     "\n"
@@ -131,7 +133,7 @@ int main(int argc, char **argv) {
       setenv("BC_THREADS", v, 1);
     } else if (!strcmp(a, "--steps") || !strcmp(a, "--epochs") || !strcmp(a, "--batch") ||
                !strcmp(a, "--eval-batch") || !strcmp(a, "--max-len") || !strcmp(a, "--seed") ||
-               !strcmp(a, "--save-every") || !strcmp(a, "--max-examples")) {
+               !strcmp(a, "--save-every") || !strcmp(a, "--max-examples") || !strcmp(a, "--report-every")) {
       VAL();
       if (!to_i64(v, &x)) return bad_usage("not a non-negative integer: '%s'", v);
       if (!strcmp(a, "--steps")) o.steps = x;
@@ -141,6 +143,7 @@ int main(int argc, char **argv) {
       else if (!strcmp(a, "--max-len")) o.max_len = (int)x;
       else if (!strcmp(a, "--seed")) o.seed = (uint64_t)x;
       else if (!strcmp(a, "--save-every")) o.save_every = x;
+      else if (!strcmp(a, "--report-every")) o.report_every = x;
       else o.max_examples = x;
       if ((!strcmp(a, "--batch") || !strcmp(a, "--eval-batch") || !strcmp(a, "--max-len")) && x < 1)
         return bad_usage("%s must be at least 1", a);

@@ -54,10 +54,21 @@ static bool file_exists(const char *p) {
   return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* mkdir -p */
 static bool make_dir(const char *p, Diag *d) {
-  if (mkdir(p, 0777) == 0 || errno == EEXIST) return true;
-  diag_error(d, (SrcLoc){bc_intern(p), 0, 0}, "cannot create the run folder: %s", strerror(errno));
-  return false;
+  char *s = bc_strdup(p);
+  bool ok = true;
+  for (char *c = s + 1; ok; c++) {
+    if (*c != '/' && *c != '\0') continue;
+    char saved = *c;
+    *c = '\0';
+    if (mkdir(s, 0777) != 0 && errno != EEXIST) ok = false;
+    *c = saved;
+    if (!saved) break;
+  }
+  free(s);
+  if (!ok) diag_error(d, (SrcLoc){bc_intern(p), 0, 0}, "cannot create the run folder: %s", strerror(errno));
+  return ok;
 }
 
 static const char *data_dir(const char *given, Diag *d) {
@@ -344,6 +355,8 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   if (!metrics_log_open(&log, o->out, start > 0 ? start : METRICS_FRESH, d)) goto done;
   ProgressConfig pc = {0};
   pc.task = "pretrain";
+  pc.every_steps = o->report_every;
+  if (o->report_every > 0) pc.every_s = -1;
   pc.total_steps = o->steps;
   pc.start_step = start;
   pc.time_offset_s = time_offset;
@@ -539,6 +552,8 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   if (!metrics_log_open(&log, o->out, start > 0 ? start : METRICS_FRESH, d)) goto done;
   ProgressConfig pc = {0};
   pc.task = "snli";
+  pc.every_steps = o->report_every;
+  if (o->report_every > 0) pc.every_s = -1;
   pc.total_steps = total;
   pc.steps_per_epoch = b.n_batches;
   pc.start_step = start;

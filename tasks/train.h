@@ -33,6 +33,7 @@ typedef struct {
   int max_len;
   int64_t save_every; /* steps between checkpoints (0: only at the end) */
   int64_t max_examples; /* > 0: use only the first N training examples */
+  int64_t report_every; /* steps per progress/metrics record (0: every ~10 s) */
   bool resume;
 } TrainOptions;
 
