@@ -4,13 +4,17 @@
  * broadcast / permuted / strided / offset views, softmax, layer norm (two
  * reduction phases) and its backward (two independent sums sharing a pass),
  * a cross-entropy row kernel with iota/eq/select, column reductions, random
- * (bit-identical with runtime/philox.c), casts, an in-place update; domain
- * last-axis sizes 1, 3, 16, 17, 128 (remainders), work split over several
+ * (bit-identical with runtime/philox.c at every width, also when several
+ * loops of a row kernel need it and in column kernels), casts, an in-place
+ * update; domain last-axis sizes 1, 3, 16, 17, 128 (remainders; random adds
+ * 33 and 131), work split over several
  * [begin, end) ranges, at the host's vector width and at W = 8 and 4.
  * Also: the exp/log/tanh polynomials against double libm over wide ranges
  * (max errors printed and asserted), the evaluator's Philox against
  * runtime/philox.c, the evaluator against double references, error paths,
- * and the emitted IR text (named after the kernel, no libm calls). */
+ * and the emitted IR text (named after the kernel, no libm calls, random
+ * values drawn once per element). BC_BENCH=1 adds the timing of the
+ * dropout kernels (bench). */
 #include "codegen/kernel_eval.h"
 #include "codegen/llvm_emit.h"
 #include "runtime/philox.h"
@@ -18,6 +22,7 @@
 
 #include <float.h>
 #include <stdint.h>
+#include <time.h>
 
 /* ---- building kernels by hand ---------------------------------------------- */
 
@@ -161,6 +166,14 @@ typedef struct {
   int n_bufs;
   BufSpec buf[16];
   KernelRunInfo info;
+  /* buffers written from a KI_RANDOM (its op key), checked against
+   * runtime/philox.c at index i + example_offset * rand_per */
+  int n_rand;
+  struct {
+    int buf;
+    uint32_t key;
+  } rand[2];
+  int64_t rand_per;
 } Case;
 
 static uint64_t rng_state;
@@ -291,6 +304,36 @@ static bool have_jits(void) {
   return true;
 }
 
+/* Runs fn on case c (inputs zero, random buffers NaN so that an element
+ * never written fails; the items split into uneven ranges) and compares the
+ * random buffers with runtime/philox.c (c->rand). */
+static void check_random(const Case *c, KernelFn fn, const char *tag) {
+  int64_t items = kernel_eval_items(&c->k);
+  void *bufs[16], *vb[32];
+  for (int b = 0; b < c->n_bufs; b++) bufs[b] = calloc((size_t)(c->buf[b].n ? c->buf[b].n : 1), 4);
+  for (int r = 0; r < c->n_rand; r++)
+    memset(bufs[c->rand[r].buf], 0xFF, (size_t)c->buf[c->rand[r].buf].n * 4);
+  for (int v = 0; v < c->k.views.n; v++) vb[v] = bufs[c->k.views.data[v].value];
+  int64_t a = items / 2 - (items > 3), m = items - (items > 1);
+  fn(vb, 0, a, &c->info);
+  fn(vb, a, m, &c->info);
+  fn(vb, m, items, &c->info);
+  for (int r = 0; r < c->n_rand; r++) {
+    const float *u = bufs[c->rand[r].buf];
+    int bad = 0;
+    for (int64_t i = 0; i < c->buf[c->rand[r].buf].n && bad < 3; i++) {
+      uint64_t index = (uint64_t)i + (uint64_t)c->info.example_offset * (uint64_t)c->rand_per;
+      float want = philox_uniform(c->info.seed, c->info.step, c->rand[r].key, index);
+      if (memcmp(&u[i], &want, 4) != 0) {
+        CHECK_MSG(0, "%s %s buf %d [%lld] (index %llx): %.9g, philox %.9g (must be bit-identical)", c->name, tag,
+                  c->rand[r].buf, (long long)i, (unsigned long long)index, u[i], want);
+        bad++;
+      }
+    }
+  }
+  for (int b = 0; b < c->n_bufs; b++) free(bufs[b]);
+}
+
 /* Compiles the case in every JIT and compares; frees the kernel. */
 static void check_case(Case *c) {
   if (!have_jits()) return;
@@ -308,6 +351,7 @@ static void check_case(Case *c) {
     snprintf(tag, sizeof tag, "W=%d", llvm_jit_vector_width(jits[i]));
     double w = run_case(c, fn, tag);
     if (w > worst) worst = w;
+    if (c->n_rand) check_random(c, fn, tag);
   }
   if (worst > 0.5) fprintf(stderr, "  %s: worst error %.2f of tolerance\n", c->name, worst);
   diag_free(&d);
@@ -609,47 +653,120 @@ TEST(column_reduce_middle_axis) {
   }
 }
 
-/* Random and dropout: bit-identical with the evaluator (checked by
- * run_case) and with runtime/philox.c (checked here on the JIT output). */
+/* ---- random: bit-identical with runtime/philox.c ------------------------------------ */
+
+/* Seeds, steps and example offsets for the random cases: a plain one; high
+ * bits set (the seed's high word, a step near 2^32); indices that cross 2^32
+ * (per: elements per example): the offset puts the first index at
+ * 2^32 - per - 3 - ((2^32 - 3) mod per), so 2^32 comes per + 3 to 2 per + 2
+ * elements in. 2^32 is then lane 2^32 mod L of a row: for L = 17, 33 and 131
+ * index hi changes between the lanes of one vector. */
+static KernelRunInfo random_info(int which, int64_t per) {
+  switch (which) {
+  case 0:
+    return (KernelRunInfo){.seed = 0x0123456789ABCDEFull, .step = 7, .example_offset = 3};
+  case 1:
+    return (KernelRunInfo){.seed = 0xFEDCBA9876543210ull, .step = 0xFFFFFFFEu, .example_offset = 0};
+  default:
+    return (KernelRunInfo){.seed = 42, .step = 1, .example_offset = (int64_t)(((1ull << 32) - 3) / (uint64_t)per) - 1};
+  }
+}
+
+/* Buffer buf of c holds the KI_RANDOM of op key `key`; per: elements per
+ * example (kernel_eval.h's example offset unit). */
+static void expect_random(Case *c, int buf, uint32_t key, int64_t per) {
+  BC_ASSERT(c->n_rand < 2);
+  c->rand[c->n_rand].buf = buf;
+  c->rand[c->n_rand++].key = key;
+  c->rand_per = per;
+}
+
+static const int64_t random_Ls[] = {1, 3, 16, 17, 33, 128, 131};
+#define N_RANDOM_L ((int)(sizeof random_Ls / sizeof *random_Ls))
+
+/* Random and dropout: bit-identical with the evaluator (run_case) and with
+ * runtime/philox.c (check_random), at every width, for last-axis sizes with
+ * and without a scalar remainder, with each of the offsets above. */
 TEST(random_dropout) {
-  FOR_L {
-    int64_t L = Ls[li], R = 6, N = R * L;
-    Case c = {0};
-    snprintf(c.name, sizeof c.name, "random_L%lld", (long long)L);
-    Kernel *k = &c.k;
-    kinit(k, "k_dropout", shape_of(2, (int)R, (int)L), -1);
-    c.info = (KernelRunInfo){.seed = 0x0123456789ABCDEFull, .step = 7, .example_offset = 3};
-    addbuf(&c, N, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0);
-    addbuf(&c, N, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
-    addbuf(&c, N, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
-    int x = kload(k, kview(k, 0, 0, ST(L, 1)), DTYPE_F32);
-    int u = krand(k, 0xDEADBEEFu);
-    kstore(k, kview(k, 1, 0, ST(L, 1)), u);
-    int keep = kbin(k, OP_LT, u, kconst(k, 0.8, DTYPE_F32));
-    kstore(k, kview(k, 2, 0, ST(L, 1)), ksel(k, keep, kbin(k, OP_MUL, x, kconst(k, 1.25, DTYPE_F32)), kconst(k, 0, DTYPE_F32)));
-    /* against runtime/philox.c directly, through the host-width JIT */
-    if (have_jits()) {
-      Diag d;
-      diag_init(&d);
-      KernelFn fn;
-      const Kernel *kp = k;
-      CHECK(llvm_jit_compile(jits[0], &kp, 1, &fn, &d));
-      float *xb = calloc((size_t)N, 4), *ub = calloc((size_t)N, 4), *yb = calloc((size_t)N, 4);
-      void *bufs[3] = {xb, ub, yb};
-      fn(bufs, 0, R, &c.info);
-      int bad = 0;
-      for (int64_t i = 0; i < N && bad < 3; i++) {
-        float want = philox_uniform(c.info.seed, c.info.step, 0xDEADBEEFu, (uint64_t)(i + 3 * L));
-        if (ub[i] != want) {
-          CHECK_MSG(ub[i] == want, "random L=%lld [%lld]: %.9g != philox %.9g", (long long)L, (long long)i, ub[i], want);
-          bad++;
-        }
-      }
-      free(xb);
-      free(ub);
-      free(yb);
-      diag_free(&d);
+  for (int li = 0; li < N_RANDOM_L; li++)
+    for (int which = 0; which < 3; which++) {
+      int64_t L = random_Ls[li], R = 6, N = R * L;
+      Case c = {0};
+      snprintf(c.name, sizeof c.name, "random_L%lld_%d", (long long)L, which);
+      Kernel *k = &c.k;
+      kinit(k, "k_dropout", shape_of(2, (int)R, (int)L), -1);
+      c.info = random_info(which, L);
+      addbuf(&c, N, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0);
+      addbuf(&c, N, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
+      addbuf(&c, N, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
+      int x = kload(k, kview(k, 0, 0, ST(L, 1)), DTYPE_F32);
+      int u = krand(k, 0xDEADBEEFu);
+      kstore(k, kview(k, 1, 0, ST(L, 1)), u);
+      int keep = kbin(k, OP_LT, u, kconst(k, 0.8, DTYPE_F32));
+      kstore(k, kview(k, 2, 0, ST(L, 1)),
+             ksel(k, keep, kbin(k, OP_MUL, x, kconst(k, 1.25, DTYPE_F32)), kconst(k, 0, DTYPE_F32)));
+      expect_random(&c, 1, 0xDEADBEEFu, L);
+      check_case(&c);
     }
+}
+
+/* add&norm with dropout, as in BERT: z = x + (u < 0.2 ? 0 : 1.25 h), then
+ * layer norm of z. u is needed by the mean's loop, the variance's and the
+ * final one: the first draws it into a row buffer that the others read
+ * (llvm_emit.c). u itself and a second stream (key 7, stored only) are
+ * stored from the final loop: bit-identical; the normalized values as
+ * layer_norm_row. Domain [4, 3, L] (per example: 3 L). */
+TEST(random_in_several_phases) {
+  for (int li = 0; li < N_RANDOM_L; li++) {
+    int64_t L = random_Ls[li], A = 4, B = 3, N = A * B * L;
+    int which = li % 3;
+    Case c = {0};
+    snprintf(c.name, sizeof c.name, "random_phases_L%lld_%d", (long long)L, which);
+    Kernel *k = &c.k;
+    kinit(k, "k_add_norm_dropout", shape_of(3, (int)A, (int)B, (int)L), -1);
+    c.info = random_info(which, B * L);
+    addbuf(&c, N, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0);        /* 0: x */
+    addbuf(&c, N, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0);        /* 1: h */
+    addbuf(&c, N, DTYPE_F32, FILL_OUT, CMP_NEAR, 2e-5, 2e-5);     /* 2: y */
+    addbuf(&c, A * B, DTYPE_F32, FILL_OUT, CMP_NEAR, 1e-6, 1e-5); /* 3: rstd */
+    addbuf(&c, N, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);          /* 4: u */
+    addbuf(&c, N, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);          /* 5: u' */
+    const int64_t *st = ST(B * L, L, 1);
+    int x = kload(k, kview(k, 0, 0, st), DTYPE_F32), h = kload(k, kview(k, 1, 0, st), DTYPE_F32);
+    int u = krand(k, 0x5EEDu);
+    int hd = ksel(k, kbin(k, OP_LT, u, kconst(k, 0.2, DTYPE_F32)), kconst(k, 0, DTYPE_F32),
+                  kbin(k, OP_MUL, h, kconst(k, 1.25, DTYPE_F32)));
+    int z = kbin(k, OP_ADD, x, hd);
+    int inv_n = kconst(k, 1.0 / (double)L, DTYPE_F32);
+    int zc = kbin(k, OP_SUB, z, kbin(k, OP_MUL, kreduce(k, OP_REDUCE_SUM, z), inv_n));
+    int var = kbin(k, OP_MUL, kreduce(k, OP_REDUCE_SUM, kbin(k, OP_MUL, zc, zc)), inv_n);
+    int rstd = kun(k, OP_RSQRT, kbin(k, OP_ADD, var, kconst(k, 1e-5, DTYPE_F32)));
+    kstore(k, kview(k, 2, 0, st), kbin(k, OP_MUL, zc, rstd));
+    kstore(k, kview(k, 3, 0, ST(B, 1, 0)), rstd);
+    kstore(k, kview(k, 4, 0, st), u);
+    kstore(k, kview(k, 5, 0, st), krand(k, 7));
+    expect_random(&c, 4, 0x5EEDu, B * L);
+    expect_random(&c, 5, 7, B * L);
+    check_case(&c);
+  }
+}
+
+/* Random in a column kernel (chunks of 4W, W and 1 lanes): u stored and
+ * summed down the columns (column sums add in the evaluator's order). */
+TEST(random_column) {
+  for (int li = 0; li < N_RANDOM_L; li++) {
+    int64_t L = random_Ls[li], C = 5, N = C * L;
+    Case c = {0};
+    snprintf(c.name, sizeof c.name, "random_col_L%lld_%d", (long long)L, li % 3);
+    Kernel *k = &c.k;
+    kinit(k, "k_random_col", shape_of(2, (int)C, (int)L), 0);
+    c.info = random_info(li % 3, L);
+    addbuf(&c, N, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
+    addbuf(&c, L, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
+    int u = krand(k, 0xABCDu);
+    kstore(k, kview(k, 0, 0, ST(L, 1)), u);
+    kstore(k, kview(k, 1, 0, ST(0, 1)), kreduce(k, OP_REDUCE_SUM, u));
+    expect_random(&c, 0, 0xABCDu, L);
     check_case(&c);
   }
 }
@@ -1054,6 +1171,181 @@ TEST(ir_text) {
   }
   kfree(k);
   diag_free(&d);
+}
+
+/* ---- benchmark (BC_BENCH=1 test_llvm_emit bench) ----------------------------------
+ *
+ * Not a check: ns per element, one thread, of the dropout kernels of the BERT
+ * training step and of the same kernels without dropout, at the host width
+ * and at W = 8. The minimum of repeated runs (the machine is shared). These
+ * numbers chose emit_philox's form (llvm_emit.c). BC_DUMP=1 also prints the
+ * random-only kernel's optimized IR. */
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Best time of fn over all items: at least 5 runs and 0.3 s, after one
+ * warm-up run. */
+static double time_kernel(KernelFn fn, void **bufs, int64_t items, const KernelRunInfo *info) {
+  fn(bufs, 0, items, info);
+  double best = 1e30, total = 0;
+  for (int rep = 0; rep < 5 || total < 0.3; rep++) {
+    double t0 = now_s();
+    fn(bufs, 0, items, info);
+    double t = now_s() - t0;
+    total += t;
+    if (t < best) best = t;
+  }
+  return best;
+}
+
+enum { BENCH_RANDOM, BENCH_SOFTMAX, BENCH_ADD_NORM };
+
+/* The kernel of one benchmark: random only (u), masked-free softmax of
+ * scaled scores (attention weights, then dropped), or x + dropout(h) then
+ * layer norm (the add&norm sites), with or without the dropout. Buffers:
+ * 0 and 1 inputs [numel], 2 and 3 outputs [numel], 4 and 5 row stats [rows],
+ * 6 and 7 gamma and beta [L]. */
+static void build_bench(Kernel *k, int which, bool dropout, Shape dom) {
+  int r = dom.rank;
+  int64_t L = dom.dim[r - 1];
+  int64_t st[BC_MAX_RANK], rowst[BC_MAX_RANK], bcast[BC_MAX_RANK] = {0}, acc = 1;
+  for (int d = r - 1; d >= 0; d--) {
+    st[d] = acc;
+    rowst[d] = d == r - 1 ? 0 : acc / L;
+    acc *= dom.dim[d];
+  }
+  bcast[r - 1] = 1;
+  kinit(k, which == BENCH_RANDOM ? "k_bench_random" : which == BENCH_SOFTMAX ? "k_bench_softmax" : "k_bench_add_norm",
+        dom, -1);
+  int u = -1, drop = -1;
+  if (dropout || which == BENCH_RANDOM) {
+    u = krand(k, 0x5EEDu);
+    drop = kbin(k, OP_LT, u, kconst(k, 0.2, DTYPE_F32));
+  }
+  if (which == BENCH_RANDOM) {
+    kstore(k, kview(k, 2, 0, st), u);
+    return;
+  }
+  int x = kload(k, kview(k, 0, 0, st), DTYPE_F32);
+  if (which == BENCH_SOFTMAX) {
+    int s = kbin(k, OP_MUL, x, kconst(k, 0.125, DTYPE_F32));
+    int e = kun(k, OP_EXP, kbin(k, OP_SUB, s, kreduce(k, OP_REDUCE_MAX, s)));
+    int p = kbin(k, OP_DIV, e, kreduce(k, OP_REDUCE_SUM, e));
+    kstore(k, kview(k, 2, 0, st), p);
+    if (dropout)
+      kstore(k, kview(k, 3, 0, st),
+             ksel(k, drop, kconst(k, 0, DTYPE_F32), kbin(k, OP_MUL, p, kconst(k, 1.25, DTYPE_F32))));
+    return;
+  }
+  int h = kload(k, kview(k, 1, 0, st), DTYPE_F32);
+  if (dropout) h = ksel(k, drop, kconst(k, 0, DTYPE_F32), kbin(k, OP_MUL, h, kconst(k, 1.25, DTYPE_F32)));
+  int z = kbin(k, OP_ADD, x, h);
+  int inv_n = kconst(k, 1.0 / (double)L, DTYPE_F32);
+  int mean = kbin(k, OP_MUL, kreduce(k, OP_REDUCE_SUM, z), inv_n);
+  int zc = kbin(k, OP_SUB, z, mean);
+  int var = kbin(k, OP_MUL, kreduce(k, OP_REDUCE_SUM, kbin(k, OP_MUL, zc, zc)), inv_n);
+  int rstd = kun(k, OP_RSQRT, kbin(k, OP_ADD, var, kconst(k, 1e-5, DTYPE_F32)));
+  int g = kload(k, kview(k, 6, 0, bcast), DTYPE_F32), b = kload(k, kview(k, 7, 0, bcast), DTYPE_F32);
+  kstore(k, kview(k, 2, 0, st), kbin(k, OP_ADD, kbin(k, OP_MUL, kbin(k, OP_MUL, zc, rstd), g), b));
+  kstore(k, kview(k, 4, 0, rowst), mean);
+  kstore(k, kview(k, 5, 0, rowst), rstd);
+}
+
+static int count_substr(const char *s, const char *sub) {
+  int n = 0;
+  for (const char *p = strstr(s, sub); p; p = strstr(p + 1, sub)) n++;
+  return n;
+}
+
+/* The emitted code draws each random value once: the add&norm kernel, whose
+ * three loops need u, holds as many Philox multiplies (by M0 = 3528531795)
+ * as the random-only kernel, and a row buffer; the softmax kernel, whose
+ * final loop alone needs u, keeps no buffer (LLVM deletes its dead stores). */
+TEST(ir_random_drawn_once) {
+  if (!have_jits()) TEST_SKIP("no LLVM JIT");
+  Kernel k[3];
+  build_bench(&k[0], BENCH_RANDOM, true, shape_of(2, 4, 128));
+  build_bench(&k[1], BENCH_ADD_NORM, true, shape_of(2, 4, 128));
+  build_bench(&k[2], BENCH_SOFTMAX, true, shape_of(2, 4, 128));
+  char *ir[3];
+  Diag d;
+  diag_init(&d);
+  for (int i = 0; i < 3; i++) {
+    ir[i] = llvm_emit_ir_text(&k[i], &d);
+    CHECK_MSG(ir[i] != NULL, "%s", diag_first(&d));
+  }
+  if (ir[0] && ir[1] && ir[2]) {
+    int n0 = count_substr(ir[0], "3528531795"), n1 = count_substr(ir[1], "3528531795");
+    CHECK_MSG(n0 > 0 && n1 == n0, "M0 appears %d times in the add&norm kernel, %d in the random one", n1, n0);
+    CHECK(count_substr(ir[1], "alloca") == 1);
+    CHECK(count_substr(ir[2], "alloca") == 0 && count_substr(ir[0], "alloca") == 0);
+    CHECK(count_substr(ir[2], "3528531795") == n0);
+  }
+  for (int i = 0; i < 3; i++) {
+    free(ir[i]);
+    kfree(&k[i]);
+  }
+  diag_free(&d);
+}
+
+TEST(bench) {
+  if (!getenv("BC_BENCH")) TEST_SKIP("set BC_BENCH=1 to run the benchmark");
+  if (!have_jits()) TEST_SKIP("no LLVM JIT");
+  static const struct {
+    int which;
+    bool dropout;
+    const char *what;
+  } bs[] = {
+      {BENCH_RANDOM, true, "random [16384,128]"},
+      {BENCH_SOFTMAX, false, "softmax [64,2,128,128]"},
+      {BENCH_SOFTMAX, true, "softmax+dropout [64,2,128,128]"},
+      {BENCH_ADD_NORM, false, "add&norm [64,128,128]"},
+      {BENCH_ADD_NORM, true, "add&norm+dropout [64,128,128]"},
+  };
+  const int64_t max_n = 64 * 2 * 128 * 128;
+  void *bufs[8];
+  for (int b = 0; b < 8; b++) {
+    bufs[b] = malloc((size_t)max_n * 4);
+    float *f = bufs[b];
+    rng_state = 1 + (uint64_t)b;
+    for (int64_t i = 0; i < max_n; i++) f[i] = frand(-3, 3);
+  }
+  KernelRunInfo info = {.seed = 0x0123456789ABCDEFull, .step = 11, .example_offset = 0};
+  for (size_t i = 0; i < sizeof bs / sizeof *bs; i++) {
+    Shape dom = bs[i].which == BENCH_RANDOM    ? shape_of(2, 16384, 128)
+                : bs[i].which == BENCH_SOFTMAX ? shape_of(4, 64, 2, 128, 128)
+                                               : shape_of(3, 64, 128, 128);
+    Kernel k;
+    build_bench(&k, bs[i].which, bs[i].dropout, dom);
+    fprintf(stderr, "  %-32s", bs[i].what);
+    for (int j = 0; j < 2; j++) {
+      Diag d;
+      diag_init(&d);
+      KernelFn fn = NULL;
+      const Kernel *kp = &k;
+      CHECK_MSG(llvm_jit_compile(jits[j], &kp, 1, &fn, &d), "%s", diag_first(&d));
+      if (fn) {
+        double t = time_kernel(fn, bufs, kernel_eval_items(&k), &info);
+        fprintf(stderr, "  W=%-2d %6.3f ns/elem", llvm_jit_vector_width(jits[j]), t * 1e9 / (double)shape_numel(&dom));
+      }
+      diag_free(&d);
+    }
+    fputc('\n', stderr);
+    if (i == 0 && getenv("BC_DUMP")) {
+      Diag d;
+      diag_init(&d);
+      char *ir = llvm_emit_ir_text(&k, &d);
+      if (ir) fputs(ir, stderr);
+      free(ir);
+      diag_free(&d);
+    }
+    kfree(&k);
+  }
+  for (int b = 0; b < 8; b++) free(bufs[b]);
 }
 
 static void cleanup(void) {
