@@ -228,8 +228,8 @@ TEST(bert_param_names) {
     int64_t d0, d1;
     InitKind init;
   } want[] = {
-      {"encoder.token_embedding.table", 2, 20256, 128, INIT_XAVIER},
-      {"encoder.segment_embedding.table", 2, 2, 128, INIT_XAVIER},
+      {"encoder.token_embedding.table", 2, 20256, 128, INIT_NORMAL},
+      {"encoder.segment_embedding.table", 2, 2, 128, INIT_NORMAL},
       {"encoder.pos_embedding", 2, 128, 128, INIT_NORMAL},
       {"encoder.blk.0.attention.W_q.W", 2, 128, 128, INIT_XAVIER},
       {"encoder.blk.0.attention.W_q.b", 1, 128, 0, INIT_ZEROS},
