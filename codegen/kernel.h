@@ -77,6 +77,22 @@ typedef struct {
   NodeId node;  /* the graph node this implements, or -1 */
 } KInst;
 
+/* How many of a, b, c instruction kind `kind` reads, and operand `slot`. */
+static inline int kinst_n_operands(KInstKind kind) {
+  switch (kind) {
+  case KI_UNARY:
+  case KI_CAST:
+  case KI_REDUCE:
+  case KI_STORE: return 1;
+  case KI_BINARY: return 2;
+  case KI_SELECT: return 3;
+  default: return 0;
+  }
+}
+static inline int kinst_operand(const KInst *in, int slot) {
+  return slot == 0 ? in->a : slot == 1 ? in->b : in->c;
+}
+
 typedef struct {
   KernelKind kind;
   const char *name; /* "k7_sub_exp_reduce_sum_div": index and ops; interned */

@@ -136,14 +136,6 @@ static Num reduce_step(Op op, DType t, Num acc, Num v) {
 
 /* ---- checking ------------------------------------------------------------ */
 
-int64_t kernel_eval_items(const Kernel *k) {
-  const Shape *s = &k->domain;
-  int64_t n = shape_numel(s);
-  if (s->rank == 0) return 1;
-  int64_t per = s->dim[s->rank - 1];
-  if (k->col_axis >= 0) per *= s->dim[k->col_axis];
-  return per ? n / per : 0;
-}
 
 static int64_t last_dim(const Kernel *k) {
   return k->domain.rank ? k->domain.dim[k->domain.rank - 1] : 1;
@@ -155,24 +147,6 @@ static int64_t last_stride(const Kernel *k, const KView *v) {
 
 static const char *kname(const Kernel *k) { return k->name ? k->name : "(unnamed)"; }
 
-/* Operands of an instruction kind: how many of a, b, c it reads. */
-static int n_operands(KInstKind kind) {
-  switch (kind) {
-  case KI_UNARY:
-  case KI_CAST:
-  case KI_REDUCE:
-  case KI_STORE:
-    return 1;
-  case KI_BINARY:
-    return 2;
-  case KI_SELECT:
-    return 3;
-  default:
-    return 0;
-  }
-}
-
-static int operand(const KInst *in, int slot) { return slot == 0 ? in->a : slot == 1 ? in->b : in->c; }
 
 /* Which instructions depend (transitively) on a reduction, reductions
  * included: in a column kernel these run once per output after the loop
@@ -181,8 +155,8 @@ static void mark_post(const Kernel *k, bool *post) {
   for (int i = 0; i < k->insts.n; i++) {
     const KInst *in = &k->insts.data[i];
     post[i] = in->kind == KI_REDUCE;
-    for (int s = 0; s < n_operands(in->kind); s++)
-      if (post[operand(in, s)]) post[i] = true;
+    for (int s = 0; s < kinst_n_operands(in->kind); s++)
+      if (post[kinst_operand(in, s)]) post[i] = true;
   }
 }
 
@@ -203,8 +177,8 @@ bool kernel_eval_supported(const Kernel *k, Diag *d) {
     FAIL("kernel %s: col_axis %d is not a leading axis of a rank-%d domain", kname(k), k->col_axis, rank);
   for (int i = 0; i < n; i++) {
     const KInst *in = &k->insts.data[i];
-    for (int s = 0; s < n_operands(in->kind); s++) {
-      int o = operand(in, s);
+    for (int s = 0; s < kinst_n_operands(in->kind); s++) {
+      int o = kinst_operand(in, s);
       if (o < 0 || o >= i) FAIL("kernel %s: instruction %d reads %d", kname(k), i, o);
       if (k->insts.data[o].kind == KI_STORE) FAIL("kernel %s: instruction %d reads a store", kname(k), i);
     }
@@ -227,9 +201,9 @@ bool kernel_eval_supported(const Kernel *k, Diag *d) {
     }
     if (k->col_axis < 0 && in->row && L > 1) {
       /* A row value is computed once per row, at last index 0. */
-      for (int s = 0; s < n_operands(in->kind) && in->kind != KI_REDUCE && in->kind != KI_STORE; s++)
-        if (!k->insts.data[operand(in, s)].row)
-          FAIL("kernel %s: row instruction %d reads full value %d", kname(k), i, operand(in, s));
+      for (int s = 0; s < kinst_n_operands(in->kind) && in->kind != KI_REDUCE && in->kind != KI_STORE; s++)
+        if (!k->insts.data[kinst_operand(in, s)].row)
+          FAIL("kernel %s: row instruction %d reads full value %d", kname(k), i, kinst_operand(in, s));
       if (in->kind == KI_LOAD && last_stride(k, &k->views.data[in->view]) != 0)
         FAIL("kernel %s: row load %d has last stride %lld", kname(k), i,
              (long long)last_stride(k, &k->views.data[in->view]));
@@ -436,7 +410,7 @@ static void eval_cols(const Ev *e, int64_t begin, int64_t end) {
 void kernel_eval(const Kernel *k, void *const *bufs, int64_t begin, int64_t end,
                  const KernelRunInfo *info) {
   BC_ASSERT(k->kind == KERNEL_LOOP);
-  BC_ASSERT(begin >= 0 && begin <= end && end <= kernel_eval_items(k));
+  BC_ASSERT(begin >= 0 && begin <= end && end <= kernel_work_items(k));
   Ev e = {.k = k, .bufs = bufs, .info = info, .rank = k->domain.rank, .L = last_dim(k)};
   int64_t acc = 1;
   for (int d = e.rank - 1; d >= 0; d--) {

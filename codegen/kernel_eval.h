@@ -31,10 +31,6 @@
  * kernel and the instruction and returns false. */
 bool kernel_eval_supported(const Kernel *k, Diag *d);
 
-/* Number of work items of k (kernel.h's definition, computed here so the
- * evaluator does not depend on kernel_ir.c). */
-int64_t kernel_eval_items(const Kernel *k);
-
 /* Runs work items [begin, end) of `k` (see the CPU ABI in kernel.h): bufs[i]
  * is the base of views[i]'s buffer; info may be NULL when k has no
  * KI_RANDOM. Requires kernel_eval_supported(k) (BC_ASSERT otherwise). */

@@ -595,23 +595,6 @@ static void emit_store(Em *E, int v, LLVMValueRef x, DType t, int w) {
 
 /* ---- instructions ------------------------------------------------------------ */
 
-static int n_operands(KInstKind kind) {
-  switch (kind) {
-  case KI_UNARY:
-  case KI_CAST:
-  case KI_REDUCE:
-  case KI_STORE:
-    return 1;
-  case KI_BINARY:
-    return 2;
-  case KI_SELECT:
-    return 3;
-  default:
-    return 0;
-  }
-}
-
-static int operand(const KInst *in, int slot) { return slot == 0 ? in->a : slot == 1 ? in->b : in->c; }
 
 /* Operand o at width w: a fixed value (splatted when scalar) or one computed
  * earlier in this body. */
@@ -708,7 +691,7 @@ static void cone_close(Em *E, bool *need) {
     }
     const KInst *in = inst(E, i);
     BC_ASSERT(in->kind != KI_REDUCE && in->kind != KI_STORE);
-    for (int s = 0; s < n_operands(in->kind); s++) need[operand(in, s)] = true;
+    for (int s = 0; s < kinst_n_operands(in->kind); s++) need[kinst_operand(in, s)] = true;
   }
 }
 
@@ -894,8 +877,8 @@ static bool emit_phase(Em *E, int i0, bool *need, bool *tmp) {
       if (!tmp[o]) continue;
       const KInst *oi = inst(E, o);
       if (oi->kind == KI_REDUCE) ok = false;
-      for (int s = 0; s < n_operands(oi->kind); s++)
-        if (!E->fixed[operand(oi, s)]) tmp[operand(oi, s)] = true;
+      for (int s = 0; s < kinst_n_operands(oi->kind); s++)
+        if (!E->fixed[kinst_operand(oi, s)]) tmp[kinst_operand(oi, s)] = true;
     }
     if (!ok) {
       BC_ASSERT(i != i0); /* i0's inputs are ready by instruction order */
@@ -1026,7 +1009,7 @@ static bool emit_col_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
   for (int i = 0; i < n; i++) { /* as kernel_eval.c's mark_post */
     const KInst *in = inst(E, i);
     cp.post[i] = in->kind == KI_REDUCE;
-    for (int s = 0; s < n_operands(in->kind); s++) cp.post[i] |= cp.post[operand(in, s)];
+    for (int s = 0; s < kinst_n_operands(in->kind); s++) cp.post[i] |= cp.post[kinst_operand(in, s)];
     if (in->kind == KI_REDUCE) {
       BC_ASSERT(cp.n_red < 64);
       cp.red[cp.n_red++] = i;
@@ -1044,7 +1027,7 @@ static bool emit_col_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
       cp.need_post[i] = false;
       continue;
     }
-    for (int s = 0; s < n_operands(in->kind); s++) cp.need_post[operand(in, s)] = true;
+    for (int s = 0; s < kinst_n_operands(in->kind); s++) cp.need_post[kinst_operand(in, s)] = true;
   }
   Loop items;
   LLVMValueRef item = loop_begin(E, &items, begin, end, 1, "item");

@@ -228,7 +228,7 @@ static double run_case(const Case *c, KernelFn fn, const char *tag) {
     ve[v] = be[c->k.views.data[v].value];
     vj[v] = bj[c->k.views.data[v].value];
   }
-  int64_t items = kernel_eval_items(&c->k);
+  int64_t items = kernel_work_items(&c->k);
   kernel_eval(&c->k, ve, 0, items, &c->info);
   int64_t a = items / 3, m = 2 * items / 3 + (items > 2);
   if (m > items) m = items;
@@ -308,7 +308,7 @@ static bool have_jits(void) {
  * never written fails; the items split into uneven ranges) and compares the
  * random buffers with runtime/philox.c (c->rand). */
 static void check_random(const Case *c, KernelFn fn, const char *tag) {
-  int64_t items = kernel_eval_items(&c->k);
+  int64_t items = kernel_work_items(&c->k);
   void *bufs[16], *vb[32];
   for (int b = 0; b < c->n_bufs; b++) bufs[b] = calloc((size_t)(c->buf[b].n ? c->buf[b].n : 1), 4);
   for (int r = 0; r < c->n_rand; r++)
@@ -1329,7 +1329,7 @@ TEST(bench) {
       const Kernel *kp = &k;
       CHECK_MSG(llvm_jit_compile(jits[j], &kp, 1, &fn, &d), "%s", diag_first(&d));
       if (fn) {
-        double t = time_kernel(fn, bufs, kernel_eval_items(&k), &info);
+        double t = time_kernel(fn, bufs, kernel_work_items(&k), &info);
         fprintf(stderr, "  W=%-2d %6.3f ns/elem", llvm_jit_vector_width(jits[j]), t * 1e9 / (double)shape_numel(&dom));
       }
       diag_free(&d);
