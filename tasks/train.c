@@ -217,6 +217,10 @@ bad:
   return false;
 }
 
+static void vocab_hash_str(const Vocab *v, char buf[32]) {
+  snprintf(buf, 32, "%016llx", (unsigned long long)vocab_hash(v));
+}
+
 static bool save(const char *out, Exec *e, const Graph *g, const char *model, int64_t step, uint64_t seed,
                  const Vocab *v, double time_s, Diag *d) {
   CheckpointMeta m;
@@ -224,7 +228,7 @@ static bool save(const char *out, Exec *e, const Graph *g, const char *model, in
   m.step = step;
   m.seed = seed;
   char hash[32];
-  snprintf(hash, sizeof hash, "%016llx", (unsigned long long)vocab_hash(v));
+  vocab_hash_str(v, hash);
   m.vocab_hash = bc_strdup(hash);
   m.model_path = bc_strdup(model);
   m.graph_name = bc_strdup(g->name);
@@ -239,8 +243,25 @@ static bool save(const char *out, Exec *e, const Graph *g, const char *model, in
   return ok;
 }
 
-static void vocab_hash_str(const Vocab *v, char buf[32]) {
-  snprintf(buf, 32, "%016llx", (unsigned long long)vocab_hash(v));
+/* --resume: when the run folder has a checkpoint, loads all of it (same
+ * vocabulary required) and returns the step and training time it reached;
+ * without one the run starts fresh. */
+static bool resume_run(const char *task, const char *ckpt, Exec *e, const Vocab *v, int64_t *start,
+                       double *time_offset, Diag *d) {
+  if (!file_exists(ckpt)) return true;
+  char hash[32];
+  vocab_hash_str(v, hash);
+  CheckpointLoadOptions lo = {CHECKPOINT_LOAD_ALL, hash};
+  CheckpointMeta m;
+  int n = checkpoint_load(ckpt, e, &lo, &m, d);
+  if (n >= 0) {
+    *start = m.step;
+    const char *t = checkpoint_meta_get(&m, "time_s");
+    *time_offset = t ? atof(t) : 0;
+    fprintf(stderr, "%s: resuming from %s at step %lld\n", task, ckpt, (long long)*start);
+  }
+  checkpoint_meta_free(&m);
+  return n >= 0;
 }
 
 /* ---- evaluation ---- */
@@ -330,21 +351,7 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   if (!e || !exec_init_params(e, o->seed, d)) goto done;
   int64_t start = 0;
   double time_offset = 0;
-  if (o->resume && file_exists(ckpt)) {
-    char hash[32];
-    vocab_hash_str(&w.vocab, hash);
-    CheckpointLoadOptions lo = {CHECKPOINT_LOAD_ALL, hash};
-    CheckpointMeta m;
-    int n = checkpoint_load(ckpt, e, &lo, &m, d);
-    if (n >= 0) {
-      start = m.step;
-      const char *t = checkpoint_meta_get(&m, "time_s");
-      time_offset = t ? atof(t) : 0;
-    }
-    checkpoint_meta_free(&m);
-    if (n < 0) goto done;
-    fprintf(stderr, "pretrain: resuming from %s at step %lld\n", ckpt, (long long)start);
-  }
+  if (o->resume && !resume_run("pretrain", ckpt, e, &w.vocab, &start, &time_offset, d)) goto done;
   batcher_init(&b, w.data.n_examples, o->batch, true, true);
   data_batch_init(&db, &w.data, o->batch);
   have_batch = true;
@@ -523,17 +530,7 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   int64_t start = 0;
   double time_offset = 0;
   if (o->resume && file_exists(ckpt)) {
-    CheckpointLoadOptions lo = {CHECKPOINT_LOAD_ALL, hash};
-    CheckpointMeta m;
-    int n = checkpoint_load(ckpt, e, &lo, &m, d);
-    if (n >= 0) {
-      start = m.step;
-      const char *t = checkpoint_meta_get(&m, "time_s");
-      time_offset = t ? atof(t) : 0;
-    }
-    checkpoint_meta_free(&m);
-    if (n < 0) goto done;
-    fprintf(stderr, "snli: resuming from %s at step %lld\n", ckpt, (long long)start);
+    if (!resume_run("snli", ckpt, e, &vocab, &start, &time_offset, d)) goto done;
   } else {
     CheckpointLoadOptions lo = {CHECKPOINT_LOAD_PARAMS_PRESENT, hash};
     int n = checkpoint_load(o->init, e, &lo, NULL, d);
