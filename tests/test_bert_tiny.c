@@ -8,6 +8,7 @@
 #include "runtime/backend.h"
 #include "runtime/philox.h"
 #include "tests/test.h"
+#include "tests/bert_batch.h"
 
 #define MODEL BC_SOURCE_DIR "/models/bert.yaml"
 enum { VOCAB = 40, T = 12, B = 4 };
@@ -34,41 +35,6 @@ static bool compile(Graph *g, const char *graph, const char *batch, Diag *d) {
   return ok;
 }
 
-static uint32_t rnd(uint32_t *s, uint32_t n) {
-  *s = *s * 1664525u + 1013904223u;
-  return (*s >> 8) % n;
-}
-
-/* Fills every input of g with a plausible random batch (seeded). */
-static void fill_inputs(Exec *e, const Graph *g, uint32_t seed, Diag *d) {
-  uint32_t s = seed;
-  int vl[B];
-  for (int b = 0; b < B; b++) vl[b] = 4 + (int)rnd(&s, T - 3);
-  for (int i = 0; i < g->inputs.n; i++) {
-    ValueId id = g->inputs.data[i];
-    const Value *v = &g->values.data[id];
-    int64_t n = shape_numel(&v->shape);
-    double *buf = calloc((size_t)n, sizeof(double));
-    int64_t per = v->shape.rank ? n / v->shape.dim[0] : 1;
-    const char *nm = v->name;
-    for (int64_t j = 0; j < n; j++) {
-      int b = (int)(j / per), t = (int)(j % per);
-      if (!strcmp(nm, "tokens")) buf[j] = t < vl[b] ? (t == 0 ? 2 : 5 + rnd(&s, VOCAB - 5)) : 0;
-      else if (!strcmp(nm, "segments")) buf[j] = t < vl[b] && t > vl[b] / 2 ? 1 : 0;
-      else if (!strcmp(nm, "valid_len")) buf[j] = vl[b];
-      else if (!strcmp(nm, "pred_positions")) buf[j] = 1 + rnd(&s, (uint32_t)vl[b] - 1);
-      else if (!strcmp(nm, "pred_weights")) buf[j] = t == 0 || rnd(&s, 2) ? 1.0 : 0.0;
-      else if (!strcmp(nm, "mlm_labels")) buf[j] = 5 + rnd(&s, VOCAB - 5);
-      else if (!strcmp(nm, "nsp_labels")) buf[j] = rnd(&s, 2);
-      else if (!strcmp(nm, "label")) buf[j] = rnd(&s, 3);
-      else if (!strcmp(nm, "lr")) buf[j] = 0.01;
-      else CHECK_MSG(0, "unexpected input '%s'", nm);
-    }
-    CHECK(exec_write(e, id, buf, DTYPE_F64, d));
-    free(buf);
-  }
-}
-
 static double read_loss(Exec *e, const Graph *g, Diag *d) {
   double l = NAN;
   CHECK(exec_read(e, g->loss, &l, DTYPE_F64, d));
@@ -87,7 +53,7 @@ static void grad_check(const char *graph) {
   Exec *e = exec_create(&backend_interp, &g, &d);
   CHECK(e != NULL);
   CHECK(exec_init_params(e, 11, &d));
-  fill_inputs(e, &g, 3, &d);
+  bert_batch_fill(&e, 1, &g, 3, 0.01);
   /* originals of every parameter, restored before each run (a run applies
    * the Adam update) */
   int np = g.params.n;
@@ -102,10 +68,10 @@ static void grad_check(const char *graph) {
   uint32_t s = 99;
   int n_checked = 0;
   for (int k = 0; k < 40; k++) {
-    int pi = (int)rnd(&s, (uint32_t)np);
+    int pi = (int)bert_batch_rnd(&s, (uint32_t)np);
     const Value *pv = &g.values.data[g.params.data[pi]];
     int64_t n = shape_numel(&pv->shape);
-    int64_t j = rnd(&s, (uint32_t)n);
+    int64_t j = bert_batch_rnd(&s, (uint32_t)n);
     double *gbuf = malloc(sizeof(double) * (size_t)n);
     for (int i = 0; i < np; i++) CHECK(exec_write(e, g.params.data[i], orig[i], DTYPE_F64, &d));
     CHECK(exec_run(e, &ctx, &d));

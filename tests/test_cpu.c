@@ -9,13 +9,9 @@
 #include "passes/passes.h"
 #include "runtime/backend.h"
 #include "tests/test.h"
+#include "tests/bert_batch.h"
 
 #define MODEL BC_SOURCE_DIR "/models/bert.yaml"
-
-static uint32_t rnd(uint32_t *s, uint32_t n) {
-  *s = *s * 1664525u + 1013904223u;
-  return (*s >> 8) % n;
-}
 
 static bool compile(Graph *g, const char *graph, const Setting *sets, int n_sets, bool train) {
   CompileOptions o;
@@ -31,43 +27,6 @@ static bool compile(Graph *g, const char *graph, const Setting *sets, int n_sets
   if (!ok) diag_print(&d, stderr);
   diag_free(&d);
   return ok;
-}
-
-/* A plausible batch for any BERT graph input (see test_bert_tiny.c). */
-static double lr_value = 0.01;
-static void fill_inputs(Exec **es, int n_es, const Graph *g, uint32_t seed) {
-  Diag d;
-  diag_init(&d);
-  uint32_t s = seed;
-  int vocab = (int)graph_hparam(g, "vocab", 40), T = (int)graph_hparam(g, "max_len", 12);
-  int B = (int)graph_hparam(g, "batch", 4);
-  int *vl = malloc(sizeof(int) * (size_t)B);
-  for (int b = 0; b < B; b++) vl[b] = 4 + (int)rnd(&s, (uint32_t)(T - 3));
-  for (int i = 0; i < g->inputs.n; i++) {
-    ValueId id = g->inputs.data[i];
-    const Value *v = &g->values.data[id];
-    int64_t n = shape_numel(&v->shape);
-    double *buf = calloc((size_t)n, sizeof(double));
-    int64_t per = v->shape.rank ? n / v->shape.dim[0] : 1;
-    const char *nm = v->name;
-    for (int64_t j = 0; j < n; j++) {
-      int b = (int)(j / per), t = (int)(j % per);
-      if (!strcmp(nm, "tokens")) buf[j] = t < vl[b] ? (t == 0 ? 2 : 5 + rnd(&s, (uint32_t)vocab - 5)) : 0;
-      else if (!strcmp(nm, "segments")) buf[j] = t < vl[b] && t > vl[b] / 2 ? 1 : 0;
-      else if (!strcmp(nm, "valid_len")) buf[j] = vl[b];
-      else if (!strcmp(nm, "pred_positions")) buf[j] = 1 + rnd(&s, (uint32_t)vl[b] - 1);
-      else if (!strcmp(nm, "pred_weights")) buf[j] = t == 0 || rnd(&s, 2) ? 1.0 : 0.0;
-      else if (!strcmp(nm, "mlm_labels")) buf[j] = 5 + rnd(&s, (uint32_t)vocab - 5);
-      else if (!strcmp(nm, "nsp_labels")) buf[j] = rnd(&s, 2);
-      else if (!strcmp(nm, "label")) buf[j] = rnd(&s, 3);
-      else if (!strcmp(nm, "lr")) buf[j] = lr_value;
-      else CHECK_MSG(0, "unexpected input '%s'", nm);
-    }
-    for (int k = 0; k < n_es; k++) CHECK(exec_write(es[k], id, buf, DTYPE_F64, &d));
-    free(buf);
-  }
-  free(vl);
-  diag_free(&d);
 }
 
 /* ||a - b|| / (||b|| + 1e-5 sqrt(n)) over a tensor. The floor covers
@@ -123,9 +82,7 @@ static void compare_step(const char *graph, const Setting *sets, int n_sets, int
   /* lr 0: parameters keep their values, so they are compared as inputs;
    * with lr > 0 an exactly-zero gradient (the key bias: softmax ignores a
    * per-query constant) makes Adam step by lr * sign(rounding noise) */
-  lr_value = 0;
-  fill_inputs(both, 2, &g, 17);
-  lr_value = 0.01;
+  bert_batch_fill(both, 2, &g, 17, 0.0);
   Diag d;
   diag_init(&d);
   RunContext ctx = {9, 2, 0};
@@ -214,7 +171,7 @@ static void cpu_run_steps(const Graph *g, int steps, double *out, int n_out) {
   diag_init(&d);
   int k = 0;
   for (int s = 0; s < steps; s++) {
-    fill_inputs(&e, 1, g, 100 + (uint32_t)s);
+    bert_batch_fill(&e, 1, g, 100 + (uint32_t)s, 0.01);
     RunContext ctx = {3, (uint32_t)s, 0};
     CHECK(exec_run(e, &ctx, &d));
     double l;

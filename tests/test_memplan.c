@@ -13,6 +13,7 @@
 #include "passes/passes.h"
 #include "runtime/backend.h"
 #include "tests/test.h"
+#include "tests/bert_batch.h"
 
 #define MODEL BC_SOURCE_DIR "/models/bert.yaml"
 
@@ -382,35 +383,6 @@ static void holds(Replay *r, ValueId v, ValueId skip, int at, const char *when) 
               op_info[r->g->nodes.data[at].op].name, r->g->values.data[v].name, when);
 }
 
-/* Fills every input with a plausible batch (indices in range). */
-static void fill_inputs(Exec *e, const Graph *g) {
-  Diag d;
-  diag_init(&d);
-  uint32_t s = 12345;
-  for (int i = 0; i < g->inputs.n; i++) {
-    ValueId id = g->inputs.data[i];
-    const char *nm = g->values.data[id].name;
-    int64_t n = numel(g, id);
-    double *x = calloc((size_t)n, sizeof(double));
-    for (int64_t j = 0; j < n; j++) {
-      s = s * 1664525u + 1013904223u;
-      uint32_t rr = s >> 8;
-      if (!strcmp(nm, "tokens")) x[j] = 5 + rr % 35;
-      else if (!strcmp(nm, "segments") || !strcmp(nm, "nsp_labels")) x[j] = rr % 2;
-      else if (!strcmp(nm, "valid_len")) x[j] = 4 + rr % 8;
-      else if (!strcmp(nm, "pred_positions")) x[j] = 1 + rr % 3;
-      else if (!strcmp(nm, "pred_weights")) x[j] = 1;
-      else if (!strcmp(nm, "mlm_labels")) x[j] = 5 + rr % 35;
-      else if (!strcmp(nm, "label")) x[j] = rr % 3;
-      else if (!strcmp(nm, "lr")) x[j] = 0.01;
-      else CHECK_MSG(0, "unexpected input '%s'", nm);
-    }
-    CHECK(exec_write(e, id, x, DTYPE_F64, &d));
-    free(x);
-  }
-  diag_free(&d);
-}
-
 /* Runs one training step of g on the interpreter, then replays it on plan p. */
 static void replay(const Graph *g, const MemPlan *p) {
   Diag d;
@@ -423,7 +395,7 @@ static void replay(const Graph *g, const MemPlan *p) {
     return;
   }
   CHECK(exec_init_params(e, 7, &d));
-  fill_inputs(e, g);
+  bert_batch_fill(&e, 1, g, 12345, 0.01);
   int nv = g->values.n;
   double **ref = calloc((size_t)nv, sizeof(double *)), **after = calloc((size_t)nv, sizeof(double *));
   for (int v = 0; v < nv; v++) {
