@@ -1222,6 +1222,8 @@ struct LlvmJit {
   char desc[160];
 };
 
+bool llvm_jit_available(void) { return true; }
+
 LlvmJit *llvm_jit_create(Diag *d) {
   LlvmJit *j = bc_calloc(1, sizeof *j);
   if (!host_init(&j->host, d)) {

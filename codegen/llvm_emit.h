@@ -20,6 +20,11 @@
 
 typedef struct LlvmJit LlvmJit;
 
+/* False in a build without LLVM (-DBC_LLVM=OFF, codegen/llvm_none.c): every
+ * function below then fails with an error saying so, and the cpu backend
+ * runs its kernels through the C evaluator (kernel_eval.c). */
+bool llvm_jit_available(void);
+
 /* A JIT for the host CPU. NULL, with an error naming the failing LLVM call
  * and LLVM's message, when LLVM cannot target the host. */
 LlvmJit *llvm_jit_create(Diag *d);

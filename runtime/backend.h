@@ -25,6 +25,7 @@ typedef struct Backend Backend;
 typedef struct Exec {
   const Backend *backend;
   const Graph *graph; /* not owned; must outlive the Exec */
+  int device;         /* device index for backends with several (cuda:N); else 0 */
   void *impl;         /* the backend's own state */
 } Exec;
 
@@ -54,11 +55,28 @@ struct Backend {
 
 extern const Backend backend_interp;
 extern const Backend backend_cpu;
-/* "interp" (later "cpu", "cuda"); NULL when unknown. */
+extern const Backend backend_cuda;
+/* "interp", "cpu", "cuda"; NULL when unknown. */
 const Backend *backend_by_name(const char *name);
+/* A device spec: "interp", "cpu", "cuda" (= cuda:0) or "cuda:N". Returns
+ * the backend and sets *device; NULL with an error listing the choices. */
+const Backend *backend_parse(const char *spec, int *device, Diag *d);
+
+/* Number of CUDA devices the driver reports. False with an error saying
+ * why CUDA cannot be used here (no libcuda.so.1, cuInit failed, no device);
+ * tests that need a GPU skip (exit 77) on false. Loads the driver once. */
+bool cuda_device_count(int *n, Diag *d);
+/* The CUDA C of the cuda backend's own row-copy kernels (gather,
+ * scatter-add, concat), which it compiles with NVRTC next to the emitted
+ * ones; tests compile it too. */
+const char *cuda_lib_source(void);
 
 /* NULL with a diagnostic on failure; the caller frees with exec_destroy. */
 Exec *exec_create(const Backend *b, const Graph *g, Diag *d);
+/* exec_create on device `device` of b (cuda:N; 0 elsewhere). */
+Exec *exec_create_on(const Backend *b, int device, const Graph *g, Diag *d);
+/* exec_create_on for a device spec (backend_parse). */
+Exec *exec_create_spec(const char *spec, const Graph *g, Diag *d);
 void exec_destroy(Exec *e);
 bool exec_write(Exec *e, ValueId v, const void *src, DType host_t, Diag *d);
 bool exec_read(Exec *e, ValueId v, void *dst, DType host_t, Diag *d);

@@ -163,7 +163,7 @@ static bool prepare(Exec *e, Diag *d) {
     loops[n_loops] = k;
     loop_at[n_loops++] = i;
   }
-  if (!env_on("BC_NO_JIT") && n_loops > 0) {
+  if (!env_on("BC_NO_JIT") && n_loops > 0 && llvm_jit_available()) {
     c->jit = llvm_jit_create(d);
     if (!c->jit) {
       free(loops);

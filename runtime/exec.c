@@ -19,6 +19,7 @@
 static const Backend *const backends[] = {
     &backend_interp,
     &backend_cpu,
+    &backend_cuda,
 };
 
 const Backend *backend_by_name(const char *name) {
@@ -28,7 +29,32 @@ const Backend *backend_by_name(const char *name) {
   return NULL;
 }
 
-Exec *exec_create(const Backend *b, const Graph *g, Diag *d) {
+const Backend *backend_parse(const char *spec, int *device, Diag *d) {
+  *device = 0;
+  if (spec && strncmp(spec, "cuda:", 5) == 0) {
+    char *end;
+    long n = strtol(spec + 5, &end, 10);
+    if (spec[5] && !*end && n >= 0 && n < 1024) {
+      *device = (int)n;
+      return &backend_cuda;
+    }
+  } else {
+    const Backend *b = backend_by_name(spec);
+    if (b) return b;
+  }
+  diag_error(d, SRCLOC_NONE, "unknown device '%s' (choose interp, cpu, cuda or cuda:N)", spec ? spec : "");
+  return NULL;
+}
+
+Exec *exec_create_spec(const char *spec, const Graph *g, Diag *d) {
+  int device;
+  const Backend *b = backend_parse(spec, &device, d);
+  return b ? exec_create_on(b, device, g, d) : NULL;
+}
+
+Exec *exec_create(const Backend *b, const Graph *g, Diag *d) { return exec_create_on(b, 0, g, d); }
+
+Exec *exec_create_on(const Backend *b, int device, const Graph *g, Diag *d) {
   BC_ASSERT(b && g);
   for (int i = 0; i < g->nodes.n; i++) {
     const Node *n = &g->nodes.data[i];
@@ -40,6 +66,7 @@ Exec *exec_create(const Backend *b, const Graph *g, Diag *d) {
   Exec *e = bc_calloc(1, sizeof(*e));
   e->backend = b;
   e->graph = g;
+  e->device = device;
   if (!b->prepare(e, d)) {
     free(e);
     return NULL;

@@ -7,11 +7,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "codegen/cuda_emit.h"
 #include "codegen/kernel.h"
 #include "codegen/llvm_emit.h"
 #include "passes/fuse.h"
 #include "passes/memplan.h"
 #include "passes/passes.h"
+#include "runtime/backend.h"
 
 static const char usage[] =
     "usage: bertc compile MODEL.yaml [options]\n"
@@ -35,11 +37,13 @@ static const char usage[] =
     "                      simplify, schedule), the kernels after fuse, the\n"
     "                      arena layout after memplan, or everything (all)\n"
     "  --dot FILE          write the optimized graph as Graphviz DOT\n"
-    "  --device NAME       backend the plan is for: cpu (default) or interp\n"
+    "  --device NAME       backend the plan is for: cpu (default), cuda, cuda:N or\n"
+    "                      interp (compiling needs no GPU)\n"
     "  -o DIR              write the plan as readable files: graph.txt (the\n"
     "                      optimized graph), graph.dot, kernels.txt (fused\n"
     "                      kernels and their YAML lines), memplan.txt (arena\n"
-    "                      layout), kernels.ll (LLVM IR of every CPU kernel)\n"
+    "                      layout), kernels.ll (LLVM IR of every CPU kernel),\n"
+    "                      kernels.cu (CUDA C of the same kernels)\n"
     "  -h, --help          this text\n"
     "\n"
     "environment: BC_VERIFY=1 verifies the IR after every pass; BC_DUMP=PASS\n"
@@ -61,7 +65,7 @@ static bool parse_double(const char *s, double *out) {
   return *s && !*end && errno == 0;
 }
 
-typedef enum { WRITE_GRAPH, WRITE_DOT, WRITE_KERNELS, WRITE_MEMPLAN, WRITE_LLVM } WriteKind;
+typedef enum { WRITE_GRAPH, WRITE_DOT, WRITE_KERNELS, WRITE_MEMPLAN, WRITE_LLVM, WRITE_CUDA } WriteKind;
 typedef struct {
   const KernelPlan *plan;
   const MemPlan *mem;
@@ -80,6 +84,16 @@ static bool write_llvm(FILE *f, const PlanFiles *pf, Diag *d) {
   return true;
 }
 
+/* CUDA C of every generated kernel (codegen/cuda_emit.c), as NVRTC compiles it. */
+static bool write_cuda(FILE *f, const Graph *g, const PlanFiles *pf, Diag *d) {
+  CudaLaunch *launches = bc_calloc((size_t)pf->plan->kernels.n + 1, sizeof(CudaLaunch));
+  char *src = cuda_emit_plan(g, pf->plan, launches, d);
+  if (src) fputs(src, f);
+  free(src);
+  free(launches);
+  return src != NULL;
+}
+
 /* Writes one plan file atomically (temporary file, then rename). */
 static bool write_file(const char *dir, const char *name, const Graph *g, WriteKind kind,
                        const PlanFiles *pf, Diag *d) {
@@ -94,6 +108,7 @@ static bool write_file(const char *dir, const char *name, const Graph *g, WriteK
     case WRITE_KERNELS: kernel_plan_print(g, pf->plan, f); break;
     case WRITE_MEMPLAN: memplan_print(g, pf->mem, f); break;
     case WRITE_LLVM: ok = write_llvm(f, pf, d); break;
+    case WRITE_CUDA: ok = write_cuda(f, g, pf, d); break;
     }
     ok = fflush(f) == 0 && !ferror(f) && ok;
     ok = (fclose(f) == 0) && ok;
@@ -199,9 +214,9 @@ static int cmd_compile(int argc, char **argv) {
     rc = bad_usage("%s", "compile needs a model file");
     goto done;
   }
-  if (strcmp(device, "interp") != 0 && strcmp(device, "cpu") != 0) {
-    diag_error(&d, (SrcLoc){"<command line>", 0, 0},
-               "unknown device '%s' (available: cpu, interp)", device);
+  int device_index;
+  const Backend *backend = backend_parse(device, &device_index, &d);
+  if (!backend) {
     rc = 1;
     goto done;
   }
@@ -217,7 +232,8 @@ static int cmd_compile(int argc, char **argv) {
   rc = 1;
   if (!pipeline_run(&g, &o, &d)) goto done;
   have_graph = true;
-  bool compiled = strcmp(device, "cpu") == 0;
+  /* cpu and cuda run the same plan (fusion, kernel IR, memory plan). */
+  bool compiled = backend != &backend_interp;
   if (compiled) {
     if (!kernel_plan_compile(&g, getenv("BC_NO_FUSE") && strcmp(getenv("BC_NO_FUSE"), "0"),
                              getenv("BC_NO_MEMPLAN") && strcmp(getenv("BC_NO_MEMPLAN"), "0"), &eg, &plan,
@@ -233,7 +249,7 @@ static int cmd_compile(int argc, char **argv) {
       memplan_print(&eg, &mem, stdout);
     }
   } else if (late_dump && strcmp(late_dump, "all") != 0) {
-    diag_error(&d, (SrcLoc){"<command line>", 0, 0}, "--dump-after %s needs --device cpu", late_dump);
+    diag_error(&d, (SrcLoc){"<command line>", 0, 0}, "--dump-after %s needs --device cpu or cuda", late_dump);
     goto done;
   }
   if (dump) graph_print(&g, stdout);
@@ -280,7 +296,8 @@ static int cmd_compile(int argc, char **argv) {
       PlanFiles pf = {&plan, &mem};
       if (!write_file(out_dir, "kernels.txt", &eg, WRITE_KERNELS, &pf, &d)) goto done;
       if (!write_file(out_dir, "memplan.txt", &eg, WRITE_MEMPLAN, &pf, &d)) goto done;
-      if (!write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, &d)) goto done;
+      if (llvm_jit_available() && !write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, &d)) goto done;
+      if (!write_file(out_dir, "kernels.cu", &eg, WRITE_CUDA, &pf, &d)) goto done;
     }
   }
   rc = 0;

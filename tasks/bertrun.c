@@ -30,7 +30,7 @@ static const char usage[] =
     "  --max-len N         tokens per example (default 128)\n"
     "  --max-examples N    use only the first N training examples\n"
     "  --seed N            seed of initialization, data order, masking, dropout\n"
-    "  --device NAME       cpu (default) or interp\n"
+    "  --device NAME       cpu (default), cuda, cuda:N (GPU N) or interp (the reference)\n"
     "  --threads N         threads of the cpu backend (default: one per core)\n"
     "  --out DIR           run folder: checkpoint.safetensors, vocab.txt,\n"
     "                      metrics.jsonl, curves.svg (default runs/TASK)\n"

@@ -121,12 +121,9 @@ static bool compile(Graph *g, const char *model, const char *graph, const Sets *
 }
 
 static Exec *make_exec(const char *device, const Graph *g, Diag *d) {
-  const Backend *b = backend_by_name(device);
-  if (!b) {
-    diag_error(d, (SrcLoc){"<command line>", 0, 0}, "unknown device '%s' (available: cpu, interp)", device);
-    return NULL;
-  }
-  return exec_create(b, g, d);
+  int index;
+  const Backend *b = backend_parse(device, &index, d);
+  return b ? exec_create_on(b, index, g, d) : NULL;
 }
 
 static ValueId output_named(const Graph *g, const char *name) {

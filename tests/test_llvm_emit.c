@@ -1359,6 +1359,10 @@ int main_tests(int argc, char **argv);
 TEST_MAIN()
 #undef main
 int main(int argc, char **argv) {
+  if (!llvm_jit_available()) {
+    fprintf(stderr, "skipped: built without LLVM (-DBC_LLVM=OFF)\n");
+    return 77;
+  }
   int rc = main_tests(argc, argv);
   cleanup();
   return rc;

@@ -1,0 +1,690 @@
+/* cuda.c — the `cuda` backend: a training step as fused kernels emitted as
+ * CUDA C (codegen/cuda_emit.c), compiled by NVRTC for the device's own
+ * architecture (runtime/nvrtc.c, cached on disk), GEMMs on cuBLAS
+ * (runtime/cublas.c), row copies (gather, scatter-add, concat) as small
+ * kernels of our own below; one device allocation per plan (pinned values,
+ * arena, cuBLAS workspace, run info), planned by passes/memplan.c exactly
+ * as for the cpu backend. The whole step is captured once as a CUDA graph
+ * and replayed; only the run info (seed, step, example offset) changes
+ * between steps, and kernels read it from device memory.
+ *
+ * The driver is loaded at run time: dlopen("libcuda.so.1"), then every
+ * entry point through cuGetProcAddress (a plain dlsym can return an old ABI
+ * version of a function). Nothing from CUDA is linked, so the binary starts
+ * and reports a clear error on machines without a GPU or driver.
+ *
+ * Environment: BC_NO_GRAPH=1 launches kernel by kernel instead of replaying
+ * a graph; BC_PROFILE=1 times every kernel with CUDA events (no graph) and
+ * prints the 25 slowest when the Exec is destroyed; BC_TF32=1 lets cuBLAS
+ * use TF32 tensor cores; BC_NO_FUSE, BC_NO_MEMPLAN, BC_VERIFY as for cpu.
+ *
+ * Not here: several devices in one step (runtime/dist.c), mixed precision.
+ * Invariant: a run leaves the stream idle (it synchronizes), so reads and
+ * writes between runs need no further ordering. */
+#include "backend.h"
+#include "cublas.h"
+#include "nvrtc.h"
+#include "../codegen/cuda_emit.h"
+#include "../codegen/kernel.h"
+#include "../passes/memplan.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef BC_HAVE_CUDA_H
+#include <cuda.h>
+
+/* ---- the driver, loaded at run time ---------------------------------------
+ * Each pointer is typed from cuda.h's own prototype (__typeof__), so it has
+ * the signature of the ABI version cuda.h maps the name to (cuMemAlloc ->
+ * cuMemAlloc_v2), and cuGetProcAddress is asked for that same version
+ * (CUDA_VERSION). */
+#define DRIVER_FUNCS(X) \
+  X(cuInit) X(cuDriverGetVersion) X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetName) \
+  X(cuDeviceGetAttribute) X(cuDeviceTotalMem) X(cuDevicePrimaryCtxRetain) \
+  X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent) X(cuMemAlloc) X(cuMemFree) X(cuMemAllocHost) \
+  X(cuMemFreeHost) X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) \
+  X(cuMemcpyDtoDAsync) X(cuMemsetD8Async) X(cuModuleLoadData) X(cuModuleUnload) \
+  X(cuModuleGetFunction) X(cuFuncSetAttribute) X(cuLaunchKernel) X(cuStreamCreate) \
+  X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamBeginCapture) X(cuStreamEndCapture) \
+  X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy) \
+  X(cuEventCreate) X(cuEventRecord) X(cuEventElapsedTime) X(cuEventDestroy) X(cuGetErrorName) \
+  X(cuGetErrorString)
+
+static struct {
+  bool tried, ok;
+  char why[512];
+  void *lib;
+  int n_devices;
+#define X(f) __typeof__(f) *p_##f;
+  DRIVER_FUNCS(X)
+#undef X
+} D;
+
+static bool load_driver(void) {
+  if (D.tried) return D.ok;
+  D.tried = true;
+  D.lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!D.lib) {
+    snprintf(D.why, sizeof(D.why), "no NVIDIA driver: %s", dlerror());
+    return false;
+  }
+  typedef CUresult (*GetProc)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
+  GetProc get = (GetProc)dlsym(D.lib, "cuGetProcAddress_v2");
+  if (!get) {
+    snprintf(D.why, sizeof(D.why), "libcuda.so.1 has no cuGetProcAddress_v2 (driver older than CUDA 12)");
+    return false;
+  }
+  CUdriverProcAddressQueryResult found;
+  const char *missing = NULL;
+#define X(f) \
+  if (!missing && (get(#f, (void **)&D.p_##f, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &found) != CUDA_SUCCESS || \
+                   !D.p_##f)) \
+    missing = #f;
+  DRIVER_FUNCS(X)
+#undef X
+  if (missing) {
+    snprintf(D.why, sizeof(D.why), "the driver has no %s for CUDA %d.%d (too old for this bertc?)", missing,
+             CUDA_VERSION / 1000, CUDA_VERSION % 1000 / 10);
+    return false;
+  }
+  CUresult r = D.p_cuInit(0);
+  if (r != CUDA_SUCCESS) {
+    const char *name = "?";
+    D.p_cuGetErrorName(r, &name);
+    snprintf(D.why, sizeof(D.why), "cuInit failed: %s (%d)%s", name, (int)r,
+             r == CUDA_ERROR_NO_DEVICE ? ": no CUDA device" : r == 34 ? ": the driver stub, not a driver" : "");
+    return false;
+  }
+  if (D.p_cuDeviceGetCount(&D.n_devices) != CUDA_SUCCESS || D.n_devices < 1) {
+    snprintf(D.why, sizeof(D.why), "the driver reports no CUDA device");
+    return false;
+  }
+  D.ok = true;
+  return true;
+}
+
+bool cuda_device_count(int *n, Diag *d) {
+  *n = 0;
+  if (!load_driver()) {
+    diag_error(d, SRCLOC_NONE, "cuda: %s", D.why);
+    return false;
+  }
+  *n = D.n_devices;
+  return true;
+}
+
+/* A driver call; on failure an error naming the call, our line, and the
+ * driver's message. */
+#define CU(call) cu_check((call), #call, __LINE__, d)
+static bool cu_check(CUresult r, const char *call, int line, Diag *d) {
+  if (r == CUDA_SUCCESS) return true;
+  const char *name = "?", *msg = "?";
+  D.p_cuGetErrorName(r, &name);
+  D.p_cuGetErrorString(r, &msg);
+  /* "D.p_cuMemAlloc(...)" -> "cuMemAlloc" */
+  const char *f = strstr(call, "p_");
+  int len = 0;
+  if (f) {
+    f += 2;
+    while (f[len] && f[len] != '(') len++;
+  } else {
+    f = call;
+    len = (int)strlen(call);
+  }
+  diag_error(d, SRCLOC_NONE, "cuda: %.*s failed (runtime/cuda.c:%d): %s: %s", len, f, line, name, msg);
+  return false;
+}
+
+/* ---- our own row-copy kernels ---------------------------------------------
+ * Gather, scatter-add and concat copy whole rows of 4-byte elements; a bad
+ * index sets info->error to the kernel's code (first one wins) and is
+ * reported by the host after the step, naming the node. Scatter-add adds
+ * with atomics: the order of additions into one row varies from run to run,
+ * so (unlike on cpu) its sums are not bit-reproducible; everything else is. */
+static const char lib_source[] =
+    "struct BcRunInfo { unsigned long long seed; unsigned int step; unsigned int error; long long example_offset; };\n"
+    "/* out (n_idx, row) = table (n_rows, row)[idx] */\n"
+    "extern \"C\" __global__ void bc_gather(const float *table, const int *idx, float *out, long long n_idx,\n"
+    "                                      long long row, long long n_rows, BcRunInfo *info, unsigned code) {\n"
+    "  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+    "  if (i >= n_idx * row) return;\n"
+    "  long long r = i / row, c = i - r * row;\n"
+    "  int x = idx[r];\n"
+    "  if (x < 0 || x >= n_rows) { atomicCAS(&info->error, 0u, code); out[i] = 0.0f; return; }\n"
+    "  out[i] = table[(long long)x * row + c];\n"
+    "}\n"
+    "/* out (n_rows, row) += upd (n_idx, row) at rows idx; out zeroed before */\n"
+    "extern \"C\" __global__ void bc_scatter_add(const int *idx, const float *upd, float *out, long long n_idx,\n"
+    "                                           long long row, long long n_rows, BcRunInfo *info, unsigned code) {\n"
+    "  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+    "  if (i >= n_idx * row) return;\n"
+    "  long long r = i / row, c = i - r * row;\n"
+    "  int x = idx[r];\n"
+    "  if (x < 0 || x >= n_rows) { atomicCAS(&info->error, 0u, code); return; }\n"
+    "  atomicAdd(&out[(long long)x * row + c], upd[i]);\n"
+    "}\n"
+    "/* one input of a concat: out[o, off + i] = in[o, i] for part = len*inner, total = out len*inner */\n"
+    "extern \"C\" __global__ void bc_concat_part(const unsigned *in, unsigned *out, long long n, long long part,\n"
+    "                                           long long total, long long off) {\n"
+    "  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+    "  if (i >= n) return;\n"
+    "  long long o = i / part;\n"
+    "  out[o * total + off + (i - o * part)] = in[i];\n"
+    "}\n";
+
+const char *cuda_lib_source(void) { return lib_source; }
+
+/* ---- the backend ---------------------------------------------------------- */
+
+enum { LIB_GATHER, LIB_SCATTER, LIB_CONCAT, LIB_N };
+static const char *const lib_names[LIB_N] = {"bc_gather", "bc_scatter_add", "bc_concat_part"};
+
+typedef struct {
+  const Kernel *k;
+  CUfunction fn;       /* LOOP kernels */
+  CudaLaunch launch;   /* LOOP kernels */
+  CUdeviceptr *ptrs;   /* LOOP: per view, then the run info; params point here */
+  void **params;
+  GemmPlan gemm;       /* GEMM */
+  double ms;           /* BC_PROFILE */
+  int64_t calls;
+} CudaKernel;
+
+typedef struct {
+  CUdevice dev;
+  CUcontext ctx;
+  bool have_ctx;
+  int arch; /* 90 for sm_90 */
+  char name[128];
+  CUstream stream;
+  CUmodule module, lib_module;
+  CUfunction lib[LIB_N];
+  CublasHandle *blas;
+  Graph graph; /* e->graph with its nodes in kernel execution order */
+  bool have_plan;
+  KernelPlan plan;
+  MemPlan mem;
+  CUdeviceptr block; /* pinned values, arena, cuBLAS workspace, run info */
+  int64_t block_bytes;
+  CUdeviceptr info_dev;
+  BcRunInfo *info_host; /* page-locked */
+  CudaKernel *kernels;
+  bool use_graph, profile;
+  CUgraphExec graph_exec;
+  CUevent *events; /* BC_PROFILE: two per kernel */
+  double compile_ms;
+  bool from_cache;
+  ExecStats stats;
+} Cuda;
+
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+static bool env_on(const char *name) {
+  const char *v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+static CUdeviceptr addr_of(const Cuda *c, ValueId v) {
+  const MemSlot *s = &c->mem.slots[v];
+  if (s->kind == MEM_NONE) return 0;
+  int64_t off = s->offset;
+  if (s->kind == MEM_ARENA) off += c->mem.pinned_bytes;
+  return c->block + (CUdeviceptr)off;
+}
+
+static bool cuda_supports(Op op) {
+  (void)op;
+  return true;
+}
+
+static void print_profile(const Cuda *c) {
+  int n = c->plan.kernels.n;
+  int *idx = bc_malloc(sizeof(int) * (size_t)(n ? n : 1));
+  double total = 0;
+  for (int i = 0; i < n; i++) {
+    idx[i] = i;
+    total += c->kernels[i].ms;
+  }
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++)
+      if (c->kernels[idx[j]].ms > c->kernels[idx[i]].ms) {
+        int t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+      }
+  int64_t runs = c->kernels[0].calls ? c->kernels[0].calls : 1;
+  fprintf(stderr, "cuda profile (%s): %d kernels, %.3f ms of kernel time per run\n", c->name, n, total / (double)runs);
+  for (int i = 0; i < n && i < 25; i++) {
+    const CudaKernel *k = &c->kernels[idx[i]];
+    fprintf(stderr, "  %6.2f%% %9.4f ms  %s\n", total > 0 ? 100 * k->ms / total : 0.0,
+            k->calls ? k->ms / (double)k->calls : 0.0, k->k->name);
+  }
+  free(idx);
+}
+
+static void release(Exec *e) {
+  Cuda *c = e->impl;
+  if (!c) return;
+  if (c->have_ctx) D.p_cuCtxSetCurrent(c->ctx);
+  if (c->stream) D.p_cuStreamSynchronize(c->stream);
+  if (c->profile && c->kernels && c->plan.kernels.n) print_profile(c);
+  if (c->graph_exec) D.p_cuGraphExecDestroy(c->graph_exec);
+  if (c->events) {
+    for (int i = 0; i < 2 * c->plan.kernels.n; i++)
+      if (c->events[i]) D.p_cuEventDestroy(c->events[i]);
+    free(c->events);
+  }
+  if (c->kernels) {
+    for (int i = 0; i < c->plan.kernels.n; i++) {
+      free(c->kernels[i].ptrs);
+      free(c->kernels[i].params);
+    }
+    free(c->kernels);
+  }
+  cublas_destroy(c->blas);
+  if (c->module) D.p_cuModuleUnload(c->module);
+  if (c->lib_module) D.p_cuModuleUnload(c->lib_module);
+  if (c->block) D.p_cuMemFree(c->block);
+  if (c->info_host) D.p_cuMemFreeHost(c->info_host);
+  if (c->stream) D.p_cuStreamDestroy(c->stream);
+  if (c->have_ctx) D.p_cuDevicePrimaryCtxRelease(c->dev);
+  if (c->have_plan) {
+    memplan_free(&c->mem);
+    kernel_plan_free(&c->plan);
+    graph_free(&c->graph);
+  }
+  free(c);
+  e->impl = NULL;
+}
+
+/* Compiles src with NVRTC and loads it. */
+static bool load_module(Cuda *c, const char *src, const char *name, CUmodule *m, Diag *d) {
+  void *cubin = NULL;
+  size_t n = 0;
+  bool cached = false;
+  double t0 = now_ns();
+  if (!rtc_compile(src, name, c->arch, &cubin, &n, &cached, d)) return false;
+  c->compile_ms += (now_ns() - t0) / 1e6;
+  c->from_cache = cached;
+  bool ok = CU(D.p_cuModuleLoadData(m, cubin));
+  free(cubin);
+  return ok;
+}
+
+#define WORKSPACE_BYTES ((int64_t)32 << 20) /* cuBLAS's recommendation for Hopper */
+
+static bool prepare(Exec *e, Diag *d) {
+  const Graph *g = e->graph;
+  int n_dev;
+  if (!cuda_device_count(&n_dev, d)) return false;
+  if (e->device < 0 || e->device >= n_dev) {
+    diag_error(d, SRCLOC_NONE, "cuda: device cuda:%d does not exist (this machine has %d: cuda:0..cuda:%d)",
+               e->device, n_dev, n_dev - 1);
+    return false;
+  }
+  if (!rtc_available(d)) return false;
+  Cuda *c = bc_calloc(1, sizeof(*c));
+  e->impl = c;
+  c->profile = env_on("BC_PROFILE");
+  c->use_graph = !env_on("BC_NO_GRAPH") && !c->profile;
+  int major = 0, minor = 0;
+  if (!CU(D.p_cuDeviceGet(&c->dev, e->device)) ||
+      !CU(D.p_cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, c->dev)) ||
+      !CU(D.p_cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, c->dev)) ||
+      !CU(D.p_cuDeviceGetName(c->name, (int)sizeof(c->name), c->dev)) ||
+      !CU(D.p_cuDevicePrimaryCtxRetain(&c->ctx, c->dev)))
+    goto fail;
+  c->have_ctx = true;
+  c->arch = major * 10 + minor;
+  if (!CU(D.p_cuCtxSetCurrent(c->ctx)) || !CU(D.p_cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING)))
+    goto fail;
+
+  if (!kernel_plan_compile(g, env_on("BC_NO_FUSE"), env_on("BC_NO_MEMPLAN"), &c->graph, &c->plan, &c->mem, d))
+    goto fail;
+  c->have_plan = true;
+  if (env_on("BC_VERIFY") && !memplan_check(&c->graph, &c->mem, d)) goto fail;
+
+  /* One allocation: pinned | arena | cuBLAS workspace | run info. */
+  int64_t data = c->mem.pinned_bytes + c->mem.arena_bytes;
+  int64_t ws_off = (data + 255) / 256 * 256, info_off = ws_off + WORKSPACE_BYTES;
+  c->block_bytes = info_off + 256;
+  if (!CU(D.p_cuMemAlloc(&c->block, (size_t)c->block_bytes))) {
+    diag_note(d, SRCLOC_NONE, "the plan needs %.1f MiB of device memory", (double)c->block_bytes / 1048576.0);
+    goto fail;
+  }
+  c->info_dev = c->block + (CUdeviceptr)info_off;
+  if (!CU(D.p_cuMemsetD8Async(c->block, 0, (size_t)c->block_bytes, c->stream)) ||
+      !CU(D.p_cuMemAllocHost((void **)&c->info_host, sizeof(BcRunInfo))))
+    goto fail;
+  memset(c->info_host, 0, sizeof(BcRunInfo));
+
+  int nk = c->plan.kernels.n;
+  c->kernels = bc_calloc((size_t)(nk ? nk : 1), sizeof(CudaKernel));
+  CudaLaunch *launches = bc_calloc((size_t)(nk ? nk : 1), sizeof(CudaLaunch));
+  bool any_loop = false, any_lib = false, any_gemm = false;
+  for (int i = 0; i < nk; i++) {
+    KernelKind kind = c->plan.kernels.data[i].kind;
+    any_loop |= kind == KERNEL_LOOP;
+    any_gemm |= kind == KERNEL_GEMM;
+    any_lib |= kind == KERNEL_GATHER || kind == KERNEL_SCATTER_ADD || kind == KERNEL_CONCAT;
+  }
+  if (any_loop) {
+    char *src = cuda_emit_plan(&c->graph, &c->plan, launches, d);
+    const char *gname = g->name ? g->name : "plan";
+    char mname[160];
+    snprintf(mname, sizeof(mname), "bertc_%s", gname);
+    bool ok = src && load_module(c, src, mname, &c->module, d);
+    free(src);
+    if (!ok) {
+      free(launches);
+      goto fail;
+    }
+  }
+  if (any_lib) {
+    if (!load_module(c, lib_source, "bertc_lib", &c->lib_module, d)) {
+      free(launches);
+      goto fail;
+    }
+    for (int i = 0; i < LIB_N; i++)
+      if (!CU(D.p_cuModuleGetFunction(&c->lib[i], c->lib_module, lib_names[i]))) {
+        free(launches);
+        goto fail;
+      }
+  }
+  for (int i = 0; i < nk; i++) {
+    const Kernel *k = &c->plan.kernels.data[i];
+    CudaKernel *ck = &c->kernels[i];
+    ck->k = k;
+    if (k->kind == KERNEL_GEMM) {
+      const Node *n = &c->graph.nodes.data[k->first_node];
+      cublas_plan_gemm(&c->graph.values.data[n->in[0]].shape, n->a.trans_a,
+                       &c->graph.values.data[n->in[1]].shape, n->a.trans_b,
+                       &c->graph.values.data[n->out].shape, &ck->gemm);
+      continue;
+    }
+    if (k->kind != KERNEL_LOOP) continue;
+    ck->launch = launches[i];
+    if (!CU(D.p_cuModuleGetFunction(&ck->fn, c->module, k->name))) {
+      diag_note(d, SRCLOC_NONE, "kernel %s", k->name);
+      free(launches);
+      goto fail;
+    }
+    if (ck->launch.smem_bytes > 48 * 1024 &&
+        !CU(D.p_cuFuncSetAttribute(ck->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, ck->launch.smem_bytes))) {
+      free(launches);
+      goto fail;
+    }
+    int nv = k->views.n;
+    ck->ptrs = bc_calloc((size_t)nv + 1, sizeof(CUdeviceptr));
+    ck->params = bc_calloc((size_t)nv + 1, sizeof(void *));
+    for (int j = 0; j < nv; j++) {
+      ck->ptrs[j] = addr_of(c, k->views.data[j].value);
+      BC_ASSERT(ck->ptrs[j] && "a kernel reads a value without a buffer");
+      ck->params[j] = &ck->ptrs[j];
+    }
+    ck->ptrs[nv] = c->info_dev;
+    ck->params[nv] = &ck->ptrs[nv];
+  }
+  free(launches);
+  if (any_gemm) {
+    c->blas = cublas_create(c->stream, c->block + (CUdeviceptr)ws_off, (size_t)WORKSPACE_BYTES,
+                            env_on("BC_TF32"), d);
+    if (!c->blas) goto fail;
+  }
+  if (c->profile) {
+    c->events = bc_calloc((size_t)(2 * nk + 1), sizeof(CUevent));
+    for (int i = 0; i < 2 * nk; i++)
+      if (!CU(D.p_cuEventCreate(&c->events[i], CU_EVENT_DEFAULT))) goto fail;
+  }
+  if (!CU(D.p_cuStreamSynchronize(c->stream))) goto fail;
+  c->stats.n_kernels = nk;
+  c->stats.pinned_bytes = c->mem.pinned_bytes;
+  c->stats.arena_bytes = c->mem.arena_bytes;
+  c->stats.sum_intermediate_bytes = c->mem.sum_intermediate_bytes;
+  return true;
+fail:
+  release(e);
+  return false;
+}
+
+/* ---- transfers ---- */
+
+static bool transfer(Exec *e, ValueId v, void *host, DType host_t, bool to_host, Diag *d) {
+  Cuda *c = e->impl;
+  const Value *val = &e->graph->values.data[v];
+  CUdeviceptr buf = addr_of(c, v);
+  if (!buf) {
+    diag_error(d, val->loc,
+               "cuda: value '%s' lives only inside a fused kernel; read outputs, the loss, "
+               "parameters, state or gradients (or run with BC_NO_FUSE=1)",
+               val->name);
+    return false;
+  }
+  int64_t n = shape_numel(&val->shape);
+  size_t bytes = (size_t)n * dtype_size(val->dtype);
+  if (n == 0) return true;
+  void *tmp = bc_malloc(bytes);
+  bool ok = CU(D.p_cuCtxSetCurrent(c->ctx));
+  if (ok && to_host) {
+    ok = CU(D.p_cuMemcpyDtoH(tmp, buf, bytes));
+    for (int64_t i = 0; ok && i < n; i++) {
+      double x = val->dtype == DTYPE_F32 ? ((float *)tmp)[i] : ((int32_t *)tmp)[i];
+      if (host_t == DTYPE_F32) ((float *)host)[i] = (float)x;
+      else if (host_t == DTYPE_I32) ((int32_t *)host)[i] = (int32_t)x;
+      else ((double *)host)[i] = x;
+    }
+  } else if (ok) {
+    for (int64_t i = 0; i < n; i++) {
+      double x = host_t == DTYPE_F32 ? ((const float *)host)[i]
+                 : host_t == DTYPE_I32 ? ((const int32_t *)host)[i]
+                                       : ((const double *)host)[i];
+      if (val->dtype == DTYPE_F32) ((float *)tmp)[i] = (float)x;
+      else ((int32_t *)tmp)[i] = (int32_t)x;
+    }
+    ok = CU(D.p_cuMemcpyHtoD(buf, tmp, bytes));
+  }
+  free(tmp);
+  return ok;
+}
+
+static bool cuda_write(Exec *e, ValueId v, const void *src, DType t, Diag *d) {
+  return transfer(e, v, (void *)src, t, false, d);
+}
+static bool cuda_read(Exec *e, ValueId v, void *dst, DType t, Diag *d) {
+  return transfer(e, v, dst, t, true, d);
+}
+
+/* ---- run ---- */
+
+static unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+/* Issues kernel i on the stream (also while capturing). */
+static bool launch(Cuda *c, int i, Diag *d) {
+  CudaKernel *ck = &c->kernels[i];
+  const Kernel *k = ck->k;
+  const Graph *g = &c->graph;
+  const Node *n = &g->nodes.data[k->first_node];
+  const Value *o = &g->values.data[n->out];
+  unsigned code = (unsigned)i + 1;
+  switch (k->kind) {
+  case KERNEL_LOOP:
+    if (ck->launch.grid == 0) return true;
+    return CU(D.p_cuLaunchKernel(ck->fn, (unsigned)ck->launch.grid, 1, 1, (unsigned)ck->launch.block, 1, 1,
+                                 (unsigned)ck->launch.smem_bytes, c->stream, ck->params, NULL));
+  case KERNEL_GEMM:
+    return cublas_run_gemm(c->blas, &ck->gemm, addr_of(c, n->in[0]), addr_of(c, n->in[1]),
+                           addr_of(c, n->out), d);
+  case KERNEL_GATHER: {
+    const Value *t = &g->values.data[n->in[0]], *ix = &g->values.data[n->in[1]];
+    CUdeviceptr table = addr_of(c, n->in[0]), idx = addr_of(c, n->in[1]), out = addr_of(c, n->out);
+    long long n_idx = shape_numel(&ix->shape), rows = t->shape.dim[0];
+    long long row = rows ? shape_numel(&t->shape) / rows : 0;
+    if (n_idx * row == 0) return true;
+    void *args[] = {&table, &idx, &out, &n_idx, &row, &rows, &c->info_dev, &code};
+    return CU(D.p_cuLaunchKernel(c->lib[LIB_GATHER], blocks_for(n_idx * row, 256), 1, 1, 256, 1, 1, 0, c->stream,
+                                 args, NULL));
+  }
+  case KERNEL_SCATTER_ADD: {
+    const Value *ix = &g->values.data[n->in[0]];
+    CUdeviceptr idx = addr_of(c, n->in[0]), upd = addr_of(c, n->in[1]), out = addr_of(c, n->out);
+    long long n_idx = shape_numel(&ix->shape), rows = o->shape.dim[0];
+    long long row = rows ? shape_numel(&o->shape) / rows : 0;
+    if (!CU(D.p_cuMemsetD8Async(out, 0, (size_t)shape_numel(&o->shape) * 4, c->stream))) return false;
+    if (n_idx * row == 0) return true;
+    void *args[] = {&idx, &upd, &out, &n_idx, &row, &rows, &c->info_dev, &code};
+    return CU(D.p_cuLaunchKernel(c->lib[LIB_SCATTER], blocks_for(n_idx * row, 256), 1, 1, 256, 1, 1, 0,
+                                 c->stream, args, NULL));
+  }
+  case KERNEL_CONCAT: {
+    int axis = n->a.axis;
+    long long outer = 1, inner = 1;
+    for (int j = 0; j < axis; j++) outer *= o->shape.dim[j];
+    for (int j = axis + 1; j < o->shape.rank; j++) inner *= o->shape.dim[j];
+    long long total = o->shape.dim[axis] * inner, off = 0;
+    CUdeviceptr out = addr_of(c, n->out);
+    for (int j = 0; j < n->n_in; j++) {
+      CUdeviceptr in = addr_of(c, n->in[j]);
+      long long part = g->values.data[n->in[j]].shape.dim[axis] * inner, cnt = outer * part;
+      if (cnt > 0) {
+        void *args[] = {&in, &out, &cnt, &part, &total, &off};
+        if (!CU(D.p_cuLaunchKernel(c->lib[LIB_CONCAT], blocks_for(cnt, 256), 1, 1, 256, 1, 1, 0, c->stream, args,
+                                   NULL)))
+          return false;
+      }
+      off += part;
+    }
+    return true;
+  }
+  case KERNEL_ALIAS: {
+    CUdeviceptr src = addr_of(c, n->in[0]), dst = addr_of(c, n->out);
+    if (src == dst) return true;
+    return CU(D.p_cuMemcpyDtoDAsync(dst, src, (size_t)shape_numel(&o->shape) * dtype_size(o->dtype), c->stream));
+  }
+  }
+  return false;
+}
+
+static bool launch_all(Cuda *c, Diag *d) {
+  for (int i = 0; i < c->plan.kernels.n; i++) {
+    if (c->profile && !CU(D.p_cuEventRecord(c->events[2 * i], c->stream))) return false;
+    if (!launch(c, i, d)) {
+      diag_note(d, SRCLOC_NONE, "while launching kernel %s", c->kernels[i].k->name);
+      return false;
+    }
+    if (c->profile && !CU(D.p_cuEventRecord(c->events[2 * i + 1], c->stream))) return false;
+  }
+  return true;
+}
+
+/* Captures the whole step into a CUDA graph (once). */
+static bool capture(Cuda *c, Diag *d) {
+  CUgraph graph = NULL;
+  if (!CU(D.p_cuStreamBeginCapture(c->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL))) return false;
+  bool ok = launch_all(c, d);
+  CUresult r = D.p_cuStreamEndCapture(c->stream, &graph);
+  ok = ok && CU(r);
+  if (ok) ok = CU(D.p_cuGraphInstantiateWithFlags(&c->graph_exec, graph, 0));
+  if (graph) D.p_cuGraphDestroy(graph);
+  return ok;
+}
+
+static bool cuda_run(Exec *e, const RunContext *ctx, Diag *d) {
+  Cuda *c = e->impl;
+  double t0 = now_ns();
+  if (!CU(D.p_cuCtxSetCurrent(c->ctx))) return false;
+  c->info_host->seed = ctx->seed;
+  c->info_host->step = ctx->step;
+  c->info_host->error = 0;
+  c->info_host->example_offset = ctx->example_offset;
+  if (!CU(D.p_cuMemcpyHtoDAsync(c->info_dev, c->info_host, sizeof(BcRunInfo), c->stream))) return false;
+  if (c->use_graph) {
+    if (!c->graph_exec && !capture(c, d)) return false;
+    if (!CU(D.p_cuGraphLaunch(c->graph_exec, c->stream))) return false;
+  } else if (!launch_all(c, d)) {
+    return false;
+  }
+  if (!CU(D.p_cuMemcpyDtoHAsync(c->info_host, c->info_dev, sizeof(BcRunInfo), c->stream)) ||
+      !CU(D.p_cuStreamSynchronize(c->stream)))
+    return false;
+  if (c->info_host->error) {
+    unsigned code = c->info_host->error;
+    const Kernel *k = code <= (unsigned)c->plan.kernels.n ? c->kernels[code - 1].k : NULL;
+    const Node *n = k ? &c->graph.nodes.data[k->first_node] : NULL;
+    diag_error(d, n ? n->loc : SRCLOC_NONE, "cuda: %s: an index is out of range (kernel %s)",
+               n ? op_info[n->op].name : "row copy", k ? k->name : "?");
+    return false;
+  }
+  if (c->profile) {
+    for (int i = 0; i < c->plan.kernels.n; i++) {
+      float ms = 0;
+      if (!CU(D.p_cuEventElapsedTime(&ms, c->events[2 * i], c->events[2 * i + 1]))) return false;
+      c->kernels[i].ms += ms;
+      c->kernels[i].calls++;
+      if (c->kernels[i].k->kind == KERNEL_GEMM) c->stats.gemm_ns += ms * 1e6;
+    }
+  }
+  c->stats.total_ns += now_ns() - t0;
+  c->stats.n_runs++;
+  return true;
+}
+
+static bool cuda_stats(Exec *e, ExecStats *s) {
+  *s = ((Cuda *)e->impl)->stats;
+  return true;
+}
+
+#else /* built without CUDA headers */
+
+const char *cuda_lib_source(void) { return ""; }
+
+bool cuda_device_count(int *n, Diag *d) {
+  *n = 0;
+  diag_error(d, SRCLOC_NONE, "cuda: this bertc was built without the CUDA headers (cudaTypedefs.h not found)");
+  return false;
+}
+static bool cuda_supports(Op op) {
+  (void)op;
+  return true;
+}
+static bool prepare(Exec *e, Diag *d) {
+  int n;
+  (void)e;
+  return cuda_device_count(&n, d);
+}
+static void release(Exec *e) { (void)e; }
+static bool cuda_write(Exec *e, ValueId v, const void *src, DType t, Diag *d) {
+  (void)e, (void)v, (void)src, (void)t, (void)d;
+  return false;
+}
+static bool cuda_read(Exec *e, ValueId v, void *dst, DType t, Diag *d) {
+  (void)e, (void)v, (void)dst, (void)t, (void)d;
+  return false;
+}
+static bool cuda_run(Exec *e, const RunContext *ctx, Diag *d) {
+  (void)e, (void)ctx, (void)d;
+  return false;
+}
+static bool cuda_stats(Exec *e, ExecStats *s) {
+  (void)e, (void)s;
+  return false;
+}
+#endif
+
+const Backend backend_cuda = {
+    .name = "cuda",
+    .supports_op = cuda_supports,
+    .prepare = prepare,
+    .release = release,
+    .write = cuda_write,
+    .read = cuda_read,
+    .run = cuda_run,
+    .stats = cuda_stats,
+};
