@@ -36,20 +36,41 @@ static uint64_t mix(uint64_t h, uint64_t x) {
   return h;
 }
 
-/* Hash of a node's op, inputs and attributes; attributes hashed bytewise
- * (Attrs is zero-initialized everywhere, so padding is zero). */
-static uint64_t node_hash(Op op, int n_in, const ValueId *in, const Attrs *a) {
+/* Hash of a node's op, inputs and attributes (in canonical form, below). */
+/* Attrs with every byte defined: padding and dims past the rank zero, so
+ * two nodes with equal attributes hash and compare equal bytewise (struct
+ * copies need not copy padding, so a stored Attrs may hold stray bytes). */
+static Attrs canon(const Attrs *a) {
+  Attrs c;
+  memset(&c, 0, sizeof c);
+  c.axis = a->axis;
+  c.start = a->start;
+  c.end = a->end;
+  memcpy(c.perm, a->perm, sizeof c.perm);
+  c.trans_a = a->trans_a;
+  c.trans_b = a->trans_b;
+  c.scalar = a->scalar;
+  c.key = a->key;
+  c.shape.rank = a->shape.rank;
+  for (int i = 0; i < a->shape.rank && i < BC_MAX_RANK; i++) c.shape.dim[i] = a->shape.dim[i];
+  c.dtype = a->dtype;
+  return c;
+}
+
+static uint64_t node_hash(Op op, int n_in, const ValueId *in, const Attrs *attrs) {
   uint64_t h = mix(1469598103934665603ull, (uint64_t)op);
   for (int i = 0; i < n_in; i++) h = mix(h, (uint64_t)(uint32_t)in[i]);
-  const unsigned char *p = (const unsigned char *)a;
-  for (size_t i = 0; i < sizeof *a; i++) h = mix(h, p[i]);
+  Attrs a = canon(attrs);
+  const unsigned char *p = (const unsigned char *)&a;
+  for (size_t i = 0; i < sizeof a; i++) h = mix(h, p[i]);
   return h;
 }
 
 static bool same_node(const Graph *g, ValueId v, Op op, int n_in, const ValueId *in, const Attrs *a) {
   const Node *n = &g->nodes.data[g->values.data[v].node];
-  return n->op == op && n->n_in == n_in && memcmp(n->in, in, sizeof(ValueId) * (size_t)n_in) == 0 &&
-         memcmp(&n->a, a, sizeof *a) == 0;
+  if (n->op != op || n->n_in != n_in || memcmp(n->in, in, sizeof(ValueId) * (size_t)n_in) != 0) return false;
+  Attrs x = canon(&n->a), y = canon(a);
+  return memcmp(&x, &y, sizeof x) == 0;
 }
 
 static void table_grow(Builder *b) {

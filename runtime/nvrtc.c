@@ -49,7 +49,10 @@ static struct {
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
 static void load(void) {
-  static const char *const names[] = {"libnvrtc.so.13", "libnvrtc.so"};
+  /* The toolkit's own folders last: a CUDA install need not be on the
+   * loader's path. */
+  static const char *const names[] = {"libnvrtc.so.13", "libnvrtc.so", "/usr/local/cuda/lib64/libnvrtc.so.13",
+                                      "/usr/local/cuda/targets/x86_64-linux/lib/libnvrtc.so.13"};
   for (size_t i = 0; i < sizeof names / sizeof *names && !R.lib; i++) {
     R.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
     if (!R.lib && i == 0) {
