@@ -3,7 +3,8 @@
  * configuration (graph x batch): examples/s, ms/step, compile time
  * (pipeline_run and exec_create apart), memory (arena vs intermediates, peak
  * RSS), the share of step time spent in GEMMs, and achieved GFLOP/s against
- * the CPU's peak FMA rate. Output: an aligned table, and JSON with --json.
+ * the CPU's peak FMA rate (on cuda: a peak given with --peak-gflops). Output:
+ * an aligned table, and JSON with --json. Devices: interp, cpu, cuda, cuda:N.
  *
  * Not here: correctness (tests/ check the numbers; this only checks that the
  * loss is finite), data loading (batches are random but shaped like d2l's),
@@ -12,7 +13,10 @@
  * Each configuration runs in a forked child so that peak RSS is its own; the
  * child sends its Result back through a pipe. The timed step is what a
  * training loop pays per batch: writing the batch's inputs, exec_run, and
- * reading the loss back (which also waits for an asynchronous backend). */
+ * reading the loss back (which also waits for an asynchronous backend).
+ * CUDA is never initialized in the parent when configurations run in
+ * children (a CUDA context does not survive fork): the device check runs in
+ * a child too. */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -43,7 +47,8 @@ static const char usage[] =
     "  --graph NAME        graph to time (repeatable; default: nli and pretrain)\n"
     "  --batch N           batch size (repeatable; default: nli 64 512,\n"
     "                      pretrain 64 256); every graph runs at every batch\n"
-    "  --device NAME       backend: cpu (default), interp, ...\n"
+    "  --device NAME       backend: cpu (default), interp, cuda (= cuda:0),\n"
+    "                      cuda:N\n"
     "  --steps N           timed steps per configuration (default 10)\n"
     "  --warmup N          untimed steps first (default 2)\n"
     "  --threads N         threads for the backend: sets BC_THREADS,\n"
@@ -62,7 +67,9 @@ static const char usage[] =
     "  --peak-gflops X     the peak FMA rate in GFLOP/s, given directly\n"
     "  --peak-exe PATH     peak_fma to run when neither of the above is given\n"
     "                      (default: peak_fma beside this executable; skipped\n"
-    "                      when missing, and then fractions of peak are null)\n"
+    "                      when missing, and then fractions of peak are null;\n"
+    "                      never on cuda, whose peak is not the CPU's: give\n"
+    "                      --peak-gflops, e.g. 66900 for an H100 SXM's f32)\n"
     "  --no-peak           do not look for the peak at all\n"
     "  --no-fork           run configurations in this process (peak RSS is\n"
     "                      then the maximum so far)\n"
@@ -78,7 +85,7 @@ static const char usage[] =
     "of the peak. A timed step writes a batch, runs, and reads the loss.\n"
     "\n"
     "exit status: 0 all configurations ran, 1 one failed, 2 bad usage,\n"
-    "3 the device is not available in this build.\n";
+    "3 the device is not available (unknown name, no GPU or driver).\n";
 
 typedef struct {
   const char *graph;
@@ -107,7 +114,8 @@ typedef struct {
 } Result;
 
 typedef struct {
-  const char *model, *device;
+  const char *model, *device; /* device: the spec as given ("cuda:1") */
+  int device_index;           /* N of cuda:N; 0 elsewhere */
   const Setting *sets;
   int n_sets;
   int steps, warmup;
@@ -370,7 +378,7 @@ static void run_config(const Options *opt, const Config *c, const Backend *be, R
   }
 
   t0 = now_s();
-  e = exec_create(be, &g, &d);
+  e = exec_create_on(be, opt->device_index, &g, &d);
   r->exec_create_s = now_s() - t0;
   if (!e) {
     set_error(r, "exec_create failed", &d);
@@ -843,8 +851,65 @@ static void apply_threads(int threads, char **argv) {
   fprintf(stderr, "bench_step: re-exec for --threads failed (%s); continuing\n", strerror(errno));
 }
 
+/* "error: x" -> "x" (a diagnostic quoted inside our own message). */
+static const char *skip_error_prefix(const char *s) { return strncmp(s, "error: ", 7) ? s : s + 7; }
+
+/* Whether device `index` of backend b can run here; false with the reason in
+ * why (ERR_LEN bytes). For cuda the driver is asked in a child process
+ * unless configurations run in this one (no_fork): a CUDA context made
+ * before fork is unusable in the children that run the configurations. */
+static bool device_available(const Backend *b, int index, bool no_fork, char *why) {
+  if (b != &backend_cuda) return true;
+  int fds[2] = {-1, -1};
+  pid_t pid = -1;
+  if (!no_fork && pipe(fds) == 0) {
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) close(fds[0]), close(fds[1]);
+  }
+  if (pid > 0) { /* parent: the child's answer, "" = available */
+    close(fds[1]);
+    char buf[ERR_LEN] = "";
+    size_t got = 0;
+    ssize_t k;
+    while (got < sizeof buf - 1 && (k = read(fds[0], buf + got, sizeof buf - 1 - got)) != 0) {
+      if (k < 0 && errno == EINTR) continue;
+      if (k < 0) break;
+      got += (size_t)k;
+    }
+    buf[got] = '\0';
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+    snprintf(why, ERR_LEN, "%s", got ? buf : "the device check crashed");
+    return false;
+  }
+  /* the child, or this process when not forking */
+  Diag d;
+  diag_init(&d);
+  int n = 0;
+  bool ok = cuda_device_count(&n, &d);
+  char msg[ERR_LEN] = "";
+  if (!ok) snprintf(msg, sizeof msg, "%s", skip_error_prefix(diag_first(&d)));
+  else if (index >= n) {
+    snprintf(msg, sizeof msg, "cuda:%d asked for, the driver reports %d device(s)", index, n);
+    ok = false;
+  }
+  diag_free(&d);
+  if (pid == 0) {
+    close(fds[0]);
+    size_t len = strlen(msg);
+    if (len && write(fds[1], msg, len) < 0) _exit(2);
+    _exit(ok ? 0 : 1);
+  }
+  snprintf(why, ERR_LEN, "%s", msg);
+  return ok;
+}
+
 int main(int argc, char **argv) {
-  Options opt = {DEFAULT_MODEL, "cpu", NULL, 0, 10, 2, NAN, 1};
+  Options opt = {DEFAULT_MODEL, "cpu", 0, NULL, 0, 10, 2, NAN, 1};
   const char *graphs[MAX_CONFIGS];
   int batches[MAX_CONFIGS], n_graphs = 0, n_batches = 0, threads = -1;
   Setting sets[MAX_SETS];
@@ -947,14 +1012,20 @@ int main(int argc, char **argv) {
   opt.sets = sets;
   opt.n_sets = n_sets;
 
-  const Backend *be = backend_by_name(opt.device);
-  if (!be) {
-    fprintf(stderr,
-            "bench_step: backend '%s' is not available in this build "
-            "(try --device interp at tiny sizes)\n",
-            opt.device);
-    rc = 3;
-    goto done;
+  const Backend *be;
+  {
+    Diag d;
+    diag_init(&d);
+    be = backend_parse(opt.device, &opt.device_index, &d);
+    char why[ERR_LEN];
+    if (!be) snprintf(why, sizeof why, "%s", skip_error_prefix(diag_first(&d)));
+    diag_free(&d);
+    if (be && !device_available(be, opt.device_index, no_fork, why)) be = NULL;
+    if (!be) {
+      fprintf(stderr, "bench_step: device '%s' is not available: %s\n", opt.device, why);
+      rc = 3;
+      goto done;
+    }
   }
 
   Config cs[MAX_CONFIGS];
@@ -970,7 +1041,10 @@ int main(int argc, char **argv) {
     }
   }
 
-  if (!no_peak && isnan(peak)) peak = peak_json ? peak_from_file(peak_json, threads) : peak_from_exe(peak_exe, threads);
+  /* peak_fma measures the CPU: no use for a GPU's fraction of peak */
+  bool cpu_peak = be != &backend_cuda;
+  if (!no_peak && isnan(peak) && (cpu_peak || peak_json))
+    peak = peak_json ? peak_from_file(peak_json, threads) : peak_from_exe(peak_exe, threads);
 
   Result *rs = bc_calloc((size_t)n, sizeof(Result));
   double load0[3] = {NAN, NAN, NAN}, load1[3] = {NAN, NAN, NAN};

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """torch_ref.py — the PyTorch baseline for bench_step: d2l's BERT training
-steps (forward, loss, backward, Adam) in PyTorch on the CPU, eager and under
-torch.compile, at the same configuration and thread count as bertc.
+steps (forward, loss, backward, Adam) in PyTorch on the CPU (same thread
+count as bertc) or on a GPU (--device cuda), eager and under torch.compile,
+at the same configuration as bertc.
 
 The model classes are d2l's own (d2l/torch.py: MultiHeadAttention with
 masked_softmax filling -1e6, post-LN AddNorm blocks, BERTEncoder with a
@@ -16,7 +17,17 @@ Not here: data loading or accuracy; this only times training steps.
 For each graph it times every batch size of a small sweep and reports
 examples/s, and PyTorch's best batch size (eager PyTorch on a CPU is often
 faster at a middle batch size than at the largest). torch.compile failures
-are caught and reported as null. Output: a table on stdout, JSON with --json.
+are caught and reported as null ("n/a" in the table). Output: a table on
+stdout, JSON with --json.
+
+On cuda a timed step is what bertc's is: copy the batch to the GPU, zero_grad,
+forward + loss, backward, Adam.step, and float(loss), which waits for the
+GPU; its wall time (perf_counter) is the headline, and CUDA events around
+the same step give the GPU's own time (gpu_ms_per_step). Warmup steps come
+first (cuBLAS handles, the caching allocator, autotuning). TF32 stays off
+(PyTorch's default for float32 matmuls), as in bertc unless BC_TF32=1. d2l's
+masked_softmax indexes with a boolean mask, which makes eager PyTorch wait
+for the GPU once per attention layer: that is d2l's model, kept as it is.
 """
 import argparse
 import json
@@ -291,21 +302,32 @@ def build(graph, cfg):
     return BERTClassifier(bert, cfg["hidden"])
 
 
-def time_steps(step, batches, warmup, steps):
+def time_steps(step, batches, warmup, steps, cuda=False):
     """Runs warmup + steps training steps; returns (seconds of each timed
-    one, first loss, last loss)."""
+    one, GPU seconds of each timed one from CUDA events (None on the CPU),
+    first loss, last loss)."""
     first = last = None
-    times = []
+    times, gpu_times = [], []
+    if cuda:
+        torch.cuda.synchronize()
     for s in range(warmup + steps):
+        if cuda:
+            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            ev0.record()
         t0 = time.perf_counter()
         loss = step(batches[s % len(batches)])
+        if cuda:
+            ev1.record()
         last = float(loss)  # waits for the step, like bertc's exec_read of the loss
         dt = time.perf_counter() - t0
         if first is None:
             first = last
         if s >= warmup:
             times.append(dt)
-    return times, first, last
+            if cuda:
+                ev1.synchronize()
+                gpu_times.append(1e-3 * ev0.elapsed_time(ev1))
+    return times, (gpu_times if cuda else None), first, last
 
 
 def median(xs):
@@ -318,10 +340,13 @@ def run_mode(graph, mode, batch_sizes, cfg, args, log):
     """Times `graph` at each batch size in one mode (eager or compile).
     Returns {batch: result dict}."""
     torch.manual_seed(args.seed)
-    net = build(graph, cfg)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    net = build(graph, cfg).to(dev)
     net.train()
     lr = args.lr if args.lr else (0.01 if graph == "pretrain" else 1e-4)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr,
+                           **({"fused": True} if args.adam == "fused" else {}))
     ce = nn.CrossEntropyLoss(reduction="none")
     if graph == "pretrain":
         def fwd(*b):
@@ -336,6 +361,8 @@ def run_mode(graph, mode, batch_sizes, cfg, args, log):
         compiled = torch.compile(fwd, dynamic=False)
 
     def step(b):
+        if cuda:  # the batch's copy to the GPU is part of the step, as in bertc
+            b = tuple(t.to(dev, non_blocking=True) for t in b)
         opt.zero_grad(set_to_none=True)
         loss = (compiled or fwd)(*b)
         loss.backward()
@@ -349,11 +376,14 @@ def run_mode(graph, mode, batch_sizes, cfg, args, log):
                "error": None}
         try:
             batches = [make_batch(graph, B, cfg, gen) for _ in range(2)]
+            if cuda:
+                batches = [tuple(t.pin_memory() for t in b) for b in batches]
+                torch.cuda.reset_peak_memory_stats(dev)
             t0 = time.perf_counter()
             if mode == "compile":  # the first step compiles (and runs): timed apart
-                step(batches[0])
+                float(step(batches[0]))
                 res["compile_s"] = time.perf_counter() - t0
-            times, first, last = time_steps(step, batches, args.warmup, args.steps)
+            times, gpu_times, first, last = time_steps(step, batches, args.warmup, args.steps, cuda)
             # the median step: robust to other processes on a shared machine
             # (bench_step reports the same statistic)
             res.update(examples_per_s=B / median(times), ms_per_step=1e3 * median(times),
@@ -362,12 +392,18 @@ def run_mode(graph, mode, batch_sizes, cfg, args, log):
                        ms_per_step_min=1e3 * min(times),
                        step_ms=[round(1e3 * t, 3) for t in times],
                        loss_first=first, loss_last=last)
+            if cuda:
+                res.update(gpu_ms_per_step=1e3 * median(gpu_times),
+                           gpu_step_ms=[round(1e3 * t, 3) for t in gpu_times],
+                           max_memory_allocated_bytes=torch.cuda.max_memory_allocated(dev))
             if not math.isfinite(last):
                 res["error"] = f"loss is {last}"
         except Exception as e:  # torch.compile failures are reported, not fatal
             res["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if args.verbose:
                 traceback.print_exc()
+            if cuda:  # a failed compile or an out-of-memory leaves tensors behind
+                torch.cuda.empty_cache()
         log(f"  {graph:8s} {mode:7s} batch {B:4d}: " +
             (f"{res['examples_per_s']:8.1f} examples/s  {res['ms_per_step']:9.1f} ms/step" +
              (f"  (compile {res['compile_s']:.1f} s)" if res["compile_s"] else "")
@@ -383,25 +419,35 @@ def best_of(results):
 
 def main():
     ap = argparse.ArgumentParser(
-        description="d2l's BERT training steps in PyTorch (eager and torch.compile) on the CPU: "
-                    "examples/s per batch size, and PyTorch's best batch size.",
+        description="d2l's BERT training steps in PyTorch (eager and torch.compile) on the CPU "
+                    "or a GPU: examples/s per batch size, and PyTorch's best batch size.",
         epilog="Defaults are the reference configuration of models/bert.yaml. A full default "
-               "run takes about 5-8 minutes on 2 cores. Exit status 3: torch missing.")
+               "run takes about 5-8 minutes on 2 cores, 1-2 minutes on an H100 (mostly "
+               "torch.compile). Exit status 3: torch missing (or no GPU for --device cuda).")
     ap.add_argument("--graph", action="append", choices=["nli", "pretrain"],
                     help="graph to time (repeatable; default both)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default), cuda or cuda:N")
     ap.add_argument("--batch", action="append", type=int,
                     help="batch size to time (repeatable; default sweep: nli 64 128 256 512, "
-                         "pretrain 64 128 256)")
-    ap.add_argument("--steps", type=int, default=4,
-                    help="timed steps per batch size (4); examples/s uses the median step")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (1)")
+                         "pretrain 64 128 256; on cuda nli 128 256 512 1024, pretrain 128 256 "
+                         "512)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="timed steps per batch size (4 on the CPU, 20 on cuda); examples/s uses "
+                         "the median step")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="untimed steps first (1 on the CPU, 3 on cuda)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="torch.set_num_threads (default: all CPUs)")
     ap.add_argument("--mode", action="append", choices=["eager", "compile"],
                     help="eager and/or compile (default both)")
     ap.add_argument("--compile-batch", action="append", type=int,
-                    help="batch sizes for torch.compile (default: the same as eager); each is "
-                         "a separate compile")
+                    help="batch sizes for torch.compile (default: the same as eager on the CPU; "
+                         "on cuda nli 512 and pretrain 256, the sizes d2l trains at); each is a "
+                         "separate compile")
+    ap.add_argument("--adam", choices=["default", "fused"], default="default",
+                    help="torch.optim.Adam's implementation: default (foreach on cuda, as d2l) "
+                         "or fused=True (cuda only)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="hyperparameter override like bertc's: vocab hidden ffn heads layers "
                          "max_len n_pred dropout")
@@ -422,25 +468,67 @@ def main():
     if cfg["hidden"] % cfg["heads"]:
         ap.error("heads must divide hidden")
 
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        sys.stderr.write(f"torch_ref.py: --device {args.device}: torch.cuda is not available "
+                         f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})\n")
+        sys.exit(3)
+    if not cuda and args.device != "cpu":
+        ap.error(f"--device {args.device}: choose cpu, cuda or cuda:N")
+    if args.adam == "fused" and not cuda:
+        ap.error("--adam fused needs --device cuda")
+    if args.steps is None:
+        args.steps = 20 if cuda else 4
+    if args.warmup is None:
+        args.warmup = 3 if cuda else 1
+    if cuda:
+        if args.device == "cuda":
+            args.device = "cuda:0"  # set_device and the memory counters want an index
+        torch.cuda.set_device(torch.device(args.device))
+        # PyTorch's defaults, written down: float32 matmuls in full f32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
     torch.set_num_threads(args.threads)
     graphs = args.graph or ["nli", "pretrain"]
     modes = args.mode or ["eager", "compile"]
-    sweep = {"nli": [64, 128, 256, 512], "pretrain": [64, 128, 256]}
+    sweep = ({"nli": [128, 256, 512, 1024], "pretrain": [128, 256, 512]} if cuda else
+             {"nli": [64, 128, 256, 512], "pretrain": [64, 128, 256]})
+    compile_sweep = {"nli": [512], "pretrain": [256]} if cuda else None
 
     def log(msg):
         print(msg, flush=True)
 
-    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"config {json.dumps(cfg)}")
+    gpu = torch.cuda.get_device_name(torch.device(args.device)) if cuda else None
+    log(f"torch {torch.__version__}, device {args.device}" + (f" ({gpu})" if gpu else "") +
+        f", {torch.get_num_threads()} threads, config {json.dumps(cfg)}")
     report = {"tool": "torch_ref", "torch": torch.__version__, "python": platform.python_version(),
+              "device": args.device, "gpu": gpu, "cuda": torch.version.cuda if cuda else None,
+              "allow_tf32": torch.backends.cuda.matmul.allow_tf32 if cuda else None,
+              "adam": args.adam,
               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "config": cfg, "steps": args.steps, "warmup": args.warmup,
-              "loadavg_start": list(os.getloadavg()), "graphs": {}}
+              "loadavg_start": list(os.getloadavg()), "graphs": {}, "complete": False}
+
+    def write_report():
+        """The JSON so far: rewritten after every mode, so a run stopped by a
+        time limit (bench/gpu-check.sh) still leaves what it measured."""
+        if not args.json or args.json == "-":
+            return
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, args.json)
+
     for graph in graphs:
         sizes = args.batch or sweep[graph]
         entry = {}
         for mode in modes:
-            bs = (args.compile_batch or sizes) if mode == "compile" else sizes
+            bs = sizes
+            if mode == "compile" and args.compile_batch:
+                bs = args.compile_batch
+            elif mode == "compile" and compile_sweep and not args.batch:
+                bs = compile_sweep[graph]  # on cuda: one compile per graph
             t0 = time.perf_counter()
             try:
                 res = run_mode(graph, mode, bs, cfg, args, log)
@@ -454,7 +542,8 @@ def main():
                 "best_examples_per_s": best["examples_per_s"] if best else None,
                 "wall_s": time.perf_counter() - t0,
             }
-        report["graphs"][graph] = entry
+            report["graphs"][graph] = entry
+            write_report()
 
     cols = sorted({int(b) for entry in report["graphs"].values() for e in entry.values()
                    for b in e["by_batch"]})
@@ -468,18 +557,16 @@ def main():
             for b in cols:
                 r = e["by_batch"].get(str(b))
                 v = r["examples_per_s"] if r and r["error"] is None else None
-                cells.append(f"{v:9.1f}" if v else f"{'-':>9s}")
+                # "n/a": tried and failed (torch.compile); "-": not tried
+                cells.append(f"{v:9.1f}" if v else f"{'n/a' if r else '-':>9s}")
             best = e["best_examples_per_s"]
             log(f"{graph:9s} {mode:8s} " + " ".join(cells) +
-                f" {e['best_batch'] or '-':>6} " + (f"{best:10.1f}" if best else f"{'-':>10s}"))
+                f" {e['best_batch'] or '-':>6} " + (f"{best:10.1f}" if best else f"{'n/a':>10s}"))
     report["loadavg_end"] = list(os.getloadavg())
-    if args.json:
-        text = json.dumps(report, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+    report["complete"] = True
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+    write_report()
 
 
 if __name__ == "__main__":
