@@ -1,7 +1,8 @@
 /* bert_batch.h — a plausible random batch for every input of a BERT graph
  * of models/bert.yaml (pretrain or nli), sized from the graph's hparams:
  * <cls> first, valid lengths in [4, max_len], segments 0 then 1, prediction
- * positions inside the valid part, labels in range. Shared by the tests
+ * positions inside the valid part and distinct within an example (as d2l
+ * draws them), labels in range. Shared by the tests
  * that run whole training steps; include after tests/test.h. */
 #ifndef BC_TEST_BERT_BATCH_H
 #define BC_TEST_BERT_BATCH_H
@@ -35,7 +36,18 @@ static void bert_batch_fill(Exec **es, int n_es, const Graph *g, uint32_t seed, 
       if (!strcmp(nm, "tokens")) buf[j] = t < vl[b] ? (t == 0 ? 2 : 5 + bert_batch_rnd(&s, (uint32_t)vocab - 5)) : 0;
       else if (!strcmp(nm, "segments")) buf[j] = t < vl[b] && t > vl[b] / 2 ? 1 : 0;
       else if (!strcmp(nm, "valid_len")) buf[j] = vl[b];
-      else if (!strcmp(nm, "pred_positions")) buf[j] = 1 + bert_batch_rnd(&s, (uint32_t)vl[b] - 1);
+      else if (!strcmp(nm, "pred_positions")) {
+        /* distinct: slot t takes a position no earlier slot of b took
+         * (positions repeat only when there are more slots than positions) */
+        int p = 1 + (int)bert_batch_rnd(&s, (uint32_t)vl[b] - 1);
+        for (int tries = 0; tries < vl[b]; tries++) {
+          bool taken = false;
+          for (int u = 0; u < t && !taken; u++) taken = (int)buf[j - t + u] == p;
+          if (!taken) break;
+          p = p % (vl[b] - 1) + 1;
+        }
+        buf[j] = p;
+      }
       else if (!strcmp(nm, "pred_weights")) buf[j] = t == 0 || bert_batch_rnd(&s, 2) ? 1.0 : 0.0;
       else if (!strcmp(nm, "mlm_labels")) buf[j] = 5 + bert_batch_rnd(&s, (uint32_t)vocab - 5);
       else if (!strcmp(nm, "nsp_labels")) buf[j] = bert_batch_rnd(&s, 2);
