@@ -22,8 +22,13 @@ static void bert_batch_fill(Exec **es, int n_es, const Graph *g, uint32_t seed, 
   uint32_t s = seed;
   int vocab = (int)graph_hparam(g, "vocab", 40), T = (int)graph_hparam(g, "max_len", 12);
   int B = (int)graph_hparam(g, "batch", 4);
+  /* Valid lengths leave room for n_pred distinct prediction positions, as
+   * real data do (d2l predicts ~15% of a sentence pair's tokens), so the
+   * MLM gradient's scatter-add never adds two rows into one. */
+  int P = (int)graph_hparam(g, "n_pred", 0), lo = P + 2 > 4 ? P + 2 : 4;
+  if (lo > T) lo = T;
   int *vl = malloc(sizeof(int) * (size_t)B);
-  for (int b = 0; b < B; b++) vl[b] = 4 + (int)bert_batch_rnd(&s, (uint32_t)(T - 3));
+  for (int b = 0; b < B; b++) vl[b] = lo + (int)bert_batch_rnd(&s, (uint32_t)(T - lo + 1));
   for (int i = 0; i < g->inputs.n; i++) {
     ValueId id = g->inputs.data[i];
     const Value *v = &g->values.data[id];
