@@ -12,7 +12,8 @@
 #   f. d2l's full pipeline on cuda, timed: pretrain 4000 steps at batch 256,
 #      fine-tune 5 epochs at batch 512 on the SNLI files carried, test
 #      accuracy (GPU_CHECK_SKIP_PIPELINE=1 skips it; GPU_CHECK_PRETRAIN_STEPS
-#      and GPU_CHECK_EPOCHS shorten it); before e, per-kernel times of one
+#      and GPU_CHECK_EPOCHS shorten it, GPU_CHECK_PRETRAIN_LR sets the
+#      pretraining lr); before e, per-kernel times of one
 #      nli and one pretrain step (BC_PROFILE=1; GPU_CHECK_SKIP_PROFILE=1
 #      skips them); GPU_CHECK_SKIP_TORCH=1 skips e
 #   g. a table, printed last: tests, examples/s of bertc vs PyTorch, the
@@ -240,7 +241,7 @@ else
   {
     echo "== pretrain"
     t=$(now)
-    timeout -k 10 "$(limit 160 90)" "$bin/bertrun" train --task pretrain --data "$data" --steps "${GPU_CHECK_PRETRAIN_STEPS:-4000}" --batch 256 --lr 0.01 \
+    timeout -k 10 "$(limit 160 90)" "$bin/bertrun" train --task pretrain --data "$data" --steps "${GPU_CHECK_PRETRAIN_STEPS:-4000}" --batch 256 --lr "${GPU_CHECK_PRETRAIN_LR:-0.01}" \
       --device "$dev" --save-every 250 --report-every 250 --out "$run/pretrain"
     st=$?
     echo "pretrain: status $st, $(elapsed "$t") s"
