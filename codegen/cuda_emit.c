@@ -1038,17 +1038,73 @@ char *cuda_emit_kernel(const Graph *g, const Kernel *k, CudaLaunch *launch, Diag
   return o.s;
 }
 
+/* The code of k without names: emitted with no graph (no value names in
+ * comments) and with k's own name replaced by "@", so two kernels that
+ * differ only in which layer's values they touch compare equal. Malloc'd. */
+static char *canonical(const Kernel *k, CudaLaunch *launch, Diag *d) {
+  Out c = {0};
+  if (!emit_one(&c, NULL, k, launch, d)) {
+    free(c.s);
+    return NULL;
+  }
+  size_t len = strlen(k->name), w = 0;
+  for (size_t r = 0; c.s[r];) {
+    if (strncmp(c.s + r, k->name, len) == 0) {
+      c.s[w++] = '@';
+      r += len;
+    } else {
+      c.s[w++] = c.s[r++];
+    }
+  }
+  c.s[w] = 0;
+  return c.s;
+}
+
+/* Kernels with the same code (the layers of an encoder) are emitted once:
+ * a repeat's launch names the first kernel's entry point, and the source
+ * says so in a comment. BERT-base's 658 kernels have ~110 distinct bodies;
+ * NVRTC's time is about proportional to the code it compiles. */
 char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, Diag *d) {
   Out o = {0};
   out(&o, "%s", prelude);
-  for (int i = 0; i < p->kernels.n; i++) {
+  int n = p->kernels.n, n_seen = 0;
+  char **canon = bc_calloc((size_t)n + 1, sizeof(char *));
+  uint32_t *hash = bc_calloc((size_t)n + 1, sizeof(uint32_t));
+  const char **entry = bc_calloc((size_t)n + 1, sizeof(char *));
+  bool ok = true;
+  const char *failed = NULL;
+  for (int i = 0; ok && i < n; i++) {
     const Kernel *k = &p->kernels.data[i];
     if (k->kind != KERNEL_LOOP) continue;
-    if (!name_ok(k, d) || !emit_one(&o, g, k, &launches[i], d)) {
-      diag_error(d, SRCLOC_NONE, "cuda_emit.c: cannot emit kernel %s", k->name ? k->name : "(unnamed)");
-      free(o.s);
-      return NULL;
+    failed = k->name ? k->name : "(unnamed)";
+    char *cs = name_ok(k, d) ? canonical(k, &launches[i], d) : NULL;
+    if (!cs) {
+      ok = false;
+      break;
     }
+    uint32_t h = bc_hash32(cs);
+    int same = -1;
+    for (int j = 0; j < n_seen && same < 0; j++)
+      if (hash[j] == h && strcmp(canon[j], cs) == 0) same = j;
+    if (same >= 0) {
+      free(cs);
+      launches[i].name = entry[same];
+      out(&o, "\n// %s: the same code as %s (launched through it)\n", k->name, entry[same]);
+      continue;
+    }
+    canon[n_seen] = cs;
+    hash[n_seen] = h;
+    entry[n_seen++] = bc_intern(k->name);
+    ok = emit_one(&o, g, k, &launches[i], d);
+  }
+  for (int j = 0; j < n_seen; j++) free(canon[j]);
+  free(canon);
+  free(hash);
+  free(entry);
+  if (!ok) {
+    diag_error(d, SRCLOC_NONE, "cuda_emit.c: cannot emit kernel %s", failed);
+    free(o.s);
+    return NULL;
   }
   return o.s;
 }

@@ -414,7 +414,8 @@ static bool prepare(Exec *e, Diag *d) {
     }
     if (k->kind != KERNEL_LOOP) continue;
     ck->launch = launches[i];
-    if (!CU(D.p_cuModuleGetFunction(&ck->fn, c->module, k->name))) {
+    /* a kernel with the same code as an earlier one runs through its entry */
+    if (!CU(D.p_cuModuleGetFunction(&ck->fn, c->module, ck->launch.name))) {
       diag_note(d, SRCLOC_NONE, "kernel %s", k->name);
       free(launches);
       goto fail;
