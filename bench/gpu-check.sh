@@ -87,6 +87,7 @@ find_lib libcuda.so.1 || fact libcuda missing
 find_lib libnvrtc.so.13 || fact libnvrtc missing
 find_lib libcublas.so.13 || fact libcublas missing
 find_lib libcublasLt.so.13 >/dev/null || true
+find_lib libnccl.so.2 || fact libnccl missing
 
 # ---- b. binaries ----
 say "binaries"
