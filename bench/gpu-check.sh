@@ -205,6 +205,10 @@ if parts:
     merged["configs"] = [c for p in parts for c in p.get("configs", [])]
     json.dump(merged, open(sys.argv[3], "w"), indent=2)
 EOF
+  # the same nli step with TF32 tensor cores for the GEMMs (BC_TF32=1)
+  BC_TF32=1 timeout -k 10 "$(limit 60 120)" "$bin/bench_step" --device "$dev" --graph nli --batch 512 --steps 20 \
+    --warmup 3 --model models/bert.yaml --json "$tmp/bench_tf32.json" >/dev/null 2>&1 &&
+    fact nli_tf32 "$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["configs"][0]; print("%.0f examples/s, %.2f ms/step" % (c["examples_per_s"], c["ms_per_step"]))' "$tmp/bench_tf32.json" 2>/dev/null)"
 fi
 
 # where the time of one step goes: per-kernel times from CUDA events
@@ -357,6 +361,8 @@ for r in rows:
               f"GEMMs {fmt(100 * r['gemm_fraction'] if r['gemm_fraction'] is not None else None)}% of the step, "
               f"{fmt(100 * r['fraction_of_peak'] if r['fraction_of_peak'] is not None else None, '{:.1f}')}% of f32 peak")
 print("x: bertc examples/s over PyTorch's (above 1: bertc is faster); median steps, wall time incl. the batch upload")
+if facts.get("nli_tf32"):
+    print(f"bertc nli b512 with BC_TF32=1 (TF32 tensor cores in cuBLAS): {facts['nli_tf32']}")
 print()
 p = summary["pipeline"]
 print(f"pipeline: {p['status']}")
