@@ -55,6 +55,44 @@ bool simplify_run(Graph *g, Diag *d);
  * (attention masks, gather indices) to the front so their readers fuse. */
 bool schedule_run(Graph *g, Diag *d);
 
+/* schedule.c — gradient buckets for data-parallel training (runtime/dist.c).
+ * The parameter gradients (Value.grad of every parameter, each value once)
+ * are grouped greedily in the order a run produces them into buckets of at
+ * most `bucket_bytes` (one larger gradient makes a bucket of its own, and a
+ * bucket that reaches the size closes); a bucket also closes before the first step that
+ * reads one of its gradients, so a reader never sees a gradient whose
+ * all-reduce has not been issued. A "step" is what a backend runs at once:
+ * a kernel (cpu, cuda) or a node (interp). Bucket b's gradients are
+ * values[start[b] .. start[b+1]), all computed by step ready_after[b]; the
+ * first step reading any of them is wait_before[b] (n_steps when none does).
+ * ready_after is nondecreasing in b, so every rank issues the same
+ * all-reduces in the same order. */
+typedef struct {
+  int n_buckets, n_steps;
+  int *start;        /* n_buckets + 1 */
+  ValueId *values;   /* start[n_buckets] gradients, in production order */
+  int64_t *bytes;    /* per bucket */
+  int *ready_after;  /* per bucket */
+  int *wait_before;  /* per bucket */
+  int64_t total_bytes;
+} GradBuckets;
+/* step_of[i]: the step computing node i of g (nondecreasing over the node
+ * order); NULL = node i is step i. bucket_bytes <= 0 means the default. False
+ * (with an error naming the value and step) when a step both produces a
+ * gradient and reads it, as a kernel fusing a gradient with its optimizer
+ * update would; *out is then empty. A graph without gradients gets zero
+ * buckets. Free with grad_buckets_free. */
+bool grad_buckets_build(const Graph *g, const int *step_of, int64_t bucket_bytes, GradBuckets *out, Diag *d);
+void grad_buckets_free(GradBuckets *b);
+/* Readable listing: per bucket its bytes, the step after which it is ready,
+ * the first step reading it, and its gradients with dtype and shape.
+ * step_names[s] names step s (kernels); NULL names steps by their node. */
+void grad_buckets_print(const Graph *g, const GradBuckets *b, const char *const *step_names, FILE *f);
+/* The bucket size data-parallel training uses: BC_DIST_BUCKET_BYTES, else
+ * 256 KiB (262144): the small BERT's ~1 MB of gradients besides the
+ * embedding tables then make 5-6 buckets spread over its backward pass. */
+int64_t grad_bucket_bytes_default(void);
+
 /* pipeline.c */
 typedef struct {
   const char *model_path;

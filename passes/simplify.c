@@ -68,7 +68,8 @@ static uint64_t node_hash(Op op, int n_in, const ValueId *in, const Attrs *attrs
 
 static bool same_node(const Graph *g, ValueId v, Op op, int n_in, const ValueId *in, const Attrs *a) {
   const Node *n = &g->nodes.data[g->values.data[v].node];
-  if (n->op != op || n->n_in != n_in || memcmp(n->in, in, sizeof(ValueId) * (size_t)n_in) != 0) return false;
+  if (n->op != op || n->n_in != n_in) return false;
+  if (n_in > 0 && memcmp(n->in, in, sizeof(ValueId) * (size_t)n_in) != 0) return false;
   Attrs x = canon(&n->a), y = canon(a);
   return memcmp(&x, &y, sizeof x) == 0;
 }

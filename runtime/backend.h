@@ -8,11 +8,16 @@
  * Random ops draw Philox(seed, step, op key, global element index), where
  * the global index of element i of a value with leading batch axis is
  * i + example_offset * (elements per example): one process and N replicas
- * draw the same numbers. */
+ * draw the same numbers.
+ *
+ * Data-parallel training (dist.c) hooks into a run through set_grad_sync:
+ * the backend reports, step by step, when each bucket of parameter
+ * gradients is complete and waits before the optimizer reads it. */
 #ifndef BC_BACKEND_H
 #define BC_BACKEND_H
 
 #include "../graph/ir.h"
+#include "../passes/passes.h"
 
 typedef struct {
   uint64_t seed;
@@ -21,6 +26,37 @@ typedef struct {
 } RunContext;
 
 typedef struct Backend Backend;
+
+/* Data-parallel training (runtime/dist.c) hooks into a backend's run with
+ * these. During exec_run, on the thread running it and in run order, the
+ * backend calls ready(ctx, b, stream) right after the step (kernel or node)
+ * that completes gradient bucket b, and wait(ctx, b, stream) before the
+ * first step reading one of b's gradients (or at the end of the run when
+ * none does), so every bucket is reduced and in place when exec_run returns.
+ * `stream` is the backend's queue of work: NULL on interp and cpu, whose
+ * steps have finished when ready is called and must not start before wait
+ * returns; a GPU backend passes its compute stream, and the hooks enqueue
+ * the all-reduce behind it on a stream of their own and make the compute
+ * stream wait for it (an event), blocking nobody. `step` is optional:
+ * called after every step with its name and host clock span (ns,
+ * CLOCK_MONOTONIC) for BC_TRACE; NULL skips the timing. */
+typedef struct {
+  void (*ready)(void *ctx, int bucket, void *stream);
+  void (*wait)(void *ctx, int bucket, void *stream);
+  void (*step)(void *ctx, int step, const char *name, double t0_ns, double t1_ns);
+  void *ctx;
+} GradSyncHooks;
+
+/* What a backend keeps to call the hooks: the buckets in its own run order
+ * (passes/schedule.c) and, per step, which buckets become ready after it
+ * and which to wait for before it. Backends use the grad_sync_* helpers of
+ * exec.c; nothing else touches the fields. */
+typedef struct {
+  GradBuckets buckets;
+  GradSyncHooks hooks;
+  int *ready_start, *ready_list; /* CSR over steps (n_steps + 1 entries) */
+  int *wait_start, *wait_list;
+} GradSync;
 
 typedef struct Exec {
   const Backend *backend;
@@ -51,6 +87,18 @@ struct Backend {
   bool (*run)(Exec *e, const RunContext *ctx, Diag *d);
   /* Optional (NULL): fills *s; false when the backend keeps no stats. */
   bool (*stats)(Exec *e, ExecStats *s);
+  /* Optional (NULL: the backend cannot train data-parallel). Groups the
+   * parameter gradients into buckets of about bucket_bytes in this
+   * backend's run order and installs the hooks for every later run
+   * (h == NULL removes them). Returns the buckets (owned by the Exec, valid
+   * until the next call or exec_destroy), or NULL with a diagnostic. */
+  const GradBuckets *(*set_grad_sync)(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d);
+  /* Optional (NULL): the address of v's buffer in the backend's own memory
+   * (host memory on interp and cpu, device memory on a GPU) and its element
+   * type there (*t: F32 or I32 on cpu, F64 on interp); NULL when v has no
+   * buffer of its own. Valid until exec_destroy; contents change with runs
+   * and writes. */
+  void *(*value_ptr)(Exec *e, ValueId v, DType *t);
 };
 
 extern const Backend backend_interp;
@@ -70,6 +118,16 @@ bool cuda_device_count(int *n, Diag *d);
  * scatter-add, concat), which it compiles with NVRTC next to the emitted
  * ones; tests compile it too. */
 const char *cuda_lib_source(void);
+/* The compute stream (a CUstream) of a cuda Exec, its device's context made
+ * current: data-parallel hooks order their own streams after it. */
+void *cuda_exec_stream(Exec *e);
+/* Data-parallel training of a cuda Exec through NCCL (runtime/nccl.h):
+ * installs gradient-bucket hooks (as set_grad_sync) that average each
+ * bucket over comm's ranks on a stream of their own, overlapped with the
+ * rest of the backward pass, captured into the step's CUDA graph. comm
+ * must outlive the hooks (set_grad_sync with NULL removes them). */
+struct GpuComm;
+const GradBuckets *cuda_attach_nccl(Exec *e, struct GpuComm *comm, int64_t bucket_bytes, Diag *d);
 
 /* NULL with a diagnostic on failure; the caller frees with exec_destroy. */
 Exec *exec_create(const Backend *b, const Graph *g, Diag *d);
@@ -87,5 +145,24 @@ bool exec_run(Exec *e, const RunContext *ctx, Diag *d);
 bool exec_init_params(Exec *e, uint64_t seed, Diag *d);
 /* Plan and timing numbers of a compiled backend; false when it keeps none. */
 bool exec_stats(Exec *e, ExecStats *s);
+/* Backend.set_grad_sync, with an error naming the backend when it has none. */
+const GradBuckets *exec_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d);
+/* Backend.value_ptr, or NULL when the backend has none. */
+void *exec_value_ptr(Exec *e, ValueId v, DType *t);
+
+/* For backends: builds s (buckets over run_graph, whose node i runs in step
+ * step_of[i], NULL = step i) with the hooks h; false with a diagnostic
+ * (grad_buckets_build). Free with grad_sync_free. */
+bool grad_sync_init(GradSync *s, const Graph *run_graph, const int *step_of, int64_t bucket_bytes,
+                    const GradSyncHooks *h, Diag *d);
+void grad_sync_free(GradSync *s);
+/* Call before step k: waits for the buckets step k reads. */
+void grad_sync_before(const GradSync *s, int k, void *stream);
+/* Call after step k (t0, t1: its span, when s->hooks.step is set): traces
+ * it and issues the buckets it completed. */
+void grad_sync_after(const GradSync *s, int k, const char *name, double t0_ns, double t1_ns, void *stream);
+/* Call at the end of a run of n_run steps: waits for the buckets that no
+ * step before n_run reads. */
+void grad_sync_end(const GradSync *s, int n_run, void *stream);
 
 #endif

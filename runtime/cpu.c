@@ -11,7 +11,10 @@
  * Only materialized values can be read back: inputs, parameters, optimizer
  * state, gradients, outputs, the loss, and whatever fusion left in memory.
  * BC_THREADS=N sets the thread count (default: one per core); BC_PROFILE=1
- * prints the time of every kernel when the Exec is destroyed. */
+ * prints the time of every kernel when the Exec is destroyed. With
+ * data-parallel hooks installed (set_grad_sync, runtime/dist.c) each kernel
+ * is a step: gradient buckets are issued after the kernel completing them
+ * and waited for before the first kernel reading them. */
 #include "backend.h"
 #include "cpu_ops.h"
 #include "threadpool.h"
@@ -50,6 +53,8 @@ typedef struct {
   const KernelRunInfo *info; /* during a run */
   bool profile;
   ExecStats stats;
+  bool have_sync; /* data-parallel hooks (runtime/dist.c) */
+  GradSync sync;
 } Cpu;
 
 static double now_ns(void) {
@@ -102,6 +107,7 @@ static void release(Exec *e) {
     }
     free(idx);
   }
+  if (c->have_sync) grad_sync_free(&c->sync);
   if (c->kernels)
     for (int i = 0; i < c->plan.kernels.n; i++) free(c->kernels[i].bufs);
   free(c->kernels);
@@ -305,10 +311,13 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
   const Graph *g = &c->graph;
   KernelRunInfo info = {ctx->seed, ctx->step, ctx->example_offset};
   double t0 = now_ns(), gemm = 0;
+  const GradSync *sync = c->have_sync ? &c->sync : NULL;
+  bool timed = c->profile || (sync && sync->hooks.step);
   for (int i = 0; i < c->plan.kernels.n; i++) {
     CpuKernel *ck = &c->kernels[i];
     const Kernel *k = ck->k;
-    double ts = (c->profile || k->kind == KERNEL_GEMM) ? now_ns() : 0;
+    if (sync) grad_sync_before(sync, i, NULL);
+    double ts = (timed || k->kind == KERNEL_GEMM) ? now_ns() : 0;
     if (k->kind == KERNEL_LOOP) {
       LoopCall lc = {ck, &info};
       if (ck->n_items <= ck->grain) loop_call(&lc, 0, ck->n_items);
@@ -316,17 +325,41 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
     } else if (!run_library(c, g, k, d)) {
       return false;
     }
-    if (c->profile || k->kind == KERNEL_GEMM) {
-      double dt = now_ns() - ts;
+    if (timed || k->kind == KERNEL_GEMM) {
+      double te = now_ns(), dt = te - ts;
       if (k->kind == KERNEL_GEMM) gemm += dt;
-      ck->ns += dt;
-      ck->calls++;
+      if (c->profile || k->kind == KERNEL_GEMM) {
+        ck->ns += dt;
+        ck->calls++;
+      }
+      if (sync) grad_sync_after(sync, i, k->name, ts, te, NULL);
+    } else if (sync) {
+      grad_sync_after(sync, i, k->name, 0, 0, NULL);
     }
   }
+  if (sync) grad_sync_end(sync, c->plan.kernels.n, NULL);
   c->stats.total_ns += now_ns() - t0;
   c->stats.gemm_ns += gemm;
   c->stats.n_runs++;
   return true;
+}
+
+/* Steps are kernels: node i of the execution-order graph runs in kernel
+ * mem.kernel_of[i]. */
+static const GradBuckets *cpu_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d) {
+  Cpu *c = e->impl;
+  if (c->have_sync) grad_sync_free(&c->sync);
+  c->have_sync = false;
+  if (!h) return NULL;
+  if (!grad_sync_init(&c->sync, &c->graph, c->mem.kernel_of, bucket_bytes, h, d)) return NULL;
+  c->have_sync = true;
+  return &c->sync.buckets;
+}
+
+static void *cpu_value_ptr(Exec *e, ValueId v, DType *t) {
+  Cpu *c = e->impl;
+  *t = e->graph->values.data[v].dtype;
+  return addr_of(c, v);
 }
 
 static bool cpu_stats(Exec *e, ExecStats *s) {
@@ -343,4 +376,6 @@ const Backend backend_cpu = {
     .read = cpu_read,
     .run = cpu_run,
     .stats = cpu_stats,
+    .set_grad_sync = cpu_set_grad_sync,
+    .value_ptr = cpu_value_ptr,
 };

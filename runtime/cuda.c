@@ -23,6 +23,7 @@
  * writes between runs need no further ordering. */
 #include "backend.h"
 #include "cublas.h"
+#include "nccl.h"
 #include "nvrtc.h"
 #include "../codegen/cuda_emit.h"
 #include "../codegen/kernel.h"
@@ -52,7 +53,7 @@
   X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamBeginCapture) X(cuStreamEndCapture) \
   X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy) \
   X(cuEventCreate) X(cuEventRecord) X(cuEventElapsedTime) X(cuEventDestroy) X(cuGetErrorName) \
-  X(cuGetErrorString)
+  X(cuGetErrorString) X(cuStreamWaitEvent)
 
 static struct {
   bool tried, ok;
@@ -221,6 +222,16 @@ typedef struct {
   double compile_ms;
   bool from_cache;
   ExecStats stats;
+  bool have_sync; /* data-parallel hooks (runtime/dist.c), called with the stream */
+  GradSync sync;
+  /* NCCL all-reduce of gradient buckets (cuda_attach_nccl): a stream of its
+   * own, and per bucket an event "computed" and an event "reduced". */
+  GpuComm *comm; /* not owned */
+  CUstream comm_stream;
+  CUevent *ev_ready, *ev_done;
+  int n_ev;
+  bool comm_failed;
+  char comm_error[512];
 } Cuda;
 
 static double now_ns(void) {
@@ -279,6 +290,14 @@ static void release(Exec *e) {
   if (c->stream) D.p_cuStreamSynchronize(c->stream);
   if (c->profile && c->kernels && c->plan.kernels.n) print_profile(c);
   if (c->graph_exec) D.p_cuGraphExecDestroy(c->graph_exec);
+  if (c->have_sync) grad_sync_free(&c->sync);
+  for (int i = 0; i < c->n_ev; i++) {
+    if (c->ev_ready[i]) D.p_cuEventDestroy(c->ev_ready[i]);
+    if (c->ev_done[i]) D.p_cuEventDestroy(c->ev_done[i]);
+  }
+  free(c->ev_ready);
+  free(c->ev_done);
+  if (c->comm_stream) D.p_cuStreamDestroy(c->comm_stream);
   if (c->events) {
     for (int i = 0; i < 2 * c->plan.kernels.n; i++)
       if (c->events[i]) D.p_cuEventDestroy(c->events[i]);
@@ -575,15 +594,24 @@ static bool launch(Cuda *c, int i, Diag *d) {
   return false;
 }
 
+/* Enqueues the whole step. With data-parallel hooks, each kernel is a step
+ * of the gradient schedule: the hooks enqueue a bucket's all-reduce behind
+ * the kernel completing it (on a stream of their own) and make the compute
+ * stream wait for it before the first kernel reading it; inside a capture
+ * they become part of the CUDA graph. */
 static bool launch_all(Cuda *c, Diag *d) {
+  const GradSync *sync = c->have_sync ? &c->sync : NULL;
   for (int i = 0; i < c->plan.kernels.n; i++) {
+    if (sync) grad_sync_before(sync, i, c->stream);
     if (c->profile && !CU(D.p_cuEventRecord(c->events[2 * i], c->stream))) return false;
     if (!launch(c, i, d)) {
       diag_note(d, SRCLOC_NONE, "while launching kernel %s", c->kernels[i].k->name);
       return false;
     }
     if (c->profile && !CU(D.p_cuEventRecord(c->events[2 * i + 1], c->stream))) return false;
+    if (sync) grad_sync_after(sync, i, c->kernels[i].k->name, 0, 0, c->stream);
   }
+  if (sync) grad_sync_end(sync, c->plan.kernels.n, c->stream);
   return true;
 }
 
@@ -617,6 +645,10 @@ static bool cuda_run(Exec *e, const RunContext *ctx, Diag *d) {
   if (!CU(D.p_cuMemcpyDtoHAsync(c->info_host, c->info_dev, sizeof(BcRunInfo), c->stream)) ||
       !CU(D.p_cuStreamSynchronize(c->stream)))
     return false;
+  if (c->comm_failed) {
+    diag_error(d, SRCLOC_NONE, "cuda: gradient all-reduce: %s", c->comm_error);
+    return false;
+  }
   if (c->info_host->error) {
     unsigned code = c->info_host->error;
     const Kernel *k = code <= (unsigned)c->plan.kernels.n ? c->kernels[code - 1].k : NULL;
@@ -644,6 +676,100 @@ static bool cuda_run(Exec *e, const RunContext *ctx, Diag *d) {
 static bool cuda_stats(Exec *e, ExecStats *s) {
   *s = ((Cuda *)e->impl)->stats;
   return true;
+}
+
+/* Steps are kernels, as on cpu. A captured graph is dropped: the next run
+ * captures the step again with (or without) the hooks' work in it. */
+static const GradBuckets *cuda_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d) {
+  Cuda *c = e->impl;
+  if (c->graph_exec) {
+    D.p_cuGraphExecDestroy(c->graph_exec);
+    c->graph_exec = NULL;
+  }
+  if (c->have_sync) grad_sync_free(&c->sync);
+  c->have_sync = false;
+  if (!h) return NULL;
+  if (!grad_sync_init(&c->sync, &c->graph, c->mem.kernel_of, bucket_bytes, h, d)) return NULL;
+  c->have_sync = true;
+  return &c->sync.buckets;
+}
+
+/* Device addresses: the hooks hand them to NCCL. */
+static void *cuda_value_ptr(Exec *e, ValueId v, DType *t) {
+  Cuda *c = e->impl;
+  *t = e->graph->values.data[v].dtype;
+  return (void *)(uintptr_t)addr_of(c, v);
+}
+
+/* The compute stream (a CUstream) and the device's context are current on
+ * return, for the data-parallel hooks' own streams and events. */
+void *cuda_exec_stream(Exec *e) {
+  Cuda *c = e->impl;
+  D.p_cuCtxSetCurrent(c->ctx);
+  return c->stream;
+}
+
+/* ---- NCCL gradient all-reduce ----------------------------------------------
+ * ready(b): the comm stream waits for the compute stream to reach the end of
+ * the kernel completing bucket b, then averages b's gradients in place with
+ * NCCL (one group call); wait(b): the compute stream waits for that. Both
+ * only enqueue: inside a capture they become graph nodes, so the CUDA graph
+ * replays the overlap. A failing call is remembered and reported by the
+ * next run (the hooks cannot return errors). */
+static void comm_fail(Cuda *c, Diag *d) {
+  if (!c->comm_failed) snprintf(c->comm_error, sizeof c->comm_error, "%s", diag_first(d) ? diag_first(d) : "?");
+  c->comm_failed = true;
+}
+
+static void nccl_ready(void *ctx, int b, void *stream) {
+  Cuda *c = ctx;
+  Diag dg, *d = &dg;
+  diag_init(d);
+  const GradBuckets *gb = &c->sync.buckets;
+  bool ok = CU(D.p_cuEventRecord(c->ev_ready[b], (CUstream)stream)) &&
+            CU(D.p_cuStreamWaitEvent(c->comm_stream, c->ev_ready[b], 0)) && gpucomm_group_begin(d);
+  for (int i = gb->start[b]; ok && i < gb->start[b + 1]; i++) {
+    ValueId v = gb->values[i];
+    ok = gpucomm_allreduce_avg_f32(c->comm, addr_of(c, v), (size_t)shape_numel(&c->graph.values.data[v].shape),
+                                   c->comm_stream, d);
+  }
+  ok = ok && gpucomm_group_end(d) && CU(D.p_cuEventRecord(c->ev_done[b], c->comm_stream));
+  if (!ok) comm_fail(c, d);
+  diag_free(d);
+}
+
+static void nccl_wait(void *ctx, int b, void *stream) {
+  Cuda *c = ctx;
+  Diag dg, *d = &dg;
+  diag_init(d);
+  if (!CU(D.p_cuStreamWaitEvent((CUstream)stream, c->ev_done[b], 0))) comm_fail(c, d);
+  diag_free(d);
+}
+
+const GradBuckets *cuda_attach_nccl(Exec *e, GpuComm *comm, int64_t bucket_bytes, Diag *d) {
+  Cuda *c = e->impl;
+  if (!CU(D.p_cuCtxSetCurrent(c->ctx))) return NULL;
+  GradSyncHooks h = {nccl_ready, nccl_wait, NULL, c};
+  const GradBuckets *gb = cuda_set_grad_sync(e, bucket_bytes, &h, d);
+  if (!gb) return NULL;
+  c->comm = comm;
+  if (!c->comm_stream && !CU(D.p_cuStreamCreate(&c->comm_stream, CU_STREAM_NON_BLOCKING))) return NULL;
+  for (int i = 0; i < c->n_ev; i++) {
+    D.p_cuEventDestroy(c->ev_ready[i]);
+    D.p_cuEventDestroy(c->ev_done[i]);
+  }
+  c->n_ev = 0;
+  c->ev_ready = bc_realloc(c->ev_ready, sizeof(CUevent) * (size_t)(gb->n_buckets + 1));
+  c->ev_done = bc_realloc(c->ev_done, sizeof(CUevent) * (size_t)(gb->n_buckets + 1));
+  for (int b = 0; b < gb->n_buckets; b++) {
+    if (!CU(D.p_cuEventCreate(&c->ev_ready[b], CU_EVENT_DISABLE_TIMING))) return NULL;
+    if (!CU(D.p_cuEventCreate(&c->ev_done[b], CU_EVENT_DISABLE_TIMING))) {
+      D.p_cuEventDestroy(c->ev_ready[b]);
+      return NULL;
+    }
+    c->n_ev = b + 1;
+  }
+  return gb;
 }
 
 #else /* built without CUDA headers */
@@ -681,6 +807,24 @@ static bool cuda_stats(Exec *e, ExecStats *s) {
   (void)e, (void)s;
   return false;
 }
+static const GradBuckets *cuda_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d) {
+  (void)e, (void)bucket_bytes, (void)h;
+  diag_error(d, SRCLOC_NONE, "cuda: this bertc was built without the CUDA headers");
+  return NULL;
+}
+static void *cuda_value_ptr(Exec *e, ValueId v, DType *t) {
+  (void)e, (void)v, (void)t;
+  return NULL;
+}
+void *cuda_exec_stream(Exec *e) {
+  (void)e;
+  return NULL;
+}
+const GradBuckets *cuda_attach_nccl(Exec *e, GpuComm *comm, int64_t bucket_bytes, Diag *d) {
+  (void)e, (void)comm, (void)bucket_bytes;
+  diag_error(d, SRCLOC_NONE, "cuda: this bertc was built without the CUDA headers");
+  return NULL;
+}
 #endif
 
 const Backend backend_cuda = {
@@ -692,4 +836,6 @@ const Backend backend_cuda = {
     .read = cuda_read,
     .run = cuda_run,
     .stats = cuda_stats,
+    .set_grad_sync = cuda_set_grad_sync,
+    .value_ptr = cuda_value_ptr,
 };

@@ -2,8 +2,11 @@
  * name, the Exec handle's life cycle, argument checks, and drawing initial
  * values of parameters and optimizer state.
  *
+ * Also the backend-independent half of the data-parallel hooks
+ * (grad_sync_*: which buckets to issue after and wait for before each step).
+ *
  * Not here: any computation (each backend's run) or host buffers beyond the
- * temporary one used by exec_init_params.
+ * temporary one used by exec_init_params; collectives (dist.c).
  *
  * Invariant: initial values depend only on (seed, value name, shape, init),
  * never on the backend or the graph, so a parameter shared by name between
@@ -173,4 +176,70 @@ bool exec_init_params(Exec *e, uint64_t seed, Diag *d) {
   const Graph *g = e->graph;
   return init_values(e, g->params.data, g->params.n, seed, d) &&
          init_values(e, g->states.data, g->states.n, seed, d);
+}
+
+/* ---- data-parallel hooks (runtime/dist.c drives them) ---- */
+
+const GradBuckets *exec_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d) {
+  if (!e->backend->set_grad_sync) {
+    diag_error(d, SRCLOC_NONE,
+               "backend '%s' cannot train data-parallel yet (no gradient all-reduce hooks); use --device cpu",
+               e->backend->name);
+    return NULL;
+  }
+  return e->backend->set_grad_sync(e, bucket_bytes, h, d);
+}
+
+void *exec_value_ptr(Exec *e, ValueId v, DType *t) {
+  if (!e->backend->value_ptr || v < 0 || v >= e->graph->values.n) return NULL;
+  return e->backend->value_ptr(e, v, t);
+}
+
+/* CSR of buckets by step: at[b] is bucket b's step (-1 or >= n_steps: none). */
+static void by_step(const int *at, int n_buckets, int n_steps, int **start, int **list) {
+  *start = bc_calloc((size_t)n_steps + 2, sizeof(int));
+  *list = bc_malloc(sizeof(int) * (size_t)(n_buckets ? n_buckets : 1));
+  for (int b = 0; b < n_buckets; b++)
+    if (at[b] >= 0 && at[b] < n_steps) (*start)[at[b] + 1]++;
+  for (int k = 0; k < n_steps; k++) (*start)[k + 1] += (*start)[k];
+  int *fill = bc_calloc((size_t)n_steps + 1, sizeof(int));
+  for (int b = 0; b < n_buckets; b++)
+    if (at[b] >= 0 && at[b] < n_steps) (*list)[(*start)[at[b]] + fill[at[b]]++] = b;
+  free(fill);
+}
+
+bool grad_sync_init(GradSync *s, const Graph *run_graph, const int *step_of, int64_t bucket_bytes,
+                    const GradSyncHooks *h, Diag *d) {
+  memset(s, 0, sizeof(*s));
+  if (!grad_buckets_build(run_graph, step_of, bucket_bytes, &s->buckets, d)) return false;
+  s->hooks = *h;
+  by_step(s->buckets.ready_after, s->buckets.n_buckets, s->buckets.n_steps, &s->ready_start, &s->ready_list);
+  by_step(s->buckets.wait_before, s->buckets.n_buckets, s->buckets.n_steps, &s->wait_start, &s->wait_list);
+  return true;
+}
+
+void grad_sync_free(GradSync *s) {
+  grad_buckets_free(&s->buckets);
+  free(s->ready_start);
+  free(s->ready_list);
+  free(s->wait_start);
+  free(s->wait_list);
+  memset(s, 0, sizeof(*s));
+}
+
+void grad_sync_before(const GradSync *s, int k, void *stream) {
+  if (k < 0 || k >= s->buckets.n_steps) return;
+  for (int i = s->wait_start[k]; i < s->wait_start[k + 1]; i++) s->hooks.wait(s->hooks.ctx, s->wait_list[i], stream);
+}
+
+void grad_sync_after(const GradSync *s, int k, const char *name, double t0_ns, double t1_ns, void *stream) {
+  if (s->hooks.step) s->hooks.step(s->hooks.ctx, k, name, t0_ns, t1_ns);
+  if (k < 0 || k >= s->buckets.n_steps) return;
+  for (int i = s->ready_start[k]; i < s->ready_start[k + 1]; i++)
+    s->hooks.ready(s->hooks.ctx, s->ready_list[i], stream);
+}
+
+void grad_sync_end(const GradSync *s, int n_run, void *stream) {
+  for (int b = 0; b < s->buckets.n_buckets; b++)
+    if (s->buckets.wait_before[b] >= n_run) s->hooks.wait(s->hooks.ctx, b, stream);
 }

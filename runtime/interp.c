@@ -10,20 +10,31 @@
  * Invariants: every value of the graph, intermediates included, has its own
  * buffer for the Exec's whole life (tests read intermediates); a run
  * computes the nodes in graph order and then applies the assigns in node
- * order; elementwise forwards are the `fwd` expressions of graph/ops.def. */
+ * order; elementwise forwards are the `fwd` expressions of graph/ops.def.
+ * With data-parallel hooks (set_grad_sync, runtime/dist.c) every node is a
+ * step, and gradients are all-reduced as doubles. */
 #include "backend.h"
 #include "philox.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
   int n_values;
   double **buf; /* buf[v]: shape_numel(values[v].shape) doubles */
+  bool have_sync; /* data-parallel hooks (runtime/dist.c); steps are nodes */
+  GradSync sync;
 } Interp;
 
 /* ---- helpers ---------------------------------------------------------- */
+
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
 
 /* Truncates toward zero and wraps to int32 like a two's-complement int32
  * register; NaN and ±inf (i32 division by zero) become 0, pinning what C
@@ -412,6 +423,7 @@ static bool interp_supports_op(Op op) { return op >= 0 && op < OP_COUNT; }
 static void interp_release(Exec *e) {
   Interp *in = e->impl;
   if (!in) return;
+  if (in->have_sync) grad_sync_free(&in->sync);
   for (int i = 0; i < in->n_values; i++) free(in->buf[i]);
   free(in->buf);
   free(in);
@@ -484,10 +496,15 @@ static bool interp_run(Exec *e, const RunContext *ctx, Diag *d) {
   const Graph *g = e->graph;
   Interp *in = e->impl;
   BC_ASSERT(in->n_values == g->values.n); /* the graph must not change after exec_create */
+  const GradSync *sync = in->have_sync ? &in->sync : NULL;
   for (int i = 0; i < g->nodes.n; i++) {
     Step s = {g, in, &g->nodes.data[i], ctx, d};
+    if (sync) grad_sync_before(sync, i, NULL);
+    double t0 = sync && sync->hooks.step ? now_ns() : 0;
     if (!run_node(&s)) return false;
+    if (sync) grad_sync_after(sync, i, op_info[s.n->op].name, t0, sync->hooks.step ? now_ns() : 0, NULL);
   }
+  if (sync) grad_sync_end(sync, g->nodes.n, NULL);
   /* Assigns take effect after every node ran, in node order, so each node
    * of this step saw the old parameters. */
   for (int i = 0; i < g->nodes.n; i++) {
@@ -502,6 +519,21 @@ static bool interp_run(Exec *e, const RunContext *ctx, Diag *d) {
   return true;
 }
 
+static const GradBuckets *interp_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d) {
+  Interp *in = e->impl;
+  if (in->have_sync) grad_sync_free(&in->sync);
+  in->have_sync = false;
+  if (!h) return NULL;
+  if (!grad_sync_init(&in->sync, e->graph, NULL, bucket_bytes, h, d)) return NULL;
+  in->have_sync = true;
+  return &in->sync.buckets;
+}
+
+static void *interp_value_ptr(Exec *e, ValueId v, DType *t) {
+  *t = DTYPE_F64;
+  return ((Interp *)e->impl)->buf[v];
+}
+
 const Backend backend_interp = {
     .name = "interp",
     .supports_op = interp_supports_op,
@@ -510,4 +542,6 @@ const Backend backend_interp = {
     .write = interp_write,
     .read = interp_read,
     .run = interp_run,
+    .set_grad_sync = interp_set_grad_sync,
+    .value_ptr = interp_value_ptr,
 };

@@ -35,7 +35,11 @@ static const char usage[] =
     "  --dump              print the optimized graph in full\n"
     "  --dump-after PASS   print the graph after PASS (expand, autodiff, optim,\n"
     "                      simplify, schedule), the kernels after fuse, the\n"
-    "                      arena layout after memplan, or everything (all)\n"
+    "                      arena layout after memplan, or everything (all);\n"
+    "                      with --train, schedule also lists the gradient\n"
+    "                      buckets data-parallel training all-reduces (their\n"
+    "                      gradients, bytes, and the kernel after which each\n"
+    "                      is ready; size: BC_DIST_BUCKET_BYTES)\n"
     "  --dot FILE          write the optimized graph as Graphviz DOT\n"
     "  --device NAME       backend the plan is for: cpu (default), cuda, cuda:N or\n"
     "                      interp (compiling needs no GPU)\n"
@@ -240,6 +244,25 @@ static int cmd_compile(int argc, char **argv) {
                              &mem, &d))
       goto done;
     have_plan = true;
+  }
+  if (o.train && o.dump_after && (!strcmp(o.dump_after, "schedule") || !strcmp(o.dump_after, "all"))) {
+    /* the gradient buckets of data-parallel training, in the order this
+     * backend runs: kernels (cpu, cuda) or nodes (interp) */
+    GradBuckets gb;
+    const char **names = NULL;
+    if (compiled) {
+      names = bc_malloc(sizeof(char *) * (size_t)(plan.kernels.n + 1));
+      for (int i = 0; i < plan.kernels.n; i++) names[i] = plan.kernels.data[i].name;
+      names[plan.kernels.n] = "(end)";
+    }
+    bool ok = grad_buckets_build(compiled ? &eg : &g, compiled ? mem.kernel_of : NULL, grad_bucket_bytes_default(),
+                                 &gb, &d);
+    if (ok) grad_buckets_print(compiled ? &eg : &g, &gb, names, stdout);
+    grad_buckets_free(&gb);
+    free(names);
+    if (!ok) goto done;
+  }
+  if (compiled) {
     if (late_dump && (!strcmp(late_dump, "fuse") || !strcmp(late_dump, "all"))) {
       printf("# after fuse\n");
       kernel_plan_print(&eg, &plan, stdout);

@@ -1,9 +1,13 @@
 /* bertrun.c — the training command line: `bertrun train`, `bertrun eval`,
  * `bertrun predict` (tasks/train.c does the work). Only this file and
- * bertc.c call exit. */
+ * bertc.c call exit (and runtime/dist.c's MPI_Abort when a collective
+ * times out). `bertrun train` under mpirun is data-parallel training: this
+ * file joins the job (runtime/dist.h) and leaves it when training ends. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "runtime/dist.h"
 #include "tasks/train.h"
 
 static const char usage[] =
@@ -39,6 +43,22 @@ static const char usage[] =
     "                      (default: every 10 seconds)\n"
     "  --resume            continue from the run folder's checkpoint\n"
     "  -h, --help          this text\n"
+    "\n"
+    "data-parallel training: `mpirun -np N bertrun train ...` runs N replicas\n"
+    "(processes) on --device cpu or interp. --batch is the global batch: each\n"
+    "rank trains on batch/N examples of it (N must divide it), gradients are\n"
+    "averaged over ranks in buckets while the backward pass runs, and the loss\n"
+    "curve is that of one process at the same --batch (to float rounding;\n"
+    "pretraining's MLM loss is normalized per rank). Rank 0 broadcasts the\n"
+    "parameters after --init/--resume and alone prints and writes the run\n"
+    "folder; its checkpoints load in one process. Threads per rank default to\n"
+    "cores / ranks on the node. As root add --allow-run-as-root. Environment:\n"
+    "BC_DIST_BUCKET_BYTES (gradient bucket size, default 262144),\n"
+    "BC_DIST_TIMEOUT (seconds a collective may wait for another rank before\n"
+    "the job is aborted, default 120), BC_DIST_CHECK=N (compare the replicas'\n"
+    "parameters every N steps; always at checkpoints and the end),\n"
+    "BC_TRACE=FILE (Chrome trace of kernels and all-reduces; rank R of several\n"
+    "writes FILE.R). eval and predict run in one process.\n"
     "\n"
     "exit status: 0 success, 1 errors (data, model, checkpoint), 2 bad usage.\n";
 
@@ -83,7 +103,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--task")) task = argv[i + 1];
   TrainOptions o;
   train_options_default(&o, task ? task : "snli");
-  bool set_out = false;
+  bool set_out = false, set_threads = false;
   int64_t x;
   double f;
   for (int i = 2; i < argc; i++) {
@@ -107,7 +127,8 @@ int main(int argc, char **argv) {
       if (!eq || eq == v) return bad_usage("--set needs NAME=VALUE, got '%s'", v);
       if (o.n_sets >= TRAIN_MAX_SETS) return bad_usage("%s", "too many --set options");
       char *key = strndup(v, (size_t)(eq - v));
-      o.sets[o.n_sets++] = (Setting){key, eq + 1}; /* lives until exit */
+      o.sets[o.n_sets++] = (Setting){bc_intern(key), eq + 1}; /* interned: lives until exit */
+      free(key);
     } else if (!strcmp(a, "--data")) {
       VAL();
       o.data = v;
@@ -131,6 +152,7 @@ int main(int argc, char **argv) {
       VAL();
       if (!to_i64(v, &x) || x < 1) return bad_usage("--threads needs a positive integer, got '%s'", v);
       setenv("BC_THREADS", v, 1);
+      set_threads = true;
     } else if (!strcmp(a, "--steps") || !strcmp(a, "--epochs") || !strcmp(a, "--batch") ||
                !strcmp(a, "--eval-batch") || !strcmp(a, "--max-len") || !strcmp(a, "--seed") ||
                !strcmp(a, "--save-every") || !strcmp(a, "--max-examples") || !strcmp(a, "--report-every")) {
@@ -162,13 +184,43 @@ int main(int argc, char **argv) {
   }
   Diag d;
   diag_init(&d);
+  const char *np = getenv("OMPI_COMM_WORLD_SIZE");
   if (!strcmp(cmd, "train")) {
     if (!task) return bad_usage("%s", "train needs --task pretrain or --task snli");
     if (n_pos) return bad_usage("unexpected argument '%s'", pos[0]);
+    if (strcmp(task, "pretrain") && strcmp(task, "snli"))
+      return bad_usage("unknown task '%s' (tasks: pretrain, snli)", task);
     if (!set_out) o.out = !strcmp(task, "pretrain") ? "runs/pretrain" : "runs/snli";
-    if (!strcmp(task, "pretrain")) return finish(train_pretrain(&o, &d), &d);
-    if (!strcmp(task, "snli")) return finish(train_snli(&o, &d), &d);
-    return bad_usage("unknown task '%s' (tasks: pretrain, snli)", task);
+    /* ranks sharing a node share its cores */
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!set_threads && !getenv("BC_THREADS") && local && atoi(local) > 1) {
+      long cores = sysconf(_SC_NPROCESSORS_ONLN), per = cores / atoi(local);
+      char buf[32];
+      snprintf(buf, sizeof buf, "%ld", per > 1 ? per : 1);
+      setenv("BC_THREADS", buf, 1);
+    }
+    /* mpirun forwards each write on its own: whole lines keep rank 0's
+     * stderr and stdout from splicing into each other */
+    if (np) setvbuf(stderr, NULL, _IOLBF, 0);
+    o.dist = dist_start(&d);
+    if (!o.dist) return finish(false, &d);
+    bool ok = !strcmp(task, "pretrain") ? train_pretrain(&o, &d) : train_snli(&o, &d);
+    /* Most failures (options, data) happen on every rank alike: give rank 0
+     * time to say so and abort the job before this rank repeats it. */
+    if (!ok && dist_rank(o.dist) > 0) usleep(500000);
+    diag_print(&d, stderr);
+    fflush(stderr);
+    dist_stop(o.dist, ok); /* !ok with several ranks: aborts the job, does not return */
+    diag_free(&d);
+    return ok ? 0 : 1;
+  }
+  if (np && atoi(np) > 1) {
+    const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+    if (!rank || atoi(rank) == 0) /* every rank gets here: say it once */
+      diag_error(&d, (SrcLoc){"<command line>", 0, 0}, "bertrun %s runs in one process: start it without mpirun", cmd);
+    diag_print(&d, stderr);
+    diag_free(&d);
+    return 1;
   }
   if (!strcmp(cmd, "eval")) {
     if (task && strcmp(task, "snli")) return bad_usage("eval supports --task snli, not '%s'", task);

@@ -11,11 +11,19 @@
  *
  * Deliberate choices: a partial last training batch is dropped (the step is
  * compiled for one batch size; d2l keeps it); evaluation pads its last batch
- * and counts only real examples; the loss is the batch mean (D2L.md). */
+ * and counts only real examples; the loss is the batch mean (D2L.md).
+ *
+ * Data parallel (TrainOptions.dist, runtime/dist.h): every rank builds the
+ * same global batch and trains on its slice (Split below); the step is
+ * compiled for the slice; evaluation batches are dealt out round robin and
+ * the counts summed. Everything that writes the run folder or prints runs
+ * on rank 0; everything collective (broadcasts, sums, replica checks) runs
+ * on every rank at the same point of the loop. */
 #include "train.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,6 +31,7 @@
 
 #include "../runtime/backend.h"
 #include "../runtime/checkpoint.h"
+#include "../runtime/dist.h"
 #include "dataset.h"
 #include "report.h"
 #include "snli.h"
@@ -87,6 +96,80 @@ static char *dir_of(const char *path) {
   return s;
 }
 
+/* ---- data parallel ---- */
+
+static bool is_root(const TrainOptions *o) { return dist_rank(o->dist) == 0; }
+
+/* Progress messages: rank 0 only. */
+static void info(const TrainOptions *o, const char *fmt, ...) BC_PRINTF(2, 3);
+static void info(const TrainOptions *o, const char *fmt, ...) {
+  if (!is_root(o)) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+}
+
+/* This rank's part of the global batch. */
+typedef struct {
+  int rank, size;
+  int local;     /* examples per rank */
+  int64_t first; /* global index of the rank's first example in a batch */
+  bool have_batch;
+  DataBatch batch; /* size > 1: the slice */
+  int64_t check_every; /* BC_DIST_CHECK=N: compare the replicas every N steps */
+} Split;
+
+static bool split_init(Split *sp, const TrainOptions *o, Diag *d) {
+  memset(sp, 0, sizeof(*sp));
+  sp->rank = dist_rank(o->dist);
+  sp->size = dist_size(o->dist);
+  if (o->batch % sp->size != 0) {
+    diag_error(d, (SrcLoc){"<command line>", 0, 0},
+               "--batch %d cannot be split evenly over %d ranks (%d %% %d = %d): pass a global batch that "
+               "is a multiple of the number of ranks",
+               o->batch, sp->size, o->batch, sp->size, o->batch % sp->size);
+    return false;
+  }
+  sp->local = o->batch / sp->size;
+  sp->first = (int64_t)sp->rank * sp->local;
+  const char *c = getenv("BC_DIST_CHECK");
+  sp->check_every = c && *c ? atoll(c) : 0;
+  return true;
+}
+
+/* The batch this rank runs: the global one, or rows [first, first+local) of it. */
+static const DataBatch *split_batch(Split *sp, const DataBatch *global) {
+  if (sp->size == 1) return global;
+  if (!sp->have_batch) {
+    data_batch_init(&sp->batch, &global->data, sp->local);
+    sp->have_batch = true;
+  }
+  for (int k = 0; k < global->data.n_fields; k++) {
+    size_t row = (size_t)data_field_row_bytes(&global->data.fields[k]);
+    memcpy(sp->batch.data.fields[k].data, (const char *)global->data.fields[k].data + (size_t)sp->first * row,
+           (size_t)sp->local * row);
+  }
+  memcpy(sp->batch.rows, global->rows + sp->first, sizeof(int32_t) * (size_t)sp->local);
+  int real = global->n_real - (int)sp->first;
+  sp->batch.n_real = real < 0 ? 0 : real > sp->local ? sp->local : real;
+  return &sp->batch;
+}
+
+static void split_free(Split *sp) {
+  if (sp->have_batch) data_batch_free(&sp->batch);
+}
+
+/* Rank 0's parameters, optimizer state, start step and training time, on
+ * every rank (after initialization, --init or --resume on rank 0). */
+static bool sync_start(const TrainOptions *o, Exec *e, int64_t *start, double *time_offset, Diag *d) {
+  double x[2] = {(double)*start, *time_offset};
+  if (!dist_broadcast(o->dist, x, 2, d) || !dist_broadcast_exec(o->dist, e, d)) return false;
+  *start = (int64_t)x[0];
+  *time_offset = x[1];
+  return dist_attach(o->dist, e, d);
+}
+
 /* Settings owned as strings: the user's, then the ones the data decides. */
 typedef struct {
   Setting s[2 * TRAIN_MAX_SETS];
@@ -120,9 +203,15 @@ static bool compile(Graph *g, const char *model, const char *graph, const Sets *
   return pipeline_run(g, &c, d);
 }
 
+/* Under mpirun, `--device cuda` means one GPU per rank: rank r of a node
+ * takes cuda:(its local rank); cuda:N pins every rank to GPU N. */
 static Exec *make_exec(const char *device, const Graph *g, Diag *d) {
   int index;
   const Backend *b = backend_parse(device, &index, d);
+  if (b == &backend_cuda && strcmp(device, "cuda") == 0) {
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (local && *local) index = atoi(local);
+  }
   return b ? exec_create_on(b, index, g, d) : NULL;
 }
 
@@ -243,7 +332,7 @@ static bool save(const char *out, Exec *e, const Graph *g, const char *model, in
 /* --resume: when the run folder has a checkpoint, loads all of it (same
  * vocabulary required) and returns the step and training time it reached;
  * without one the run starts fresh. */
-static bool resume_run(const char *task, const char *ckpt, Exec *e, const Vocab *v, int64_t *start,
+static bool resume_run(const TrainOptions *o, const char *ckpt, Exec *e, const Vocab *v, int64_t *start,
                        double *time_offset, Diag *d) {
   if (!file_exists(ckpt)) return true;
   char hash[32];
@@ -255,7 +344,7 @@ static bool resume_run(const char *task, const char *ckpt, Exec *e, const Vocab 
     *start = m.step;
     const char *t = checkpoint_meta_get(&m, "time_s");
     *time_offset = t ? atof(t) : 0;
-    fprintf(stderr, "%s: resuming from %s at step %lld\n", task, ckpt, (long long)*start);
+    info(o, "%s: resuming from %s at step %lld\n", o->task, ckpt, (long long)*start);
   }
   checkpoint_meta_free(&m);
   return n >= 0;
@@ -275,8 +364,9 @@ static int argmax3(const float *x) {
   return k;
 }
 
-/* Accuracy of `e` (the nli graph, dropout 0) on `ds`, batch by batch. */
-static bool evaluate(Exec *e, const Graph *g, const Dataset *ds, EvalResult *r, Diag *d) {
+/* Accuracy of `e` (the nli graph, dropout 0) on `ds`, batch by batch; with
+ * several ranks each runs every size-th batch and the counts are summed. */
+static bool evaluate(Exec *e, const Graph *g, const Dataset *ds, Dist *dist, EvalResult *r, Diag *d) {
   memset(r, 0, sizeof(*r));
   int B = (int)graph_hparam(g, "batch", 1);
   ValueId logits = output_named(g, "logits");
@@ -291,7 +381,7 @@ static bool evaluate(Exec *e, const Graph *g, const Dataset *ds, EvalResult *r, 
   float *out = bc_malloc(sizeof(float) * (size_t)B * SNLI_N_LABELS);
   bool ok = true;
   const int32_t *labels = dataset_i32(ds, "label");
-  for (int i = 0; ok && i < b.n_batches; i++) {
+  for (int i = dist_rank(dist); ok && i < b.n_batches; i += dist_size(dist)) {
     batcher_fill(&b, ds, i, &db);
     RunContext ctx = {0, 0, 0};
     ok = write_batch(e, g, &db, 0, d) && exec_run(e, &ctx, d) && exec_read(e, logits, out, DTYPE_F32, d);
@@ -305,12 +395,22 @@ static bool evaluate(Exec *e, const Graph *g, const Dataset *ds, EvalResult *r, 
   free(out);
   data_batch_free(&db);
   batcher_free(&b);
+  if (ok && dist_size(dist) > 1) {
+    double x[2 + SNLI_N_LABELS * SNLI_N_LABELS] = {(double)r->n, (double)r->correct};
+    for (int i = 0; i < SNLI_N_LABELS * SNLI_N_LABELS; i++) x[2 + i] = (double)r->confusion[i / SNLI_N_LABELS][i % SNLI_N_LABELS];
+    ok = dist_sum(dist, x, 2 + SNLI_N_LABELS * SNLI_N_LABELS, d);
+    r->n = (int64_t)x[0];
+    r->correct = (int64_t)x[1];
+    for (int i = 0; i < SNLI_N_LABELS * SNLI_N_LABELS; i++) r->confusion[i / SNLI_N_LABELS][i % SNLI_N_LABELS] = (int64_t)x[2 + i];
+  }
   return ok;
 }
 
 /* ---- pretraining ---- */
 
 bool train_pretrain(const TrainOptions *o, Diag *d) {
+  Split sp;
+  if (!split_init(&sp, o, d)) return false;
   const char *dir = data_dir(o->data, d);
   if (!dir || !make_dir(o->out, d)) return false;
   char *path = bc_asprintf("%s/wikitext-2/wiki.train.tokens", dir);
@@ -318,18 +418,20 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   wo.max_len = o->max_len;
   wo.seed = o->seed;
   WikiData w;
-  fprintf(stderr, "pretrain: reading %s\n", path);
+  info(o, "pretrain: reading %s\n", path);
   bool ok = wiki_load(&w, path, &wo, d);
   free(path);
   if (!ok) return false;
   if (o->max_examples > 0 && w.data.n_examples > o->max_examples) dataset_resize(&w.data, (int)o->max_examples);
-  fprintf(stderr, "pretrain: %d examples (%d sentence pairs over max_len %d skipped), vocabulary %d\n",
-          w.data.n_examples, w.n_skipped, w.max_len, w.vocab.n);
+  info(o, "pretrain: %d examples (%d sentence pairs over max_len %d skipped), vocabulary %d\n", w.data.n_examples,
+       w.n_skipped, w.max_len, w.vocab.n);
+  if (sp.size > 1)
+    info(o, "pretrain: %d ranks, %d examples each per step of %d\n", sp.size, sp.local, o->batch);
 
   Sets s;
   sets_init(&s, o->sets, o->n_sets);
   sets_add(&s, "vocab", w.vocab.n);
-  sets_add(&s, "batch", o->batch);
+  sets_add(&s, "batch", sp.local);
   sets_add(&s, "max_len", w.max_len);
   sets_add(&s, "n_pred", w.n_pred);
   Graph g;
@@ -341,14 +443,15 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   bool have_graph = false, have_batch = false;
   ok = false;
   char *vpath = join(o->out, "vocab.txt"), *ckpt = join(o->out, CHECKPOINT_FILE);
-  if (!vocab_save(&w.vocab, vpath, d)) goto done;
+  if (is_root(o) && !vocab_save(&w.vocab, vpath, d)) goto done;
   if (!compile(&g, o->model, "pretrain", &s, true, d)) goto done;
   have_graph = true;
   e = make_exec(o->device, &g, d);
   if (!e || !exec_init_params(e, o->seed, d)) goto done;
   int64_t start = 0;
   double time_offset = 0;
-  if (o->resume && !resume_run("pretrain", ckpt, e, &w.vocab, &start, &time_offset, d)) goto done;
+  if (is_root(o) && o->resume && !resume_run(o, ckpt, e, &w.vocab, &start, &time_offset, d)) goto done;
+  if (!sync_start(o, e, &start, &time_offset, d)) goto done;
   batcher_init(&b, w.data.n_examples, o->batch, true, true);
   data_batch_init(&db, &w.data, o->batch);
   have_batch = true;
@@ -356,7 +459,7 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
     diag_error(d, SRCLOC_NONE, "batch %d is larger than the %d pretraining examples", o->batch, w.data.n_examples);
     goto done;
   }
-  if (!metrics_log_open(&log, o->out, start > 0 ? start : METRICS_FRESH, d)) goto done;
+  if (is_root(o) && !metrics_log_open(&log, o->out, start > 0 ? start : METRICS_FRESH, d)) goto done;
   ProgressConfig pc = {0};
   pc.task = "pretrain";
   pc.every_steps = o->report_every;
@@ -364,55 +467,68 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   pc.total_steps = o->steps;
   pc.start_step = start;
   pc.time_offset_s = time_offset;
-  prog = progress_start(stderr, &pc);
+  prog = progress_start(is_root(o) ? stderr : NULL, &pc);
   ValueId mlm = output_named(&g, "mlm_loss"), nsp = output_named(&g, "nsp_loss");
   double sum_mlm = 0, sum_nsp = 0, train_s = time_offset;
   int64_t n_sum = 0;
   int cur_epoch = -1;
   for (int64_t step = start; step < o->steps; step++) {
+    dist_step(o->dist, step);
     int epoch = (int)(step / b.n_batches);
     if (epoch != cur_epoch) {
       batcher_set_epoch(&b, o->seed, epoch);
       cur_epoch = epoch;
     }
     batcher_fill(&b, &w.data, (int)(step % b.n_batches), &db);
-    RunContext ctx = {o->seed, (uint32_t)step, 0};
-    double loss, lm, ln;
+    RunContext ctx = {o->seed, (uint32_t)step, sp.first};
+    double x[3]; /* loss, MLM loss, NSP loss: this rank's, then the means over ranks */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!write_batch(e, &g, &db, o->lr, d) || !exec_run(e, &ctx, d) || !read_scalar(e, g.loss, &loss, d) ||
-        !read_scalar(e, mlm, &lm, d) || !read_scalar(e, nsp, &ln, d))
+    double tt = dist_now_ns();
+    if (!write_batch(e, &g, split_batch(&sp, &db), o->lr, d) || !exec_run(e, &ctx, d) ||
+        !read_scalar(e, g.loss, &x[0], d) || !read_scalar(e, mlm, &x[1], d) || !read_scalar(e, nsp, &x[2], d))
       goto done;
+    dist_trace(o->dist, "step", "step", tt, dist_now_ns(), step);
+    if (!dist_sum(o->dist, x, 3, d)) goto done;
+    for (int i = 0; i < 3; i++) x[i] /= sp.size;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     train_s += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    sum_mlm += lm;
-    sum_nsp += ln;
+    sum_mlm += x[1];
+    sum_nsp += x[2];
     n_sum++;
     Metrics mt = {0};
-    mt.loss = loss;
+    mt.loss = x[0];
     mt.n_examples = o->batch;
     mt.n_extra = 2;
     mt.extra[0].name = "mlm_loss";
-    mt.extra[0].value = lm;
+    mt.extra[0].value = x[1];
     mt.extra[1].name = "nsp_loss";
-    mt.extra[1].value = ln;
+    mt.extra[1].value = x[2];
     const MetricsRecord *rec = progress_update(prog, step + 1, &mt);
-    if (rec && (!metrics_log_append(&log, rec, d) || !metrics_log_plot(&log, "bertc pretrain", d))) goto done;
-    if (o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < o->steps &&
-        !save(o->out, e, &g, o->model, step + 1, o->seed, &w.vocab, train_s, d))
+    if (is_root(o) && rec &&
+        (!metrics_log_append(&log, rec, d) || !metrics_log_plot(&log, "bertc pretrain", d)))
+      goto done;
+    bool save_now = o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < o->steps;
+    if ((save_now || (sp.check_every > 0 && (step + 1) % sp.check_every == 0)) &&
+        !dist_check_replicas(o->dist, e, step + 1, d))
+      goto done;
+    if (save_now && is_root(o) && !save(o->out, e, &g, o->model, step + 1, o->seed, &w.vocab, train_s, d))
       goto done;
   }
-  if (!save(o->out, e, &g, o->model, o->steps, o->seed, &w.vocab, train_s, d)) goto done;
+  if (!dist_check_replicas(o->dist, e, o->steps, d)) goto done;
+  if (is_root(o) && !save(o->out, e, &g, o->model, o->steps, o->seed, &w.vocab, train_s, d)) goto done;
   {
     const MetricsRecord *rec = progress_flush(prog);
-    if (rec && (!metrics_log_append(&log, rec, d) || !metrics_log_plot(&log, "bertc pretrain", d))) goto done;
+    if (is_root(o) && rec &&
+        (!metrics_log_append(&log, rec, d) || !metrics_log_plot(&log, "bertc pretrain", d)))
+      goto done;
   }
   char summary[256];
   snprintf(summary, sizeof summary, "MLM loss %.3f, NSP loss %.3f (means over this run); checkpoint %s",
            n_sum ? sum_mlm / (double)n_sum : NAN, n_sum ? sum_nsp / (double)n_sum : NAN, ckpt);
   progress_finish(prog, summary);
   prog = NULL;
-  printf("%s\n", summary);
+  if (is_root(o)) printf("%s\n", summary);
   ok = true;
 done:
   if (prog) progress_finish(prog, NULL);
@@ -421,6 +537,8 @@ done:
     data_batch_free(&db);
     batcher_free(&b);
   }
+  split_free(&sp);
+  dist_detach(o->dist);
   exec_destroy(e);
   if (have_graph) graph_free(&g);
   sets_free(&s);
@@ -469,6 +587,8 @@ static bool vocab_beside(Vocab *v, const char *checkpoint, Diag *d) {
 }
 
 bool train_snli(const TrainOptions *o, Diag *d) {
+  Split sp;
+  if (!split_init(&sp, o, d)) return false;
   const char *dir = data_dir(o->data, d);
   if (!dir || !make_dir(o->out, d)) return false;
   if (!o->init) {
@@ -503,12 +623,13 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   if (!snli_load(&te, tp, 1, &vocab, o->max_len, d)) goto done;
   have_te = true;
   if (o->max_examples > 0 && tr.data.n_examples > o->max_examples) dataset_resize(&tr.data, (int)o->max_examples);
-  fprintf(stderr, "snli: %d training examples (%d files, %d unlabeled '-' rows dropped), %d test examples\n",
-          tr.data.n_examples, n_train, tr.n_skipped, te.data.n_examples);
-  if (!vocab_save(&vocab, vpath, d)) goto done;
+  info(o, "snli: %d training examples (%d files, %d unlabeled '-' rows dropped), %d test examples\n",
+       tr.data.n_examples, n_train, tr.n_skipped, te.data.n_examples);
+  if (sp.size > 1) info(o, "snli: %d ranks, %d examples each per step of %d\n", sp.size, sp.local, o->batch);
+  if (is_root(o) && !vocab_save(&vocab, vpath, d)) goto done;
 
   sets_add(&s, "vocab", vocab.n);
-  sets_add(&s, "batch", o->batch);
+  sets_add(&s, "batch", sp.local);
   sets_add(&s, "max_len", o->max_len);
   sets_add(&se, "vocab", vocab.n);
   sets_add(&se, "batch", o->eval_batch);
@@ -526,15 +647,17 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   vocab_hash_str(&vocab, hash);
   int64_t start = 0;
   double time_offset = 0;
-  if (o->resume && file_exists(ckpt)) {
-    if (!resume_run("snli", ckpt, e, &vocab, &start, &time_offset, d)) goto done;
+  if (!is_root(o)) {
+    /* rank 0's parameters arrive in sync_start */
+  } else if (o->resume && file_exists(ckpt)) {
+    if (!resume_run(o, ckpt, e, &vocab, &start, &time_offset, d)) goto done;
   } else {
     CheckpointLoadOptions lo = {CHECKPOINT_LOAD_PARAMS_PRESENT, hash};
     int n = checkpoint_load(o->init, e, &lo, NULL, d);
     if (n < 0) goto done;
-    fprintf(stderr, "snli: %d of %d parameter tensors initialized from %s, the rest new\n", n, g.params.n,
-            o->init);
+    info(o, "snli: %d of %d parameter tensors initialized from %s, the rest new\n", n, g.params.n, o->init);
   }
+  if (!sync_start(o, e, &start, &time_offset, d)) goto done;
   batcher_init(&b, tr.data.n_examples, o->batch, true, true);
   data_batch_init(&db, &tr.data, o->batch);
   have_batch = true;
@@ -543,7 +666,7 @@ bool train_snli(const TrainOptions *o, Diag *d) {
     goto done;
   }
   int64_t total = (int64_t)o->epochs * b.n_batches;
-  if (!metrics_log_open(&log, o->out, start > 0 ? start : METRICS_FRESH, d)) goto done;
+  if (is_root(o) && !metrics_log_open(&log, o->out, start > 0 ? start : METRICS_FRESH, d)) goto done;
   ProgressConfig pc = {0};
   pc.task = "snli";
   pc.every_steps = o->report_every;
@@ -553,69 +676,84 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   pc.start_step = start;
   pc.time_offset_s = time_offset;
   pc.has_acc = true;
-  prog = progress_start(stderr, &pc);
+  prog = progress_start(is_root(o) ? stderr : NULL, &pc);
   ValueId logits = output_named(&g, "logits");
-  logits_buf = bc_malloc(sizeof(float) * (size_t)o->batch * SNLI_N_LABELS);
+  logits_buf = bc_malloc(sizeof(float) * (size_t)sp.local * SNLI_N_LABELS);
   const int32_t *labels = dataset_i32(&tr.data, "label");
   double ep_loss = 0, ep_correct = 0, ep_n = 0, train_s = time_offset, test_acc = NAN;
   int64_t train_examples = 0;
   for (int64_t step = start; step < total; step++) {
+    dist_step(o->dist, step);
     int epoch = (int)(step / b.n_batches);
     if (step % b.n_batches == 0 || step == start) {
       batcher_set_epoch(&b, o->seed, epoch);
       if (step % b.n_batches == 0) ep_loss = ep_correct = ep_n = 0;
     }
     batcher_fill(&b, &tr.data, (int)(step % b.n_batches), &db);
-    RunContext ctx = {o->seed, (uint32_t)step, 0};
-    double loss;
+    const DataBatch *lb = split_batch(&sp, &db);
+    RunContext ctx = {o->seed, (uint32_t)step, sp.first};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!write_batch(e, &g, &db, o->lr, d) || !exec_run(e, &ctx, d) || !read_scalar(e, g.loss, &loss, d) ||
+    double tt = dist_now_ns(), x[2]; /* loss (this rank's mean), correct predictions */
+    if (!write_batch(e, &g, lb, o->lr, d) || !exec_run(e, &ctx, d) || !read_scalar(e, g.loss, &x[0], d) ||
         !exec_read(e, logits, logits_buf, DTYPE_F32, d))
       goto done;
+    dist_trace(o->dist, "step", "step", tt, dist_now_ns(), step);
+    x[1] = 0;
+    for (int j = 0; j < lb->n_real; j++) x[1] += argmax3(logits_buf + j * SNLI_N_LABELS) == labels[lb->rows[j]];
+    /* over ranks: the mean of the per-rank means is the global batch mean */
+    if (!dist_sum(o->dist, x, 2, d)) goto done;
+    double loss = x[0] / sp.size, correct = x[1];
     clock_gettime(CLOCK_MONOTONIC, &t1);
     train_s += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     train_examples += o->batch;
-    int correct = 0;
-    for (int j = 0; j < db.n_real; j++) correct += argmax3(logits_buf + j * SNLI_N_LABELS) == labels[db.rows[j]];
     ep_loss += loss * db.n_real;
     ep_correct += correct;
     ep_n += db.n_real;
     Metrics mt = {0};
     mt.loss = loss;
-    mt.acc = (double)correct / db.n_real;
+    mt.acc = correct / db.n_real;
     mt.n_examples = db.n_real;
     const MetricsRecord *rec = progress_update(prog, step + 1, &mt);
-    if (rec && (!metrics_log_append(&log, rec, d) || !metrics_log_plot(&log, "bertc snli", d))) goto done;
+    if (is_root(o) && rec && (!metrics_log_append(&log, rec, d) || !metrics_log_plot(&log, "bertc snli", d)))
+      goto done;
     bool epoch_end = (step + 1) % b.n_batches == 0;
     if (epoch_end) {
       /* d2l evaluates the test set after every epoch, dropout off */
       EvalResult r;
-      if (!copy_params(e, &g, ee, &ge, d) || !evaluate(ee, &ge, &te.data, &r, d)) goto done;
+      if (!copy_params(e, &g, ee, &ge, d) || !evaluate(ee, &ge, &te.data, o->dist, &r, d)) goto done;
       test_acc = r.n ? (double)r.correct / (double)r.n : NAN;
       progress_log(prog, "snli epoch %d: loss %.3f, train acc %.3f, test acc %.3f", epoch + 1,
                    ep_n ? ep_loss / ep_n : NAN, ep_n ? ep_correct / ep_n : NAN, test_acc);
       const MetricsRecord *fr = progress_flush(prog);
       MetricsRecord er = fr ? *fr : metrics_record(step + 1);
       metrics_record_set(&er, "test_acc", test_acc);
-      if (!metrics_log_append(&log, &er, d) || !metrics_log_plot(&log, "bertc snli", d)) goto done;
+      if (is_root(o) && (!metrics_log_append(&log, &er, d) || !metrics_log_plot(&log, "bertc snli", d)))
+        goto done;
     }
-    if ((o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < total))
-      if (!save(o->out, e, &g, o->model, step + 1, o->seed, &vocab, train_s, d)) goto done;
+    bool save_now = o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < total;
+    if ((save_now || (sp.check_every > 0 && (step + 1) % sp.check_every == 0)) &&
+        !dist_check_replicas(o->dist, e, step + 1, d))
+      goto done;
+    if (save_now && is_root(o) && !save(o->out, e, &g, o->model, step + 1, o->seed, &vocab, train_s, d))
+      goto done;
   }
-  if (!save(o->out, e, &g, o->model, total, o->seed, &vocab, train_s, d)) goto done;
+  if (!dist_check_replicas(o->dist, e, total, d)) goto done;
+  if (is_root(o) && !save(o->out, e, &g, o->model, total, o->seed, &vocab, train_s, d)) goto done;
   if (isnan(test_acc)) { /* resumed at the very end: evaluate once */
     EvalResult r;
-    if (!copy_params(e, &g, ee, &ge, d) || !evaluate(ee, &ge, &te.data, &r, d)) goto done;
+    if (!copy_params(e, &g, ee, &ge, d) || !evaluate(ee, &ge, &te.data, o->dist, &r, d)) goto done;
     test_acc = r.n ? (double)r.correct / (double)r.n : NAN;
   }
-  char summary[256];
+  char summary[256], where[64];
   double eps = train_s > time_offset ? (double)train_examples / (train_s - time_offset) : NAN;
+  if (sp.size > 1) snprintf(where, sizeof where, "%s (%d ranks)", o->device, sp.size);
+  else snprintf(where, sizeof where, "%s", o->device);
   snprintf(summary, sizeof summary, "loss %.3f, train acc %.3f, test acc %.3f\n%.1f examples/sec on %s",
-           ep_n ? ep_loss / ep_n : NAN, ep_n ? ep_correct / ep_n : NAN, test_acc, eps, o->device);
+           ep_n ? ep_loss / ep_n : NAN, ep_n ? ep_correct / ep_n : NAN, test_acc, eps, where);
   progress_finish(prog, NULL);
   prog = NULL;
-  printf("%s\n", summary);
+  if (is_root(o)) printf("%s\n", summary);
   ok = true;
 done:
   if (prog) progress_finish(prog, NULL);
@@ -625,6 +763,8 @@ done:
     data_batch_free(&db);
     batcher_free(&b);
   }
+  split_free(&sp);
+  dist_detach(o->dist);
   exec_destroy(e);
   exec_destroy(ee);
   if (have_g) graph_free(&g);
@@ -708,7 +848,7 @@ bool train_eval_snli(const char *checkpoint, const char *data, const char *devic
   SnliData te;
   bool ok = snli_load(&te, tp, 1, &vocab, (int)graph_hparam(&g, "max_len", 128), d);
   EvalResult r;
-  if (ok && (ok = evaluate(e, &g, &te.data, &r, d))) {
+  if (ok && (ok = evaluate(e, &g, &te.data, NULL, &r, d))) {
     printf("test accuracy %.4f (%lld of %lld examples of %s)\n", r.n ? (double)r.correct / (double)r.n : 0,
            (long long)r.correct, (long long)r.n, test_path);
     printf("confusion matrix (rows: gold, columns: predicted)\n%14s", "");

@@ -4,11 +4,14 @@
  *
  * Not here: data parsing (wikitext.c, snli.c), the compiler (passes/) or
  * devices (runtime/). Every function reports user errors through Diag and
- * returns false; it prints progress to stderr and results to stdout. */
+ * returns false; it prints progress to stderr and results to stdout (under
+ * mpirun, rank 0 only). */
 #ifndef BC_TRAIN_H
 #define BC_TRAIN_H
 
 #include "../passes/passes.h"
+
+typedef struct Dist Dist; /* runtime/dist.h */
 
 #define TRAIN_MAX_SETS 64
 #define TRAIN_MAX_FILES 16
@@ -35,6 +38,14 @@ typedef struct {
   int64_t max_examples; /* > 0: use only the first N training examples */
   int64_t report_every; /* steps per progress/metrics record (0: every ~10 s) */
   bool resume;
+  /* Data-parallel job (runtime/dist.h; NULL = one process). With N ranks
+   * the global batch `batch` is split evenly (an error when N does not
+   * divide it): rank r trains on rows [r*batch/N, (r+1)*batch/N) of the
+   * batch one process would draw, with the same dropout masks; gradients
+   * are averaged; parameters and optimizer state start from rank 0's (after
+   * --init or --resume); losses and accuracies are averaged over ranks;
+   * only rank 0 prints progress and writes the run folder. */
+  Dist *dist;
 } TrainOptions;
 
 /* d2l's reference settings for `task`: pretrain 4,000 steps at batch 256,

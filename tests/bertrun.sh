@@ -17,6 +17,7 @@ trap 'rm -rf "$tmp"' EXIT
 tiny=(--set hidden=16 --set ffn=32 --set heads=2 --set layers=1 --max-len 32 --data "$DATA")
 
 check "--help documents train, eval and predict" bash -c "'$BERTRUN' --help | grep -q 'bertrun predict CHECKPOINT'"
+check "train --help documents data-parallel training under mpirun" bash -c "'$BERTRUN' train --help | grep -q 'mpirun -np N bertrun train'"
 check "no arguments is a usage error (2)" bash -c "'$BERTRUN' >/dev/null 2>&1; [ \$? -eq 2 ]"
 check "train without --task is a usage error (2)" bash -c "'$BERTRUN' train >/dev/null 2>&1; [ \$? -eq 2 ]"
 

@@ -15,13 +15,18 @@
  *  - determinism: two runs of the same steps give the same bits, except the
  *    values cuda.c documents as non-reproducible (scatter-add by atomics);
  *  - a tiny BERT trained 40 steps on the device and on the cpu backend
- *    (interp when the device is cpu): the loss curves agree.
+ *    (interp when the device is cpu): the loss curves agree;
+ *  - data parallel through NCCL with one rank (cuda only): the same code
+ *    path as several GPUs (buckets all-reduced on a stream of their own,
+ *    captured in the CUDA graph) gives bit-identical training (the average
+ *    over one rank is exact).
  * Every failure is printed (value, op, YAML line, error) and the run goes
  * on, so one GPU run shows all of them; each case ends with a summary line,
  * and a table of all cases comes last. */
 #include <stdarg.h>
 
 #include "tests/backend_check.h"
+#include "runtime/nccl.h"
 
 /* Per-value tolerance of a step against interp: the same as test_cpu.c's
  * (f32 against double through ~100 ops, sums over up to 20256 terms;
@@ -320,6 +325,80 @@ TEST(tiny_nli_training_curve_matches) {
 TEST(tiny_pretrain_training_curve_matches) {
   NEED_DEVICE(spec);
   curve_case(spec, "pretrain");
+}
+
+/* ---- data parallel through NCCL, one rank ---- */
+
+TEST(nccl_one_rank_matches_plain_training) {
+  NEED_DEVICE(spec);
+  if (strncmp(spec, "cuda", 4) != 0) TEST_SKIP("NCCL is for cuda devices");
+  Diag d;
+  diag_init(&d);
+  if (!gpucomm_available(&d)) {
+    diag_print(&d, stderr);
+    diag_free(&d);
+    TEST_SKIP("libnccl.so.2 cannot be loaded");
+  }
+  case_begin();
+  enum { STEPS = 6 };
+  Graph g;
+  CHECK(check_compile(&g, "pretrain", tiny, N_TINY, true));
+  Exec *plain = check_make(spec, &g, 7), *dp = check_make(spec, &g, 7);
+  GpuComm *comm = NULL;
+  const GradBuckets *gb = NULL;
+  if (plain && dp) {
+    unsigned char id[GPUCOMM_ID_BYTES];
+    cuda_exec_stream(dp); /* its device's context current for NCCL */
+    if (gpucomm_unique_id(id, &d)) comm = gpucomm_create(id, 1, 0, &d);
+    /* small buckets, so that several all-reduces overlap the backward pass */
+    if (comm) gb = cuda_attach_nccl(dp, comm, 1024, &d);
+  }
+  diag_print(&d, stderr);
+  CHECK(comm && gb && gb->n_buckets >= 2);
+  /* After one step every parameter but the embedding tables (updated from
+   * scatter-add sums, whose atomics add in a varying order) must be
+   * bit-identical; later steps start from those tables, so from step 2 on
+   * only the losses are compared: within 1e-3 relative, the drift of two
+   * cuda runs (rounding noise amplified by Adam), as curve_tol allows for
+   * cuda against cpu. Steps 2-6 replay the captured graph with the hooks. */
+  int n_params = 0, n_diff = 0, n_bad_loss = 0;
+  double loss_a = NAN, loss_b = NAN;
+  for (int s = 0; gb && s < STEPS; s++) {
+    Exec *es[2] = {plain, dp};
+    bert_batch_fill(es, 2, &g, 300 + (uint32_t)s, 0.01);
+    RunContext ctx = {7, (uint32_t)s, 0};
+    CHECK(exec_run(plain, &ctx, &d) && exec_run(dp, &ctx, &d));
+    CHECK(exec_read(plain, g.loss, &loss_a, DTYPE_F64, &d) && exec_read(dp, g.loss, &loss_b, DTYPE_F64, &d));
+    if (!(fabs(loss_a - loss_b) <= 1e-3 * fabs(loss_a))) {
+      n_bad_loss++;
+      fprintf(stderr, "  nccl: step %d loss %.9g, plain %.9g\n", s, loss_b, loss_a);
+    }
+    for (int i = 0; s == 0 && i < g.values.n; i++) {
+      const Value *v = &g.values.data[i];
+      if (v->kind != VALUE_PARAM) continue;
+      int64_t n = shape_numel(&v->shape);
+      float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+      CHECK(exec_read(plain, i, a, DTYPE_F32, &d) && exec_read(dp, i, b, DTYPE_F32, &d));
+      n_params++;
+      bool table = strstr(v->name, "embedding.table") != NULL; /* token and segment tables */
+      if (memcmp(a, b, sizeof(float) * (size_t)n) != 0 && !table) {
+        n_diff++;
+        fprintf(stderr, "  nccl: parameter %s differs from plain training after one step\n", v->name);
+      }
+      free(a);
+      free(b);
+    }
+  }
+  diag_print(&d, stderr);
+  diag_free(&d);
+  CHECK_MSG(n_params > 0 && n_diff == 0, "%d of %d parameters differ after one step", n_diff, n_params);
+  CHECK_MSG(n_bad_loss == 0, "%d of %d steps' losses differ", n_bad_loss, STEPS);
+  case_end("nccl one rank vs plain", "%s, %d buckets: %d parameters bit-identical after a step; loss %.6f vs %.6f "
+           "after %d", gpucomm_version_string(), gb ? gb->n_buckets : 0, n_params - n_diff, loss_b, loss_a, STEPS);
+  exec_destroy(plain);
+  exec_destroy(dp);
+  gpucomm_destroy(comm);
+  graph_free(&g);
 }
 
 TEST_MAIN()

@@ -1,0 +1,799 @@
+/* dist.c — data-parallel training across MPI processes (dist.h): Open MPI
+ * loaded at run time, a communication thread that owns every MPI call,
+ * gradient buckets all-reduced while the backward pass runs, collectives
+ * with a timeout, and the BC_TRACE Chrome trace.
+ *
+ * Loading: dlopen("libmpi.so.40") (Debian's Open MPI; else libmpi.so) with
+ * RTLD_GLOBAL (Open MPI's plugins resolve against it); functions by dlsym,
+ * typed from mpi.h's prototypes; the predefined handles are the global
+ * objects Open MPI exports (MPI_COMM_WORLD is &ompi_mpi_comm_world, ...).
+ * Nothing from MPI is linked; built without mpi.h, running under mpirun is
+ * an error that says so.
+ *
+ * Threads: the communication thread calls MPI_Init_thread(FUNNELED) and
+ * then every other MPI function; the training thread queues requests (a
+ * mutex and two condition variables) and waits for the ones it needs.
+ * Requests run one at a time in queue order, which is the same on every
+ * rank (buckets become ready in bucket order), so collectives match. Each
+ * is nonblocking (MPI_Iallreduce, MPI_Ibcast, MPI_Ibarrier) and polled
+ * with MPI_Test, with short sleeps so that two ranks on two cores leave the
+ * cores to the kernels, until it completes or BC_DIST_TIMEOUT passes.
+ *
+ * Numerics: a bucket's gradients are copied into one buffer, summed with
+ * MPI_SUM in their own type (f32 on cpu, f64 on interp) and divided by N.
+ * With two ranks the sum is a0 + a1 on both, so the replicas stay bit-
+ * identical (dist_check_replicas verifies it); against one process at the
+ * same global batch the gradients differ only in summation order (each
+ * rank sums its half of the batch first), a few ulps. Exception: the
+ * pretraining MLM loss is a mean weighted by the number of masked tokens of
+ * each rank's slice, so N ranks average N per-slice means instead of one
+ * global one; the gradient is then not the one-process gradient (it is the
+ * usual per-replica normalization of data-parallel training).
+ *
+ * Not here: NCCL and GPUs, splitting batches (tasks/train.c). */
+#include "dist.h"
+#include "nccl.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__has_include) && !defined(BC_NO_MPI) /* BC_NO_MPI: build the stub */
+#if __has_include(<openmpi/mpi.h>)
+#include <openmpi/mpi.h>
+#elif __has_include(<mpi.h>)
+#include <mpi.h>
+#endif
+#endif
+#if defined(OMPI_MAJOR_VERSION)
+#define HAVE_MPI 1
+#define ERROR_STRING_MAX MPI_MAX_ERROR_STRING
+#else
+#define HAVE_MPI 0
+#define ERROR_STRING_MAX 256
+#endif
+
+double dist_now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+static void sleep_ns(long ns) {
+  struct timespec t = {ns / 1000000000L, ns % 1000000000L};
+  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+  }
+}
+
+/* ---- the trace ---------------------------------------------------------- */
+
+enum { TID_TRAIN, TID_COMM, N_TIDS };
+#define TRACE_MAX_EVENTS 1000000
+
+typedef struct {
+  const char *name, *cat;
+  double t0, t1; /* ns */
+  int64_t step;
+  int index;     /* kernel or bucket; -1 */
+  int64_t bytes; /* all-reduce */
+  bool last_grad;
+} TraceEvent;
+
+/* ---- MPI ---------------------------------------------------------------- */
+
+#if HAVE_MPI
+typedef struct {
+  void *lib;
+  __typeof__(MPI_Init_thread) *Init_thread;
+  __typeof__(MPI_Finalize) *Finalize;
+  __typeof__(MPI_Comm_rank) *Comm_rank;
+  __typeof__(MPI_Comm_size) *Comm_size;
+  __typeof__(MPI_Iallreduce) *Iallreduce;
+  __typeof__(MPI_Ibcast) *Ibcast;
+  __typeof__(MPI_Ibarrier) *Ibarrier;
+  __typeof__(MPI_Test) *Test;
+  __typeof__(MPI_Abort) *Abort;
+  __typeof__(MPI_Error_string) *Error_string;
+  MPI_Comm world;
+  MPI_Datatype f32, f64, i32;
+  MPI_Op sum;
+} MpiApi;
+#endif
+
+typedef enum { REQ_BUCKET, REQ_SUM, REQ_BCAST, REQ_BARRIER, REQ_STOP } ReqKind;
+
+typedef struct Req {
+  ReqKind kind;
+  void *buf;
+  int64_t count;
+  DType type;
+  int bucket;    /* REQ_BUCKET */
+  int64_t step;  /* training step when issued */
+  bool ok;       /* REQ_STOP: finalize (true) or abort */
+  bool done;     /* under Dist.mu */
+  struct Req *next;
+} Req;
+
+typedef struct {
+  void *ptr;
+  int64_t count;
+} Part;
+
+typedef struct {
+  Req req;
+  Part *parts;
+  int n_parts;
+  int64_t count, bytes;
+  DType type;
+  void *staging; /* count elements; NULL when the bucket is one gradient */
+} Bucket;
+
+struct Dist {
+  int rank, size;
+  bool mpi;
+  double timeout_s;
+#if HAVE_MPI
+  MpiApi api;
+#endif
+  pthread_t thread;
+  bool thread_started;
+  pthread_mutex_t mu;
+  pthread_cond_t work_cv, done_cv;
+  Req *head, *tail;
+  _Atomic int n_waiting; /* training threads blocked in await */
+  _Atomic int n_pending; /* gradient buckets issued and not yet reduced */
+  bool crowded;          /* ranks x (threads + 1) > cores: see hook_step */
+  bool init_done;
+  char init_error[ERROR_STRING_MAX + 64];
+  /* the attached Exec */
+  Exec *exec;
+  GpuComm *gpu; /* a cuda Exec's gradients go through NCCL */
+  const GradBuckets *buckets;
+  Bucket *bk;
+  int last_grad_step;
+  /* tests */
+  int64_t fault_step;
+  char fault_kind[8];
+  int64_t cur_step;
+  /* trace */
+  char *trace_path;
+  VEC(TraceEvent) events[N_TIDS];
+};
+
+static int my_tid(const Dist *D) {
+  return D->thread_started && pthread_equal(pthread_self(), D->thread) ? TID_COMM : TID_TRAIN;
+}
+
+static void trace_add(Dist *D, TraceEvent ev) {
+  if (!D || !D->trace_path) return;
+  int tid = my_tid(D);
+  if (D->events[tid].n >= TRACE_MAX_EVENTS) return;
+  vec_push(&D->events[tid], ev);
+}
+
+void dist_trace(Dist *D, const char *name, const char *cat, double t0_ns, double t1_ns, int64_t step) {
+  trace_add(D, (TraceEvent){name, cat, t0_ns, t1_ns, step, -1, 0, false});
+}
+
+bool dist_tracing(const Dist *D) { return D && D->trace_path; }
+
+/* Chrome's trace format: complete events ("ph": "X") in microseconds, pid =
+ * rank, tid 0 the training thread and 1 the communication thread. Written
+ * to a temporary file and renamed. */
+static void trace_write(Dist *D) {
+  char *tmp = bc_asprintf("%s.tmp", D->trace_path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) {
+    fprintf(stderr, "rank %d: BC_TRACE: cannot write %s: %s\n", D->rank, tmp, strerror(errno));
+    free(tmp);
+    return;
+  }
+  fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n");
+  static const char *const tid_names[N_TIDS] = {"training", "communication"};
+  for (int t = 0; t < N_TIDS; t++)
+    fprintf(f, "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": %d, \"args\": {\"name\": \"%s\"}},\n",
+            D->rank, t, tid_names[t]);
+  fprintf(f, "{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": 0, \"args\": {\"name\": \"rank %d\"}}",
+          D->rank, D->rank);
+  for (int t = 0; t < N_TIDS; t++)
+    for (int i = 0; i < D->events[t].n; i++) {
+      const TraceEvent *e = &D->events[t].data[i];
+      fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": %d, "
+                 "\"tid\": %d, \"args\": {\"step\": %lld",
+              e->name, e->cat, e->t0 / 1e3, (e->t1 - e->t0) / 1e3, D->rank, t, (long long)e->step);
+      if (e->index >= 0)
+        fprintf(f, ", \"%s\": %d", strcmp(e->cat, "kernel") == 0 ? "kernel" : "bucket", e->index);
+      if (e->bytes) fprintf(f, ", \"bytes\": %lld", (long long)e->bytes);
+      if (e->last_grad) fprintf(f, ", \"last_grad\": 1");
+      fprintf(f, "}}");
+    }
+  fprintf(f, "\n]}\n");
+  bool ok = fflush(f) == 0 && !ferror(f);
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, D->trace_path) != 0)
+    fprintf(stderr, "rank %d: BC_TRACE: cannot write %s: %s\n", D->rank, D->trace_path, strerror(errno));
+  free(tmp);
+}
+
+/* ---- the communication thread ------------------------------------------- */
+
+#if HAVE_MPI
+static const char *mpi_message(Dist *D, int rc, char *buf) {
+  int len = 0;
+  if (D->api.Error_string(rc, buf, &len) != MPI_SUCCESS) snprintf(buf, MPI_MAX_ERROR_STRING, "error %d", rc);
+  return buf;
+}
+
+/* An MPI error inside a collective: the ranks cannot agree any more. */
+static void mpi_fail(Dist *D, const char *call, int rc) {
+  char msg[MPI_MAX_ERROR_STRING];
+  fprintf(stderr, "rank %d: dist: %s failed: %s\n", D->rank, call, mpi_message(D, rc, msg));
+  fflush(stderr);
+  D->api.Abort(D->api.world, 1);
+  _exit(1);
+}
+
+static MPI_Datatype mpi_type(Dist *D, DType t) {
+  return t == DTYPE_F32 ? D->api.f32 : t == DTYPE_F64 ? D->api.f64 : D->api.i32;
+}
+
+/* Polls r until it completes; past the timeout, aborts the job. Open MPI
+ * progresses a nonblocking collective only inside MPI calls on each rank,
+ * so the poll interval is its latency: while the training thread waits for
+ * this rank's requests there is nothing else to run and polls are back to
+ * back (yielding the core); while kernels run, polls are 20 us naps apart
+ * (timer slack 1 us, see comm_main) so two ranks on two cores keep the
+ * cores for the kernels. */
+static void complete(Dist *D, MPI_Request *r, const char *what, int64_t step, int bucket) {
+  double t0 = dist_now_ns();
+  for (int polls = 0;; polls++) {
+    int flag = 0, rc = D->api.Test(r, &flag, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Test", rc);
+    if (flag) return;
+    if ((dist_now_ns() - t0) / 1e9 > D->timeout_s) {
+      char where[64] = "";
+      if (bucket >= 0) snprintf(where, sizeof where, " of gradient bucket %d", bucket);
+      if (step >= 0) snprintf(where + strlen(where), sizeof where - strlen(where), " (step %lld)", (long long)step);
+      fprintf(stderr, "rank %d: %s%s timed out after %g s: another rank died or hangs\n", D->rank, what, where,
+              D->timeout_s);
+      fflush(stderr);
+      D->api.Abort(D->api.world, 1);
+      _exit(1);
+    }
+    if (polls < 16 || atomic_load_explicit(&D->n_waiting, memory_order_relaxed) > 0) sched_yield();
+    else sleep_ns(20000);
+  }
+}
+
+static void run_bucket(Dist *D, Bucket *b) {
+  double t0 = dist_now_ns();
+  size_t esz = dtype_size(b->type);
+  void *buf = b->staging ? b->staging : b->parts[0].ptr;
+  if (b->staging) {
+    char *p = b->staging;
+    for (int i = 0; i < b->n_parts; i++) {
+      memcpy(p, b->parts[i].ptr, (size_t)b->parts[i].count * esz);
+      p += (size_t)b->parts[i].count * esz;
+    }
+  }
+  MPI_Request r;
+  int rc = D->api.Iallreduce(MPI_IN_PLACE, buf, (int)b->count, mpi_type(D, b->type), D->api.sum, D->api.world, &r);
+  if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Iallreduce", rc);
+  complete(D, &r, "all-reduce", b->req.step, b->req.bucket);
+  /* the average: the sum divided by N, correctly rounded (exact for N = 1, 2, 4...) */
+  char *p = buf;
+  for (int i = 0; i < b->n_parts; i++) {
+    int64_t n = b->parts[i].count;
+    if (b->type == DTYPE_F32) {
+      float *src = (float *)p, *dst = b->parts[i].ptr, s = (float)D->size;
+      for (int64_t j = 0; j < n; j++) dst[j] = src[j] / s;
+    } else if (b->type == DTYPE_F64) {
+      double *src = (double *)p, *dst = b->parts[i].ptr, s = (double)D->size;
+      for (int64_t j = 0; j < n; j++) dst[j] = src[j] / s;
+    }
+    p += (size_t)n * esz;
+  }
+  trace_add(D, (TraceEvent){"all-reduce", "allreduce", t0, dist_now_ns(), b->req.step, b->req.bucket, b->bytes, false});
+}
+
+/* Runs one request; false when the thread should end. */
+static bool run_request(Dist *D, Req *q) {
+  MPI_Request r;
+  int rc;
+  switch (q->kind) {
+  case REQ_BUCKET:
+    run_bucket(D, (Bucket *)q);
+    return true;
+  case REQ_SUM:
+    rc = D->api.Iallreduce(MPI_IN_PLACE, q->buf, (int)q->count, mpi_type(D, q->type), D->api.sum, D->api.world, &r);
+    if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Iallreduce", rc);
+    complete(D, &r, "all-reduce of metrics", q->step, -1);
+    return true;
+  case REQ_BCAST:
+    rc = D->api.Ibcast(q->buf, (int)q->count, mpi_type(D, q->type), 0, D->api.world, &r);
+    if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Ibcast", rc);
+    complete(D, &r, "broadcast from rank 0", q->step, -1);
+    return true;
+  case REQ_BARRIER:
+    rc = D->api.Ibarrier(D->api.world, &r);
+    if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Ibarrier", rc);
+    complete(D, &r, "barrier", q->step, -1);
+    return true;
+  case REQ_STOP:
+    if (!q->ok && D->size > 1) {
+      fflush(stderr);
+      D->api.Abort(D->api.world, 1);
+      _exit(1);
+    }
+    rc = D->api.Ibarrier(D->api.world, &r);
+    if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Ibarrier", rc);
+    complete(D, &r, "final barrier", -1, -1);
+    rc = D->api.Finalize();
+    if (rc != MPI_SUCCESS) fprintf(stderr, "rank %d: dist: MPI_Finalize failed (error %d)\n", D->rank, rc);
+    return false;
+  }
+  return true;
+}
+
+static void *comm_main(void *arg) {
+  Dist *D = arg;
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* naps of 20 us, not 20 + 50 */
+  int provided = 0, rc = D->api.Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+  char msg[MPI_MAX_ERROR_STRING];
+  if (rc != MPI_SUCCESS) {
+    snprintf(D->init_error, sizeof D->init_error, "MPI_Init_thread failed: %s", mpi_message(D, rc, msg));
+  } else if (provided < MPI_THREAD_FUNNELED) {
+    snprintf(D->init_error, sizeof D->init_error, "MPI_Init_thread gave thread level %d, below FUNNELED", provided);
+  } else {
+    D->api.Comm_rank(D->api.world, &D->rank);
+    D->api.Comm_size(D->api.world, &D->size);
+  }
+  pthread_mutex_lock(&D->mu);
+  D->init_done = true;
+  pthread_cond_broadcast(&D->done_cv);
+  pthread_mutex_unlock(&D->mu);
+  if (D->init_error[0]) return NULL;
+  for (;;) {
+    pthread_mutex_lock(&D->mu);
+    while (!D->head) pthread_cond_wait(&D->work_cv, &D->mu);
+    Req *q = D->head;
+    D->head = q->next;
+    if (!D->head) D->tail = NULL;
+    pthread_mutex_unlock(&D->mu);
+    bool more = run_request(D, q);
+    pthread_mutex_lock(&D->mu);
+    q->done = true;
+    if (q->kind == REQ_BUCKET) atomic_fetch_sub(&D->n_pending, 1);
+    pthread_cond_broadcast(&D->done_cv);
+    pthread_mutex_unlock(&D->mu);
+    if (!more) return NULL;
+  }
+}
+
+static bool load_mpi(Dist *D, Diag *d) {
+  MpiApi *a = &D->api;
+  const char *names[] = {"libmpi.so.40", "libmpi.so"};
+  char first_error[512] = "";
+  for (int i = 0; i < 2 && !a->lib; i++) {
+    a->lib = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
+    if (!a->lib && !first_error[0]) snprintf(first_error, sizeof first_error, "%s", dlerror());
+  }
+  if (!a->lib) {
+    diag_error(d, SRCLOC_NONE,
+               "dist: started by mpirun but Open MPI cannot be loaded: %s (install openmpi-bin, "
+               "libopenmpi-dev: scripts/install-deps.sh)",
+               first_error);
+    return false;
+  }
+  const char *missing = NULL;
+#define SYM(field, name) \
+  do { \
+    *(void **)&a->field = dlsym(a->lib, name); \
+    if (!a->field && !missing) missing = name; \
+  } while (0)
+  SYM(Init_thread, "MPI_Init_thread");
+  SYM(Finalize, "MPI_Finalize");
+  SYM(Comm_rank, "MPI_Comm_rank");
+  SYM(Comm_size, "MPI_Comm_size");
+  SYM(Iallreduce, "MPI_Iallreduce");
+  SYM(Ibcast, "MPI_Ibcast");
+  SYM(Ibarrier, "MPI_Ibarrier");
+  SYM(Test, "MPI_Test");
+  SYM(Abort, "MPI_Abort");
+  SYM(Error_string, "MPI_Error_string");
+  /* Open MPI's predefined handles are addresses of exported objects */
+  SYM(world, "ompi_mpi_comm_world");
+  SYM(f32, "ompi_mpi_float");
+  SYM(f64, "ompi_mpi_double");
+  SYM(i32, "ompi_mpi_int");
+  SYM(sum, "ompi_mpi_op_sum");
+#undef SYM
+  if (missing) {
+    diag_error(d, SRCLOC_NONE, "dist: the loaded libmpi lacks %s (is it Open MPI 4?)", missing);
+    return false;
+  }
+  return true;
+}
+#endif /* HAVE_MPI */
+
+/* Queues q for the communication thread. */
+static void submit(Dist *D, Req *q) {
+  pthread_mutex_lock(&D->mu);
+  q->done = false;
+  q->next = NULL;
+  if (D->tail) D->tail->next = q;
+  else D->head = q;
+  D->tail = q;
+  pthread_cond_signal(&D->work_cv);
+  pthread_mutex_unlock(&D->mu);
+}
+
+static void await(Dist *D, Req *q) {
+  pthread_mutex_lock(&D->mu);
+  atomic_fetch_add(&D->n_waiting, 1);
+  while (!q->done) pthread_cond_wait(&D->done_cv, &D->mu);
+  atomic_fetch_sub(&D->n_waiting, 1);
+  pthread_mutex_unlock(&D->mu);
+}
+
+static void run_sync(Dist *D, ReqKind kind, void *buf, int64_t count, DType type) {
+  BC_ASSERT(count <= 0x7fffffff && "MPI counts are int");
+  Req q = {0};
+  q.kind = kind;
+  q.buf = buf;
+  q.count = count;
+  q.type = type;
+  q.bucket = -1;
+  q.step = D->cur_step;
+  submit(D, &q);
+  await(D, &q);
+}
+
+/* ---- starting and stopping ---------------------------------------------- */
+
+static bool under_mpirun(void) {
+  const char *s = getenv("OMPI_COMM_WORLD_SIZE"), *r = getenv("PMIX_RANK");
+  return (s && *s) || (r && *r);
+}
+
+Dist *dist_start(Diag *d) {
+  Dist *D = bc_calloc(1, sizeof(*D));
+  D->size = 1;
+  D->fault_step = -1;
+  D->cur_step = -1;
+  D->timeout_s = 120;
+  const char *t = getenv("BC_DIST_TIMEOUT");
+  if (t && *t && atof(t) > 0) D->timeout_s = atof(t);
+  pthread_mutex_init(&D->mu, NULL);
+  pthread_cond_init(&D->work_cv, NULL);
+  pthread_cond_init(&D->done_cv, NULL);
+  if (under_mpirun()) {
+#if HAVE_MPI
+    if (!load_mpi(D, d)) goto fail;
+    D->mpi = true;
+    int rc = pthread_create(&D->thread, NULL, comm_main, D);
+    if (rc != 0) {
+      diag_error(d, SRCLOC_NONE, "dist: cannot start the communication thread: %s", strerror(rc));
+      goto fail;
+    }
+    D->thread_started = true;
+    pthread_mutex_lock(&D->mu);
+    while (!D->init_done) pthread_cond_wait(&D->done_cv, &D->mu);
+    pthread_mutex_unlock(&D->mu);
+    if (D->init_error[0]) {
+      diag_error(d, SRCLOC_NONE, "dist: %s", D->init_error);
+      pthread_join(D->thread, NULL);
+      D->thread_started = false;
+      goto fail;
+    }
+#else
+    diag_error(d, SRCLOC_NONE,
+               "dist: started by mpirun, but this build has no Open MPI support (mpi.h was not found "
+               "when it was compiled: install libopenmpi-dev and rebuild)");
+    goto fail;
+#endif
+  }
+  const char *f = getenv("BC_DIST_TEST_FAULT");
+  if (f && *f) {
+    char kind[8] = "";
+    long long step = -1;
+    if (sscanf(f, "%7[a-z]:%lld", kind, &step) == 2 && (!strcmp(kind, "kill") || !strcmp(kind, "hang"))) {
+      snprintf(D->fault_kind, sizeof D->fault_kind, "%s", kind);
+      D->fault_step = step;
+    }
+  }
+  if (D->mpi) {
+    const char *lt = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), *th = getenv("BC_THREADS");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), local = lt ? atol(lt) : 1, threads = th ? atol(th) : cores;
+    D->crowded = local * ((threads > 0 ? threads : cores) + 1) > cores;
+  }
+  const char *tr = getenv("BC_TRACE");
+  if (tr && *tr) D->trace_path = D->mpi && D->size > 1 ? bc_asprintf("%s.%d", tr, D->rank) : bc_strdup(tr);
+  return D;
+fail:
+  pthread_mutex_destroy(&D->mu);
+  pthread_cond_destroy(&D->work_cv);
+  pthread_cond_destroy(&D->done_cv);
+  free(D);
+  return NULL;
+}
+
+void dist_stop(Dist *D, bool ok) {
+  if (!D) return;
+  dist_detach(D);
+  if (D->thread_started) {
+    Req q = {0};
+    q.kind = REQ_STOP;
+    q.ok = ok;
+    q.step = -1;
+    submit(D, &q);
+    await(D, &q);
+    pthread_join(D->thread, NULL);
+  }
+  /* libmpi stays loaded: Open MPI does not support being unloaded */
+  if (D->trace_path) {
+    trace_write(D);
+    free(D->trace_path);
+  }
+  for (int t = 0; t < N_TIDS; t++) vec_free(&D->events[t]);
+  pthread_mutex_destroy(&D->mu);
+  pthread_cond_destroy(&D->work_cv);
+  pthread_cond_destroy(&D->done_cv);
+  free(D);
+}
+
+int dist_rank(const Dist *D) { return D ? D->rank : 0; }
+int dist_size(const Dist *D) { return D ? D->size : 1; }
+bool dist_is_mpi(const Dist *D) { return D && D->mpi; }
+
+void dist_step(Dist *D, int64_t step) {
+  if (!D) return;
+  D->cur_step = step;
+  if (D->fault_step != step || D->size < 2 || D->rank != D->size - 1) return;
+  fprintf(stderr, "rank %d: BC_DIST_TEST_FAULT: %s at step %lld\n", D->rank, D->fault_kind, (long long)step);
+  fflush(stderr);
+  if (!strcmp(D->fault_kind, "kill")) raise(SIGKILL);
+  for (;;) sleep_ns(1000000000L); /* hang: stop answering */
+}
+
+/* ---- gradient buckets ----------------------------------------------------- */
+
+static void hook_ready(void *ctx, int bucket, void *stream) {
+  (void)stream; /* cpu, interp: the step has finished */
+  Dist *D = ctx;
+  if (!D->bk) return;
+  Bucket *b = &D->bk[bucket];
+  b->req.step = D->cur_step;
+  if (D->trace_path) {
+    double t = dist_now_ns();
+    trace_add(D, (TraceEvent){"ready", "ready", t, t, D->cur_step, bucket, 0, false});
+  }
+  atomic_fetch_add(&D->n_pending, 1);
+  submit(D, &b->req);
+  if (D->crowded) sched_yield();
+}
+
+static void hook_wait(void *ctx, int bucket, void *stream) {
+  (void)stream;
+  Dist *D = ctx;
+  if (!D->bk) return;
+  Bucket *b = &D->bk[bucket];
+  pthread_mutex_lock(&D->mu);
+  bool done = b->req.done;
+  pthread_mutex_unlock(&D->mu);
+  if (done) return;
+  double t0 = dist_now_ns();
+  await(D, &b->req);
+  trace_add(D, (TraceEvent){"wait", "wait", t0, dist_now_ns(), D->cur_step, bucket, 0, false});
+}
+
+/* After every step. On a crowded machine (every core busy with kernels)
+ * a woken communication thread waits for the scheduler to preempt a kernel
+ * thread, which it rarely does within a step: the buckets would only be
+ * reduced once the optimizer blocks on them. Yielding the core between
+ * kernels while a bucket is in flight lets the communication thread poll
+ * then, which is what overlaps the all-reduce with the backward pass. */
+static void hook_step(void *ctx, int step, const char *name, double t0, double t1) {
+  Dist *D = ctx;
+  if (D->trace_path) trace_add(D, (TraceEvent){name, "kernel", t0, t1, D->cur_step, step, 0, step == D->last_grad_step});
+  if (D->crowded && atomic_load_explicit(&D->n_pending, memory_order_relaxed) > 0) sched_yield();
+}
+
+void dist_detach(Dist *D) {
+  if (!D || !D->exec) return;
+  if (D->gpu) { /* the run synchronized its streams: nothing is in flight */
+    Diag d;
+    diag_init(&d);
+    exec_set_grad_sync(D->exec, 0, NULL, &d);
+    diag_free(&d);
+    gpucomm_destroy(D->gpu);
+    D->gpu = NULL;
+    D->buckets = NULL;
+    D->exec = NULL;
+    return;
+  }
+  /* a run that failed half-way may have buckets in flight: the
+   * communication thread still reads them */
+  if (D->bk)
+    for (int i = 0; i < D->buckets->n_buckets; i++) await(D, &D->bk[i].req);
+  Diag d;
+  diag_init(&d);
+  exec_set_grad_sync(D->exec, 0, NULL, &d);
+  diag_free(&d);
+  if (D->bk)
+    for (int i = 0; i < D->buckets->n_buckets; i++) {
+      free(D->bk[i].parts);
+      free(D->bk[i].staging);
+    }
+  free(D->bk);
+  D->bk = NULL;
+  D->buckets = NULL;
+  D->exec = NULL;
+}
+
+/* A cuda Exec: gradients stay on the device and are averaged by NCCL on a
+ * stream of the cuda backend's (cuda_attach_nccl); rank 0 makes the
+ * communicator's id and MPI carries it to the others. */
+static bool attach_gpu(Dist *D, Exec *e, Diag *d) {
+  unsigned char id[GPUCOMM_ID_BYTES] = {0};
+  double words[GPUCOMM_ID_BYTES / sizeof(double)];
+  if (D->rank == 0 && !gpucomm_unique_id(id, d)) return false;
+  memcpy(words, id, sizeof words);
+  if (!dist_broadcast(D, words, (int)(sizeof words / sizeof words[0]), d)) return false;
+  memcpy(id, words, sizeof id);
+  cuda_exec_stream(e); /* the Exec's device current for NCCL */
+  D->gpu = gpucomm_create(id, D->size, D->rank, d);
+  if (!D->gpu) return false;
+  const GradBuckets *gb = cuda_attach_nccl(e, D->gpu, grad_bucket_bytes_default(), d);
+  if (!gb) {
+    gpucomm_destroy(D->gpu);
+    D->gpu = NULL;
+    return false;
+  }
+  D->exec = e;
+  D->buckets = gb;
+  D->last_grad_step = -1;
+  return true;
+}
+
+bool dist_attach(Dist *D, Exec *e, Diag *d) {
+  if (!D) return true;
+  dist_detach(D);
+  if (D->mpi && e->backend == &backend_cuda) return attach_gpu(D, e, d);
+  if (!D->mpi && !D->trace_path) return true;
+  GradSyncHooks h = {hook_ready, hook_wait, D->trace_path || D->crowded ? hook_step : NULL, D};
+  const GradBuckets *gb = exec_set_grad_sync(e, grad_bucket_bytes_default(), &h, d);
+  if (!gb) return false;
+  D->exec = e;
+  D->buckets = gb;
+  D->last_grad_step = -1;
+  for (int i = 0; i < gb->n_buckets; i++)
+    if (gb->ready_after[i] > D->last_grad_step) D->last_grad_step = gb->ready_after[i];
+  if (!D->mpi) return true; /* trace only: ready and wait do nothing */
+  D->bk = bc_calloc((size_t)(gb->n_buckets ? gb->n_buckets : 1), sizeof(Bucket));
+  for (int i = 0; i < gb->n_buckets; i++) {
+    Bucket *b = &D->bk[i];
+    b->req.kind = REQ_BUCKET;
+    b->req.bucket = i;
+    b->req.done = true;
+    b->n_parts = gb->start[i + 1] - gb->start[i];
+    b->parts = bc_calloc((size_t)b->n_parts, sizeof(Part));
+    for (int k = 0; k < b->n_parts; k++) {
+      ValueId v = gb->values[gb->start[i] + k];
+      const Value *val = &e->graph->values.data[v];
+      DType t;
+      void *p = exec_value_ptr(e, v, &t);
+      if (!p || (k > 0 && t != b->type) || t == DTYPE_I32) {
+        diag_error(d, val->loc, "dist: gradient '%s' has no %s buffer on backend '%s'", val->name,
+                   p ? "floating-point" : "host", e->backend->name);
+        dist_detach(D);
+        return false;
+      }
+      b->type = t;
+      b->parts[k] = (Part){p, shape_numel(&val->shape)};
+      b->count += b->parts[k].count;
+    }
+    b->bytes = b->count * (int64_t)dtype_size(b->type);
+    if (b->count > 0x7fffffff) {
+      diag_error(d, SRCLOC_NONE, "dist: gradient bucket %d has %lld elements, more than MPI's int count", i,
+                 (long long)b->count);
+      dist_detach(D);
+      return false;
+    }
+    if (b->n_parts > 1) b->staging = bc_malloc((size_t)b->bytes);
+  }
+  return true;
+}
+
+/* ---- collectives for the training loop ----------------------------------- */
+
+bool dist_sum(Dist *D, double *x, int n, Diag *d) {
+  (void)d;
+  if (!D || !D->mpi || n <= 0) return true;
+  run_sync(D, REQ_SUM, x, n, DTYPE_F64);
+  return true;
+}
+
+bool dist_broadcast(Dist *D, double *x, int n, Diag *d) {
+  (void)d;
+  if (!D || !D->mpi || n <= 0) return true;
+  run_sync(D, REQ_BCAST, x, n, DTYPE_F64);
+  return true;
+}
+
+/* Every parameter, then every state, of e's graph. */
+static int n_tensors(const Graph *g) { return g->params.n + g->states.n; }
+static ValueId tensor_at(const Graph *g, int i) {
+  return i < g->params.n ? g->params.data[i] : g->states.data[i - g->params.n];
+}
+
+bool dist_broadcast_exec(Dist *D, Exec *e, Diag *d) {
+  if (!D || !D->mpi) return true;
+  const Graph *g = e->graph;
+  for (int i = 0; i < n_tensors(g); i++) {
+    ValueId v = tensor_at(g, i);
+    int64_t n = shape_numel(&g->values.data[v].shape);
+    DType t;
+    void *p = exec_value_ptr(e, v, &t);
+    if (p) { /* in place */
+      run_sync(D, REQ_BCAST, p, n, t);
+      continue;
+    }
+    double *x = bc_malloc(sizeof(double) * (size_t)(n ? n : 1)); /* through the host */
+    bool ok = exec_read(e, v, x, DTYPE_F64, d);
+    if (ok) run_sync(D, REQ_BCAST, x, n, DTYPE_F64);
+    ok = ok && exec_write(e, v, x, DTYPE_F64, d);
+    free(x);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/* FNV-1a over the bytes of every parameter and state, as stored. */
+static bool exec_hash(Exec *e, uint64_t *h, Diag *d) {
+  const Graph *g = e->graph;
+  *h = 0xcbf29ce484222325ull;
+  for (int i = 0; i < n_tensors(g); i++) {
+    ValueId v = tensor_at(g, i);
+    int64_t n = shape_numel(&g->values.data[v].shape);
+    DType t;
+    const unsigned char *p = exec_value_ptr(e, v, &t), *bytes = p;
+    double *x = NULL;
+    size_t nb = (size_t)n * (p ? dtype_size(t) : sizeof(double));
+    if (!p) {
+      x = bc_malloc(sizeof(double) * (size_t)(n ? n : 1));
+      if (!exec_read(e, v, x, DTYPE_F64, d)) {
+        free(x);
+        return false;
+      }
+      bytes = (const unsigned char *)x;
+    }
+    for (size_t k = 0; k < nb; k++) *h = (*h ^ bytes[k]) * 0x100000001b3ull;
+    free(x);
+  }
+  return true;
+}
+
+bool dist_check_replicas(Dist *D, Exec *e, int64_t step, Diag *d) {
+  if (!D || !D->mpi || D->size < 2) return true;
+  uint64_t h;
+  if (!exec_hash(e, &h, d)) return false;
+  double mine[2] = {(double)(h >> 32), (double)(h & 0xffffffffu)}, root[2] = {mine[0], mine[1]};
+  run_sync(D, REQ_BCAST, root, 2, DTYPE_F64);
+  double differ = (mine[0] != root[0] || mine[1] != root[1]) ? 1 : 0;
+  run_sync(D, REQ_SUM, &differ, 1, DTYPE_F64);
+  if (differ == 0) return true;
+  diag_error(d, SRCLOC_NONE,
+             "dist: after step %lld, %d of %d ranks hold parameters or optimizer state that differ from rank "
+             "0's: the replicas diverged (a bug)",
+             (long long)step, (int)differ, D->size);
+  return false;
+}

@@ -1,0 +1,85 @@
+/* dist.h — data-parallel training across processes (DESIGN §6): every rank
+ * holds a replica of the parameters and a slice of the global batch; the
+ * gradients are all-reduced (averaged) in buckets while the backward pass
+ * goes on, so the optimizer update is the same on every replica.
+ *
+ * On CPUs the ranks are MPI processes (`mpirun -np N bertrun train ...`).
+ * Open MPI is loaded at run time (dlopen of libmpi.so.40, like the CUDA
+ * libraries); a process started without mpirun never loads it and is rank
+ * 0 of 1, every collective a no-op. All MPI calls run on one communication
+ * thread; the training thread hands it work and waits only where it must
+ * (the optimizer reading a bucket, metrics, broadcasts).
+ *
+ * Every collective has a timeout (BC_DIST_TIMEOUT seconds, default 120): a
+ * rank that died or hangs makes the others print "rank R: <what> timed out
+ * after N s: another rank died or hangs" and MPI_Abort the job. That abort
+ * is the one place below main that ends the process: a collective that
+ * never completes cannot be cancelled, and MPI_Finalize would hang on it.
+ *
+ * GPUs: a cuda Exec's gradient buckets are averaged by NCCL (runtime/nccl.c)
+ * on a stream of the cuda backend's own, overlapped with the backward pass
+ * and captured into its CUDA graph (cuda_attach_nccl); MPI only carries
+ * the NCCL communicator's id from rank 0 to the others, one process per GPU.
+ *
+ * Not here: several devices in one process, splitting batches
+ * (tasks/train.c). */
+#ifndef BC_DIST_H
+#define BC_DIST_H
+
+#include "backend.h"
+
+typedef struct Dist Dist;
+
+/* Joins the job this process belongs to. Under mpirun (OMPI_COMM_WORLD_SIZE
+ * or PMIX_RANK set): loads Open MPI, starts the communication thread, which
+ * calls MPI_Init_thread(FUNNELED). Otherwise: one rank, nothing loaded.
+ * BC_TRACE=FILE starts a Chrome trace (written by dist_stop). NULL with an
+ * error naming the library and its message on failure. */
+Dist *dist_start(Diag *d);
+/* Leaves the job and frees D (NULL: nothing). ok: waits for every rank
+ * (with the timeout), MPI_Finalize, writes the trace. !ok with several
+ * ranks: MPI_Abort(1), which ends the whole job now instead of letting the
+ * others wait for this rank until their timeout; it does not return. */
+void dist_stop(Dist *D, bool ok);
+
+int dist_rank(const Dist *D); /* 0 for NULL */
+int dist_size(const Dist *D); /* 1 for NULL */
+/* Whether MPI is loaded (started by mpirun, even with one rank). */
+bool dist_is_mpi(const Dist *D);
+
+/* Installs the gradient all-reduce on e (buckets of BC_DIST_BUCKET_BYTES,
+ * default 256 KiB, in e's run order): from the next exec_run on, each bucket
+ * is summed over ranks and divided by the number of ranks as soon as the
+ * backward pass has computed it, and the optimizer waits for it. One Exec
+ * at a time; call dist_detach before destroying it. Nothing happens (true)
+ * for one rank without MPI and without BC_TRACE. A cuda Exec goes through
+ * NCCL (BC_TRACE then records no all-reduce spans: they run on the GPU).
+ * False with an error when the backend has no hooks or a gradient has no
+ * buffer. */
+bool dist_attach(Dist *D, Exec *e, Diag *d);
+void dist_detach(Dist *D);
+
+/* Overwrites every parameter and optimizer state of e with rank 0's. */
+bool dist_broadcast_exec(Dist *D, Exec *e, Diag *d);
+/* x[0..n) summed over ranks, in place, in double. */
+bool dist_sum(Dist *D, double *x, int n, Diag *d);
+/* x[0..n) replaced by rank 0's. */
+bool dist_broadcast(Dist *D, double *x, int n, Diag *d);
+/* False with an error when some rank's parameters or optimizer state differ
+ * from rank 0's (bit for bit): the replicas diverged, a bug. */
+bool dist_check_replicas(Dist *D, Exec *e, int64_t step, Diag *d);
+
+/* The training loop calls this at the start of step `step`: it labels the
+ * trace and the timeout messages, and honours BC_DIST_TEST_FAULT=kill:S or
+ * hang:S (tests only: the last rank kills itself with SIGKILL, or stops
+ * answering, at step S). */
+void dist_step(Dist *D, int64_t step);
+
+/* Adds a span [t0_ns, t1_ns] (CLOCK_MONOTONIC, dist_now_ns) of the calling
+ * thread to the trace; nothing without BC_TRACE. name and cat must outlive
+ * D (literals, interned strings). */
+void dist_trace(Dist *D, const char *name, const char *cat, double t0_ns, double t1_ns, int64_t step);
+bool dist_tracing(const Dist *D);
+double dist_now_ns(void);
+
+#endif
