@@ -50,6 +50,9 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # (the time the later stages need at least), and never under 10
 limit() {
   local want=$1 keep=${2:-10} left
+  # what a skipped stage would have needed is not kept for it
+  [ -n "${GPU_CHECK_SKIP_TORCH:-}" ] && keep=$((keep > 150 ? keep - 150 : keep / 4))
+  [ -n "${GPU_CHECK_SKIP_PIPELINE:-}" ] && keep=$((keep > 100 ? keep - 100 : keep / 4))
   left=$((deadline - $(date +%s) - keep))
   [ "$left" -lt 10 ] && left=10
   echo $((want < left ? want : left))
