@@ -65,6 +65,11 @@ Shape shape_of(int rank, ...);
 char *shape_str(const Shape *s, char *buf);
 /* numpy broadcasting of a and b; false when incompatible. */
 bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
+/* Strides, in whole matrices, of the batch dims in[0..in_rank) broadcast to
+ * out[0..out_rank) (numpy: aligned right; size-1 or missing dims get
+ * stride 0): how the batched matmuls of cpu_ops.c and cublas.c step
+ * through an operand. */
+void shape_batch_strides(const Shape *in, int in_rank, const Shape *out, int out_rank, int64_t *st);
 
 typedef enum { VALUE_NODE, VALUE_INPUT, VALUE_PARAM, VALUE_STATE } ValueKind;
 

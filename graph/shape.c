@@ -271,3 +271,21 @@ bool shape_infer(const Graph *g, Op op, int n_in, const ValueId *in, Attrs *a, D
   BC_ASSERT(!"shape rule missing for op");
   return false;
 }
+
+/* Strides (in whole matrices) of batch shape `in` broadcast to `out`
+ * (numpy: aligned right, size-1 or missing dims get stride 0). */
+void shape_batch_strides(const Shape *in, int in_rank, const Shape *out, int out_rank,
+                          int64_t *st) {
+  int64_t acc = 1;
+  for (int i = out_rank - 1; i >= 0; i--) {
+    int ii = i - (out_rank - in_rank);
+    if (ii < 0) {
+      st[i] = 0;
+      continue;
+    }
+    int64_t d = in->dim[ii];
+    BC_ASSERT(d == out->dim[i] || d == 1);
+    st[i] = d == 1 ? 0 : acc;
+    acc *= d;
+  }
+}

@@ -131,6 +131,11 @@ const GradBuckets *cuda_attach_nccl(Exec *e, struct GpuComm *comm, int64_t bucke
 
 /* NULL with a diagnostic on failure; the caller frees with exec_destroy. */
 Exec *exec_create(const Backend *b, const Graph *g, Diag *d);
+/* For backends: n elements converted between F32, I32 and F64 arrays (a
+ * backend buffer and a caller's host array); and the error for a value that
+ * has no buffer of its own (fusion kept it in registers). */
+void exec_convert(const void *src, DType src_t, void *dst, DType dst_t, int64_t n);
+void exec_error_fused_away(Diag *d, const Exec *e, ValueId v);
 /* exec_create on device `device` of b (cuda:N; 0 elsewhere). */
 Exec *exec_create_on(const Backend *b, int device, const Graph *g, Diag *d);
 /* exec_create_on for a device spec (backend_parse). */

@@ -205,28 +205,12 @@ static bool transfer(Exec *e, ValueId v, void *host, DType host_t, bool to_host,
   const Value *val = &e->graph->values.data[v];
   void *buf = addr_of(c, v);
   if (!buf) {
-    diag_error(d, val->loc,
-               "cpu: value '%s' lives only inside a fused kernel; read outputs, the loss, "
-               "parameters, state or gradients (or run with BC_NO_FUSE=1)",
-               val->name);
+    exec_error_fused_away(d, e, v);
     return false;
   }
   int64_t n = shape_numel(&val->shape);
-  for (int64_t i = 0; i < n; i++) {
-    double x;
-    if (to_host) {
-      x = val->dtype == DTYPE_F32 ? ((float *)buf)[i] : ((int32_t *)buf)[i];
-      if (host_t == DTYPE_F32) ((float *)host)[i] = (float)x;
-      else if (host_t == DTYPE_I32) ((int32_t *)host)[i] = (int32_t)x;
-      else ((double *)host)[i] = x;
-    } else {
-      x = host_t == DTYPE_F32 ? ((const float *)host)[i]
-          : host_t == DTYPE_I32 ? ((const int32_t *)host)[i]
-                                : ((const double *)host)[i];
-      if (val->dtype == DTYPE_F32) ((float *)buf)[i] = (float)x;
-      else ((int32_t *)buf)[i] = (int32_t)x;
-    }
-  }
+  if (to_host) exec_convert(buf, val->dtype, host, host_t, n);
+  else exec_convert(host, host_t, buf, val->dtype, n);
   return true;
 }
 

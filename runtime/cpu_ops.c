@@ -204,23 +204,6 @@ CpuGemmPar cpu_gemm_choose(int64_t n_batch, int64_t m, int64_t n, int64_t k, int
   return CPU_GEMM_POOL;
 }
 
-/* Strides (in whole matrices) of batch shape `in` broadcast to `out`
- * (numpy: aligned right, size-1 or missing dims get stride 0). */
-static void batch_strides(const Shape *in, int in_rank, const Shape *out, int out_rank,
-                          int64_t *st) {
-  int64_t acc = 1;
-  for (int i = out_rank - 1; i >= 0; i--) {
-    int ii = i - (out_rank - in_rank);
-    if (ii < 0) {
-      st[i] = 0;
-      continue;
-    }
-    int64_t d = in->dim[ii];
-    BC_ASSERT(d == out->dim[i] || d == 1);
-    st[i] = d == 1 ? 0 : acc;
-    acc *= d;
-  }
-}
 
 void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool trans_a,
               const float *B, const Shape *bs, bool trans_b, float beta, float *C,
@@ -237,8 +220,8 @@ void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool tra
 
   int r = cs->rank - 2;
   int64_t ast[BC_MAX_RANK], bst[BC_MAX_RANK];
-  batch_strides(as, as->rank - 2, cs, r, ast);
-  batch_strides(bs, bs->rank - 2, cs, r, bst);
+  shape_batch_strides(as, as->rank - 2, cs, r, ast);
+  shape_batch_strides(bs, bs->rank - 2, cs, r, bst);
 
   /* Fold trailing batch dims into M where B does not vary along them and
    * A's matrices are consecutive there (A not transposed): those rows of A

@@ -23,22 +23,6 @@
 #ifdef BC_HAVE_CUDA_H
 #include <cublas_api.h>
 
-/* Strides (in whole matrices) of batch shape `in` broadcast to `out`
- * (numpy: aligned right, size-1 or missing dims get stride 0). */
-static void batch_strides(const Shape *in, int in_rank, const Shape *out, int out_rank, int64_t *st) {
-  int64_t acc = 1;
-  for (int i = out_rank - 1; i >= 0; i--) {
-    int ii = i - (out_rank - in_rank);
-    if (ii < 0) {
-      st[i] = 0;
-      continue;
-    }
-    int64_t d = in->dim[ii];
-    BC_ASSERT(d == out->dim[i] || d == 1);
-    st[i] = d == 1 ? 0 : acc;
-    acc *= d;
-  }
-}
 
 void cublas_plan_gemm(const Shape *as, bool trans_a, const Shape *bs, bool trans_b, const Shape *cs,
                       GemmPlan *p) {
@@ -51,8 +35,8 @@ void cublas_plan_gemm(const Shape *as, bool trans_a, const Shape *bs, bool trans
   BC_ASSERT((trans_b ? bs->dim[bs->rank - 2] : bs->dim[bs->rank - 1]) == N);
   int r = cs->rank - 2;
   int64_t ast[BC_MAX_RANK], bst[BC_MAX_RANK];
-  batch_strides(as, as->rank - 2, cs, r, ast);
-  batch_strides(bs, bs->rank - 2, cs, r, bst);
+  shape_batch_strides(as, as->rank - 2, cs, r, ast);
+  shape_batch_strides(bs, bs->rank - 2, cs, r, bst);
   int t = r;
   int64_t fold = 1;
   if (!trans_a) {

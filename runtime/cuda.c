@@ -484,10 +484,7 @@ static bool transfer(Exec *e, ValueId v, void *host, DType host_t, bool to_host,
   const Value *val = &e->graph->values.data[v];
   CUdeviceptr buf = addr_of(c, v);
   if (!buf) {
-    diag_error(d, val->loc,
-               "cuda: value '%s' lives only inside a fused kernel; read outputs, the loss, "
-               "parameters, state or gradients (or run with BC_NO_FUSE=1)",
-               val->name);
+    exec_error_fused_away(d, e, v);
     return false;
   }
   int64_t n = shape_numel(&val->shape);
@@ -497,20 +494,9 @@ static bool transfer(Exec *e, ValueId v, void *host, DType host_t, bool to_host,
   bool ok = CU(D.p_cuCtxSetCurrent(c->ctx));
   if (ok && to_host) {
     ok = CU(D.p_cuMemcpyDtoH(tmp, buf, bytes));
-    for (int64_t i = 0; ok && i < n; i++) {
-      double x = val->dtype == DTYPE_F32 ? ((float *)tmp)[i] : ((int32_t *)tmp)[i];
-      if (host_t == DTYPE_F32) ((float *)host)[i] = (float)x;
-      else if (host_t == DTYPE_I32) ((int32_t *)host)[i] = (int32_t)x;
-      else ((double *)host)[i] = x;
-    }
+    if (ok) exec_convert(tmp, val->dtype, host, host_t, n);
   } else if (ok) {
-    for (int64_t i = 0; i < n; i++) {
-      double x = host_t == DTYPE_F32 ? ((const float *)host)[i]
-                 : host_t == DTYPE_I32 ? ((const int32_t *)host)[i]
-                                       : ((const double *)host)[i];
-      if (val->dtype == DTYPE_F32) ((float *)tmp)[i] = (float)x;
-      else ((int32_t *)tmp)[i] = (int32_t)x;
-    }
+    exec_convert(host, host_t, tmp, val->dtype, n);
     ok = CU(D.p_cuMemcpyHtoD(buf, tmp, bytes));
   }
   free(tmp);

@@ -57,6 +57,25 @@ Exec *exec_create_spec(const char *spec, const Graph *g, Diag *d) {
 
 Exec *exec_create(const Backend *b, const Graph *g, Diag *d) { return exec_create_on(b, 0, g, d); }
 
+void exec_convert(const void *src, DType src_t, void *dst, DType dst_t, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    double x = src_t == DTYPE_F32 ? ((const float *)src)[i]
+               : src_t == DTYPE_I32 ? ((const int32_t *)src)[i]
+                                    : ((const double *)src)[i];
+    if (dst_t == DTYPE_F32) ((float *)dst)[i] = (float)x;
+    else if (dst_t == DTYPE_I32) ((int32_t *)dst)[i] = (int32_t)x;
+    else ((double *)dst)[i] = x;
+  }
+}
+
+void exec_error_fused_away(Diag *d, const Exec *e, ValueId v) {
+  const Value *val = &e->graph->values.data[v];
+  diag_error(d, val->loc,
+             "%s: value '%s' lives only inside a fused kernel; read outputs, the loss, "
+             "parameters, state or gradients (or run with BC_NO_FUSE=1)",
+             e->backend->name, val->name);
+}
+
 Exec *exec_create_on(const Backend *b, int device, const Graph *g, Diag *d) {
   BC_ASSERT(b && g);
   for (int i = 0; i < g->nodes.n; i++) {
