@@ -41,6 +41,13 @@ const Backend *backend_parse(const char *spec, int *device, Diag *d) {
       *device = (int)n;
       return &backend_cuda;
     }
+    if (strchr(spec + 5, ',') || strcmp(spec + 5, "all") == 0) {
+      diag_error(d, SRCLOC_NONE,
+                 "device '%s': one process driving several GPUs is not supported yet; run one process per GPU: "
+                 "mpirun -np N bertrun train ... --device cuda",
+                 spec);
+      return NULL;
+    }
   } else {
     const Backend *b = backend_by_name(spec);
     if (b) return b;

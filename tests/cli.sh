@@ -52,6 +52,8 @@ check "--device interp compiles without kernels" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --device interp | grep -vq '^kernels:'"
 check "an unknown device is an error (1)" bash -c \
   "out=\$('$BERTC' compile models/bert.yaml --device tpu 2>&1); rc=\$?; echo \"\$out\" | grep -q \"unknown device 'tpu'\" && [ \$rc -eq 1 ]"
+check "several GPUs in one process point to mpirun (1)" bash -c \
+  "out=\$('$BERTC' compile models/bert.yaml --device cuda:0,1 2>&1); rc=\$?; echo \"\$out\" | grep -q 'mpirun -np N' && [ \$rc -eq 1 ]"
 check "a missing model file is an error naming it (1)" bash -c \
   "out=\$('$BERTC' compile '$tmp/none.yaml' 2>&1); rc=\$?; echo \"\$out\" | grep -q 'none.yaml: error: cannot open file' && [ \$rc -eq 1 ]"
 check "--device cuda -o writes the CUDA C of every generated kernel, repeats once (no GPU needed)" bash -c \
