@@ -251,7 +251,7 @@ static bool batch_make(Batch *out, const Graph *g, double lr, uint64_t *rng, cha
     float *bf = buf;
     const char *nm = v->name;
     bool is_f = v->dtype == DTYPE_F32;
-    bool want_f = !strcmp(nm, "pred_weights") || !strcmp(nm, "lr");
+    bool want_f = !strcmp(nm, "pred_weights") || !strcmp(nm, "lr") || !strcmp(nm, "mlm_norm");
     if (is_f != want_f && strcmp(nm, "valid_len") != 0) {
       snprintf(err, ERR_LEN, "graph '%s': input '%s' has unexpected dtype %s", g->name, nm,
                dtype_name(v->dtype));
@@ -270,6 +270,11 @@ static bool batch_make(Batch *out, const Graph *g, double lr, uint64_t *rng, cha
     else if (!strcmp(nm, "pred_positions")) memcpy(buf, pp, (size_t)n * 4);
     else if (!strcmp(nm, "mlm_labels")) memcpy(buf, pl, (size_t)n * 4);
     else if (!strcmp(nm, "pred_weights")) memcpy(buf, pw, (size_t)n * 4);
+    else if (!strcmp(nm, "mlm_norm")) { /* one process: sum(pred_weights), as tasks/train.c */
+      double sum = 0;
+      for (int64_t j = 0; pw && j < (int64_t)B * P; j++) sum += pw[j];
+      for (int64_t j = 0; j < n; j++) bf[j] = (float)sum;
+    }
     else if (!strcmp(nm, "nsp_labels") || !strcmp(nm, "label")) {
       int classes = !strcmp(nm, "label") ? 3 : 2;
       for (int64_t j = 0; j < n; j++) bi[j] = rng_int(rng, 0, classes - 1);

@@ -24,11 +24,10 @@
  * With two ranks the sum is a0 + a1 on both, so the replicas stay bit-
  * identical (dist_check_replicas verifies it); against one process at the
  * same global batch the gradients differ only in summation order (each
- * rank sums its half of the batch first), a few ulps. Exception: the
- * pretraining MLM loss is a mean weighted by the number of masked tokens of
- * each rank's slice, so N ranks average N per-slice means instead of one
- * global one; the gradient is then not the one-process gradient (it is the
- * usual per-replica normalization of data-parallel training).
+ * rank sums its half of the batch first), a few ulps. That holds for
+ * pretraining too because its MLM loss divides by the GLOBAL batch's masked-
+ * token count over N (graph input mlm_norm, set by tasks/train.c), not by
+ * the rank's own count.
  *
  * Not here: NCCL and GPUs, splitting batches (tasks/train.c). */
 #include "dist.h"

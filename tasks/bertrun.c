@@ -49,7 +49,7 @@ static const char usage[] =
     "rank trains on batch/N examples of it (N must divide it), gradients are\n"
     "averaged over ranks in buckets while the backward pass runs, and the loss\n"
     "curve is that of one process at the same --batch (to float rounding;\n"
-    "pretraining's MLM loss is normalized per rank). Rank 0 broadcasts the\n"
+    "the MLM loss is normalized by the global batch). Rank 0 broadcasts the\n"
     "parameters after --init/--resume and alone prints and writes the run\n"
     "folder; its checkpoints load in one process. Threads per rank default to\n"
     "cores / ranks on the node. As root add --allow-run-as-root. Environment:\n"

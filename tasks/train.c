@@ -14,9 +14,10 @@
  * and counts only real examples; the loss is the batch mean (D2L.md).
  *
  * Data parallel (TrainOptions.dist, runtime/dist.h): every rank builds the
- * same global batch and trains on its slice (Split below); the step is
- * compiled for the slice; evaluation batches are dealt out round robin and
- * the counts summed. Everything that writes the run folder or prints runs
+ * same global batch and trains on its slice (Split below), with
+ * pretraining's MLM normalizer taken from the global batch (write_mlm_norm);
+ * the step is compiled for the slice; evaluation batches are dealt out
+ * round robin and the counts summed. Everything that writes the run folder or prints runs
  * on rank 0; everything collective (broadcasts, sums, replica checks) runs
  * on every rank at the same point of the loop. */
 #include "train.h"
@@ -235,6 +236,31 @@ static bool write_batch(Exec *e, const Graph *g, const DataBatch *b, double lr, 
     if (!exec_write(e, lv, &x, DTYPE_F32, d)) return false;
   }
   return true;
+}
+
+/* Pretraining's MLM normalizer, the graph input mlm_norm (models/bert.yaml,
+ * pretrain_loss_normed: mlm_loss = sum(ce * w) / (mlm_norm + 1e-8)): the sum
+ * W of the GLOBAL batch's pred_weights over N ranks, W / N. Every rank
+ * builds the same global batch, so each computes it alone; rank r's MLM
+ * loss is then N * sum_r(ce * w) / (W + N * 1e-8), and the mean over ranks
+ * (the all-reduce of the gradients, the reported loss) is the one-process
+ * loss up to eps and summation order. The weights are 0/1, so W is an exact
+ * integer and with N = 1 the graph computes d2l's sum(w) + 1e-8 bit for
+ * bit, also on the interpreter (written as f64). No-op for graphs without
+ * the input (tiny/bert.yaml normalizes in the graph). */
+static bool write_mlm_norm(Exec *e, const Graph *g, const DataBatch *global, int n_ranks, Diag *d) {
+  ValueId v = graph_find(g, "mlm_norm");
+  if (v < 0) return true;
+  const DataField *f = dataset_field(&global->data, "pred_weights");
+  if (!f || f->dtype != DATA_F32) {
+    diag_error(d, SRCLOC_NONE, "graph '%s' has input mlm_norm but the data have no pred_weights", g->name);
+    return false;
+  }
+  const float *w = f->data; /* (batch_size, n_pred) */
+  double sum = 0;
+  for (int64_t i = 0, n = (int64_t)global->batch_size * f->width; i < n; i++) sum += w[i];
+  double x = sum / n_ranks;
+  return exec_write(e, v, &x, DTYPE_F64, d);
 }
 
 static bool read_scalar(Exec *e, ValueId v, double *out, Diag *d) {
@@ -485,7 +511,8 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     double tt = dist_now_ns();
-    if (!write_batch(e, &g, split_batch(&sp, &db), o->lr, d) || !exec_run(e, &ctx, d) ||
+    if (!write_batch(e, &g, split_batch(&sp, &db), o->lr, d) || !write_mlm_norm(e, &g, &db, sp.size, d) ||
+        !exec_run(e, &ctx, d) ||
         !read_scalar(e, g.loss, &x[0], d) || !read_scalar(e, mlm, &x[1], d) || !read_scalar(e, nsp, &x[2], d))
       goto done;
     dist_trace(o->dist, "step", "step", tt, dist_now_ns(), step);

@@ -2,7 +2,8 @@
  * of models/bert.yaml (pretrain or nli), sized from the graph's hparams:
  * <cls> first, valid lengths in [4, max_len], segments 0 then 1, prediction
  * positions inside the valid part and distinct within an example (as d2l
- * draws them), labels in range. Shared by the tests
+ * draws them), labels in range, mlm_norm = sum(pred_weights) (one process,
+ * as tasks/train.c feeds it). Shared by the tests
  * that run whole training steps; include after tests/test.h. */
 #ifndef BC_TEST_BERT_BATCH_H
 #define BC_TEST_BERT_BATCH_H
@@ -28,6 +29,7 @@ static void bert_batch_fill(Exec **es, int n_es, const Graph *g, uint32_t seed, 
   int P = (int)graph_hparam(g, "n_pred", 0), lo = P + 2 > 4 ? P + 2 : 4;
   if (lo > T) lo = T;
   int *vl = malloc(sizeof(int) * (size_t)B);
+  double weight_sum = 0; /* of pred_weights, for mlm_norm (declared after it) */
   for (int b = 0; b < B; b++) vl[b] = lo + (int)bert_batch_rnd(&s, (uint32_t)(T - lo + 1));
   for (int i = 0; i < g->inputs.n; i++) {
     ValueId id = g->inputs.data[i];
@@ -53,7 +55,11 @@ static void bert_batch_fill(Exec **es, int n_es, const Graph *g, uint32_t seed, 
         }
         buf[j] = p;
       }
-      else if (!strcmp(nm, "pred_weights")) buf[j] = t == 0 || bert_batch_rnd(&s, 2) ? 1.0 : 0.0;
+      else if (!strcmp(nm, "pred_weights")) weight_sum += buf[j] = t == 0 || bert_batch_rnd(&s, 2) ? 1.0 : 0.0;
+      else if (!strcmp(nm, "mlm_norm")) {
+        CHECK_MSG(weight_sum > 0, "input mlm_norm comes before pred_weights"); /* slot 0 is always real */
+        buf[j] = weight_sum; /* one process: the batch's weight total */
+      }
       else if (!strcmp(nm, "mlm_labels")) buf[j] = 5 + bert_batch_rnd(&s, (uint32_t)vocab - 5);
       else if (!strcmp(nm, "nsp_labels")) buf[j] = bert_batch_rnd(&s, 2);
       else if (!strcmp(nm, "label")) buf[j] = bert_batch_rnd(&s, 3);

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # tests/dist.sh — data-parallel training under mpirun (runtime/dist.c) with a
 # tiny BERT on the synthetic sample data: two ranks at global batch B give the
-# loss curve of one process at batch B (f32: within a relative 1e-5; the
-# measured gap is ~2e-7, from the changed summation order of the gradients;
-# the interpreter, in double: within 1e-8), with the same dropout masks; one
+# loss curve of one process at batch B, for fine-tuning and for pretraining
+# (whose MLM normalizer is the global batch's; f32: within a relative 1e-5;
+# the measured gap is ~1-2e-7, from the changed summation order of the
+# gradients; the interpreter, in double: within 1e-8), with the same dropout masks; one
 # rank under mpirun is bit-identical to no mpirun; two-rank runs are
 # bit-identical whatever the bucket size and across --resume (the all-reduce
 # of two ranks is a0 + a1 on both); the replicas stay bit-identical
@@ -59,7 +60,7 @@ EOF
 
 out=$(mpirun -np 2 true 2>&1) || { echo "FAIL: mpirun -np 2 true does not run: $out"; exit 1; }
 
-"$BERTRUN" train --task pretrain "${tiny[@]}" --steps 20 --batch 8 --out "$tmp/pre" >"$tmp/pre.log" 2>&1 ||
+"$BERTRUN" train --task pretrain "${tiny[@]}" --steps 20 --batch 8 --report-every 1 --out "$tmp/pre" >"$tmp/pre.log" 2>&1 ||
   { cat "$tmp/pre.log"; exit 1; }
 ft=(train --task snli "${tiny[@]}" --init "$tmp/pre/checkpoint.safetensors" --batch 16 --max-examples 160
     --report-every 1)
@@ -92,6 +93,24 @@ fi_=(train --task snli "${ti[@]}" --init "$tmp/prei/checkpoint.safetensors" --de
 mpirun -np 2 "$BERTRUN" "${fi_[@]}" --out "$tmp/itwo" >/dev/null 2>&1
 gap=$(rel_gap "$tmp/ione" "$tmp/itwo" 2>&1)
 check "interp (double), two ranks vs one process: relative 1e-8 (got $gap)" \
+  python3 -c "import sys; sys.exit(0 if float('$gap') < 1e-8 else 1)"
+
+# (a') pretraining: the MLM loss divides by the GLOBAL batch's masked-slot
+# count over the ranks (the input mlm_norm), so the ranks' mean is the
+# one-process loss and gradient here too (before: 5e-3 in f32, 8e-4 on interp)
+BC_DIST_CHECK=1 mpirun -np 2 "$BERTRUN" train --task pretrain "${tiny[@]}" --steps 20 --batch 8 --report-every 1 \
+  --out "$tmp/pre2" >"$tmp/pre2.log" 2>&1
+check "mpirun -np 2 pretraining succeeds, replicas identical after every step" test $? -eq 0
+gap=$(rel_gap "$tmp/pre" "$tmp/pre2" 2>&1)
+echo "   pretraining, two ranks vs one process, 20 steps: max relative loss difference $gap"
+check "pretraining: two ranks at batch 8 = one process at batch 8 (relative 1e-5)" \
+  python3 -c "import sys; sys.exit(0 if float('$gap') < 1e-5 else 1)"
+pi=(train --task pretrain --set hidden=8 --set ffn=16 --set heads=2 --set layers=1 --max-len 32 --data "$DATA"
+    --device interp --steps 6 --batch 8 --report-every 1)
+"$BERTRUN" "${pi[@]}" --out "$tmp/pione" >/dev/null 2>&1
+mpirun -np 2 "$BERTRUN" "${pi[@]}" --out "$tmp/pitwo" >/dev/null 2>&1
+gap=$(rel_gap "$tmp/pione" "$tmp/pitwo" 2>&1)
+check "pretraining on interp (double), two ranks vs one process: relative 1e-8 (got $gap)" \
   python3 -c "import sys; sys.exit(0 if float('$gap') < 1e-8 else 1)"
 
 # (b) rank 0's checkpoints load in one process; resume under mpirun is exact

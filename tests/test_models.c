@@ -287,7 +287,7 @@ static ValueId output_at(const Graph *g, int i) { return i < g->outputs.n ? g->o
 TEST(bert_interface) {
   Graph g;
   if (expand(&g, MODEL("bert.yaml"), "pretrain", NULL, 0)) {
-    CHECK_EQ_INT(g.inputs.n, 7);
+    CHECK_EQ_INT(g.inputs.n, 8);
     check_value(&g, graph_find(&g, "tokens"), "tokens", DTYPE_I32, 2, 8, 128, 0);
     check_value(&g, graph_find(&g, "segments"), "segments", DTYPE_I32, 2, 8, 128, 0);
     check_value(&g, graph_find(&g, "valid_len"), "valid_len", DTYPE_I32, 1, 8, 0, 0);
@@ -295,6 +295,7 @@ TEST(bert_interface) {
     check_value(&g, graph_find(&g, "pred_weights"), "pred_weights", DTYPE_F32, 2, 8, 19, 0);
     check_value(&g, graph_find(&g, "mlm_labels"), "mlm_labels", DTYPE_I32, 2, 8, 19, 0);
     check_value(&g, graph_find(&g, "nsp_labels"), "nsp_labels", DTYPE_I32, 1, 8, 0, 0);
+    check_value(&g, graph_find(&g, "mlm_norm"), "mlm_norm", DTYPE_F32, 1, 1, 0, 0);
     CHECK_EQ_INT(g.outputs.n, 5);
     check_value(&g, output_at(&g, 0), "loss", DTYPE_F32, 1, 1, 0, 0);
     check_value(&g, output_at(&g, 1), "mlm_loss", DTYPE_F32, 1, 1, 0, 0);
