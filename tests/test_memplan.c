@@ -264,16 +264,28 @@ static bool *must_pin(const Graph *g) {
  * registers. */
 static bool *fused_mask(const Graph *g) {
   bool *pin = must_pin(g), *mat = calloc((size_t)g->values.n, 1);
+  /* Like passes/fuse.c, never leave in registers a value computed (through
+   * other fused values) from the target of an assign: its reader may run
+   * after the assign has overwritten the target. */
+  bool *target = calloc((size_t)g->values.n, 1), *reads_target = calloc((size_t)g->values.n, 1);
+  for (int i = 0; i < g->nodes.n; i++)
+    if (g->nodes.data[i].op == OP_ASSIGN) target[g->nodes.data[i].in[0]] = true;
   int k = 0, r = 0;
   for (int v = 0; v < g->values.n; v++) {
     NodeId n = g->values.data[v].node;
     mat[v] = true;
     if (pin[v] || n < 0) continue;
-    Op op = g->nodes.data[n].op;
+    const Node *nd = &g->nodes.data[n];
+    for (int j = 0; j < nd->n_in; j++)
+      if (target[nd->in[j]] || (!mat[nd->in[j]] && reads_target[nd->in[j]])) reads_target[v] = true;
+    Op op = nd->op;
     if (op == OP_CONSTANT || op == OP_BROADCAST) mat[v] = false;
     else if (op_info[op].flags & OPF_REDUCE) mat[v] = r++ % 2 == 1;
     else if (op_info[op].flags & OPF_ELEMENTWISE) mat[v] = k++ % 3 == 2;
+    if (reads_target[v]) mat[v] = true;
   }
+  free(target);
+  free(reads_target);
   free(pin);
   return mat;
 }

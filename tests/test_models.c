@@ -889,6 +889,7 @@ static const Setting tiny_eval[] = {{"dropout", "0"}};
 typedef struct {
   double tokens[TB * TT], segments[TB * TT], valid_len[TB];
   double pred_positions[TB * TP], pred_weights[TB * TP], mlm_labels[TB * TP], nsp_labels[TB];
+  double mlm_norm[1]; /* the batch's weight total: one process's MLM normalizer */
   double label[TB];
 } TinyBatch;
 
@@ -908,6 +909,8 @@ static void tiny_batch(TinyBatch *x) {
     x->nsp_labels[b] = b % 2;
     x->label[b] = b % 3;
   }
+  x->mlm_norm[0] = 0;
+  for (int i = 0; i < TB * TP; i++) x->mlm_norm[0] += x->pred_weights[i];
 }
 
 /* Writes the graph's inputs from the batch (by name) and returns false if
@@ -923,6 +926,7 @@ static bool tiny_write(Run *r, const TinyBatch *x) {
                         : !strcmp(n, "mlm_labels")     ? x->mlm_labels
                         : !strcmp(n, "nsp_labels")     ? x->nsp_labels
                         : !strcmp(n, "label")          ? x->label
+                        : !strcmp(n, "mlm_norm")       ? x->mlm_norm
                                                        : NULL;
     CHECK_MSG(src != NULL, "unexpected input %s", n);
     if (!src) return false;
