@@ -65,11 +65,21 @@ Shape shape_of(int rank, ...);
 char *shape_str(const Shape *s, char *buf);
 /* numpy broadcasting of a and b; false when incompatible. */
 bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
-/* Strides, in whole matrices, of the batch dims in[0..in_rank) broadcast to
- * out[0..out_rank) (numpy: aligned right; size-1 or missing dims get
- * stride 0): how the batched matmuls of cpu_ops.c and cublas.c step
- * through an operand. */
-void shape_batch_strides(const Shape *in, int in_rank, const Shape *out, int out_rank, int64_t *st);
+/* A MATMUL C = op(A) op(B) (graph/ops.def) as GEMM libraries see it, for
+ * the CPU (runtime/cpu_ops.c) and cuBLAS (runtime/cublas.c) paths alike.
+ * C's trailing batch dims fold into M where B does not vary along them and
+ * A's matrices are consecutive there (A not transposed): x (B, T, K) times
+ * W (K, N) is one (B*T, K) x (K, N) GEMM. The batch dims left, C's dims
+ * [0, n_batch_dims), step through A and B by a_stride / b_stride elements
+ * (0 where an operand broadcasts); C is contiguous. */
+typedef struct {
+  int64_t M, N, K;  /* M after folding (A's own rows times the folded dims) */
+  int64_t M_unfolded;
+  int n_batch_dims;
+  int64_t dim[BC_MAX_RANK], a_stride[BC_MAX_RANK], b_stride[BC_MAX_RANK];
+} MatmulLayout;
+void shape_matmul_layout(const Shape *a, bool trans_a, const Shape *b, bool trans_b, const Shape *c,
+                         MatmulLayout *l);
 
 typedef enum { VALUE_NODE, VALUE_INPUT, VALUE_PARAM, VALUE_STATE } ValueKind;
 

@@ -274,8 +274,7 @@ bool shape_infer(const Graph *g, Op op, int n_in, const ValueId *in, Attrs *a, D
 
 /* Strides (in whole matrices) of batch shape `in` broadcast to `out`
  * (numpy: aligned right, size-1 or missing dims get stride 0). */
-void shape_batch_strides(const Shape *in, int in_rank, const Shape *out, int out_rank,
-                          int64_t *st) {
+static void batch_strides(const Shape *in, int in_rank, const Shape *out, int out_rank, int64_t *st) {
   int64_t acc = 1;
   for (int i = out_rank - 1; i >= 0; i--) {
     int ii = i - (out_rank - in_rank);
@@ -287,5 +286,40 @@ void shape_batch_strides(const Shape *in, int in_rank, const Shape *out, int out
     BC_ASSERT(d == out->dim[i] || d == 1);
     st[i] = d == 1 ? 0 : acc;
     acc *= d;
+  }
+}
+
+void shape_matmul_layout(const Shape *as, bool trans_a, const Shape *bs, bool trans_b, const Shape *cs,
+                         MatmulLayout *l) {
+  BC_ASSERT(as->rank >= 2 && bs->rank >= 2 && cs->rank >= 2);
+  memset(l, 0, sizeof(*l));
+  int64_t M = cs->dim[cs->rank - 2], N = cs->dim[cs->rank - 1];
+  int64_t K = trans_a ? as->dim[as->rank - 2] : as->dim[as->rank - 1];
+  BC_ASSERT((trans_a ? as->dim[as->rank - 1] : as->dim[as->rank - 2]) == M);
+  BC_ASSERT((trans_b ? bs->dim[bs->rank - 1] : bs->dim[bs->rank - 2]) == K);
+  BC_ASSERT((trans_b ? bs->dim[bs->rank - 2] : bs->dim[bs->rank - 1]) == N);
+  int r = cs->rank - 2;
+  int64_t ast[BC_MAX_RANK], bst[BC_MAX_RANK];
+  batch_strides(as, as->rank - 2, cs, r, ast);
+  batch_strides(bs, bs->rank - 2, cs, r, bst);
+  int t = r;
+  int64_t fold = 1;
+  if (!trans_a) {
+    while (t > 0) {
+      int64_t d = cs->dim[t - 1];
+      if (d != 1 && !(bst[t - 1] == 0 && ast[t - 1] == fold)) break;
+      fold *= d;
+      t--;
+    }
+  }
+  l->M = M * fold;
+  l->M_unfolded = M;
+  l->N = N;
+  l->K = K;
+  l->n_batch_dims = t;
+  for (int i = 0; i < t; i++) {
+    l->dim[i] = cs->dim[i];
+    l->a_stride[i] = ast[i] * M * K; /* matrices -> elements (A's own M, unfolded) */
+    l->b_stride[i] = bst[i] * K * N;
   }
 }

@@ -208,43 +208,21 @@ CpuGemmPar cpu_gemm_choose(int64_t n_batch, int64_t m, int64_t n, int64_t k, int
 void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool trans_a,
               const float *B, const Shape *bs, bool trans_b, float beta, float *C,
               const Shape *cs) {
-  BC_ASSERT(as->rank >= 2 && bs->rank >= 2 && cs->rank >= 2);
   BC_ASSERT(beta == 0.0f || beta == 1.0f);
-  int64_t M = cs->dim[cs->rank - 2], N = cs->dim[cs->rank - 1];
-  int64_t K = trans_a ? as->dim[as->rank - 2] : as->dim[as->rank - 1];
-  BC_ASSERT((trans_a ? as->dim[as->rank - 1] : as->dim[as->rank - 2]) == M);
-  BC_ASSERT((trans_b ? bs->dim[bs->rank - 1] : bs->dim[bs->rank - 2]) == K);
-  BC_ASSERT((trans_b ? bs->dim[bs->rank - 2] : bs->dim[bs->rank - 1]) == N);
+  MatmulLayout l;
+  shape_matmul_layout(as, trans_a, bs, trans_b, cs, &l);
+  int64_t N = l.N, K = l.K;
   if (shape_numel(cs) == 0) return;
   cpu_blas_init();
 
-  int r = cs->rank - 2;
-  int64_t ast[BC_MAX_RANK], bst[BC_MAX_RANK];
-  shape_batch_strides(as, as->rank - 2, cs, r, ast);
-  shape_batch_strides(bs, bs->rank - 2, cs, r, bst);
-
-  /* Fold trailing batch dims into M where B does not vary along them and
-   * A's matrices are consecutive there (A not transposed): those rows of A
-   * and C then form one tall matrix. */
-  int t = r;
-  int64_t fold = 1;
-  if (!trans_a) {
-    while (t > 0) {
-      int64_t d = cs->dim[t - 1];
-      if (d != 1 && !(bst[t - 1] == 0 && ast[t - 1] == fold)) break;
-      fold *= d;
-      t--;
-    }
-  }
-
   GemmJob j = {.A = A, .B = B, .C = C, .ta = trans_a, .tb = trans_b, .beta = beta,
-               .M = M * fold, .N = N, .K = K, .rank = t};
+               .M = l.M, .N = N, .K = K, .rank = l.n_batch_dims};
   int64_t n_batch = 1;
-  for (int i = 0; i < t; i++) {
-    j.dim[i] = cs->dim[i];
-    j.ast[i] = ast[i] * M * K; /* matrices -> elements (A's own M, unfolded) */
-    j.bst[i] = bst[i] * K * N;
-    n_batch *= cs->dim[i];
+  for (int i = 0; i < l.n_batch_dims; i++) {
+    j.dim[i] = l.dim[i];
+    j.ast[i] = l.a_stride[i];
+    j.bst[i] = l.b_stride[i];
+    n_batch *= l.dim[i];
   }
   j.cst = j.M * N;
 

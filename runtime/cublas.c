@@ -26,42 +26,26 @@
 
 void cublas_plan_gemm(const Shape *as, bool trans_a, const Shape *bs, bool trans_b, const Shape *cs,
                       GemmPlan *p) {
-  BC_ASSERT(as->rank >= 2 && bs->rank >= 2 && cs->rank >= 2);
   memset(p, 0, sizeof(*p));
-  int64_t M = cs->dim[cs->rank - 2], N = cs->dim[cs->rank - 1];
-  int64_t K = trans_a ? as->dim[as->rank - 2] : as->dim[as->rank - 1];
-  BC_ASSERT((trans_a ? as->dim[as->rank - 1] : as->dim[as->rank - 2]) == M);
-  BC_ASSERT((trans_b ? bs->dim[bs->rank - 1] : bs->dim[bs->rank - 2]) == K);
-  BC_ASSERT((trans_b ? bs->dim[bs->rank - 2] : bs->dim[bs->rank - 1]) == N);
-  int r = cs->rank - 2;
-  int64_t ast[BC_MAX_RANK], bst[BC_MAX_RANK];
-  shape_batch_strides(as, as->rank - 2, cs, r, ast);
-  shape_batch_strides(bs, bs->rank - 2, cs, r, bst);
-  int t = r;
-  int64_t fold = 1;
-  if (!trans_a) {
-    while (t > 0) {
-      int64_t d = cs->dim[t - 1];
-      if (d != 1 && !(bst[t - 1] == 0 && ast[t - 1] == fold)) break;
-      fold *= d;
-      t--;
-    }
-  }
+  MatmulLayout l;
+  shape_matmul_layout(as, trans_a, bs, trans_b, cs, &l);
+  int64_t N = l.N, K = l.K;
+  int t = l.n_batch_dims;
   p->ta = trans_a;
   p->tb = trans_b;
-  p->M = M * fold;
+  p->M = l.M;
   p->N = N;
   p->K = K;
-  p->lda = trans_a ? M : K; /* row-major leading dims (A unfolded when transposed) */
+  p->lda = trans_a ? l.M_unfolded : K; /* row-major leading dims (no folding when A is transposed) */
   p->ldb = trans_b ? K : N;
-  /* Batch dims [0, t): element strides. C is contiguous: (M*fold)*N per
-   * matrix of the innermost unfolded dim. */
+  /* Element strides of the batch dims [0, t); C is contiguous: M*N per
+   * matrix of the innermost one. */
   int64_t sa[BC_MAX_RANK], sb[BC_MAX_RANK], sc[BC_MAX_RANK], acc = p->M * N;
   for (int i = t - 1; i >= 0; i--) {
-    sa[i] = ast[i] * M * K;
-    sb[i] = bst[i] * K * N;
+    sa[i] = l.a_stride[i];
+    sb[i] = l.b_stride[i];
     sc[i] = acc;
-    acc *= cs->dim[i];
+    acc *= l.dim[i];
   }
   /* Merge the innermost batch dims while every operand's strides stay
    * uniform: dim i joins the batch when s[i] == s[i+1] * dim[i+1]. */

@@ -21,6 +21,7 @@
 #include "passes/passes.h"
 #include "runtime/nvrtc.h"
 #include "runtime/backend.h"
+#include "runtime/cublas.h"
 #include "tests/test.h"
 
 #include <dlfcn.h>
@@ -902,6 +903,26 @@ static void check_plan(const char *graph, const char *tag, const Setting *sets, 
   kernel_plan_free(&plan);
   graph_free(&eg);
   diag_free(&d);
+}
+
+/* cuBLAS planning is host code: check the batching of the GEMM shapes the
+ * BERT steps use (attention, a shared weight folded into M) and of a
+ * broadcast operand that needs a host loop. */
+TEST(cublas_gemm_plans) {
+  if (!cuda_lib_source()[0]) TEST_SKIP("built without the CUDA headers");
+  GemmPlan p;
+  Shape a = shape_of(4, 2, 3, 5, 4), b = shape_of(4, 2, 3, 4, 5), c = shape_of(4, 2, 3, 5, 5);
+  cublas_plan_gemm(&a, false, &b, false, &c, &p); /* attention: 6 matrices, one strided-batched call */
+  CHECK(p.M == 5 && p.N == 5 && p.K == 4 && p.n_batch == 6 && p.n_outer == 0);
+  CHECK(p.sa == 20 && p.sb == 20 && p.sc == 25 && p.lda == 4 && p.ldb == 5);
+  a = shape_of(3, 2, 7, 4), b = shape_of(2, 4, 3), c = shape_of(3, 2, 7, 3);
+  cublas_plan_gemm(&a, false, &b, false, &c, &p); /* x W: batch folded into M */
+  CHECK(p.M == 14 && p.N == 3 && p.K == 4 && p.n_batch == 1 && p.n_outer == 0 && p.lda == 4 && p.ldb == 3);
+  a = shape_of(4, 2, 3, 5, 4), b = shape_of(3, 3, 5, 6), c = shape_of(4, 2, 3, 4, 6);
+  cublas_plan_gemm(&a, true, &b, false, &c, &p); /* A^T B, B broadcast over dim 0 */
+  CHECK(p.M == 4 && p.N == 6 && p.K == 5 && p.lda == 4 && p.ldb == 6);
+  CHECK(p.n_batch == 3 && p.sa == 20 && p.sb == 30 && p.sc == 24);
+  CHECK(p.n_outer == 1 && p.outer_dim[0] == 2 && p.outer_sa[0] == 60 && p.outer_sb[0] == 0 && p.outer_sc[0] == 72);
 }
 
 /* The cuda backend's own row-copy kernels (runtime/cuda.c) compile too. */
