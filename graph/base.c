@@ -240,6 +240,16 @@ void diag_print(const Diag *d, FILE *f) {
 
 const char *diag_first(const Diag *d) { return d->msgs.n ? d->msgs.data[0] : ""; }
 
+void diag_merge(Diag *d, Diag *from) {
+  for (int i = 0; i < from->msgs.n; i++) {
+    if (d->msgs.n < d->max_errors) vec_push(&d->msgs, from->msgs.data[i]);
+    else free(from->msgs.data[i]);
+  }
+  d->n_errors += from->n_errors;
+  from->msgs.n = 0;
+  from->n_errors = 0;
+}
+
 char *bc_read_file(const char *path, size_t *n_bytes, Diag *d) {
   FILE *f = fopen(path, "rb");
   if (!f) {

@@ -111,6 +111,9 @@ void diag_note(Diag *d, SrcLoc loc, const char *fmt, ...) BC_PRINTF(3, 4);
 void diag_print(const Diag *d, FILE *f);
 /* The first message, whole (heading line, source line, caret), or "". */
 const char *diag_first(const Diag *d);
+/* Moves from's messages and error count to the end of d's; from is left
+ * empty (threads collect errors in Diags of their own). */
+void diag_merge(Diag *d, Diag *from);
 
 /* Whole file into a NUL-terminated heap buffer; NULL (and an error naming
  * the file and errno's text) on failure. */

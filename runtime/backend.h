@@ -107,8 +107,17 @@ extern const Backend backend_cuda;
 /* "interp", "cpu", "cuda"; NULL when unknown. */
 const Backend *backend_by_name(const char *name);
 /* A device spec: "interp", "cpu", "cuda" (= cuda:0) or "cuda:N". Returns
- * the backend and sets *device; NULL with an error listing the choices. */
+ * the backend and sets *device; NULL with an error listing the choices (and
+ * for a list of devices, an error saying that only training takes one). */
 const Backend *backend_parse(const char *spec, int *device, Diag *d);
+/* The replicas of data-parallel training in one process (runtime/dist.h):
+ * a spec as above (one device), or a list: "cuda:I,J,..." (one replica per
+ * GPU named), "cuda:all" (every GPU the driver reports; an error when it
+ * reports none) or "cpu:0,1,..." / "interp:0,1,..." (that many replicas
+ * sharing the host: no faster, a check of data-parallel numerics without
+ * MPI). Fills devices[0..*n); NULL with an error naming the bad part. */
+#define BC_MAX_REPLICAS 64
+const Backend *backend_parse_list(const char *spec, int devices[BC_MAX_REPLICAS], int *n, Diag *d);
 
 /* Number of CUDA devices the driver reports. False with an error saying
  * why CUDA cannot be used here (no libcuda.so.1, cuInit failed, no device);

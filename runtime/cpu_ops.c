@@ -14,6 +14,7 @@
 
 #include <cblas.h>
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -51,14 +52,16 @@ static bool core_is(const char *core, const char *const *names) {
   return false;
 }
 
-const char *cpu_blas_init(void) {
-  static bool done;
-  static char msg[160];
-  if (done) return msg;
-  done = true;
+static char blas_msg[160];
+
+/* Once per process (pthread_once): replicas in one process (cpu:0,1) may
+ * reach their first GEMM together, and OpenBLAS must not be switching
+ * kernels while one of them multiplies. */
+static void blas_init_once(void) {
+  char *msg = blas_msg;
   const char *core = openblas_get_corename();
-  snprintf(msg, sizeof(msg), "OpenBLAS kernels: %s", core);
-  if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return msg;
+  snprintf(msg, sizeof(blas_msg), "OpenBLAS kernels: %s", core);
+  if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
   /* The best kernels this CPU can run, and the cores that are worse. */
   static const char *const avx512_cores[] = {"SkylakeX", "Cooperlake", "SapphireRapids", NULL};
   static const char *const pre_avx2_cores[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
@@ -78,16 +81,27 @@ const char *cpu_blas_init(void) {
   } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     if (core_is(core, pre_avx2_cores)) want = "Haswell";
   }
-  if (!want) return msg;
+  if (!want) return;
   /* OpenBLAS reads OPENBLAS_CORETYPE only while it initializes (before
    * main): set it and select again. Left set, so child processes agree. */
   setenv("OPENBLAS_CORETYPE", want, 0);
   gotoblas_dynamic_quit();
   gotoblas_dynamic_init();
-  snprintf(msg, sizeof(msg), "OpenBLAS kernels: %s (chose %s over %s)", openblas_get_corename(), want,
+  snprintf(msg, sizeof(blas_msg), "OpenBLAS kernels: %s (chose %s over %s)", openblas_get_corename(), want,
            core);
-  return msg;
 }
+
+const char *cpu_blas_init(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, blas_init_once);
+  return blas_msg;
+}
+
+/* OpenBLAS's thread count is one setting for the whole process, and a GEMM
+ * below either runs threaded OpenBLAS or single-threaded OpenBLAS on the
+ * pool's threads: one cpu_gemm at a time holds the setting (uncontended
+ * for one Exec; Execs running at once, cpu:0,1, take turns at GEMMs). */
+static pthread_mutex_t blas_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void set_blas_threads(int n) {
   if (n == current_blas_threads) return;
@@ -229,12 +243,14 @@ void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool tra
   int n_threads = pool_n_threads(p);
   if (par == CPU_GEMM_AUTO) par = cpu_gemm_choose(n_batch, j.M, N, K, n_threads);
 
+  pthread_mutex_lock(&blas_mu);
   if (par == CPU_GEMM_BLAS || n_threads == 1) {
     set_blas_threads(n_threads);
     j.gm = j.gn = 1;
     j.tm = j.M;
     j.tn = N;
     gemm_range(&j, 0, n_batch);
+    pthread_mutex_unlock(&blas_mu);
     return;
   }
 
@@ -250,6 +266,7 @@ void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool tra
   double item_flops = 2.0 * (double)j.M * (double)N * (double)K / (double)per;
   int64_t grain = item_flops >= GEMM_MIN_PAR_FLOPS ? 1 : (int64_t)(GEMM_MIN_PAR_FLOPS / (item_flops + 1.0)) + 1;
   pool_parallel_for(p, n_batch * per, grain, gemm_range, &j);
+  pthread_mutex_unlock(&blas_mu);
 }
 
 /* ---- index checks ------------------------------------------------------ */

@@ -135,6 +135,35 @@ typedef struct {
   void *staging; /* count elements; NULL when the bucket is one gradient */
 } Bucket;
 
+/* Host replicas in one process (cpu:0,1): each bucket is averaged by the
+ * last replica to report it ready, summing the replicas in replica order;
+ * every replica then waits for that reduction (gen[b] reaching the target
+ * it recorded at ready). aborted wakes the waiters of a step that failed. */
+typedef struct {
+  struct Dist *D;
+  int k;
+} ReplicaRef;
+
+typedef struct LocalSync {
+  int n, n_buckets;
+  ReplicaRef refs[BC_MAX_REPLICAS];
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int *arrived;      /* per bucket: replicas that reported it this step */
+  uint64_t *gen;     /* per bucket: reductions done */
+  uint64_t *target;  /* [k * n_buckets + b]: the reduction replica k waits for */
+  bool aborted;
+} LocalSync;
+
+typedef struct {
+  struct Dist *D;
+  int k;
+  pthread_t thread;
+  uint64_t seen; /* the last run_gen it ran (starts at the current one) */
+  Diag diag;
+  bool ok;
+} Worker;
+
 struct Dist {
   int rank, size;
   bool mpi;
@@ -152,12 +181,26 @@ struct Dist {
   bool crowded;          /* ranks x (threads + 1) > cores: see hook_step */
   bool init_done;
   char init_error[ERROR_STRING_MAX + 64];
-  /* the attached Exec */
-  Exec *exec;
-  GpuComm *gpu; /* a cuda Exec's gradients go through NCCL */
+  /* the attached Execs: this process's replicas */
+  Exec *exec; /* replica 0; NULL when nothing is attached */
+  Exec *execs[BC_MAX_REPLICAS];
+  int n_local;
+  bool gpu;                         /* cuda Execs: their gradients go through NCCL */
+  GpuComm *gpus[BC_MAX_REPLICAS];   /* one communicator per replica */
+  LocalSync *local;                 /* several host replicas: averaged in memory */
   const GradBuckets *buckets;
   Bucket *bk;
   int last_grad_step;
+  /* replica threads (dist_run): workers[k] runs replica k >= 1 */
+  Worker *workers[BC_MAX_REPLICAS];
+  int n_workers;
+  pthread_mutex_t run_mu;
+  pthread_cond_t run_cv, run_done_cv;
+  uint64_t run_gen;
+  int run_n, run_pending;
+  DistJob run_fn;
+  void *run_ctx;
+  bool run_stop;
   /* tests */
   int64_t fault_step;
   char fault_kind[8];
@@ -458,6 +501,8 @@ static void run_sync(Dist *D, ReqKind kind, void *buf, int64_t count, DType type
 
 /* ---- starting and stopping ---------------------------------------------- */
 
+static void stop_workers(Dist *D);
+
 static bool under_mpirun(void) {
   const char *s = getenv("OMPI_COMM_WORLD_SIZE"), *r = getenv("PMIX_RANK");
   return (s && *s) || (r && *r);
@@ -474,6 +519,9 @@ Dist *dist_start(Diag *d) {
   pthread_mutex_init(&D->mu, NULL);
   pthread_cond_init(&D->work_cv, NULL);
   pthread_cond_init(&D->done_cv, NULL);
+  pthread_mutex_init(&D->run_mu, NULL);
+  pthread_cond_init(&D->run_cv, NULL);
+  pthread_cond_init(&D->run_done_cv, NULL);
   if (under_mpirun()) {
 #if HAVE_MPI
     if (!load_mpi(D, d)) goto fail;
@@ -521,6 +569,9 @@ fail:
   pthread_mutex_destroy(&D->mu);
   pthread_cond_destroy(&D->work_cv);
   pthread_cond_destroy(&D->done_cv);
+  pthread_mutex_destroy(&D->run_mu);
+  pthread_cond_destroy(&D->run_cv);
+  pthread_cond_destroy(&D->run_done_cv);
   free(D);
   return NULL;
 }
@@ -528,6 +579,7 @@ fail:
 void dist_stop(Dist *D, bool ok) {
   if (!D) return;
   dist_detach(D);
+  stop_workers(D);
   if (D->thread_started) {
     Req q = {0};
     q.kind = REQ_STOP;
@@ -546,6 +598,9 @@ void dist_stop(Dist *D, bool ok) {
   pthread_mutex_destroy(&D->mu);
   pthread_cond_destroy(&D->work_cv);
   pthread_cond_destroy(&D->done_cv);
+  pthread_mutex_destroy(&D->run_mu);
+  pthread_cond_destroy(&D->run_cv);
+  pthread_cond_destroy(&D->run_done_cv);
   free(D);
 }
 
@@ -606,72 +661,230 @@ static void hook_step(void *ctx, int step, const char *name, double t0, double t
   if (D->crowded && atomic_load_explicit(&D->n_pending, memory_order_relaxed) > 0) sched_yield();
 }
 
-void dist_detach(Dist *D) {
-  if (!D || !D->exec) return;
-  if (D->gpu) { /* the run synchronized its streams: nothing is in flight */
-    Diag d;
-    diag_init(&d);
-    exec_set_grad_sync(D->exec, 0, NULL, &d);
-    diag_free(&d);
-    gpucomm_destroy(D->gpu);
-    D->gpu = NULL;
-    D->buckets = NULL;
-    D->exec = NULL;
-    return;
-  }
-  /* a run that failed half-way may have buckets in flight: the
-   * communication thread still reads them */
-  if (D->bk)
-    for (int i = 0; i < D->buckets->n_buckets; i++) await(D, &D->bk[i].req);
-  Diag d;
-  diag_init(&d);
-  exec_set_grad_sync(D->exec, 0, NULL, &d);
-  diag_free(&d);
-  if (D->bk)
-    for (int i = 0; i < D->buckets->n_buckets; i++) {
-      free(D->bk[i].parts);
-      free(D->bk[i].staging);
+/* ---- host replicas in one process ---------------------------------------- */
+
+static void local_reduce(Dist *D, int b) {
+  LocalSync *L = D->local;
+  const GradBuckets *gb = D->buckets;
+  int n = L->n;
+  for (int i = gb->start[b]; i < gb->start[b + 1]; i++) {
+    ValueId v = gb->values[i];
+    int64_t count = shape_numel(&D->exec->graph->values.data[v].shape);
+    DType t;
+    void *p[BC_MAX_REPLICAS];
+    for (int k = 0; k < n; k++) p[k] = exec_value_ptr(D->execs[k], v, &t);
+    /* the sum in replica order, then / n: for two replicas a0 + a1, as MPI */
+    if (t == DTYPE_F32) {
+      float s = (float)n;
+      for (int64_t j = 0; j < count; j++) {
+        float x = ((float *)p[0])[j];
+        for (int k = 1; k < n; k++) x += ((float *)p[k])[j];
+        x /= s;
+        for (int k = 0; k < n; k++) ((float *)p[k])[j] = x;
+      }
+    } else {
+      double s = (double)n;
+      for (int64_t j = 0; j < count; j++) {
+        double x = ((double *)p[0])[j];
+        for (int k = 1; k < n; k++) x += ((double *)p[k])[j];
+        x /= s;
+        for (int k = 0; k < n; k++) ((double *)p[k])[j] = x;
+      }
     }
-  free(D->bk);
-  D->bk = NULL;
-  D->buckets = NULL;
-  D->exec = NULL;
+  }
 }
 
-/* A cuda Exec: gradients stay on the device and are averaged by NCCL on a
- * stream of the cuda backend's (cuda_attach_nccl); rank 0 makes the
- * communicator's id and MPI carries it to the others. */
-static bool attach_gpu(Dist *D, Exec *e, Diag *d) {
+static void local_ready(void *ctx, int b, void *stream) {
+  (void)stream;
+  ReplicaRef *r = ctx;
+  LocalSync *L = r->D->local;
+  pthread_mutex_lock(&L->mu);
+  L->target[(size_t)r->k * (size_t)L->n_buckets + (size_t)b] = L->gen[b] + 1;
+  if (++L->arrived[b] == L->n && !L->aborted) {
+    /* every replica has finished b and waits for it before reading it
+     * again, so nobody else touches its buffers until gen[b] moves on */
+    L->arrived[b] = 0;
+    pthread_mutex_unlock(&L->mu);
+    local_reduce(r->D, b);
+    pthread_mutex_lock(&L->mu);
+    L->gen[b]++;
+    pthread_cond_broadcast(&L->cv);
+  }
+  pthread_mutex_unlock(&L->mu);
+}
+
+static void local_wait(void *ctx, int b, void *stream) {
+  (void)stream;
+  ReplicaRef *r = ctx;
+  LocalSync *L = r->D->local;
+  uint64_t want = L->target[(size_t)r->k * (size_t)L->n_buckets + (size_t)b];
+  pthread_mutex_lock(&L->mu);
+  while (L->gen[b] < want && !L->aborted) pthread_cond_wait(&L->cv, &L->mu);
+  pthread_mutex_unlock(&L->mu);
+}
+
+/* A replica's step failed: the others stop waiting for it. */
+static void local_abort(Dist *D) {
+  LocalSync *L = D ? D->local : NULL;
+  if (!L) return;
+  pthread_mutex_lock(&L->mu);
+  L->aborted = true;
+  pthread_cond_broadcast(&L->cv);
+  pthread_mutex_unlock(&L->mu);
+}
+
+static void local_free(LocalSync *L) {
+  if (!L) return;
+  pthread_mutex_destroy(&L->mu);
+  pthread_cond_destroy(&L->cv);
+  free(L->arrived);
+  free(L->gen);
+  free(L->target);
+  free(L);
+}
+
+/* ---- attaching ------------------------------------------------------------- */
+
+static void clear_hooks(Dist *D) {
+  Diag d;
+  diag_init(&d);
+  for (int k = 0; k < D->n_local; k++) exec_set_grad_sync(D->execs[k], 0, NULL, &d);
+  diag_free(&d);
+}
+
+void dist_detach(Dist *D) {
+  if (!D || !D->exec) return;
+  if (D->gpu) { /* the runs synchronized their streams: nothing is in flight */
+    clear_hooks(D);
+    for (int k = 0; k < D->n_local; k++) {
+      gpucomm_destroy(D->gpus[k]);
+      D->gpus[k] = NULL;
+    }
+    D->gpu = false;
+  } else if (D->local) { /* dist_run returned: no replica thread is in a hook */
+    clear_hooks(D);
+    local_free(D->local);
+    D->local = NULL;
+  } else {
+    /* a run that failed half-way may have buckets in flight: the
+     * communication thread still reads them */
+    if (D->bk)
+      for (int i = 0; i < D->buckets->n_buckets; i++) await(D, &D->bk[i].req);
+    clear_hooks(D);
+    if (D->bk)
+      for (int i = 0; i < D->buckets->n_buckets; i++) {
+        free(D->bk[i].parts);
+        free(D->bk[i].staging);
+      }
+    free(D->bk);
+    D->bk = NULL;
+  }
+  D->buckets = NULL;
+  D->exec = NULL;
+  D->n_local = 0;
+}
+
+static void set_execs(Dist *D, Exec *const *es, int n) {
+  for (int k = 0; k < n; k++) D->execs[k] = es[k];
+  D->n_local = n;
+  D->exec = es[0];
+}
+
+static void make_current(void *ctx, int k) { cuda_exec_stream(((Exec *const *)ctx)[k]); }
+
+/* cuda Execs: gradients stay on the devices and are averaged by NCCL on a
+ * stream of the cuda backend's (cuda_attach_nccl); one communicator of
+ * size x n ranks, replica k of this process being rank rank x n + k. Rank
+ * 0 makes the communicator's id and MPI carries it to the others; the
+ * replicas of one process join it in one NCCL group call. */
+static bool attach_gpu(Dist *D, Exec *const *es, int n, Diag *d) {
   unsigned char id[GPUCOMM_ID_BYTES] = {0};
   double words[GPUCOMM_ID_BYTES / sizeof(double)];
   if (D->rank == 0 && !gpucomm_unique_id(id, d)) return false;
   memcpy(words, id, sizeof words);
   if (!dist_broadcast(D, words, (int)(sizeof words / sizeof words[0]), d)) return false;
   memcpy(id, words, sizeof id);
-  cuda_exec_stream(e); /* the Exec's device current for NCCL */
-  D->gpu = gpucomm_create(id, D->size, D->rank, d);
-  if (!D->gpu) return false;
-  const GradBuckets *gb = cuda_attach_nccl(e, D->gpu, grad_bucket_bytes_default(), d);
-  if (!gb) {
-    gpucomm_destroy(D->gpu);
-    D->gpu = NULL;
-    return false;
+  set_execs(D, es, n);
+  D->gpu = true;
+  bool ok = gpucomm_create_local(id, D->size * n, D->rank * n, n, make_current, (void *)es, D->gpus, d);
+  const GradBuckets *gb = NULL;
+  for (int k = 0; ok && k < n; k++) {
+    gb = cuda_attach_nccl(es[k], D->gpus[k], grad_bucket_bytes_default(), d);
+    ok = gb != NULL;
   }
-  D->exec = e;
   D->buckets = gb;
   D->last_grad_step = -1;
-  return true;
+  if (!ok) dist_detach(D);
+  return ok;
 }
 
-bool dist_attach(Dist *D, Exec *e, Diag *d) {
-  if (!D) return true;
+/* Several host replicas (cpu:0,1) in a process of its own. */
+static bool attach_local(Dist *D, Exec *const *es, int n, Diag *d) {
+  if (D->mpi && D->size > 1) {
+    diag_error(d, (SrcLoc){"<command line>", 0, 0},
+               "dist: %d host replicas in each of %d processes: under mpirun give each rank one replica "
+               "(--device %s)",
+               n, D->size, es[0]->backend->name);
+    return false;
+  }
+  set_execs(D, es, n);
+  LocalSync *L = bc_calloc(1, sizeof(*L));
+  D->local = L;
+  L->n = n;
+  pthread_mutex_init(&L->mu, NULL);
+  pthread_cond_init(&L->cv, NULL);
+  bool ok = true;
+  for (int k = 0; ok && k < n; k++) {
+    L->refs[k] = (ReplicaRef){D, k};
+    GradSyncHooks h = {local_ready, local_wait, NULL, &L->refs[k]};
+    const GradBuckets *gb = exec_set_grad_sync(es[k], grad_bucket_bytes_default(), &h, d);
+    ok = gb != NULL;
+    if (ok && k == 0) D->buckets = gb;
+    if (ok && k > 0 && (gb->n_buckets != D->buckets->n_buckets ||
+                        memcmp(gb->start, D->buckets->start, sizeof(int) * (size_t)(gb->n_buckets + 1)) != 0)) {
+      diag_error(d, SRCLOC_NONE, "dist: replica %d groups its gradients into other buckets than replica 0", k);
+      ok = false;
+    }
+    for (int i = 0; ok && i < (gb ? gb->start[gb->n_buckets] : 0); i++) {
+      DType t;
+      ValueId v = gb->values[i];
+      if (!exec_value_ptr(es[k], v, &t) || t == DTYPE_I32) {
+        diag_error(d, es[k]->graph->values.data[v].loc, "dist: gradient '%s' has no floating-point host buffer",
+                   es[k]->graph->values.data[v].name);
+        ok = false;
+      }
+    }
+  }
+  if (ok) {
+    L->n_buckets = D->buckets->n_buckets;
+    size_t nb = (size_t)(L->n_buckets ? L->n_buckets : 1);
+    L->arrived = bc_calloc(nb, sizeof(int));
+    L->gen = bc_calloc(nb, sizeof(uint64_t));
+    L->target = bc_calloc(nb * (size_t)n, sizeof(uint64_t));
+  }
+  if (!ok) dist_detach(D);
+  return ok;
+}
+
+bool dist_attach(Dist *D, Exec *const *es, int n, Diag *d) {
+  BC_ASSERT(n >= 1 && n <= BC_MAX_REPLICAS);
+  if (!D) {
+    BC_ASSERT(n == 1 && "several replicas need a Dist");
+    return true;
+  }
   dist_detach(D);
-  if (D->mpi && e->backend == &backend_cuda) return attach_gpu(D, e, d);
+  /* BC_DIST_NCCL=1: NCCL even for one replica without MPI, which checks
+   * this path on a machine with one GPU (the average over one rank is exact) */
+  const char *force = getenv("BC_DIST_NCCL");
+  bool nccl = D->mpi || n > 1 || (force && !strcmp(force, "1"));
+  if (es[0]->backend == &backend_cuda && nccl) return attach_gpu(D, es, n, d);
+  if (n > 1) return attach_local(D, es, n, d);
+  Exec *e = es[0];
   if (!D->mpi && !D->trace_path) return true;
   GradSyncHooks h = {hook_ready, hook_wait, D->trace_path || D->crowded ? hook_step : NULL, D};
   const GradBuckets *gb = exec_set_grad_sync(e, grad_bucket_bytes_default(), &h, d);
   if (!gb) return false;
-  D->exec = e;
+  set_execs(D, es, 1);
   D->buckets = gb;
   D->last_grad_step = -1;
   for (int i = 0; i < gb->n_buckets; i++)
@@ -712,6 +925,84 @@ bool dist_attach(Dist *D, Exec *e, Diag *d) {
   return true;
 }
 
+/* ---- replica threads ------------------------------------------------------- */
+
+static void *worker_main(void *arg) {
+  Worker *w = arg;
+  Dist *D = w->D;
+  uint64_t seen = w->seen;
+  pthread_mutex_lock(&D->run_mu);
+  for (;;) {
+    while (D->run_gen == seen && !D->run_stop) pthread_cond_wait(&D->run_cv, &D->run_mu);
+    if (D->run_stop) break;
+    seen = D->run_gen;
+    if (w->k >= D->run_n) continue;
+    DistJob fn = D->run_fn;
+    void *ctx = D->run_ctx;
+    pthread_mutex_unlock(&D->run_mu);
+    bool ok = fn(ctx, w->k, &w->diag);
+    if (!ok) local_abort(D);
+    pthread_mutex_lock(&D->run_mu);
+    w->ok = ok;
+    if (--D->run_pending == 0) pthread_cond_broadcast(&D->run_done_cv);
+  }
+  pthread_mutex_unlock(&D->run_mu);
+  return NULL;
+}
+
+bool dist_run(Dist *D, int n, DistJob fn, void *ctx, Diag *d) {
+  BC_ASSERT(n >= 1 && n <= BC_MAX_REPLICAS);
+  if (n == 1) return fn(ctx, 0, d);
+  BC_ASSERT(D && "several replicas need a Dist");
+  for (; D->n_workers < n - 1; D->n_workers++) {
+    Worker *w = bc_calloc(1, sizeof(*w));
+    w->D = D;
+    w->k = D->n_workers + 1;
+    w->seen = D->run_gen; /* changes only on this thread */
+    diag_init(&w->diag);
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc != 0) {
+      diag_free(&w->diag);
+      free(w);
+      diag_error(d, SRCLOC_NONE, "dist: cannot start a replica thread: %s", strerror(rc));
+      return false;
+    }
+    D->workers[D->n_workers] = w;
+  }
+  pthread_mutex_lock(&D->run_mu);
+  D->run_fn = fn;
+  D->run_ctx = ctx;
+  D->run_n = n;
+  D->run_pending = n - 1;
+  D->run_gen++;
+  pthread_cond_broadcast(&D->run_cv);
+  pthread_mutex_unlock(&D->run_mu);
+  bool ok = fn(ctx, 0, d);
+  if (!ok) local_abort(D);
+  pthread_mutex_lock(&D->run_mu);
+  while (D->run_pending > 0) pthread_cond_wait(&D->run_done_cv, &D->run_mu);
+  pthread_mutex_unlock(&D->run_mu);
+  for (int k = 1; k < n; k++) {
+    Worker *w = D->workers[k - 1];
+    if (!w->ok) ok = false;
+    diag_merge(d, &w->diag);
+  }
+  return ok;
+}
+
+static void stop_workers(Dist *D) {
+  pthread_mutex_lock(&D->run_mu);
+  D->run_stop = true;
+  pthread_cond_broadcast(&D->run_cv);
+  pthread_mutex_unlock(&D->run_mu);
+  for (int i = 0; i < D->n_workers; i++) {
+    pthread_join(D->workers[i]->thread, NULL);
+    diag_free(&D->workers[i]->diag);
+    free(D->workers[i]);
+  }
+  D->n_workers = 0;
+}
+
 /* ---- collectives for the training loop ----------------------------------- */
 
 bool dist_sum(Dist *D, double *x, int n, Diag *d) {
@@ -728,32 +1019,55 @@ bool dist_broadcast(Dist *D, double *x, int n, Diag *d) {
   return true;
 }
 
+/* v's buffer when the host can read it (not a GPU's memory), else NULL. */
+static void *host_ptr(Exec *e, ValueId v, DType *t) {
+  return e->backend == &backend_cuda ? NULL : exec_value_ptr(e, v, t);
+}
+
 /* Every parameter, then every state, of e's graph. */
 static int n_tensors(const Graph *g) { return g->params.n + g->states.n; }
 static ValueId tensor_at(const Graph *g, int i) {
   return i < g->params.n ? g->params.data[i] : g->states.data[i - g->params.n];
 }
 
-bool dist_broadcast_exec(Dist *D, Exec *e, Diag *d) {
-  if (!D || !D->mpi) return true;
-  const Graph *g = e->graph;
+/* Replica 0's parameters and optimizer state into replicas 1..n-1, through
+ * the host (exact: f32 and i32 fit in double). */
+static bool copy_replica0(Exec *const *es, int n, Diag *d) {
+  const Graph *g = es[0]->graph;
   for (int i = 0; i < n_tensors(g); i++) {
     ValueId v = tensor_at(g, i);
-    int64_t n = shape_numel(&g->values.data[v].shape);
-    DType t;
-    void *p = exec_value_ptr(e, v, &t);
-    if (p) { /* in place */
-      run_sync(D, REQ_BCAST, p, n, t);
-      continue;
-    }
-    double *x = bc_malloc(sizeof(double) * (size_t)(n ? n : 1)); /* through the host */
-    bool ok = exec_read(e, v, x, DTYPE_F64, d);
-    if (ok) run_sync(D, REQ_BCAST, x, n, DTYPE_F64);
-    ok = ok && exec_write(e, v, x, DTYPE_F64, d);
+    int64_t count = shape_numel(&g->values.data[v].shape);
+    double *x = bc_malloc(sizeof(double) * (size_t)(count ? count : 1));
+    bool ok = exec_read(es[0], v, x, DTYPE_F64, d);
+    for (int k = 1; ok && k < n; k++) ok = exec_write(es[k], v, x, DTYPE_F64, d);
     free(x);
     if (!ok) return false;
   }
   return true;
+}
+
+bool dist_broadcast_exec(Dist *D, Exec *const *es, int n, Diag *d) {
+  Exec *e = es[0];
+  if (D && D->mpi) {
+    const Graph *g = e->graph;
+    for (int i = 0; i < n_tensors(g); i++) {
+      ValueId v = tensor_at(g, i);
+      int64_t count = shape_numel(&g->values.data[v].shape);
+      DType t;
+      void *p = host_ptr(e, v, &t);
+      if (p) { /* in place */
+        run_sync(D, REQ_BCAST, p, count, t);
+        continue;
+      }
+      double *x = bc_malloc(sizeof(double) * (size_t)(count ? count : 1)); /* through the host */
+      bool ok = exec_read(e, v, x, DTYPE_F64, d);
+      if (ok) run_sync(D, REQ_BCAST, x, count, DTYPE_F64);
+      ok = ok && exec_write(e, v, x, DTYPE_F64, d);
+      free(x);
+      if (!ok) return false;
+    }
+  }
+  return n == 1 || copy_replica0(es, n, d);
 }
 
 /* FNV-1a over the bytes of every parameter and state, as stored. */
@@ -764,7 +1078,7 @@ static bool exec_hash(Exec *e, uint64_t *h, Diag *d) {
     ValueId v = tensor_at(g, i);
     int64_t n = shape_numel(&g->values.data[v].shape);
     DType t;
-    const unsigned char *p = exec_value_ptr(e, v, &t), *bytes = p;
+    const unsigned char *p = host_ptr(e, v, &t), *bytes = p;
     double *x = NULL;
     size_t nb = (size_t)n * (p ? dtype_size(t) : sizeof(double));
     if (!p) {
@@ -781,10 +1095,23 @@ static bool exec_hash(Exec *e, uint64_t *h, Diag *d) {
   return true;
 }
 
-bool dist_check_replicas(Dist *D, Exec *e, int64_t step, Diag *d) {
-  if (!D || !D->mpi || D->size < 2) return true;
+bool dist_check_replicas(Dist *D, Exec *const *es, int n, int64_t step, Diag *d) {
+  bool several = D && D->mpi && D->size > 1;
+  if (!several && n == 1) return true;
   uint64_t h;
-  if (!exec_hash(e, &h, d)) return false;
+  if (!exec_hash(es[0], &h, d)) return false;
+  for (int k = 1; k < n; k++) {
+    uint64_t hk;
+    if (!exec_hash(es[k], &hk, d)) return false;
+    if (hk != h) {
+      diag_error(d, SRCLOC_NONE,
+                 "dist: after step %lld, replica %d holds parameters or optimizer state that differ from replica "
+                 "0's: the replicas diverged (a bug)",
+                 (long long)step, k);
+      return false;
+    }
+  }
+  if (!several) return true;
   double mine[2] = {(double)(h >> 32), (double)(h & 0xffffffffu)}, root[2] = {mine[0], mine[1]};
   run_sync(D, REQ_BCAST, root, 2, DTYPE_F64);
   double differ = (mine[0] != root[0] || mine[1] != root[1]) ? 1 : 0;

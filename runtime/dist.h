@@ -16,13 +16,24 @@
  * is the one place below main that ends the process: a collective that
  * never completes cannot be cancelled, and MPI_Finalize would hang on it.
  *
- * GPUs: a cuda Exec's gradient buckets are averaged by NCCL (runtime/nccl.c)
- * on a stream of the cuda backend's own, overlapped with the backward pass
- * and captured into its CUDA graph (cuda_attach_nccl); MPI only carries
- * the NCCL communicator's id from rank 0 to the others, one process per GPU.
+ * Replicas in one process: a process may drive several replicas, one per
+ * device of a device list (backend_parse_list: `--device cuda:0,1`,
+ * `cuda:all`), each run by a thread of its own (dist_run). Replica k of
+ * this process is replica rank x n + k of size x n in all: it takes that
+ * slice of the global batch and those dropout draws. Several host replicas
+ * (cpu:0,1, in a process without other ranks) are averaged in memory, by
+ * the last replica to finish each bucket, in replica order: a check of the
+ * data-parallel numerics without MPI, bit-identical to as many MPI ranks
+ * for two replicas.
  *
- * Not here: several devices in one process, splitting batches
- * (tasks/train.c). */
+ * GPUs: cuda Execs' gradient buckets are averaged by NCCL (runtime/nccl.c)
+ * on a stream of the cuda backend's own, overlapped with the backward pass
+ * and captured into its CUDA graph (cuda_attach_nccl): one communicator
+ * over every replica of every process, which the replicas of a process
+ * join in one NCCL group call. MPI only carries the communicator's id from
+ * rank 0 to the others.
+ *
+ * Not here: splitting batches (tasks/train.c). */
 #ifndef BC_DIST_H
 #define BC_DIST_H
 
@@ -47,27 +58,40 @@ int dist_size(const Dist *D); /* 1 for NULL */
 /* Whether MPI is loaded (started by mpirun, even with one rank). */
 bool dist_is_mpi(const Dist *D);
 
-/* Installs the gradient all-reduce on e (buckets of BC_DIST_BUCKET_BYTES,
- * default 256 KiB, in e's run order): from the next exec_run on, each bucket
- * is summed over ranks and divided by the number of ranks as soon as the
- * backward pass has computed it, and the optimizer waits for it. One Exec
- * at a time; call dist_detach before destroying it. Nothing happens (true)
- * for one rank without MPI and without BC_TRACE. A cuda Exec goes through
- * NCCL (BC_TRACE then records no all-reduce spans: they run on the GPU).
- * False with an error when the backend has no hooks or a gradient has no
- * buffer. */
-bool dist_attach(Dist *D, Exec *e, Diag *d);
+/* Installs the gradient all-reduce on this process's replicas es[0..n)
+ * (Execs of one graph on one backend; buckets of BC_DIST_BUCKET_BYTES,
+ * default 256 KiB, in their run order): from the next exec_run on, each
+ * bucket is summed over all replicas and divided by their number as soon as
+ * the backward pass has computed it, and the optimizer waits for it. Call
+ * dist_detach before destroying them. Nothing happens (true) for one
+ * replica in one rank without MPI and without BC_TRACE. cuda Execs go
+ * through NCCL (BC_TRACE then records no all-reduce spans: they run on the
+ * GPU; BC_DIST_NCCL=1 takes that path also for one replica without MPI);
+ * several host replicas need a process without other ranks. False
+ * with an error when the backend has no hooks or a gradient has no buffer. */
+bool dist_attach(Dist *D, Exec *const *es, int n, Diag *d);
 void dist_detach(Dist *D);
 
-/* Overwrites every parameter and optimizer state of e with rank 0's. */
-bool dist_broadcast_exec(Dist *D, Exec *e, Diag *d);
+/* Runs fn(ctx, k, dk) for the replicas k = 0..n-1 at once: k = 0 on the
+ * calling thread, the others on threads of D's (started on first use, kept
+ * until dist_stop). Returns when all have returned: true when all did;
+ * their errors are added to d in replica order. A replica that fails
+ * releases the others from waiting for its gradients (host replicas; a GPU
+ * replica failing inside a step leaves NCCL waiting). n == 1 calls fn(ctx,
+ * 0, d) and needs no D. */
+typedef bool (*DistJob)(void *ctx, int replica, Diag *d);
+bool dist_run(Dist *D, int n, DistJob fn, void *ctx, Diag *d);
+
+/* Overwrites every parameter and optimizer state of es[0..n) with rank 0's
+ * replica 0's. */
+bool dist_broadcast_exec(Dist *D, Exec *const *es, int n, Diag *d);
 /* x[0..n) summed over ranks, in place, in double. */
 bool dist_sum(Dist *D, double *x, int n, Diag *d);
 /* x[0..n) replaced by rank 0's. */
 bool dist_broadcast(Dist *D, double *x, int n, Diag *d);
-/* False with an error when some rank's parameters or optimizer state differ
- * from rank 0's (bit for bit): the replicas diverged, a bug. */
-bool dist_check_replicas(Dist *D, Exec *e, int64_t step, Diag *d);
+/* False with an error when some replica's parameters or optimizer state
+ * differ from replica 0's of rank 0 (bit for bit): they diverged, a bug. */
+bool dist_check_replicas(Dist *D, Exec *const *es, int n, int64_t step, Diag *d);
 
 /* The training loop calls this at the start of step `step`: it labels the
  * trace and the timeout messages, and honours BC_DIST_TEST_FAULT=kill:S or

@@ -32,8 +32,21 @@ const Backend *backend_by_name(const char *name) {
   return NULL;
 }
 
+/* A spec naming several devices: "B:I,J,..." or "B:all". */
+static bool is_list_spec(const char *spec) {
+  const char *c = spec ? strchr(spec, ':') : NULL;
+  return c && (strchr(c, ',') || strcmp(c + 1, "all") == 0);
+}
+
 const Backend *backend_parse(const char *spec, int *device, Diag *d) {
   *device = 0;
+  if (is_list_spec(spec)) {
+    diag_error(d, SRCLOC_NONE,
+               "device '%s' names several devices: only `bertrun train` runs replicas on several devices; "
+               "name one here (cpu, cuda, cuda:N or interp)",
+               spec);
+    return NULL;
+  }
   if (spec && strncmp(spec, "cuda:", 5) == 0) {
     char *end;
     long n = strtol(spec + 5, &end, 10);
@@ -41,19 +54,64 @@ const Backend *backend_parse(const char *spec, int *device, Diag *d) {
       *device = (int)n;
       return &backend_cuda;
     }
-    if (strchr(spec + 5, ',') || strcmp(spec + 5, "all") == 0) {
-      diag_error(d, SRCLOC_NONE,
-                 "device '%s': one process driving several GPUs is not supported yet; run one process per GPU: "
-                 "mpirun -np N bertrun train ... --device cuda",
-                 spec);
-      return NULL;
-    }
   } else {
     const Backend *b = backend_by_name(spec);
     if (b) return b;
   }
   diag_error(d, SRCLOC_NONE, "unknown device '%s' (choose interp, cpu, cuda or cuda:N)", spec ? spec : "");
   return NULL;
+}
+
+const Backend *backend_parse_list(const char *spec, int devices[BC_MAX_REPLICAS], int *n, Diag *d) {
+  *n = 0;
+  if (!is_list_spec(spec)) {
+    const Backend *b = backend_parse(spec, &devices[0], d);
+    if (b) *n = 1;
+    return b;
+  }
+  const char *colon = strchr(spec, ':');
+  char name[16] = "";
+  if ((size_t)(colon - spec) < sizeof name) memcpy(name, spec, (size_t)(colon - spec));
+  const Backend *b = backend_by_name(name);
+  if (!b) {
+    diag_error(d, SRCLOC_NONE, "unknown device list '%s' (choose cuda:I,J,..., cuda:all, cpu:0,1,... or interp:0,1,...)",
+               spec);
+    return NULL;
+  }
+  if (strcmp(colon + 1, "all") == 0) {
+    if (b != &backend_cuda) {
+      diag_error(d, SRCLOC_NONE, "device list '%s': 'all' counts GPUs, so it is for cuda only (cpu:0,1 gives two host replicas)",
+                 spec);
+      return NULL;
+    }
+    int count;
+    if (!cuda_device_count(&count, d)) return NULL;
+    if (count > BC_MAX_REPLICAS) count = BC_MAX_REPLICAS;
+    for (int i = 0; i < count; i++) devices[i] = i;
+    *n = count;
+    return b;
+  }
+  for (const char *p = colon + 1;;) {
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || (*end && *end != ',') || v < 0 || v >= 1024) {
+      diag_error(d, SRCLOC_NONE, "device list '%s': '%.*s' is not a device number", spec, (int)strcspn(p, ","), p);
+      return NULL;
+    }
+    for (int i = 0; i < *n; i++)
+      if (devices[i] == (int)v) {
+        diag_error(d, SRCLOC_NONE, "device list '%s' names device %ld twice", spec, v);
+        return NULL;
+      }
+    if (*n == BC_MAX_REPLICAS) {
+      diag_error(d, SRCLOC_NONE, "device list '%s' names more than %d devices", spec, BC_MAX_REPLICAS);
+      return NULL;
+    }
+    devices[(*n)++] = (int)v;
+    if (!*end) break;
+    p = end + 1;
+  }
+  return b;
 }
 
 Exec *exec_create_spec(const char *spec, const Graph *g, Diag *d) {

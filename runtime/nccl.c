@@ -93,6 +93,30 @@ GpuComm *gpucomm_create(const unsigned char id[GPUCOMM_ID_BYTES], int n, int ran
   return c;
 }
 
+bool gpucomm_create_local(const unsigned char id[GPUCOMM_ID_BYTES], int n, int first_rank, int n_local,
+                          void (*make_current)(void *ctx, int k), void *ctx, GpuComm **out, Diag *d) {
+  for (int k = 0; k < n_local; k++) out[k] = NULL;
+  if (!gpucomm_available(d)) return false;
+  ncclUniqueId u;
+  memcpy(u.internal, id, GPUCOMM_ID_BYTES);
+  /* several devices from one thread: their ranks join inside one group,
+   * else the first ncclCommInitRank would wait for the others forever */
+  bool ok = check(L.ncclGroupStart(), "ncclGroupStart", NULL, d);
+  for (int k = 0; ok && k < n_local; k++) {
+    out[k] = bc_calloc(1, sizeof(GpuComm));
+    out[k]->n = n;
+    make_current(ctx, k);
+    ok = check(L.ncclCommInitRank(&out[k]->comm, n, u, first_rank + k), "ncclCommInitRank", NULL, d);
+  }
+  ok = check(L.ncclGroupEnd(), "ncclGroupEnd", NULL, d) && ok;
+  if (!ok)
+    for (int k = 0; k < n_local; k++) {
+      gpucomm_destroy(out[k]); /* frees one that never joined */
+      out[k] = NULL;
+    }
+  return ok;
+}
+
 void gpucomm_destroy(GpuComm *c) {
   if (!c) return;
   if (c->comm) L.ncclCommDestroy(c->comm);
@@ -132,6 +156,12 @@ GpuComm *gpucomm_create(const unsigned char id[GPUCOMM_ID_BYTES], int n, int ran
   (void)id, (void)n, (void)rank;
   gpucomm_available(d);
   return NULL;
+}
+bool gpucomm_create_local(const unsigned char id[GPUCOMM_ID_BYTES], int n, int first_rank, int n_local,
+                          void (*make_current)(void *ctx, int k), void *ctx, GpuComm **out, Diag *d) {
+  (void)id, (void)n, (void)first_rank, (void)make_current, (void)ctx;
+  for (int k = 0; k < n_local; k++) out[k] = NULL;
+  return gpucomm_available(d);
 }
 void gpucomm_destroy(GpuComm *c) { (void)c; }
 int gpucomm_size(const GpuComm *c) {

@@ -1,6 +1,6 @@
 /* nccl.h — NCCL loaded at run time (dlopen of libnccl.so.2, like the other
  * CUDA libraries; nothing is linked) for data-parallel training on GPUs:
- * one communicator per process and device, in-place averaging all-reduce
+ * one communicator per device (a process may drive several), in-place averaging all-reduce
  * and broadcast of device buffers, enqueued on a caller's stream (so they
  * can be captured into a CUDA graph). Several processes agree on a
  * communicator through a 128-byte id that rank 0 creates and sends to the
@@ -30,6 +30,13 @@ bool gpucomm_unique_id(unsigned char id[GPUCOMM_ID_BYTES], Diag *d);
 /* Joins the communicator `id` of n ranks as `rank`, on the device of the
  * calling thread's current CUDA context. NULL with NCCL's message. */
 GpuComm *gpucomm_create(const unsigned char id[GPUCOMM_ID_BYTES], int n, int rank, Diag *d);
+/* Joins the communicator `id` of n ranks with n_local devices of this
+ * process at once (one NCCL group call), as ranks first_rank ..
+ * first_rank + n_local - 1: make_current(ctx, k) makes device k's context
+ * current before out[k] joins. All or nothing: false with NCCL's message,
+ * out[] all NULL. */
+bool gpucomm_create_local(const unsigned char id[GPUCOMM_ID_BYTES], int n, int first_rank, int n_local,
+                          void (*make_current)(void *ctx, int k), void *ctx, GpuComm **out, Diag *d);
 void gpucomm_destroy(GpuComm *c);
 int gpucomm_size(const GpuComm *c);
 

@@ -34,7 +34,9 @@ static const char usage[] =
     "  --max-len N         tokens per example (default 128)\n"
     "  --max-examples N    use only the first N training examples\n"
     "  --seed N            seed of initialization, data order, masking, dropout\n"
-    "  --device NAME       cpu (default), cuda, cuda:N (GPU N) or interp (the reference)\n"
+    "  --device NAME       cpu (default), cuda, cuda:N (GPU N) or interp (the reference);\n"
+    "                      train also takes a list: cuda:0,1 or cuda:all (one replica\n"
+    "                      per GPU in this process), cpu:0,1 (host replicas: a check)\n"
     "  --threads N         threads of the cpu backend (default: one per core)\n"
     "  --out DIR           run folder: checkpoint.safetensors, vocab.txt,\n"
     "                      metrics.jsonl, curves.svg (default runs/TASK)\n"
@@ -59,6 +61,14 @@ static const char usage[] =
     "parameters every N steps; always at checkpoints and the end),\n"
     "BC_TRACE=FILE (Chrome trace of kernels and all-reduces; rank R of several\n"
     "writes FILE.R). eval and predict run in one process.\n"
+    "\n"
+    "several GPUs: `--device cuda:0,1` (or cuda:all) drives one replica per GPU\n"
+    "from this process, a thread each, gradients averaged by NCCL; or one\n"
+    "process per GPU: `mpirun -np N bertrun train ... --device cuda` (rank r\n"
+    "takes GPU r of its node). Either way --batch is the global batch.\n"
+    "`--device cpu:0,1` runs two replicas in one process on the same cores\n"
+    "(threads default to cores / replicas),\n"
+    "averaged in memory: no faster, but the numerics of two MPI ranks.\n"
     "\n"
     "exit status: 0 success, 1 errors (data, model, checkpoint), 2 bad usage.\n";
 
@@ -191,10 +201,14 @@ int main(int argc, char **argv) {
     if (strcmp(task, "pretrain") && strcmp(task, "snli"))
       return bad_usage("unknown task '%s' (tasks: pretrain, snli)", task);
     if (!set_out) o.out = !strcmp(task, "pretrain") ? "runs/pretrain" : "runs/snli";
-    /* ranks sharing a node share its cores */
+    int devices[BC_MAX_REPLICAS], n_replicas;
+    const Backend *backend = backend_parse_list(o.device, devices, &n_replicas, &d);
+    if (!backend) return finish(false, &d);
+    /* ranks sharing a node share its cores, and so do host replicas */
     const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    if (!set_threads && !getenv("BC_THREADS") && local && atoi(local) > 1) {
-      long cores = sysconf(_SC_NPROCESSORS_ONLN), per = cores / atoi(local);
+    long sharing = (local ? atol(local) : 1) * (backend == &backend_cpu ? n_replicas : 1);
+    if (!set_threads && !getenv("BC_THREADS") && sharing > 1) {
+      long cores = sysconf(_SC_NPROCESSORS_ONLN), per = cores / sharing;
       char buf[32];
       snprintf(buf, sizeof buf, "%ld", per > 1 ? per : 1);
       setenv("BC_THREADS", buf, 1);
@@ -222,6 +236,8 @@ int main(int argc, char **argv) {
     diag_free(&d);
     return 1;
   }
+  int device;
+  if (!backend_parse(o.device, &device, &d)) return finish(false, &d); /* one device, before any file */
   if (!strcmp(cmd, "eval")) {
     if (task && strcmp(task, "snli")) return bad_usage("eval supports --task snli, not '%s'", task);
     if (n_pos != 1) return bad_usage("%s", "eval needs one CHECKPOINT");

@@ -111,64 +111,117 @@ static void info(const TrainOptions *o, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* This rank's part of the global batch. */
+/* This process's replicas (one, or one per device of a device list such as
+ * cuda:0,1) and their parts of the global batch: replica k of rank r is
+ * replica r * n_local + k of size in all. */
 typedef struct {
-  int rank, size;
-  int local;     /* examples per rank */
-  int64_t first; /* global index of the rank's first example in a batch */
-  bool have_batch;
-  DataBatch batch; /* size > 1: the slice */
+  int n_local;   /* replicas in this process */
+  int first;     /* global index of this process's replica 0 */
+  int size;      /* replicas in all */
+  int n_ranks;   /* processes */
+  int local;     /* examples per replica */
+  const Backend *backend;
+  int devices[BC_MAX_REPLICAS];
+  bool have_batch[BC_MAX_REPLICAS];
+  DataBatch batch[BC_MAX_REPLICAS]; /* size > 1: the slices */
   int64_t check_every; /* BC_DIST_CHECK=N: compare the replicas every N steps */
 } Split;
 
 static bool split_init(Split *sp, const TrainOptions *o, Diag *d) {
   memset(sp, 0, sizeof(*sp));
-  sp->rank = dist_rank(o->dist);
-  sp->size = dist_size(o->dist);
-  if (o->batch % sp->size != 0) {
+  sp->backend = backend_parse_list(o->device, sp->devices, &sp->n_local, d);
+  if (!sp->backend) return false;
+  /* under mpirun, `--device cuda` means one GPU per rank: rank r of a node
+   * takes cuda:(its local rank); cuda:N pins every rank to GPU N */
+  const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  if (sp->backend == &backend_cuda && strcmp(o->device, "cuda") == 0 && lr && *lr) sp->devices[0] = atoi(lr);
+  sp->n_ranks = dist_size(o->dist);
+  if (sp->n_local > 1 && sp->backend != &backend_cuda && sp->n_ranks > 1) {
     diag_error(d, (SrcLoc){"<command line>", 0, 0},
-               "--batch %d cannot be split evenly over %d ranks (%d %% %d = %d): pass a global batch that "
-               "is a multiple of the number of ranks",
-               o->batch, sp->size, o->batch, sp->size, o->batch % sp->size);
+               "--device %s runs %d host replicas in one process, which is not for mpirun: give each rank one "
+               "(--device %s)",
+               o->device, sp->n_local, sp->backend->name);
+    return false;
+  }
+  sp->size = sp->n_ranks * sp->n_local;
+  sp->first = dist_rank(o->dist) * sp->n_local;
+  if (o->batch % sp->size != 0) {
+    char over[96];
+    if (sp->n_local == 1) snprintf(over, sizeof over, "%d ranks", sp->size);
+    else if (sp->n_ranks == 1) snprintf(over, sizeof over, "%d replicas (--device %s)", sp->size, o->device);
+    else snprintf(over, sizeof over, "%d replicas (%d ranks x %d devices)", sp->size, sp->n_ranks, sp->n_local);
+    diag_error(d, (SrcLoc){"<command line>", 0, 0},
+               "--batch %d cannot be split evenly over %s (%d %% %d = %d): pass a global batch that is a "
+               "multiple of the number of replicas",
+               o->batch, over, o->batch, sp->size, o->batch % sp->size);
     return false;
   }
   sp->local = o->batch / sp->size;
-  sp->first = (int64_t)sp->rank * sp->local;
   const char *c = getenv("BC_DIST_CHECK");
   sp->check_every = c && *c ? atoll(c) : 0;
   return true;
 }
 
-/* The batch this rank runs: the global one, or rows [first, first+local) of it. */
-static const DataBatch *split_batch(Split *sp, const DataBatch *global) {
+/* Global index of local replica k's first example in a batch. */
+static int64_t split_first(const Split *sp, int k) { return (int64_t)(sp->first + k) * sp->local; }
+
+/* "cuda:0,1 (2 replicas)", "cpu (2 ranks)", "cuda" */
+static void split_where(const Split *sp, const char *device, char *buf, size_t cap) {
+  if (sp->size == 1) snprintf(buf, cap, "%s", device);
+  else if (sp->n_local == 1) snprintf(buf, cap, "%s (%d ranks)", device, sp->size);
+  else if (sp->n_ranks == 1) snprintf(buf, cap, "%s (%d replicas)", device, sp->size);
+  else snprintf(buf, cap, "%s (%d ranks x %d devices)", device, sp->n_ranks, sp->n_local);
+}
+
+/* The batch local replica k runs: the global one, or its rows of it. */
+static const DataBatch *split_batch(Split *sp, const DataBatch *global, int k) {
   if (sp->size == 1) return global;
-  if (!sp->have_batch) {
-    data_batch_init(&sp->batch, &global->data, sp->local);
-    sp->have_batch = true;
+  DataBatch *lb = &sp->batch[k];
+  if (!sp->have_batch[k]) {
+    data_batch_init(lb, &global->data, sp->local);
+    sp->have_batch[k] = true;
   }
-  for (int k = 0; k < global->data.n_fields; k++) {
-    size_t row = (size_t)data_field_row_bytes(&global->data.fields[k]);
-    memcpy(sp->batch.data.fields[k].data, (const char *)global->data.fields[k].data + (size_t)sp->first * row,
+  int64_t first = split_first(sp, k);
+  for (int f = 0; f < global->data.n_fields; f++) {
+    size_t row = (size_t)data_field_row_bytes(&global->data.fields[f]);
+    memcpy(lb->data.fields[f].data, (const char *)global->data.fields[f].data + (size_t)first * row,
            (size_t)sp->local * row);
   }
-  memcpy(sp->batch.rows, global->rows + sp->first, sizeof(int32_t) * (size_t)sp->local);
-  int real = global->n_real - (int)sp->first;
-  sp->batch.n_real = real < 0 ? 0 : real > sp->local ? sp->local : real;
-  return &sp->batch;
+  memcpy(lb->rows, global->rows + first, sizeof(int32_t) * (size_t)sp->local);
+  int64_t real = global->n_real - first;
+  lb->n_real = real < 0 ? 0 : real > sp->local ? sp->local : (int)real;
+  return lb;
 }
 
 static void split_free(Split *sp) {
-  if (sp->have_batch) data_batch_free(&sp->batch);
+  for (int k = 0; k < BC_MAX_REPLICAS; k++)
+    if (sp->have_batch[k]) data_batch_free(&sp->batch[k]);
+}
+
+/* One Exec of g per local replica; false with an error (es[] then holds
+ * those made, for destroy_execs). */
+static bool make_execs(const Split *sp, const Graph *g, Exec **es, Diag *d) {
+  for (int k = 0; k < sp->n_local; k++)
+    if (!(es[k] = exec_create_on(sp->backend, sp->devices[k], g, d))) return false;
+  return true;
+}
+
+static void destroy_execs(Exec **es) {
+  for (int k = 0; k < BC_MAX_REPLICAS; k++) {
+    exec_destroy(es[k]);
+    es[k] = NULL;
+  }
 }
 
 /* Rank 0's parameters, optimizer state, start step and training time, on
  * every rank (after initialization, --init or --resume on rank 0). */
-static bool sync_start(const TrainOptions *o, Exec *e, int64_t *start, double *time_offset, Diag *d) {
+static bool sync_start(const TrainOptions *o, const Split *sp, Exec **es, int64_t *start, double *time_offset,
+                       Diag *d) {
   double x[2] = {(double)*start, *time_offset};
-  if (!dist_broadcast(o->dist, x, 2, d) || !dist_broadcast_exec(o->dist, e, d)) return false;
+  if (!dist_broadcast(o->dist, x, 2, d) || !dist_broadcast_exec(o->dist, es, sp->n_local, d)) return false;
   *start = (int64_t)x[0];
   *time_offset = x[1];
-  return dist_attach(o->dist, e, d);
+  return dist_attach(o->dist, es, sp->n_local, d);
 }
 
 /* Settings owned as strings: the user's, then the ones the data decides. */
@@ -204,17 +257,8 @@ static bool compile(Graph *g, const char *model, const char *graph, const Sets *
   return pipeline_run(g, &c, d);
 }
 
-/* Under mpirun, `--device cuda` means one GPU per rank: rank r of a node
- * takes cuda:(its local rank); cuda:N pins every rank to GPU N. */
-static Exec *make_exec(const char *device, const Graph *g, Diag *d) {
-  int index;
-  const Backend *b = backend_parse(device, &index, d);
-  if (b == &backend_cuda && strcmp(device, "cuda") == 0) {
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    if (local && *local) index = atoi(local);
-  }
-  return b ? exec_create_on(b, index, g, d) : NULL;
-}
+/* One Exec of g on `device` (evaluation, prediction: one device). */
+static Exec *make_exec(const char *device, const Graph *g, Diag *d) { return exec_create_spec(device, g, d); }
 
 static ValueId output_named(const Graph *g, const char *name) {
   for (int i = 0; i < g->outputs.n; i++)
@@ -434,6 +478,54 @@ static bool evaluate(Exec *e, const Graph *g, const Dataset *ds, Dist *dist, Eva
 
 /* ---- pretraining ---- */
 
+/* One training step of every local replica, at once (dist_run): each
+ * writes its slice of the global batch, runs, and reads its scalar outputs
+ * and, for fine-tuning, counts its correct predictions. */
+typedef struct {
+  const TrainOptions *o;
+  Split *sp;
+  Exec **es;
+  const Graph *g;
+  const DataBatch *global;
+  uint32_t step;
+  int n_out;
+  ValueId out[3];
+  ValueId logits; /* fine-tuning: x[k][n_out] is replica k's correct count */
+  float *logits_buf[BC_MAX_REPLICAS];
+  const int32_t *labels;
+  double x[BC_MAX_REPLICAS][4];
+} StepJob;
+
+static bool step_job(void *ctx, int k, Diag *d) {
+  StepJob *j = ctx;
+  Exec *e = j->es[k];
+  const DataBatch *lb = split_batch(j->sp, j->global, k);
+  RunContext c = {j->o->seed, j->step, split_first(j->sp, k)};
+  if (!write_batch(e, j->g, lb, j->o->lr, d) || !write_mlm_norm(e, j->g, j->global, j->sp->size, d) ||
+      !exec_run(e, &c, d))
+    return false;
+  for (int i = 0; i < j->n_out; i++)
+    if (!read_scalar(e, j->out[i], &j->x[k][i], d)) return false;
+  if (j->logits < 0) return true;
+  if (!exec_read(e, j->logits, j->logits_buf[k], DTYPE_F32, d)) return false;
+  double correct = 0;
+  for (int r = 0; r < lb->n_real; r++)
+    correct += argmax3(j->logits_buf[k] + r * SNLI_N_LABELS) == j->labels[lb->rows[r]];
+  j->x[k][j->n_out] = correct;
+  return true;
+}
+
+/* Runs the step on every replica; x[0..n) := the outputs summed over all
+ * replicas of all ranks (n = n_out, plus the correct count when logits). */
+static bool run_step(StepJob *j, double *x, int n, Diag *d) {
+  if (!dist_run(j->o->dist, j->sp->n_local, step_job, j, d)) return false;
+  for (int i = 0; i < n; i++) {
+    x[i] = 0;
+    for (int k = 0; k < j->sp->n_local; k++) x[i] += j->x[k][i];
+  }
+  return dist_sum(j->o->dist, x, n, d);
+}
+
 bool train_pretrain(const TrainOptions *o, Diag *d) {
   Split sp;
   if (!split_init(&sp, o, d)) return false;
@@ -451,8 +543,9 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   if (o->max_examples > 0 && w.data.n_examples > o->max_examples) dataset_resize(&w.data, (int)o->max_examples);
   info(o, "pretrain: %d examples (%d sentence pairs over max_len %d skipped), vocabulary %d\n", w.data.n_examples,
        w.n_skipped, w.max_len, w.vocab.n);
-  if (sp.size > 1)
-    info(o, "pretrain: %d ranks, %d examples each per step of %d\n", sp.size, sp.local, o->batch);
+  char where[96];
+  split_where(&sp, o->device, where, sizeof where);
+  if (sp.size > 1) info(o, "pretrain: %s, %d examples each per step of %d\n", where, sp.local, o->batch);
 
   Sets s;
   sets_init(&s, o->sets, o->n_sets);
@@ -461,7 +554,7 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   sets_add(&s, "max_len", w.max_len);
   sets_add(&s, "n_pred", w.n_pred);
   Graph g;
-  Exec *e = NULL;
+  Exec *es[BC_MAX_REPLICAS] = {0}, *e = NULL;
   Progress *prog = NULL;
   MetricsLog log = {0};
   Batcher b = {0};
@@ -472,12 +565,13 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   if (is_root(o) && !vocab_save(&w.vocab, vpath, d)) goto done;
   if (!compile(&g, o->model, "pretrain", &s, true, d)) goto done;
   have_graph = true;
-  e = make_exec(o->device, &g, d);
-  if (!e || !exec_init_params(e, o->seed, d)) goto done;
+  if (!make_execs(&sp, &g, es, d)) goto done;
+  e = es[0];
+  if (!exec_init_params(e, o->seed, d)) goto done;
   int64_t start = 0;
   double time_offset = 0;
   if (is_root(o) && o->resume && !resume_run(o, ckpt, e, &w.vocab, &start, &time_offset, d)) goto done;
-  if (!sync_start(o, e, &start, &time_offset, d)) goto done;
+  if (!sync_start(o, &sp, es, &start, &time_offset, d)) goto done;
   batcher_init(&b, w.data.n_examples, o->batch, true, true);
   data_batch_init(&db, &w.data, o->batch);
   have_batch = true;
@@ -494,7 +588,8 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
   pc.start_step = start;
   pc.time_offset_s = time_offset;
   prog = progress_start(is_root(o) ? stderr : NULL, &pc);
-  ValueId mlm = output_named(&g, "mlm_loss"), nsp = output_named(&g, "nsp_loss");
+  StepJob job = {o, &sp, es, &g, &db, 0, 3, {g.loss, output_named(&g, "mlm_loss"), output_named(&g, "nsp_loss")},
+                 -1, {0}, NULL, {{0}}};
   double sum_mlm = 0, sum_nsp = 0, train_s = time_offset;
   int64_t n_sum = 0;
   int cur_epoch = -1;
@@ -506,17 +601,13 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
       cur_epoch = epoch;
     }
     batcher_fill(&b, &w.data, (int)(step % b.n_batches), &db);
-    RunContext ctx = {o->seed, (uint32_t)step, sp.first};
-    double x[3]; /* loss, MLM loss, NSP loss: this rank's, then the means over ranks */
+    job.step = (uint32_t)step;
+    double x[3]; /* loss, MLM loss, NSP loss: summed over the replicas, then their means */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     double tt = dist_now_ns();
-    if (!write_batch(e, &g, split_batch(&sp, &db), o->lr, d) || !write_mlm_norm(e, &g, &db, sp.size, d) ||
-        !exec_run(e, &ctx, d) ||
-        !read_scalar(e, g.loss, &x[0], d) || !read_scalar(e, mlm, &x[1], d) || !read_scalar(e, nsp, &x[2], d))
-      goto done;
+    if (!run_step(&job, x, 3, d)) goto done;
     dist_trace(o->dist, "step", "step", tt, dist_now_ns(), step);
-    if (!dist_sum(o->dist, x, 3, d)) goto done;
     for (int i = 0; i < 3; i++) x[i] /= sp.size;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     train_s += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
@@ -537,12 +628,12 @@ bool train_pretrain(const TrainOptions *o, Diag *d) {
       goto done;
     bool save_now = o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < o->steps;
     if ((save_now || (sp.check_every > 0 && (step + 1) % sp.check_every == 0)) &&
-        !dist_check_replicas(o->dist, e, step + 1, d))
+        !dist_check_replicas(o->dist, es, sp.n_local, step + 1, d))
       goto done;
     if (save_now && is_root(o) && !save(o->out, e, &g, o->model, step + 1, o->seed, &w.vocab, train_s, d))
       goto done;
   }
-  if (!dist_check_replicas(o->dist, e, o->steps, d)) goto done;
+  if (!dist_check_replicas(o->dist, es, sp.n_local, o->steps, d)) goto done;
   if (is_root(o) && !save(o->out, e, &g, o->model, o->steps, o->seed, &w.vocab, train_s, d)) goto done;
   {
     const MetricsRecord *rec = progress_flush(prog);
@@ -564,9 +655,9 @@ done:
     data_batch_free(&db);
     batcher_free(&b);
   }
-  split_free(&sp);
   dist_detach(o->dist);
-  exec_destroy(e);
+  destroy_execs(es);
+  split_free(&sp);
   if (have_graph) graph_free(&g);
   sets_free(&s);
   wiki_free(&w);
@@ -635,7 +726,7 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   sets_init(&se, o->sets, o->n_sets);
   Graph g, ge;
   bool have_g = false, have_ge = false;
-  Exec *e = NULL, *ee = NULL;
+  Exec *es[BC_MAX_REPLICAS] = {0}, *e = NULL, *ee = NULL;
   Progress *prog = NULL;
   MetricsLog log = {0};
   Batcher b = {0};
@@ -652,7 +743,9 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   if (o->max_examples > 0 && tr.data.n_examples > o->max_examples) dataset_resize(&tr.data, (int)o->max_examples);
   info(o, "snli: %d training examples (%d files, %d unlabeled '-' rows dropped), %d test examples\n",
        tr.data.n_examples, n_train, tr.n_skipped, te.data.n_examples);
-  if (sp.size > 1) info(o, "snli: %d ranks, %d examples each per step of %d\n", sp.size, sp.local, o->batch);
+  char where[96];
+  split_where(&sp, o->device, where, sizeof where);
+  if (sp.size > 1) info(o, "snli: %s, %d examples each per step of %d\n", where, sp.local, o->batch);
   if (is_root(o) && !vocab_save(&vocab, vpath, d)) goto done;
 
   sets_add(&s, "vocab", vocab.n);
@@ -666,9 +759,10 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   have_g = true;
   if (!compile(&ge, o->model, "nli", &se, false, d)) goto done;
   have_ge = true;
-  e = make_exec(o->device, &g, d);
-  if (!e || !exec_init_params(e, o->seed, d)) goto done;
-  ee = make_exec(o->device, &ge, d);
+  if (!make_execs(&sp, &g, es, d)) goto done;
+  e = es[0];
+  if (!exec_init_params(e, o->seed, d)) goto done;
+  ee = exec_create_on(sp.backend, sp.devices[0], &ge, d); /* evaluation: replica 0's device */
   if (!ee) goto done;
   char hash[32];
   vocab_hash_str(&vocab, hash);
@@ -684,7 +778,7 @@ bool train_snli(const TrainOptions *o, Diag *d) {
     if (n < 0) goto done;
     info(o, "snli: %d of %d parameter tensors initialized from %s, the rest new\n", n, g.params.n, o->init);
   }
-  if (!sync_start(o, e, &start, &time_offset, d)) goto done;
+  if (!sync_start(o, &sp, es, &start, &time_offset, d)) goto done;
   batcher_init(&b, tr.data.n_examples, o->batch, true, true);
   data_batch_init(&db, &tr.data, o->batch);
   have_batch = true;
@@ -704,9 +798,10 @@ bool train_snli(const TrainOptions *o, Diag *d) {
   pc.time_offset_s = time_offset;
   pc.has_acc = true;
   prog = progress_start(is_root(o) ? stderr : NULL, &pc);
-  ValueId logits = output_named(&g, "logits");
-  logits_buf = bc_malloc(sizeof(float) * (size_t)sp.local * SNLI_N_LABELS);
-  const int32_t *labels = dataset_i32(&tr.data, "label");
+  StepJob job = {o, &sp, es, &g, &db, 0, 1, {g.loss}, output_named(&g, "logits"), {0},
+                 dataset_i32(&tr.data, "label"), {{0}}};
+  logits_buf = bc_malloc(sizeof(float) * (size_t)sp.local * SNLI_N_LABELS * (size_t)sp.n_local);
+  for (int k = 0; k < sp.n_local; k++) job.logits_buf[k] = logits_buf + (size_t)k * (size_t)sp.local * SNLI_N_LABELS;
   double ep_loss = 0, ep_correct = 0, ep_n = 0, train_s = time_offset, test_acc = NAN;
   int64_t train_examples = 0;
   for (int64_t step = start; step < total; step++) {
@@ -717,19 +812,13 @@ bool train_snli(const TrainOptions *o, Diag *d) {
       if (step % b.n_batches == 0) ep_loss = ep_correct = ep_n = 0;
     }
     batcher_fill(&b, &tr.data, (int)(step % b.n_batches), &db);
-    const DataBatch *lb = split_batch(&sp, &db);
-    RunContext ctx = {o->seed, (uint32_t)step, sp.first};
+    job.step = (uint32_t)step;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    double tt = dist_now_ns(), x[2]; /* loss (this rank's mean), correct predictions */
-    if (!write_batch(e, &g, lb, o->lr, d) || !exec_run(e, &ctx, d) || !read_scalar(e, g.loss, &x[0], d) ||
-        !exec_read(e, logits, logits_buf, DTYPE_F32, d))
-      goto done;
+    double tt = dist_now_ns(), x[2]; /* loss (replica means), correct predictions: summed over replicas */
+    if (!run_step(&job, x, 2, d)) goto done;
     dist_trace(o->dist, "step", "step", tt, dist_now_ns(), step);
-    x[1] = 0;
-    for (int j = 0; j < lb->n_real; j++) x[1] += argmax3(logits_buf + j * SNLI_N_LABELS) == labels[lb->rows[j]];
-    /* over ranks: the mean of the per-rank means is the global batch mean */
-    if (!dist_sum(o->dist, x, 2, d)) goto done;
+    /* the mean of the replicas' means is the global batch mean */
     double loss = x[0] / sp.size, correct = x[1];
     clock_gettime(CLOCK_MONOTONIC, &t1);
     train_s += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
@@ -760,22 +849,20 @@ bool train_snli(const TrainOptions *o, Diag *d) {
     }
     bool save_now = o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < total;
     if ((save_now || (sp.check_every > 0 && (step + 1) % sp.check_every == 0)) &&
-        !dist_check_replicas(o->dist, e, step + 1, d))
+        !dist_check_replicas(o->dist, es, sp.n_local, step + 1, d))
       goto done;
     if (save_now && is_root(o) && !save(o->out, e, &g, o->model, step + 1, o->seed, &vocab, train_s, d))
       goto done;
   }
-  if (!dist_check_replicas(o->dist, e, total, d)) goto done;
+  if (!dist_check_replicas(o->dist, es, sp.n_local, total, d)) goto done;
   if (is_root(o) && !save(o->out, e, &g, o->model, total, o->seed, &vocab, train_s, d)) goto done;
   if (isnan(test_acc)) { /* resumed at the very end: evaluate once */
     EvalResult r;
     if (!copy_params(e, &g, ee, &ge, d) || !evaluate(ee, &ge, &te.data, o->dist, &r, d)) goto done;
     test_acc = r.n ? (double)r.correct / (double)r.n : NAN;
   }
-  char summary[256], where[64];
+  char summary[256];
   double eps = train_s > time_offset ? (double)train_examples / (train_s - time_offset) : NAN;
-  if (sp.size > 1) snprintf(where, sizeof where, "%s (%d ranks)", o->device, sp.size);
-  else snprintf(where, sizeof where, "%s", o->device);
   snprintf(summary, sizeof summary, "loss %.3f, train acc %.3f, test acc %.3f\n%.1f examples/sec on %s",
            ep_n ? ep_loss / ep_n : NAN, ep_n ? ep_correct / ep_n : NAN, test_acc, eps, where);
   progress_finish(prog, NULL);
@@ -790,9 +877,9 @@ done:
     data_batch_free(&db);
     batcher_free(&b);
   }
-  split_free(&sp);
   dist_detach(o->dist);
-  exec_destroy(e);
+  destroy_execs(es);
+  split_free(&sp);
   exec_destroy(ee);
   if (have_g) graph_free(&g);
   if (have_ge) graph_free(&ge);

@@ -3,6 +3,7 @@
 # d2l BERT, DOT output that Graphviz renders, plan files, usage errors.
 set -u
 BERTC=${BERTC:-build/bertc}
+BERTRUN=${BERTRUN:-build/bertrun}
 fail=0
 check() { # check DESCRIPTION COMMAND...
   local what=$1; shift
@@ -52,15 +53,24 @@ check "--device interp compiles without kernels" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --device interp | grep -vq '^kernels:'"
 check "an unknown device is an error (1)" bash -c \
   "out=\$('$BERTC' compile models/bert.yaml --device tpu 2>&1); rc=\$?; echo \"\$out\" | grep -q \"unknown device 'tpu'\" && [ \$rc -eq 1 ]"
-check "several GPUs in one process point to mpirun (1)" bash -c \
-  "out=\$('$BERTC' compile models/bert.yaml --device cuda:0,1 2>&1); rc=\$?; echo \"\$out\" | grep -q 'mpirun -np N' && [ \$rc -eq 1 ]"
+check "bertc compile takes one device, not a list (1)" bash -c \
+  "out=\$('$BERTC' compile models/bert.yaml --device cuda:0,1 2>&1); rc=\$?; echo \"\$out\" | grep -q 'only .bertrun train. runs replicas on several devices' && [ \$rc -eq 1 ]"
+check "bertrun: a device list naming a device twice is refused (1)" bash -c \
+  "out=\$('$BERTRUN' train --task pretrain --data tests/data/sample --device cpu:0,0 --steps 1 --out '$tmp/run' 2>&1); rc=\$?; echo \"\$out\" | grep -q \"device list 'cpu:0,0' names device 0 twice\" && [ \$rc -eq 1 ]"
+check "bertrun: cpu:all is refused, all counts GPUs (1)" bash -c \
+  "out=\$('$BERTRUN' train --task pretrain --data tests/data/sample --device cpu:all --steps 1 --out '$tmp/run' 2>&1); rc=\$?; echo \"\$out\" | grep -q \"'all' counts GPUs\" && [ \$rc -eq 1 ]"
+check "bertrun: --batch the replicas of a device list cannot share is refused (1)" bash -c \
+  "out=\$('$BERTRUN' train --task pretrain --data tests/data/sample --device cpu:0,1,2 --batch 8 --steps 1 --out '$tmp/run' 2>&1); rc=\$?; echo \"\$out\" | grep -q 'batch 8 cannot be split evenly over 3 replicas (--device cpu:0,1,2)' && [ \$rc -eq 1 ]"
+check "bertrun eval takes one device (1)" bash -c \
+  "out=\$('$BERTRUN' eval --task snli nonexistent.safetensors --data tests/data/sample --device cpu:0,1 2>&1); rc=\$?; echo \"\$out\" | grep -q 'names several devices' && [ \$rc -eq 1 ]"
 check "a missing model file is an error naming it (1)" bash -c \
   "out=\$('$BERTC' compile '$tmp/none.yaml' 2>&1); rc=\$?; echo \"\$out\" | grep -q 'none.yaml: error: cannot open file' && [ \$rc -eq 1 ]"
 check "--device cuda -o writes the CUDA C of every generated kernel, repeats once (no GPU needed)" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --train --device cuda -o '$tmp/plan3' >/dev/null && [ \$(( \$(grep -c '__global__' '$tmp/plan3/kernels.cu') + \$(grep -c 'the same code as' '$tmp/plan3/kernels.cu') )) -eq \$(grep -c '^kernel .*\[loop\]' '$tmp/plan3/kernels.txt') ]"
-BERTRUN=${BERTRUN:-build/bertrun}
 if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
   check "bertrun --device cuda without a GPU driver fails clearly (1)" bash -c \
     "out=\$('$BERTRUN' train --task pretrain --data tests/data/sample --device cuda --steps 1 --out '$tmp/run' 2>&1); rc=\$?; echo \"\$out\" | grep -q 'cuda: no NVIDIA driver: libcuda.so.1' && [ \$rc -eq 1 ]"
+  check "bertrun --device cuda:all without a GPU driver fails clearly (1)" bash -c \
+    "out=\$('$BERTRUN' train --task pretrain --data tests/data/sample --device cuda:all --steps 1 --out '$tmp/run' 2>&1); rc=\$?; echo \"\$out\" | grep -q 'cuda: no NVIDIA driver: libcuda.so.1' && [ \$rc -eq 1 ]"
 fi
 exit $fail

@@ -11,7 +11,9 @@
 # (BC_DIST_CHECK=1); rank 0's checkpoint loads in one process; BC_TRACE shows
 # all-reduces starting before the backward pass ends; a rank that dies or
 # hangs ends the job with an error instead of a hang; a batch the ranks
-# cannot share evenly is refused. Skips (77) where mpirun is not installed.
+# cannot share evenly is refused; several replicas in one process
+# (--device cpu:0,1, interp:0,1) give the curves of as many ranks. Skips
+# (77) where mpirun is not installed.
 set -u
 BERTRUN=${BERTRUN:-build/bertrun}
 BERTC=${BERTC:-build/bertc}
@@ -172,5 +174,31 @@ check "a rank killed with SIGKILL: the job fails within 30 s" bash -c "[ $rc -ne
 check "--batch 15 over 2 ranks is refused, naming both numbers" bash -c \
   "out=\$(mpirun -np 2 '$BERTRUN' ${ft[*]} --batch 15 --epochs 1 --out '$tmp/odd' 2>&1);
    [ \$? -ne 0 ] && echo \"\$out\" | grep -q 'error: --batch 15 cannot be split evenly over 2 ranks'"
+# (f) several replicas in one process (--device cpu:0,1): each on a thread
+# of its own, averaged in memory in replica order, which for two replicas is
+# MPI's a0 + a1: the same losses and parameters as two ranks, bit for bit
+BC_DIST_CHECK=1 "$BERTRUN" "${ft[@]}" --epochs 2 --device cpu:0,1 --out "$tmp/rep" >"$tmp/rep.log" 2>&1
+check "--device cpu:0,1 fine-tuning succeeds, replicas identical after every step" test $? -eq 0
+check "--device cpu:0,1: the summary names the replicas" grep -q 'examples/sec on cpu:0,1 (2 replicas)' "$tmp/rep.log"
+check "--device cpu:0,1 = mpirun -np 2 (losses, bit for bit)" bash -c \
+  "diff <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/;t;d' '$tmp/two/metrics.jsonl') \
+        <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/;t;d' '$tmp/rep/metrics.jsonl') >/dev/null"
+check "--device cpu:0,1 = mpirun -np 2 (checkpoint tensors)" same_tensors "$tmp/two/checkpoint.safetensors" \
+  "$tmp/rep/checkpoint.safetensors"
+"$BERTRUN" train --task pretrain "${tiny[@]}" --steps 20 --batch 8 --report-every 1 --device cpu:0,1 \
+  --out "$tmp/prerep" >/dev/null 2>&1
+check "pretraining: --device cpu:0,1 = mpirun -np 2 (checkpoint tensors)" same_tensors \
+  "$tmp/pre2/checkpoint.safetensors" "$tmp/prerep/checkpoint.safetensors"
+"$BERTRUN" "${ft[@]}" --epochs 2 --device cpu:0,1,2,3 --out "$tmp/rep4" >/dev/null 2>&1
+gap=$(rel_gap "$tmp/one" "$tmp/rep4" 2>&1)
+check "four replicas at batch 16 = one process at batch 16 (relative 1e-5, got $gap)" \
+  python3 -c "import sys; sys.exit(0 if float('$gap') < 1e-5 else 1)"
+"$BERTRUN" "${fi_[@]}" --device interp:0,1 --out "$tmp/irep" >/dev/null 2>&1
+gap=$(rel_gap "$tmp/ione" "$tmp/irep" 2>&1)
+check "interp:0,1 (double) vs one process: relative 1e-8 (got $gap)" \
+  python3 -c "import sys; sys.exit(0 if float('$gap') < 1e-8 else 1)"
+check "host replicas in one process under mpirun are refused" bash -c \
+  "out=\$(mpirun -np 2 '$BERTRUN' ${ft[*]} --device cpu:0,1 --epochs 1 --out '$tmp/mix' 2>&1);
+   [ \$? -ne 0 ] && echo \"\$out\" | grep -q 'host replicas in one process, which is not for mpirun'"
 echo "dist.sh: $((SECONDS - start)) s"
 exit $fail

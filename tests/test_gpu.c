@@ -19,13 +19,19 @@
  *  - data parallel through NCCL with one rank (cuda only): the same code
  *    path as several GPUs (buckets all-reduced on a stream of their own,
  *    captured in the CUDA graph) gives bit-identical training (the average
- *    over one rank is exact).
+ *    over one rank is exact);
+ *  - replicas in one process (runtime/dist.c, as `--device cuda:all`): one
+ *    per GPU (every GPU the driver reports, through NCCL even when there is
+ *    one: BC_DIST_NCCL=1), each on a thread of its own, all fed the same
+ *    batch, train as one device does, and stay bit-identical to each other;
+ *    on cpu, two host replicas (cpu:0,1) averaged in memory.
  * Every failure is printed (value, op, YAML line, error) and the run goes
  * on, so one GPU run shows all of them; each case ends with a summary line,
  * and a table of all cases comes last. */
 #include <stdarg.h>
 
 #include "tests/backend_check.h"
+#include "runtime/dist.h"
 #include "runtime/nccl.h"
 
 /* Per-value tolerance of a step against interp: the same as test_cpu.c's
@@ -398,6 +404,114 @@ TEST(nccl_one_rank_matches_plain_training) {
   exec_destroy(plain);
   exec_destroy(dp);
   gpucomm_destroy(comm);
+  graph_free(&g);
+}
+
+/* ---- replicas in one process ---- */
+
+typedef struct {
+  Exec **es;
+  RunContext ctx;
+  int64_t batch;
+} ReplicaStep;
+
+static bool replica_step(void *p, int k, Diag *d) {
+  ReplicaStep *r = p;
+  RunContext c = r->ctx;
+  c.example_offset = k * r->batch;
+  return exec_run(r->es[k], &c, d);
+}
+
+TEST(replicas_in_one_process_match_plain_training) {
+  NEED_DEVICE(spec);
+  Diag d;
+  diag_init(&d);
+  int dev = 0, n = 2, devices[BC_MAX_REPLICAS] = {0, 1};
+  const Backend *b = backend_parse(spec, &dev, &d);
+  bool gpu = b == &backend_cuda;
+  if (gpu) {
+    CHECK(cuda_device_count(&n, &d));
+    for (int k = 0; k < n; k++) devices[k] = k;
+    if (!gpucomm_available(&d)) {
+      diag_print(&d, stderr);
+      diag_free(&d);
+      TEST_SKIP("libnccl.so.2 cannot be loaded");
+    }
+  }
+  if (n > BC_MAX_REPLICAS) n = BC_MAX_REPLICAS;
+  case_begin();
+  enum { STEPS = 6 };
+  Graph g;
+  CHECK(check_compile(&g, "pretrain", tiny, N_TINY, true));
+  Exec *plain = check_make(spec, &g, 7), *es[BC_MAX_REPLICAS] = {0};
+  bool made = plain != NULL;
+  for (int k = 0; made && k < n; k++) {
+    es[k] = exec_create_on(b, devices[k], &g, &d);
+    made = es[k] && exec_init_params(es[k], 7, &d);
+  }
+  bool forced = check_setenv("BC_DIST_NCCL", true);
+  Dist *D = made ? dist_start(&d) : NULL;
+  bool attached = D && dist_broadcast_exec(D, es, n, &d) && dist_attach(D, es, n, &d);
+  check_setenv("BC_DIST_NCCL", forced);
+  diag_print(&d, stderr);
+  CHECK(attached);
+  /* Every replica gets the same batch. With one replica (one GPU) it has
+   * plain training's dropout draws, and the average over one rank is exact:
+   * it must train as plain does, up to the embedding tables' scatter-add
+   * atomics (as above). Several replicas take the dropout draws of
+   * consecutive slices of a global batch (example_offset k x batch), so
+   * their gradients differ and only averaging keeps them identical, which
+   * dist_check_replicas checks after every step; replica 0's first loss is
+   * still plain's. */
+  int n_params = 0, n_diff = 0, n_bad_loss = 0;
+  double loss_a = NAN, loss_b = NAN, worst = 0;
+  for (int s = 0; attached && s < STEPS; s++) {
+    Exec *all[BC_MAX_REPLICAS + 1] = {plain};
+    for (int k = 0; k < n; k++) all[k + 1] = es[k];
+    bert_batch_fill(all, n + 1, &g, 300 + (uint32_t)s, 0.01);
+    ReplicaStep rs = {es, {7, (uint32_t)s, 0}, (int64_t)graph_hparam(&g, "batch", 4)};
+    CHECK(exec_run(plain, &rs.ctx, &d) && dist_run(D, n, replica_step, &rs, &d));
+    if (n > 1 && s > 0) {
+      CHECK(dist_check_replicas(D, es, n, s + 1, &d));
+      continue;
+    }
+    CHECK(exec_read(plain, g.loss, &loss_a, DTYPE_F64, &d) && exec_read(es[0], g.loss, &loss_b, DTYPE_F64, &d));
+    double rel = fabs(loss_a - loss_b) / fabs(loss_a);
+    worst = rel > worst ? rel : worst;
+    if (!(gpu ? rel <= 1e-3 : loss_a == loss_b)) {
+      n_bad_loss++;
+      fprintf(stderr, "  replicas: step %d loss %.9g, plain %.9g\n", s, loss_b, loss_a);
+    }
+    CHECK(dist_check_replicas(D, es, n, s + 1, &d));
+    for (int i = 0; s == 0 && i < g.values.n; i++) {
+      const Value *v = &g.values.data[i];
+      if (v->kind != VALUE_PARAM) continue;
+      int64_t m = shape_numel(&v->shape);
+      float *x = malloc(sizeof(float) * (size_t)m), *y = malloc(sizeof(float) * (size_t)m);
+      CHECK(exec_read(plain, i, x, DTYPE_F32, &d) && exec_read(es[0], i, y, DTYPE_F32, &d));
+      n_params++;
+      bool table = gpu && strstr(v->name, "embedding.table") != NULL;
+      if (n == 1 && memcmp(x, y, sizeof(float) * (size_t)m) != 0 && !table) {
+        n_diff++;
+        fprintf(stderr, "  replicas: parameter %s differs from plain training after one step\n", v->name);
+      }
+      free(x);
+      free(y);
+    }
+  }
+  diag_print(&d, stderr);
+  diag_free(&d);
+  CHECK_MSG(n_params > 0 && n_diff == 0, "%d of %d parameters differ after one step", n_diff, n_params);
+  CHECK_MSG(n_bad_loss == 0, "%d of %d steps' losses differ", n_bad_loss, STEPS);
+  if (n == 1)
+    case_end("replicas in one process vs plain", "1 replica through %s: %d parameters equal after a step; worst "
+             "loss rel diff %.2g over %d steps", gpucomm_version_string(), n_params - n_diff, worst, STEPS);
+  else
+    case_end("replicas in one process vs plain", "%d replicas %s%s: identical after each of %d steps; first loss "
+             "= plain's", n, gpu ? "through " : "on the host", gpu ? gpucomm_version_string() : "", STEPS);
+  dist_stop(D, true); /* detaches */
+  for (int k = 0; k < n; k++) exec_destroy(es[k]);
+  exec_destroy(plain);
   graph_free(&g);
 }
 
