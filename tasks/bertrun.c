@@ -67,8 +67,8 @@ static const char usage[] =
     "process per GPU: `mpirun -np N bertrun train ... --device cuda` (rank r\n"
     "takes GPU r of its node). Either way --batch is the global batch.\n"
     "`--device cpu:0,1` runs two replicas in one process on the same cores\n"
-    "(threads default to cores / replicas),\n"
-    "averaged in memory: no faster, but the numerics of two MPI ranks.\n"
+    "(threads default to cores / replicas), averaged in memory: no faster,\n"
+    "but bit for bit the numerics of two MPI ranks.\n"
     "\n"
     "exit status: 0 success, 1 errors (data, model, checkpoint), 2 bad usage.\n";
 

@@ -14,7 +14,9 @@
  * and counts only real examples; the loss is the batch mean (D2L.md).
  *
  * Data parallel (TrainOptions.dist, runtime/dist.h): every rank builds the
- * same global batch and trains on its slice (Split below), with
+ * same global batch, and each of its replicas (one, or one per device of
+ * --device cuda:0,1 / cuda:all / cpu:0,1, run at once by dist_run) trains
+ * on its slice (Split below), with
  * pretraining's MLM normalizer taken from the global batch (write_mlm_norm);
  * the step is compiled for the slice; evaluation batches are dealt out
  * round robin and the counts summed. Everything that writes the run folder or prints runs

@@ -22,7 +22,7 @@ typedef struct {
   const char *data;   /* folder with wikitext-2/ and snli/ */
   const char *out;    /* run folder: checkpoint, vocab.txt, metrics, plot */
   const char *init;   /* snli: the pretraining checkpoint */
-  const char *device; /* cpu (default) or interp */
+  const char *device; /* cpu (default), cuda, cuda:N, interp; train: also a list (cuda:0,1, cuda:all, cpu:0,1) */
   Setting sets[TRAIN_MAX_SETS];
   int n_sets;
   const char *snli_train[TRAIN_MAX_FILES]; /* snli: training files */
@@ -38,13 +38,15 @@ typedef struct {
   int64_t max_examples; /* > 0: use only the first N training examples */
   int64_t report_every; /* steps per progress/metrics record (0: every ~10 s) */
   bool resume;
-  /* Data-parallel job (runtime/dist.h; NULL = one process). With N ranks
-   * the global batch `batch` is split evenly (an error when N does not
-   * divide it): rank r trains on rows [r*batch/N, (r+1)*batch/N) of the
-   * batch one process would draw, with the same dropout masks; gradients
-   * are averaged; parameters and optimizer state start from rank 0's (after
-   * --init or --resume); losses and accuracies are averaged over ranks;
-   * only rank 0 prints progress and writes the run folder. */
+  /* Data-parallel job (runtime/dist.h; NULL = one process, which then
+   * takes one device). With N replicas in all (ranks x the devices of
+   * `device`, a list such as cuda:0,1) the global batch `batch` is split
+   * evenly (an error when N does not divide it): replica r trains on rows
+   * [r*batch/N, (r+1)*batch/N) of the batch one process would draw, with
+   * the same dropout masks; gradients are averaged; parameters and
+   * optimizer state start from rank 0's (after --init or --resume); losses
+   * and accuracies are averaged over replicas; only rank 0 prints progress
+   * and writes the run folder (from its replica 0). */
   Dist *dist;
 } TrainOptions;
 
