@@ -6,7 +6,9 @@
 #   b. binaries: .devcarry/build from scripts/devpack.sh (its libraries
 #      unpacked into .devcarry/lib), or a build here when there is none or
 #      the sources changed since it was packed (-DBC_LLVM=OFF without LLVM)
-#   c. ctest -L gpu (test_gpu*: the cuda backend against interp)
+#   c. ctest -L gpu (test_gpu*: the cuda backend against interp); then
+#      training with one replica per GPU in one process (--device cuda:all)
+#      against --device cuda
 #   d. bench_step on cuda: nli at batch 512, pretrain at batch 256
 #   e. torch_ref.py --device cuda: PyTorch eager and torch.compile
 #   f. d2l's full pipeline on cuda, timed: pretrain 4000 steps at batch 256,
@@ -179,6 +181,42 @@ fi
 fact tests "$tests"
 echo "tests: $tests"
 
+# ---- c2. replicas in one process, through the trainer ----
+# BC_DIST_NCCL=1 --device cuda:all (one replica per GPU on a thread of its
+# own, through NCCL even when there is one GPU) against --device cuda: 20
+# tiny pretraining steps at the same global batch give the same losses
+# (relative 1e-3: scatter-add atomics, and with several GPUs the summation
+# order); BC_DIST_CHECK=1 also compares the replicas after every step.
+# On GPU_CHECK_DEVICE=cpu: cpu:0,1 against cpu.
+say "bertrun train --device cuda:all (replicas in one process)"
+replicas=notrun
+if [ -n "$bin" ]; then
+  tiny=(--set hidden=32 --set ffn=64 --set heads=2 --set layers=2 --max-len 32 --data tests/data/sample --steps 20
+        --batch 16 --report-every 1)
+  repdev=cuda:all
+  case "$dev" in cuda*) ;; *) repdev=$dev:0,1 ;; esac
+  if timeout -k 5 "$(limit 60 190)" "$bin/bertrun" train --task pretrain "${tiny[@]}" --device "$dev" \
+       --out "$tmp/rep1" >"$tmp/rep1.log" 2>&1 &&
+     BC_DIST_NCCL=1 BC_DIST_CHECK=1 timeout -k 5 "$(limit 60 190)" "$bin/bertrun" train --task pretrain "${tiny[@]}" \
+       --device "$repdev" --out "$tmp/repn" >"$tmp/repn.log" 2>&1; then
+    replicas=$(python3 - "$tmp/rep1" "$tmp/repn" "$repdev" <<'EOF'
+import json, sys
+def load(d):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(d + "/metrics.jsonl")) if "loss" in r}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+gap = max(abs(a[k] - b[k]) / abs(a[k]) for k in a) if a.keys() == b.keys() and a else float("inf")
+print(("passed" if gap < 1e-3 else "FAILED") + f" ({sys.argv[3]}): max relative loss difference {gap:.2g} "
+      f"over {len(a)} steps")
+EOF
+)
+  else
+    replicas="FAILED: $(tail -n 3 "$tmp/rep1.log" "$tmp/repn.log" 2>/dev/null | tr '\n' ' ' | cut -c1-400)"
+  fi
+  grep -h 'replicas' "$tmp/repn.log" | head -2
+fi
+fact replicas "$replicas"
+echo "replicas: $replicas"
+
 # ---- d. bench_step on cuda ----
 say "bench_step on $dev"
 # the f32 (non-tensor-core) peak of the GPU, for bench_step's fraction of peak
@@ -328,7 +366,8 @@ def pl(key):
 
 pre, ft = pl("pretrain_last"), pl("snli_last")
 summary = {"gpu": facts.get("gpu"), "driver": facts.get("driver"), "build": facts.get("build"),
-           "tests": facts.get("tests"), "tests_s": facts.get("tests_s"), "bench": rows,
+           "tests": facts.get("tests"), "tests_s": facts.get("tests_s"), "replicas": facts.get("replicas"),
+           "bench": rows,
            "pipeline": {"status": facts.get("pipeline"), "pretrain_s": facts.get("pretrain_s"),
                  "pretrain_status": facts.get("pretrain_status"), "finetune_status": facts.get("snli_status"),
                         "pretrain_last": pre, "finetune_s": facts.get("snli_s"),
@@ -347,6 +386,7 @@ try:
         print("  " + line.strip())
 except OSError:
     pass
+print(f"replicas in one process (bertrun train --device cuda:all): {facts.get('replicas')}")
 print()
 print(f"{'step':9s} {'batch':>5s} {'bertc ex/s':>10s} | {'eager@b':>8s} {'x':>5s} {'eager best':>15s} {'x':>5s} | {'compile@b':>9s} {'x':>5s}")
 for r in rows:
