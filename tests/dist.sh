@@ -185,6 +185,12 @@ check "--device cpu:0,1 = mpirun -np 2 (losses, bit for bit)" bash -c \
         <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/;t;d' '$tmp/rep/metrics.jsonl') >/dev/null"
 check "--device cpu:0,1 = mpirun -np 2 (checkpoint tensors)" same_tensors "$tmp/two/checkpoint.safetensors" \
   "$tmp/rep/checkpoint.safetensors"
+"$BERTRUN" "${ft[@]}" --epochs 1 --device cpu:0,1 --out "$tmp/rephalf" >/dev/null 2>&1
+"$BERTRUN" "${ft[@]}" --epochs 2 --device cpu:0,1 --out "$tmp/rephalf" --resume >"$tmp/rephalf.log" 2>&1
+check "--device cpu:0,1 --resume continues bit-identically" bash -c \
+  "grep -q 'resuming from .* at step 10' '$tmp/rephalf.log' &&
+   diff <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/;t;d' '$tmp/rep/metrics.jsonl') \
+        <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/;t;d' '$tmp/rephalf/metrics.jsonl') >/dev/null"
 "$BERTRUN" train --task pretrain "${tiny[@]}" --steps 20 --batch 8 --report-every 1 --device cpu:0,1 \
   --out "$tmp/prerep" >/dev/null 2>&1
 check "pretraining: --device cpu:0,1 = mpirun -np 2 (checkpoint tensors)" same_tensors \
