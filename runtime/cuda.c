@@ -30,6 +30,7 @@
 #include "../passes/memplan.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,7 @@
   X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamBeginCapture) X(cuStreamEndCapture) \
   X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy) \
   X(cuEventCreate) X(cuEventRecord) X(cuEventElapsedTime) X(cuEventDestroy) X(cuGetErrorName) \
-  X(cuGetErrorString) X(cuStreamWaitEvent)
+  X(cuGetErrorString) X(cuStreamWaitEvent) X(cuStreamQuery)
 
 static struct {
   bool tried, ok;
@@ -232,6 +233,7 @@ typedef struct {
   int n_ev;
   bool comm_failed;
   char comm_error[512];
+  double comm_timeout_s; /* BC_DIST_TIMEOUT */
 } Cuda;
 
 static double now_ns(void) {
@@ -601,6 +603,37 @@ static bool launch_all(Cuda *c, Diag *d) {
   return true;
 }
 
+/* The end of a step whose gradients go through NCCL. A replica that died
+ * or hangs would leave the all-reduce, and so cuStreamSynchronize, waiting
+ * forever: poll the stream instead, and give up after BC_DIST_TIMEOUT
+ * seconds, or at once when NCCL reports an error or another replica of
+ * this process gave up (gpucomm_check, every ~1 ms). */
+static bool sync_comm(Cuda *c, Diag *d) {
+  double t0 = now_ns(), last_check = t0;
+  for (int polls = 0;; polls++) {
+    CUresult r = D.p_cuStreamQuery(c->stream);
+    if (r == CUDA_SUCCESS) return true;
+    if (r != CUDA_ERROR_NOT_READY) return cu_check(r, "cuStreamQuery", __LINE__, d);
+    double t = now_ns();
+    if (t - last_check > 1e6) {
+      last_check = t;
+      if (!gpucomm_check(c->comm, d)) return false;
+    }
+    if ((t - t0) / 1e9 > c->comm_timeout_s) {
+      diag_error(d, SRCLOC_NONE,
+                 "cuda: the step's gradient all-reduce did not finish within %g s (BC_DIST_TIMEOUT): another "
+                 "replica died or hangs",
+                 c->comm_timeout_s);
+      return false;
+    }
+    if (polls < 64) sched_yield();
+    else {
+      struct timespec ts = {0, 20000};
+      nanosleep(&ts, NULL);
+    }
+  }
+}
+
 /* Captures the whole step into a CUDA graph (once). */
 static bool capture(Cuda *c, Diag *d) {
   CUgraph graph = NULL;
@@ -629,7 +662,7 @@ static bool cuda_run(Exec *e, const RunContext *ctx, Diag *d) {
     return false;
   }
   if (!CU(D.p_cuMemcpyDtoHAsync(c->info_host, c->info_dev, sizeof(BcRunInfo), c->stream)) ||
-      !CU(D.p_cuStreamSynchronize(c->stream)))
+      !(c->comm ? sync_comm(c, d) : CU(D.p_cuStreamSynchronize(c->stream))))
     return false;
   if (c->comm_failed) {
     diag_error(d, SRCLOC_NONE, "cuda: gradient all-reduce: %s", c->comm_error);
@@ -674,6 +707,7 @@ static const GradBuckets *cuda_set_grad_sync(Exec *e, int64_t bucket_bytes, cons
   }
   if (c->have_sync) grad_sync_free(&c->sync);
   c->have_sync = false;
+  c->comm = NULL; /* cuda_attach_nccl sets it again after this */
   if (!h) return NULL;
   if (!grad_sync_init(&c->sync, &c->graph, c->mem.kernel_of, bucket_bytes, h, d)) return NULL;
   c->have_sync = true;
@@ -739,6 +773,8 @@ const GradBuckets *cuda_attach_nccl(Exec *e, GpuComm *comm, int64_t bucket_bytes
   const GradBuckets *gb = cuda_set_grad_sync(e, bucket_bytes, &h, d);
   if (!gb) return NULL;
   c->comm = comm;
+  const char *t = getenv("BC_DIST_TIMEOUT");
+  c->comm_timeout_s = t && *t && atof(t) > 0 ? atof(t) : 120;
   if (!c->comm_stream && !CU(D.p_cuStreamCreate(&c->comm_stream, CU_STREAM_NON_BLOCKING))) return NULL;
   for (int i = 0; i < c->n_ev; i++) {
     D.p_cuEventDestroy(c->ev_ready[i]);

@@ -201,6 +201,7 @@ struct Dist {
   DistJob run_fn;
   void *run_ctx;
   bool run_stop;
+  bool run_failed; /* a replica's step failed (dist_run) */
   /* tests */
   int64_t fault_step;
   char fault_kind[8];
@@ -754,10 +755,13 @@ static void clear_hooks(Dist *D) {
 
 void dist_detach(Dist *D) {
   if (!D || !D->exec) return;
-  if (D->gpu) { /* the runs synchronized their streams: nothing is in flight */
+  if (D->gpu) {
+    /* after a good run the streams are synchronized and nothing is in
+     * flight; after a failed one collectives may wait for a peer forever */
     clear_hooks(D);
     for (int k = 0; k < D->n_local; k++) {
-      gpucomm_destroy(D->gpus[k]);
+      if (D->run_failed) gpucomm_abort(D->gpus[k]);
+      else gpucomm_destroy(D->gpus[k]);
       D->gpus[k] = NULL;
     }
     D->gpu = false;
@@ -873,6 +877,7 @@ bool dist_attach(Dist *D, Exec *const *es, int n, Diag *d) {
     return true;
   }
   dist_detach(D);
+  D->run_failed = false;
   /* BC_DIST_NCCL=1: NCCL even for one replica without MPI, which checks
    * this path on a machine with one GPU (the average over one rank is exact) */
   const char *force = getenv("BC_DIST_NCCL");
@@ -927,6 +932,17 @@ bool dist_attach(Dist *D, Exec *const *es, int n, Diag *d) {
 
 /* ---- replica threads ------------------------------------------------------- */
 
+/* A replica's step failed: the others must not wait for it. Host replicas
+ * are woken; a GPU group is marked given up, which ends the other replicas'
+ * waits for their all-reduces (cuda.c polls gpucomm_check), and dist_detach
+ * then aborts the communicators instead of waiting for their collectives. */
+static void replica_failed(Dist *D) {
+  if (!D) return;
+  D->run_failed = true;
+  local_abort(D);
+  if (D->gpu && D->gpus[0]) gpucomm_give_up(D->gpus[0]);
+}
+
 static void *worker_main(void *arg) {
   Worker *w = arg;
   Dist *D = w->D;
@@ -941,7 +957,7 @@ static void *worker_main(void *arg) {
     void *ctx = D->run_ctx;
     pthread_mutex_unlock(&D->run_mu);
     bool ok = fn(ctx, w->k, &w->diag);
-    if (!ok) local_abort(D);
+    if (!ok) replica_failed(D);
     pthread_mutex_lock(&D->run_mu);
     w->ok = ok;
     if (--D->run_pending == 0) pthread_cond_broadcast(&D->run_done_cv);
@@ -952,7 +968,11 @@ static void *worker_main(void *arg) {
 
 bool dist_run(Dist *D, int n, DistJob fn, void *ctx, Diag *d) {
   BC_ASSERT(n >= 1 && n <= BC_MAX_REPLICAS);
-  if (n == 1) return fn(ctx, 0, d);
+  if (n == 1) {
+    bool ok = fn(ctx, 0, d);
+    if (!ok) replica_failed(D);
+    return ok;
+  }
   BC_ASSERT(D && "several replicas need a Dist");
   for (; D->n_workers < n - 1; D->n_workers++) {
     Worker *w = bc_calloc(1, sizeof(*w));
@@ -978,7 +998,7 @@ bool dist_run(Dist *D, int n, DistJob fn, void *ctx, Diag *d) {
   pthread_cond_broadcast(&D->run_cv);
   pthread_mutex_unlock(&D->run_mu);
   bool ok = fn(ctx, 0, d);
-  if (!ok) local_abort(D);
+  if (!ok) replica_failed(D);
   pthread_mutex_lock(&D->run_mu);
   while (D->run_pending > 0) pthread_cond_wait(&D->run_done_cv, &D->run_mu);
   pthread_mutex_unlock(&D->run_mu);

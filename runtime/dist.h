@@ -31,7 +31,11 @@
  * and captured into its CUDA graph (cuda_attach_nccl): one communicator
  * over every replica of every process, which the replicas of a process
  * join in one NCCL group call. MPI only carries the communicator's id from
- * rank 0 to the others.
+ * rank 0 to the others. NCCL collectives cannot time out, so the cuda
+ * backend polls the end of such a step: past BC_DIST_TIMEOUT, on an error
+ * NCCL reports, or when another replica of the process failed, the run
+ * fails (and the job ends as above); the communicators are then aborted,
+ * not waited for.
  *
  * Not here: splitting batches (tasks/train.c). */
 #ifndef BC_DIST_H

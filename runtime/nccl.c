@@ -6,6 +6,7 @@
 #include "nccl.h"
 
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,8 @@
 
 #define NCCL_FUNCS(X) \
   X(ncclGetVersion) X(ncclGetUniqueId) X(ncclCommInitRank) X(ncclCommDestroy) X(ncclAllReduce) \
-  X(ncclBroadcast) X(ncclGroupStart) X(ncclGroupEnd) X(ncclGetErrorString) X(ncclGetLastError)
+  X(ncclBroadcast) X(ncclGroupStart) X(ncclGroupEnd) X(ncclGetErrorString) X(ncclGetLastError) \
+  X(ncclCommGetAsyncError) X(ncclCommAbort)
 
 static struct {
   bool tried, ok;
@@ -62,6 +64,8 @@ const char *gpucomm_version_string(void) { return version; }
 struct GpuComm {
   ncclComm_t comm;
   int n;
+  _Atomic bool *gave_up; /* shared by the communicators of one process's replicas */
+  bool owns_flag;
 };
 
 static bool check(ncclResult_t r, const char *call, const GpuComm *c, Diag *d) {
@@ -86,7 +90,10 @@ GpuComm *gpucomm_create(const unsigned char id[GPUCOMM_ID_BYTES], int n, int ran
   memcpy(u.internal, id, GPUCOMM_ID_BYTES);
   GpuComm *c = bc_calloc(1, sizeof(*c));
   c->n = n;
+  c->gave_up = bc_calloc(1, sizeof(*c->gave_up));
+  c->owns_flag = true;
   if (!check(L.ncclCommInitRank(&c->comm, n, u, rank), "ncclCommInitRank", NULL, d)) {
+    free((void *)c->gave_up);
     free(c);
     return NULL;
   }
@@ -102,25 +109,53 @@ bool gpucomm_create_local(const unsigned char id[GPUCOMM_ID_BYTES], int n, int f
   /* several devices from one thread: their ranks join inside one group,
    * else the first ncclCommInitRank would wait for the others forever */
   bool ok = check(L.ncclGroupStart(), "ncclGroupStart", NULL, d);
+  _Atomic bool *flag = bc_calloc(1, sizeof(*flag));
   for (int k = 0; ok && k < n_local; k++) {
     out[k] = bc_calloc(1, sizeof(GpuComm));
     out[k]->n = n;
+    out[k]->gave_up = flag;
+    out[k]->owns_flag = k == 0;
     make_current(ctx, k);
     ok = check(L.ncclCommInitRank(&out[k]->comm, n, u, first_rank + k), "ncclCommInitRank", NULL, d);
   }
   ok = check(L.ncclGroupEnd(), "ncclGroupEnd", NULL, d) && ok;
-  if (!ok)
+  if (!ok) {
     for (int k = 0; k < n_local; k++) {
+      if (out[k]) out[k]->owns_flag = false;
       gpucomm_destroy(out[k]); /* frees one that never joined */
       out[k] = NULL;
     }
+    free((void *)flag);
+  }
   return ok;
 }
 
 void gpucomm_destroy(GpuComm *c) {
   if (!c) return;
   if (c->comm) L.ncclCommDestroy(c->comm);
+  if (c->owns_flag) free((void *)c->gave_up);
   free(c);
+}
+
+void gpucomm_abort(GpuComm *c) {
+  if (!c) return;
+  if (c->comm) L.ncclCommAbort(c->comm);
+  c->comm = NULL;
+  gpucomm_destroy(c);
+}
+
+void gpucomm_give_up(GpuComm *c) {
+  if (c) atomic_store(c->gave_up, true);
+}
+
+bool gpucomm_check(GpuComm *c, Diag *d) {
+  if (atomic_load_explicit(c->gave_up, memory_order_relaxed)) {
+    diag_error(d, SRCLOC_NONE, "nccl: another replica of this process failed: its collectives will not complete");
+    return false;
+  }
+  ncclResult_t r = ncclSuccess;
+  if (!check(L.ncclCommGetAsyncError(c->comm, &r), "ncclCommGetAsyncError", c, d)) return false;
+  return r == ncclSuccess || r == ncclInProgress || check(r, "a collective", c, d);
 }
 
 int gpucomm_size(const GpuComm *c) { return c->n; }
@@ -164,6 +199,12 @@ bool gpucomm_create_local(const unsigned char id[GPUCOMM_ID_BYTES], int n, int f
   return gpucomm_available(d);
 }
 void gpucomm_destroy(GpuComm *c) { (void)c; }
+void gpucomm_abort(GpuComm *c) { (void)c; }
+void gpucomm_give_up(GpuComm *c) { (void)c; }
+bool gpucomm_check(GpuComm *c, Diag *d) {
+  (void)c;
+  return gpucomm_available(d);
+}
 int gpucomm_size(const GpuComm *c) {
   (void)c;
   return 0;

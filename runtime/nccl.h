@@ -38,6 +38,17 @@ GpuComm *gpucomm_create(const unsigned char id[GPUCOMM_ID_BYTES], int n, int ran
 bool gpucomm_create_local(const unsigned char id[GPUCOMM_ID_BYTES], int n, int first_rank, int n_local,
                           void (*make_current)(void *ctx, int k), void *ctx, GpuComm **out, Diag *d);
 void gpucomm_destroy(GpuComm *c);
+/* Frees c without waiting for its collectives (ncclCommAbort): after a
+ * failure, when a peer may never take part in them again. */
+void gpucomm_abort(GpuComm *c);
+/* Marks c's group (the communicators gpucomm_create_local made together;
+ * c alone otherwise) as given up: one of its replicas failed and will not
+ * take part in the collectives in flight; gpucomm_check then fails for
+ * all of them. Any thread. */
+void gpucomm_give_up(GpuComm *c);
+/* False with an error when the group was given up or NCCL reports an
+ * asynchronous error on c (a peer's network failure, ...). Any thread. */
+bool gpucomm_check(GpuComm *c, Diag *d);
 int gpucomm_size(const GpuComm *c);
 
 /* buf (count f32 at a device address) := the average over the ranks of
