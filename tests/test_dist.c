@@ -10,13 +10,21 @@
  *    final; and what the hooks write into them between issue and wait is
  *    what the optimizer reads: zeroing them there leaves every parameter
  *    unchanged by the Adam step;
- *  - runtime/dist.c without mpirun: one rank, collectives are no-ops. */
+ *  - runtime/dist.c without mpirun: one rank, collectives are no-ops;
+ *  - several host replicas in one process (dist_run, as --device cpu:0,1,2):
+ *    started from different parameters, they all hold replica 0's after
+ *    dist_broadcast_exec; fed different batches, the gradient each applies
+ *    is the mean of the replicas' own gradients (computed apart), and they
+ *    stay identical; a replica that fails releases the others (no hang)
+ *    and its error reaches the caller. */
 #include "codegen/kernel.h"
 #include "passes/passes.h"
 #include "runtime/backend.h"
 #include "runtime/dist.h"
 #include "tests/test.h"
 #include "tests/bert_batch.h"
+
+#include <unistd.h>
 
 #define MODEL BC_SOURCE_DIR "/models/bert.yaml"
 
@@ -288,6 +296,121 @@ TEST(dist_without_mpirun_is_one_rank) {
   dist_step(D, 3);
   dist_stop(D, true);
   diag_free(&d);
+}
+
+/* ---- host replicas in one process ---- */
+
+typedef struct {
+  Exec **es;
+  RunContext ctx;
+  int fail; /* this replica fails before running; -1: none */
+} Replicas;
+
+static bool replica_job(void *p, int k, Diag *d) {
+  Replicas *r = p;
+  if (k == r->fail) {
+    diag_error(d, SRCLOC_NONE, "replica %d fails on purpose", k);
+    return false;
+  }
+  return exec_run(r->es[k], &r->ctx, d);
+}
+
+static void host_replicas_on(const Backend *be) {
+  enum { N = 3 };
+  alarm(120); /* a replica waiting forever fails the test instead of hanging it */
+  Diag d;
+  diag_init(&d);
+  Graph g;
+  if (!compile(&g, "nli", &d)) {
+    CHECK(0);
+    return;
+  }
+  Exec *es[N] = {0}, *ref = exec_create(be, &g, &d);
+  CHECK(ref != NULL);
+  for (int k = 0; k < N; k++) {
+    es[k] = exec_create(be, &g, &d);
+    CHECK(es[k] && exec_init_params(es[k], 5 + (uint64_t)k, &d));
+  }
+  Dist *D = dist_start(&d);
+  CHECK(D != NULL);
+  /* replica 0's parameters everywhere */
+  CHECK(!dist_check_replicas(D, es, N, 0, &d));
+  diag_free(&d);
+  diag_init(&d);
+  CHECK(dist_broadcast_exec(D, es, N, &d) && dist_check_replicas(D, es, N, 0, &d));
+  CHECK(dist_attach(D, es, N, &d));
+  /* different batches: the replicas at once, then each batch alone on ref
+   * (from the same parameters), whose gradients are summed in replica
+   * order and divided by N in the replicas' type, as dist.c does */
+  Replicas r = {es, {3, 1, 0}, -1};
+  for (int k = 0; k < N; k++) bert_batch_fill(&es[k], 1, &g, 40 + (uint32_t)k, 0.01);
+  CHECK(dist_run(D, N, replica_job, &r, &d));
+  GradBuckets gb;
+  CHECK(grad_buckets_build(&g, NULL, 0, &gb, &d)); /* every parameter gradient */
+  int n_grads = gb.start[gb.n_buckets], n_bad = 0;
+  double **mean = calloc((size_t)n_grads, sizeof(double *));
+  DType t = DTYPE_F64;
+  for (int k = 0; k < N; k++) {
+    CHECK(exec_init_params(ref, 5, &d));
+    bert_batch_fill(&ref, 1, &g, 40 + (uint32_t)k, 0.01);
+    CHECK(exec_run(ref, &r.ctx, &d));
+    for (int i = 0; i < n_grads; i++) {
+      ValueId gv = gb.values[i];
+      int64_t n = shape_numel(&g.values.data[gv].shape);
+      CHECK(exec_value_ptr(es[0], gv, &t) != NULL);
+      double *x = malloc(sizeof(double) * (size_t)n);
+      CHECK(exec_read(ref, gv, x, DTYPE_F64, &d));
+      if (!mean[i]) mean[i] = x;
+      else {
+        for (int64_t j = 0; j < n; j++)
+          mean[i][j] = t == DTYPE_F32 ? (double)((float)mean[i][j] + (float)x[j]) : mean[i][j] + x[j];
+        free(x);
+      }
+    }
+  }
+  for (int i = 0; i < n_grads; i++) {
+    ValueId gv = gb.values[i];
+    int64_t n = shape_numel(&g.values.data[gv].shape);
+    for (int64_t j = 0; j < n; j++) mean[i][j] = t == DTYPE_F32 ? (double)((float)mean[i][j] / (float)N) : mean[i][j] / N;
+    double *x = malloc(sizeof(double) * (size_t)n);
+    for (int k = 0; k < N; k++) {
+      CHECK(exec_read(es[k], gv, x, DTYPE_F64, &d));
+      n_bad += memcmp(x, mean[i], sizeof(double) * (size_t)n) != 0;
+    }
+    free(x);
+    free(mean[i]);
+  }
+  free(mean);
+  grad_buckets_free(&gb);
+  CHECK(n_grads > 0);
+  CHECK_EQ_INT(n_bad, 0);
+  CHECK(dist_check_replicas(D, es, N, 1, &d));
+  /* a replica that fails: the others are released, its error comes back */
+  diag_print(&d, stderr);
+  diag_free(&d);
+  diag_init(&d);
+  r.fail = 1;
+  r.ctx.step = 2;
+  CHECK(!dist_run(D, N, replica_job, &r, &d));
+  CHECK(strstr(diag_first(&d), "replica 1 fails on purpose") != NULL);
+  diag_free(&d);
+  diag_init(&d);
+  dist_stop(D, true);
+  for (int k = 0; k < N; k++) exec_destroy(es[k]);
+  exec_destroy(ref);
+  graph_free(&g);
+  diag_print(&d, stderr);
+  diag_free(&d);
+  alarm(0);
+}
+
+TEST(host_replicas_interp) { host_replicas_on(&backend_interp); }
+TEST(host_replicas_cpu) {
+  /* f32 replicas; the C kernel evaluator spares four LLVM compiles (~8 s)
+   * and runs the same plan, hooks and buffers */
+  setenv("BC_NO_JIT", "1", 1);
+  host_replicas_on(&backend_cpu);
+  unsetenv("BC_NO_JIT");
 }
 
 TEST_MAIN()
