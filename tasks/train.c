@@ -145,6 +145,14 @@ static bool split_init(Split *sp, const TrainOptions *o, Diag *d) {
                o->device, sp->n_local, sp->backend->name);
     return false;
   }
+  const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if (sp->n_local > 1 && sp->backend == &backend_cuda && ls && atoi(ls) > 1) {
+    diag_error(d, (SrcLoc){"<command line>", 0, 0},
+               "--device %s would give each of the %d ranks on this node the same %d GPUs: with several ranks "
+               "per node use --device cuda (rank r takes GPU r)",
+               o->device, atoi(ls), sp->n_local);
+    return false;
+  }
   sp->size = sp->n_ranks * sp->n_local;
   sp->first = dist_rank(o->dist) * sp->n_local;
   if (o->batch % sp->size != 0) {

@@ -206,5 +206,8 @@ check "interp:0,1 (double) vs one process: relative 1e-8 (got $gap)" \
 check "host replicas in one process under mpirun are refused" bash -c \
   "out=\$(mpirun -np 2 '$BERTRUN' ${ft[*]} --device cpu:0,1 --epochs 1 --out '$tmp/mix' 2>&1);
    [ \$? -ne 0 ] && echo \"\$out\" | grep -q 'host replicas in one process, which is not for mpirun'"
+check "a GPU list shared by the ranks of one node is refused" bash -c \
+  "out=\$(mpirun -np 2 '$BERTRUN' ${ft[*]} --device cuda:0,1 --epochs 1 --out '$tmp/mixgpu' 2>&1);
+   [ \$? -ne 0 ] && echo \"\$out\" | grep -q 'would give each of the 2 ranks on this node the same 2 GPUs'"
 echo "dist.sh: $((SECONDS - start)) s"
 exit $fail
