@@ -1,7 +1,9 @@
-/* dist.c — data-parallel training across MPI processes (dist.h): Open MPI
- * loaded at run time, a communication thread that owns every MPI call,
- * gradient buckets all-reduced while the backward pass runs, collectives
- * with a timeout, and the BC_TRACE Chrome trace.
+/* dist.c — data-parallel training across MPI processes and the replicas of
+ * one process (dist.h): Open MPI loaded at run time, a communication thread
+ * that owns every MPI call, gradient buckets all-reduced while the backward
+ * pass runs, collectives with a timeout, the BC_TRACE Chrome trace; the
+ * threads that run a process's replicas at once, the in-memory average of
+ * host replicas, and the NCCL communicators of GPU replicas.
  *
  * Loading: dlopen("libmpi.so.40") (Debian's Open MPI; else libmpi.so) with
  * RTLD_GLOBAL (Open MPI's plugins resolve against it); functions by dlsym,
@@ -29,7 +31,8 @@
  * token count over N (graph input mlm_norm, set by tasks/train.c), not by
  * the rank's own count.
  *
- * Not here: NCCL and GPUs, splitting batches (tasks/train.c). */
+ * Not here: NCCL calls (nccl.c) and the GPU streams (cuda.c), splitting
+ * batches (tasks/train.c). */
 #include "dist.h"
 #include "nccl.h"
 
@@ -191,7 +194,7 @@ struct Dist {
   const GradBuckets *buckets;
   Bucket *bk;
   int last_grad_step;
-  /* replica threads (dist_run): workers[k] runs replica k >= 1 */
+  /* replica threads (dist_run): workers[k - 1] runs replica k >= 1 */
   Worker *workers[BC_MAX_REPLICAS];
   int n_workers;
   pthread_mutex_t run_mu;
@@ -201,7 +204,7 @@ struct Dist {
   DistJob run_fn;
   void *run_ctx;
   bool run_stop;
-  bool run_failed; /* a replica's step failed (dist_run) */
+  _Atomic bool run_failed; /* a replica's step failed (dist_run; any replica thread) */
   /* tests */
   int64_t fault_step;
   char fault_kind[8];
