@@ -507,6 +507,17 @@ static void run_sync(Dist *D, ReqKind kind, void *buf, int64_t count, DType type
 
 static void stop_workers(Dist *D);
 
+/* D's locks and D itself (nothing may use them any more). */
+static void dist_free(Dist *D) {
+  pthread_mutex_destroy(&D->mu);
+  pthread_cond_destroy(&D->work_cv);
+  pthread_cond_destroy(&D->done_cv);
+  pthread_mutex_destroy(&D->run_mu);
+  pthread_cond_destroy(&D->run_cv);
+  pthread_cond_destroy(&D->run_done_cv);
+  free(D);
+}
+
 static bool under_mpirun(void) {
   const char *s = getenv("OMPI_COMM_WORLD_SIZE"), *r = getenv("PMIX_RANK");
   return (s && *s) || (r && *r);
@@ -570,13 +581,7 @@ Dist *dist_start(Diag *d) {
   if (tr && *tr) D->trace_path = D->mpi && D->size > 1 ? bc_asprintf("%s.%d", tr, D->rank) : bc_strdup(tr);
   return D;
 fail:
-  pthread_mutex_destroy(&D->mu);
-  pthread_cond_destroy(&D->work_cv);
-  pthread_cond_destroy(&D->done_cv);
-  pthread_mutex_destroy(&D->run_mu);
-  pthread_cond_destroy(&D->run_cv);
-  pthread_cond_destroy(&D->run_done_cv);
-  free(D);
+  dist_free(D);
   return NULL;
 }
 
@@ -599,13 +604,7 @@ void dist_stop(Dist *D, bool ok) {
     free(D->trace_path);
   }
   for (int t = 0; t < N_TIDS; t++) vec_free(&D->events[t]);
-  pthread_mutex_destroy(&D->mu);
-  pthread_cond_destroy(&D->work_cv);
-  pthread_cond_destroy(&D->done_cv);
-  pthread_mutex_destroy(&D->run_mu);
-  pthread_cond_destroy(&D->run_cv);
-  pthread_cond_destroy(&D->run_done_cv);
-  free(D);
+  dist_free(D);
 }
 
 int dist_rank(const Dist *D) { return D ? D->rank : 0; }
