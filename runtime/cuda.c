@@ -18,7 +18,12 @@
  * prints the 25 slowest when the Exec is destroyed; BC_TF32=1 lets cuBLAS
  * use TF32 tensor cores; BC_NO_FUSE, BC_NO_MEMPLAN, BC_VERIFY as for cpu.
  *
- * Not here: several devices in one step (runtime/dist.c), mixed precision.
+ * Data parallel (cuda_attach_nccl): gradient buckets are averaged by NCCL
+ * on a stream of their own inside the captured step; such a step's end is
+ * polled rather than waited for, so a replica that died or hangs fails the
+ * run after BC_DIST_TIMEOUT instead of blocking it forever.
+ *
+ * Not here: which replicas and devices (runtime/dist.c), mixed precision.
  * Invariant: a run leaves the stream idle (it synchronizes), so reads and
  * writes between runs need no further ordering. */
 #include "backend.h"

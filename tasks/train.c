@@ -267,9 +267,6 @@ static bool compile(Graph *g, const char *model, const char *graph, const Sets *
   return pipeline_run(g, &c, d);
 }
 
-/* One Exec of g on `device` (evaluation, prediction: one device). */
-static Exec *make_exec(const char *device, const Graph *g, Diag *d) { return exec_create_spec(device, g, d); }
-
 static ValueId output_named(const Graph *g, const char *name) {
   for (int i = 0; i < g->outputs.n; i++)
     if (strcmp(g->values.data[g->outputs.data[i]].name, name) == 0) return g->outputs.data[i];
@@ -931,7 +928,7 @@ static bool load_nli(const char *checkpoint, const char *device, int batch, Voca
   sets_add(&s, "dropout", 0);
   if (!vocab_beside(vocab, checkpoint, d)) goto done;
   if (!compile(g, m.model_path ? m.model_path : "models/bert.yaml", "nli", &s, false, d)) goto done;
-  *e = make_exec(device, g, d);
+  *e = exec_create_spec(device, g, d); /* evaluation, prediction: one device */
   if (!*e) {
     graph_free(g);
     goto done;
