@@ -1264,7 +1264,10 @@ static int count_substr(const char *s, const char *sub) {
 /* The emitted code draws each random value once: the add&norm kernel, whose
  * three loops need u, holds as many Philox multiplies (by M0 = 3528531795)
  * as the random-only kernel, and a row buffer; the softmax kernel, whose
- * final loop alone needs u, keeps no buffer (LLVM deletes its dead stores). */
+ * final loop alone needs u, keeps no buffer (LLVM deletes its dead stores)
+ * and holds no more multiplies than the random-only kernel. (Not exactly as
+ * many: how often LLVM interleaves that busier loop depends on the host
+ * CPU; an AMD family 25 host unrolls it half as often as a Xeon.) */
 TEST(ir_random_drawn_once) {
   if (!have_jits()) TEST_SKIP("no LLVM JIT");
   Kernel k[3];
@@ -1283,7 +1286,8 @@ TEST(ir_random_drawn_once) {
     CHECK_MSG(n0 > 0 && n1 == n0, "M0 appears %d times in the add&norm kernel, %d in the random one", n1, n0);
     CHECK(count_substr(ir[1], "alloca") == 1);
     CHECK(count_substr(ir[2], "alloca") == 0 && count_substr(ir[0], "alloca") == 0);
-    CHECK(count_substr(ir[2], "3528531795") == n0);
+    int n2 = count_substr(ir[2], "3528531795");
+    CHECK_MSG(n2 > 0 && n2 <= n0, "M0 appears %d times in the softmax kernel, %d in the random one", n2, n0);
   }
   for (int i = 0; i < 3; i++) {
     free(ir[i]);
