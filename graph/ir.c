@@ -1,65 +1,12 @@
 /* ir.c — building, copying and compacting graphs, plus the builders passes
- * use. Shape rules live in shape.c; this file only appends and renumbers.
+ * use. Shapes and their rules live in shape.c; this file only appends and
+ * renumbers.
  * Invariant kept here: nodes are appended after everything they read, so
  * the node array is always an execution order. */
 #include "ir.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-int64_t shape_numel(const Shape *s) {
-  int64_t n = 1;
-  for (int i = 0; i < s->rank; i++) n *= s->dim[i];
-  return n;
-}
-
-bool shape_eq(const Shape *a, const Shape *b) {
-  if (a->rank != b->rank) return false;
-  for (int i = 0; i < a->rank; i++)
-    if (a->dim[i] != b->dim[i]) return false;
-  return true;
-}
-
-Shape shape_make(int rank, const int64_t *dims) {
-  BC_ASSERT(rank >= 0 && rank <= BC_MAX_RANK);
-  Shape s = {0};
-  s.rank = rank;
-  for (int i = 0; i < rank; i++) s.dim[i] = dims[i];
-  return s;
-}
-
-Shape shape_of(int rank, ...) {
-  BC_ASSERT(rank >= 0 && rank <= BC_MAX_RANK);
-  Shape s = {0};
-  s.rank = rank;
-  va_list ap;
-  va_start(ap, rank);
-  for (int i = 0; i < rank; i++) s.dim[i] = va_arg(ap, int);
-  va_end(ap);
-  return s;
-}
-
-char *shape_str(const Shape *s, char *buf) {
-  int n = sprintf(buf, "[");
-  for (int i = 0; i < s->rank; i++)
-    n += sprintf(buf + n, "%s%lld", i ? ", " : "", (long long)s->dim[i]);
-  sprintf(buf + n, "]");
-  return buf;
-}
-
-bool shape_broadcast(const Shape *a, const Shape *b, Shape *out) {
-  int r = a->rank > b->rank ? a->rank : b->rank;
-  Shape s = {0};
-  s.rank = r;
-  for (int i = 0; i < r; i++) {
-    int ia = a->rank - r + i, ib = b->rank - r + i;
-    int64_t da = ia >= 0 ? a->dim[ia] : 1, db = ib >= 0 ? b->dim[ib] : 1;
-    if (da != db && da != 1 && db != 1) return false;
-    s.dim[i] = da == 1 ? db : da;
-  }
-  *out = s;
-  return true;
-}
 
 void graph_init(Graph *g, const char *name) {
   memset(g, 0, sizeof(*g));

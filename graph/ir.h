@@ -58,7 +58,6 @@ typedef struct {
 } Shape;
 int64_t shape_numel(const Shape *s);
 bool shape_eq(const Shape *a, const Shape *b);
-Shape shape_make(int rank, const int64_t *dims);
 /* shape_of(2, 3, 4): dims passed as int. */
 Shape shape_of(int rank, ...);
 /* "[2, 128, 64]" into buf (at least 96 bytes); returns buf. */

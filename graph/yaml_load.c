@@ -6,7 +6,7 @@
  * nothing. Aliases point at the anchored node (the tree becomes a DAG, never
  * a cycle: an anchor is usable only once its node is complete).
  *
- * Not here: any meaning of the scalars (graph/expand.c decides). */
+ * Not here: any meaning of the scalars (passes/expand.c decides). */
 #include "yaml_load.h"
 
 #include <string.h>
