@@ -19,8 +19,8 @@ typedef struct {
 } EvalResult;
 
 /* The index of the largest of x[0, n) (n >= 1); a tie goes to the lowest
- * index, a NaN is never larger than anything (as torch.argmax is not
- * promised to do, but d2l's examples never tie). */
+ * index. Comparisons with NaN are false: a NaN after the running maximum
+ * is skipped, one at index 0 is never replaced. */
 int eval_argmax(const float *x, int n);
 
 /* Counts n_rows predictions into r (which the caller zeroed once): row j of
