@@ -16,7 +16,6 @@
 #include "checkpoint.h"
 
 #include <errno.h>
-#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
