@@ -8,9 +8,9 @@
  * with spaces to a multiple of 8; then the raw little-endian tensor data,
  * offsets relative to its start, tensors back to back with no holes.
  *
- * Invariants: a save is atomic (temporary file `<path>.tmp.<pid>`, fsync,
- * rename, fsync of the directory): a crash at any moment leaves the old file
- * or the new one, never a torn one. A load validates the whole header and
+ * Invariants: a save is atomic (graph/fileio.h: temporary file
+ * `<path>.tmp.<pid>`, fsync, rename, fsync of the directory): a crash at any
+ * moment leaves the old file or the new one, never a torn one. A load validates the whole header and
  * every tensor against the graph before it writes anything into the Exec.
  * No input file, however corrupt, crashes a load; every refusal is a Diag
  * error naming the file.

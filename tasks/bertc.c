@@ -10,6 +10,7 @@
 #include "codegen/cuda_emit.h"
 #include "codegen/kernel.h"
 #include "codegen/llvm_emit.h"
+#include "graph/fileio.h"
 #include "passes/fuse.h"
 #include "passes/memplan.h"
 #include "passes/passes.h"
@@ -98,14 +99,14 @@ static bool write_cuda(FILE *f, const Graph *g, const PlanFiles *pf, Diag *d) {
   return src != NULL;
 }
 
-/* Writes one plan file atomically (temporary file, then rename). */
+/* Writes one plan file atomically (graph/fileio.h). */
 static bool write_file(const char *dir, const char *name, const Graph *g, WriteKind kind,
                        const PlanFiles *pf, Diag *d) {
   char *path = bc_asprintf("%s/%s", dir, name);
-  char *tmp = bc_asprintf("%s.tmp", path);
-  FILE *f = fopen(tmp, "w");
-  bool ok = f != NULL;
-  if (f) {
+  AtomicFile af;
+  bool ok = file_atomic_begin(&af, path, d);
+  if (ok) {
+    FILE *f = af.f;
     switch (kind) {
     case WRITE_GRAPH: graph_print(g, f); break;
     case WRITE_DOT: graph_print_dot(g, f); break;
@@ -114,16 +115,10 @@ static bool write_file(const char *dir, const char *name, const Graph *g, WriteK
     case WRITE_LLVM: ok = write_llvm(f, pf, d); break;
     case WRITE_CUDA: ok = write_cuda(f, g, pf, d); break;
     }
-    ok = fflush(f) == 0 && !ferror(f) && ok;
-    ok = (fclose(f) == 0) && ok;
-  }
-  if (ok && rename(tmp, path) != 0) ok = false;
-  if (!ok) {
-    diag_error(d, (SrcLoc){bc_intern(path), 0, 0}, "cannot write: %s", errno ? strerror(errno) : "error");
-    remove(tmp);
+    if (ok) ok = file_atomic_commit(&af, d);
+    else file_atomic_abort(&af);
   }
   free(path);
-  free(tmp);
   return ok;
 }
 

@@ -1,5 +1,5 @@
 /* bertrun.c — the training command line: `bertrun train`, `bertrun eval`,
- * `bertrun predict` (tasks/train.c does the work). Only this file and
+ * `bertrun predict` (tasks/train.c and eval.c do the work). Only this file and
  * bertc.c call exit (and runtime/dist.c's MPI_Abort when a collective
  * times out). `bertrun train` under mpirun is data-parallel training: this
  * file joins the job (runtime/dist.h) and leaves it when training ends. */

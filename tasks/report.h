@@ -2,15 +2,19 @@
  * on stderr, the metrics log <out>/metrics.jsonl, and the plot
  * <out>/curves.svg.
  *
- * Three small parts share one record type (MetricsRecord):
- *   progress_*  turns per-step numbers into report windows (running means)
- *               and prints them: one line rewritten in place on a terminal,
- *               plain lines every N steps / S seconds otherwise;
- *   metrics_*   writes records as JSON lines (one object per line, flushed
- *               per line) and loads/rewrites them when a run resumes;
- *   curves_*    draws loss and accuracy curves as a hand-written SVG.
+ * Three small parts, one file each, share one record type (MetricsRecord):
+ *   progress_*  (progress.c) turns per-step numbers into report windows
+ *               (running means) and prints them: one line rewritten in
+ *               place on a terminal, plain lines every N steps / S seconds
+ *               otherwise;
+ *   metrics_*   (metrics.c) writes records as JSON lines (one object per
+ *               line, flushed per line) and loads/rewrites them when a run
+ *               resumes;
+ *   curves_*    (curves.c) draws loss and accuracy curves as an SVG.
  * Not here: the training loop (it calls these), checkpoints, evaluation.
- * Nothing here exits; I/O failures go into a Diag naming the file.
+ * Nothing here exits; I/O failures go into a Diag naming the file. Files
+ * are replaced whole by graph/fileio.h's atomic write (metrics.jsonl is
+ * then appended to line by line).
  *
  * A training loop uses it so (error handling left out):
  *   MetricsLog log;  metrics_log_open(&log, out_dir, resume_step or METRICS_FRESH, &d);
@@ -180,9 +184,10 @@ void metrics_log_close(MetricsLog *log);
  * finite, %.9g so float32 values round-trip), time_s last. */
 char *metrics_record_json(const MetricsRecord *r);
 
-/* Parses one JSON line into r. Accepts what metrics_record_json writes, plus
- * NaN/Infinity/-Infinity, ignores string and boolean fields, rejects nested
- * values. False with `file:line:col: error` when malformed. */
+/* Parses one JSON line into r (graph/json.h's reader). Accepts what
+ * metrics_record_json writes, plus NaN/Infinity/-Infinity, ignores string
+ * and boolean fields, rejects nested values and duplicate keys. False with
+ * `file:line:col: error: metrics: ...` when malformed. */
 bool metrics_parse_line(const char *line, MetricsRecord *r, SrcLoc loc, Diag *d);
 
 /* Appends the records of a JSONL file to out. A missing file is empty (true);
@@ -219,12 +224,5 @@ char *curves_svg(const MetricsRecord *recs, int n, const CurvesConfig *c);
 /* curves_svg written atomically to `path`. */
 bool curves_write_svg(const char *path, const MetricsRecord *recs, int n, const CurvesConfig *c,
                       Diag *d);
-
-/* ---- files ----------------------------------------------------------- */
-
-/* Writes n bytes to "<path>.tmp.<pid>", fsyncs and renames it over path, so
- * readers see the old or the new file, never a part. On failure the
- * temporary file is removed and an error names path and errno's text. */
-bool report_write_atomic(const char *path, const char *data, size_t n, Diag *d);
 
 #endif

@@ -1,6 +1,6 @@
 /* train.h — the d2l jobs as library calls: pretraining on WikiText-2,
- * fine-tuning on SNLI, evaluation and prediction (D2L.md). bertrun.c is
- * only their command line.
+ * fine-tuning on SNLI (train.c), evaluation and prediction (eval.c)
+ * (D2L.md). bertrun.c is only their command line.
  *
  * Not here: data parsing (wikitext.c, snli.c), the compiler (passes/) or
  * devices (runtime/). Every function reports user errors through Diag and

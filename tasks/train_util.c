@@ -1,0 +1,176 @@
+/* train_util.c — the helpers training, evaluation and prediction share
+ * (train_util.h): run folders, settings, compiling, batches, checkpoints of
+ * a run. */
+#include "train_util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../graph/json.h"
+#include "../runtime/checkpoint.h"
+#include "../runtime/dist.h"
+
+char *train_join(const char *a, const char *b) { return bc_asprintf("%s/%s", a, b); }
+
+bool train_file_exists(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool train_make_dir(const char *p, Diag *d) {
+  char *s = bc_strdup(p);
+  bool ok = true;
+  for (char *c = s + 1; ok; c++) {
+    if (*c != '/' && *c != '\0') continue;
+    char saved = *c;
+    *c = '\0';
+    if (mkdir(s, 0777) != 0 && errno != EEXIST) ok = false;
+    *c = saved;
+    if (!saved) break;
+  }
+  free(s);
+  if (!ok) diag_error(d, (SrcLoc){bc_intern(p), 0, 0}, "cannot create the run folder: %s", strerror(errno));
+  return ok;
+}
+
+const char *train_data_dir(const char *given, Diag *d) {
+  const char *dir = given ? given : getenv("BERT_DATA");
+  if (!dir || !*dir)
+    diag_error(d, (SrcLoc){"<command line>", 0, 0}, "no data folder: pass --data DIR or set BERT_DATA");
+  return dir && *dir ? dir : NULL;
+}
+
+bool train_is_root(const TrainOptions *o) { return dist_rank(o->dist) == 0; }
+
+void train_info(const TrainOptions *o, const char *fmt, ...) {
+  if (!train_is_root(o)) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+}
+
+/* ---- settings ---- */
+
+void train_sets_init(TrainSets *s, const Setting *user, int n_user) {
+  memset(s, 0, sizeof(*s));
+  for (int i = 0; i < n_user; i++) s->s[s->n++] = user[i];
+}
+
+void train_sets_add(TrainSets *s, const char *key, double value) {
+  BC_ASSERT(s->n_owned < TRAIN_MAX_SETS && s->n < 2 * TRAIN_MAX_SETS);
+  char *v = bc_asprintf("%.17g", value);
+  s->owned[s->n_owned++] = v;
+  s->s[s->n++] = (Setting){key, v};
+}
+
+void train_sets_free(TrainSets *s) {
+  for (int i = 0; i < s->n_owned; i++) free(s->owned[i]);
+}
+
+bool train_sets_add_hparams(TrainSets *s, const char *json, const char *file, Diag *d) {
+  Arena arena;
+  arena_init(&arena);
+  JsonValue root;
+  JsonError err;
+  bool ok = json && json_parse(json, strlen(json), NULL, &arena, &root, &err) &&
+            root.kind == JSON_OBJECT && s->n_owned + root.n <= TRAIN_MAX_SETS - 4 &&
+            s->n + root.n <= TRAIN_MAX_SETS;
+  for (int i = 0; ok && i < root.n; i++) ok = root.items[i].kind == JSON_NUMBER;
+  for (int i = 0; ok && i < root.n; i++) train_sets_add(s, bc_intern(root.keys[i]), root.items[i].num);
+  arena_free(&arena);
+  if (!ok)
+    diag_error(d, (SrcLoc){bc_intern(file), 0, 0}, "checkpoint metadata: malformed or too many hparams");
+  return ok;
+}
+
+/* ---- the compiled step ---- */
+
+bool train_compile(Graph *g, const char *model, const char *graph, const TrainSets *s, bool train, Diag *d) {
+  CompileOptions c;
+  compile_options_default(&c);
+  c.model_path = model;
+  c.graph_name = graph;
+  c.sets = s->s;
+  c.n_sets = s->n;
+  c.train = train;
+  return pipeline_run(g, &c, d);
+}
+
+ValueId train_output(const Graph *g, const char *name) {
+  for (int i = 0; i < g->outputs.n; i++)
+    if (strcmp(g->values.data[g->outputs.data[i]].name, name) == 0) return g->outputs.data[i];
+  return -1;
+}
+
+bool train_write_batch(Exec *e, const Graph *g, const DataBatch *b, double lr, Diag *d) {
+  for (int i = 0; i < b->data.n_fields; i++) {
+    const DataField *f = &b->data.fields[i];
+    ValueId v = graph_find(g, f->name);
+    if (v < 0) continue; /* e.g. pretraining fields the nli graph does not read */
+    if (!exec_write(e, v, f->data, f->dtype == DATA_I32 ? DTYPE_I32 : DTYPE_F32, d)) return false;
+  }
+  ValueId lv = graph_find(g, "lr");
+  if (lv >= 0) {
+    float x = (float)lr;
+    if (!exec_write(e, lv, &x, DTYPE_F32, d)) return false;
+  }
+  return true;
+}
+
+/* ---- vocabularies and checkpoints ---- */
+
+void train_vocab_hash(const Vocab *v, char buf[32]) {
+  snprintf(buf, 32, "%016llx", (unsigned long long)vocab_hash(v));
+}
+
+bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d) {
+  const char *slash = strrchr(checkpoint, '/');
+  char *vp = slash ? bc_asprintf("%.*s/vocab.txt", (int)(slash - checkpoint), checkpoint)
+                   : bc_strdup("./vocab.txt");
+  vocab_init(v);
+  bool ok = vocab_load(v, vp, d);
+  free(vp);
+  return ok;
+}
+
+bool train_save(const char *out, Exec *e, const char *model, int64_t step, uint64_t seed,
+                const Vocab *v, double time_s, Diag *d) {
+  CheckpointMeta m;
+  checkpoint_meta_init(&m);
+  m.step = step;
+  m.seed = seed;
+  char hash[32];
+  train_vocab_hash(v, hash);
+  m.vocab_hash = bc_strdup(hash);
+  m.model_path = bc_strdup(model);
+  /* graph name and hparams: checkpoint_save writes the graph's own */
+  char ts[32];
+  snprintf(ts, sizeof ts, "%.3f", time_s);
+  checkpoint_meta_set(&m, "time_s", ts);
+  char *path = train_join(out, TRAIN_CHECKPOINT_FILE);
+  bool ok = checkpoint_save(path, e, &m, d);
+  free(path);
+  checkpoint_meta_free(&m);
+  return ok;
+}
+
+bool train_resume(const TrainOptions *o, const char *ckpt, Exec *e, const Vocab *v, int64_t *start,
+                  double *time_offset, Diag *d) {
+  if (!train_file_exists(ckpt)) return true;
+  char hash[32];
+  train_vocab_hash(v, hash);
+  CheckpointLoadOptions lo = {CHECKPOINT_LOAD_ALL, hash};
+  CheckpointMeta m;
+  int n = checkpoint_load(ckpt, e, &lo, &m, d);
+  if (n >= 0) {
+    *start = m.step;
+    const char *t = checkpoint_meta_get(&m, "time_s");
+    *time_offset = t ? atof(t) : 0;
+    train_info(o, "%s: resuming from %s at step %lld\n", o->task, ckpt, (long long)*start);
+  }
+  checkpoint_meta_free(&m);
+  return n >= 0;
+}
