@@ -56,7 +56,7 @@ TEST(fold_cse_dce) {
   run_interp(&g, before, 12);
   Diag d;
   diag_init(&d);
-  CHECK(simplify_run(&g, &d));
+  CHECK(simplify_run(&g, NULL, &d));
   CHECK(graph_verify(&g, &d));
   diag_print(&d, stderr);
   diag_free(&d);
@@ -84,7 +84,7 @@ TEST(dropout_rate_zero_removed) {
   vec_push(&g.outputs, z);
   Diag d;
   diag_init(&d);
-  CHECK(simplify_run(&g, &d));
+  CHECK(simplify_run(&g, NULL, &d));
   CHECK_EQ_INT(g.nodes.n, 1);
   CHECK_EQ_INT(count_op(&g, OP_RELU), 1);
   CHECK_EQ_INT(g.nodes.data[0].in[0], g.inputs.data[0]);
@@ -104,7 +104,7 @@ TEST(roots_kept) {
   graph_unary(&g, OP_TANH, w); /* dead */
   Diag d;
   diag_init(&d);
-  CHECK(simplify_run(&g, &d));
+  CHECK(simplify_run(&g, NULL, &d));
   CHECK_EQ_INT(g.nodes.n, 3);
   CHECK_EQ_INT(count_op(&g, OP_ASSIGN), 1);
   ValueId nw = graph_find(&g, "w");
