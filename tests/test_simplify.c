@@ -68,6 +68,30 @@ TEST(fold_cse_dce) {
   graph_free(&g);
 }
 
+/* With CSE switched off (BC_NO_CSE) the duplicate stays; folding and dead
+ * code go as before. */
+TEST(cse_switched_off) {
+  Graph g;
+  graph_init(&g, "s");
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(2, 3), SRCLOC_NONE);
+  ValueId t1 = graph_unary(&g, OP_TANH, x);
+  ValueId t2 = graph_unary(&g, OP_TANH, x);
+  graph_unary(&g, OP_LOG, x); /* dead */
+  vec_push(&g.outputs, graph_binary(&g, OP_ADD, t1, t2));
+  OptSwitches off = {0};
+  off.cse = true;
+  Diag d;
+  diag_init(&d);
+  CHECK(simplify_run(&g, &off, &d));
+  CHECK_EQ_INT(count_op(&g, OP_TANH), 2);
+  CHECK_EQ_INT(count_op(&g, OP_LOG), 0);
+  off.cse = false;
+  CHECK(simplify_run(&g, &off, &d));
+  CHECK_EQ_INT(count_op(&g, OP_TANH), 1);
+  diag_free(&d);
+  graph_free(&g);
+}
+
 /* Dropout with rate 0, as the model library writes it, disappears. */
 TEST(dropout_rate_zero_removed) {
   Graph g;
