@@ -3,7 +3,7 @@
  *
  * Requires: a verified graph. Produces: an equivalent graph with no node
  * whose inputs are all constants (for the ops folded here), no two identical
- * nodes, and only nodes that reach a root (outputs, the loss, parameter
+ * nodes (unless CSE is switched off: BC_NO_CSE), and only nodes that reach a root (outputs, the loss, parameter
  * gradients, assigns). Identities that could change NaN/Inf propagation
  * (x * 0 -> 0) are deliberately not applied. The one range fact used is that
  * `random` lies in [0, 1), which removes dropout when its rate is 0. */

@@ -3,8 +3,9 @@
  * (cpu_ops.c), all on one thread pool, in one allocation planned by
  * passes/memplan.c. Nothing is allocated inside a step.
  *
- * Prepare: fuse (BC_NO_FUSE=1: a kernel per node) -> kernel IR -> memory
- * plan (BC_NO_MEMPLAN=1: a buffer per value) -> JIT (BC_NO_JIT=1: run the
+ * Prepare: the plan stages of the pipeline (kernel_plan_compile: fuse ->
+ * kernel IR -> memory plan, with the BC_NO_* switches of
+ * compile_options_default) -> JIT (BC_NO_JIT=1: run the
  * kernel IR through the C evaluator instead) -> one block for the pinned
  * values and the arena. Run: the kernels in order.
  *
