@@ -901,7 +901,8 @@ static bool fits_int(const Kernel *k) {
   return true;
 }
 
-static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch, Diag *d) {
+/* no_float4 (BC_NO_FLOAT4): elementwise kernels access one element per thread. */
+static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch, bool no_float4, Diag *d) {
   if (!kernel_eval_supported(k, d)) return false;
   Em E = {0};
   E.o = o;
@@ -981,7 +982,7 @@ static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch
       snprintf(how, sizeof how, "row kernel: one block of %d threads per row (%lld rows)", E.block, (long long)rows);
     }
   } else {
-    E.shape = can_vectorize(&E) ? SHAPE_ELEM4 : SHAPE_ELEM;
+    E.shape = !no_float4 && can_vectorize(&E) ? SHAPE_ELEM4 : SHAPE_ELEM;
     E.block = BLOCK;
     int64_t units = E.shape == SHAPE_ELEM4 ? numel / 4 : numel;
     launch->grid = (units + BLOCK - 1) / BLOCK;
@@ -1031,7 +1032,7 @@ char *cuda_emit_kernel(const Graph *g, const Kernel *k, CudaLaunch *launch, Diag
   if (!name_ok(k, d)) return NULL;
   Out o = {0};
   out(&o, "%s", prelude);
-  if (!emit_one(&o, g, k, launch, d)) {
+  if (!emit_one(&o, g, k, launch, false, d)) {
     free(o.s);
     return NULL;
   }
@@ -1041,9 +1042,9 @@ char *cuda_emit_kernel(const Graph *g, const Kernel *k, CudaLaunch *launch, Diag
 /* The code of k without names: emitted with no graph (no value names in
  * comments) and with k's own name replaced by "@", so two kernels that
  * differ only in which layer's values they touch compare equal. Malloc'd. */
-static char *canonical(const Kernel *k, CudaLaunch *launch, Diag *d) {
+static char *canonical(const Kernel *k, CudaLaunch *launch, bool no_float4, Diag *d) {
   Out c = {0};
-  if (!emit_one(&c, NULL, k, launch, d)) {
+  if (!emit_one(&c, NULL, k, launch, no_float4, d)) {
     free(c.s);
     return NULL;
   }
@@ -1077,14 +1078,14 @@ char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, 
     const Kernel *k = &p->kernels.data[i];
     if (k->kind != KERNEL_LOOP) continue;
     failed = k->name ? k->name : "(unnamed)";
-    char *cs = name_ok(k, d) ? canonical(k, &launches[i], d) : NULL;
+    char *cs = name_ok(k, d) ? canonical(k, &launches[i], p->off.float4, d) : NULL;
     if (!cs) {
       ok = false;
       break;
     }
     uint32_t h = bc_hash32(cs);
     int same = -1;
-    for (int j = 0; j < n_seen && same < 0; j++)
+    for (int j = 0; j < n_seen && same < 0 && !p->off.dedup; j++) /* BC_NO_DEDUP: none is the same */
       if (hash[j] == h && strcmp(canon[j], cs) == 0) same = j;
     if (same >= 0) {
       free(cs);
@@ -1095,7 +1096,7 @@ char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, 
     canon[n_seen] = cs;
     hash[n_seen] = h;
     entry[n_seen++] = bc_intern(k->name);
-    ok = emit_one(&o, g, k, &launches[i], d);
+    ok = emit_one(&o, g, k, &launches[i], p->off.float4, d);
   }
   for (int j = 0; j < n_seen; j++) free(canon[j]);
   free(canon);

@@ -33,8 +33,7 @@
 #ifndef BC_KERNEL_H
 #define BC_KERNEL_H
 
-#include "../passes/fuse.h"
-#include "../passes/memplan.h"
+#include "../passes/passes.h"
 
 typedef enum {
   KERNEL_LOOP,
@@ -108,6 +107,7 @@ typedef struct {
   VEC(Kernel) kernels;
   bool *materialized; /* per graph value: has a buffer (else lives in registers) */
   int n_values;
+  OptSwitches off;    /* what the emitters must not do (off.float4, off.dedup: cuda_emit.c) */
 } KernelPlan;
 
 /* ---- CPU ABI of a compiled LOOP kernel (llvm_emit.c builds it, cpu.c calls it)
@@ -138,14 +138,25 @@ int64_t kernel_work_items(const Kernel *k);
 bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d);
 void kernel_plan_free(KernelPlan *p);
 
-/* The front half every compiled backend runs: copies g into *exec (an
- * initialized graph the caller frees; same value ids as g), fuses it
- * (no_fuse: a kernel per node), reorders its nodes into the execution order
- * of the kernels, lowers the kernels and plans memory over that order
- * (no_memplan: a buffer per value). False with diagnostics on failure, with
- * nothing left to free. */
-bool kernel_plan_compile(const Graph *g, bool no_fuse, bool no_memplan, Graph *exec,
-                         KernelPlan *plan, MemPlan *mem, Diag *d);
+/* The `lower` stage of the pipeline (passes/pipeline.c), handed to it in
+ * Plan.lowering: run = kernel_plan_build of p->graph and p->fusion into a
+ * heap KernelPlan in p->kernels; check = kernel_plan_check; print =
+ * kernel_plan_print and, when the graph has parameter gradients, the
+ * gradient buckets in kernel order (what cpu and cuda all-reduce). */
+extern const PlanLowering kernel_lowering;
+
+/* The plan stages every compiled backend runs (pipeline_run_plan with
+ * kernel_lowering): copies g into *exec (an initialized graph the caller
+ * frees; same value ids as g, nodes in kernel execution order), fuses,
+ * lowers the kernels and plans memory, with o's switches, checks and dumps
+ * (o NULL: compile_options_default, i.e. the environment). False with
+ * diagnostics on failure, with nothing left to free. */
+bool kernel_plan_compile(const Graph *g, const CompileOptions *o, Graph *exec, KernelPlan *plan, MemPlan *mem,
+                         Diag *d);
+/* Checks the invariants above: operands precede their users, views and
+ * stores name buffers (materialized values) of the graph, one kernel per
+ * fusion group. False with one internal error per violation. */
+bool kernel_plan_check(const Graph *g, const KernelPlan *p, Diag *d);
 /* Readable listing: each kernel, its domain, ops and the YAML lines. */
 void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f);
 /* Number of kernels of a kind (KERNEL_LOOP etc.), for tests. */

@@ -369,40 +369,105 @@ bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d
   return true;
 }
 
-bool kernel_plan_compile(const Graph *g, bool no_fuse, bool no_memplan, Graph *exec,
-                         KernelPlan *plan, MemPlan *mem, Diag *d) {
-  graph_copy(exec, g);
-  Fusion f;
-  if (!fuse_run(exec, no_fuse, &f, d)) {
-    graph_free(exec);
-    return false;
-  }
-  NodeId *order = bc_malloc(sizeof(NodeId) * (size_t)(exec->nodes.n ? exec->nodes.n : 1));
-  fusion_execution_order(exec, &f, order);
-  fusion_apply_order(exec, &f, order);
-  free(order);
-  bool ok = kernel_plan_build(exec, &f, plan, d);
-  /* the kernel of each node; a folded node belongs to the kernel after it */
-  int nn = exec->nodes.n;
-  int *kernel_of = bc_malloc(sizeof(int) * (size_t)(nn ? nn : 1));
-  for (int i = nn - 1, next = f.n_groups; i >= 0; i--) {
-    if (f.group_of[i] >= 0) next = f.group_of[i];
-    kernel_of[i] = next;
-  }
-  fusion_free(&f);
-  if (!ok) {
-    free(kernel_of);
-    graph_free(exec);
-    return false;
-  }
-  ok = memplan_run_kernels(exec, plan->materialized, kernel_of, no_memplan, mem, d);
-  free(kernel_of);
-  if (!ok) {
-    kernel_plan_free(plan);
-    graph_free(exec);
-    return false;
-  }
+/* ---- the `lower` stage of the pipeline ---- */
+
+static bool lower_run(Plan *p, const CompileOptions *o, Diag *d) {
+  KernelPlan *kp = bc_calloc(1, sizeof(KernelPlan));
+  p->kernels = kp;
+  if (!kernel_plan_build(&p->graph, &p->fusion, kp, d)) return false;
+  kp->off = o->off;
   return true;
+}
+
+static bool lower_check(const Plan *p, Diag *d) {
+  const KernelPlan *kp = p->kernels;
+  if (kp->kernels.n != p->fusion.n_groups) {
+    diag_error(d, SRCLOC_NONE, "internal: %d kernels for %d fusion groups", kp->kernels.n, p->fusion.n_groups);
+    return false;
+  }
+  return kernel_plan_check(&p->graph, kp, d);
+}
+
+static void lower_print(const Plan *p, FILE *f) {
+  const Graph *g = &p->graph;
+  const KernelPlan *kp = p->kernels;
+  kernel_plan_print(g, kp, f);
+  bool grads = false;
+  for (int i = 0; i < g->params.n && !grads; i++) grads = g->values.data[g->params.data[i]].grad >= 0;
+  if (!grads) return;
+  /* the gradient buckets of data-parallel training, in the order cpu and
+   * cuda run: kernels */
+  const char **names = bc_malloc(sizeof(char *) * (size_t)(kp->kernels.n + 1));
+  for (int i = 0; i < kp->kernels.n; i++) names[i] = kp->kernels.data[i].name;
+  names[kp->kernels.n] = "(end)";
+  GradBuckets gb;
+  Diag d;
+  diag_init(&d);
+  if (grad_buckets_build(g, p->kernel_of, grad_bucket_bytes_default(), &gb, &d)) grad_buckets_print(g, &gb, names, f);
+  else diag_print(&d, f);
+  grad_buckets_free(&gb);
+  diag_free(&d);
+  free(names);
+}
+
+static void lower_free(Plan *p) {
+  kernel_plan_free(p->kernels);
+  free(p->kernels);
+  p->kernels = NULL;
+}
+
+const PlanLowering kernel_lowering = {lower_run, lower_check, lower_print, lower_free};
+
+bool kernel_plan_compile(const Graph *g, const CompileOptions *o, Graph *exec, KernelPlan *plan, MemPlan *mem,
+                         Diag *d) {
+  CompileOptions env;
+  if (!o) {
+    compile_options_default(&env);
+    o = &env;
+  }
+  Plan p = {0};
+  p.lowering = &kernel_lowering;
+  bool ok = pipeline_run_plan(&p, g, o, d);
+  if (ok) { /* hand the results over; plan_free releases the rest */
+    *exec = p.graph;
+    p.have_graph = false;
+    KernelPlan *kp = p.kernels;
+    *plan = *kp;
+    free(kp);
+    p.kernels = NULL;
+    *mem = p.mem;
+    p.have_mem = false;
+  }
+  plan_free(&p);
+  return ok;
+}
+
+bool kernel_plan_check(const Graph *g, const KernelPlan *p, Diag *d) {
+  int before = d->n_errors;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.data[i];
+    if (k->nodes.n == 0 || k->first_node < 0 || k->first_node >= g->nodes.n) {
+      diag_error(d, SRCLOC_NONE, "internal: kernel %s computes no node of the graph", k->name);
+      continue;
+    }
+    for (int j = 0; j < k->views.n; j++) {
+      ValueId v = k->views.data[j].value;
+      if (v < 0 || v >= g->values.n || !p->materialized[v])
+        diag_error(d, SRCLOC_NONE, "internal: kernel %s: view %d names value %d, which has no buffer", k->name, j, v);
+    }
+    for (int j = 0; j < k->insts.n; j++) {
+      const KInst *in = &k->insts.data[j];
+      for (int s = 0; s < kinst_n_operands(in->kind); s++) {
+        int a = kinst_operand(in, s);
+        if (a < 0 || a >= j)
+          diag_error(d, SRCLOC_NONE, "internal: kernel %s: instruction %d reads %d, not an earlier one", k->name, j, a);
+      }
+      if ((in->kind == KI_LOAD || in->kind == KI_STORE) && (in->view < 0 || in->view >= k->views.n))
+        diag_error(d, SRCLOC_NONE, "internal: kernel %s: instruction %d uses view %d of %d", k->name, j, in->view,
+                   k->views.n);
+    }
+  }
+  return d->n_errors == before;
 }
 
 void kernel_plan_free(KernelPlan *p) {

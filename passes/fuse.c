@@ -122,12 +122,12 @@ static void build_readers(Fuser *F) {
 }
 
 /* Pass 1: which views and generators fold into their readers. */
-static void decide_folding(Fuser *F) {
+static void decide_folding(Fuser *F, bool no_view_fold) {
   const Graph *g = F->g;
   for (int i = g->nodes.n - 1; i >= 0; i--) {
     const Node *n = &g->nodes.data[i];
     if (!is_view(n->op) && !is_generator(n->op)) continue;
-    if (F->required[n->out]) continue;
+    if (F->required[n->out] || (no_view_fold && is_view(n->op))) continue;
     int lo = F->start[n->out], hi = F->start[n->out + 1];
     if (lo == hi) continue;
     bool ok = true;
@@ -205,8 +205,9 @@ static bool assign_in_place(const Fuser *F, NodeId a) {
   return true;
 }
 
-bool fuse_run(const Graph *g, bool no_fuse, Fusion *out, Diag *d) {
+bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
   (void)d;
+  const bool no_fuse = off && off->fuse;
   memset(out, 0, sizeof(*out));
   int nn = g->nodes.n, nv = g->values.n;
   out->n_nodes = nn;
@@ -226,7 +227,7 @@ bool fuse_run(const Graph *g, bool no_fuse, Fusion *out, Diag *d) {
     if (gr >= 0) F.required[gr] = true;
   }
   build_readers(&F);
-  decide_folding(&F);
+  decide_folding(&F, off && off->view_fold);
 
   for (int i = 0; i < nn; i++) {
     const Node *n = &g->nodes.data[i];
@@ -390,4 +391,87 @@ void fusion_apply_order(Graph *g, Fusion *f, const NodeId *order) {
   for (int k = 0; k < nn; k++) grp[k] = f->group_of[order[k]];
   memcpy(f->group_of, grp, sizeof(int) * (size_t)nn);
   free(grp);
+}
+
+void fusion_kernel_of(const Graph *g, const Fusion *f, int *kernel_of) {
+  for (int i = g->nodes.n - 1, next = f->n_groups; i >= 0; i--) {
+    if (f->group_of[i] >= 0) next = f->group_of[i];
+    kernel_of[i] = next;
+  }
+}
+
+bool fusion_check(const Graph *g, const Fusion *f, Diag *d) {
+  int before = d->n_errors;
+  if (f->n_nodes != g->nodes.n || f->n_values != g->values.n) {
+    diag_error(d, SRCLOC_NONE, "internal: fusion of %d nodes, %d values for a graph of %d, %d", f->n_nodes,
+               f->n_values, g->nodes.n, g->values.n);
+    return false;
+  }
+  int last = -1;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    int G = f->group_of[i];
+    if (G < -1 || G >= f->n_groups) {
+      diag_error(d, n->loc, "internal: node %d (%s) in group %d of %d", i, op_info[n->op].name, G, f->n_groups);
+      continue;
+    }
+    if (G < 0) {
+      if (!is_view(n->op) && !is_generator(n->op) && !is_pointwise(n->op))
+        diag_error(d, n->loc, "internal: node %d (%s) is folded but cannot be recomputed by its readers", i,
+                   op_info[n->op].name);
+      continue;
+    }
+    if (G < last)
+      diag_error(d, n->loc, "internal: node %d (%s) runs in group %d after group %d", i, op_info[n->op].name, G,
+                 last);
+    last = G > last ? G : last;
+    /* every value this node reads from another group must be in memory */
+    for (int j = 0; j < n->n_in; j++) {
+      ValueId u = n->in[j];
+      NodeId p = g->values.data[u].node;
+      if (p >= 0 && f->group_of[p] >= 0 && f->group_of[p] != G && !f->materialized[u])
+        diag_error(d, n->loc, "internal: value %%%d '%s' is read by group %d but kept in registers of group %d",
+                   u, g->values.data[u].name, G, f->group_of[p]);
+    }
+  }
+  for (int i = 0; i < g->outputs.n; i++)
+    if (!f->materialized[g->outputs.data[i]])
+      diag_error(d, SRCLOC_NONE, "internal: output '%s' has no buffer", g->values.data[g->outputs.data[i]].name);
+  if (g->loss >= 0 && !f->materialized[g->loss]) diag_error(d, SRCLOC_NONE, "internal: the loss has no buffer");
+  for (int i = 0; i < g->params.n; i++) {
+    ValueId gr = g->values.data[g->params.data[i]].grad;
+    if (gr >= 0 && !f->materialized[gr])
+      diag_error(d, SRCLOC_NONE, "internal: gradient '%s' has no buffer", g->values.data[gr].name);
+  }
+  return d->n_errors == before;
+}
+
+static const char *const group_kind_names[] = {"loop", "column-reduce", "gemm", "gather",
+                                               "scatter_add", "concat", "alias", "assign"};
+
+void fusion_print(const Graph *g, const Fusion *f, FILE *out) {
+  int counts[8] = {0};
+  char b[96];
+  for (int G = 0; G < f->n_groups; G++) {
+    counts[f->kind[G]]++;
+    fprintf(out, "group %d [%s]", G, group_kind_names[f->kind[G]]);
+    if (f->kind[G] == GROUP_LOOP || f->kind[G] == GROUP_COLREDUCE)
+      fprintf(out, " domain %s", shape_str(&f->domain[G], b));
+    if (f->kind[G] == GROUP_COLREDUCE) fprintf(out, " axis %d", f->col_axis[G]);
+    fputc('\n', out);
+    /* the group's nodes, and before each the folded nodes it recomputes */
+    for (int i = 0; i < g->nodes.n; i++) {
+      if (f->group_of[i] != G) continue;
+      const Node *n = &g->nodes.data[i];
+      fprintf(out, "    %%%d %s = %s%s", n->out, g->values.data[n->out].name, op_info[n->op].name,
+              f->materialized[n->out] ? "" : " (in registers)");
+      if (n->loc.file && n->loc.line > 0) fprintf(out, "  @ %s:%d", n->loc.file, n->loc.line);
+      fputc('\n', out);
+    }
+  }
+  int folded = 0;
+  for (int i = 0; i < g->nodes.n; i++) folded += f->group_of[i] < 0;
+  fprintf(out, "groups: %d (loop %d, column-reduce %d, gemm %d, gather %d, scatter_add %d, concat %d, alias %d, "
+               "assign %d); %d nodes folded into their readers\n",
+          f->n_groups, counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], folded);
 }

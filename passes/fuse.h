@@ -10,6 +10,7 @@
 #define BC_FUSE_H
 
 #include "../graph/ir.h"
+#include "options.h"
 
 typedef enum {
   GROUP_LOOP,        /* elementwise chains, row reductions, folded views */
@@ -34,10 +35,12 @@ typedef struct {
   int n_nodes, n_values;
 } Fusion;
 
-/* Groups g's nodes. With `no_fuse` (BC_NO_FUSE=1) every node is a group of
+/* Groups g's nodes. With off->fuse (BC_NO_FUSE=1) every node is a group of
  * its own, except views (broadcast/permute/slice of a materialized value),
- * which are still folded into their readers. */
-bool fuse_run(const Graph *g, bool no_fuse, Fusion *out, Diag *d);
+ * which are still folded into their readers; with off->view_fold
+ * (BC_NO_VIEW_FOLD=1) views are never folded into the loads of their
+ * readers: each runs in a LOOP group as a strided copy. off NULL = all on. */
+bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d);
 void fusion_free(Fusion *f);
 
 /* The order the kernels run the nodes in: groups in order, each group's
@@ -49,5 +52,19 @@ void fusion_execution_order(const Graph *g, const Fusion *f, NodeId *order);
 /* Reorders g's nodes into `order` and f's per-node data with them, so that
  * afterwards node order = execution order. */
 void fusion_apply_order(Graph *g, Fusion *f, const NodeId *order);
+/* After fusion_apply_order: kernel_of[i] (g->nodes.n entries) is the group
+ * (= kernel) that runs node i; a folded node belongs to the group after it.
+ * Non-decreasing, as memplan_run_kernels and the gradient buckets need. */
+void fusion_kernel_of(const Graph *g, const Fusion *f, int *kernel_of);
+/* Checks what the lowering and the memory planner rely on, after
+ * fusion_apply_order: group ids in range and non-decreasing over the node
+ * order, every node either in a group or a foldable kind, a value read by
+ * another group (or by a library kernel) materialized, graph outputs, the
+ * loss and parameter gradients materialized. False with one internal error
+ * per violation. */
+bool fusion_check(const Graph *g, const Fusion *f, Diag *d);
+/* Readable listing: each group, its kind, domain and nodes (with their YAML
+ * lines), then "groups: N (loop L, ...)". */
+void fusion_print(const Graph *g, const Fusion *f, FILE *out);
 
 #endif

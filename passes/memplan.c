@@ -204,15 +204,20 @@ static void cone_free(Cone *c) {
 /* ---- planning ------------------------------------------------------------ */
 
 bool memplan_run(const Graph *g, const bool *materialized, bool disable, MemPlan *out, Diag *d) {
-  return memplan_run_kernels(g, materialized, NULL, disable, out, d);
+  OptSwitches off = {0};
+  off.memplan = disable;
+  return memplan_run_kernels(g, materialized, NULL, &off, out, d);
 }
 
 /* Kernel of node i (the node itself without a kernel map). */
 static int kernel_at(const int *kernel_of, NodeId i) { return kernel_of && i >= 0 ? kernel_of[i] : i; }
 
-bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *kernel_of, bool disable,
+bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *kernel_of, const OptSwitches *off,
                          MemPlan *out, Diag *d) {
   memset(out, 0, sizeof(*out));
+  const bool disable = off && off->memplan;
+  /* reshape views stay: a reshape is an alias, not a write */
+  const bool no_inplace = off && off->inplace;
   int nv = g->values.n;
   for (int v = 0; v < nv; v++)
     if (g->values.data[v].dtype == DTYPE_F64) {
@@ -293,7 +298,8 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
       sy->last = last[y];
       sum += align_up(sy->bytes);
       ValueId src = -1;
-      for (int k = 0; !disable && src < 0 && inplace_op(n->op) && k < n->n_in; k++) {
+      bool may_alias = inplace_op(n->op) && (n->op == OP_RESHAPE || !no_inplace);
+      for (int k = 0; !disable && src < 0 && may_alias && k < n->n_in; k++) {
         ValueId x = n->in[k];
         if (s[x].kind == MEM_ARENA && last[x] == i && s[x].bytes == sy->bytes && owner[root[x]] == x &&
             cone_pointwise(&cone, n, x) && viewed_in[x] != kernel_at(kernel_of, i))

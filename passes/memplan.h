@@ -23,6 +23,7 @@
 #define BC_MEMPLAN_H
 
 #include "../graph/ir.h"
+#include "options.h"
 
 enum {
   MEM_NONE,   /* no buffer: lives inside a fused kernel */
@@ -70,8 +71,10 @@ bool memplan_run(const Graph *g, const bool *materialized, bool disable, MemPlan
  * buffer freed by kernel k is reused from kernel k+1 on, never within k,
  * except for exact in-place writes of an elementwise node into an input it
  * reads only pointwise. NULL = one kernel per node (memplan_run). The plan
- * keeps a copy for memplan_check. */
-bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *kernel_of, bool disable,
+ * keeps a copy for memplan_check. off->memplan is memplan_run's `disable`;
+ * off->inplace (BC_NO_INPLACE=1) keeps reuse but writes nothing in place
+ * (reshapes still alias their input); off NULL = all on. */
+bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *kernel_of, const OptSwitches *off,
                          MemPlan *out, Diag *d);
 void memplan_free(MemPlan *p);
 

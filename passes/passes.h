@@ -1,15 +1,19 @@
 /* passes.h — the middle end: turning a YAML model into a verified graph,
- * differentiating it, appending the optimizer, simplifying. One ordered
- * table in pipeline.c runs them (DESIGN §4).
+ * differentiating it, appending the optimizer, simplifying, scheduling,
+ * fusing, lowering to kernels and planning memory. One ordered table of
+ * stages in pipeline.c runs them all over one Plan (DESIGN §4).
  *
- * Every pass takes a Graph it may change in place and returns false with
- * diagnostics on a user error; a pass that breaks an IR invariant is a bug
- * caught by graph_verify (run after each pass in debug builds and with
- * BC_VERIFY=1). */
+ * Every stage changes the Plan and returns false with diagnostics on a user
+ * error; a stage that breaks an invariant is a bug caught by the check run
+ * after it (graph_verify, fusion_check, the kernel check, memplan_check) in
+ * debug builds and with BC_VERIFY=1. */
 #ifndef BC_PASSES_H
 #define BC_PASSES_H
 
 #include "../graph/ir.h"
+#include "fuse.h"
+#include "memplan.h"
+#include "options.h"
 
 /* A `--set name=value` override. `loc` is where it was given (file
  * "<command line>", line 0) for diagnostics. */
@@ -47,9 +51,10 @@ typedef struct {
 void adam_options_default(AdamOptions *o); /* d2l: 0.9, 0.999, 1e-8, 0 */
 bool optim_adam_run(Graph *g, const AdamOptions *o, Diag *d);
 
-/* simplify.c — constant folding, algebraic identities, CSE, dead-code
- * elimination (assigns, outputs and the loss are roots). */
-bool simplify_run(Graph *g, Diag *d);
+/* simplify.c — constant folding, algebraic identities, CSE (unless
+ * off->cse), dead-code elimination (assigns, outputs and the loss are
+ * roots). off NULL = all on. */
+bool simplify_run(Graph *g, const OptSwitches *off, Diag *d);
 
 /* schedule.c — execution order: moves cheap input-only index computations
  * (attention masks, gather indices) to the front so their readers fuse. */
@@ -93,7 +98,13 @@ void grad_buckets_print(const Graph *g, const GradBuckets *b, const char *const 
  * embedding tables then make 5-6 buckets spread over its backward pass. */
 int64_t grad_bucket_bytes_default(void);
 
-/* pipeline.c */
+/* pipeline.c — the stages, in order; each a row of one table:
+ *   graph stages (every backend): expand, autodiff and optim (with
+ *   `train`), simplify, schedule;
+ *   plan stages (compiled backends): fuse, lower, memplan.
+ * pipeline_run runs the graph stages into a Graph, which an Exec keeps;
+ * a compiled backend then runs the plan stages over a copy of it
+ * (pipeline_run_plan, through codegen's kernel_plan_compile). */
 typedef struct {
   const char *model_path;
   const char *graph_name; /* NULL = the model's first graph */
@@ -101,13 +112,55 @@ typedef struct {
   int n_sets;
   bool train;         /* autodiff + optimizer */
   AdamOptions adam;
-  const char *dump_after; /* pass name, "all", or NULL */
+  OptSwitches off;        /* optimizations switched off (BC_NO_<NAME>=1) */
+  bool verify;            /* check after every stage (BC_VERIFY=1; debug builds: unless BC_VERIFY=0) */
+  const char *dump_after; /* stage name, "all", or NULL (BC_DUMP) */
   FILE *dump;             /* where dumps go (stdout when NULL) */
 } CompileOptions;
+/* Defaults, with `off`, `verify` and `dump_after` read from the
+ * environment: the one place that reads BC_NO_*, BC_VERIFY and BC_DUMP. */
 void compile_options_default(CompileOptions *o);
-/* Runs the pass table into *out (caller frees with graph_free). */
+
+typedef struct Plan Plan;
+/* A stage provided by a later layer: kernel lowering lives in codegen/,
+ * which passes/ may not include, so codegen hands its functions to the
+ * pipeline in the Plan (codegen/kernel.h: kernel_lowering). run fills
+ * p->kernels from p->graph and p->fusion; check verifies them (NULL: none);
+ * print dumps them; free releases them. */
+typedef struct {
+  bool (*run)(Plan *p, const CompileOptions *o, Diag *d);
+  bool (*check)(const Plan *p, Diag *d);
+  void (*print)(const Plan *p, FILE *f);
+  void (*free)(Plan *p);
+} PlanLowering;
+
+/* The one structure every stage works on. Zero it, set `lowering` for the
+ * plan stages, and free it with plan_free. */
+struct Plan {
+  Graph graph;      /* from expand (or the copy pipeline_run_plan makes); after
+                     * fuse its nodes are in kernel execution order (same value ids) */
+  bool have_graph;
+  Fusion fusion;    /* fuse */
+  bool have_fusion;
+  int *kernel_of;   /* fuse: per node, the kernel that runs it (fusion_kernel_of) */
+  const PlanLowering *lowering;
+  void *kernels;    /* lower: the lowering's result (codegen: a KernelPlan) */
+  MemPlan mem;      /* memplan */
+  bool have_mem;
+};
+void plan_free(Plan *p);
+
+/* Runs the graph stages into *out (caller frees with graph_free); on
+ * failure *out is left freed. An unknown o->dump_after is an error listing
+ * every stage. */
 bool pipeline_run(Graph *out, const CompileOptions *o, Diag *d);
-/* Names of the passes in order, NULL-terminated. */
+/* Copies g into p->graph and runs the plan stages (p->lowering must be
+ * set). On failure p holds what the stages made; plan_free it either way. */
+bool pipeline_run_plan(Plan *p, const Graph *g, const CompileOptions *o, Diag *d);
+/* Names of the stages in order, NULL-terminated. */
 const char *const *pipeline_pass_names(void);
+/* Whether stage `name` is a graph stage (runs for every backend); false
+ * for plan stages and unknown names. */
+bool pipeline_is_graph_stage(const char *name);
 
 #endif

@@ -1,58 +1,133 @@
-/* pipeline.c — the whole middle end as one ordered table of named passes.
- * The IR is verified after every pass in debug builds and when BC_VERIFY=1;
- * `--dump-after PASS|all` prints the canonical text form after a pass. Each
- * pass but expand can be switched off for bisecting with BC_NO_<PASS>=1
- * (BC_NO_SIMPLIFY=1, ...). */
+/* pipeline.c — the whole middle end as one ordered table of named stages,
+ * all working on one Plan (passes.h):
+ *
+ *   expand  autodiff  optim  simplify  schedule | fuse  lower  memplan
+ *   -------------- graph stages --------------- | --- plan stages ---
+ *
+ * The graph stages end in the Graph an Exec keeps (every backend); compiled
+ * backends run the plan stages over a copy of it. `lower` is codegen's (the
+ * kernel IR lives there and passes/ may not include codegen/): its functions
+ * come in Plan.lowering. After every stage its check runs when
+ * CompileOptions.verify is set (BC_VERIFY=1; debug builds unless
+ * BC_VERIFY=0), and `--dump-after STAGE|all` (BC_DUMP) prints what it made.
+ * A stage with a switch (options.h) can be turned off: simplify and
+ * schedule are then skipped, fuse makes a kernel per node, memplan a buffer
+ * per value. expand and lower cannot (nothing runs without them); autodiff
+ * and optim run exactly when training is asked for. This file and nothing
+ * else reads the environment variables of the middle end. */
 #include "passes.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+typedef enum { PHASE_GRAPH, PHASE_PLAN } Phase;
+
 typedef struct {
   const char *name;
+  Phase phase;
   bool train_only;
-  bool (*run)(Graph *g, const CompileOptions *o, Diag *d);
-} Pass;
+  int off;   /* offsetof(OptSwitches, the switch turning it off), or -1 for none */
+  bool skip; /* switched off, the stage does not run (else it runs in its plainest form) */
+  bool (*run)(Plan *p, const CompileOptions *o, Diag *d);
+  bool (*check)(const Plan *p, Diag *d); /* NULL: the lowering's */
+  void (*dump)(const Plan *p, FILE *f);  /* NULL: the lowering's */
+} Stage;
 
-static bool run_autodiff(Graph *g, const CompileOptions *o, Diag *d) {
-  (void)o;
-  if (g->loss < 0) {
+/* ---- graph stages ---- */
+
+static bool run_expand(Plan *p, const CompileOptions *o, Diag *d) {
+  if (!model_expand(&p->graph, o->model_path, o->graph_name, o->sets, o->n_sets, d)) return false;
+  p->have_graph = true;
+  return true;
+}
+static bool run_autodiff(Plan *p, const CompileOptions *o, Diag *d) {
+  if (p->graph.loss < 0) {
     diag_error(d, (SrcLoc){bc_intern(o->model_path), 0, 0},
-               "graph '%s' declares no `loss:`, so it cannot be trained", g->name);
+               "graph '%s' declares no `loss:`, so it cannot be trained", p->graph.name);
     return false;
   }
-  return autodiff_run(g, d);
+  return autodiff_run(&p->graph, d);
 }
-static bool run_optim(Graph *g, const CompileOptions *o, Diag *d) { return optim_adam_run(g, &o->adam, d); }
-static bool run_simplify(Graph *g, const CompileOptions *o, Diag *d) {
+static bool run_optim(Plan *p, const CompileOptions *o, Diag *d) { return optim_adam_run(&p->graph, &o->adam, d); }
+static bool run_simplify(Plan *p, const CompileOptions *o, Diag *d) { return simplify_run(&p->graph, &o->off, d); }
+static bool run_schedule(Plan *p, const CompileOptions *o, Diag *d) {
   (void)o;
-  return simplify_run(g, d);
+  return schedule_run(&p->graph, d);
+}
+static bool check_graph(const Plan *p, Diag *d) { return graph_verify(&p->graph, d); }
+static void dump_graph(const Plan *p, FILE *f) { graph_print(&p->graph, f); }
+
+/* The schedule and the gradient buckets data-parallel training all-reduces
+ * when each node is a step (interp; `lower` lists them for kernels). */
+static void dump_schedule(const Plan *p, FILE *f) {
+  graph_print(&p->graph, f);
+  bool grads = false;
+  for (int i = 0; i < p->graph.params.n && !grads; i++) grads = p->graph.values.data[p->graph.params.data[i]].grad >= 0;
+  if (!grads) return;
+  GradBuckets gb;
+  Diag d;
+  diag_init(&d);
+  if (grad_buckets_build(&p->graph, NULL, grad_bucket_bytes_default(), &gb, &d)) grad_buckets_print(&p->graph, &gb, NULL, f);
+  else diag_print(&d, f);
+  grad_buckets_free(&gb);
+  diag_free(&d);
 }
 
-static bool run_schedule(Graph *g, const CompileOptions *o, Diag *d) {
-  (void)o;
-  return schedule_run(g, d);
-}
+/* ---- plan stages ---- */
 
-static const Pass passes[] = {
-    {"autodiff", true, run_autodiff},
-    {"optim", true, run_optim},
-    {"simplify", false, run_simplify},
-    {"schedule", false, run_schedule},
+static bool run_fuse(Plan *p, const CompileOptions *o, Diag *d) {
+  Graph *g = &p->graph;
+  if (!fuse_run(g, &o->off, &p->fusion, d)) return false;
+  p->have_fusion = true;
+  NodeId *order = bc_malloc(sizeof(NodeId) * (size_t)(g->nodes.n ? g->nodes.n : 1));
+  fusion_execution_order(g, &p->fusion, order);
+  fusion_apply_order(g, &p->fusion, order);
+  free(order);
+  p->kernel_of = bc_malloc(sizeof(int) * (size_t)(g->nodes.n ? g->nodes.n : 1));
+  fusion_kernel_of(g, &p->fusion, p->kernel_of);
+  return true;
+}
+static bool check_fuse(const Plan *p, Diag *d) {
+  return graph_verify(&p->graph, d) && fusion_check(&p->graph, &p->fusion, d);
+}
+static void dump_fuse(const Plan *p, FILE *f) { fusion_print(&p->graph, &p->fusion, f); }
+
+static bool run_lower(Plan *p, const CompileOptions *o, Diag *d) { return p->lowering->run(p, o, d); }
+
+static bool run_memplan(Plan *p, const CompileOptions *o, Diag *d) {
+  if (!memplan_run_kernels(&p->graph, p->fusion.materialized, p->kernel_of, &o->off, &p->mem, d)) return false;
+  p->have_mem = true;
+  return true;
+}
+static bool check_memplan(const Plan *p, Diag *d) { return memplan_check(&p->graph, &p->mem, d); }
+static void dump_memplan(const Plan *p, FILE *f) { memplan_print(&p->graph, &p->mem, f); }
+
+#define OFF(field) (int)offsetof(OptSwitches, field)
+static const Stage stages[] = {
+    {"expand", PHASE_GRAPH, false, -1, false, run_expand, check_graph, dump_graph},
+    {"autodiff", PHASE_GRAPH, true, -1, false, run_autodiff, check_graph, dump_graph},
+    {"optim", PHASE_GRAPH, true, -1, false, run_optim, check_graph, dump_graph},
+    {"simplify", PHASE_GRAPH, false, OFF(simplify), true, run_simplify, check_graph, dump_graph},
+    {"schedule", PHASE_GRAPH, false, OFF(schedule), true, run_schedule, check_graph, dump_schedule},
+    {"fuse", PHASE_PLAN, false, OFF(fuse), false, run_fuse, check_fuse, dump_fuse},
+    {"lower", PHASE_PLAN, false, -1, false, run_lower, NULL, NULL},
+    {"memplan", PHASE_PLAN, false, OFF(memplan), false, run_memplan, check_memplan, dump_memplan},
 };
-enum { N_PASSES = sizeof passes / sizeof passes[0] };
+#undef OFF
+enum { N_STAGES = sizeof stages / sizeof stages[0] };
 
 const char *const *pipeline_pass_names(void) {
-  static const char *names[N_PASSES + 2];
-  names[0] = "expand";
-  for (int i = 0; i < N_PASSES; i++) names[i + 1] = passes[i].name;
-  names[N_PASSES + 1] = NULL;
+  static const char *names[N_STAGES + 1];
+  for (int i = 0; i < N_STAGES; i++) names[i] = stages[i].name;
+  names[N_STAGES] = NULL;
   return names;
 }
 
-void compile_options_default(CompileOptions *o) {
-  memset(o, 0, sizeof(*o));
-  adam_options_default(&o->adam);
+bool pipeline_is_graph_stage(const char *name) {
+  for (int i = 0; i < N_STAGES; i++)
+    if (strcmp(stages[i].name, name) == 0) return stages[i].phase == PHASE_GRAPH;
+  return false;
 }
 
 static bool env_on(const char *name) {
@@ -60,57 +135,87 @@ static bool env_on(const char *name) {
   return v && *v && strcmp(v, "0") != 0;
 }
 
-static bool verify_on(void) {
+void compile_options_default(CompileOptions *o) {
+  memset(o, 0, sizeof(*o));
+  adam_options_default(&o->adam);
+#define READ_SWITCH(field, env, doc) o->off.field = env_on("BC_NO_" env);
+  BC_OPT_SWITCHES(READ_SWITCH)
+#undef READ_SWITCH
 #ifdef BC_DEBUG
-  return !getenv("BC_VERIFY") || env_on("BC_VERIFY");
+  o->verify = !getenv("BC_VERIFY") || env_on("BC_VERIFY");
 #else
-  return env_on("BC_VERIFY");
+  o->verify = env_on("BC_VERIFY");
 #endif
+  const char *dump = getenv("BC_DUMP");
+  o->dump_after = dump && *dump ? dump : NULL;
 }
 
-static bool after(Graph *g, const CompileOptions *o, const char *pass, Diag *d) {
-  if (verify_on() && !graph_verify(g, d)) {
-    diag_error(d, SRCLOC_NONE, "internal: the IR is invalid after pass '%s'", pass);
-    return false;
-  }
-  const char *want = o->dump_after;
-  if (!want && getenv("BC_DUMP")) want = getenv("BC_DUMP");
-  if (want && (strcmp(want, "all") == 0 || strcmp(want, pass) == 0)) {
-    FILE *f = o->dump ? o->dump : stdout;
-    fprintf(f, "# after %s\n", pass);
-    graph_print(g, f);
+void plan_free(Plan *p) {
+  if (p->kernels) p->lowering->free(p);
+  if (p->have_mem) memplan_free(&p->mem);
+  if (p->have_fusion) fusion_free(&p->fusion);
+  free(p->kernel_of);
+  if (p->have_graph) graph_free(&p->graph);
+  const PlanLowering *lw = p->lowering;
+  memset(p, 0, sizeof(*p));
+  p->lowering = lw;
+}
+
+/* An unknown --dump-after name is an error listing the stages. */
+static bool dump_name_ok(const CompileOptions *o, Diag *d) {
+  if (!o->dump_after || strcmp(o->dump_after, "all") == 0) return true;
+  for (int i = 0; i < N_STAGES; i++)
+    if (strcmp(stages[i].name, o->dump_after) == 0) return true;
+  char list[256];
+  int len = 0;
+  for (int i = 0; i < N_STAGES; i++)
+    len += snprintf(list + len, sizeof list - (size_t)len, "%s, ", stages[i].name);
+  diag_error(d, SRCLOC_NONE, "unknown pass '%s' for --dump-after (stages: %sall)", o->dump_after, list);
+  return false;
+}
+
+static bool switched_off(const Stage *s, const CompileOptions *o) {
+  return s->off >= 0 && *(const bool *)((const char *)&o->off + s->off);
+}
+
+/* Runs the stages of `phase` in order, each followed by its check and dump. */
+static bool run_phase(Plan *p, Phase phase, const CompileOptions *o, Diag *d) {
+  if (!dump_name_ok(o, d)) return false;
+  for (int i = 0; i < N_STAGES; i++) {
+    const Stage *s = &stages[i];
+    if (s->phase != phase || (s->train_only && !o->train)) continue;
+    if (s->skip && switched_off(s, o)) continue;
+    if (!s->run(p, o, d)) return false;
+    bool (*check)(const Plan *, Diag *) = s->check ? s->check : p->lowering->check;
+    if (o->verify && check && !check(p, d)) {
+      diag_error(d, SRCLOC_NONE, "internal: the plan is invalid after stage '%s'", s->name);
+      return false;
+    }
+    const char *want = o->dump_after;
+    if (want && (strcmp(want, "all") == 0 || strcmp(want, s->name) == 0)) {
+      FILE *f = o->dump ? o->dump : stdout;
+      fprintf(f, "# after %s\n", s->name);
+      if (s->dump) s->dump(p, f);
+      else p->lowering->print(p, f);
+    }
   }
   return true;
 }
 
 bool pipeline_run(Graph *out, const CompileOptions *o, Diag *d) {
-  if (o->dump_after && strcmp(o->dump_after, "all") != 0) {
-    bool known = false;
-    for (const char *const *p = pipeline_pass_names(); *p; p++)
-      if (strcmp(*p, o->dump_after) == 0) known = true;
-    if (!known) {
-      diag_error(d, SRCLOC_NONE, "unknown pass '%s' for --dump-after (passes: expand, autodiff, optim, simplify, schedule, fuse, memplan, all)",
-                 o->dump_after);
-      return false;
-    }
+  Plan p = {0};
+  if (!run_phase(&p, PHASE_GRAPH, o, d)) {
+    plan_free(&p);
+    memset(out, 0, sizeof(*out));
+    return false;
   }
-  if (!model_expand(out, o->model_path, o->graph_name, o->sets, o->n_sets, d)) return false;
-  if (!after(out, o, "expand", d)) goto fail;
-  for (int i = 0; i < N_PASSES; i++) {
-    const Pass *p = &passes[i];
-    if (p->train_only && !o->train) continue;
-    char env[64];
-    snprintf(env, sizeof env, "BC_NO_%s", p->name);
-    for (char *c = env; *c; c++)
-      if (*c >= 'a' && *c <= 'z') *c = (char)(*c - 'a' + 'A');
-    /* autodiff and the optimizer are what --train means; only optional
-     * passes can be switched off */
-    if (!p->train_only && env_on(env)) continue;
-    if (!p->run(out, o, d)) goto fail;
-    if (!after(out, o, p->name, d)) goto fail;
-  }
+  *out = p.graph; /* the Graph moves out; nothing else was made */
   return true;
-fail:
-  graph_free(out);
-  return false;
+}
+
+bool pipeline_run_plan(Plan *p, const Graph *g, const CompileOptions *o, Diag *d) {
+  BC_ASSERT(p->lowering && !p->have_graph);
+  graph_copy(&p->graph, g);
+  p->have_graph = true;
+  return run_phase(p, PHASE_PLAN, o, d);
 }

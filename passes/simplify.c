@@ -3,7 +3,7 @@
  *
  * Requires: a verified graph. Produces: an equivalent graph with no node
  * whose inputs are all constants (for the ops folded here), no two identical
- * nodes, and only nodes that reach a root (outputs, the loss, parameter
+ * nodes (unless CSE is switched off: BC_NO_CSE), and only nodes that reach a root (outputs, the loss, parameter
  * gradients, assigns). Identities that could change NaN/Inf propagation
  * (x * 0 -> 0) are deliberately not applied. The one range fact used is that
  * `random` lies in [0, 1), which removes dropout when its rate is 0. */
@@ -17,6 +17,7 @@ typedef struct {
   Graph *g;       /* the graph being built */
   ValueId *table; /* CSE hash table of value ids (open addressing), -1 empty */
   int cap;
+  bool no_cse;    /* BC_NO_CSE: every node is built anew */
 } Builder;
 
 static bool is_const(const Graph *g, ValueId v, double *out) {
@@ -97,7 +98,7 @@ static void table_grow(Builder *b) {
  * so merging them is exact; assigns are never merged. */
 static ValueId emit(Builder *b, const Node *old, const ValueId *in, const Value *oldv) {
   Graph *g = b->g;
-  bool cse = old->op != OP_ASSIGN;
+  bool cse = old->op != OP_ASSIGN && !b->no_cse;
   uint64_t h = node_hash(old->op, old->n_in, in, &old->a);
   if (cse && b->cap) {
     int j = (int)(h & (uint64_t)(b->cap - 1));
@@ -223,11 +224,11 @@ static ValueId rewrite(Builder *b, const Node *n, const ValueId *in, const Value
   return -1;
 }
 
-bool simplify_run(Graph *g, Diag *d) {
+bool simplify_run(Graph *g, const OptSwitches *off, Diag *d) {
   (void)d;
   Graph ng;
   graph_init(&ng, g->name);
-  Builder b = {&ng, NULL, 0};
+  Builder b = {&ng, NULL, 0, off && off->cse};
   ValueId *map = bc_malloc(sizeof(ValueId) * (size_t)(g->values.n ? g->values.n : 1));
   for (int i = 0; i < g->values.n; i++) map[i] = -1;
   for (int i = 0; i < g->inputs.n; i++) {

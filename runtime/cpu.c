@@ -3,8 +3,9 @@
  * (cpu_ops.c), all on one thread pool, in one allocation planned by
  * passes/memplan.c. Nothing is allocated inside a step.
  *
- * Prepare: fuse (BC_NO_FUSE=1: a kernel per node) -> kernel IR -> memory
- * plan (BC_NO_MEMPLAN=1: a buffer per value) -> JIT (BC_NO_JIT=1: run the
+ * Prepare: the plan stages of the pipeline (kernel_plan_compile: fuse ->
+ * kernel IR -> memory plan, with the BC_NO_* switches of
+ * compile_options_default) -> JIT (BC_NO_JIT=1: run the
  * kernel IR through the C evaluator instead) -> one block for the pinned
  * values and the arena. Run: the kernels in order.
  *
@@ -21,8 +22,6 @@
 #include "../codegen/kernel.h"
 #include "../codegen/kernel_eval.h"
 #include "../codegen/llvm_emit.h"
-#include "../passes/fuse.h"
-#include "../passes/memplan.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -131,12 +130,11 @@ static bool prepare(Exec *e, Diag *d) {
   int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (getenv("BC_THREADS")) threads = atoi(getenv("BC_THREADS"));
   if (threads < 1) threads = 1;
-  if (!kernel_plan_compile(g, env_on("BC_NO_FUSE"), env_on("BC_NO_MEMPLAN"), &c->graph, &c->plan,
-                           &c->mem, d))
-    goto fail;
+  CompileOptions opts; /* the switches (BC_NO_*), checks and dumps */
+  compile_options_default(&opts);
+  if (!kernel_plan_compile(g, &opts, &c->graph, &c->plan, &c->mem, d)) goto fail;
   c->have_plan = true;
   bool ok;
-  if (env_on("BC_VERIFY") && !memplan_check(&c->graph, &c->mem, d)) goto fail;
   int64_t total = c->mem.pinned_bytes + c->mem.arena_bytes;
   c->block = aligned_alloc(64, (size_t)((total + 63) / 64 * 64 + 64));
   if (!c->block) {
@@ -169,7 +167,7 @@ static bool prepare(Exec *e, Diag *d) {
     loops[n_loops] = k;
     loop_at[n_loops++] = i;
   }
-  if (!env_on("BC_NO_JIT") && n_loops > 0 && llvm_jit_available()) {
+  if (!opts.off.jit && n_loops > 0 && llvm_jit_available()) {
     c->jit = llvm_jit_create(d);
     if (!c->jit) {
       free(loops);

@@ -375,10 +375,10 @@ static bool prepare(Exec *e, Diag *d) {
   if (!CU(D.p_cuCtxSetCurrent(c->ctx)) || !CU(D.p_cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING)))
     goto fail;
 
-  if (!kernel_plan_compile(g, env_on("BC_NO_FUSE"), env_on("BC_NO_MEMPLAN"), &c->graph, &c->plan, &c->mem, d))
-    goto fail;
+  CompileOptions opts; /* the switches (BC_NO_*), checks and dumps */
+  compile_options_default(&opts);
+  if (!kernel_plan_compile(g, &opts, &c->graph, &c->plan, &c->mem, d)) goto fail;
   c->have_plan = true;
-  if (env_on("BC_VERIFY") && !memplan_check(&c->graph, &c->mem, d)) goto fail;
 
   /* One allocation: pinned | arena | cuBLAS workspace | run info. */
   int64_t data = c->mem.pinned_bytes + c->mem.arena_bytes;

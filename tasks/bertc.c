@@ -11,8 +11,6 @@
 #include "codegen/kernel.h"
 #include "codegen/llvm_emit.h"
 #include "graph/fileio.h"
-#include "passes/fuse.h"
-#include "passes/memplan.h"
 #include "passes/passes.h"
 #include "runtime/backend.h"
 
@@ -34,13 +32,15 @@ static const char usage[] =
     "                      Adam settings (defaults 0.9, 0.999, 1e-8, 0; the\n"
     "                      learning rate is the run-time input `lr`)\n"
     "  --dump              print the optimized graph in full\n"
-    "  --dump-after PASS   print the graph after PASS (expand, autodiff, optim,\n"
-    "                      simplify, schedule), the kernels after fuse, the\n"
-    "                      arena layout after memplan, or everything (all);\n"
-    "                      with --train, schedule also lists the gradient\n"
-    "                      buckets data-parallel training all-reduces (their\n"
-    "                      gradients, bytes, and the kernel after which each\n"
-    "                      is ready; size: BC_DIST_BUCKET_BYTES)\n"
+    "  --dump-after STAGE  print what a stage of the pipeline made, or every\n"
+    "                      stage's (all): the graph after expand, autodiff,\n"
+    "                      optim, simplify, schedule; the fusion groups after\n"
+    "                      fuse, the kernels after lower, the arena layout\n"
+    "                      after memplan (fuse, lower, memplan: cpu and cuda);\n"
+    "                      with --train, schedule and lower also list the\n"
+    "                      gradient buckets data-parallel training all-reduces\n"
+    "                      (their gradients, bytes, and the node or kernel\n"
+    "                      after which each is ready; BC_DIST_BUCKET_BYTES)\n"
     "  --dot FILE          write the optimized graph as Graphviz DOT\n"
     "  --device NAME       backend the plan is for: cpu (default), cuda, cuda:N or\n"
     "                      interp (compiling needs no GPU)\n"
@@ -51,9 +51,10 @@ static const char usage[] =
     "                      kernels.cu (CUDA C of the same kernels)\n"
     "  -h, --help          this text\n"
     "\n"
-    "environment: BC_VERIFY=1 verifies the IR after every pass; BC_DUMP=PASS\n"
-    "is --dump-after PASS; BC_NO_SIMPLIFY=1, BC_NO_SCHEDULE=1, BC_NO_FUSE=1,\n"
-    "BC_NO_MEMPLAN=1 switch those passes off.\n"
+    "environment: BC_VERIFY=1 checks the plan after every stage; BC_DUMP=STAGE\n"
+    "is --dump-after STAGE; BC_NO_<NAME>=1 switches an optimization off\n"
+    "(SIMPLIFY, CSE, SCHEDULE, FUSE, VIEW_FOLD, MEMPLAN, INPLACE, FLOAT4,\n"
+    "DEDUP, JIT: see README.md).\n"
     "exit status: 0 success, 1 errors in the model or options, 2 bad usage.\n";
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -221,54 +222,25 @@ static int cmd_compile(int argc, char **argv) {
   }
   o.sets = sets.data;
   o.n_sets = sets.n;
-  const char *late_dump = NULL; /* dumps after the passes that are not graph rewrites */
-  if (o.dump_after && (!strcmp(o.dump_after, "fuse") || !strcmp(o.dump_after, "memplan"))) {
-    late_dump = o.dump_after;
-    o.dump_after = NULL;
-  } else if (o.dump_after && !strcmp(o.dump_after, "all")) {
-    late_dump = "all";
+  /* a compiled backend runs the plan stages (fuse, lower, memplan) after
+   * the graph stages; the interpreter runs the graph */
+  bool compiled = backend != &backend_interp;
+  if (!compiled && o.dump_after && strcmp(o.dump_after, "all") != 0 && !pipeline_is_graph_stage(o.dump_after)) {
+    const char *const *names = pipeline_pass_names();
+    bool known = false;
+    for (int i = 0; names[i]; i++) known |= strcmp(names[i], o.dump_after) == 0;
+    if (known) {
+      diag_error(&d, (SrcLoc){"<command line>", 0, 0}, "--dump-after %s needs --device cpu or cuda", o.dump_after);
+      rc = 1;
+      goto done;
+    }
   }
   rc = 1;
   if (!pipeline_run(&g, &o, &d)) goto done;
   have_graph = true;
-  /* cpu and cuda run the same plan (fusion, kernel IR, memory plan). */
-  bool compiled = backend != &backend_interp;
   if (compiled) {
-    if (!kernel_plan_compile(&g, getenv("BC_NO_FUSE") && strcmp(getenv("BC_NO_FUSE"), "0"),
-                             getenv("BC_NO_MEMPLAN") && strcmp(getenv("BC_NO_MEMPLAN"), "0"), &eg, &plan,
-                             &mem, &d))
-      goto done;
+    if (!kernel_plan_compile(&g, &o, &eg, &plan, &mem, &d)) goto done;
     have_plan = true;
-  }
-  if (o.train && o.dump_after && (!strcmp(o.dump_after, "schedule") || !strcmp(o.dump_after, "all"))) {
-    /* the gradient buckets of data-parallel training, in the order this
-     * backend runs: kernels (cpu, cuda) or nodes (interp) */
-    GradBuckets gb;
-    const char **names = NULL;
-    if (compiled) {
-      names = bc_malloc(sizeof(char *) * (size_t)(plan.kernels.n + 1));
-      for (int i = 0; i < plan.kernels.n; i++) names[i] = plan.kernels.data[i].name;
-      names[plan.kernels.n] = "(end)";
-    }
-    bool ok = grad_buckets_build(compiled ? &eg : &g, compiled ? mem.kernel_of : NULL, grad_bucket_bytes_default(),
-                                 &gb, &d);
-    if (ok) grad_buckets_print(compiled ? &eg : &g, &gb, names, stdout);
-    grad_buckets_free(&gb);
-    free(names);
-    if (!ok) goto done;
-  }
-  if (compiled) {
-    if (late_dump && (!strcmp(late_dump, "fuse") || !strcmp(late_dump, "all"))) {
-      printf("# after fuse\n");
-      kernel_plan_print(&eg, &plan, stdout);
-    }
-    if (late_dump && (!strcmp(late_dump, "memplan") || !strcmp(late_dump, "all"))) {
-      printf("# after memplan\n");
-      memplan_print(&eg, &mem, stdout);
-    }
-  } else if (late_dump && strcmp(late_dump, "all") != 0) {
-    diag_error(&d, (SrcLoc){"<command line>", 0, 0}, "--dump-after %s needs --device cpu or cuda", late_dump);
-    goto done;
   }
   if (dump) graph_print(&g, stdout);
   else {

@@ -28,10 +28,19 @@ check "dump lists values with dtype, shape and location" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --dump | grep -Eq 'f32\[[0-9, ]+\] = matmul\(.*@ .*models/.*\.yaml:[0-9]+:[0-9]+'"
 check "dump ends with counts" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --dump | tail -1 | grep -q '^counts: .* nodes, .* parameter tensors, 2842371 parameter elements'"
-check "--dump-after all shows every pass" bash -c \
-  "[ \$('$BERTC' compile models/bert.yaml --graph nli --train --dump-after all | grep -c '^# after ') -eq 7 ]"
-check "--dump-after with an unknown pass fails (1)" bash -c \
-  "'$BERTC' compile models/bert.yaml --dump-after nope 2>&1 | grep -q \"unknown pass 'nope'\""
+# the stages, as the error for an unknown one lists them
+stages=$("$BERTC" compile models/bert.yaml --dump-after nope 2>&1 | sed -n 's/.*unknown pass .nope. for --dump-after (stages: \(.*\), all)/\1/p' | tr -d ,)
+check "--dump-after with an unknown pass fails (1) and lists the 8 stages" bash -c \
+  "'$BERTC' compile models/bert.yaml --dump-after nope >/dev/null 2>&1; [ \$? -eq 1 ] && [ \$(echo $stages | wc -w) -eq 8 ]"
+check "--dump-after all shows every stage once, in order" bash -c \
+  "[ \"\$('$BERTC' compile models/bert.yaml --graph nli --train --dump-after all | sed -n 's/^# after //p' | tr '\n' ' ')\" = '$(echo $stages) ' ]"
+for s in $stages; do
+  check "--dump-after $s dumps that stage" bash -c \
+    "'$BERTC' compile models/bert.yaml --graph nli --train --dump-after $s | grep -c '^# after ' | grep -qx 1 &&
+     '$BERTC' compile models/bert.yaml --graph nli --train --dump-after $s | grep -qx '# after $s'"
+done
+check "--dump-after fuse with --device interp is an error (1)" bash -c \
+  "out=\$('$BERTC' compile models/bert.yaml --graph nli --device interp --dump-after fuse 2>&1); rc=\$?; echo \"\$out\" | grep -q 'needs --device cpu or cuda' && [ \$rc -eq 1 ]"
 
 if command -v dot >/dev/null; then
   check "--dot renders with dot -Tsvg" bash -c \
@@ -43,8 +52,10 @@ check "-o writes the plan files" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli -o '$tmp/plan' >/dev/null && grep -q '^counts:' '$tmp/plan/graph.txt' && grep -q '^digraph' '$tmp/plan/graph.dot'"
 check "-o writes kernels, the memory plan and every kernel's LLVM IR" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --train -o '$tmp/plan2' >/dev/null && grep -q '^kernels: ' '$tmp/plan2/kernels.txt' && grep -q '^memplan: memory reduced from' '$tmp/plan2/memplan.txt' && [ \$(grep -c '^define void @k' '$tmp/plan2/kernels.ll') -eq \$(grep -c '^kernel .*\[loop\]' '$tmp/plan2/kernels.txt') ]"
-check "--dump-after fuse lists kernels with their ops and YAML lines" bash -c \
+check "--dump-after fuse lists fusion groups with their ops and YAML lines" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --dump-after fuse | grep -A3 'reduce_max' | grep -q '@ models/lib/nn.yaml:[0-9]'"
+check "--dump-after lower lists kernels with their ops and YAML lines" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --dump-after lower | grep -A3 '^kernel .*reduce_max' | grep -q '@ models/lib/nn.yaml:[0-9]'"
 check "--dump-after memplan prints the arena layout" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --train --dump-after memplan | grep -q '^memplan: memory reduced from'"
 check "the summary reports kernels and memory" bash -c \

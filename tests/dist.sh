@@ -132,8 +132,8 @@ check "bertrun eval under mpirun -np 2 is refused once" bash -c \
    [ \$? -ne 0 ] && [ \$(echo \"\$out\" | grep -c 'runs in one process') -eq 1 ]"
 
 # (c) overlap: an all-reduce starts before the backward pass ends
-check "bertc --dump-after schedule lists the gradient buckets" bash -c \
-  "BC_DIST_BUCKET_BYTES=262144 '$BERTC' compile models/bert.yaml --graph nli --train --dump-after schedule |
+check "bertc --dump-after lower lists the gradient buckets" bash -c \
+  "BC_DIST_BUCKET_BYTES=262144 '$BERTC' compile models/bert.yaml --graph nli --train --dump-after lower |
    grep -q '^bucket 3: [0-9]* gradients, [0-9]* bytes, ready after kernel k[0-9]*_'"
 BC_TRACE="$tmp/trace.json" BC_DIST_BUCKET_BYTES=4096 mpirun -np 2 "$BERTRUN" train --task pretrain \
   --set hidden=32 --set ffn=64 --set heads=2 --set layers=2 --max-len 32 --data "$DATA" --threads 1 \

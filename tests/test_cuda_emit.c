@@ -829,7 +829,7 @@ static void check_plan(const char *graph, const char *tag, const Setting *sets, 
   double t0 = now();
   bool ok = pipeline_run(&g, &o, &d);
   if (ok) {
-    ok = kernel_plan_compile(&g, false, false, &eg, &plan, &mem, &d);
+    ok = kernel_plan_compile(&g, &o, &eg, &plan, &mem, &d);
     graph_free(&g);
   }
   if (!ok) {

@@ -101,7 +101,7 @@ static void buckets_of(const char *graph) {
   }
   KernelPlan plan;
   MemPlan mem;
-  CHECK(kernel_plan_compile(&g, false, false, &eg, &plan, &mem, &d));
+  CHECK(kernel_plan_compile(&g, NULL, &eg, &plan, &mem, &d));
   int64_t caps[] = {1, 512, 2048, (int64_t)1 << 40};
   for (int i = 0; i < 4; i++) {
     check_buckets(&g, NULL, caps[i]);

@@ -15,7 +15,7 @@ static bool build(const char *graph, bool train, Graph *eg, KernelPlan *plan, Me
   Diag d;
   diag_init(&d);
   Graph g;
-  bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, false, false, eg, plan, mem, &d);
+  bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, &o, eg, plan, mem, &d);
   if (!ok) diag_print(&d, stderr);
   else graph_free(&g);
   diag_free(&d);

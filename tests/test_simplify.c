@@ -56,7 +56,7 @@ TEST(fold_cse_dce) {
   run_interp(&g, before, 12);
   Diag d;
   diag_init(&d);
-  CHECK(simplify_run(&g, &d));
+  CHECK(simplify_run(&g, NULL, &d));
   CHECK(graph_verify(&g, &d));
   diag_print(&d, stderr);
   diag_free(&d);
@@ -65,6 +65,30 @@ TEST(fold_cse_dce) {
   CHECK_EQ_INT(count_op(&g, OP_LOG), 0);
   run_interp(&g, after, 12);
   for (int i = 0; i < 12; i++) CHECK_NEAR(after[i], before[i], 0, 0);
+  graph_free(&g);
+}
+
+/* With CSE switched off (BC_NO_CSE) the duplicate stays; folding and dead
+ * code go as before. */
+TEST(cse_switched_off) {
+  Graph g;
+  graph_init(&g, "s");
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(2, 3), SRCLOC_NONE);
+  ValueId t1 = graph_unary(&g, OP_TANH, x);
+  ValueId t2 = graph_unary(&g, OP_TANH, x);
+  graph_unary(&g, OP_LOG, x); /* dead */
+  vec_push(&g.outputs, graph_binary(&g, OP_ADD, t1, t2));
+  OptSwitches off = {0};
+  off.cse = true;
+  Diag d;
+  diag_init(&d);
+  CHECK(simplify_run(&g, &off, &d));
+  CHECK_EQ_INT(count_op(&g, OP_TANH), 2);
+  CHECK_EQ_INT(count_op(&g, OP_LOG), 0);
+  off.cse = false;
+  CHECK(simplify_run(&g, &off, &d));
+  CHECK_EQ_INT(count_op(&g, OP_TANH), 1);
+  diag_free(&d);
   graph_free(&g);
 }
 
@@ -84,7 +108,7 @@ TEST(dropout_rate_zero_removed) {
   vec_push(&g.outputs, z);
   Diag d;
   diag_init(&d);
-  CHECK(simplify_run(&g, &d));
+  CHECK(simplify_run(&g, NULL, &d));
   CHECK_EQ_INT(g.nodes.n, 1);
   CHECK_EQ_INT(count_op(&g, OP_RELU), 1);
   CHECK_EQ_INT(g.nodes.data[0].in[0], g.inputs.data[0]);
@@ -104,7 +128,7 @@ TEST(roots_kept) {
   graph_unary(&g, OP_TANH, w); /* dead */
   Diag d;
   diag_init(&d);
-  CHECK(simplify_run(&g, &d));
+  CHECK(simplify_run(&g, NULL, &d));
   CHECK_EQ_INT(g.nodes.n, 3);
   CHECK_EQ_INT(count_op(&g, OP_ASSIGN), 1);
   ValueId nw = graph_find(&g, "w");

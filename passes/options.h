@@ -1,0 +1,33 @@
+/* options.h — the optimizations of the middle end and the emitters that can
+ * be switched off one at a time, to bisect a miscompile or measure what one
+ * is worth. One X-macro row per switch: the field of OptSwitches, the
+ * environment variable BC_NO_<NAME>=1 that turns it off (read once, by
+ * compile_options_default in pipeline.c), and what turning it off does.
+ * Every switch keeps results correct; turning one off changes only the
+ * kernels, buffers or code produced (simplify and cse can change which
+ * equal values are computed twice, never their bits). */
+#ifndef BC_OPTIONS_H
+#define BC_OPTIONS_H
+
+#include <stdbool.h>
+
+#define BC_OPT_SWITCHES(X) \
+  X(simplify, "SIMPLIFY", "skip the simplify pass (folding, identities, CSE, dead code)") \
+  X(cse, "CSE", "simplify without common-subexpression elimination (duplicate nodes stay)") \
+  X(schedule, "SCHEDULE", "skip the schedule pass (keep the expanded node order)") \
+  X(fuse, "FUSE", "one kernel per node (views still fold into their readers)") \
+  X(view_fold, "VIEW_FOLD", "broadcasts, permutes and slices become copy kernels instead of strided loads") \
+  X(memplan, "MEMPLAN", "a buffer of its own for every value (no reuse, no in place)") \
+  X(inplace, "INPLACE", "plan memory without elementwise in-place writes (buffers are still reused)") \
+  X(float4, "FLOAT4", "cuda: elementwise kernels load and store one element at a time, not float4/int4") \
+  X(dedup, "DEDUP", "cuda: emit every kernel's code, also when it repeats an earlier kernel's") \
+  X(jit, "JIT", "cpu: run the kernels through the C kernel evaluator instead of LLVM")
+
+/* true = switched off. All false (every optimization on) when zeroed. */
+typedef struct {
+#define BC_OPT_FIELD(field, env, doc) bool field;
+  BC_OPT_SWITCHES(BC_OPT_FIELD)
+#undef BC_OPT_FIELD
+} OptSwitches;
+
+#endif
