@@ -229,8 +229,6 @@ void dist_trace(Dist *D, const char *name, const char *cat, double t0_ns, double
   trace_add(D, (TraceEvent){name, cat, t0_ns, t1_ns, step, -1, 0, false});
 }
 
-bool dist_tracing(const Dist *D) { return D && D->trace_path; }
-
 /* Chrome's trace format: complete events ("ph": "X") in microseconds, pid =
  * rank, tid 0 the training thread and 1 the communication thread. Written
  * to a temporary file and renamed. */

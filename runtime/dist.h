@@ -107,7 +107,6 @@ void dist_step(Dist *D, int64_t step);
  * thread to the trace; nothing without BC_TRACE. name and cat must outlive
  * D (literals, interned strings). */
 void dist_trace(Dist *D, const char *name, const char *cat, double t0_ns, double t1_ns, int64_t step);
-bool dist_tracing(const Dist *D);
 double dist_now_ns(void);
 
 #endif
