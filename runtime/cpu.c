@@ -353,6 +353,8 @@ static bool cpu_stats(Exec *e, ExecStats *s) {
 
 const Backend backend_cpu = {
     .name = "cpu",
+    .compiled = true,
+    .host_memory = true,
     .supports_op = cpu_supports,
     .prepare = prepare,
     .release = release,

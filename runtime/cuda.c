@@ -26,7 +26,7 @@
  * Not here: which replicas and devices (runtime/dist.c), mixed precision.
  * Invariant: a run leaves the stream idle (it synchronizes), so reads and
  * writes between runs need no further ordering. */
-#include "backend.h"
+#include "cuda.h"
 #include "cublas.h"
 #include "nccl.h"
 #include "nvrtc.h"
@@ -856,6 +856,9 @@ const GradBuckets *cuda_attach_nccl(Exec *e, GpuComm *comm, int64_t bucket_bytes
 
 const Backend backend_cuda = {
     .name = "cuda",
+    .compiled = true,
+    .atomic_scatter_add = true,
+    .device_count = cuda_device_count,
     .supports_op = cuda_supports,
     .prepare = prepare,
     .release = release,
@@ -865,4 +868,6 @@ const Backend backend_cuda = {
     .stats = cuda_stats,
     .set_grad_sync = cuda_set_grad_sync,
     .value_ptr = cuda_value_ptr,
+    .stream = cuda_exec_stream,
+    .attach_nccl = cuda_attach_nccl,
 };

@@ -516,9 +516,25 @@ static void dist_free(Dist *D) {
   free(D);
 }
 
-static bool under_mpirun(void) {
+/* ---- the launcher's environment ------------------------------------------ */
+
+bool dist_launcher_started(void) {
   const char *s = getenv("OMPI_COMM_WORLD_SIZE"), *r = getenv("PMIX_RANK");
   return (s && *s) || (r && *r);
+}
+
+/* An integer variable of the launcher's, `unset` when it is not set. */
+static int launcher_int(const char *name, int unset) {
+  const char *v = getenv(name);
+  return v ? atoi(v) : unset;
+}
+
+int dist_launcher_ranks(void) { return launcher_int("OMPI_COMM_WORLD_SIZE", 0); }
+int dist_launcher_rank(void) { return launcher_int("OMPI_COMM_WORLD_RANK", 0); }
+int dist_launcher_local_ranks(void) { return launcher_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1); }
+int dist_launcher_local_rank(void) {
+  const char *v = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  return v && *v ? atoi(v) : -1;
 }
 
 Dist *dist_start(Diag *d) {
@@ -535,7 +551,7 @@ Dist *dist_start(Diag *d) {
   pthread_mutex_init(&D->run_mu, NULL);
   pthread_cond_init(&D->run_cv, NULL);
   pthread_cond_init(&D->run_done_cv, NULL);
-  if (under_mpirun()) {
+  if (dist_launcher_started()) {
 #if HAVE_MPI
     if (!load_mpi(D, d)) goto fail;
     D->mpi = true;
@@ -571,8 +587,8 @@ Dist *dist_start(Diag *d) {
     }
   }
   if (D->mpi) {
-    const char *lt = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), *th = getenv("BC_THREADS");
-    long cores = sysconf(_SC_NPROCESSORS_ONLN), local = lt ? atol(lt) : 1, threads = th ? atol(th) : cores;
+    const char *th = getenv("BC_THREADS");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), local = dist_launcher_local_ranks(), threads = th ? atol(th) : cores;
     D->crowded = local * ((threads > 0 ? threads : cores) + 1) > cores;
   }
   const char *tr = getenv("BC_TRACE");
@@ -794,7 +810,10 @@ static void set_execs(Dist *D, Exec *const *es, int n) {
   D->exec = es[0];
 }
 
-static void make_current(void *ctx, int k) { cuda_exec_stream(((Exec *const *)ctx)[k]); }
+static void make_current(void *ctx, int k) {
+  Exec *e = ((Exec *const *)ctx)[k];
+  e->backend->stream(e);
+}
 
 /* cuda Execs: gradients stay on the devices and are averaged by NCCL on a
  * stream of the cuda backend's (cuda_attach_nccl); one communicator of
@@ -813,7 +832,7 @@ static bool attach_gpu(Dist *D, Exec *const *es, int n, Diag *d) {
   bool ok = gpucomm_create_local(id, D->size * n, D->rank * n, n, make_current, (void *)es, D->gpus, d);
   const GradBuckets *gb = NULL;
   for (int k = 0; ok && k < n; k++) {
-    gb = cuda_attach_nccl(es[k], D->gpus[k], grad_bucket_bytes_default(), d);
+    gb = es[k]->backend->attach_nccl(es[k], D->gpus[k], grad_bucket_bytes_default(), d);
     ok = gb != NULL;
   }
   D->buckets = gb;
@@ -882,7 +901,7 @@ bool dist_attach(Dist *D, Exec *const *es, int n, Diag *d) {
    * this path on a machine with one GPU (the average over one rank is exact) */
   const char *force = getenv("BC_DIST_NCCL");
   bool nccl = D->mpi || n > 1 || (force && !strcmp(force, "1"));
-  if (es[0]->backend == &backend_cuda && nccl) return attach_gpu(D, es, n, d);
+  if (es[0]->backend->attach_nccl && nccl) return attach_gpu(D, es, n, d);
   if (n > 1) return attach_local(D, es, n, d);
   Exec *e = es[0];
   if (!D->mpi && !D->trace_path) return true;
@@ -1041,7 +1060,7 @@ bool dist_broadcast(Dist *D, double *x, int n, Diag *d) {
 
 /* v's buffer when the host can read it (not a GPU's memory), else NULL. */
 static void *host_ptr(Exec *e, ValueId v, DType *t) {
-  return e->backend == &backend_cuda ? NULL : exec_value_ptr(e, v, t);
+  return e->backend->host_memory ? exec_value_ptr(e, v, t) : NULL;
 }
 
 /* Every parameter, then every state, of e's graph. */

@@ -45,8 +45,24 @@
 
 typedef struct Dist Dist;
 
-/* Joins the job this process belongs to. Under mpirun (OMPI_COMM_WORLD_SIZE
- * or PMIX_RANK set): loads Open MPI, starts the communication thread, which
+/* What the MPI launcher told this process through its environment, known
+ * before (and without) dist_start; the only place that reads it. Whether
+ * mpirun started this process (OMPI_COMM_WORLD_SIZE or PMIX_RANK set). */
+bool dist_launcher_started(void);
+/* The number of ranks mpirun started (OMPI_COMM_WORLD_SIZE); 0 when not
+ * started by it. */
+int dist_launcher_ranks(void);
+/* This process's rank (OMPI_COMM_WORLD_RANK); 0 when not started by mpirun. */
+int dist_launcher_rank(void);
+/* The ranks on this node, which share its cores and GPUs
+ * (OMPI_COMM_WORLD_LOCAL_SIZE); 1 when not started by mpirun. */
+int dist_launcher_local_ranks(void);
+/* This process's rank among them (OMPI_COMM_WORLD_LOCAL_RANK); -1 when
+ * mpirun did not say. */
+int dist_launcher_local_rank(void);
+
+/* Joins the job this process belongs to. Under mpirun
+ * (dist_launcher_started): loads Open MPI, starts the communication thread, which
  * calls MPI_Init_thread(FUNNELED). Otherwise: one rank, nothing loaded.
  * BC_TRACE=FILE starts a Chrome trace (written by dist_stop). NULL with an
  * error naming the library and its message on failure. */

@@ -237,7 +237,7 @@ static int cmd_compile(int argc, char **argv) {
   if (!pipeline_run(&g, &o, &d)) goto done;
   have_graph = true;
   /* cpu and cuda run the same plan (fusion, kernel IR, memory plan). */
-  bool compiled = backend != &backend_interp;
+  bool compiled = backend->compiled;
   if (compiled) {
     if (!kernel_plan_compile(&g, getenv("BC_NO_FUSE") && strcmp(getenv("BC_NO_FUSE"), "0"),
                              getenv("BC_NO_MEMPLAN") && strcmp(getenv("BC_NO_MEMPLAN"), "0"), &eg, &plan,

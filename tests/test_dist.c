@@ -281,7 +281,7 @@ TEST(hooks_interp) { hooks_on(&backend_interp); }
 TEST(hooks_cpu) { hooks_on(&backend_cpu); }
 
 TEST(dist_without_mpirun_is_one_rank) {
-  if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK")) TEST_SKIP("running under mpirun");
+  if (dist_launcher_started()) TEST_SKIP("running under mpirun");
   unsetenv("BC_TRACE");
   Diag d;
   diag_init(&d);
