@@ -26,9 +26,10 @@
  * data-parallel numerics without MPI, bit-identical to as many MPI ranks
  * for two replicas.
  *
- * GPUs: cuda Execs' gradient buckets are averaged by NCCL (runtime/nccl.c)
- * on a stream of the cuda backend's own, overlapped with the backward pass
- * and captured into its CUDA graph (cuda_attach_nccl): one communicator
+ * GPUs: the gradient buckets of a backend with attach_nccl (cuda) are
+ * averaged by NCCL (runtime/nccl.c) on a stream of the backend's own,
+ * overlapped with the backward pass and captured into its CUDA graph
+ * (replicas.c): one communicator
  * over every replica of every process, which the replicas of a process
  * join in one NCCL group call. MPI only carries the communicator's id from
  * rank 0 to the others. NCCL collectives cannot time out, so the cuda
@@ -37,7 +38,9 @@
  * fails (and the job ends as above); the communicators are then aborted,
  * not waited for.
  *
- * Not here: splitting batches (tasks/train.c). */
+ * Implemented by dist.c (MPI, collectives), replicas.c (a process's
+ * replicas) and trace.c (BC_TRACE). Not here: splitting batches
+ * (tasks/train.c). */
 #ifndef BC_DIST_H
 #define BC_DIST_H
 
@@ -84,8 +87,8 @@ bool dist_is_mpi(const Dist *D);
  * bucket is summed over all replicas and divided by their number as soon as
  * the backward pass has computed it, and the optimizer waits for it. Call
  * dist_detach before destroying them. Nothing happens (true) for one
- * replica in one rank without MPI and without BC_TRACE. cuda Execs go
- * through NCCL (BC_TRACE then records no all-reduce spans: they run on the
+ * replica in one rank without MPI and without BC_TRACE. Execs of a
+ * backend with attach_nccl (cuda) go through NCCL (BC_TRACE then records no all-reduce spans: they run on the
  * GPU; BC_DIST_NCCL=1 takes that path also for one replica without MPI);
  * several host replicas need a process without other ranks. False
  * with an error when the backend has no hooks or a gradient has no buffer. */
