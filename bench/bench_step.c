@@ -864,7 +864,7 @@ static const char *skip_error_prefix(const char *s) { return strncmp(s, "error: 
  * unless configurations run in this one (no_fork): a CUDA context made
  * before fork is unusable in the children that run the configurations. */
 static bool device_available(const Backend *b, int index, bool no_fork, char *why) {
-  if (b != &backend_cuda) return true;
+  if (!b->device_count) return true;
   int fds[2] = {-1, -1};
   pid_t pid = -1;
   if (!no_fork && pipe(fds) == 0) {
@@ -895,11 +895,11 @@ static bool device_available(const Backend *b, int index, bool no_fork, char *wh
   Diag d;
   diag_init(&d);
   int n = 0;
-  bool ok = cuda_device_count(&n, &d);
+  bool ok = b->device_count(&n, &d);
   char msg[ERR_LEN] = "";
   if (!ok) snprintf(msg, sizeof msg, "%s", skip_error_prefix(diag_first(&d)));
   else if (index >= n) {
-    snprintf(msg, sizeof msg, "cuda:%d asked for, the driver reports %d device(s)", index, n);
+    snprintf(msg, sizeof msg, "%s:%d asked for, the driver reports %d device(s)", b->name, index, n);
     ok = false;
   }
   diag_free(&d);
@@ -1047,7 +1047,7 @@ int main(int argc, char **argv) {
   }
 
   /* peak_fma measures the CPU: no use for a GPU's fraction of peak */
-  bool cpu_peak = be != &backend_cuda;
+  bool cpu_peak = be->host_memory;
   if (!no_peak && isnan(peak) && (cpu_peak || peak_json))
     peak = peak_json ? peak_from_file(peak_json, threads) : peak_from_exe(peak_exe, threads);
 

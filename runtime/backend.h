@@ -26,6 +26,7 @@ typedef struct {
 } RunContext;
 
 typedef struct Backend Backend;
+struct GpuComm;
 
 /* Data-parallel training (runtime/dist.c) hooks into a backend's run with
  * these. During exec_run, on the thread running it and in run order, the
@@ -74,8 +75,25 @@ typedef struct {
   double total_ns, gemm_ns; /* summed over runs */
 } ExecStats;
 
+/* A backend says what it can do; tasks and dist.c ask these fields, never
+ * which backend it is. */
 struct Backend {
   const char *name;
+  /* Runs the compiled plan (fusion, kernel IR, memory plan:
+   * codegen/kernel.h), which `bertc compile` can show; false for the
+   * interpreter, which runs the graph node by node. */
+  bool compiled;
+  /* Its buffers are host memory: value_ptr gives addresses the host reads
+   * and writes (data-parallel averaging in memory, MPI in place). */
+  bool host_memory;
+  /* Scatter-add sums with atomics: where several indices name one row, the
+   * order of the additions, and so the last bits, vary from run to run. */
+  bool atomic_scatter_add;
+  /* Optional (NULL: the backend runs on the host, and a list "B:0,1" names
+   * replicas sharing its cores). With it, "B:N" names device N and "B:all"
+   * every device: the number of devices, false with an error saying why
+   * none can be used here. */
+  bool (*device_count)(int *n, Diag *d);
   bool (*supports_op)(Op op);
   /* Fills e->impl; false with a diagnostic on failure. */
   bool (*prepare)(Exec *e, Diag *d);
@@ -99,6 +117,17 @@ struct Backend {
    * buffer of its own. Valid until exec_destroy; contents change with runs
    * and writes. */
   void *(*value_ptr)(Exec *e, ValueId v, DType *t);
+  /* Optional (NULL: gradients are averaged through host memory). The
+   * backend's queue of work for e (a CUstream), e's device made current on
+   * the calling thread: an NCCL communicator joins on the current device. */
+  void *(*stream)(Exec *e);
+  /* Optional, with stream: data-parallel training through NCCL
+   * (runtime/nccl.h): installs gradient-bucket hooks (as set_grad_sync)
+   * that average each bucket over comm's ranks on a stream of their own,
+   * overlapped with the rest of the backward pass and captured into the
+   * backend's replayed step. comm must outlive the hooks (set_grad_sync
+   * with NULL removes them). */
+  const GradBuckets *(*attach_nccl)(Exec *e, struct GpuComm *comm, int64_t bucket_bytes, Diag *d);
 };
 
 extern const Backend backend_interp;
@@ -118,25 +147,6 @@ const Backend *backend_parse(const char *spec, int *device, Diag *d);
  * MPI). Fills devices[0..*n); NULL with an error naming the bad part. */
 #define BC_MAX_REPLICAS 64
 const Backend *backend_parse_list(const char *spec, int devices[BC_MAX_REPLICAS], int *n, Diag *d);
-
-/* Number of CUDA devices the driver reports. False with an error saying
- * why CUDA cannot be used here (no libcuda.so.1, cuInit failed, no device);
- * tests that need a GPU skip (exit 77) on false. Loads the driver once. */
-bool cuda_device_count(int *n, Diag *d);
-/* The CUDA C of the cuda backend's own row-copy kernels (gather,
- * scatter-add, concat), which it compiles with NVRTC next to the emitted
- * ones; tests compile it too. */
-const char *cuda_lib_source(void);
-/* The compute stream (a CUstream) of a cuda Exec, its device's context made
- * current: data-parallel hooks order their own streams after it. */
-void *cuda_exec_stream(Exec *e);
-/* Data-parallel training of a cuda Exec through NCCL (runtime/nccl.h):
- * installs gradient-bucket hooks (as set_grad_sync) that average each
- * bucket over comm's ranks on a stream of their own, overlapped with the
- * rest of the backward pass, captured into the step's CUDA graph. comm
- * must outlive the hooks (set_grad_sync with NULL removes them). */
-struct GpuComm;
-const GradBuckets *cuda_attach_nccl(Exec *e, struct GpuComm *comm, int64_t bucket_bytes, Diag *d);
 
 /* NULL with a diagnostic on failure; the caller frees with exec_destroy. */
 Exec *exec_create(const Backend *b, const Graph *g, Diag *d);

@@ -16,19 +16,16 @@
  * data-parallel hooks installed (set_grad_sync, runtime/dist.c) each kernel
  * is a step: gradient buckets are issued after the kernel completing them
  * and waited for before the first kernel reading them. */
-#include "backend.h"
+#include "compiled.h"
 #include "cpu_ops.h"
 #include "threadpool.h"
-#include "../codegen/kernel.h"
 #include "../codegen/kernel_eval.h"
 #include "../codegen/llvm_emit.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
 
 typedef struct {
   const Kernel *k;
@@ -36,43 +33,19 @@ typedef struct {
   void **bufs;      /* per view: base address */
   int64_t n_items;
   int64_t grain;
-  double ns;        /* BC_PROFILE */
-  int64_t calls;
 } CpuKernel;
 
 typedef struct {
+  CompiledPlan p; /* first: compiled.c reaches it through e->impl */
   Pool *pool;
   LlvmJit *jit;
-  Graph graph; /* e->graph with its nodes in kernel execution order */
-  bool have_plan;
-  KernelPlan plan;
-  MemPlan mem;
   unsigned char *block; /* pinned block, then the arena */
   CpuKernel *kernels;
-  const KernelRunInfo *info; /* during a run */
-  bool profile;
-  ExecStats stats;
-  bool have_sync; /* data-parallel hooks (runtime/dist.c) */
-  GradSync sync;
 } Cpu;
 
-static double now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-static bool env_on(const char *name) {
-  const char *v = getenv(name);
-  return v && *v && strcmp(v, "0") != 0;
-}
-
 static void *addr_of(const Cpu *c, ValueId v) {
-  const MemSlot *s = &c->mem.slots[v];
-  if (s->kind == MEM_NONE) return NULL;
-  int64_t off = s->offset;
-  if (s->kind == MEM_ARENA) off += c->mem.pinned_bytes;
-  return c->block + off;
+  int64_t off = compiled_offset(&c->p, v);
+  return off < 0 ? NULL : c->block + off;
 }
 
 static bool cpu_supports(Op op) {
@@ -83,39 +56,12 @@ static bool cpu_supports(Op op) {
 static void release(Exec *e) {
   Cpu *c = e->impl;
   if (!c) return;
-  if (c->profile && c->kernels) {
-    /* the 25 most expensive kernels */
-    int n = c->plan.kernels.n;
-    int *idx = bc_malloc(sizeof(int) * (size_t)(n ? n : 1));
-    for (int i = 0; i < n; i++) idx[i] = i;
-    for (int i = 0; i < n; i++)
-      for (int j = i + 1; j < n; j++)
-        if (c->kernels[idx[j]].ns > c->kernels[idx[i]].ns) {
-          int t = idx[i];
-          idx[i] = idx[j];
-          idx[j] = t;
-        }
-    double total = 0;
-    for (int i = 0; i < n; i++) total += c->kernels[i].ns;
-    fprintf(stderr, "cpu profile: %d kernels, %.3f ms per run\n", n,
-            c->stats.n_runs ? total / 1e6 / (double)c->stats.n_runs : 0.0);
-    for (int i = 0; i < n && i < 25; i++) {
-      const CpuKernel *k = &c->kernels[idx[i]];
-      fprintf(stderr, "  %6.2f%% %9.3f ms  %s\n", total > 0 ? 100 * k->ns / total : 0,
-              k->calls ? k->ns / 1e6 / (double)k->calls : 0.0, k->k->name);
-    }
-    free(idx);
-  }
-  if (c->have_sync) grad_sync_free(&c->sync);
+  if (c->kernels) compiled_print_profile(&c->p, "cpu");
   if (c->kernels)
-    for (int i = 0; i < c->plan.kernels.n; i++) free(c->kernels[i].bufs);
+    for (int i = 0; i < c->p.plan.kernels.n; i++) free(c->kernels[i].bufs);
   free(c->kernels);
   free(c->block);
-  if (c->have_plan) {
-    memplan_free(&c->mem);
-    kernel_plan_free(&c->plan);
-    graph_free(&c->graph);
-  }
+  compiled_plan_free(&c->p);
   if (c->jit) llvm_jit_free(c->jit);
   if (c->pool) pool_destroy(c->pool);
   free(c);
@@ -126,16 +72,12 @@ static bool prepare(Exec *e, Diag *d) {
   const Graph *g = e->graph;
   Cpu *c = bc_calloc(1, sizeof(*c));
   e->impl = c;
-  c->profile = env_on("BC_PROFILE");
   int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (getenv("BC_THREADS")) threads = atoi(getenv("BC_THREADS"));
   if (threads < 1) threads = 1;
-  CompileOptions opts; /* the switches (BC_NO_*), checks and dumps */
-  compile_options_default(&opts);
-  if (!kernel_plan_compile(g, &opts, &c->graph, &c->plan, &c->mem, d)) goto fail;
-  c->have_plan = true;
+  if (!compiled_plan_init(&c->p, g, d)) goto fail;
   bool ok;
-  int64_t total = c->mem.pinned_bytes + c->mem.arena_bytes;
+  int64_t total = c->p.mem.pinned_bytes + c->p.mem.arena_bytes;
   c->block = aligned_alloc(64, (size_t)((total + 63) / 64 * 64 + 64));
   if (!c->block) {
     diag_error(d, SRCLOC_NONE, "cpu: cannot allocate %lld bytes for the plan", (long long)total);
@@ -145,13 +87,13 @@ static bool prepare(Exec *e, Diag *d) {
   c->pool = pool_create(threads, d);
   if (!c->pool) goto fail;
 
-  int nk = c->plan.kernels.n;
+  int nk = c->p.plan.kernels.n;
   c->kernels = bc_calloc((size_t)(nk ? nk : 1), sizeof(CpuKernel));
   const Kernel **loops = bc_malloc(sizeof(Kernel *) * (size_t)(nk ? nk : 1));
   int *loop_at = bc_malloc(sizeof(int) * (size_t)(nk ? nk : 1));
   int n_loops = 0;
   for (int i = 0; i < nk; i++) {
-    const Kernel *k = &c->plan.kernels.data[i];
+    const Kernel *k = &c->p.plan.kernels.data[i];
     CpuKernel *ck = &c->kernels[i];
     ck->k = k;
     if (k->kind != KERNEL_LOOP) continue;
@@ -167,7 +109,7 @@ static bool prepare(Exec *e, Diag *d) {
     loops[n_loops] = k;
     loop_at[n_loops++] = i;
   }
-  if (!opts.off.jit && n_loops > 0 && llvm_jit_available()) {
+  if (!c->p.opts.off.jit && n_loops > 0 && llvm_jit_available()) {
     c->jit = llvm_jit_create(d);
     if (!c->jit) {
       free(loops);
@@ -186,10 +128,6 @@ static bool prepare(Exec *e, Diag *d) {
   }
   free(loops);
   free(loop_at);
-  c->stats.n_kernels = nk;
-  c->stats.pinned_bytes = c->mem.pinned_bytes;
-  c->stats.arena_bytes = c->mem.arena_bytes;
-  c->stats.sum_intermediate_bytes = c->mem.sum_intermediate_bytes;
   return true;
 fail:
   release(e);
@@ -198,25 +136,11 @@ fail:
 
 /* ---- transfers ---- */
 
-static bool transfer(Exec *e, ValueId v, void *host, DType host_t, bool to_host, Diag *d) {
-  Cpu *c = e->impl;
-  const Value *val = &e->graph->values.data[v];
-  void *buf = addr_of(c, v);
-  if (!buf) {
-    exec_error_fused_away(d, e, v);
-    return false;
-  }
-  int64_t n = shape_numel(&val->shape);
-  if (to_host) exec_convert(buf, val->dtype, host, host_t, n);
-  else exec_convert(host, host_t, buf, val->dtype, n);
-  return true;
-}
-
 static bool cpu_write(Exec *e, ValueId v, const void *src, DType t, Diag *d) {
-  return transfer(e, v, (void *)src, t, false, d);
+  return compiled_transfer(e, ((Cpu *)e->impl)->block, NULL, NULL, v, (void *)src, t, false, d);
 }
 static bool cpu_read(Exec *e, ValueId v, void *dst, DType t, Diag *d) {
-  return transfer(e, v, dst, t, true, d);
+  return compiled_transfer(e, ((Cpu *)e->impl)->block, NULL, NULL, v, dst, t, true, d);
 }
 
 /* ---- run ---- */
@@ -290,16 +214,16 @@ static bool run_library(Cpu *c, const Graph *g, const Kernel *k, Diag *d) {
 
 static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
   Cpu *c = e->impl;
-  const Graph *g = &c->graph;
+  const Graph *g = &c->p.graph;
   KernelRunInfo info = {ctx->seed, ctx->step, ctx->example_offset};
-  double t0 = now_ns(), gemm = 0;
-  const GradSync *sync = c->have_sync ? &c->sync : NULL;
-  bool timed = c->profile || (sync && sync->hooks.step);
-  for (int i = 0; i < c->plan.kernels.n; i++) {
+  double t0 = compiled_now_ns(), gemm = 0;
+  const GradSync *sync = c->p.have_sync ? &c->p.sync : NULL;
+  bool timed = c->p.profile || (sync && sync->hooks.step);
+  for (int i = 0; i < c->p.plan.kernels.n; i++) {
     CpuKernel *ck = &c->kernels[i];
     const Kernel *k = ck->k;
     if (sync) grad_sync_before(sync, i, NULL);
-    double ts = (timed || k->kind == KERNEL_GEMM) ? now_ns() : 0;
+    double ts = (timed || k->kind == KERNEL_GEMM) ? compiled_now_ns() : 0;
     if (k->kind == KERNEL_LOOP) {
       LoopCall lc = {ck, &info};
       if (ck->n_items <= ck->grain) loop_call(&lc, 0, ck->n_items);
@@ -308,34 +232,19 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
       return false;
     }
     if (timed || k->kind == KERNEL_GEMM) {
-      double te = now_ns(), dt = te - ts;
+      double te = compiled_now_ns(), dt = te - ts;
       if (k->kind == KERNEL_GEMM) gemm += dt;
-      if (c->profile || k->kind == KERNEL_GEMM) {
-        ck->ns += dt;
-        ck->calls++;
-      }
+      if (c->p.profile || k->kind == KERNEL_GEMM) compiled_kernel_time(&c->p, i, dt);
       if (sync) grad_sync_after(sync, i, k->name, ts, te, NULL);
     } else if (sync) {
       grad_sync_after(sync, i, k->name, 0, 0, NULL);
     }
   }
-  if (sync) grad_sync_end(sync, c->plan.kernels.n, NULL);
-  c->stats.total_ns += now_ns() - t0;
-  c->stats.gemm_ns += gemm;
-  c->stats.n_runs++;
+  if (sync) grad_sync_end(sync, c->p.plan.kernels.n, NULL);
+  c->p.stats.total_ns += compiled_now_ns() - t0;
+  c->p.stats.gemm_ns += gemm;
+  c->p.stats.n_runs++;
   return true;
-}
-
-/* Steps are kernels: node i of the execution-order graph runs in kernel
- * mem.kernel_of[i]. */
-static const GradBuckets *cpu_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d) {
-  Cpu *c = e->impl;
-  if (c->have_sync) grad_sync_free(&c->sync);
-  c->have_sync = false;
-  if (!h) return NULL;
-  if (!grad_sync_init(&c->sync, &c->graph, c->mem.kernel_of, bucket_bytes, h, d)) return NULL;
-  c->have_sync = true;
-  return &c->sync.buckets;
 }
 
 static void *cpu_value_ptr(Exec *e, ValueId v, DType *t) {
@@ -344,20 +253,17 @@ static void *cpu_value_ptr(Exec *e, ValueId v, DType *t) {
   return addr_of(c, v);
 }
 
-static bool cpu_stats(Exec *e, ExecStats *s) {
-  *s = ((Cpu *)e->impl)->stats;
-  return true;
-}
-
 const Backend backend_cpu = {
     .name = "cpu",
+    .compiled = true,
+    .host_memory = true,
     .supports_op = cpu_supports,
     .prepare = prepare,
     .release = release,
     .write = cpu_write,
     .read = cpu_read,
     .run = cpu_run,
-    .stats = cpu_stats,
-    .set_grad_sync = cpu_set_grad_sync,
+    .stats = compiled_stats,
+    .set_grad_sync = compiled_set_grad_sync,
     .value_ptr = cpu_value_ptr,
 };

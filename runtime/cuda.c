@@ -23,16 +23,17 @@
  * polled rather than waited for, so a replica that died or hangs fails the
  * run after BC_DIST_TIMEOUT instead of blocking it forever.
  *
- * Not here: which replicas and devices (runtime/dist.c), mixed precision.
+ * Not here: which replicas and devices (runtime/dist.c, replicas.c), the
+ * plan's preparation and transfers shared with cpu (compiled.c), mixed
+ * precision.
  * Invariant: a run leaves the stream idle (it synchronizes), so reads and
  * writes between runs need no further ordering. */
-#include "backend.h"
+#include "compiled.h"
+#include "cuda.h"
 #include "cublas.h"
 #include "nccl.h"
 #include "nvrtc.h"
 #include "../codegen/cuda_emit.h"
-#include "../codegen/kernel.h"
-#include "../passes/memplan.h"
 
 #include <dlfcn.h>
 #include <sched.h>
@@ -199,11 +200,10 @@ typedef struct {
   CUdeviceptr *ptrs;   /* LOOP: per view, then the run info; params point here */
   void **params;
   GemmPlan gemm;       /* GEMM */
-  double ms;           /* BC_PROFILE */
-  int64_t calls;
 } CudaKernel;
 
 typedef struct {
+  CompiledPlan p; /* first: compiled.c reaches it through e->impl */
   CUdevice dev;
   CUcontext ctx;
   bool have_ctx;
@@ -213,23 +213,16 @@ typedef struct {
   CUmodule module, lib_module;
   CUfunction lib[LIB_N];
   CublasHandle *blas;
-  Graph graph; /* e->graph with its nodes in kernel execution order */
-  bool have_plan;
-  KernelPlan plan;
-  MemPlan mem;
   CUdeviceptr block; /* pinned values, arena, cuBLAS workspace, run info */
   int64_t block_bytes;
   CUdeviceptr info_dev;
   BcRunInfo *info_host; /* page-locked */
   CudaKernel *kernels;
-  bool use_graph, profile;
+  bool use_graph;
   CUgraphExec graph_exec;
   CUevent *events; /* BC_PROFILE: two per kernel */
   double compile_ms;
   bool from_cache;
-  ExecStats stats;
-  bool have_sync; /* data-parallel hooks (runtime/dist.c), called with the stream */
-  GradSync sync;
   /* NCCL all-reduce of gradient buckets (cuda_attach_nccl): a stream of its
    * own, and per bucket an event "computed" and an event "reduced". */
   GpuComm *comm; /* not owned */
@@ -241,23 +234,9 @@ typedef struct {
   double comm_timeout_s; /* BC_DIST_TIMEOUT */
 } Cuda;
 
-static double now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-static bool env_on(const char *name) {
-  const char *v = getenv(name);
-  return v && *v && strcmp(v, "0") != 0;
-}
-
 static CUdeviceptr addr_of(const Cuda *c, ValueId v) {
-  const MemSlot *s = &c->mem.slots[v];
-  if (s->kind == MEM_NONE) return 0;
-  int64_t off = s->offset;
-  if (s->kind == MEM_ARENA) off += c->mem.pinned_bytes;
-  return c->block + (CUdeviceptr)off;
+  int64_t off = compiled_offset(&c->p, v);
+  return off < 0 ? 0 : c->block + (CUdeviceptr)off;
 }
 
 static bool cuda_supports(Op op) {
@@ -265,39 +244,17 @@ static bool cuda_supports(Op op) {
   return true;
 }
 
-static void print_profile(const Cuda *c) {
-  int n = c->plan.kernels.n;
-  int *idx = bc_malloc(sizeof(int) * (size_t)(n ? n : 1));
-  double total = 0;
-  for (int i = 0; i < n; i++) {
-    idx[i] = i;
-    total += c->kernels[i].ms;
-  }
-  for (int i = 0; i < n; i++)
-    for (int j = i + 1; j < n; j++)
-      if (c->kernels[idx[j]].ms > c->kernels[idx[i]].ms) {
-        int t = idx[i];
-        idx[i] = idx[j];
-        idx[j] = t;
-      }
-  int64_t runs = c->kernels[0].calls ? c->kernels[0].calls : 1;
-  fprintf(stderr, "cuda profile (%s): %d kernels, %.3f ms of kernel time per run\n", c->name, n, total / (double)runs);
-  for (int i = 0; i < n && i < 25; i++) {
-    const CudaKernel *k = &c->kernels[idx[i]];
-    fprintf(stderr, "  %6.2f%% %9.4f ms  %s\n", total > 0 ? 100 * k->ms / total : 0.0,
-            k->calls ? k->ms / (double)k->calls : 0.0, k->k->name);
-  }
-  free(idx);
-}
-
 static void release(Exec *e) {
   Cuda *c = e->impl;
   if (!c) return;
   if (c->have_ctx) D.p_cuCtxSetCurrent(c->ctx);
   if (c->stream) D.p_cuStreamSynchronize(c->stream);
-  if (c->profile && c->kernels && c->plan.kernels.n) print_profile(c);
+  if (c->kernels) {
+    char who[160];
+    snprintf(who, sizeof who, "cuda (%s)", c->name);
+    compiled_print_profile(&c->p, who);
+  }
   if (c->graph_exec) D.p_cuGraphExecDestroy(c->graph_exec);
-  if (c->have_sync) grad_sync_free(&c->sync);
   for (int i = 0; i < c->n_ev; i++) {
     if (c->ev_ready[i]) D.p_cuEventDestroy(c->ev_ready[i]);
     if (c->ev_done[i]) D.p_cuEventDestroy(c->ev_done[i]);
@@ -306,12 +263,12 @@ static void release(Exec *e) {
   free(c->ev_done);
   if (c->comm_stream) D.p_cuStreamDestroy(c->comm_stream);
   if (c->events) {
-    for (int i = 0; i < 2 * c->plan.kernels.n; i++)
+    for (int i = 0; i < 2 * c->p.plan.kernels.n; i++)
       if (c->events[i]) D.p_cuEventDestroy(c->events[i]);
     free(c->events);
   }
   if (c->kernels) {
-    for (int i = 0; i < c->plan.kernels.n; i++) {
+    for (int i = 0; i < c->p.plan.kernels.n; i++) {
       free(c->kernels[i].ptrs);
       free(c->kernels[i].params);
     }
@@ -324,11 +281,7 @@ static void release(Exec *e) {
   if (c->info_host) D.p_cuMemFreeHost(c->info_host);
   if (c->stream) D.p_cuStreamDestroy(c->stream);
   if (c->have_ctx) D.p_cuDevicePrimaryCtxRelease(c->dev);
-  if (c->have_plan) {
-    memplan_free(&c->mem);
-    kernel_plan_free(&c->plan);
-    graph_free(&c->graph);
-  }
+  compiled_plan_free(&c->p);
   free(c);
   e->impl = NULL;
 }
@@ -338,9 +291,9 @@ static bool load_module(Cuda *c, const char *src, const char *name, CUmodule *m,
   void *cubin = NULL;
   size_t n = 0;
   bool cached = false;
-  double t0 = now_ns();
+  double t0 = compiled_now_ns();
   if (!rtc_compile(src, name, c->arch, &cubin, &n, &cached, d)) return false;
-  c->compile_ms += (now_ns() - t0) / 1e6;
+  c->compile_ms += (compiled_now_ns() - t0) / 1e6;
   c->from_cache = cached;
   bool ok = CU(D.p_cuModuleLoadData(m, cubin));
   free(cubin);
@@ -361,8 +314,6 @@ static bool prepare(Exec *e, Diag *d) {
   if (!rtc_available(d)) return false;
   Cuda *c = bc_calloc(1, sizeof(*c));
   e->impl = c;
-  c->profile = env_on("BC_PROFILE");
-  c->use_graph = !env_on("BC_NO_GRAPH") && !c->profile;
   int major = 0, minor = 0;
   if (!CU(D.p_cuDeviceGet(&c->dev, e->device)) ||
       !CU(D.p_cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, c->dev)) ||
@@ -375,13 +326,11 @@ static bool prepare(Exec *e, Diag *d) {
   if (!CU(D.p_cuCtxSetCurrent(c->ctx)) || !CU(D.p_cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING)))
     goto fail;
 
-  CompileOptions opts; /* the switches (BC_NO_*), checks and dumps */
-  compile_options_default(&opts);
-  if (!kernel_plan_compile(g, &opts, &c->graph, &c->plan, &c->mem, d)) goto fail;
-  c->have_plan = true;
+  if (!compiled_plan_init(&c->p, g, d)) goto fail;
+  c->use_graph = !compiled_env_on("BC_NO_GRAPH") && !c->p.profile;
 
   /* One allocation: pinned | arena | cuBLAS workspace | run info. */
-  int64_t data = c->mem.pinned_bytes + c->mem.arena_bytes;
+  int64_t data = c->p.mem.pinned_bytes + c->p.mem.arena_bytes;
   int64_t ws_off = (data + 255) / 256 * 256, info_off = ws_off + WORKSPACE_BYTES;
   c->block_bytes = info_off + 256;
   if (!CU(D.p_cuMemAlloc(&c->block, (size_t)c->block_bytes))) {
@@ -394,18 +343,18 @@ static bool prepare(Exec *e, Diag *d) {
     goto fail;
   memset(c->info_host, 0, sizeof(BcRunInfo));
 
-  int nk = c->plan.kernels.n;
+  int nk = c->p.plan.kernels.n;
   c->kernels = bc_calloc((size_t)(nk ? nk : 1), sizeof(CudaKernel));
   CudaLaunch *launches = bc_calloc((size_t)(nk ? nk : 1), sizeof(CudaLaunch));
   bool any_loop = false, any_lib = false, any_gemm = false;
   for (int i = 0; i < nk; i++) {
-    KernelKind kind = c->plan.kernels.data[i].kind;
+    KernelKind kind = c->p.plan.kernels.data[i].kind;
     any_loop |= kind == KERNEL_LOOP;
     any_gemm |= kind == KERNEL_GEMM;
     any_lib |= kind == KERNEL_GATHER || kind == KERNEL_SCATTER_ADD || kind == KERNEL_CONCAT;
   }
   if (any_loop) {
-    char *src = cuda_emit_plan(&c->graph, &c->plan, launches, d);
+    char *src = cuda_emit_plan(&c->p.graph, &c->p.plan, launches, d);
     const char *gname = g->name ? g->name : "plan";
     char mname[160];
     snprintf(mname, sizeof(mname), "bertc_%s", gname);
@@ -428,14 +377,14 @@ static bool prepare(Exec *e, Diag *d) {
       }
   }
   for (int i = 0; i < nk; i++) {
-    const Kernel *k = &c->plan.kernels.data[i];
+    const Kernel *k = &c->p.plan.kernels.data[i];
     CudaKernel *ck = &c->kernels[i];
     ck->k = k;
     if (k->kind == KERNEL_GEMM) {
-      const Node *n = &c->graph.nodes.data[k->first_node];
-      cublas_plan_gemm(&c->graph.values.data[n->in[0]].shape, n->a.trans_a,
-                       &c->graph.values.data[n->in[1]].shape, n->a.trans_b,
-                       &c->graph.values.data[n->out].shape, &ck->gemm);
+      const Graph *eg = &c->p.graph;
+      const Node *n = &eg->nodes.data[k->first_node];
+      cublas_plan_gemm(&eg->values.data[n->in[0]].shape, n->a.trans_a, &eg->values.data[n->in[1]].shape,
+                       n->a.trans_b, &eg->values.data[n->out].shape, &ck->gemm);
       continue;
     }
     if (k->kind != KERNEL_LOOP) continue;
@@ -465,19 +414,15 @@ static bool prepare(Exec *e, Diag *d) {
   free(launches);
   if (any_gemm) {
     c->blas = cublas_create(c->stream, c->block + (CUdeviceptr)ws_off, (size_t)WORKSPACE_BYTES,
-                            env_on("BC_TF32"), d);
+                            compiled_env_on("BC_TF32"), d);
     if (!c->blas) goto fail;
   }
-  if (c->profile) {
+  if (c->p.profile) {
     c->events = bc_calloc((size_t)(2 * nk + 1), sizeof(CUevent));
     for (int i = 0; i < 2 * nk; i++)
       if (!CU(D.p_cuEventCreate(&c->events[i], CU_EVENT_DEFAULT))) goto fail;
   }
   if (!CU(D.p_cuStreamSynchronize(c->stream))) goto fail;
-  c->stats.n_kernels = nk;
-  c->stats.pinned_bytes = c->mem.pinned_bytes;
-  c->stats.arena_bytes = c->mem.arena_bytes;
-  c->stats.sum_intermediate_bytes = c->mem.sum_intermediate_bytes;
   return true;
 fail:
   release(e);
@@ -486,35 +431,20 @@ fail:
 
 /* ---- transfers ---- */
 
-static bool transfer(Exec *e, ValueId v, void *host, DType host_t, bool to_host, Diag *d) {
-  Cuda *c = e->impl;
-  const Value *val = &e->graph->values.data[v];
-  CUdeviceptr buf = addr_of(c, v);
-  if (!buf) {
-    exec_error_fused_away(d, e, v);
-    return false;
-  }
-  int64_t n = shape_numel(&val->shape);
-  size_t bytes = (size_t)n * dtype_size(val->dtype);
-  if (n == 0) return true;
-  void *tmp = bc_malloc(bytes);
-  bool ok = CU(D.p_cuCtxSetCurrent(c->ctx));
-  if (ok && to_host) {
-    ok = CU(D.p_cuMemcpyDtoH(tmp, buf, bytes));
-    if (ok) exec_convert(tmp, val->dtype, host, host_t, n);
-  } else if (ok) {
-    exec_convert(host, host_t, tmp, val->dtype, n);
-    ok = CU(D.p_cuMemcpyHtoD(buf, tmp, bytes));
-  }
-  free(tmp);
-  return ok;
+/* compiled_transfer's copy: the device's context current, then a copy
+ * that returns when done. */
+static bool copy_block(void *ctx, int64_t offset, void *host, size_t bytes, bool to_host, Diag *d) {
+  Cuda *c = ctx;
+  CUdeviceptr buf = c->block + (CUdeviceptr)offset;
+  return CU(D.p_cuCtxSetCurrent(c->ctx)) &&
+         (to_host ? CU(D.p_cuMemcpyDtoH(host, buf, bytes)) : CU(D.p_cuMemcpyHtoD(buf, host, bytes)));
 }
 
 static bool cuda_write(Exec *e, ValueId v, const void *src, DType t, Diag *d) {
-  return transfer(e, v, (void *)src, t, false, d);
+  return compiled_transfer(e, NULL, copy_block, e->impl, v, (void *)src, t, false, d);
 }
 static bool cuda_read(Exec *e, ValueId v, void *dst, DType t, Diag *d) {
-  return transfer(e, v, dst, t, true, d);
+  return compiled_transfer(e, NULL, copy_block, e->impl, v, dst, t, true, d);
 }
 
 /* ---- run ---- */
@@ -525,7 +455,7 @@ static unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + thre
 static bool launch(Cuda *c, int i, Diag *d) {
   CudaKernel *ck = &c->kernels[i];
   const Kernel *k = ck->k;
-  const Graph *g = &c->graph;
+  const Graph *g = &c->p.graph;
   const Node *n = &g->nodes.data[k->first_node];
   const Value *o = &g->values.data[n->out];
   unsigned code = (unsigned)i + 1;
@@ -593,18 +523,18 @@ static bool launch(Cuda *c, int i, Diag *d) {
  * stream wait for it before the first kernel reading it; inside a capture
  * they become part of the CUDA graph. */
 static bool launch_all(Cuda *c, Diag *d) {
-  const GradSync *sync = c->have_sync ? &c->sync : NULL;
-  for (int i = 0; i < c->plan.kernels.n; i++) {
+  const GradSync *sync = c->p.have_sync ? &c->p.sync : NULL;
+  for (int i = 0; i < c->p.plan.kernels.n; i++) {
     if (sync) grad_sync_before(sync, i, c->stream);
-    if (c->profile && !CU(D.p_cuEventRecord(c->events[2 * i], c->stream))) return false;
+    if (c->p.profile && !CU(D.p_cuEventRecord(c->events[2 * i], c->stream))) return false;
     if (!launch(c, i, d)) {
       diag_note(d, SRCLOC_NONE, "while launching kernel %s", c->kernels[i].k->name);
       return false;
     }
-    if (c->profile && !CU(D.p_cuEventRecord(c->events[2 * i + 1], c->stream))) return false;
+    if (c->p.profile && !CU(D.p_cuEventRecord(c->events[2 * i + 1], c->stream))) return false;
     if (sync) grad_sync_after(sync, i, c->kernels[i].k->name, 0, 0, c->stream);
   }
-  if (sync) grad_sync_end(sync, c->plan.kernels.n, c->stream);
+  if (sync) grad_sync_end(sync, c->p.plan.kernels.n, c->stream);
   return true;
 }
 
@@ -614,12 +544,12 @@ static bool launch_all(Cuda *c, Diag *d) {
  * seconds, or at once when NCCL reports an error or another replica of
  * this process gave up (gpucomm_check, every ~1 ms). */
 static bool sync_comm(Cuda *c, Diag *d) {
-  double t0 = now_ns(), last_check = t0;
+  double t0 = compiled_now_ns(), last_check = t0;
   for (int polls = 0;; polls++) {
     CUresult r = D.p_cuStreamQuery(c->stream);
     if (r == CUDA_SUCCESS) return true;
     if (r != CUDA_ERROR_NOT_READY) return cu_check(r, "cuStreamQuery", __LINE__, d);
-    double t = now_ns();
+    double t = compiled_now_ns();
     if (t - last_check > 1e6) {
       last_check = t;
       if (!gpucomm_check(c->comm, d)) return false;
@@ -653,7 +583,7 @@ static bool capture(Cuda *c, Diag *d) {
 
 static bool cuda_run(Exec *e, const RunContext *ctx, Diag *d) {
   Cuda *c = e->impl;
-  double t0 = now_ns();
+  double t0 = compiled_now_ns();
   if (!CU(D.p_cuCtxSetCurrent(c->ctx))) return false;
   c->info_host->seed = ctx->seed;
   c->info_host->step = ctx->step;
@@ -675,30 +605,24 @@ static bool cuda_run(Exec *e, const RunContext *ctx, Diag *d) {
   }
   if (c->info_host->error) {
     unsigned code = c->info_host->error;
-    const Kernel *k = code <= (unsigned)c->plan.kernels.n ? c->kernels[code - 1].k : NULL;
-    const Node *n = k ? &c->graph.nodes.data[k->first_node] : NULL;
+    const Kernel *k = code <= (unsigned)c->p.plan.kernels.n ? c->kernels[code - 1].k : NULL;
+    const Node *n = k ? &c->p.graph.nodes.data[k->first_node] : NULL;
     diag_error(d, n ? n->loc : SRCLOC_NONE, "cuda: %s: an index is out of range (kernel %s)",
                n ? op_info[n->op].name : "row copy", k ? k->name : "?");
     return false;
   }
   /* The first run loads every kernel's code (lazy module loading) and
    * cuBLAS's: keep it out of the profile. */
-  if (c->profile && c->stats.n_runs > 0) {
-    for (int i = 0; i < c->plan.kernels.n; i++) {
+  if (c->p.profile && c->p.stats.n_runs > 0) {
+    for (int i = 0; i < c->p.plan.kernels.n; i++) {
       float ms = 0;
       if (!CU(D.p_cuEventElapsedTime(&ms, c->events[2 * i], c->events[2 * i + 1]))) return false;
-      c->kernels[i].ms += ms;
-      c->kernels[i].calls++;
-      if (c->kernels[i].k->kind == KERNEL_GEMM) c->stats.gemm_ns += ms * 1e6;
+      compiled_kernel_time(&c->p, i, ms * 1e6);
+      if (c->kernels[i].k->kind == KERNEL_GEMM) c->p.stats.gemm_ns += ms * 1e6;
     }
   }
-  c->stats.total_ns += now_ns() - t0;
-  c->stats.n_runs++;
-  return true;
-}
-
-static bool cuda_stats(Exec *e, ExecStats *s) {
-  *s = ((Cuda *)e->impl)->stats;
+  c->p.stats.total_ns += compiled_now_ns() - t0;
+  c->p.stats.n_runs++;
   return true;
 }
 
@@ -710,13 +634,8 @@ static const GradBuckets *cuda_set_grad_sync(Exec *e, int64_t bucket_bytes, cons
     D.p_cuGraphExecDestroy(c->graph_exec);
     c->graph_exec = NULL;
   }
-  if (c->have_sync) grad_sync_free(&c->sync);
-  c->have_sync = false;
   c->comm = NULL; /* cuda_attach_nccl sets it again after this */
-  if (!h) return NULL;
-  if (!grad_sync_init(&c->sync, &c->graph, c->mem.kernel_of, bucket_bytes, h, d)) return NULL;
-  c->have_sync = true;
-  return &c->sync.buckets;
+  return compiled_set_grad_sync(e, bucket_bytes, h, d);
 }
 
 /* Device addresses: the hooks hand them to NCCL. */
@@ -750,12 +669,12 @@ static void nccl_ready(void *ctx, int b, void *stream) {
   Cuda *c = ctx;
   Diag dg, *d = &dg;
   diag_init(d);
-  const GradBuckets *gb = &c->sync.buckets;
+  const GradBuckets *gb = &c->p.sync.buckets;
   bool ok = CU(D.p_cuEventRecord(c->ev_ready[b], (CUstream)stream)) &&
             CU(D.p_cuStreamWaitEvent(c->comm_stream, c->ev_ready[b], 0)) && gpucomm_group_begin(d);
   for (int i = gb->start[b]; ok && i < gb->start[b + 1]; i++) {
     ValueId v = gb->values[i];
-    ok = gpucomm_allreduce_avg_f32(c->comm, addr_of(c, v), (size_t)shape_numel(&c->graph.values.data[v].shape),
+    ok = gpucomm_allreduce_avg_f32(c->comm, addr_of(c, v), (size_t)shape_numel(&c->p.graph.values.data[v].shape),
                                    c->comm_stream, d);
   }
   ok = ok && gpucomm_group_end(d) && CU(D.p_cuEventRecord(c->ev_done[b], c->comm_stream));
@@ -830,10 +749,6 @@ static bool cuda_run(Exec *e, const RunContext *ctx, Diag *d) {
   (void)e, (void)ctx, (void)d;
   return false;
 }
-static bool cuda_stats(Exec *e, ExecStats *s) {
-  (void)e, (void)s;
-  return false;
-}
 static const GradBuckets *cuda_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d) {
   (void)e, (void)bucket_bytes, (void)h;
   diag_error(d, SRCLOC_NONE, "cuda: this bertc was built without the CUDA headers");
@@ -856,13 +771,18 @@ const GradBuckets *cuda_attach_nccl(Exec *e, GpuComm *comm, int64_t bucket_bytes
 
 const Backend backend_cuda = {
     .name = "cuda",
+    .compiled = true,
+    .atomic_scatter_add = true,
+    .device_count = cuda_device_count,
     .supports_op = cuda_supports,
     .prepare = prepare,
     .release = release,
     .write = cuda_write,
     .read = cuda_read,
     .run = cuda_run,
-    .stats = cuda_stats,
+    .stats = compiled_stats,
     .set_grad_sync = cuda_set_grad_sync,
     .value_ptr = cuda_value_ptr,
+    .stream = cuda_exec_stream,
+    .attach_nccl = cuda_attach_nccl,
 };

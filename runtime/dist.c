@@ -1,9 +1,8 @@
-/* dist.c — data-parallel training across MPI processes and the replicas of
- * one process (dist.h): Open MPI loaded at run time, a communication thread
- * that owns every MPI call, gradient buckets all-reduced while the backward
- * pass runs, collectives with a timeout, the BC_TRACE Chrome trace; the
- * threads that run a process's replicas at once, the in-memory average of
- * host replicas, and the NCCL communicators of GPU replicas.
+/* dist.c — data-parallel training across MPI processes (dist.h): Open MPI
+ * loaded at run time, a communication thread that owns every MPI call,
+ * gradient buckets all-reduced while the backward pass runs, collectives
+ * with a timeout, attaching replicas, and the BC_TRACE spans of kernels,
+ * all-reduces and waits (written by trace.c).
  *
  * Loading: dlopen("libmpi.so.40") (Debian's Open MPI; else libmpi.so) with
  * RTLD_GLOBAL (Open MPI's plugins resolve against it); functions by dlsym,
@@ -31,22 +30,24 @@
  * token count over N (graph input mlm_norm, set by tasks/train.c), not by
  * the rank's own count.
  *
- * Not here: NCCL calls (nccl.c) and the GPU streams (cuda.c), splitting
- * batches (tasks/train.c). */
-#include "dist.h"
-#include "nccl.h"
+ * The launcher: only this file reads mpirun's environment (OMPI_*, PMIX_*);
+ * tasks ask dist_launcher_*.
+ *
+ * Not here: a process's replicas (replicas.c: their threads, host
+ * averaging, NCCL), the trace file (trace.c), NCCL calls (nccl.c) and GPU
+ * streams (the backend's), splitting batches (tasks/train.c). */
+#include "dist_internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
 
 #if defined(__has_include) && !defined(BC_NO_MPI) /* BC_NO_MPI: build the stub */
 #if __has_include(<openmpi/mpi.h>)
@@ -57,17 +58,11 @@
 #endif
 #if defined(OMPI_MAJOR_VERSION)
 #define HAVE_MPI 1
-#define ERROR_STRING_MAX MPI_MAX_ERROR_STRING
 #else
 #define HAVE_MPI 0
-#define ERROR_STRING_MAX 256
 #endif
 
-double dist_now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
+double dist_now_ns(void) { return trace_now_ns(); }
 
 static void sleep_ns(long ns) {
   struct timespec t = {ns / 1000000000L, ns % 1000000000L};
@@ -75,24 +70,11 @@ static void sleep_ns(long ns) {
   }
 }
 
-/* ---- the trace ---------------------------------------------------------- */
-
-enum { TID_TRAIN, TID_COMM, N_TIDS };
-#define TRACE_MAX_EVENTS 1000000
-
-typedef struct {
-  const char *name, *cat;
-  double t0, t1; /* ns */
-  int64_t step;
-  int index;     /* kernel or bucket; -1 */
-  int64_t bytes; /* all-reduce */
-  bool last_grad;
-} TraceEvent;
-
 /* ---- MPI ---------------------------------------------------------------- */
 
 #if HAVE_MPI
-typedef struct {
+#if HAVE_MPI
+struct MpiApi {
   void *lib;
   __typeof__(MPI_Init_thread) *Init_thread;
   __typeof__(MPI_Finalize) *Finalize;
@@ -107,7 +89,9 @@ typedef struct {
   MPI_Comm world;
   MPI_Datatype f32, f64, i32;
   MPI_Op sum;
-} MpiApi;
+};
+typedef struct MpiApi MpiApi;
+#endif
 #endif
 
 typedef enum { REQ_BUCKET, REQ_SUM, REQ_BCAST, REQ_BARRIER, REQ_STOP } ReqKind;
@@ -129,7 +113,7 @@ typedef struct {
   int64_t count;
 } Part;
 
-typedef struct {
+typedef struct Bucket {
   Req req;
   Part *parts;
   int n_parts;
@@ -138,135 +122,18 @@ typedef struct {
   void *staging; /* count elements; NULL when the bucket is one gradient */
 } Bucket;
 
-/* Host replicas in one process (cpu:0,1): each bucket is averaged by the
- * last replica to report it ready, summing the replicas in replica order;
- * every replica then waits for that reduction (gen[b] reaching the target
- * it recorded at ready). aborted wakes the waiters of a step that failed. */
-typedef struct {
-  struct Dist *D;
-  int k;
-} ReplicaRef;
+/* ---- tracing ------------------------------------------------------------- */
 
-typedef struct LocalSync {
-  int n, n_buckets;
-  ReplicaRef refs[BC_MAX_REPLICAS];
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int *arrived;      /* per bucket: replicas that reported it this step */
-  uint64_t *gen;     /* per bucket: reductions done */
-  uint64_t *target;  /* [k * n_buckets + b]: the reduction replica k waits for */
-  bool aborted;
-} LocalSync;
-
-typedef struct {
-  struct Dist *D;
-  int k;
-  pthread_t thread;
-  uint64_t seen; /* the last run_gen it ran (starts at the current one) */
-  Diag diag;
-  bool ok;
-} Worker;
-
-struct Dist {
-  int rank, size;
-  bool mpi;
-  double timeout_s;
-#if HAVE_MPI
-  MpiApi api;
-#endif
-  pthread_t thread;
-  bool thread_started;
-  pthread_mutex_t mu;
-  pthread_cond_t work_cv, done_cv;
-  Req *head, *tail;
-  _Atomic int n_waiting; /* training threads blocked in await */
-  _Atomic int n_pending; /* gradient buckets issued and not yet reduced */
-  bool crowded;          /* ranks x (threads + 1) > cores: see hook_step */
-  bool init_done;
-  char init_error[ERROR_STRING_MAX + 64];
-  /* the attached Execs: this process's replicas */
-  Exec *exec; /* replica 0; NULL when nothing is attached */
-  Exec *execs[BC_MAX_REPLICAS];
-  int n_local;
-  bool gpu;                         /* cuda Execs: their gradients go through NCCL */
-  GpuComm *gpus[BC_MAX_REPLICAS];   /* one communicator per replica */
-  LocalSync *local;                 /* several host replicas: averaged in memory */
-  const GradBuckets *buckets;
-  Bucket *bk;
-  int last_grad_step;
-  /* replica threads (dist_run): workers[k - 1] runs replica k >= 1 */
-  Worker *workers[BC_MAX_REPLICAS];
-  int n_workers;
-  pthread_mutex_t run_mu;
-  pthread_cond_t run_cv, run_done_cv;
-  uint64_t run_gen;
-  int run_n, run_pending;
-  DistJob run_fn;
-  void *run_ctx;
-  bool run_stop;
-  _Atomic bool run_failed; /* a replica's step failed (dist_run; any replica thread) */
-  /* tests */
-  int64_t fault_step;
-  char fault_kind[8];
-  int64_t cur_step;
-  /* trace */
-  char *trace_path;
-  VEC(TraceEvent) events[N_TIDS];
-};
-
-static int my_tid(const Dist *D) {
-  return D->thread_started && pthread_equal(pthread_self(), D->thread) ? TID_COMM : TID_TRAIN;
-}
-
-static void trace_add(Dist *D, TraceEvent ev) {
-  if (!D || !D->trace_path) return;
-  int tid = my_tid(D);
-  if (D->events[tid].n >= TRACE_MAX_EVENTS) return;
-  vec_push(&D->events[tid], ev);
+/* The lane of the calling thread: the communication thread's, or the
+ * training thread's. */
+static void trace_here(Dist *D, TraceEvent ev) {
+  if (!D || !D->trace) return;
+  bool comm = D->thread_started && pthread_equal(pthread_self(), D->thread);
+  trace_add(D->trace, comm ? TRACE_COMMUNICATION : TRACE_TRAINING, ev);
 }
 
 void dist_trace(Dist *D, const char *name, const char *cat, double t0_ns, double t1_ns, int64_t step) {
-  trace_add(D, (TraceEvent){name, cat, t0_ns, t1_ns, step, -1, 0, false});
-}
-
-bool dist_tracing(const Dist *D) { return D && D->trace_path; }
-
-/* Chrome's trace format: complete events ("ph": "X") in microseconds, pid =
- * rank, tid 0 the training thread and 1 the communication thread. Written
- * to a temporary file and renamed. */
-static void trace_write(Dist *D) {
-  char *tmp = bc_asprintf("%s.tmp", D->trace_path);
-  FILE *f = fopen(tmp, "w");
-  if (!f) {
-    fprintf(stderr, "rank %d: BC_TRACE: cannot write %s: %s\n", D->rank, tmp, strerror(errno));
-    free(tmp);
-    return;
-  }
-  fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n");
-  static const char *const tid_names[N_TIDS] = {"training", "communication"};
-  for (int t = 0; t < N_TIDS; t++)
-    fprintf(f, "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": %d, \"args\": {\"name\": \"%s\"}},\n",
-            D->rank, t, tid_names[t]);
-  fprintf(f, "{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": 0, \"args\": {\"name\": \"rank %d\"}}",
-          D->rank, D->rank);
-  for (int t = 0; t < N_TIDS; t++)
-    for (int i = 0; i < D->events[t].n; i++) {
-      const TraceEvent *e = &D->events[t].data[i];
-      fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": %d, "
-                 "\"tid\": %d, \"args\": {\"step\": %lld",
-              e->name, e->cat, e->t0 / 1e3, (e->t1 - e->t0) / 1e3, D->rank, t, (long long)e->step);
-      if (e->index >= 0)
-        fprintf(f, ", \"%s\": %d", strcmp(e->cat, "kernel") == 0 ? "kernel" : "bucket", e->index);
-      if (e->bytes) fprintf(f, ", \"bytes\": %lld", (long long)e->bytes);
-      if (e->last_grad) fprintf(f, ", \"last_grad\": 1");
-      fprintf(f, "}}");
-    }
-  fprintf(f, "\n]}\n");
-  bool ok = fflush(f) == 0 && !ferror(f);
-  ok = fclose(f) == 0 && ok;
-  if (!ok || rename(tmp, D->trace_path) != 0)
-    fprintf(stderr, "rank %d: BC_TRACE: cannot write %s: %s\n", D->rank, D->trace_path, strerror(errno));
-  free(tmp);
+  trace_here(D, (TraceEvent){name, cat, t0_ns, t1_ns, step, -1, 0, false});
 }
 
 /* ---- the communication thread ------------------------------------------- */
@@ -274,7 +141,7 @@ static void trace_write(Dist *D) {
 #if HAVE_MPI
 static const char *mpi_message(Dist *D, int rc, char *buf) {
   int len = 0;
-  if (D->api.Error_string(rc, buf, &len) != MPI_SUCCESS) snprintf(buf, MPI_MAX_ERROR_STRING, "error %d", rc);
+  if (D->api->Error_string(rc, buf, &len) != MPI_SUCCESS) snprintf(buf, MPI_MAX_ERROR_STRING, "error %d", rc);
   return buf;
 }
 
@@ -283,12 +150,12 @@ static void mpi_fail(Dist *D, const char *call, int rc) {
   char msg[MPI_MAX_ERROR_STRING];
   fprintf(stderr, "rank %d: dist: %s failed: %s\n", D->rank, call, mpi_message(D, rc, msg));
   fflush(stderr);
-  D->api.Abort(D->api.world, 1);
+  D->api->Abort(D->api->world, 1);
   _exit(1);
 }
 
 static MPI_Datatype mpi_type(Dist *D, DType t) {
-  return t == DTYPE_F32 ? D->api.f32 : t == DTYPE_F64 ? D->api.f64 : D->api.i32;
+  return t == DTYPE_F32 ? D->api->f32 : t == DTYPE_F64 ? D->api->f64 : D->api->i32;
 }
 
 /* Polls r until it completes; past the timeout, aborts the job. Open MPI
@@ -301,7 +168,7 @@ static MPI_Datatype mpi_type(Dist *D, DType t) {
 static void complete(Dist *D, MPI_Request *r, const char *what, int64_t step, int bucket) {
   double t0 = dist_now_ns();
   for (int polls = 0;; polls++) {
-    int flag = 0, rc = D->api.Test(r, &flag, MPI_STATUS_IGNORE);
+    int flag = 0, rc = D->api->Test(r, &flag, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Test", rc);
     if (flag) return;
     if ((dist_now_ns() - t0) / 1e9 > D->timeout_s) {
@@ -311,7 +178,7 @@ static void complete(Dist *D, MPI_Request *r, const char *what, int64_t step, in
       fprintf(stderr, "rank %d: %s%s timed out after %g s: another rank died or hangs\n", D->rank, what, where,
               D->timeout_s);
       fflush(stderr);
-      D->api.Abort(D->api.world, 1);
+      D->api->Abort(D->api->world, 1);
       _exit(1);
     }
     if (polls < 16 || atomic_load_explicit(&D->n_waiting, memory_order_relaxed) > 0) sched_yield();
@@ -331,7 +198,7 @@ static void run_bucket(Dist *D, Bucket *b) {
     }
   }
   MPI_Request r;
-  int rc = D->api.Iallreduce(MPI_IN_PLACE, buf, (int)b->count, mpi_type(D, b->type), D->api.sum, D->api.world, &r);
+  int rc = D->api->Iallreduce(MPI_IN_PLACE, buf, (int)b->count, mpi_type(D, b->type), D->api->sum, D->api->world, &r);
   if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Iallreduce", rc);
   complete(D, &r, "all-reduce", b->req.step, b->req.bucket);
   /* the average: the sum divided by N, correctly rounded (exact for N = 1, 2, 4...) */
@@ -347,7 +214,7 @@ static void run_bucket(Dist *D, Bucket *b) {
     }
     p += (size_t)n * esz;
   }
-  trace_add(D, (TraceEvent){"all-reduce", "allreduce", t0, dist_now_ns(), b->req.step, b->req.bucket, b->bytes, false});
+  trace_here(D, (TraceEvent){"all-reduce", "allreduce", t0, dist_now_ns(), b->req.step, b->req.bucket, b->bytes, false});
 }
 
 /* Runs one request; false when the thread should end. */
@@ -359,30 +226,30 @@ static bool run_request(Dist *D, Req *q) {
     run_bucket(D, (Bucket *)q);
     return true;
   case REQ_SUM:
-    rc = D->api.Iallreduce(MPI_IN_PLACE, q->buf, (int)q->count, mpi_type(D, q->type), D->api.sum, D->api.world, &r);
+    rc = D->api->Iallreduce(MPI_IN_PLACE, q->buf, (int)q->count, mpi_type(D, q->type), D->api->sum, D->api->world, &r);
     if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Iallreduce", rc);
     complete(D, &r, "all-reduce of metrics", q->step, -1);
     return true;
   case REQ_BCAST:
-    rc = D->api.Ibcast(q->buf, (int)q->count, mpi_type(D, q->type), 0, D->api.world, &r);
+    rc = D->api->Ibcast(q->buf, (int)q->count, mpi_type(D, q->type), 0, D->api->world, &r);
     if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Ibcast", rc);
     complete(D, &r, "broadcast from rank 0", q->step, -1);
     return true;
   case REQ_BARRIER:
-    rc = D->api.Ibarrier(D->api.world, &r);
+    rc = D->api->Ibarrier(D->api->world, &r);
     if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Ibarrier", rc);
     complete(D, &r, "barrier", q->step, -1);
     return true;
   case REQ_STOP:
     if (!q->ok && D->size > 1) {
       fflush(stderr);
-      D->api.Abort(D->api.world, 1);
+      D->api->Abort(D->api->world, 1);
       _exit(1);
     }
-    rc = D->api.Ibarrier(D->api.world, &r);
+    rc = D->api->Ibarrier(D->api->world, &r);
     if (rc != MPI_SUCCESS) mpi_fail(D, "MPI_Ibarrier", rc);
     complete(D, &r, "final barrier", -1, -1);
-    rc = D->api.Finalize();
+    rc = D->api->Finalize();
     if (rc != MPI_SUCCESS) fprintf(stderr, "rank %d: dist: MPI_Finalize failed (error %d)\n", D->rank, rc);
     return false;
   }
@@ -392,15 +259,15 @@ static bool run_request(Dist *D, Req *q) {
 static void *comm_main(void *arg) {
   Dist *D = arg;
   prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* naps of 20 us, not 20 + 50 */
-  int provided = 0, rc = D->api.Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+  int provided = 0, rc = D->api->Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
   char msg[MPI_MAX_ERROR_STRING];
   if (rc != MPI_SUCCESS) {
     snprintf(D->init_error, sizeof D->init_error, "MPI_Init_thread failed: %s", mpi_message(D, rc, msg));
   } else if (provided < MPI_THREAD_FUNNELED) {
     snprintf(D->init_error, sizeof D->init_error, "MPI_Init_thread gave thread level %d, below FUNNELED", provided);
   } else {
-    D->api.Comm_rank(D->api.world, &D->rank);
-    D->api.Comm_size(D->api.world, &D->size);
+    D->api->Comm_rank(D->api->world, &D->rank);
+    D->api->Comm_size(D->api->world, &D->size);
   }
   pthread_mutex_lock(&D->mu);
   D->init_done = true;
@@ -425,7 +292,7 @@ static void *comm_main(void *arg) {
 }
 
 static bool load_mpi(Dist *D, Diag *d) {
-  MpiApi *a = &D->api;
+  MpiApi *a = D->api;
   const char *names[] = {"libmpi.so.40", "libmpi.so"};
   char first_error[512] = "";
   for (int i = 0; i < 2 && !a->lib; i++) {
@@ -505,8 +372,6 @@ static void run_sync(Dist *D, ReqKind kind, void *buf, int64_t count, DType type
 
 /* ---- starting and stopping ---------------------------------------------- */
 
-static void stop_workers(Dist *D);
-
 /* D's locks and D itself (nothing may use them any more). */
 static void dist_free(Dist *D) {
   pthread_mutex_destroy(&D->mu);
@@ -515,12 +380,29 @@ static void dist_free(Dist *D) {
   pthread_mutex_destroy(&D->run_mu);
   pthread_cond_destroy(&D->run_cv);
   pthread_cond_destroy(&D->run_done_cv);
+  free(D->api); /* libmpi stays loaded: Open MPI does not support being unloaded */
   free(D);
 }
 
-static bool under_mpirun(void) {
+/* ---- the launcher's environment ------------------------------------------ */
+
+bool dist_launcher_started(void) {
   const char *s = getenv("OMPI_COMM_WORLD_SIZE"), *r = getenv("PMIX_RANK");
   return (s && *s) || (r && *r);
+}
+
+/* An integer variable of the launcher's, `unset` when it is not set. */
+static int launcher_int(const char *name, int unset) {
+  const char *v = getenv(name);
+  return v ? atoi(v) : unset;
+}
+
+int dist_launcher_ranks(void) { return launcher_int("OMPI_COMM_WORLD_SIZE", 0); }
+int dist_launcher_rank(void) { return launcher_int("OMPI_COMM_WORLD_RANK", 0); }
+int dist_launcher_local_ranks(void) { return launcher_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1); }
+int dist_launcher_local_rank(void) {
+  const char *v = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  return v && *v ? atoi(v) : -1;
 }
 
 Dist *dist_start(Diag *d) {
@@ -537,8 +419,9 @@ Dist *dist_start(Diag *d) {
   pthread_mutex_init(&D->run_mu, NULL);
   pthread_cond_init(&D->run_cv, NULL);
   pthread_cond_init(&D->run_done_cv, NULL);
-  if (under_mpirun()) {
+  if (dist_launcher_started()) {
 #if HAVE_MPI
+    D->api = bc_calloc(1, sizeof(*D->api));
     if (!load_mpi(D, d)) goto fail;
     D->mpi = true;
     int rc = pthread_create(&D->thread, NULL, comm_main, D);
@@ -573,12 +456,16 @@ Dist *dist_start(Diag *d) {
     }
   }
   if (D->mpi) {
-    const char *lt = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), *th = getenv("BC_THREADS");
-    long cores = sysconf(_SC_NPROCESSORS_ONLN), local = lt ? atol(lt) : 1, threads = th ? atol(th) : cores;
+    const char *th = getenv("BC_THREADS");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), local = dist_launcher_local_ranks(), threads = th ? atol(th) : cores;
     D->crowded = local * ((threads > 0 ? threads : cores) + 1) > cores;
   }
   const char *tr = getenv("BC_TRACE");
-  if (tr && *tr) D->trace_path = D->mpi && D->size > 1 ? bc_asprintf("%s.%d", tr, D->rank) : bc_strdup(tr);
+  if (tr && *tr) {
+    char *path = D->mpi && D->size > 1 ? bc_asprintf("%s.%d", tr, D->rank) : bc_strdup(tr);
+    D->trace = trace_open(path, D->rank);
+    free(path);
+  }
   return D;
 fail:
   dist_free(D);
@@ -588,7 +475,7 @@ fail:
 void dist_stop(Dist *D, bool ok) {
   if (!D) return;
   dist_detach(D);
-  stop_workers(D);
+  replicas_stop(D);
   if (D->thread_started) {
     Req q = {0};
     q.kind = REQ_STOP;
@@ -598,12 +485,7 @@ void dist_stop(Dist *D, bool ok) {
     await(D, &q);
     pthread_join(D->thread, NULL);
   }
-  /* libmpi stays loaded: Open MPI does not support being unloaded */
-  if (D->trace_path) {
-    trace_write(D);
-    free(D->trace_path);
-  }
-  for (int t = 0; t < N_TIDS; t++) vec_free(&D->events[t]);
+  trace_close(D->trace);
   dist_free(D);
 }
 
@@ -629,9 +511,9 @@ static void hook_ready(void *ctx, int bucket, void *stream) {
   if (!D->bk) return;
   Bucket *b = &D->bk[bucket];
   b->req.step = D->cur_step;
-  if (D->trace_path) {
+  if (D->trace) {
     double t = dist_now_ns();
-    trace_add(D, (TraceEvent){"ready", "ready", t, t, D->cur_step, bucket, 0, false});
+    trace_here(D, (TraceEvent){"ready", "ready", t, t, D->cur_step, bucket, 0, false});
   }
   atomic_fetch_add(&D->n_pending, 1);
   submit(D, &b->req);
@@ -649,7 +531,7 @@ static void hook_wait(void *ctx, int bucket, void *stream) {
   if (done) return;
   double t0 = dist_now_ns();
   await(D, &b->req);
-  trace_add(D, (TraceEvent){"wait", "wait", t0, dist_now_ns(), D->cur_step, bucket, 0, false});
+  trace_here(D, (TraceEvent){"wait", "wait", t0, dist_now_ns(), D->cur_step, bucket, 0, false});
 }
 
 /* After every step. On a crowded machine (every core busy with kernels)
@@ -660,95 +542,13 @@ static void hook_wait(void *ctx, int bucket, void *stream) {
  * then, which is what overlaps the all-reduce with the backward pass. */
 static void hook_step(void *ctx, int step, const char *name, double t0, double t1) {
   Dist *D = ctx;
-  if (D->trace_path) trace_add(D, (TraceEvent){name, "kernel", t0, t1, D->cur_step, step, 0, step == D->last_grad_step});
+  if (D->trace) trace_here(D, (TraceEvent){name, "kernel", t0, t1, D->cur_step, step, 0, step == D->last_grad_step});
   if (D->crowded && atomic_load_explicit(&D->n_pending, memory_order_relaxed) > 0) sched_yield();
-}
-
-/* ---- host replicas in one process ---------------------------------------- */
-
-static void local_reduce(Dist *D, int b) {
-  LocalSync *L = D->local;
-  const GradBuckets *gb = D->buckets;
-  int n = L->n;
-  for (int i = gb->start[b]; i < gb->start[b + 1]; i++) {
-    ValueId v = gb->values[i];
-    int64_t count = shape_numel(&D->exec->graph->values.data[v].shape);
-    DType t;
-    void *p[BC_MAX_REPLICAS];
-    for (int k = 0; k < n; k++) p[k] = exec_value_ptr(D->execs[k], v, &t);
-    /* the sum in replica order, then / n: for two replicas a0 + a1, as MPI */
-    if (t == DTYPE_F32) {
-      float s = (float)n;
-      for (int64_t j = 0; j < count; j++) {
-        float x = ((float *)p[0])[j];
-        for (int k = 1; k < n; k++) x += ((float *)p[k])[j];
-        x /= s;
-        for (int k = 0; k < n; k++) ((float *)p[k])[j] = x;
-      }
-    } else {
-      double s = (double)n;
-      for (int64_t j = 0; j < count; j++) {
-        double x = ((double *)p[0])[j];
-        for (int k = 1; k < n; k++) x += ((double *)p[k])[j];
-        x /= s;
-        for (int k = 0; k < n; k++) ((double *)p[k])[j] = x;
-      }
-    }
-  }
-}
-
-static void local_ready(void *ctx, int b, void *stream) {
-  (void)stream;
-  ReplicaRef *r = ctx;
-  LocalSync *L = r->D->local;
-  pthread_mutex_lock(&L->mu);
-  L->target[(size_t)r->k * (size_t)L->n_buckets + (size_t)b] = L->gen[b] + 1;
-  if (++L->arrived[b] == L->n && !L->aborted) {
-    /* every replica has finished b and waits for it before reading it
-     * again, so nobody else touches its buffers until gen[b] moves on */
-    L->arrived[b] = 0;
-    pthread_mutex_unlock(&L->mu);
-    local_reduce(r->D, b);
-    pthread_mutex_lock(&L->mu);
-    L->gen[b]++;
-    pthread_cond_broadcast(&L->cv);
-  }
-  pthread_mutex_unlock(&L->mu);
-}
-
-static void local_wait(void *ctx, int b, void *stream) {
-  (void)stream;
-  ReplicaRef *r = ctx;
-  LocalSync *L = r->D->local;
-  uint64_t want = L->target[(size_t)r->k * (size_t)L->n_buckets + (size_t)b];
-  pthread_mutex_lock(&L->mu);
-  while (L->gen[b] < want && !L->aborted) pthread_cond_wait(&L->cv, &L->mu);
-  pthread_mutex_unlock(&L->mu);
-}
-
-/* A replica's step failed: the others stop waiting for it. */
-static void local_abort(Dist *D) {
-  LocalSync *L = D ? D->local : NULL;
-  if (!L) return;
-  pthread_mutex_lock(&L->mu);
-  L->aborted = true;
-  pthread_cond_broadcast(&L->cv);
-  pthread_mutex_unlock(&L->mu);
-}
-
-static void local_free(LocalSync *L) {
-  if (!L) return;
-  pthread_mutex_destroy(&L->mu);
-  pthread_cond_destroy(&L->cv);
-  free(L->arrived);
-  free(L->gen);
-  free(L->target);
-  free(L);
 }
 
 /* ---- attaching ------------------------------------------------------------- */
 
-static void clear_hooks(Dist *D) {
+void dist_clear_hooks(Dist *D) {
   Diag d;
   diag_init(&d);
   for (int k = 0; k < D->n_local; k++) exec_set_grad_sync(D->execs[k], 0, NULL, &d);
@@ -757,26 +557,14 @@ static void clear_hooks(Dist *D) {
 
 void dist_detach(Dist *D) {
   if (!D || !D->exec) return;
-  if (D->gpu) {
-    /* after a good run the streams are synchronized and nothing is in
-     * flight; after a failed one collectives may wait for a peer forever */
-    clear_hooks(D);
-    for (int k = 0; k < D->n_local; k++) {
-      if (D->run_failed) gpucomm_abort(D->gpus[k]);
-      else gpucomm_destroy(D->gpus[k]);
-      D->gpus[k] = NULL;
-    }
-    D->gpu = false;
-  } else if (D->local) { /* dist_run returned: no replica thread is in a hook */
-    clear_hooks(D);
-    local_free(D->local);
-    D->local = NULL;
+  if (replicas_detach(D)) {
+    /* GPU or host replicas */
   } else {
     /* a run that failed half-way may have buckets in flight: the
      * communication thread still reads them */
     if (D->bk)
       for (int i = 0; i < D->buckets->n_buckets; i++) await(D, &D->bk[i].req);
-    clear_hooks(D);
+    dist_clear_hooks(D);
     if (D->bk)
       for (int i = 0; i < D->buckets->n_buckets; i++) {
         free(D->bk[i].parts);
@@ -790,86 +578,10 @@ void dist_detach(Dist *D) {
   D->n_local = 0;
 }
 
-static void set_execs(Dist *D, Exec *const *es, int n) {
+void dist_set_execs(Dist *D, Exec *const *es, int n) {
   for (int k = 0; k < n; k++) D->execs[k] = es[k];
   D->n_local = n;
   D->exec = es[0];
-}
-
-static void make_current(void *ctx, int k) { cuda_exec_stream(((Exec *const *)ctx)[k]); }
-
-/* cuda Execs: gradients stay on the devices and are averaged by NCCL on a
- * stream of the cuda backend's (cuda_attach_nccl); one communicator of
- * size x n ranks, replica k of this process being rank rank x n + k. Rank
- * 0 makes the communicator's id and MPI carries it to the others; the
- * replicas of one process join it in one NCCL group call. */
-static bool attach_gpu(Dist *D, Exec *const *es, int n, Diag *d) {
-  unsigned char id[GPUCOMM_ID_BYTES] = {0};
-  double words[GPUCOMM_ID_BYTES / sizeof(double)];
-  if (D->rank == 0 && !gpucomm_unique_id(id, d)) return false;
-  memcpy(words, id, sizeof words);
-  if (!dist_broadcast(D, words, (int)(sizeof words / sizeof words[0]), d)) return false;
-  memcpy(id, words, sizeof id);
-  set_execs(D, es, n);
-  D->gpu = true;
-  bool ok = gpucomm_create_local(id, D->size * n, D->rank * n, n, make_current, (void *)es, D->gpus, d);
-  const GradBuckets *gb = NULL;
-  for (int k = 0; ok && k < n; k++) {
-    gb = cuda_attach_nccl(es[k], D->gpus[k], grad_bucket_bytes_default(), d);
-    ok = gb != NULL;
-  }
-  D->buckets = gb;
-  D->last_grad_step = -1;
-  if (!ok) dist_detach(D);
-  return ok;
-}
-
-/* Several host replicas (cpu:0,1) in a process of its own. */
-static bool attach_local(Dist *D, Exec *const *es, int n, Diag *d) {
-  if (D->mpi && D->size > 1) {
-    diag_error(d, (SrcLoc){"<command line>", 0, 0},
-               "dist: %d host replicas in each of %d processes: under mpirun give each rank one replica "
-               "(--device %s)",
-               n, D->size, es[0]->backend->name);
-    return false;
-  }
-  set_execs(D, es, n);
-  LocalSync *L = bc_calloc(1, sizeof(*L));
-  D->local = L;
-  L->n = n;
-  pthread_mutex_init(&L->mu, NULL);
-  pthread_cond_init(&L->cv, NULL);
-  bool ok = true;
-  for (int k = 0; ok && k < n; k++) {
-    L->refs[k] = (ReplicaRef){D, k};
-    GradSyncHooks h = {local_ready, local_wait, NULL, &L->refs[k]};
-    const GradBuckets *gb = exec_set_grad_sync(es[k], grad_bucket_bytes_default(), &h, d);
-    ok = gb != NULL;
-    if (ok && k == 0) D->buckets = gb;
-    if (ok && k > 0 && (gb->n_buckets != D->buckets->n_buckets ||
-                        memcmp(gb->start, D->buckets->start, sizeof(int) * (size_t)(gb->n_buckets + 1)) != 0)) {
-      diag_error(d, SRCLOC_NONE, "dist: replica %d groups its gradients into other buckets than replica 0", k);
-      ok = false;
-    }
-    for (int i = 0; ok && i < (gb ? gb->start[gb->n_buckets] : 0); i++) {
-      DType t;
-      ValueId v = gb->values[i];
-      if (!exec_value_ptr(es[k], v, &t) || t == DTYPE_I32) {
-        diag_error(d, es[k]->graph->values.data[v].loc, "dist: gradient '%s' has no floating-point host buffer",
-                   es[k]->graph->values.data[v].name);
-        ok = false;
-      }
-    }
-  }
-  if (ok) {
-    L->n_buckets = D->buckets->n_buckets;
-    size_t nb = (size_t)(L->n_buckets ? L->n_buckets : 1);
-    L->arrived = bc_calloc(nb, sizeof(int));
-    L->gen = bc_calloc(nb, sizeof(uint64_t));
-    L->target = bc_calloc(nb * (size_t)n, sizeof(uint64_t));
-  }
-  if (!ok) dist_detach(D);
-  return ok;
 }
 
 bool dist_attach(Dist *D, Exec *const *es, int n, Diag *d) {
@@ -884,14 +596,14 @@ bool dist_attach(Dist *D, Exec *const *es, int n, Diag *d) {
    * this path on a machine with one GPU (the average over one rank is exact) */
   const char *force = getenv("BC_DIST_NCCL");
   bool nccl = D->mpi || n > 1 || (force && !strcmp(force, "1"));
-  if (es[0]->backend == &backend_cuda && nccl) return attach_gpu(D, es, n, d);
-  if (n > 1) return attach_local(D, es, n, d);
+  if (es[0]->backend->attach_nccl && nccl) return replicas_attach_gpu(D, es, n, d);
+  if (n > 1) return replicas_attach_host(D, es, n, d);
   Exec *e = es[0];
-  if (!D->mpi && !D->trace_path) return true;
-  GradSyncHooks h = {hook_ready, hook_wait, D->trace_path || D->crowded ? hook_step : NULL, D};
+  if (!D->mpi && !D->trace) return true;
+  GradSyncHooks h = {hook_ready, hook_wait, D->trace || D->crowded ? hook_step : NULL, D};
   const GradBuckets *gb = exec_set_grad_sync(e, grad_bucket_bytes_default(), &h, d);
   if (!gb) return false;
-  set_execs(D, es, 1);
+  dist_set_execs(D, es, 1);
   D->buckets = gb;
   D->last_grad_step = -1;
   for (int i = 0; i < gb->n_buckets; i++)
@@ -932,99 +644,6 @@ bool dist_attach(Dist *D, Exec *const *es, int n, Diag *d) {
   return true;
 }
 
-/* ---- replica threads ------------------------------------------------------- */
-
-/* A replica's step failed: the others must not wait for it. Host replicas
- * are woken; a GPU group is marked given up, which ends the other replicas'
- * waits for their all-reduces (cuda.c polls gpucomm_check), and dist_detach
- * then aborts the communicators instead of waiting for their collectives. */
-static void replica_failed(Dist *D) {
-  if (!D) return;
-  D->run_failed = true;
-  local_abort(D);
-  if (D->gpu && D->gpus[0]) gpucomm_give_up(D->gpus[0]);
-}
-
-static void *worker_main(void *arg) {
-  Worker *w = arg;
-  Dist *D = w->D;
-  uint64_t seen = w->seen;
-  pthread_mutex_lock(&D->run_mu);
-  for (;;) {
-    while (D->run_gen == seen && !D->run_stop) pthread_cond_wait(&D->run_cv, &D->run_mu);
-    if (D->run_stop) break;
-    seen = D->run_gen;
-    if (w->k >= D->run_n) continue;
-    DistJob fn = D->run_fn;
-    void *ctx = D->run_ctx;
-    pthread_mutex_unlock(&D->run_mu);
-    bool ok = fn(ctx, w->k, &w->diag);
-    if (!ok) replica_failed(D);
-    pthread_mutex_lock(&D->run_mu);
-    w->ok = ok;
-    if (--D->run_pending == 0) pthread_cond_broadcast(&D->run_done_cv);
-  }
-  pthread_mutex_unlock(&D->run_mu);
-  return NULL;
-}
-
-bool dist_run(Dist *D, int n, DistJob fn, void *ctx, Diag *d) {
-  BC_ASSERT(n >= 1 && n <= BC_MAX_REPLICAS);
-  if (n == 1) {
-    bool ok = fn(ctx, 0, d);
-    if (!ok) replica_failed(D);
-    return ok;
-  }
-  BC_ASSERT(D && "several replicas need a Dist");
-  for (; D->n_workers < n - 1; D->n_workers++) {
-    Worker *w = bc_calloc(1, sizeof(*w));
-    w->D = D;
-    w->k = D->n_workers + 1;
-    w->seen = D->run_gen; /* changes only on this thread */
-    diag_init(&w->diag);
-    int rc = pthread_create(&w->thread, NULL, worker_main, w);
-    if (rc != 0) {
-      diag_free(&w->diag);
-      free(w);
-      diag_error(d, SRCLOC_NONE, "dist: cannot start a replica thread: %s", strerror(rc));
-      return false;
-    }
-    D->workers[D->n_workers] = w;
-  }
-  pthread_mutex_lock(&D->run_mu);
-  D->run_fn = fn;
-  D->run_ctx = ctx;
-  D->run_n = n;
-  D->run_pending = n - 1;
-  D->run_gen++;
-  pthread_cond_broadcast(&D->run_cv);
-  pthread_mutex_unlock(&D->run_mu);
-  bool ok = fn(ctx, 0, d);
-  if (!ok) replica_failed(D);
-  pthread_mutex_lock(&D->run_mu);
-  while (D->run_pending > 0) pthread_cond_wait(&D->run_done_cv, &D->run_mu);
-  pthread_mutex_unlock(&D->run_mu);
-  for (int k = 1; k < n; k++) {
-    Worker *w = D->workers[k - 1];
-    if (!w->ok) ok = false;
-    diag_merge(d, &w->diag);
-  }
-  return ok;
-}
-
-static void stop_workers(Dist *D) {
-  pthread_mutex_lock(&D->run_mu);
-  D->run_stop = true;
-  pthread_cond_broadcast(&D->run_cv);
-  pthread_mutex_unlock(&D->run_mu);
-  for (int i = 0; i < D->n_workers; i++) {
-    pthread_join(D->workers[i]->thread, NULL);
-    diag_free(&D->workers[i]->diag);
-    free(D->workers[i]);
-  }
-  D->n_workers = 0;
-}
-
 /* ---- collectives for the training loop ----------------------------------- */
 
 bool dist_sum(Dist *D, double *x, int n, Diag *d) {
@@ -1043,7 +662,7 @@ bool dist_broadcast(Dist *D, double *x, int n, Diag *d) {
 
 /* v's buffer when the host can read it (not a GPU's memory), else NULL. */
 static void *host_ptr(Exec *e, ValueId v, DType *t) {
-  return e->backend == &backend_cuda ? NULL : exec_value_ptr(e, v, t);
+  return e->backend->host_memory ? exec_value_ptr(e, v, t) : NULL;
 }
 
 /* Every parameter, then every state, of e's graph. */
@@ -1145,3 +764,4 @@ bool dist_check_replicas(Dist *D, Exec *const *es, int n, int64_t step, Diag *d)
              (long long)step, (int)differ, D->size);
   return false;
 }
+

@@ -26,9 +26,10 @@
  * data-parallel numerics without MPI, bit-identical to as many MPI ranks
  * for two replicas.
  *
- * GPUs: cuda Execs' gradient buckets are averaged by NCCL (runtime/nccl.c)
- * on a stream of the cuda backend's own, overlapped with the backward pass
- * and captured into its CUDA graph (cuda_attach_nccl): one communicator
+ * GPUs: the gradient buckets of a backend with attach_nccl (cuda) are
+ * averaged by NCCL (runtime/nccl.c) on a stream of the backend's own,
+ * overlapped with the backward pass and captured into its CUDA graph
+ * (replicas.c): one communicator
  * over every replica of every process, which the replicas of a process
  * join in one NCCL group call. MPI only carries the communicator's id from
  * rank 0 to the others. NCCL collectives cannot time out, so the cuda
@@ -37,7 +38,9 @@
  * fails (and the job ends as above); the communicators are then aborted,
  * not waited for.
  *
- * Not here: splitting batches (tasks/train.c). */
+ * Implemented by dist.c (MPI, collectives), replicas.c (a process's
+ * replicas) and trace.c (BC_TRACE). Not here: splitting batches
+ * (tasks/train.c). */
 #ifndef BC_DIST_H
 #define BC_DIST_H
 
@@ -45,8 +48,24 @@
 
 typedef struct Dist Dist;
 
-/* Joins the job this process belongs to. Under mpirun (OMPI_COMM_WORLD_SIZE
- * or PMIX_RANK set): loads Open MPI, starts the communication thread, which
+/* What the MPI launcher told this process through its environment, known
+ * before (and without) dist_start; the only place that reads it. Whether
+ * mpirun started this process (OMPI_COMM_WORLD_SIZE or PMIX_RANK set). */
+bool dist_launcher_started(void);
+/* The number of ranks mpirun started (OMPI_COMM_WORLD_SIZE); 0 when not
+ * started by it. */
+int dist_launcher_ranks(void);
+/* This process's rank (OMPI_COMM_WORLD_RANK); 0 when not started by mpirun. */
+int dist_launcher_rank(void);
+/* The ranks on this node, which share its cores and GPUs
+ * (OMPI_COMM_WORLD_LOCAL_SIZE); 1 when not started by mpirun. */
+int dist_launcher_local_ranks(void);
+/* This process's rank among them (OMPI_COMM_WORLD_LOCAL_RANK); -1 when
+ * mpirun did not say. */
+int dist_launcher_local_rank(void);
+
+/* Joins the job this process belongs to. Under mpirun
+ * (dist_launcher_started): loads Open MPI, starts the communication thread, which
  * calls MPI_Init_thread(FUNNELED). Otherwise: one rank, nothing loaded.
  * BC_TRACE=FILE starts a Chrome trace (written by dist_stop). NULL with an
  * error naming the library and its message on failure. */
@@ -68,8 +87,8 @@ bool dist_is_mpi(const Dist *D);
  * bucket is summed over all replicas and divided by their number as soon as
  * the backward pass has computed it, and the optimizer waits for it. Call
  * dist_detach before destroying them. Nothing happens (true) for one
- * replica in one rank without MPI and without BC_TRACE. cuda Execs go
- * through NCCL (BC_TRACE then records no all-reduce spans: they run on the
+ * replica in one rank without MPI and without BC_TRACE. Execs of a
+ * backend with attach_nccl (cuda) go through NCCL (BC_TRACE then records no all-reduce spans: they run on the
  * GPU; BC_DIST_NCCL=1 takes that path also for one replica without MPI);
  * several host replicas need a process without other ranks. False
  * with an error when the backend has no hooks or a gradient has no buffer. */
@@ -107,7 +126,6 @@ void dist_step(Dist *D, int64_t step);
  * thread to the trace; nothing without BC_TRACE. name and cat must outlive
  * D (literals, interned strings). */
 void dist_trace(Dist *D, const char *name, const char *cat, double t0_ns, double t1_ns, int64_t step);
-bool dist_tracing(const Dist *D);
 double dist_now_ns(void);
 
 #endif

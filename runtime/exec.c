@@ -15,6 +15,7 @@
 #include "philox.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,27 +39,59 @@ static bool is_list_spec(const char *spec) {
   return c && (strchr(c, ',') || strcmp(c + 1, "all") == 0);
 }
 
+/* "interp, cpu, cuda or cuda:N": every backend, and "B:N" for those with
+ * devices, into buf. */
+static const char *device_choices(char *buf, size_t cap) {
+  const char *names[2 * sizeof(backends) / sizeof(backends[0])];
+  char with_n[sizeof(backends) / sizeof(backends[0])][24];
+  int n = 0;
+  for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) names[n++] = backends[i]->name;
+  for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+    if (backends[i]->device_count) {
+      snprintf(with_n[i], sizeof with_n[i], "%s:N", backends[i]->name);
+      names[n++] = with_n[i];
+    }
+  size_t len = 0;
+  buf[0] = 0;
+  for (int i = 0; i < n && len < cap; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
+  return buf;
+}
+
+/* "B:rest": the backend named B, rest after the colon; NULL when spec has
+ * no colon or B names no backend. */
+static const Backend *by_prefix(const char *spec, const char **rest) {
+  const char *colon = spec ? strchr(spec, ':') : NULL;
+  char name[16] = "";
+  if (!colon || (size_t)(colon - spec) >= sizeof name) return NULL;
+  memcpy(name, spec, (size_t)(colon - spec));
+  *rest = colon + 1;
+  return backend_by_name(name);
+}
+
 const Backend *backend_parse(const char *spec, int *device, Diag *d) {
   *device = 0;
   if (is_list_spec(spec)) {
     diag_error(d, SRCLOC_NONE,
                "device '%s' names several devices: only `bertrun train` runs replicas on several devices; "
-               "name one here (cpu, cuda, cuda:N or interp)",
-               spec);
+               "name one here (%s)",
+               spec, device_choices((char[128]){0}, 128));
     return NULL;
   }
-  if (spec && strncmp(spec, "cuda:", 5) == 0) {
+  const char *rest;
+  const Backend *b = by_prefix(spec, &rest);
+  if (b && b->device_count) { /* B:N */
     char *end;
-    long n = strtol(spec + 5, &end, 10);
-    if (spec[5] && !*end && n >= 0 && n < 1024) {
+    long n = strtol(rest, &end, 10);
+    if (rest[0] && !*end && n >= 0 && n < 1024) {
       *device = (int)n;
-      return &backend_cuda;
+      return b;
     }
-  } else {
-    const Backend *b = backend_by_name(spec);
+  } else if (!b) {
+    b = backend_by_name(spec);
     if (b) return b;
   }
-  diag_error(d, SRCLOC_NONE, "unknown device '%s' (choose interp, cpu, cuda or cuda:N)", spec ? spec : "");
+  diag_error(d, SRCLOC_NONE, "unknown device '%s' (choose %s)", spec ? spec : "", device_choices((char[128]){0}, 128));
   return NULL;
 }
 
@@ -69,29 +102,27 @@ const Backend *backend_parse_list(const char *spec, int devices[BC_MAX_REPLICAS]
     if (b) *n = 1;
     return b;
   }
-  const char *colon = strchr(spec, ':');
-  char name[16] = "";
-  if ((size_t)(colon - spec) < sizeof name) memcpy(name, spec, (size_t)(colon - spec));
-  const Backend *b = backend_by_name(name);
+  const char *rest = NULL;
+  const Backend *b = by_prefix(spec, &rest);
   if (!b) {
     diag_error(d, SRCLOC_NONE, "unknown device list '%s' (choose cuda:I,J,..., cuda:all, cpu:0,1,... or interp:0,1,...)",
                spec);
     return NULL;
   }
-  if (strcmp(colon + 1, "all") == 0) {
-    if (b != &backend_cuda) {
+  if (strcmp(rest, "all") == 0) {
+    if (!b->device_count) {
       diag_error(d, SRCLOC_NONE, "device list '%s': 'all' counts GPUs, so it is for cuda only (cpu:0,1 gives two host replicas)",
                  spec);
       return NULL;
     }
     int count;
-    if (!cuda_device_count(&count, d)) return NULL;
+    if (!b->device_count(&count, d)) return NULL;
     if (count > BC_MAX_REPLICAS) count = BC_MAX_REPLICAS;
     for (int i = 0; i < count; i++) devices[i] = i;
     *n = count;
     return b;
   }
-  for (const char *p = colon + 1;;) {
+  for (const char *p = rest;;) {
     char *end;
     long v = strtol(p, &end, 10);
     if (end == p || (*end && *end != ',') || v < 0 || v >= 1024) {

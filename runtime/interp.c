@@ -536,6 +536,7 @@ static void *interp_value_ptr(Exec *e, ValueId v, DType *t) {
 
 const Backend backend_interp = {
     .name = "interp",
+    .host_memory = true,
     .supports_op = interp_supports_op,
     .prepare = interp_prepare,
     .release = interp_release,

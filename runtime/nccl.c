@@ -16,7 +16,7 @@
 
 #define NCCL_FUNCS(X) \
   X(ncclGetVersion) X(ncclGetUniqueId) X(ncclCommInitRank) X(ncclCommDestroy) X(ncclAllReduce) \
-  X(ncclBroadcast) X(ncclGroupStart) X(ncclGroupEnd) X(ncclGetErrorString) X(ncclGetLastError) \
+  X(ncclGroupStart) X(ncclGroupEnd) X(ncclGetErrorString) X(ncclGetLastError) \
   X(ncclCommGetAsyncError) X(ncclCommAbort)
 
 static struct {
@@ -63,7 +63,6 @@ const char *gpucomm_version_string(void) { return version; }
 
 struct GpuComm {
   ncclComm_t comm;
-  int n;
   _Atomic bool *gave_up; /* shared by the communicators of one process's replicas */
   bool owns_flag;
 };
@@ -89,7 +88,6 @@ GpuComm *gpucomm_create(const unsigned char id[GPUCOMM_ID_BYTES], int n, int ran
   ncclUniqueId u;
   memcpy(u.internal, id, GPUCOMM_ID_BYTES);
   GpuComm *c = bc_calloc(1, sizeof(*c));
-  c->n = n;
   c->gave_up = bc_calloc(1, sizeof(*c->gave_up));
   c->owns_flag = true;
   if (!check(L.ncclCommInitRank(&c->comm, n, u, rank), "ncclCommInitRank", NULL, d)) {
@@ -112,7 +110,6 @@ bool gpucomm_create_local(const unsigned char id[GPUCOMM_ID_BYTES], int n, int f
   _Atomic bool *flag = bc_calloc(1, sizeof(*flag));
   for (int k = 0; ok && k < n_local; k++) {
     out[k] = bc_calloc(1, sizeof(GpuComm));
-    out[k]->n = n;
     out[k]->gave_up = flag;
     out[k]->owns_flag = k == 0;
     make_current(ctx, k);
@@ -158,18 +155,10 @@ bool gpucomm_check(GpuComm *c, Diag *d) {
   return r == ncclSuccess || r == ncclInProgress || check(r, "a collective", c, d);
 }
 
-int gpucomm_size(const GpuComm *c) { return c->n; }
-
 bool gpucomm_allreduce_avg_f32(GpuComm *c, uint64_t buf, size_t count, void *stream, Diag *d) {
   void *p = (void *)(uintptr_t)buf;
   return check(L.ncclAllReduce(p, p, count, ncclFloat32, ncclAvg, c->comm, (cudaStream_t)stream),
                "ncclAllReduce", c, d);
-}
-
-bool gpucomm_broadcast(GpuComm *c, uint64_t buf, size_t count, int root, void *stream, Diag *d) {
-  void *p = (void *)(uintptr_t)buf;
-  return check(L.ncclBroadcast(p, p, count, ncclFloat32, root, c->comm, (cudaStream_t)stream), "ncclBroadcast",
-               c, d);
 }
 
 bool gpucomm_group_begin(Diag *d) { return check(L.ncclGroupStart(), "ncclGroupStart", NULL, d); }
@@ -205,16 +194,8 @@ bool gpucomm_check(GpuComm *c, Diag *d) {
   (void)c;
   return gpucomm_available(d);
 }
-int gpucomm_size(const GpuComm *c) {
-  (void)c;
-  return 0;
-}
 bool gpucomm_allreduce_avg_f32(GpuComm *c, uint64_t buf, size_t count, void *stream, Diag *d) {
   (void)c, (void)buf, (void)count, (void)stream;
-  return gpucomm_available(d);
-}
-bool gpucomm_broadcast(GpuComm *c, uint64_t buf, size_t count, int root, void *stream, Diag *d) {
-  (void)c, (void)buf, (void)count, (void)root, (void)stream;
   return gpucomm_available(d);
 }
 bool gpucomm_group_begin(Diag *d) { return gpucomm_available(d); }

@@ -1,8 +1,8 @@
 /* nccl.h — NCCL loaded at run time (dlopen of libnccl.so.2, like the other
  * CUDA libraries; nothing is linked) for data-parallel training on GPUs:
- * one communicator per device (a process may drive several), in-place averaging all-reduce
- * and broadcast of device buffers, enqueued on a caller's stream (so they
- * can be captured into a CUDA graph). Several processes agree on a
+ * one communicator per device (a process may drive several), in-place
+ * averaging all-reduce of device buffers, enqueued on a caller's stream (so
+ * they can be captured into a CUDA graph). Several processes agree on a
  * communicator through a 128-byte id that rank 0 creates and sends to the
  * others (over MPI, runtime/dist.c); one process alone needs no MPI.
  *
@@ -49,13 +49,10 @@ void gpucomm_give_up(GpuComm *c);
 /* False with an error when the group was given up or NCCL reports an
  * asynchronous error on c (a peer's network failure, ...). Any thread. */
 bool gpucomm_check(GpuComm *c, Diag *d);
-int gpucomm_size(const GpuComm *c);
 
 /* buf (count f32 at a device address) := the average over the ranks of
  * buf, enqueued on `stream` (a CUstream). */
 bool gpucomm_allreduce_avg_f32(GpuComm *c, uint64_t buf, size_t count, void *stream, Diag *d);
-/* buf := rank root's buf, enqueued on `stream`. 4-byte elements. */
-bool gpucomm_broadcast(GpuComm *c, uint64_t buf, size_t count, int root, void *stream, Diag *d);
 /* Groups the calls between them into one launch (ncclGroupStart/End). */
 bool gpucomm_group_begin(Diag *d);
 bool gpucomm_group_end(Diag *d);

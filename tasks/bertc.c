@@ -224,7 +224,7 @@ static int cmd_compile(int argc, char **argv) {
   o.n_sets = sets.n;
   /* a compiled backend runs the plan stages (fuse, lower, memplan) after
    * the graph stages; the interpreter runs the graph */
-  bool compiled = backend != &backend_interp;
+  bool compiled = backend->compiled;
   if (!compiled && o.dump_after && strcmp(o.dump_after, "all") != 0 && !pipeline_is_graph_stage(o.dump_after)) {
     const char *const *names = pipeline_pass_names();
     bool known = false;

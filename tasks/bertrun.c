@@ -194,7 +194,7 @@ int main(int argc, char **argv) {
   }
   Diag d;
   diag_init(&d);
-  const char *np = getenv("OMPI_COMM_WORLD_SIZE");
+  int np = dist_launcher_ranks();
   if (!strcmp(cmd, "train")) {
     if (!task) return bad_usage("%s", "train needs --task pretrain or --task snli");
     if (n_pos) return bad_usage("unexpected argument '%s'", pos[0]);
@@ -205,8 +205,7 @@ int main(int argc, char **argv) {
     const Backend *backend = backend_parse_list(o.device, devices, &n_replicas, &d);
     if (!backend) return finish(false, &d);
     /* ranks sharing a node share its cores, and so do host replicas */
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    long sharing = (local ? atol(local) : 1) * (backend == &backend_cpu ? n_replicas : 1);
+    long sharing = (long)dist_launcher_local_ranks() * (backend->device_count ? 1 : n_replicas);
     if (!set_threads && !getenv("BC_THREADS") && sharing > 1) {
       long cores = sysconf(_SC_NPROCESSORS_ONLN), per = cores / sharing;
       char buf[32];
@@ -215,7 +214,7 @@ int main(int argc, char **argv) {
     }
     /* mpirun forwards each write on its own: whole lines keep rank 0's
      * stderr and stdout from splicing into each other */
-    if (np) setvbuf(stderr, NULL, _IOLBF, 0);
+    if (np > 0) setvbuf(stderr, NULL, _IOLBF, 0);
     o.dist = dist_start(&d);
     if (!o.dist) return finish(false, &d);
     bool ok = !strcmp(task, "pretrain") ? train_pretrain(&o, &d) : train_snli(&o, &d);
@@ -228,9 +227,8 @@ int main(int argc, char **argv) {
     diag_free(&d);
     return ok ? 0 : 1;
   }
-  if (np && atoi(np) > 1) {
-    const char *rank = getenv("OMPI_COMM_WORLD_RANK");
-    if (!rank || atoi(rank) == 0) /* every rank gets here: say it once */
+  if (np > 1) {
+    if (dist_launcher_rank() == 0) /* every rank gets here: say it once */
       diag_error(&d, (SrcLoc){"<command line>", 0, 0}, "bertrun %s runs in one process: start it without mpirun", cmd);
     diag_print(&d, stderr);
     diag_free(&d);

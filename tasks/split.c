@@ -12,22 +12,22 @@ bool split_init(Split *sp, const TrainOptions *o, Diag *d) {
   if (!sp->backend) return false;
   /* under mpirun, `--device cuda` means one GPU per rank: rank r of a node
    * takes cuda:(its local rank); cuda:N pins every rank to GPU N */
-  const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-  if (sp->backend == &backend_cuda && strcmp(o->device, "cuda") == 0 && lr && *lr) sp->devices[0] = atoi(lr);
+  int lr = dist_launcher_local_rank();
+  if (sp->backend->device_count && strcmp(o->device, sp->backend->name) == 0 && lr >= 0) sp->devices[0] = lr;
   sp->n_ranks = dist_size(o->dist);
-  if (sp->n_local > 1 && sp->backend != &backend_cuda && sp->n_ranks > 1) {
+  if (sp->n_local > 1 && !sp->backend->device_count && sp->n_ranks > 1) {
     diag_error(d, (SrcLoc){"<command line>", 0, 0},
                "--device %s runs %d host replicas in one process, which is not for mpirun: give each rank one "
                "(--device %s)",
                o->device, sp->n_local, sp->backend->name);
     return false;
   }
-  const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-  if (sp->n_local > 1 && sp->backend == &backend_cuda && ls && atoi(ls) > 1) {
+  int ls = dist_launcher_local_ranks();
+  if (sp->n_local > 1 && sp->backend->device_count && ls > 1) {
     diag_error(d, (SrcLoc){"<command line>", 0, 0},
                "--device %s would give each of the %d ranks on this node the same %d GPUs: with several ranks "
                "per node use --device cuda (rank r takes GPU r)",
-               o->device, atoi(ls), sp->n_local);
+               o->device, ls, sp->n_local);
     return false;
   }
   sp->size = sp->n_ranks * sp->n_local;

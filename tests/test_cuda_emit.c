@@ -20,7 +20,7 @@
 #include "codegen/kernel.h"
 #include "passes/passes.h"
 #include "runtime/nvrtc.h"
-#include "runtime/backend.h"
+#include "runtime/cuda.h"
 #include "runtime/cublas.h"
 #include "tests/test.h"
 

@@ -11,6 +11,8 @@
  *    what the optimizer reads: zeroing them there leaves every parameter
  *    unchanged by the Adam step;
  *  - runtime/dist.c without mpirun: one rank, collectives are no-ops;
+ *    mpirun's environment as dist_launcher_* reads it; BC_TRACE's file;
+ *  - device specs by what a backend can do (B:N, B:all, host lists);
  *  - several host replicas in one process (dist_run, as --device cpu:0,1,2):
  *    started from different parameters, they all hold replica 0's after
  *    dist_broadcast_exec; fed different batches, the gradient each applies
@@ -281,7 +283,7 @@ TEST(hooks_interp) { hooks_on(&backend_interp); }
 TEST(hooks_cpu) { hooks_on(&backend_cpu); }
 
 TEST(dist_without_mpirun_is_one_rank) {
-  if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK")) TEST_SKIP("running under mpirun");
+  if (dist_launcher_started()) TEST_SKIP("running under mpirun");
   unsetenv("BC_TRACE");
   Diag d;
   diag_init(&d);
@@ -402,6 +404,91 @@ static void host_replicas_on(const Backend *be) {
   diag_print(&d, stderr);
   diag_free(&d);
   alarm(0);
+}
+
+/* mpirun's environment, read by dist.c alone: set by hand here (and put
+ * back), so no mpirun is needed. */
+TEST(launcher_environment) {
+  if (dist_launcher_started()) TEST_SKIP("running under mpirun");
+  CHECK_EQ_INT(dist_launcher_ranks(), 0);
+  CHECK_EQ_INT(dist_launcher_rank(), 0);
+  CHECK_EQ_INT(dist_launcher_local_ranks(), 1);
+  CHECK_EQ_INT(dist_launcher_local_rank(), -1);
+  setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
+  setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1", 1);
+  CHECK(dist_launcher_started());
+  CHECK_EQ_INT(dist_launcher_ranks(), 4);
+  CHECK_EQ_INT(dist_launcher_rank(), 3);
+  CHECK_EQ_INT(dist_launcher_local_ranks(), 2);
+  CHECK_EQ_INT(dist_launcher_local_rank(), 1);
+  unsetenv("OMPI_COMM_WORLD_SIZE");
+  unsetenv("OMPI_COMM_WORLD_RANK");
+  unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  CHECK(!dist_launcher_started());
+  setenv("PMIX_RANK", "0", 1); /* another launcher's variable says "started" too */
+  CHECK(dist_launcher_started());
+  unsetenv("PMIX_RANK");
+}
+
+/* Device specs follow what a backend can do: "B:N" and "B:all" only for a
+ * backend with devices (no driver needed to parse them); lists of a host
+ * backend are replicas. */
+TEST(device_specs_by_capability) {
+  Diag d;
+  diag_init(&d);
+  int dev = -1, devices[BC_MAX_REPLICAS], n = 0;
+  const Backend *b = backend_parse("cuda:3", &dev, &d);
+  CHECK(b && b->device_count && dev == 3);
+  b = backend_parse("cpu", &dev, &d);
+  CHECK(b && !b->device_count && b->compiled && b->host_memory && dev == 0);
+  b = backend_parse("interp", &dev, &d);
+  CHECK(b && !b->compiled && b->host_memory);
+  CHECK_EQ_INT(d.n_errors, 0);
+  CHECK(backend_parse("cpu:1", &dev, &d) == NULL);
+  CHECK(diag_first(&d) && strstr(diag_first(&d), "choose interp, cpu, cuda or cuda:N"));
+  diag_free(&d);
+  diag_init(&d);
+  b = backend_parse_list("cpu:0,1,2", devices, &n, &d);
+  CHECK(b && !b->device_count && n == 3 && devices[2] == 2);
+  b = backend_parse_list("cuda:2,0", devices, &n, &d);
+  CHECK(b && b->device_count && n == 2 && devices[0] == 2 && devices[1] == 0);
+  CHECK_EQ_INT(d.n_errors, 0);
+  CHECK(backend_parse_list("interp:all", devices, &n, &d) == NULL);
+  CHECK(backend_parse_list("tpu:0,1", devices, &n, &d) == NULL);
+  CHECK_EQ_INT(d.n_errors, 2);
+  diag_free(&d);
+}
+
+/* BC_TRACE in one process (no mpirun): the training loop's spans reach the
+ * file when dist_stop writes it, on the training lane. */
+TEST(trace_of_one_process) {
+  if (dist_launcher_started()) TEST_SKIP("running under mpirun");
+  char path[] = "/tmp/bc_test_traceXXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  setenv("BC_TRACE", path, 1);
+  Diag d;
+  diag_init(&d);
+  Dist *D = dist_start(&d);
+  unsetenv("BC_TRACE");
+  CHECK(D != NULL);
+  double t0 = dist_now_ns();
+  dist_trace(D, "step", "step", t0, t0 + 2500, 7);
+  dist_stop(D, true);
+  FILE *f = fopen(path, "r");
+  char text[4096] = "";
+  size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
+  text[len] = 0;
+  if (f) fclose(f);
+  CHECK(strstr(text, "\"traceEvents\"") != NULL);
+  CHECK(strstr(text, "{\"name\": \"step\", \"cat\": \"step\", \"ph\": \"X\"") != NULL);
+  CHECK(strstr(text, "\"dur\": 2.500, \"pid\": 0, \"tid\": 0, \"args\": {\"step\": 7}") != NULL);
+  unlink(path);
+  diag_free(&d);
 }
 
 TEST(host_replicas_interp) { host_replicas_on(&backend_interp); }

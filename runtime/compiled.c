@@ -1,0 +1,136 @@
+/* compiled.c — the half of the cpu and cuda backends that does not depend
+ * on where the plan's block lives (compiled.h): preparing the plan,
+ * locating values in the block, transfers, stats, gradient hooks by kernel
+ * and the profile table.
+ *
+ * Invariant: both backends lay out the block alike, pinned values at their
+ * memory-plan offsets, then the arena; a device backend may put more after
+ * it (cuda: its cuBLAS workspace and run info). */
+#include "compiled.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+bool compiled_env_on(const char *name) {
+  const char *v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+double compiled_now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+bool compiled_plan_init(CompiledPlan *p, const Graph *g, Diag *d) {
+  memset(p, 0, sizeof(*p));
+  p->profile = compiled_env_on("BC_PROFILE");
+  compile_options_default(&p->opts);
+  /* the plan stages run their checks themselves (BC_VERIFY) */
+  if (!kernel_plan_compile(g, &p->opts, &p->graph, &p->plan, &p->mem, d)) return false;
+  p->have_plan = true;
+  int nk = p->plan.kernels.n;
+  p->kernel_ns = bc_calloc((size_t)(nk ? nk : 1), sizeof(double));
+  p->kernel_calls = bc_calloc((size_t)(nk ? nk : 1), sizeof(int64_t));
+  p->stats.n_kernels = nk;
+  p->stats.pinned_bytes = p->mem.pinned_bytes;
+  p->stats.arena_bytes = p->mem.arena_bytes;
+  p->stats.sum_intermediate_bytes = p->mem.sum_intermediate_bytes;
+  return true;
+}
+
+void compiled_plan_free(CompiledPlan *p) {
+  if (p->have_sync) grad_sync_free(&p->sync);
+  if (p->have_plan) {
+    memplan_free(&p->mem);
+    kernel_plan_free(&p->plan);
+    graph_free(&p->graph);
+  }
+  free(p->kernel_ns);
+  free(p->kernel_calls);
+  memset(p, 0, sizeof(*p));
+}
+
+int64_t compiled_offset(const CompiledPlan *p, ValueId v) {
+  const MemSlot *s = &p->mem.slots[v];
+  if (s->kind == MEM_NONE) return -1;
+  return s->kind == MEM_ARENA ? p->mem.pinned_bytes + s->offset : s->offset;
+}
+
+bool compiled_transfer(Exec *e, unsigned char *block, CompiledCopy copy, void *ctx, ValueId v, void *host,
+                       DType host_t, bool to_host, Diag *d) {
+  const CompiledPlan *p = e->impl;
+  const Value *val = &e->graph->values.data[v];
+  int64_t off = compiled_offset(p, v);
+  if (off < 0) {
+    exec_error_fused_away(d, e, v);
+    return false;
+  }
+  int64_t n = shape_numel(&val->shape);
+  if (block) {
+    if (to_host) exec_convert(block + off, val->dtype, host, host_t, n);
+    else exec_convert(host, host_t, block + off, val->dtype, n);
+    return true;
+  }
+  if (n == 0) return true;
+  size_t bytes = (size_t)n * dtype_size(val->dtype);
+  void *tmp = bc_malloc(bytes);
+  bool ok;
+  if (to_host) {
+    ok = copy(ctx, off, tmp, bytes, true, d);
+    if (ok) exec_convert(tmp, val->dtype, host, host_t, n);
+  } else {
+    exec_convert(host, host_t, tmp, val->dtype, n);
+    ok = copy(ctx, off, tmp, bytes, false, d);
+  }
+  free(tmp);
+  return ok;
+}
+
+bool compiled_stats(Exec *e, ExecStats *s) {
+  *s = ((const CompiledPlan *)e->impl)->stats;
+  return true;
+}
+
+const GradBuckets *compiled_set_grad_sync(Exec *e, int64_t bucket_bytes, const GradSyncHooks *h, Diag *d) {
+  CompiledPlan *p = e->impl;
+  if (p->have_sync) grad_sync_free(&p->sync);
+  p->have_sync = false;
+  if (!h) return NULL;
+  if (!grad_sync_init(&p->sync, &p->graph, p->mem.kernel_of, bucket_bytes, h, d)) return NULL;
+  p->have_sync = true;
+  return &p->sync.buckets;
+}
+
+void compiled_kernel_time(CompiledPlan *p, int i, double ns) {
+  p->kernel_ns[i] += ns;
+  p->kernel_calls[i]++;
+}
+
+void compiled_print_profile(const CompiledPlan *p, const char *who) {
+  int n = p->plan.kernels.n;
+  if (!p->profile || !p->kernel_ns || n == 0) return;
+  int *idx = bc_malloc(sizeof(int) * (size_t)n);
+  double total = 0;
+  for (int i = 0; i < n; i++) {
+    idx[i] = i;
+    total += p->kernel_ns[i];
+  }
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++)
+      if (p->kernel_ns[idx[j]] > p->kernel_ns[idx[i]]) {
+        int t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+      }
+  int64_t runs = p->kernel_calls[0] ? p->kernel_calls[0] : 1; /* every kernel runs once a run */
+  fprintf(stderr, "%s profile: %d kernels, %.3f ms per run\n", who, n, total / 1e6 / (double)runs);
+  for (int i = 0; i < n && i < 25; i++) {
+    int k = idx[i];
+    fprintf(stderr, "  %6.2f%% %9.4f ms  %s\n", total > 0 ? 100 * p->kernel_ns[k] / total : 0.0,
+            p->kernel_calls[k] ? p->kernel_ns[k] / 1e6 / (double)p->kernel_calls[k] : 0.0, p->plan.kernels.data[k].name);
+  }
+  free(idx);
+}
