@@ -1,9 +1,13 @@
 /* trace.c — the BC_TRACE Chrome trace (trace.h): events kept in memory per
  * lane, written once at the end as complete events ("ph": "X") in
- * microseconds, pid = rank, tid = lane. */
+ * microseconds, pid = rank, tid = lane, through the one atomic write
+ * (graph/fileio.h): a reader never sees half a trace. */
 #include "trace.h"
 
-#include <errno.h>
+#include "../graph/fileio.h"
+#include "../graph/json.h"
+#include "../graph/strbuf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,39 +39,50 @@ void trace_add(Trace *t, int lane, TraceEvent ev) {
   vec_push(&t->events[lane], ev);
 }
 
-static void write_file(const Trace *T) {
-  char *tmp = bc_asprintf("%s.tmp", T->path);
-  FILE *f = fopen(tmp, "w");
-  if (!f) {
-    fprintf(stderr, "rank %d: BC_TRACE: cannot write %s: %s\n", T->pid, tmp, strerror(errno));
-    free(tmp);
-    return;
-  }
-  fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n");
+/* The whole trace as JSON into b; names go through the one JSON writer, so
+ * a kernel or bucket name is escaped whatever it holds. */
+static void format_trace(const Trace *T, StrBuf *b) {
+  strbuf_puts(b, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n");
   static const char *const lane_names[TRACE_N_LANES] = {"training", "communication"};
-  for (int t = 0; t < TRACE_N_LANES; t++)
-    fprintf(f, "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": %d, \"args\": {\"name\": \"%s\"}},\n",
-            T->pid, t, lane_names[t]);
-  fprintf(f, "{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": 0, \"args\": {\"name\": \"rank %d\"}}",
-          T->pid, T->pid);
+  for (int t = 0; t < TRACE_N_LANES; t++) {
+    strbuf_printf(b, "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": %d, \"args\": {\"name\": ",
+                  T->pid, t);
+    json_write_string(b, lane_names[t]);
+    strbuf_puts(b, "}},\n");
+  }
+  strbuf_printf(b, "{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": 0, \"args\": {\"name\": \"rank %d\"}}",
+                T->pid, T->pid);
   for (int t = 0; t < TRACE_N_LANES; t++)
     for (int i = 0; i < T->events[t].n; i++) {
       const TraceEvent *e = &T->events[t].data[i];
-      fprintf(f, ",\n{\"name\": \"%s\", \"cat\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": %d, "
-                 "\"tid\": %d, \"args\": {\"step\": %lld",
-              e->name, e->cat, e->t0 / 1e3, (e->t1 - e->t0) / 1e3, T->pid, t, (long long)e->step);
+      strbuf_puts(b, ",\n{\"name\": ");
+      json_write_string(b, e->name);
+      strbuf_puts(b, ", \"cat\": ");
+      json_write_string(b, e->cat);
+      strbuf_printf(b, ", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": %d, \"tid\": %d, \"args\": {\"step\": %lld",
+                    e->t0 / 1e3, (e->t1 - e->t0) / 1e3, T->pid, t, (long long)e->step);
       if (e->index >= 0)
-        fprintf(f, ", \"%s\": %d", strcmp(e->cat, "kernel") == 0 ? "kernel" : "bucket", e->index);
-      if (e->bytes) fprintf(f, ", \"bytes\": %lld", (long long)e->bytes);
-      if (e->last_grad) fprintf(f, ", \"last_grad\": 1");
-      fprintf(f, "}}");
+        strbuf_printf(b, ", \"%s\": %d", strcmp(e->cat, "kernel") == 0 ? "kernel" : "bucket", e->index);
+      if (e->bytes) strbuf_printf(b, ", \"bytes\": %lld", (long long)e->bytes);
+      if (e->last_grad) strbuf_puts(b, ", \"last_grad\": 1");
+      strbuf_puts(b, "}}");
     }
-  fprintf(f, "\n]}\n");
-  bool ok = fflush(f) == 0 && !ferror(f);
-  ok = fclose(f) == 0 && ok;
-  if (!ok || rename(tmp, T->path) != 0)
-    fprintf(stderr, "rank %d: BC_TRACE: cannot write %s: %s\n", T->pid, T->path, strerror(errno));
-  free(tmp);
+  strbuf_puts(b, "\n]}\n");
+}
+
+/* A trace that cannot be written is reported, not fatal: the run it
+ * describes has finished. */
+static void write_file(const Trace *T) {
+  StrBuf b = {0};
+  format_trace(T, &b);
+  Diag d;
+  diag_init(&d);
+  if (!file_write_atomic(T->path, b.data ? b.data : "", b.n, &d)) {
+    fprintf(stderr, "rank %d: BC_TRACE: ", T->pid);
+    diag_print(&d, stderr);
+  }
+  diag_free(&d);
+  strbuf_free(&b);
 }
 
 void trace_close(Trace *t) {
