@@ -47,6 +47,9 @@
 #include <pthread.h>
 #include <string.h>
 
+/* A switch over Op that misses a row is a compile error, not a silent gap. */
+#pragma GCC diagnostic error "-Wswitch"
+
 #define MAX_W 64 /* widest vector we build (column chunks of 4 x 16) */
 #define ROWBUF_MAX 4096 /* longest row whose random values are kept on the stack */
 
@@ -441,56 +444,49 @@ static LLVMValueRef emit_philox(Em *E, LLVMValueRef gi, uint32_t key, int w) {
 
 /* ---- elementwise ops ---------------------------------------------------------- */
 
-/* op(a) on f32 at width w; NULL (after an error) for an op without a lowering. */
+/* The vocabulary of the `llvm` column of graph/ops.def: f32 values of
+ * width w (E, w in scope). The row's expression is the whole lowering; a
+ * new function (a polynomial) goes with its siblings above. */
+#define L_ADD(x, y) LLVMBuildFAdd(E->B, (x), (y), "")
+#define L_SUB(x, y) LLVMBuildFSub(E->B, (x), (y), "")
+#define L_MUL(x, y) LLVMBuildFMul(E->B, (x), (y), "")
+#define L_DIV(x, y) LLVMBuildFDiv(E->B, (x), (y), "")
+#define L_NEG(x) LLVMBuildFNeg(E->B, (x), "")
+#define L_C(c) cf(E, (c), w)
+#define L_SEL(pred, x, y, t, f) fsel(E, LLVMReal##pred, (x), (y), (t), (f))
+#define L_SQRT(x) intr1(E, "llvm.sqrt", (x))
+#define L_ABS(x) intr1(E, "llvm.fabs", (x))
+#define L_EXP(x) emit_exp(E, (x), w)
+#define L_LOG(x) emit_log(E, (x), w)
+#define L_TANH(x) emit_tanh(E, (x), w)
+
+/* op(a) on f32 at width w. */
 static LLVMValueRef emit_unary_f32(Em *E, int i, Op op, LLVMValueRef a, int w) {
-  LLVMBuilderRef b = E->B;
   switch (op) {
-  case OP_NEG:
-    return LLVMBuildFNeg(b, a, "neg");
-  case OP_EXP:
-    return emit_exp(E, a, w);
-  case OP_LOG:
-    return emit_log(E, a, w);
-  case OP_TANH:
-    return emit_tanh(E, a, w);
-  case OP_RELU: /* a > 0 ? a : 0 (NaN -> 0, like ops.def) */
-    return fsel(E, LLVMRealOGT, a, cf(E, 0.0, w), a, cf(E, 0.0, w));
-  case OP_SQRT:
-    return intr1(E, "llvm.sqrt", a);
-  case OP_RSQRT:
-    return LLVMBuildFDiv(b, cf(E, 1.0, w), intr1(E, "llvm.sqrt", a), "rsqrt");
-  case OP_RECIP:
-    return LLVMBuildFDiv(b, cf(E, 1.0, w), a, "recip");
+#define UNARY(ID, name, ref, cuda, llvm, ...) \
+  case OP_##ID: \
+    return (llvm);
+#include "../graph/ops.def"
   default:
     break;
   }
-  em_error(E, i, "unary op without an LLVM lowering");
+  em_error(E, i, "not a unary op");
   return NULL;
 }
 
+/* op(a, c) on f32 at width w. */
 static LLVMValueRef emit_binary_f32(Em *E, int i, Op op, LLVMValueRef a, LLVMValueRef c, int w) {
-  LLVMBuilderRef b = E->B;
+  LLVMValueRef b = c; /* the rows call the second operand b */
   switch (op) {
-  case OP_ADD:
-    return LLVMBuildFAdd(b, a, c, "add");
-  case OP_SUB:
-    return LLVMBuildFSub(b, a, c, "sub");
-  case OP_MUL:
-    return LLVMBuildFMul(b, a, c, "mul");
-  case OP_DIV:
-    return LLVMBuildFDiv(b, a, c, "div");
-  case OP_MAX: /* a >= b ? a : b, as ops.def (NaN picks b) */
-    return fsel(E, LLVMRealOGE, a, c, a, c);
-  case OP_MIN:
-    return fsel(E, LLVMRealOLE, a, c, a, c);
-  case OP_LT:
-    return fsel(E, LLVMRealOLT, a, c, cf(E, 1.0, w), cf(E, 0.0, w));
-  case OP_EQ:
-    return fsel(E, LLVMRealOEQ, a, c, cf(E, 1.0, w), cf(E, 0.0, w));
+#define BINARY(ID, name, ref, cuda, llvm, ...) \
+  case OP_##ID: \
+    return (llvm);
+#include "../graph/ops.def"
   default:
     break;
   }
-  em_error(E, i, "binary op without an LLVM lowering");
+  (void)b;
+  em_error(E, i, "not a binary op");
   return NULL;
 }
 

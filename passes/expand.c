@@ -809,24 +809,11 @@ static ValueId lookup_input(Scope *s, const char *name) {
   return b->v;
 }
 
+/* The attributes of a primitive: the `attrs` and `required` columns of
+ * graph/ops.def. */
 static const char *prim_attrs(Op op, const char **required) {
-  *required = "";
-  switch (op) {
-  case OP_CAST: *required = "dtype"; return "dtype";
-  case OP_BROADCAST: *required = "shape|like"; return "shape like";
-  case OP_RESHAPE: *required = "shape"; return "shape";
-  case OP_PERMUTE: *required = "perm"; return "perm";
-  case OP_SLICE: *required = "axis start end"; return "axis start end";
-  case OP_CONCAT: *required = "axis"; return "axis";
-  case OP_REDUCE_SUM:
-  case OP_REDUCE_MAX: return "axis";
-  case OP_MATMUL: return "transpose_a transpose_b";
-  case OP_SCATTER_ADD: *required = "shape"; return "shape";
-  case OP_IOTA: *required = "shape|like axis"; return "shape like axis dtype";
-  case OP_RANDOM: *required = "shape|like"; return "shape like";
-  case OP_CONSTANT: *required = "shape|like value"; return "shape like value dtype";
-  default: return "";
-  }
+  *required = op_info[op].required;
+  return op_info[op].attrs;
 }
 
 /* Resolves the inputs of a call: names to values, literals to constants of
