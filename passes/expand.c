@@ -455,6 +455,51 @@ static bool reserved_key(const char *k) {
   return !strcmp(k, "op") || !strcmp(k, "in") || !strcmp(k, "out") || !strcmp(k, "name");
 }
 
+/* Levenshtein distance of a and b, or more than `cap` when it exceeds it. */
+static int edit_distance(const char *a, const char *b, int cap) {
+  int na = (int)strlen(a), nb = (int)strlen(b);
+  if (na - nb > cap || nb - na > cap || nb >= 64) return cap + 1;
+  int row[64];
+  for (int j = 0; j <= nb; j++) row[j] = j;
+  for (int i = 1; i <= na; i++) {
+    int diag = row[0];
+    row[0] = i;
+    for (int j = 1; j <= nb; j++) {
+      int up = row[j];
+      int best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[nb];
+}
+
+/* What an unknown op name could have meant: "did you mean 'matmul'?" for
+ * primitives, `param` and blocks in scope within edit distance 2 (closest
+ * first), else the list of primitives. */
+static const char *known_ops(Ctx *c, const char *name) {
+  const char *best[4];
+  int n = 0;
+  for (int d = 1; d <= 2 && n == 0; d++) {
+    for (int i = 0; i < OP_COUNT && n < 4; i++)
+      if (i != OP_ASSIGN && edit_distance(name, op_info[i].name, d) == d) best[n++] = op_info[i].name;
+    if (n < 4 && edit_distance(name, "param", d) == d) best[n++] = "param";
+    for (int i = 0; i < c->blocks.n && n < 4; i++)
+      if (edit_distance(name, c->blocks.data[i].name, d) == d) best[n++] = c->blocks.data[i].name;
+  }
+  if (n > 0) {
+    const char *s = arena_printf(&c->arena, "did you mean '%s'", best[0]);
+    for (int i = 1; i < n; i++) s = arena_printf(&c->arena, "%s%s '%s'", s, i == n - 1 ? " or" : ",", best[i]);
+    return arena_printf(&c->arena, "%s?", s);
+  }
+  const char *s = "primitives:";
+  for (int i = 0; i < OP_COUNT; i++)
+    if (i != OP_ASSIGN) s = arena_printf(&c->arena, "%s %s", s, op_info[i].name);
+  return arena_printf(&c->arena, "%s, param, or a block", s);
+}
+
 /* Structure of one node; false (reported) when it is unusable. */
 static bool parse_node(Ctx *c, const YNode *item, NodeSpec *ns) {
   memset(ns, 0, sizeof(*ns));
@@ -488,7 +533,7 @@ static bool parse_node(Ctx *c, const YNode *item, NodeSpec *ns) {
     ns->kind = NK_BLOCK;
     ns->block = (int)(find_block(c, op->text) - c->blocks.data);
   } else {
-    diag_error(c->d, op->loc, "unknown op '%s'", op->text);
+    diag_error(c->d, op->loc, "unknown op '%s' (%s)", op->text, known_ops(c, op->text));
     return false;
   }
   const YNode *out = ynode_get(item, "out");
