@@ -29,9 +29,13 @@
 
 #include "kernel_eval.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
+
+/* A switch over Op that misses a row is a compile error, not a silent gap. */
+#pragma GCC diagnostic error "-Wswitch"
 
 #define BLOCK 256          /* threads per block of elementwise and warp-per-row kernels */
 #define WARP_ROW_MAX 1024  /* longest row one warp reduces; longer rows get a block */
@@ -266,33 +270,70 @@ static void i32_literal(int32_t x, char *b, size_t n) {
   else snprintf(b, n, "%d", (int)x);
 }
 
+/* ---- elementwise ops: the `cuda` templates of graph/ops.def ------------------------ */
+
+/* Template t with the identifiers `a` and `b` replaced by the operand
+ * expressions a and c (numbers, other names and punctuation copied). False
+ * when the result does not fit. */
+static bool fill_template(const char *t, const char *a, const char *c, char *b, size_t n) {
+  size_t len = 0;
+  while (*t) {
+    const char *s = t, *put = NULL;
+    size_t k;
+    if (isalpha((unsigned char)*t) || *t == '_') {
+      while (isalnum((unsigned char)*t) || *t == '_') t++;
+      if (t - s == 1 && *s == 'a') put = a;
+      else if (t - s == 1 && *s == 'b') put = c;
+    } else if (isdigit((unsigned char)*t) || *t == '.') { /* 1.0f, 0x1p-3f: one token */
+      while (isalnum((unsigned char)*t) || *t == '.' || *t == '_') t++;
+    } else {
+      t++;
+    }
+    k = put ? strlen(put) : (size_t)(t - s);
+    if (len + k + 1 > n) return false;
+    memcpy(b + len, put ? put : s, k);
+    len += k;
+  }
+  b[len] = 0;
+  return true;
+}
+
 /* f32 expression of unary op on f32 operand expression a. */
 static bool unary_f32(Op op, const char *a, char *b, size_t n) {
   switch (op) {
-  case OP_NEG: snprintf(b, n, "-%s", a); return true;
-  case OP_EXP: snprintf(b, n, "expf(%s)", a); return true;
-  case OP_LOG: snprintf(b, n, "logf(%s)", a); return true;
-  case OP_TANH: snprintf(b, n, "tanhf(%s)", a); return true;
-  case OP_RELU: snprintf(b, n, "(%s > 0.0f ? %s : 0.0f)", a, a); return true;
-  case OP_SQRT: snprintf(b, n, "sqrtf(%s)", a); return true;
-  case OP_RSQRT: snprintf(b, n, "1.0f / sqrtf(%s)", a); return true; /* <= 1 ulp from the oracle */
-  case OP_RECIP: snprintf(b, n, "1.0f / %s", a); return true;
+#define UNARY(ID, name, ref, cuda, ...) \
+  case OP_##ID: return fill_template(cuda, a, "", b, n);
+#include "../graph/ops.def"
   default: return false;
   }
 }
 
+/* f32 expression of binary op, or for i32 operands (t) the wrapping
+ * integer forms of the prelude; other ops on i32 run in f32 and convert
+ * back like a cast (kernel_eval.c). */
 static bool binary_expr(Op op, DType t, const char *a, const char *c, char *b, size_t n) {
-  bool i = t == DTYPE_I32;
-  const char *one = i ? "1" : "1.0f", *zero = i ? "0" : "0.0f";
+  if (t == DTYPE_I32) {
+    switch (op) {
+    case OP_ADD: return snprintf(b, n, "bc_add(%s, %s)", a, c) < (int)n;
+    case OP_SUB: return snprintf(b, n, "bc_sub(%s, %s)", a, c) < (int)n;
+    case OP_MUL: return snprintf(b, n, "bc_mul(%s, %s)", a, c) < (int)n;
+    case OP_DIV: return snprintf(b, n, "bc_div(%s, %s)", a, c) < (int)n;
+    case OP_MAX: return snprintf(b, n, "(%s >= %s ? %s : %s)", a, c, a, c) < (int)n;
+    case OP_MIN: return snprintf(b, n, "(%s <= %s ? %s : %s)", a, c, a, c) < (int)n;
+    case OP_LT: return snprintf(b, n, "(%s < %s ? 1 : 0)", a, c) < (int)n;
+    case OP_EQ: return snprintf(b, n, "(%s == %s ? 1 : 0)", a, c) < (int)n;
+    default: {
+      char fa[48], fc[48], fx[400];
+      snprintf(fa, sizeof fa, "(float)%s", a);
+      snprintf(fc, sizeof fc, "(float)%s", c);
+      return binary_expr(op, DTYPE_F32, fa, fc, fx, sizeof fx) && snprintf(b, n, "bc_f2i(%s)", fx) < (int)n;
+    }
+    }
+  }
   switch (op) {
-  case OP_ADD: snprintf(b, n, i ? "bc_add(%s, %s)" : "%s + %s", a, c); return true;
-  case OP_SUB: snprintf(b, n, i ? "bc_sub(%s, %s)" : "%s - %s", a, c); return true;
-  case OP_MUL: snprintf(b, n, i ? "bc_mul(%s, %s)" : "%s * %s", a, c); return true;
-  case OP_DIV: snprintf(b, n, i ? "bc_div(%s, %s)" : "%s / %s", a, c); return true;
-  case OP_MAX: snprintf(b, n, "(%s >= %s ? %s : %s)", a, c, a, c); return true;
-  case OP_MIN: snprintf(b, n, "(%s <= %s ? %s : %s)", a, c, a, c); return true;
-  case OP_LT: snprintf(b, n, "(%s < %s ? %s : %s)", a, c, one, zero); return true;
-  case OP_EQ: snprintf(b, n, "(%s == %s ? %s : %s)", a, c, one, zero); return true;
+#define BINARY(ID, name, ref, cuda, ...) \
+  case OP_##ID: return fill_template(cuda, a, c, b, n);
+#include "../graph/ops.def"
   default: return false;
   }
 }
@@ -344,7 +385,7 @@ static void emit_value(Em *E, int i) {
     else if (in->op == OP_NEG) ok = snprintf(ex, sizeof ex, "bc_neg(%s)", a) > 0;
     else if (in->op == OP_RELU) ok = snprintf(ex, sizeof ex, "(%s > 0 ? %s : 0)", a, a) > 0;
     else { /* transcendental ops on i32: in f32, converted back like a cast */
-      char fa[48], fx[160];
+      char fa[48], fx[400];
       snprintf(fa, sizeof fa, "(float)%s", a);
       ok = unary_f32(in->op, fa, fx, sizeof fx);
       snprintf(ex, sizeof ex, "bc_f2i(%s)", fx);

@@ -3,7 +3,7 @@
  * tested against and the fallback the CPU runtime uses for a kernel the JIT
  * cannot compile.
  *
- * Numerics: f32 values are floats and every elementwise op is the `fwd`
+ * Numerics: f32 values are floats and every elementwise op is the `ref`
  * expression of graph/ops.def evaluated in double on float operands and
  * rounded once to float (correctly rounded for add, sub, mul, div, sqrt,
  * recip; within an ulp for rsqrt, exp, log, tanh). i32 values are int32_t

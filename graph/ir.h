@@ -19,9 +19,9 @@ typedef int32_t ValueId; /* -1 = none */
 typedef int32_t NodeId;  /* -1 = none */
 
 typedef enum {
-#define UNARY(ID, name, fwd, vjp) OP_##ID,
-#define BINARY(ID, name, fwd, va, vb) OP_##ID,
-#define OP(ID, name, n_in, flags) OP_##ID,
+#define UNARY(ID, ...) OP_##ID,
+#define BINARY(ID, ...) OP_##ID,
+#define OP(ID, ...) OP_##ID,
 #include "ops.def"
   OP_COUNT
 } Op;
@@ -40,6 +40,10 @@ typedef struct {
   const char *name; /* "add", as written in YAML */
   int n_in;         /* -1 = variadic */
   unsigned flags;
+  const char *attrs;    /* YAML attributes, space-separated ("" none) */
+  const char *required; /* those needed; "a|b" = one of a, b */
+  const char *dom;      /* elementwise: test domain letter per input (ops.def) */
+  double tol;           /* elementwise: tolerance against the interpreter */
 } OpInfo;
 extern const OpInfo op_info[OP_COUNT];
 /* Op by YAML name, or OP_COUNT when there is none. */

@@ -5,9 +5,11 @@
 #include <string.h>
 
 const OpInfo op_info[OP_COUNT] = {
-#define UNARY(ID, name, fwd, vjp) [OP_##ID] = {name, 1, OPF_ELEMENTWISE | OPF_DIFF | OPF_UNARY},
-#define BINARY(ID, name, fwd, va, vb) [OP_##ID] = {name, 2, OPF_ELEMENTWISE | OPF_DIFF | OPF_BINARY},
-#define OP(ID, name, n_in, flags) [OP_##ID] = {name, n_in, flags},
+#define UNARY(ID, name, ref, cuda, llvm, vjp, dom, tol, ex) \
+  [OP_##ID] = {name, 1, OPF_ELEMENTWISE | OPF_DIFF | OPF_UNARY, "", "", dom, tol},
+#define BINARY(ID, name, ref, cuda, llvm, va, vb, dom, tol, ex) \
+  [OP_##ID] = {name, 2, OPF_ELEMENTWISE | OPF_DIFF | OPF_BINARY, "", "", dom, tol},
+#define OP(ID, name, n_in, flags, attrs, required) [OP_##ID] = {name, n_in, flags, attrs, required, "", 0},
 #include "ops.def"
 };
 

@@ -5,7 +5,9 @@
  * register blocks, resolve hparams with --set overrides, then expand the
  * chosen graph: inputs, its node list (sorted by data dependencies), block
  * calls recursively in scopes, `repeat` chains, implicit numpy broadcasts,
- * scalar literals as constants, parameters, outputs and the loss.
+ * scalar literals as constants, parameters, outputs and the loss. The
+ * scopes (expand_scope_*) live here; primitive and param nodes and graph
+ * inputs in expand_prim.c.
  *
  * Block attributes are evaluated lazily, in the scope of the caller that
  * wrote them, so `dim(x, -1)` in a call refers to the caller's `x` and a
@@ -36,65 +38,47 @@
 
 static const SrcLoc cmdline_loc = {"<command line>", 0, 0};
 
-enum { NK_PRIM, NK_PARAM, NK_BLOCK };
 typedef VEC(int) IntVec;
-
-/* One node of a node list, parsed. */
-typedef struct {
-  const YNode *map;
-  SrcLoc loc; /* the op's value: where errors about the node point */
-  const char *op_name;
-  int kind;
-  Op op;
-  int block; /* index into ctx.blocks */
-  const YNode *in_node;
-  const YNode **in;
-  int n_in;
-  const char **out;
-  SrcLoc *out_loc;
-  int n_out;
-  const char **dep; /* value names read: inputs, `like`, dim()/rank() arguments */
-  SrcLoc *dep_loc;
-  int *dep_node; /* producer's index in the list, or -1 when bound in scope */
-  int n_dep;
-  bool bad;
-  int state; /* sort: 0 new, 1 on the stack, 2 done */
-} NodeSpec;
 
 /* ---------------------------------------------------------------- helpers */
 
-static bool has_word(const char *list, const char *w) {
-  size_t n = strlen(w);
-  for (const char *p = list; *p;) {
-    while (*p == ' ' || *p == '|') p++;
-    const char *e = p;
-    while (*e && *e != ' ' && *e != '|') e++;
-    if ((size_t)(e - p) == n && strncmp(p, w, n) == 0) return true;
-    p = e;
-  }
-  return false;
+/* ---------------------------------------------------------------- scopes */
+
+ValBind *expand_scope_find(Scope *s, const char *name) {
+  name = bc_intern(name);
+  for (int i = s->vals.n - 1; i >= 0; i--)
+    if (s->vals.data[i].name == name) return &s->vals.data[i];
+  return NULL;
 }
 
-/* "a b c" -> "a, b, c" in the scratch arena. */
-static const char *comma_list(Ctx *c, const char *words) {
-  char *s = arena_alloc(&c->arena, strlen(words) * 2 + 1);
-  char *o = s;
-  for (const char *p = words; *p; p++) {
-    if (*p == ' ') {
-      *o++ = ',';
-      *o++ = ' ';
-    } else {
-      *o++ = *p;
-    }
+void expand_scope_bind(Scope *s, const char *name, ValueId v, SrcLoc loc) {
+  ValBind *b = expand_scope_find(s, name);
+  if (b) {
+    b->v = v;
+    return;
   }
-  *o = '\0';
-  return s;
+  vec_push(&s->vals, ((ValBind){bc_intern(name), v, loc}));
 }
 
-static const char *full_name(Ctx *c, const Scope *s, const char *local) {
+const char *expand_scope_full_name(Ctx *c, const Scope *s, const char *local) {
   if (!s->prefix) return bc_intern(local);
   char *t = arena_printf(&c->arena, "%s.%s", s->prefix, local);
   return bc_intern(t);
+}
+
+const AttrBind *expand_attr(const Scope *s, const char *name, size_t len) {
+  if (!s) return NULL;
+  for (int i = 0; i < s->n_attrs; i++)
+    if (strlen(s->attrs[i].name) == len && strncmp(s->attrs[i].name, name, len) == 0)
+      return &s->attrs[i];
+  return NULL;
+}
+
+const HP *expand_hparam(Ctx *c, const char *name, size_t len) {
+  for (int i = 0; i < c->hparams.n; i++)
+    if (strlen(c->hparams.data[i].name) == len && strncmp(c->hparams.data[i].name, name, len) == 0)
+      return &c->hparams.data[i];
+  return NULL;
 }
 
 /* ------------------------------------------------------------- loading */
@@ -407,7 +391,7 @@ static bool read_hparams(Ctx *c, const Setting *sets, int n_sets) {
 
 /* ---------------------------------------------------- node lists */
 
-static bool is_literal(const YNode *n) {
+bool expand_is_literal(const YNode *n) {
   return n->kind == YNODE_SCALAR && n->text[0] && strchr("0123456789.-+($", n->text[0]);
 }
 
@@ -488,7 +472,7 @@ static bool parse_node(Ctx *c, const YNode *item, NodeSpec *ns) {
     ns->kind = NK_BLOCK;
     ns->block = (int)(find_block(c, op->text) - c->blocks.data);
   } else {
-    diag_error(c->d, op->loc, "unknown op '%s'", op->text);
+    diag_error(c->d, op->loc, "unknown op '%s' (%s)", op->text, expand_prim_suggest(c, op->text));
     return false;
   }
   const YNode *out = ynode_get(item, "out");
@@ -515,7 +499,7 @@ static bool parse_node(Ctx *c, const YNode *item, NodeSpec *ns) {
                    x->kind == YNODE_SCALAR ? "nothing" : ynode_kind_name(x->kind));
         return false;
       }
-      if (is_literal(x)) scan_refs(c, x, ns);
+      if (expand_is_literal(x)) scan_refs(c, x, ns);
       else add_dep(c, ns, x->text, x->loc);
     }
   }
@@ -631,424 +615,6 @@ static void expand_nodes(Ctx *c, Scope *s, const YNode *list) {
   vec_free(&order);
 }
 
-/* ------------------------------------------------------ attributes */
-
-/* Checks a node's attribute keys against `allowed` ("a b c") and `required`
- * ("a b|c": one of b, c); `what` names the op for messages. */
-static bool check_attrs(Ctx *c, const NodeSpec *ns, const char *allowed, const char *required,
-                        const char *what, bool block_call) {
-  bool ok = true;
-  for (int i = 0; i < ns->map->n; i++) {
-    const YPair *p = &ns->map->pairs[i];
-    if (!strcmp(p->key, "op") || !strcmp(p->key, "in") || !strcmp(p->key, "out")) continue;
-    if (!block_call && (!strcmp(p->key, "name") || !strcmp(p->key, "repeat"))) {
-      diag_error(c->d, p->key_loc, "'%s' applies to block calls only", p->key);
-      ok = false;
-    } else if (block_call && (!strcmp(p->key, "name") || !strcmp(p->key, "repeat"))) {
-      continue;
-    } else if (!has_word(allowed, p->key)) {
-      if (*allowed)
-        diag_error(c->d, p->key_loc, "unknown attribute '%s' for %s (expected %s)", p->key, what,
-                   comma_list(c, allowed));
-      else
-        diag_error(c->d, p->key_loc, "unknown attribute '%s' for %s (it takes none)", p->key, what);
-      ok = false;
-    }
-  }
-  /* required words; `a|b` means one of them */
-  for (const char *r = required; *r;) {
-    while (*r == ' ') r++;
-    if (!*r) break;
-    const char *e = r;
-    while (*e && *e != ' ') e++;
-    char *word = arena_printf(&c->arena, "%.*s", (int)(e - r), r);
-    char *bar = strchr(word, '|');
-    if (bar) {
-      *bar = '\0';
-      const YPair *a = ynode_pair(ns->map, word), *b = ynode_pair(ns->map, bar + 1);
-      if (!a && !b) {
-        diag_error(c->d, ns->loc, "%s needs attribute '%s' or '%s'", what, word, bar + 1);
-        ok = false;
-      } else if (a && b) {
-        diag_error(c->d, b->key_loc, "give '%s' or '%s', not both", word, bar + 1);
-        ok = false;
-      }
-    } else if (!ynode_pair(ns->map, word)) {
-      diag_error(c->d, ns->loc, "%s needs attribute '%s'", what, word);
-      ok = false;
-    }
-    r = e;
-  }
-  return ok;
-}
-
-/* `shape: [d, ...]`: integer expressions >= 1 (and one -1 when allow_infer). */
-static bool decode_shape(Ctx *c, Scope *env, const YNode *n, bool allow_infer, Shape *out,
-                         int *infer_at) {
-  expr_resolve(&env, &n);
-  if (n->kind != YNODE_SEQ) {
-    diag_error(c->d, n->loc, "a shape must be a list of dimensions, got %s", ynode_kind_name(n->kind));
-    return false;
-  }
-  if (n->n > BC_MAX_RANK) {
-    diag_error(c->d, n->loc, "rank %d is not supported (at most %d)", n->n, BC_MAX_RANK);
-    return false;
-  }
-  *out = (Shape){0};
-  out->rank = n->n;
-  if (infer_at) *infer_at = -1;
-  for (int i = 0; i < n->n; i++) {
-    int64_t v;
-    if (!expr_int(c, env, n->items[i], "a dimension", &v)) return false;
-    if (v == -1 && allow_infer && *infer_at < 0) {
-      *infer_at = i;
-    } else if (v < 1) {
-      diag_error(c->d, n->items[i]->loc, "a dimension must be >= 1, got %lld%s", (long long)v,
-                 allow_infer ? " (or one -1 to infer)" : "");
-      return false;
-    }
-    out->dim[i] = v;
-  }
-  return true;
-}
-
-static bool decode_value_ref(Ctx *c, Scope *env, const YNode *n, ValueId *out) {
-  const char *name = expr_str(c, &env, &n);
-  if (!name) return false;
-  ValBind *b = env ? expand_scope_find(env, name) : NULL;
-  if (!b) {
-    diag_error(c->d, n->loc, "undefined value '%s'", name);
-    return false;
-  }
-  if (b->v == VID_POISON) return false;
-  *out = b->v;
-  return true;
-}
-
-/* shape or like -> a.shape */
-static bool decode_shape_or_like(Ctx *c, Scope *s, const YNode *map, Shape *out) {
-  const YNode *sh = ynode_get(map, "shape");
-  if (sh) return decode_shape(c, s, sh, false, out, NULL);
-  ValueId v;
-  if (!decode_value_ref(c, s, ynode_get(map, "like"), &v)) return false;
-  *out = c->g->values.data[v].shape;
-  return true;
-}
-
-static bool decode_dtype(Ctx *c, Scope *env, const YNode *n, DType *out) {
-  const char *t = expr_str(c, &env, &n);
-  if (!t) return false;
-  if (!dtype_from_name(t, out)) {
-    diag_error(c->d, n->loc, "unknown dtype '%s' (expected f32 or i32)", t);
-    return false;
-  }
-  return true;
-}
-
-static bool decode_axis(Ctx *c, Scope *s, const YNode *n, int rank, const char *op, int *out) {
-  int64_t v;
-  if (!expr_int(c, s, n, "an axis", &v)) return false;
-  if (v < -rank || v >= rank) {
-    diag_error(c->d, n->loc, "%s: axis %lld out of range for rank %d", op, (long long)v, rank);
-    return false;
-  }
-  *out = (int)v;
-  return true;
-}
-
-static bool decode_bool(Ctx *c, Scope *s, const YNode *n, bool *out) {
-  const YNode *x = n;
-  Scope *env = s;
-  expr_resolve(&env, &x);
-  if (x->kind == YNODE_SCALAR && !x->quoted && (!strcmp(x->text, "true") || !strcmp(x->text, "false"))) {
-    *out = x->text[0] == 't';
-    return true;
-  }
-  int64_t v;
-  if (!expr_int(c, env, x, "a flag", &v)) return false;
-  if (v != 0 && v != 1) {
-    diag_error(c->d, x->loc, "a flag must be 0 or 1, got %lld", (long long)v);
-    return false;
-  }
-  *out = v == 1;
-  return true;
-}
-
-static bool decode_perm(Ctx *c, Scope *env, const YNode *n, int rank, int *perm) {
-  expr_resolve(&env, &n);
-  if (n->kind != YNODE_SEQ) {
-    diag_error(c->d, n->loc, "perm must be a list of axes, got %s", ynode_kind_name(n->kind));
-    return false;
-  }
-  if (n->n != rank) {
-    diag_error(c->d, n->loc, "permute: perm has %d entries, the input has rank %d", n->n, rank);
-    return false;
-  }
-  bool seen[BC_MAX_RANK] = {0};
-  bool ok = true;
-  for (int i = 0; i < n->n; i++) {
-    int64_t v;
-    if (!expr_int(c, env, n->items[i], "an axis", &v)) return false;
-    if (v < 0 || v >= rank || seen[v]) ok = false;
-    else seen[v] = true;
-    perm[i] = (int)v;
-  }
-  if (!ok) {
-    char *txt = arena_strdup(&c->arena, "");
-    for (int i = 0; i < rank; i++) txt = arena_printf(&c->arena, "%s%s%d", txt, i ? ", " : "", perm[i]);
-    diag_error(c->d, n->loc, "permute: [%s] is not a permutation of %d axes", txt, rank);
-  }
-  return ok;
-}
-
-/* -------------------------------------------------------- primitives */
-
-static ValueId lookup_input(Scope *s, const char *name) {
-  ValBind *b = expand_scope_find(s, name);
-  BC_ASSERT(b && b->v >= 0); /* checked when the list was sorted */
-  return b->v;
-}
-
-static const char *prim_attrs(Op op, const char **required) {
-  *required = "";
-  switch (op) {
-  case OP_CAST: *required = "dtype"; return "dtype";
-  case OP_BROADCAST: *required = "shape|like"; return "shape like";
-  case OP_RESHAPE: *required = "shape"; return "shape";
-  case OP_PERMUTE: *required = "perm"; return "perm";
-  case OP_SLICE: *required = "axis start end"; return "axis start end";
-  case OP_CONCAT: *required = "axis"; return "axis";
-  case OP_REDUCE_SUM:
-  case OP_REDUCE_MAX: return "axis";
-  case OP_MATMUL: return "transpose_a transpose_b";
-  case OP_SCATTER_ADD: *required = "shape"; return "shape";
-  case OP_IOTA: *required = "shape|like axis"; return "shape like axis dtype";
-  case OP_RANDOM: *required = "shape|like"; return "shape like";
-  case OP_CONSTANT: *required = "shape|like value"; return "shape like value dtype";
-  default: return "";
-  }
-}
-
-/* Resolves the inputs of a call: names to values, literals to constants of
- * the other operands' dtype, shaped like their broadcast (binary ops and
- * select) or scalars. */
-static bool resolve_inputs(Ctx *c, Scope *s, const NodeSpec *ns, bool broadcast_lits, ValueId *in) {
-  Graph *g = c->g;
-  bool any_lit = false;
-  DType t = DTYPE_F32;
-  bool have_t = false;
-  Shape target = {0};
-  for (int i = 0; i < ns->n_in; i++) {
-    if (is_literal(ns->in[i])) {
-      any_lit = true;
-      in[i] = -1;
-      continue;
-    }
-    in[i] = lookup_input(s, ns->in[i]->text);
-    const Value *v = &g->values.data[in[i]];
-    /* select's condition does not decide the dtype of its branches */
-    if (!have_t && !(ns->kind == NK_PRIM && ns->op == OP_SELECT && i == 0 && ns->n_in == 3)) {
-      t = v->dtype;
-      have_t = true;
-    }
-    if (broadcast_lits && !shape_broadcast(&target, &v->shape, &target)) broadcast_lits = false;
-  }
-  if (!any_lit) return true;
-  for (int i = 0; i < ns->n_in; i++) {
-    if (in[i] >= 0) continue;
-    Num n;
-    if (!expr_num(c, s, ns->in[i], &n)) return false;
-    DType ct = have_t ? t : (n.is_int ? DTYPE_I32 : DTYPE_F32);
-    Attrs a = {0};
-    a.scalar = expr_num_f(n);
-    a.dtype = ct;
-    a.shape = broadcast_lits ? target : (Shape){0};
-    ValueId none[1] = {-1}; /* not NULL: graph_op memcpy's zero inputs from it */
-    in[i] = graph_op(g, OP_CONSTANT, 0, none, &a, c->d);
-    if (in[i] < 0) return false;
-  }
-  return true;
-}
-
-static bool expand_prim(Ctx *c, Scope *s, NodeSpec *ns) {
-  Graph *g = c->g;
-  Op op = ns->op;
-  const char *opn = op_info[op].name;
-  const char *what = arena_printf(&c->arena, "op '%s'", opn);
-  const char *required;
-  const char *allowed = prim_attrs(op, &required);
-  if (!check_attrs(c, ns, allowed, required, what, false)) return false;
-  if (ns->n_out != 1) {
-    diag_error(c->d, ns->out_loc[1], "op '%s' has one output, got %d names", opn, ns->n_out);
-    return false;
-  }
-  int want = op_info[op].n_in;
-  if ((want >= 0 && ns->n_in != want) || (want < 0 && ns->n_in < 1)) {
-    SrcLoc at = ns->in_node ? ns->in_node->loc : ns->loc;
-    if (want < 0)
-      diag_error(c->d, at, "%s takes at least 1 input, got 0", opn);
-    else
-      diag_error(c->d, at, "%s takes %d input%s, got %d", opn, want, want == 1 ? "" : "s", ns->n_in);
-    return false;
-  }
-  unsigned flags = op_info[op].flags;
-  bool bcast = (flags & OPF_BINARY) || op == OP_SELECT;
-  ValueId *in = arena_alloc(&c->arena, sizeof(ValueId) * (size_t)(ns->n_in + 1));
-  if (!resolve_inputs(c, s, ns, bcast, in)) return false;
-
-  const YNode *m = ns->map;
-  Attrs a = {0};
-  const Shape *in0 = ns->n_in ? &g->values.data[in[0]].shape : NULL;
-  const YNode *x;
-  switch (op) {
-  case OP_CAST:
-    if (!decode_dtype(c, s, ynode_get(m, "dtype"), &a.dtype)) return false;
-    break;
-  case OP_BROADCAST:
-  case OP_RANDOM:
-    if (!decode_shape_or_like(c, s, m, &a.shape)) return false;
-    break;
-  case OP_RESHAPE: {
-    int infer;
-    x = ynode_get(m, "shape");
-    if (!decode_shape(c, s, x, true, &a.shape, &infer)) return false;
-    int64_t have = shape_numel(in0), known = 1;
-    for (int i = 0; i < a.shape.rank; i++)
-      if (i != infer) known *= a.shape.dim[i];
-    char b0[96], b1[96];
-    if (infer >= 0) {
-      if (have % known != 0) {
-        diag_error(c->d, x->loc, "reshape: cannot reshape %s (%lld elements) to %s",
-                   shape_str(in0, b0), (long long)have, shape_str(&a.shape, b1));
-        return false;
-      }
-      a.shape.dim[infer] = have / known;
-    } else if (have != known) {
-      diag_error(c->d, x->loc, "reshape: %s has %lld elements, %s has %lld", shape_str(in0, b0),
-                 (long long)have, shape_str(&a.shape, b1), (long long)known);
-      return false;
-    }
-    break;
-  }
-  case OP_PERMUTE:
-    if (!decode_perm(c, s, ynode_get(m, "perm"), in0->rank, a.perm)) return false;
-    break;
-  case OP_SLICE:
-    if (!decode_axis(c, s, ynode_get(m, "axis"), in0->rank, opn, &a.axis)) return false;
-    if (!expr_int(c, s, ynode_get(m, "start"), "start", &a.start)) return false;
-    if (!expr_int(c, s, ynode_get(m, "end"), "end", &a.end)) return false;
-    break;
-  case OP_CONCAT:
-    if (!decode_axis(c, s, ynode_get(m, "axis"), in0->rank, opn, &a.axis)) return false;
-    break;
-  case OP_REDUCE_SUM:
-  case OP_REDUCE_MAX:
-    a.axis = -1;
-    if ((x = ynode_get(m, "axis")) && !decode_axis(c, s, x, in0->rank, opn, &a.axis)) return false;
-    break;
-  case OP_MATMUL:
-    if ((x = ynode_get(m, "transpose_a")) && !decode_bool(c, s, x, &a.trans_a)) return false;
-    if ((x = ynode_get(m, "transpose_b")) && !decode_bool(c, s, x, &a.trans_b)) return false;
-    break;
-  case OP_SCATTER_ADD:
-    if (!decode_shape(c, s, ynode_get(m, "shape"), false, &a.shape, NULL)) return false;
-    break;
-  case OP_IOTA:
-    a.dtype = DTYPE_I32;
-    if (!decode_shape_or_like(c, s, m, &a.shape)) return false;
-    if (!decode_axis(c, s, ynode_get(m, "axis"), a.shape.rank, opn, &a.axis)) return false;
-    if ((x = ynode_get(m, "dtype")) && !decode_dtype(c, s, x, &a.dtype)) return false;
-    break;
-  case OP_CONSTANT: {
-    Num v;
-    a.dtype = DTYPE_F32;
-    if (!decode_shape_or_like(c, s, m, &a.shape)) return false;
-    if (!expr_num(c, s, ynode_get(m, "value"), &v)) return false;
-    a.scalar = expr_num_f(v);
-    if ((x = ynode_get(m, "dtype")) && !decode_dtype(c, s, x, &a.dtype)) return false;
-    break;
-  }
-  default: break;
-  }
-
-  const char *name = full_name(c, s, ns->out[0]);
-  if (op == OP_RANDOM) a.key = bc_hash32(name);
-  if (bcast) {
-    Shape target = g->values.data[in[0]].shape;
-    for (int i = 1; i < ns->n_in; i++) {
-      const Shape *si = &g->values.data[in[i]].shape;
-      if (!shape_broadcast(&target, si, &target)) {
-        char b0[96], b1[96];
-        diag_error(c->d, ns->loc, "%s: shapes %s and %s do not broadcast", opn,
-                   shape_str(&g->values.data[in[0]].shape, b0), shape_str(si, b1));
-        return false;
-      }
-    }
-    for (int i = 0; i < ns->n_in; i++) {
-      if (shape_eq(&g->values.data[in[i]].shape, &target)) continue;
-      Attrs ba = {0};
-      ba.shape = target;
-      in[i] = graph_op(g, OP_BROADCAST, 1, &in[i], &ba, c->d);
-      if (in[i] < 0) return false;
-    }
-  }
-  ValueId v = graph_op(g, op, ns->n_in, in, &a, c->d);
-  if (v < 0) return false;
-  graph_set_name(g, v, name);
-  expand_scope_bind(s, ns->out[0], v, ns->out_loc[0]);
-  return true;
-}
-
-static bool expand_param(Ctx *c, Scope *s, NodeSpec *ns) {
-  Graph *g = c->g;
-  if (!check_attrs(c, ns, "shape init scale", "shape", "op 'param'", false)) return false;
-  if (ns->n_in) {
-    diag_error(c->d, ns->in_node->loc, "param takes 0 inputs, got %d", ns->n_in);
-    return false;
-  }
-  if (ns->n_out != 1) {
-    diag_error(c->d, ns->out_loc[1], "op 'param' has one output, got %d names", ns->n_out);
-    return false;
-  }
-  Shape sh;
-  if (!decode_shape(c, s, ynode_get(ns->map, "shape"), false, &sh, NULL)) return false;
-  Init init = {INIT_XAVIER, 0};
-  const YNode *x = ynode_get(ns->map, "init");
-  if (x) {
-    Scope *env = s;
-    const char *t = expr_str(c, &env, &x);
-    if (!t) return false;
-    if (!init_from_name(t, &init.kind)) {
-      diag_error(c->d, x->loc, "unknown init '%s' (expected xavier, zeros, ones, normal, uniform)", t);
-      return false;
-    }
-  }
-  /* MXNet's defaults: Normal(0.01), Uniform(0.07) */
-  init.scale = init.kind == INIT_NORMAL ? 0.01 : init.kind == INIT_UNIFORM ? 0.07 : 0;
-  if ((x = ynode_get(ns->map, "scale"))) {
-    Num v;
-    if (!expr_num(c, s, x, &v)) return false;
-    init.scale = expr_num_f(v);
-  }
-  const char *name = full_name(c, s, ns->out[0]);
-  ValueId old = graph_find(g, name);
-  if (old >= 0) {
-    const Value *ov = &g->values.data[old];
-    if (ov->kind == VALUE_PARAM && ov->loc.file == ns->loc.file && ov->loc.line == ns->loc.line)
-      diag_error(c->d, ns->loc, "parameter '%s' defined twice (two calls of this block with one name?)",
-                 name);
-    else if (ov->kind == VALUE_PARAM)
-      diag_error(c->d, ns->loc, "parameter '%s' defined twice (first at %s:%d)", name, ov->loc.file,
-                 ov->loc.line);
-    else
-      diag_error(c->d, ns->loc, "parameter '%s' has the name of a graph input", name);
-    return false;
-  }
-  ValueId v = graph_add_param(g, name, DTYPE_F32, sh, init, ns->loc);
-  expand_scope_bind(s, ns->out[0], v, ns->out_loc[0]);
-  return true;
-}
-
 /* ------------------------------------------------------ block calls */
 
 static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
@@ -1062,7 +628,7 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
     allowed = arena_printf(&c->arena, "%s%s%s", allowed, i ? " " : "", p->key);
     if (ynode_is_null(p->value)) required = arena_printf(&c->arena, "%s %s", required, p->key);
   }
-  if (!check_attrs(c, ns, allowed, required, what, true)) return false;
+  if (!expand_prim_check_attrs(c, ns, allowed, required, what, true)) return false;
   if (ns->n_in != b->n_in) {
     char *names = arena_strdup(&c->arena, "");
     for (int i = 0; i < b->n_in; i++) names = arena_printf(&c->arena, "%s%s%s", names, i ? ", " : "", b->in[i]);
@@ -1122,7 +688,7 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
   ValueId *in = arena_alloc(&c->arena, sizeof(ValueId) * (size_t)(ns->n_in + 1));
   g->cur_loc = ns->loc;
   g->cur_scope = s->prefix;
-  if (!resolve_inputs(c, s, ns, false, in)) return false;
+  if (!expand_prim_resolve_inputs(c, s, ns, false, in)) return false;
 
   int n_attrs = b->attrs ? b->attrs->n : 0;
   AttrBind *attrs = arena_alloc(&c->arena, sizeof(AttrBind) * (size_t)(n_attrs + 1));
@@ -1185,7 +751,7 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
   }
   for (int i = 0; i < b->n_out; i++) {
     Value *v = &g->values.data[outs[i]];
-    if (outs[i] >= first_new && v->kind == VALUE_NODE) graph_set_name(g, outs[i], full_name(c, s, ns->out[i]));
+    if (outs[i] >= first_new && v->kind == VALUE_NODE) graph_set_name(g, outs[i], expand_scope_full_name(c, s, ns->out[i]));
     expand_scope_bind(s, ns->out[i], outs[i], ns->out_loc[i]);
   }
   return true;
@@ -1195,71 +761,13 @@ static bool expand_node(Ctx *c, Scope *s, NodeSpec *ns) {
   c->g->cur_loc = ns->loc;
   c->g->cur_scope = s->prefix;
   switch (ns->kind) {
-  case NK_PRIM: return expand_prim(c, s, ns);
-  case NK_PARAM: return expand_param(c, s, ns);
+  case NK_PRIM: return expand_prim_node(c, s, ns);
+  case NK_PARAM: return expand_prim_param(c, s, ns);
   default: return expand_call(c, s, ns);
   }
 }
 
 /* ------------------------------------------------------------ graphs */
-
-static bool add_inputs(Ctx *c, Scope *top, const YNode *inputs) {
-  Graph *g = c->g;
-  if (inputs->kind != YNODE_MAP) {
-    diag_error(c->d, inputs->loc, "'inputs' must be a mapping name: [dims..., dtype], got %s",
-               ynode_kind_name(inputs->kind));
-    return false;
-  }
-  bool ok = true;
-  for (int i = 0; i < inputs->n; i++) {
-    const YPair *p = &inputs->pairs[i];
-    const YNode *v = p->value;
-    if (!expr_is_ident(p->key)) {
-      diag_error(c->d, p->key_loc, "input name '%s' must be letters, digits and _", p->key);
-      ok = false;
-      continue;
-    }
-    if (v->kind != YNODE_SEQ || v->n < 1) {
-      diag_error(c->d, v->loc, "input '%s' must be a list [dims..., dtype]", p->key);
-      ok = false;
-      continue;
-    }
-    const YNode *tn = v->items[v->n - 1];
-    DType t;
-    if (tn->kind != YNODE_SCALAR || !dtype_from_name(tn->text, &t)) {
-      if (tn->kind == YNODE_SCALAR && expr_is_ident(tn->text) && !expand_hparam(c, tn->text, strlen(tn->text)))
-        diag_error(c->d, tn->loc, "unknown dtype '%s' (expected f32 or i32)", tn->text);
-      else
-        diag_error(c->d, tn->loc, "input '%s' needs its dtype (f32 or i32) as the last entry", p->key);
-      ok = false;
-      continue;
-    }
-    if (v->n - 1 > BC_MAX_RANK) {
-      diag_error(c->d, v->loc, "input '%s' has rank %d (at most %d)", p->key, v->n - 1, BC_MAX_RANK);
-      ok = false;
-      continue;
-    }
-    Shape sh = {0};
-    sh.rank = v->n - 1;
-    bool good = true;
-    for (int k = 0; k < sh.rank && good; k++) {
-      int64_t d;
-      good = expr_int(c, top, v->items[k], "a dimension", &d);
-      if (good && d < 1) {
-        diag_error(c->d, v->items[k]->loc, "a dimension must be >= 1, got %lld", (long long)d);
-        good = false;
-      }
-      sh.dim[k] = d;
-    }
-    if (!good) {
-      ok = false;
-      continue;
-    }
-    ValueId id = graph_add_input(g, p->key, t, sh, p->key_loc);
-    expand_scope_bind(top, p->key, id, p->key_loc);
-  }
-  return ok;
-}
 
 static bool expand_graph(Ctx *c, const YPair *gp) {
   Graph *g = c->g;
@@ -1282,7 +790,7 @@ static bool expand_graph(Ctx *c, const YPair *gp) {
   Scope top = {0};
   int err0 = c->d->n_errors;
   const YNode *inputs = ynode_get(def, "inputs");
-  if (inputs && !ynode_is_null(inputs)) add_inputs(c, &top, inputs);
+  if (inputs && !ynode_is_null(inputs)) expand_prim_inputs(c, &top, inputs);
   if (c->d->n_errors == err0) expand_nodes(c, &top, ynode_get(def, "nodes"));
   const YNode *outs = ynode_get(def, "outputs");
   if (c->d->n_errors == err0 && outs && !ynode_is_null(outs)) {

@@ -1,7 +1,8 @@
-/* expand.h — private to the model front end (expand.c, expr.c): the
- * expansion context, scopes of values and block attributes, and the
- * expression evaluator that shape dims and numeric attributes go through.
- * Nothing outside passes/expand.c and passes/expr.c includes this. */
+/* expand.h — private to the model front end (expand.c, expand_prim.c,
+ * expr.c): the expansion context, scopes of values and block attributes
+ * (expand.c), primitive and param nodes (expand_prim.c), and the expression
+ * evaluator that shape dims and numeric attributes go through (expr.c).
+ * Nothing outside those three files includes this. */
 #ifndef BC_EXPAND_H
 #define BC_EXPAND_H
 
@@ -115,11 +116,60 @@ void expr_resolve(Scope **env, const YNode **n);
  * with an error when it is not a scalar or names an unknown `$attr`. */
 const char *expr_str(Ctx *c, Scope **env, const YNode **n);
 
+/* ---- expand.c ---- */
+
 /* Scopes: the value bound to a local name (last binding wins), or NULL. */
 ValBind *expand_scope_find(Scope *s, const char *name);
 void expand_scope_bind(Scope *s, const char *name, ValueId v, SrcLoc loc);
+/* The full (scope-path) name of local name `local`, interned. */
+const char *expand_scope_full_name(Ctx *c, const Scope *s, const char *local);
 /* Block attribute `name` (len bytes) of scope s (may be NULL), or NULL. */
 const AttrBind *expand_attr(const Scope *s, const char *name, size_t len);
 const HP *expand_hparam(Ctx *c, const char *name, size_t len);
+/* Whether an `in` entry is a number or an expression, not a value name. */
+bool expand_is_literal(const YNode *n);
+
+enum { NK_PRIM, NK_PARAM, NK_BLOCK };
+
+/* One node of a node list, parsed. */
+typedef struct {
+  const YNode *map;
+  SrcLoc loc; /* the op's value: where errors about the node point */
+  const char *op_name;
+  int kind;
+  Op op;
+  int block; /* index into ctx.blocks */
+  const YNode *in_node;
+  const YNode **in;
+  int n_in;
+  const char **out;
+  SrcLoc *out_loc;
+  int n_out;
+  const char **dep; /* value names read: inputs, `like`, dim()/rank() arguments */
+  SrcLoc *dep_loc;
+  int *dep_node; /* producer's index in the list, or -1 when bound in scope */
+  int n_dep;
+  bool bad;
+  int state; /* sort: 0 new, 1 on the stack, 2 done */
+} NodeSpec;
+
+/* ---- expand_prim.c ---- */
+
+/* Checks a node's attribute keys against `allowed` ("a b c") and `required`
+ * ("a b|c": one of b, c); `what` names the op for messages. */
+bool expand_prim_check_attrs(Ctx *c, const NodeSpec *ns, const char *allowed, const char *required,
+                             const char *what, bool block_call);
+/* A primitive op node / a `param` node into the graph, its output bound in
+ * s; false with errors. */
+bool expand_prim_node(Ctx *c, Scope *s, NodeSpec *ns);
+bool expand_prim_param(Ctx *c, Scope *s, NodeSpec *ns);
+/* The inputs of a node: names to values, literals to constants of the
+ * other operands' dtype, shaped like their broadcast when broadcast_lits. */
+bool expand_prim_resolve_inputs(Ctx *c, Scope *s, const NodeSpec *ns, bool broadcast_lits, ValueId *in);
+/* A graph's `inputs:` mapping as graph inputs bound in top. */
+bool expand_prim_inputs(Ctx *c, Scope *top, const YNode *inputs);
+/* "did you mean 'x'?" for an unknown op name, or the list of primitives
+ * (in c's arena). */
+const char *expand_prim_suggest(Ctx *c, const char *name);
 
 #endif

@@ -35,37 +35,6 @@ SrcLoc expr_loc(const YNode *n, int off) {
   return l;
 }
 
-ValBind *expand_scope_find(Scope *s, const char *name) {
-  name = bc_intern(name);
-  for (int i = s->vals.n - 1; i >= 0; i--)
-    if (s->vals.data[i].name == name) return &s->vals.data[i];
-  return NULL;
-}
-
-void expand_scope_bind(Scope *s, const char *name, ValueId v, SrcLoc loc) {
-  ValBind *b = expand_scope_find(s, name);
-  if (b) {
-    b->v = v;
-    return;
-  }
-  vec_push(&s->vals, ((ValBind){bc_intern(name), v, loc}));
-}
-
-const AttrBind *expand_attr(const Scope *s, const char *name, size_t len) {
-  if (!s) return NULL;
-  for (int i = 0; i < s->n_attrs; i++)
-    if (strlen(s->attrs[i].name) == len && strncmp(s->attrs[i].name, name, len) == 0)
-      return &s->attrs[i];
-  return NULL;
-}
-
-const HP *expand_hparam(Ctx *c, const char *name, size_t len) {
-  for (int i = 0; i < c->hparams.n; i++)
-    if (strlen(c->hparams.data[i].name) == len && strncmp(c->hparams.data[i].name, name, len) == 0)
-      return &c->hparams.data[i];
-  return NULL;
-}
-
 /* A number literal, all of `s`: integers stay integers. */
 bool expr_parse_number(const char *s, Num *out) {
   if (!*s || strspn(s, "0123456789+-.eE") != strlen(s)) return false;

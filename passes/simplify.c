@@ -120,8 +120,8 @@ static ValueId emit(Builder *b, const Node *old, const ValueId *in, const Value 
 
 static double fold_unary(Op op, double a) {
   switch (op) {
-#define UNARY(ID, name, fwd, vjp) \
-  case OP_##ID: return (fwd);
+#define UNARY(ID, name, ref, ...) \
+  case OP_##ID: return (ref);
 #include "../graph/ops.def"
   default: BC_ASSERT(!"not unary");
   }
@@ -130,8 +130,8 @@ static double fold_unary(Op op, double a) {
 
 static double fold_binary(Op op, double a, double b) {
   switch (op) {
-#define BINARY(ID, name, fwd, va, vb) \
-  case OP_##ID: return (fwd);
+#define BINARY(ID, name, ref, ...) \
+  case OP_##ID: return (ref);
 #include "../graph/ops.def"
   default: BC_ASSERT(!"not binary");
   }

@@ -10,7 +10,7 @@
  * Invariants: every value of the graph, intermediates included, has its own
  * buffer for the Exec's whole life (tests read intermediates); a run
  * computes the nodes in graph order and then applies the assigns in node
- * order; elementwise forwards are the `fwd` expressions of graph/ops.def.
+ * order; elementwise forwards are the `ref` expressions of graph/ops.def.
  * With data-parallel hooks (set_grad_sync, runtime/dist.c) every node is a
  * step, and gradients are all-reduced as doubles. */
 #include "backend.h"
@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* A switch over Op that misses a row is a compile error, not a silent gap. */
+#pragma GCC diagnostic error "-Wswitch"
 
 typedef struct {
   int n_values;
@@ -102,9 +105,9 @@ static Shape drop_last(const Shape *s, int k) {
 
 static double eval_unary(Op op, double a) {
   switch (op) {
-#define UNARY(ID, name, fwd, vjp) \
+#define UNARY(ID, name, ref, ...) \
   case OP_##ID: \
-    return (fwd);
+    return (ref);
 #include "../graph/ops.def"
   default:
     break;
@@ -115,9 +118,9 @@ static double eval_unary(Op op, double a) {
 
 static double eval_binary(Op op, double a, double b) {
   switch (op) {
-#define BINARY(ID, name, fwd, va, vb) \
+#define BINARY(ID, name, ref, ...) \
   case OP_##ID: \
-    return (fwd);
+    return (ref);
 #include "../graph/ops.def"
   default:
     break;
@@ -361,8 +364,8 @@ static void run_constant(const Step *s) {
 static bool run_node(const Step *s) {
   const Node *n = s->n;
   switch (n->op) {
-#define UNARY(ID, name, fwd, vjp) case OP_##ID:
-#define BINARY(ID, name, fwd, va, vb) case OP_##ID:
+#define UNARY(ID, ...) case OP_##ID:
+#define BINARY(ID, ...) case OP_##ID:
 #include "../graph/ops.def"
   case OP_SELECT:
     run_elementwise(s);

@@ -603,44 +603,46 @@ CHECK_FN void op_output(OpCase *c, ValueId v) {
   vec_push(&c->g.outputs, v);
 }
 
+/* The elementwise ops of graph/ops.def in table order: the first n of
+ * them when i < n (*op set), else i - n. */
+CHECK_FN int op_case_elementwise(int i, Op *op) {
+  for (int o = 0; o < OP_COUNT; o++)
+    if ((op_info[o].flags & OPF_ELEMENTWISE) && i-- == 0) {
+      *op = (Op)o;
+      return -1;
+    }
+  return i;
+}
+
 /* Builds the case `i` of the table below into c (graph initialized); false
- * past the end. Shapes are odd on purpose (7 x 129: not a multiple of a
- * warp or a vector; 3 x 20256: a vocabulary-long row). Tolerances are
- * rel_err: exact ops 0; correctly rounded f32 arithmetic (add .. div, sqrt)
- * 1e-6 (one rounding: 6e-8 per element); exp, log, tanh, rsqrt, recip 1e-5
- * (CUDA's accurate functions are within 2 ulp; cpu's vector polynomials
- * within a few); sums 1e-5 (f32 accumulation of up to 20256 terms in any
- * order; a tree sum is ~1e-7); matmul 1e-5 (f32 dot products of length
- * <= 65; TF32 tensor cores, off unless BC_TF32=1, would give ~1e-3 and fail). */
+ * past the end. First every elementwise row of graph/ops.def, on inputs of
+ * its `dom` letters (check_op_input) at its `tol`; then the other ops.
+ * Shapes are odd on purpose (7 x 129: not a multiple of a warp or a vector;
+ * 3 x 20256: a vocabulary-long row). Tolerances are rel_err: exact ops 0;
+ * sums 1e-5 (f32 accumulation of up to 20256 terms in any order; a tree
+ * sum is ~1e-7); matmul 1e-5 (f32 dot products of length <= 65; TF32
+ * tensor cores, off unless BC_TF32=1, would give ~1e-3 and fail). */
 CHECK_FN bool op_case_build(int i, OpCase *c) {
   memset(c, 0, sizeof *c);
   graph_init(&c->g, "single_op");
   Graph *g = &c->g;
   Shape rc = shape_of(2, 7, 129);
-  const Op unary[] = {OP_NEG, OP_EXP, OP_LOG, OP_TANH, OP_RELU, OP_SQRT, OP_RSQRT, OP_RECIP};
-  const char *unary_in[] = {"x", "x", "p", "x", "x", "p", "p", "z"};
-  const double unary_tol[] = {0, 1e-5, 1e-5, 1e-5, 0, 1e-6, 1e-5, 1e-5};
-  const Op binary[] = {OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MAX, OP_MIN, OP_LT, OP_EQ};
-  const char *binary_in[][2] = {{"x", "x2"}, {"x", "x2"}, {"x", "x2"}, {"x", "z"},
-                                {"k", "k2"}, {"k", "k2"}, {"k", "k2"}, {"k", "k2"}};
-  const double binary_tol[] = {1e-6, 1e-6, 1e-6, 1e-6, 0, 0, 0, 0};
-  enum { NU = 8, NB = 8 };
   c->idx_rows = 50;
-  if (i < NU) {
-    c->name = op_info[unary[i]].name;
-    c->tol = unary_tol[i];
-    op_output(c, graph_unary(g, unary[i], op_input(c, unary_in[i], DTYPE_F32, rc)));
+  Op ew;
+  i = op_case_elementwise(i, &ew);
+  if (i < 0) {
+    const OpInfo *info = &op_info[ew];
+    c->name = info->name;
+    c->tol = info->tol;
+    ValueId in[2];
+    for (int k = 0; k < info->n_in; k++) {
+      /* input names start with the domain letter: "x", "x2" */
+      char nm[3] = {info->dom[k], k > 0 && info->dom[k] == info->dom[0] ? '2' : 0, 0};
+      in[k] = op_input(c, nm, DTYPE_F32, rc);
+    }
+    op_output(c, info->n_in == 1 ? graph_unary(g, ew, in[0]) : graph_binary(g, ew, in[0], in[1]));
     return true;
   }
-  i -= NU;
-  if (i < NB) {
-    c->name = op_info[binary[i]].name;
-    c->tol = binary_tol[i];
-    ValueId a = op_input(c, binary_in[i][0], DTYPE_F32, rc), b = op_input(c, binary_in[i][1], DTYPE_F32, rc);
-    op_output(c, graph_binary(g, binary[i], a, b));
-    return true;
-  }
-  i -= NB;
   ValueId x, y;
   switch (i) {
   case 0:

@@ -232,6 +232,22 @@ static void build_add(Kernel *k, const char *name, int64_t rows, int64_t L, int6
   kstore(k, vy, kbin(k, OP_ADD, a, b));
 }
 
+/* Every elementwise row of graph/ops.def on f32 operands and on i32 ones
+ * (the integer forms, and the f32 round trip of the others), each stored
+ * to a view of its own: NVRTC then compiles every op's CUDA form. */
+static void build_every_op(Kernel *k, const char *name, int64_t L) {
+  kinit(k, name, shape_of(2, 3, (int)L), -1);
+  int x = kload(k, kview(k, 0, ST(L, 1)), DTYPE_F32), y = kload(k, kview(k, 0, ST(L, 1)), DTYPE_F32);
+  int xi = kload(k, kview(k, 0, ST(L, 1)), DTYPE_I32), yi = kload(k, kview(k, 0, ST(L, 1)), DTYPE_I32);
+  for (int o = 0; o < OP_COUNT; o++) {
+    const OpInfo *info = &op_info[o];
+    if (!(info->flags & OPF_ELEMENTWISE)) continue;
+    bool un = info->n_in == 1;
+    kstore(k, kview(k, 0, ST(L, 1)), un ? kun(k, (Op)o, x) : kbin(k, (Op)o, x, y));
+    kstore(k, kview(k, 0, ST(L, 1)), un ? kun(k, (Op)o, xi) : kbin(k, (Op)o, xi, yi));
+  }
+}
+
 /* y = softmax(x) over the last axis of [rows, L]. */
 static void build_softmax(Kernel *k, const char *name, int64_t rows, int64_t L) {
   kinit(k, name, shape_of(2, (int)rows, (int)L), -1);
@@ -712,6 +728,8 @@ TEST(hand_built_kernels_compile) {
   for (int v = 0; v < k.views.n; v++) k.views.data[v].stride[0] = 1;
   for (int i = 0; i < k.insts.n; i++)
     if (k.insts.data[i].kind == KI_REDUCE) k.insts.data[i].axis = 0;
+  vec_push(&p.kernels, k);
+  build_every_op(&k, "k21_every_op", 129);
   vec_push(&p.kernels, k);
   CudaLaunch launches[32] = {{0}};
   Diag d;

@@ -59,47 +59,51 @@ static void expect(Exec *e, ValueId v, const double *want, int n) {
   for (int i = 0; i < n; i++) CHECK_NEAR(got[i], want[i], 1e-15, 1e-15);
 }
 
-/* ---- elementwise: every row of ops.def has a case ------------------------ */
+/* ---- elementwise: the known values (`ex`) of every row of ops.def ------- */
+
+#define EX_LIST(...) {__VA_ARGS__}
+#define UNARY(ID, name, ref, cuda, llvm, vjp, dom, tol, ex) static const double ex_##ID[] = EX_LIST ex;
+#define BINARY(ID, name, ref, cuda, llvm, va, vb, dom, tol, ex) static const double ex_##ID[] = EX_LIST ex;
+#include "graph/ops.def"
 
 typedef struct {
-  const char *op;
-  double a, b, want;
-} EwCase;
+  const double *ex;
+  int n; /* doubles in ex */
+} EwRow;
 
-static const EwCase ew_cases[] = {
-    {"neg", 2, 0, -2},       {"exp", 0, 0, 1},          {"exp", 1, 0, 2.718281828459045},
-    {"log", 1, 0, 0},        {"log", 8, 0, 2.0794415416798357},
-    {"tanh", 0, 0, 0},       {"tanh", 1, 0, 0.7615941559557649},
-    {"relu", -1, 0, 0},      {"relu", 2.5, 0, 2.5},      {"sqrt", 4, 0, 2},
-    {"rsqrt", 4, 0, 0.5},    {"recip", 4, 0, 0.25},      {"add", 1, 2, 3},
-    {"sub", 1, 2, -1},       {"mul", 3, -2, -6},         {"div", 3, 4, 0.75},
-    {"max", 3, 4, 4},        {"max", -1, -2, -1},        {"min", 3, 4, 3},
-    {"min", -1, -2, -2},     {"lt", 1, 2, 1},            {"lt", 2, 2, 0},
-    {"eq", 2, 2, 1},         {"eq", 2, 3, 0},
+static const EwRow ew_rows[OP_COUNT] = {
+#define UNARY(ID, ...) [OP_##ID] = {ex_##ID, (int)(sizeof ex_##ID / sizeof *ex_##ID)},
+#define BINARY(ID, ...) [OP_##ID] = {ex_##ID, (int)(sizeof ex_##ID / sizeof *ex_##ID)},
+#include "graph/ops.def"
 };
 
+/* Every row has whole examples, a domain letter per input and a tolerance,
+ * and the interpreter gives its known values to 1e-15. */
 TEST(elementwise_every_op) {
   for (int op = 0; op < OP_COUNT; op++) {
-    if (!(op_info[op].flags & OPF_ELEMENTWISE)) continue;
-    int n = 0;
-    for (size_t c = 0; c < sizeof(ew_cases) / sizeof(ew_cases[0]); c++) {
-      const EwCase *k = &ew_cases[c];
-      if (strcmp(k->op, op_info[op].name) != 0) continue;
-      n++;
+    const OpInfo *info = &op_info[op];
+    if (!(info->flags & OPF_ELEMENTWISE)) continue;
+    int arity = info->n_in, per = arity + 1;
+    const EwRow *r = &ew_rows[op];
+    CHECK_MSG(r->n > 0 && r->n % per == 0, "ops.def row '%s': ex needs (input%s, want) tuples", info->name,
+              arity == 1 ? "" : "s");
+    CHECK_MSG((int)strlen(info->dom) == arity && strspn(info->dom, "xpzk") == (size_t)arity,
+              "ops.def row '%s': dom must be one of x p z k per input, got \"%s\"", info->name, info->dom);
+    CHECK_MSG(info->tol >= 0 && info->tol <= 1e-4, "ops.def row '%s': tol %g", info->name, info->tol);
+    for (int c = 0; c + per <= r->n; c += per) {
       Graph g;
       graph_init(&g, "ew");
       ValueId a = in_f32(&g, "a", shape_of(1, 1)), b = in_f32(&g, "b", shape_of(1, 1));
-      ValueId y = (op_info[op].flags & OPF_UNARY) ? graph_unary(&g, (Op)op, a)
-                                                  : graph_binary(&g, (Op)op, a, b);
+      ValueId y = arity == 1 ? graph_unary(&g, (Op)op, a) : graph_binary(&g, (Op)op, a, b);
       Exec *e = make_exec(&g);
-      put(e, a, &k->a);
-      put(e, b, &k->b);
+      double zero = 0;
+      put(e, a, &r->ex[c]);
+      put(e, b, arity == 1 ? &zero : &r->ex[c + 1]);
       run_ok(e);
-      expect(e, y, &k->want, 1);
+      expect(e, y, &r->ex[c + arity], 1);
       exec_destroy(e);
       graph_free(&g);
     }
-    CHECK_MSG(n > 0, "elementwise op '%s' has no forward case in test_interp.c", op_info[op].name);
   }
 }
 
