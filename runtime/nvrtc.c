@@ -1,6 +1,8 @@
 /* nvrtc.c — NVRTC through dlopen (nvrtc.h): CUDA C to a CUBIN for one
  * architecture, with an on-disk cache keyed by a 64-bit FNV-1a hash of the
- * source, the options (architecture included) and the NVRTC version.
+ * source, the options (architecture included) and the NVRTC version; an
+ * entry is written atomically (graph/fileio.h), and a failed write is not a
+ * failed compile.
  *
  * The few NVRTC entry points are declared here by hand (nvrtcResult is an
  * int enum, 0 = success; nvrtcProgram an opaque pointer), so nothing depends
@@ -14,6 +16,8 @@
  * compile touches only its own program, so calls may run on any thread. */
 #include "nvrtc.h"
 
+#include "../graph/fileio.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -21,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 typedef int RtcResult;    /* nvrtcResult; 0 is NVRTC_SUCCESS */
 typedef void *RtcProgram; /* nvrtcProgram */
@@ -159,19 +162,19 @@ static void *read_cubin(const char *path, size_t *n_bytes) {
   return buf;
 }
 
-/* Best effort: temporary file in the same directory, then rename. */
+/* Best effort, through the one atomic write (graph/fileio.h), so a reader
+ * finds a whole CUBIN or none. A failed write costs only a compile next
+ * time, never this one: its error is dropped. fileio.h allows one write of
+ * a path at a time per process, and compiles may run on several threads. */
 static void write_cubin(const char *dir, const char *path, const void *data, size_t n) {
+  static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
   if (!make_dirs(dir)) return;
-  static int counter;
-  char *tmp = bc_asprintf("%s.tmp.%ld.%d", path, (long)getpid(), __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-  FILE *f = fopen(tmp, "wb");
-  bool ok = f != NULL;
-  if (f) {
-    ok = fwrite(data, 1, n, f) == n;
-    ok = (fclose(f) == 0) && ok;
-  }
-  if (!ok || rename(tmp, path) != 0) remove(tmp);
-  free(tmp);
+  Diag dropped;
+  diag_init(&dropped);
+  pthread_mutex_lock(&write_mu);
+  file_write_atomic(path, data, n, &dropped);
+  pthread_mutex_unlock(&write_mu);
+  diag_free(&dropped);
 }
 
 /* ---- failures --------------------------------------------------------------------- */
