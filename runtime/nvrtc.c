@@ -17,6 +17,7 @@
 #include "nvrtc.h"
 
 #include "../graph/fileio.h"
+#include "../graph/strbuf.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -201,34 +202,36 @@ static void first_error(const char *log, char *b, size_t n) {
   snprintf(b, n, "%.*s", len, pick);
 }
 
-/* NAME.cu (numbered lines) and NAME.log beside each other; their paths in
- * *cu and *lg (malloc'd) when written. */
+/* NAME.cu (numbered lines) and NAME.log beside each other, each written
+ * atomically; their paths in *cu and *lg (malloc'd) when written, NULL when
+ * not (the compile's own error says so). */
 static void dump_failure(const char *src, const char *name, const char *log, char **cu, char **lg) {
   const char *dir = getenv("BC_DUMP_DIR");
   if (!dir || !*dir) dir = ".";
   else make_dirs(dir);
   *cu = bc_asprintf("%s/%s.cu", dir, name);
   *lg = bc_asprintf("%s/%s.log", dir, name);
-  FILE *f = fopen(*cu, "w");
-  if (f) {
-    int no = 1;
-    for (const char *s = src; *s;) {
-      const char *e = strchr(s, '\n');
-      int len = e ? (int)(e - s) : (int)strlen(s);
-      fprintf(f, "%5d  %.*s\n", no++, len, s);
-      s = e ? e + 1 : s + len;
-    }
+  StrBuf b = {0};
+  int no = 1;
+  for (const char *s = src; *s;) {
+    const char *e = strchr(s, '\n');
+    int len = e ? (int)(e - s) : (int)strlen(s);
+    strbuf_printf(&b, "%5d  %.*s\n", no++, len, s);
+    s = e ? e + 1 : s + len;
   }
-  if (!f || fclose(f) != 0) {
+  Diag dropped;
+  diag_init(&dropped);
+  if (!file_write_atomic(*cu, b.data ? b.data : "", b.n, &dropped)) {
     free(*cu);
     *cu = NULL;
   }
-  f = fopen(*lg, "w");
-  if (f) fputs(log ? log : "", f);
-  if (!f || fclose(f) != 0) {
+  if (!log) log = "";
+  if (!file_write_atomic(*lg, log, strlen(log), &dropped)) {
     free(*lg);
     *lg = NULL;
   }
+  diag_free(&dropped);
+  strbuf_free(&b);
 }
 
 /* ---- compiling ----------------------------------------------------------------------- */
