@@ -4,7 +4,8 @@
  * (pipeline_run and exec_create apart), memory (arena vs intermediates, peak
  * RSS), the share of step time spent in GEMMs, and achieved GFLOP/s against
  * the CPU's peak FMA rate (on cuda: a peak given with --peak-gflops). Output:
- * an aligned table, and JSON with --json. Devices: interp, cpu, cuda, cuda:N.
+ * an aligned table, and JSON with --json (graph/json.h's writer; a file is
+ * replaced atomically, graph/fileio.h). Devices: interp, cpu, cuda, cuda:N.
  *
  * Not here: correctness (tests/ check the numbers; this only checks that the
  * loss is finite), data loading (batches are random but shaped like d2l's),
@@ -28,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "graph/fileio.h"
+#include "graph/json.h"
 #include "passes/passes.h"
 #include "runtime/backend.h"
 
@@ -61,7 +64,8 @@ static const char usage[] =
     "  --lr X              learning rate input (default: nli 1e-4,\n"
     "                      pretrain 0.01, as d2l)\n"
     "  --seed N            seed of parameters, dropout and batches (default 1)\n"
-    "  --json FILE         also write the results as JSON (- = stdout)\n"
+    "  --json FILE         also write the results as JSON (- = stdout); FILE\n"
+    "                      is replaced whole or not at all\n"
     "  --peak-json FILE    JSON written by peak_fma: peak_gflops_1core with\n"
     "                      --threads 1, else the largest \"...gflops...\" value\n"
     "  --peak-gflops X     the peak FMA rate in GFLOP/s, given directly\n"
@@ -331,6 +335,14 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Nothing measured yet: zero, with NAN and -1 where 0 would be a value. */
+static void result_init(Result *r) {
+  memset(r, 0, sizeof *r);
+  r->loss_first = r->loss_last = NAN;
+  r->n_kernels = r->pinned_bytes = r->arena_bytes = r->sum_intermediate_bytes = -1;
+  r->gemm_ns = r->total_ns = NAN;
+}
+
 static void set_error(Result *r, const char *what, const Diag *d) {
   const char *first = d ? diag_first(d) : "";
   snprintf(r->error, ERR_LEN, "%s%s%s", what, *first ? ": " : "", first);
@@ -338,10 +350,7 @@ static void set_error(Result *r, const char *what, const Diag *d) {
 
 /* Compiles, prepares and times one configuration into *r. */
 static void run_config(const Options *opt, const Config *c, const Backend *be, Result *r) {
-  memset(r, 0, sizeof *r);
-  r->loss_first = r->loss_last = NAN;
-  r->n_kernels = r->pinned_bytes = r->arena_bytes = r->sum_intermediate_bytes = -1;
-  r->gemm_ns = r->total_ns = NAN;
+  result_init(r);
   r->steps = opt->steps;
   r->warmup = opt->warmup;
   Diag d;
@@ -464,6 +473,26 @@ cleanup:
   free(times);
 }
 
+/* Up to n bytes from fd until end of file or an error; how many came. */
+static size_t read_all(int fd, void *buf, size_t n) {
+  size_t got = 0;
+  for (ssize_t k; got < n && (k = read(fd, (char *)buf + got, n - got)) != 0;) {
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) break;
+    got += (size_t)k;
+  }
+  close(fd);
+  return got;
+}
+
+/* waitpid's status of the child pid. */
+static int reap(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
 /* Runs one configuration in a child process so that ru_maxrss is its own. */
 static void run_config_forked(const Options *opt, const Config *c, const Backend *be, Result *r) {
   int fds[2];
@@ -492,26 +521,10 @@ static void run_config_forked(const Options *opt, const Config *c, const Backend
     _exit(0);
   }
   close(fds[1]);
-  char *p = (char *)r;
-  size_t got = 0;
-  while (got < sizeof *r) {
-    ssize_t k = read(fds[0], p + got, sizeof *r - got);
-    if (k == 0) break;
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    got += (size_t)k;
-  }
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  size_t got = read_all(fds[0], r, sizeof *r);
+  int status = reap(pid);
   if (got != sizeof *r) {
-    memset(r, 0, sizeof *r);
-    r->loss_first = r->loss_last = NAN;
-    r->n_kernels = r->pinned_bytes = r->arena_bytes = r->sum_intermediate_bytes = -1;
-    r->gemm_ns = r->total_ns = NAN;
+    result_init(r);
     if (WIFSIGNALED(status))
       snprintf(r->error, ERR_LEN, "benchmark process killed by signal %d (%s)", WTERMSIG(status),
                WTERMSIG(status) == SIGKILL ? "out of memory?" : strsignal(WTERMSIG(status)));
@@ -521,63 +534,58 @@ static void run_config_forked(const Options *opt, const Config *c, const Backend
 
 /* ---- the peak FMA rate ---- */
 
-/* The peak in GFLOP/s from peak_fma's JSON text ({"peak_gflops_1core": x,
- * "peak_gflops_all": y, ...}): the number under key "peak_gflops" or under
- * `prefer` (non-NULL), else the largest number under any key containing
- * "gflop" (case-insensitive): with several threads the all-core rate, or the
- * one-core rate where noise put it higher. NAN when there is none. A flat
- * scan, not a JSON parser: it looks only at `"key": number` pairs. */
-static double peak_from_json(const char *s, const char *prefer) {
-  double best = NAN, preferred = NAN;
-  for (const char *p = s; (p = strchr(p, '"')) != NULL;) {
-    const char *k = p + 1, *q = strchr(k, '"');
-    if (!q) break;
-    size_t klen = (size_t)(q - k);
-    const char *v = q + 1;
-    while (isspace((unsigned char)*v)) v++;
-    p = q + 1;
-    if (*v != ':') continue;
-    v++;
-    char *end;
-    double x = strtod(v, &end);
-    if (end == v) continue;
+/* Walks v in document order for peak_from_json: *exact is the first number
+ * under "peak_gflops", *preferred the last under `prefer`, *best the largest
+ * under a key containing "gflop" (keys compared case-insensitively). */
+static void find_peak(const JsonValue *v, const char *prefer, double *exact, double *preferred,
+                      double *best) {
+  for (int i = 0; i < v->n && isnan(*exact); i++) {
+    const JsonValue *x = &v->items[i];
+    if (x->kind == JSON_ARRAY || x->kind == JSON_OBJECT) find_peak(x, prefer, exact, preferred, best);
+    if (v->kind != JSON_OBJECT || x->kind != JSON_NUMBER) continue;
     char key[128];
-    size_t n = klen < sizeof key - 1 ? klen : sizeof key - 1;
-    for (size_t i = 0; i < n; i++) key[i] = (char)tolower((unsigned char)k[i]);
-    key[n] = '\0';
-    if (!strcmp(key, "peak_gflops")) return x;
-    if (prefer && !strcmp(key, prefer)) preferred = x;
-    if (strstr(key, "gflop") && (isnan(best) || x > best)) best = x;
+    snprintf(key, sizeof key, "%s", v->keys[i]);
+    for (char *k = key; *k; k++) *k = (char)tolower((unsigned char)*k);
+    if (!strcmp(key, "peak_gflops")) *exact = x->num;
+    else if (prefer && !strcmp(key, prefer)) *preferred = x->num;
+    if (strstr(key, "gflop") && (isnan(*best) || x->num > *best)) *best = x->num;
   }
-  return isnan(preferred) ? best : preferred;
 }
 
-static char *slurp_stream(FILE *f) {
-  size_t cap = 4096, n = 0;
-  char *buf = bc_malloc(cap);
-  size_t k;
-  while ((k = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-    n += k;
-    if (cap - n < 2) buf = bc_realloc(buf, cap *= 2);
-  }
-  buf[n] = '\0';
-  return buf;
+/* The peak in GFLOP/s from peak_fma's JSON text s[0, n) ({"peak_gflops_1core":
+ * x, "peak_gflops_all": y, ...}): the number under key "peak_gflops" or under
+ * `prefer` (non-NULL), else the largest number under any key containing
+ * "gflop" (case-insensitive), at any depth: with several threads the all-core
+ * rate, or the one-core rate where noise put it higher. NAN when there is
+ * none or s is not JSON (said on stderr, naming `from`). */
+static double peak_from_json(const char *s, size_t n, const char *prefer, const char *from) {
+  Arena arena;
+  arena_init(&arena);
+  JsonValue root;
+  JsonError err;
+  JsonOptions jo = {.allow_nonfinite = true};
+  double exact = NAN, preferred = NAN, best = NAN;
+  bool parsed = json_parse(s, n, &jo, &arena, &root, &err);
+  if (parsed) find_peak(&root, prefer, &exact, &preferred, &best);
+  else fprintf(stderr, "bench_step: %s is not JSON (byte %zu: %s)\n", from, err.pos, err.msg);
+  arena_free(&arena);
+  double x = !isnan(exact) ? exact : !isnan(preferred) ? preferred : best;
+  if (parsed && isnan(x)) fprintf(stderr, "bench_step: no peak GFLOP/s found in %s\n", from);
+  return x;
 }
 
 /* one thread is judged against the one-core peak */
 static const char *peak_key(int threads) { return threads == 1 ? "peak_gflops_1core" : NULL; }
 
 static double peak_from_file(const char *path, int threads) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    fprintf(stderr, "bench_step: cannot read %s: %s\n", path, strerror(errno));
-    return NAN;
-  }
-  char *s = slurp_stream(f);
-  fclose(f);
-  double x = peak_from_json(s, peak_key(threads));
+  Diag d;
+  diag_init(&d);
+  size_t n = 0;
+  char *s = bc_read_file(path, &n, &d);
+  if (!s) fprintf(stderr, "bench_step: %s\n", diag_first(&d));
+  diag_free(&d);
+  double x = s ? peak_from_json(s, n, peak_key(threads), path) : NAN;
   free(s);
-  if (isnan(x)) fprintf(stderr, "bench_step: no peak GFLOP/s found in %s\n", path);
   return x;
 }
 
@@ -605,37 +613,18 @@ static double peak_from_exe(const char *exe, int threads) {
   FILE *f = popen(cmd, "r");
   free(cmd);
   if (!f) return NAN;
-  char *s = slurp_stream(f);
+  StrBuf out = {0};
+  char chunk[4096];
+  for (size_t k; (k = fread(chunk, 1, sizeof chunk, f)) > 0;) strbuf_add(&out, chunk, k);
   pclose(f);
-  double x = peak_from_json(s, peak_key(threads));
-  free(s);
-  if (isnan(x)) fprintf(stderr, "bench_step: no peak GFLOP/s in the output of %s\n", exe);
+  char *from = bc_asprintf("the output of %s", exe);
+  double x = peak_from_json(out.data ? out.data : "", out.n, peak_key(threads), from);
+  free(from);
+  strbuf_free(&out);
   return x;
 }
 
 /* ---- output ---- */
-
-static void json_string(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-    else if (ch == '\n') fputs("\\n", f);
-    else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-    else fputc(ch, f);
-  }
-  fputc('"', f);
-}
-
-static void json_num(FILE *f, double x) {
-  if (isfinite(x)) fprintf(f, "%.6g", x);
-  else fputs("null", f);
-}
-
-static void json_int(FILE *f, int64_t x) { /* negative = unknown */
-  if (x >= 0) fprintf(f, "%lld", (long long)x);
-  else fputs("null", f);
-}
 
 static double gemm_fraction(const Result *r) {
   return r->total_ns > 0 && r->gemm_ns >= 0 ? r->gemm_ns / r->total_ns : NAN;
@@ -670,108 +659,125 @@ static void cpu_model(char *out, size_t n) {
   fclose(f);
 }
 
-static void json_loadavg(FILE *f, const double *l) {
-  fputc('[', f);
-  for (int i = 0; i < 3; i++) {
-    fputs(i ? ", " : "", f);
-    json_num(f, l[i]);
+/* The JSON's members: `sep` (a comma, a line break: the file is laid out
+ * for reading) then "key": value. Numbers as %.6g; NaN, an infinity and a
+ * negative count mean unknown and are written null. */
+static void put_key(StrBuf *b, const char *sep, const char *key) {
+  strbuf_puts(b, sep);
+  json_write_key(b, key);
+  strbuf_putc(b, ' ');
+}
+static void put_num(StrBuf *b, const char *sep, const char *key, double x) {
+  put_key(b, sep, key);
+  json_write_double_fmt(b, "%.6g", x);
+}
+static void put_count(StrBuf *b, const char *sep, const char *key, int64_t x) {
+  put_key(b, sep, key);
+  if (x >= 0) json_write_int(b, x);
+  else strbuf_puts(b, "null");
+}
+static void put_int(StrBuf *b, const char *sep, const char *key, int64_t x) {
+  put_key(b, sep, key);
+  json_write_int(b, x);
+}
+static void put_str(StrBuf *b, const char *sep, const char *key, const char *s) {
+  put_key(b, sep, key);
+  if (s) json_write_string(b, s);
+  else strbuf_puts(b, "null");
+}
+static void put_bool(StrBuf *b, const char *sep, const char *key, bool x) {
+  put_key(b, sep, key);
+  strbuf_puts(b, x ? "true" : "false");
+}
+static void put_nums(StrBuf *b, const char *sep, const char *key, const double *x, int n) {
+  put_key(b, sep, key);
+  strbuf_putc(b, '[');
+  for (int i = 0; i < n; i++) {
+    strbuf_puts(b, i ? ", " : "");
+    json_write_double_fmt(b, "%.6g", x[i]);
   }
-  fputc(']', f);
+  strbuf_putc(b, ']');
 }
 
-static void write_json(FILE *f, const Options *opt, const Config *cs, const Result *rs, int n,
+static void write_json(StrBuf *b, const Options *opt, const Config *cs, const Result *rs, int n,
                        double peak, int threads, const double *load0, const double *load1) {
   char cpu[256];
   cpu_model(cpu, sizeof cpu);
-  fprintf(f, "{\n  \"tool\": \"bench_step\",\n  \"device\": ");
-  json_string(f, opt->device);
-  fprintf(f, ",\n  \"model\": ");
-  json_string(f, opt->model);
-  fprintf(f, ",\n  \"cpu\": ");
-  json_string(f, cpu);
-  fprintf(f, ",\n  \"online_cpus\": %ld,\n  \"threads\": ", sysconf(_SC_NPROCESSORS_ONLN));
-  json_int(f, threads);
-  fprintf(f, ",\n  \"sets\": {");
-  for (int i = 0; i < opt->n_sets; i++) {
-    fprintf(f, "%s", i ? ", " : "");
-    json_string(f, opt->sets[i].key);
-    fputs(": ", f);
-    json_string(f, opt->sets[i].value);
-  }
-  fprintf(f, "},\n  \"loadavg_start\": ");
-  json_loadavg(f, load0);
-  fprintf(f, ", \"loadavg_end\": ");
-  json_loadavg(f, load1);
-  fprintf(f, ",\n  \"peak_gflops\": ");
-  json_num(f, peak);
-  fprintf(f, ",\n  \"configs\": [");
+  const char *nl = ",\n  ", *nl5 = ",\n     ";
+  put_str(b, "{\n  ", "tool", "bench_step");
+  put_str(b, nl, "device", opt->device);
+  put_str(b, nl, "model", opt->model);
+  put_str(b, nl, "cpu", cpu);
+  put_int(b, nl, "online_cpus", sysconf(_SC_NPROCESSORS_ONLN));
+  put_count(b, nl, "threads", threads);
+  put_key(b, nl, "sets");
+  strbuf_putc(b, '{');
+  for (int i = 0; i < opt->n_sets; i++) put_str(b, i ? ", " : "", opt->sets[i].key, opt->sets[i].value);
+  strbuf_putc(b, '}');
+  put_nums(b, nl, "loadavg_start", load0, 3);
+  put_nums(b, ", ", "loadavg_end", load1, 3);
+  put_num(b, nl, "peak_gflops", peak);
+  put_key(b, nl, "configs");
+  strbuf_putc(b, '[');
   for (int i = 0; i < n; i++) {
     const Config *c = &cs[i];
     const Result *r = &rs[i];
-    fprintf(f, "%s\n    {\"graph\": ", i ? "," : "");
-    json_string(f, c->graph);
-    fprintf(f, ", \"batch\": %d, \"seq_len\": %lld, \"n_pred\": %lld, \"vocab\": %lld, \"ok\": %s",
-            c->batch, (long long)r->seq_len, (long long)r->n_pred, (long long)r->vocab,
-            r->ok ? "true" : "false");
-    fprintf(f, ",\n     \"error\": ");
-    if (r->ok) fputs("null", f);
-    else json_string(f, r->error);
-    fprintf(f, ",\n     \"steps\": %d, \"warmup\": %d, \"examples_per_s\": ", r->steps, r->warmup);
-    json_num(f, examples_per_s(c, r));
-    fputs(", \"ms_per_step\": ", f);
-    json_num(f, r->ok ? r->ms_median : NAN);
-    fputs(", \"examples_per_s_mean\": ", f);
-    json_num(f, examples_per_s_mean(c, r));
-    fputs(", \"ms_per_step_mean\": ", f);
-    json_num(f, r->ok ? r->ms_mean : NAN);
-    fputs(", \"ms_per_step_min\": ", f);
-    json_num(f, r->ok ? r->ms_min : NAN);
-    fputs(", \"ms_per_step_max\": ", f);
-    json_num(f, r->ok ? r->ms_max : NAN);
-    fputs(",\n     \"compile_pipeline_s\": ", f);
-    json_num(f, r->pipeline_s);
-    fputs(", \"compile_exec_create_s\": ", f);
-    json_num(f, r->exec_create_s);
-    fputs(", \"init_params_s\": ", f);
-    json_num(f, r->init_s);
-    fprintf(f, ",\n     \"exec_stats\": %s, \"kernels\": ", r->has_stats ? "true" : "false");
-    json_int(f, r->n_kernels);
-    fputs(", \"pinned_bytes\": ", f);
-    json_int(f, r->pinned_bytes);
-    fputs(", \"arena_bytes\": ", f);
-    json_int(f, r->arena_bytes);
-    fputs(", \"sum_intermediate_bytes\": ", f);
-    json_int(f, r->sum_intermediate_bytes);
-    fputs(", \"graph_node_value_bytes\": ", f);
-    json_int(f, r->node_value_bytes);
-    fputs(", \"param_count\": ", f);
-    json_int(f, r->param_count);
-    fputs(", \"peak_rss_bytes\": ", f);
-    json_int(f, r->peak_rss_bytes);
-    fputs(",\n     \"gemm_fraction\": ", f);
-    json_num(f, gemm_fraction(r));
-    fprintf(f, ", \"graph_nodes\": %lld, \"matmuls\": %lld", (long long)r->n_nodes,
-            (long long)r->n_matmul);
-    fputs(", \"flops_per_step\": ", f);
-    json_int(f, r->flops);
-    fputs(", \"matmul_flops_per_step\": ", f);
-    json_int(f, r->matmul_flops);
-    fputs(",\n     \"gflops\": ", f);
-    json_num(f, gflops(r));
-    fputs(", \"fraction_of_peak\": ", f);
-    json_num(f, gflops(r) / peak);
-    fputs(", \"loss_first\": ", f);
-    json_num(f, r->loss_first);
-    fputs(", \"loss_last\": ", f);
-    json_num(f, r->loss_last);
-    fputs(",\n     \"step_ms\": [", f);
-    for (int k = 0; r->ok && k < r->steps && k < MAX_STEP_LOG; k++) {
-      fputs(k ? ", " : "", f);
-      json_num(f, r->step_ms[k]);
-    }
-    fputs("]}", f);
+    put_str(b, i ? ",\n    {" : "\n    {", "graph", c->graph);
+    put_int(b, ", ", "batch", c->batch);
+    put_int(b, ", ", "seq_len", r->seq_len);
+    put_int(b, ", ", "n_pred", r->n_pred);
+    put_int(b, ", ", "vocab", r->vocab);
+    put_bool(b, ", ", "ok", r->ok);
+    put_str(b, nl5, "error", r->ok ? NULL : r->error);
+    put_int(b, nl5, "steps", r->steps);
+    put_int(b, ", ", "warmup", r->warmup);
+    put_num(b, ", ", "examples_per_s", examples_per_s(c, r));
+    put_num(b, ", ", "ms_per_step", r->ok ? r->ms_median : NAN);
+    put_num(b, ", ", "examples_per_s_mean", examples_per_s_mean(c, r));
+    put_num(b, ", ", "ms_per_step_mean", r->ok ? r->ms_mean : NAN);
+    put_num(b, ", ", "ms_per_step_min", r->ok ? r->ms_min : NAN);
+    put_num(b, ", ", "ms_per_step_max", r->ok ? r->ms_max : NAN);
+    put_num(b, nl5, "compile_pipeline_s", r->pipeline_s);
+    put_num(b, ", ", "compile_exec_create_s", r->exec_create_s);
+    put_num(b, ", ", "init_params_s", r->init_s);
+    put_bool(b, nl5, "exec_stats", r->has_stats);
+    put_count(b, ", ", "kernels", r->n_kernels);
+    put_count(b, ", ", "pinned_bytes", r->pinned_bytes);
+    put_count(b, ", ", "arena_bytes", r->arena_bytes);
+    put_count(b, ", ", "sum_intermediate_bytes", r->sum_intermediate_bytes);
+    put_count(b, ", ", "graph_node_value_bytes", r->node_value_bytes);
+    put_count(b, ", ", "param_count", r->param_count);
+    put_count(b, ", ", "peak_rss_bytes", r->peak_rss_bytes);
+    put_num(b, nl5, "gemm_fraction", gemm_fraction(r));
+    put_int(b, ", ", "graph_nodes", r->n_nodes);
+    put_int(b, ", ", "matmuls", r->n_matmul);
+    put_count(b, ", ", "flops_per_step", r->flops);
+    put_count(b, ", ", "matmul_flops_per_step", r->matmul_flops);
+    put_num(b, nl5, "gflops", gflops(r));
+    put_num(b, ", ", "fraction_of_peak", gflops(r) / peak);
+    put_num(b, ", ", "loss_first", r->loss_first);
+    put_num(b, ", ", "loss_last", r->loss_last);
+    int n_ms = r->ok ? (r->steps < MAX_STEP_LOG ? r->steps : MAX_STEP_LOG) : 0;
+    put_nums(b, nl5, "step_ms", r->step_ms, n_ms);
+    strbuf_putc(b, '}');
   }
-  fprintf(f, "\n  ]\n}\n");
+  strbuf_puts(b, "\n  ]\n}\n");
+}
+
+/* The JSON to stdout ("-") or, atomically, to path; false with the reason
+ * on stderr. */
+static bool save_json(const char *path, const StrBuf *b) {
+  if (!strcmp(path, "-")) {
+    if (fwrite(b->data, 1, b->n, stdout) == b->n && fflush(stdout) == 0) return true;
+    fprintf(stderr, "bench_step: cannot write the JSON to stdout: %s\n", strerror(errno));
+    return false;
+  }
+  Diag d;
+  diag_init(&d);
+  bool ok = file_write_atomic(path, b->data, b->n, &d);
+  if (!ok) fprintf(stderr, "bench_step: %s\n", diag_first(&d));
+  diag_free(&d);
+  return ok;
 }
 
 static void fmt_num(char *buf, size_t n, double x, const char *fmt) {
@@ -875,18 +881,9 @@ static bool device_available(const Backend *b, int index, bool no_fork, char *wh
   if (pid > 0) { /* parent: the child's answer, "" = available */
     close(fds[1]);
     char buf[ERR_LEN] = "";
-    size_t got = 0;
-    ssize_t k;
-    while (got < sizeof buf - 1 && (k = read(fds[0], buf + got, sizeof buf - 1 - got)) != 0) {
-      if (k < 0 && errno == EINTR) continue;
-      if (k < 0) break;
-      got += (size_t)k;
-    }
+    size_t got = read_all(fds[0], buf, sizeof buf - 1);
     buf[got] = '\0';
-    close(fds[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    int status = reap(pid);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
     snprintf(why, ERR_LEN, "%s", got ? buf : "the device check crashed");
     return false;
@@ -1070,17 +1067,10 @@ int main(int argc, char **argv) {
   /* with --json - the JSON alone goes to stdout, so it can be piped */
   print_table(json_path && !strcmp(json_path, "-") ? stderr : stdout, cs, rs, n, peak);
   if (json_path) {
-    FILE *f = strcmp(json_path, "-") ? fopen(json_path, "w") : stdout;
-    if (!f) {
-      fprintf(stderr, "bench_step: cannot write %s: %s\n", json_path, strerror(errno));
-      rc = 1;
-    } else {
-      write_json(f, &opt, cs, rs, n, peak, threads, load0, load1);
-      if (f != stdout && fclose(f) != 0) {
-        fprintf(stderr, "bench_step: cannot write %s: %s\n", json_path, strerror(errno));
-        rc = 1;
-      }
-    }
+    StrBuf b = {0};
+    write_json(&b, &opt, cs, rs, n, peak, threads, load0, load1);
+    if (!save_json(json_path, &b)) rc = 1;
+    strbuf_free(&b);
   }
   free(rs);
   goto done;

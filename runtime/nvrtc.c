@@ -1,6 +1,8 @@
 /* nvrtc.c — NVRTC through dlopen (nvrtc.h): CUDA C to a CUBIN for one
  * architecture, with an on-disk cache keyed by a 64-bit FNV-1a hash of the
- * source, the options (architecture included) and the NVRTC version.
+ * source, the options (architecture included) and the NVRTC version; an
+ * entry is written atomically (graph/fileio.h), and a failed write is not a
+ * failed compile.
  *
  * The few NVRTC entry points are declared here by hand (nvrtcResult is an
  * int enum, 0 = success; nvrtcProgram an opaque pointer), so nothing depends
@@ -14,6 +16,9 @@
  * compile touches only its own program, so calls may run on any thread. */
 #include "nvrtc.h"
 
+#include "../graph/fileio.h"
+#include "../graph/strbuf.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -21,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 typedef int RtcResult;    /* nvrtcResult; 0 is NVRTC_SUCCESS */
 typedef void *RtcProgram; /* nvrtcProgram */
@@ -159,19 +163,19 @@ static void *read_cubin(const char *path, size_t *n_bytes) {
   return buf;
 }
 
-/* Best effort: temporary file in the same directory, then rename. */
+/* Best effort, through the one atomic write (graph/fileio.h), so a reader
+ * finds a whole CUBIN or none. A failed write costs only a compile next
+ * time, never this one: its error is dropped. fileio.h allows one write of
+ * a path at a time per process, and compiles may run on several threads. */
 static void write_cubin(const char *dir, const char *path, const void *data, size_t n) {
+  static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
   if (!make_dirs(dir)) return;
-  static int counter;
-  char *tmp = bc_asprintf("%s.tmp.%ld.%d", path, (long)getpid(), __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-  FILE *f = fopen(tmp, "wb");
-  bool ok = f != NULL;
-  if (f) {
-    ok = fwrite(data, 1, n, f) == n;
-    ok = (fclose(f) == 0) && ok;
-  }
-  if (!ok || rename(tmp, path) != 0) remove(tmp);
-  free(tmp);
+  Diag dropped;
+  diag_init(&dropped);
+  pthread_mutex_lock(&write_mu);
+  file_write_atomic(path, data, n, &dropped);
+  pthread_mutex_unlock(&write_mu);
+  diag_free(&dropped);
 }
 
 /* ---- failures --------------------------------------------------------------------- */
@@ -198,34 +202,36 @@ static void first_error(const char *log, char *b, size_t n) {
   snprintf(b, n, "%.*s", len, pick);
 }
 
-/* NAME.cu (numbered lines) and NAME.log beside each other; their paths in
- * *cu and *lg (malloc'd) when written. */
+/* NAME.cu (numbered lines) and NAME.log beside each other, each written
+ * atomically; their paths in *cu and *lg (malloc'd) when written, NULL when
+ * not (the compile's own error says so). */
 static void dump_failure(const char *src, const char *name, const char *log, char **cu, char **lg) {
   const char *dir = getenv("BC_DUMP_DIR");
   if (!dir || !*dir) dir = ".";
   else make_dirs(dir);
   *cu = bc_asprintf("%s/%s.cu", dir, name);
   *lg = bc_asprintf("%s/%s.log", dir, name);
-  FILE *f = fopen(*cu, "w");
-  if (f) {
-    int no = 1;
-    for (const char *s = src; *s;) {
-      const char *e = strchr(s, '\n');
-      int len = e ? (int)(e - s) : (int)strlen(s);
-      fprintf(f, "%5d  %.*s\n", no++, len, s);
-      s = e ? e + 1 : s + len;
-    }
+  StrBuf b = {0};
+  int no = 1;
+  for (const char *s = src; *s;) {
+    const char *e = strchr(s, '\n');
+    int len = e ? (int)(e - s) : (int)strlen(s);
+    strbuf_printf(&b, "%5d  %.*s\n", no++, len, s);
+    s = e ? e + 1 : s + len;
   }
-  if (!f || fclose(f) != 0) {
+  Diag dropped;
+  diag_init(&dropped);
+  if (!file_write_atomic(*cu, b.data ? b.data : "", b.n, &dropped)) {
     free(*cu);
     *cu = NULL;
   }
-  f = fopen(*lg, "w");
-  if (f) fputs(log ? log : "", f);
-  if (!f || fclose(f) != 0) {
+  if (!log) log = "";
+  if (!file_write_atomic(*lg, log, strlen(log), &dropped)) {
     free(*lg);
     *lg = NULL;
   }
+  diag_free(&dropped);
+  strbuf_free(&b);
 }
 
 /* ---- compiling ----------------------------------------------------------------------- */

@@ -8,9 +8,10 @@
  * lookups take (pointer, length) slices without copying. */
 #include "tasks/vocab.h"
 
-#include <errno.h>
 #include <string.h>
 
+#include "graph/fileio.h"
+#include "graph/strbuf.h"
 #include "tasks/dataset.h"
 
 /* ---- hash index over a token array ---------------------------------------- */
@@ -160,20 +161,16 @@ void vocab_build(Vocab *v, const TokenCounter *c, int min_freq) {
 }
 
 bool vocab_save(const Vocab *v, const char *path, Diag *d) {
-  FILE *f = fopen(path, "wb");
-  SrcLoc loc = {bc_intern(path), 0, 0};
-  if (!f) {
-    diag_error(d, loc, "cannot write vocabulary: %s", strerror(errno));
-    return false;
-  }
+  /* whole, or not at all: a run folder's vocab.txt is what its checkpoints'
+   * hash refers to */
+  StrBuf b = {0};
   for (int i = 0; i < v->n; i++) {
-    fputs(v->tokens[i], f);
-    fputc('\n', f);
+    strbuf_puts(&b, v->tokens[i]);
+    strbuf_putc(&b, '\n');
   }
-  bool bad = ferror(f) != 0;
-  if (fclose(f) != 0) bad = true;
-  if (bad) diag_error(d, loc, "cannot write vocabulary: %s", strerror(errno));
-  return !bad;
+  bool ok = file_write_atomic(path, b.data ? b.data : "", b.n, d);
+  strbuf_free(&b);
+  return ok;
 }
 
 static long first_space(const char *s, size_t n);

@@ -66,7 +66,8 @@ int32_t vocab_id(const Vocab *v, const char *tok, size_t len);
 /* The token of id (0 <= id < n). */
 const char *vocab_token(const Vocab *v, int32_t id);
 
-/* vocab.txt: token of id i on line i + 1, each line ended by '\n'.
+/* vocab.txt: token of id i on line i + 1, each line ended by '\n'; written
+ * atomically (graph/fileio.h: the old file or the new one, never a part).
  * On failure returns false with an error naming the file. */
 bool vocab_save(const Vocab *v, const char *path, Diag *d);
 /* Reads vocab.txt into the empty `v`; ids follow the file's lines (any

@@ -24,6 +24,7 @@
 #include "runtime/cublas.h"
 #include "tests/test.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <ftw.h>
 #include <stdint.h>
@@ -825,6 +826,62 @@ TEST(nvrtc_cache_hit) {
   free(b);
   free(c);
   free(e);
+  diag_free(&d);
+}
+
+/* The names in dir other than . and .., sorted, joined by spaces. */
+static void list_dir(const char *dir, char *out, size_t n) {
+  struct dirent **es = NULL;
+  int k = scandir(dir, &es, NULL, alphasort);
+  out[0] = '\0';
+  for (int i = 0; i < k; i++) {
+    if (strcmp(es[i]->d_name, ".") && strcmp(es[i]->d_name, ".."))
+      snprintf(out + strlen(out), n - strlen(out), "%s%s", out[0] ? " " : "", es[i]->d_name);
+    free(es[i]);
+  }
+  free(es);
+}
+
+/* A cache entry is the CUBIN's bytes under <hash>.cubin, with nothing left
+ * beside it; when it cannot be written (here its name is taken by a
+ * directory) the compile still succeeds, without an error. */
+TEST(nvrtc_cache_write) {
+  NEED_NVRTC();
+  const char *src = "extern \"C\" __global__ void k_write(float *x) { x[threadIdx.x] += 1.0f; }\n";
+  char *saved = bc_strdup(getenv("BC_CACHE_DIR"));
+  char *dir = bc_asprintf("%s/cache_write", tmp_root); /* does not exist yet */
+  setenv("BC_CACHE_DIR", dir, 1);
+  Diag d;
+  diag_init(&d);
+  void *a = NULL, *b = NULL;
+  size_t na = 0, nb = 0;
+  bool hit = true;
+  CHECK_MSG(rtc_compile(src, "cache_write", 90, &a, &na, &hit, &d), "%s", diag_first(&d));
+  CHECK(!hit);
+  char names[512];
+  list_dir(dir, names, sizeof names);
+  CHECK_MSG(strlen(names) == 22 && !strcmp(names + 16, ".cubin"), "cache holds '%s'", names);
+  char *entry = bc_asprintf("%s/%s", dir, names);
+  size_t ne = 0;
+  char *bytes = bc_read_file(entry, &ne, &d);
+  CHECK(bytes && a && ne == na && memcmp(bytes, a, na) == 0);
+  free(bytes);
+  /* the entry's name taken by a directory: the rename over it fails */
+  CHECK(unlink(entry) == 0 && mkdir(entry, 0755) == 0);
+  hit = true;
+  CHECK(rtc_compile(src, "cache_write", 90, &b, &nb, &hit, &d));
+  CHECK(!hit && nb == na);
+  CHECK_MSG(d.n_errors == 0, "%s", diag_first(&d));
+  char after[512];
+  list_dir(dir, after, sizeof after);
+  CHECK_STR(after, names);
+  rmdir(entry);
+  setenv("BC_CACHE_DIR", saved, 1);
+  free(saved);
+  free(entry);
+  free(dir);
+  free(a);
+  free(b);
   diag_free(&d);
 }
 

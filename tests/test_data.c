@@ -6,9 +6,13 @@
  * running d2l 1.0's own Python (read_wiki, Vocab, read_snli) on the
  * fixtures. With BERT_DATA set (CI: ../shared/data) the last case checks
  * the real WikiText-2 and SNLI files; without it that case skips. */
+#include <dirent.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "graph/strbuf.h"
 #include "tasks/dataset.h"
 #include "tasks/snli.h"
 #include "tasks/vocab.h"
@@ -117,6 +121,51 @@ TEST(vocab_save_load_hash) {
   CHECK(vocab_hash(&w) != vocab_hash(&v));
   wiki_corpus_free(&c);
   vocab_free(&w);
+  vocab_free(&v);
+  diag_free(&d);
+}
+
+/* vocab.txt is replaced, never written in place: a file linked to the old
+ * one keeps the old bytes, the new one holds exactly the tokens, no
+ * temporary file is left, and a failed save leaves nothing behind. */
+TEST(vocab_save_atomic) {
+  Vocab v;
+  load_small_vocab(&v);
+  Diag d;
+  diag_init(&d);
+  char dir[] = BC_BINARY_DIR "/test_data_atomic.XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char *path = bc_asprintf("%s/vocab.txt", dir), *old = bc_asprintf("%s/old.txt", dir);
+  FILE *f = fopen(path, "wb");
+  CHECK(f && fputs("stale\n", f) >= 0 && fclose(f) == 0);
+  CHECK(link(path, old) == 0);
+  CHECK_MSG(vocab_save(&v, path, &d), "%s", diag_first(&d));
+  size_t n = 0;
+  char *bytes = bc_read_file(old, &n, &d);
+  CHECK(bytes && n == 6 && memcmp(bytes, "stale\n", 6) == 0);
+  free(bytes);
+  StrBuf want = {0};
+  for (int i = 0; i < N_SMALL; i++) strbuf_printf(&want, "%s\n", small_vocab[i]);
+  bytes = bc_read_file(path, &n, &d);
+  CHECK(bytes && n == want.n && memcmp(bytes, want.data, n) == 0);
+  free(bytes);
+  strbuf_free(&want);
+  DIR *dp = opendir(dir);
+  int entries = 0;
+  for (struct dirent *de; dp && (de = readdir(dp)) != NULL;)
+    if (de->d_name[0] != '.') {
+      CHECK_MSG(!strcmp(de->d_name, "vocab.txt") || !strcmp(de->d_name, "old.txt"), "left: %s",
+                de->d_name);
+      entries++;
+    }
+  if (dp) closedir(dp);
+  CHECK_EQ_INT(entries, 2);
+  /* a directory that does not exist: false, an error naming the file */
+  char *missing = bc_asprintf("%s/no/vocab.txt", dir);
+  CHECK(!vocab_save(&v, missing, &d));
+  CHECK(d.n_errors == 1 && strstr(diag_first(&d), missing));
+  unlink(path), unlink(old), rmdir(dir);
+  free(missing), free(path), free(old);
   vocab_free(&v);
   diag_free(&d);
 }
