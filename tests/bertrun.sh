@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # tests/bertrun.sh — bertrun end to end on the synthetic sample data
 # (tests/data/sample) with a tiny BERT on the cpu backend: pretraining,
-# fine-tuning, eval, predict; a run killed with SIGKILL and resumed repeats
-# the losses of an uninterrupted run bit for bit; bad checkpoints and data
-# are refused with clear errors.
+# fine-tuning, eval, predict; the metrics hold finite losses, the MLM loss
+# falls and fine-tuning's test accuracy beats the majority class; a run
+# killed with SIGKILL and resumed repeats the losses of an uninterrupted run
+# bit for bit; bad checkpoints and data are refused with clear errors.
 set -u
 BERTRUN=${BERTRUN:-build/bertrun}
 DATA=tests/data/sample
@@ -15,6 +16,24 @@ check() {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tiny=(--set hidden=16 --set ffn=32 --set heads=2 --set layers=1 --max-len 32 --data "$DATA")
+# metrics FOLDER EXPR: true when the Python expression EXPR holds, with rows
+# the records of FOLDER/metrics.jsonl, finite(r) (every *loss field of r a
+# finite number) and mean(xs); else prints the first and last records.
+metrics() {
+  python3 - "$1" "$2" <<'EOF'
+import json, math, sys
+rows = [json.loads(line) for line in open(sys.argv[1] + "/metrics.jsonl")]
+def finite(r):
+    return all(isinstance(r[k], (int, float)) and math.isfinite(r[k]) for k in r if k.endswith("loss"))
+def mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs)
+ok = eval("(" + sys.argv[2] + ")")  # EXPR may span lines
+if not ok:
+    print(f"  {sys.argv[1]}/metrics.jsonl: does not hold: {sys.argv[2]}\n  first {rows[:1]}\n  last {rows[-1:]}")
+sys.exit(0 if ok else 1)
+EOF
+}
 
 check "--help documents train, eval and predict" bash -c "'$BERTRUN' --help | grep -q 'bertrun predict CHECKPOINT'"
 check "train --help documents data-parallel training under mpirun" bash -c "'$BERTRUN' train --help | grep -q 'mpirun -np N bertrun train'"
@@ -25,11 +44,22 @@ check "pretraining runs and writes its run folder" bash -c \
   "'$BERTRUN' train --task pretrain ${tiny[*]} --steps 20 --batch 8 --out '$tmp/pre' >'$tmp/pre.log' 2>&1 &&
    grep -q 'MLM loss' '$tmp/pre.log' && test -s '$tmp/pre/checkpoint.safetensors' && test -s '$tmp/pre/vocab.txt' &&
    test -s '$tmp/pre/metrics.jsonl' && grep -q '<svg' '$tmp/pre/curves.svg'"
+check "pretraining's metrics hold finite losses" metrics "$tmp/pre" \
+  'rows and all(finite(r) and "mlm_loss" in r and "nsp_loss" in r for r in rows)'
+# 3 epochs of the 1,500 sample pairs at lr 1e-3 learn more than the majority
+# class (entailment: 36% of the 296 test pairs; chance 33%): ~65% measured
 check "fine-tuning prints d2l's summary line" bash -c \
-  "'$BERTRUN' train --task snli ${tiny[*]} --init '$tmp/pre/checkpoint.safetensors' --epochs 1 --batch 16 \
-     --max-examples 160 --out '$tmp/ft' >'$tmp/ft.log' 2>&1 &&
+  "'$BERTRUN' train --task snli ${tiny[*]} --init '$tmp/pre/checkpoint.safetensors' --epochs 3 --batch 16 \
+     --lr 1e-3 --out '$tmp/ft' >'$tmp/ft.log' 2>&1 &&
    grep -Eq '^loss [0-9.]+, train acc [0-9.]+, test acc [0-9.]+' '$tmp/ft.log' && grep -q 'examples/sec on cpu' '$tmp/ft.log'"
 check "fine-tuning loads the pretrained encoder" grep -q 'parameter tensors initialized from' "$tmp/ft.log"
+check "fine-tuning: finite falling losses, test accuracy above the majority class" metrics "$tmp/ft" \
+  '[r["epoch"] for r in rows if "loss" in r] == [1, 2, 3] and all(map(finite, rows)) and
+   [r for r in rows if "loss" in r][-1]["loss"] < rows[0]["loss"] - 0.1 and
+   [r["test_acc"] for r in rows if "test_acc" in r][-1] > 0.45'
+check "eval's test accuracy is above the majority class" bash -c \
+  "'$BERTRUN' eval --task snli '$tmp/ft/checkpoint.safetensors' --data '$DATA' |
+   awk '/^test accuracy/ { found = 1; ok = \$3 > 0.45 } END { exit !(found && ok) }'"
 check "eval prints accuracy and a confusion matrix" bash -c \
   "'$BERTRUN' eval --task snli '$tmp/ft/checkpoint.safetensors' --data '$DATA' | grep -A5 '^test accuracy' | grep -q '^ *neutral  *[0-9]'"
 check "predict prints a label and probabilities" bash -c \
@@ -52,6 +82,11 @@ check "resume continues from the last checkpoint" grep -q 'resuming from .* at s
 check "resumed losses are bit-identical to the uninterrupted run (240 steps)" bash -c \
   "[ \"\$(wc -l <'$tmp/a/metrics.jsonl')\" -eq 240 ] && diff <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/' '$tmp/a/metrics.jsonl') \
    <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/' '$tmp/b/metrics.jsonl') >/dev/null"
+# ... and those are numbers: finite, with the MLM loss falling from about
+# ln(51) = 3.9 (uniform over the sample's 51 words) to ~2.7 in 240 steps
+check "resumed run: steps 1..240, finite losses, the MLM loss falls by a fifth" metrics "$tmp/b" \
+  '[r["step"] for r in rows] == list(range(1, 241)) and all(map(finite, rows)) and
+   mean(r["mlm_loss"] for r in rows[-40:]) < 0.8 * mean(r["mlm_loss"] for r in rows[:20])'
 
 # Refusals.
 head -c 3000 "$tmp/ft/checkpoint.safetensors" >"$tmp/trunc.safetensors"

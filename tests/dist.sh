@@ -4,7 +4,9 @@
 # loss curve of one process at batch B, for fine-tuning and for pretraining
 # (whose MLM normalizer is the global batch's; f32: within a relative 1e-5;
 # the measured gap is ~1-2e-7, from the changed summation order of the
-# gradients; the interpreter, in double: within 1e-8), with the same dropout masks; one
+# gradients; the interpreter, in double: within 1e-8), with the same dropout
+# masks, and the same averaged gradients as one process (tests/dist_grads.c:
+# Adam makes a loss curve blind to the gradient's scale); one
 # rank under mpirun is bit-identical to no mpirun; two-rank runs are
 # bit-identical whatever the bucket size and across --resume (the all-reduce
 # of two ranks is a0 + a1 on both); the replicas stay bit-identical
@@ -114,6 +116,17 @@ mpirun -np 2 "$BERTRUN" "${pi[@]}" --out "$tmp/pitwo" >/dev/null 2>&1
 gap=$(rel_gap "$tmp/pione" "$tmp/pitwo" 2>&1)
 check "pretraining on interp (double), two ranks vs one process: relative 1e-8 (got $gap)" \
   python3 -c "import sys; sys.exit(0 if float('$gap') < 1e-8 else 1)"
+
+# (a'') the averaged gradients themselves, which a loss curve hardly sees
+# (Adam's step is nearly the same for a gradient and twice it): every
+# parameter gradient of two ranks after the all-reduce = one process's on
+# the global batch (tests/dist_grads.c; interp and cpu, pretrain and nli)
+mpirun -np 2 "${BC_BUILD:-build}/dist_grads" >"$tmp/grads.log" 2>&1
+rc=$?
+grep -E '^  rank 0, .* gradients averaged' "$tmp/grads.log" | sed 's/^ */   /'
+check "two ranks' averaged gradients = one process's gradients (dist_grads)" bash -c \
+  "[ $rc -eq 0 ] && [ \$(grep -c 'gradients averaged over 2 ranks' '$tmp/grads.log') -eq 8 ]"
+[ $rc -eq 0 ] || grep -v '^---\|^ *$' "$tmp/grads.log" | head -40
 
 # (b) rank 0's checkpoints load in one process; resume under mpirun is exact
 check "eval loads rank 0's checkpoint in one process" bash -c \

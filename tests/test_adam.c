@@ -122,6 +122,7 @@ static void run_against_reference(const AdamOptions *o) {
     compare(e, md.idle, idle, 4, "idle", step);
     compare(e, wm, mw, R * C, "w.adam_m", step);
     compare(e, wv, vw, R * C, "w.adam_v", step);
+    compare(e, bm, mb, C, "b.adam_m", step);
     compare(e, bv, vb, C, "b.adam_v", step);
     double tt = step;
     compare(e, t, &tt, 1, "adam.t", step);

@@ -3,7 +3,13 @@
  *  - every sampled parameter gradient of the `pretrain` and `nli` training
  *    graphs agrees with central finite differences of the loss (double);
  *  - 50 training steps on tests/data/tiny_nli.tsv at least halve the loss,
- *    and two runs with the same seed give bit-identical losses. */
+ *    and two runs with the same seed give bit-identical losses.
+ * Autodiff is compared with finite differences of the same graph, so this
+ * checks the gradients of whatever the model computes, not the model: a
+ * wrong constant or a dropped term in models/ has consistent gradients and
+ * passes here. The model's forward (every block, and the whole tiny BERT's
+ * encoder, heads and losses) is checked against straightforward C in
+ * test_models.c (block_*, tiny_bert_*_forward_matches_reference). */
 #include "passes/passes.h"
 #include "runtime/backend.h"
 #include "runtime/philox.h"

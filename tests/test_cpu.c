@@ -2,10 +2,11 @@
  * machinery is tests/backend_check.h, shared with test_gpu.c):
  *  - every op's output on its own (the tiny BERT graphs with BC_NO_FUSE: a
  *    kernel per node);
- *  - the tiny and the reference-size BERT training steps (`pretrain`, `nli`):
- *    every value the cpu backend keeps in memory (every kernel's output: so
- *    every fused kernel), the loss, every gradient and every updated
- *    parameter agree with interp;
+ *  - the tiny and the reference-size BERT training steps (`pretrain`, `nli`)
+ *    at learning rate 0.01: every value the cpu backend keeps in memory
+ *    (every kernel's output: so every fused kernel), the loss, every
+ *    gradient and the Adam moments agree with interp, and every updated
+ *    parameter agrees within what its gradient's rounding allows (below);
  *  - fusion on/off and memory planning on/off give the same numbers
  *    (bit-identical with and without the memory plan: same kernels). */
 #include "tests/backend_check.h"
@@ -16,11 +17,144 @@
  * unfused gradient of the log-softmax's max, which cancels to ~0 in exact
  * arithmetic. A wrong kernel gives O(1). */
 #define TOL 5e-3
+#define LR 0.01
 
-/* One step on interp and cpu, every value cpu keeps compared (see
- * check_step in tests/backend_check.h). */
+/* The first Adam step (passes/optim.c; m = v = 0 before it) moves each
+ * parameter element by -lr f(g), f(g) = g / (|g| + eps), eps 1e-8: m and v
+ * are bias-corrected back to g and g^2. So its update is compared per
+ * element, not by rel_err over the tensor: with g_c, g_i the gradients of
+ * cpu and interp and m = min(|g_c|, |g_i|),
+ *   |f(g_c) - f(g_i)| <= |g_c - g_i| / (m + eps)
+ * (same signs: |g_c - g_i| eps / ((|g_c| + eps)(|g_i| + eps)); opposite:
+ * |g_c| / (|g_c| + eps) + |g_i| / (|g_i| + eps)). That bound is what the
+ * gradients' own difference allows: ~1e-4 lr where |g| >> eps, up to ~lr
+ * where the gradient is zero in exact arithmetic (the key bias: softmax
+ * ignores a per-query constant, f32 leaves ~1e-9 of noise, which Adam
+ * scales up to a step of ~0.1 lr). On top: 2e-4 lr for the f32 evaluation
+ * of the update (1 - b2^t from exp in f32 keeps ~4 digits, 6e-5 relative,
+ * see check_adam_update) and 2^-23 |p| for the rounding of p - step. A
+ * dropped or mis-scaled update is off by O(lr) where |g| >> eps. */
+typedef struct {
+  int n_params;
+  double **p0, **grad; /* before the step; the gradient the step computed */
+} Snap;
+
+static void snap_read(Snap *s, Exec *e, const Graph *g, bool after, Diag *d) {
+  s->n_params = g->params.n;
+  double **dst = after ? s->grad : s->p0;
+  for (int i = 0; i < g->params.n; i++) {
+    const Value *v = &g->values.data[g->params.data[i]];
+    int64_t n = shape_numel(&v->shape);
+    dst[i] = malloc(sizeof(double) * (size_t)n);
+    ValueId id = after ? v->grad : g->params.data[i];
+    if (id >= 0) CHECK(exec_read(e, id, dst[i], DTYPE_F64, d));
+    else memset(dst[i], 0, sizeof(double) * (size_t)n);
+  }
+}
+
+/* Every parameter's update on dev against ref's (both stepped from s*.p0),
+ * as above; then the parameters are set back to p0 on both, so that
+ * check_values compares them as the inputs of the step. */
+static void check_update(Exec *dev, Exec *ref, const Graph *g, Snap *sd, Snap *sr, const char *label) {
+  Diag d;
+  diag_init(&d);
+  int64_t n_checked = 0, n_bad = 0, n_big = 0, n_moved = 0;
+  double worst = 0;
+  const char *worst_name = "";
+  for (int i = 0; i < g->params.n; i++) {
+    ValueId pid = g->params.data[i];
+    const Value *v = &g->values.data[pid];
+    int64_t n = shape_numel(&v->shape);
+    double *pd = malloc(sizeof(double) * (size_t)n), *pr = malloc(sizeof(double) * (size_t)n);
+    CHECK(exec_read(dev, pid, pd, DTYPE_F64, &d) && exec_read(ref, pid, pr, DTYPE_F64, &d));
+    int bad_here = 0;
+    for (int64_t j = 0; j < n && v->dtype == DTYPE_F32; j++) {
+      double gc = sd->grad[i][j], gi = sr->grad[i][j];
+      double step_c = sd->p0[i][j] - pd[j], step_i = sr->p0[i][j] - pr[j];
+      double m = fmin(fabs(gc), fabs(gi));
+      double tol = LR * (fabs(gc - gi) / (m + 1e-8) + 2e-4) + 0x1p-23 * fabs(pr[j]);
+      double err = fabs(step_c - step_i);
+      if (fabs(gi) > 1e-6) n_big++, n_moved += fabs(step_i) > 0.99 * LR;
+      if (err / tol > worst) worst = err / tol, worst_name = v->name;
+      if (!(err <= tol)) {
+        if (bad_here++ < 3)
+          fprintf(stderr, "  %s: update of %s[%lld]: step %.7g on cpu, %.7g on interp (|diff| %.3g > %.3g); "
+                          "gradient %.7g on cpu, %.7g on interp\n",
+                  label, v->name, (long long)j, step_c, step_i, err, tol, gc, gi);
+        n_bad++;
+      }
+      n_checked++;
+    }
+    CHECK(exec_write(dev, pid, sd->p0[i], DTYPE_F64, &d) && exec_write(ref, pid, sr->p0[i], DTYPE_F64, &d));
+    free(pd);
+    free(pr);
+  }
+  CHECK_MSG(n_bad == 0, "%s: %lld of %lld parameter updates differ from interp's", label, (long long)n_bad,
+            (long long)n_checked);
+  /* the step is real: where |g| > 1e-6 = 100 eps, Adam's first step is
+   * lr g / (|g| + eps), at least 0.99 lr */
+  CHECK_MSG(n_big > 0 && n_moved == n_big, "%s: %lld of %lld parameter elements with |gradient| > 1e-6 moved by "
+            "0.99 lr on interp", label, (long long)n_moved, (long long)n_big);
+  fprintf(stderr, "  %s: %lld parameter updates within their bound (worst at %.2f of it: %s)\n", label,
+          (long long)n_checked, worst, worst_name);
+  diag_print(&d, stderr);
+  diag_free(&d);
+}
+
+static void snap_free(Snap *s) {
+  for (int i = 0; i < s->n_params; i++) free(s->p0[i]), free(s->grad[i]);
+  free(s->p0);
+  free(s->grad);
+}
+
+/* One step at lr LR on interp and cpu (prepared with BC_NO_MEMPLAN, so
+ * every kernel output keeps its own buffer): the updates (check_update),
+ * then every value cpu keeps (check_values: gradients, Adam's moments,
+ * every kernel output; parameters as they were before the step) and the
+ * loss. n_values_checked may be NULL. */
 static void compare_step(const char *graph, const Setting *sets, int n_sets, int *n_values_checked) {
-  check_step("cpu", graph, sets, n_sets, TOL, n_values_checked);
+  Graph g;
+  if (!check_compile(&g, graph, sets, n_sets, true)) {
+    CHECK(0);
+    return;
+  }
+  bool had = check_setenv("BC_NO_MEMPLAN", true);
+  Exec *ref = check_make("interp", &g, 5), *dev = check_make("cpu", &g, 5);
+  if (!had) unsetenv("BC_NO_MEMPLAN");
+  Snap sr = {0}, sd = {0};
+  sr.p0 = calloc((size_t)g.params.n, sizeof(double *)), sr.grad = calloc((size_t)g.params.n, sizeof(double *));
+  sd.p0 = calloc((size_t)g.params.n, sizeof(double *)), sd.grad = calloc((size_t)g.params.n, sizeof(double *));
+  Diag d;
+  diag_init(&d);
+  if (ref && dev) {
+    snap_read(&sr, ref, &g, false, &d);
+    snap_read(&sd, dev, &g, false, &d);
+    bert_batch_fill(&ref, 1, &g, 17, LR);
+    bert_batch_fill(&dev, 1, &g, 17, LR);
+    bool ran = exec_run(ref, &check_step_ctx, &d) && exec_run(dev, &check_step_ctx, &d);
+    CHECK(ran);
+    if (ran) {
+      snap_read(&sr, ref, &g, true, &d);
+      snap_read(&sd, dev, &g, true, &d);
+      check_update(dev, ref, &g, &sd, &sr, graph);
+      StepResult r = {0};
+      r.worst_name = "";
+      check_values(dev, ref, &g, graph, CMP_KEPT, TOL, &r);
+      fprintf(stderr, "  %s: %d values compared, worst relative error %.3g (%s)\n", graph, r.n_checked, r.worst,
+              r.worst_name);
+      double ld = NAN, lr_ = NAN;
+      CHECK(exec_read(ref, g.loss, &lr_, DTYPE_F64, &d) && exec_read(dev, g.loss, &ld, DTYPE_F64, &d));
+      CHECK_NEAR(ld, lr_, 1e-5, 1e-4);
+      if (n_values_checked) *n_values_checked = r.n_checked;
+    }
+  }
+  diag_print(&d, stderr);
+  diag_free(&d);
+  snap_free(&sr);
+  snap_free(&sd);
+  exec_destroy(dev);
+  exec_destroy(ref);
+  graph_free(&g);
 }
 
 static const Setting tiny[] = {

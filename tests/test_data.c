@@ -4,8 +4,10 @@
  *
  * Expected values for wiki_small.tokens and snli_small.txt were derived by
  * running d2l 1.0's own Python (read_wiki, Vocab, read_snli) on the
- * fixtures. With BERT_DATA set (CI: ../shared/data) the last case checks
- * the real WikiText-2 and SNLI files; without it that case skips. */
+ * fixtures. With BERT_DATA set (scripts/test.sh and CI: ../shared/data)
+ * the last case, real_data, checks the real WikiText-2 and SNLI files;
+ * without it that case skips. ctest runs real_data as an entry of its own,
+ * test_data_real, which then shows as skipped (exit 77). */
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,11 +4,15 @@
  *    rejecting deliberately broken plans;
  *  - the d2l BERT training steps (pretrain, nli) at batch 64: planned,
  *    verified by memplan_check, arena vs sum printed;
+ *  - the real fused plan of the tiny and reference BERT training steps
+ *    (kernel_plan_compile, as the cpu and cuda backends make it) verified by
+ *    memplan_check;
  *  - end to end at a tiny size: the reference interpreter computes every
  *    value, then a replay writes each node's output into the planned arena in
  *    node order and checks that everything a node reads still holds its value
  *    (before and after the node writes), and that pinned values end the step
  *    right. This proves the plan on the real graphs, fused or not. */
+#include "codegen/kernel.h"
 #include "passes/memplan.h"
 #include "passes/passes.h"
 #include "runtime/backend.h"
@@ -358,6 +362,43 @@ static void bert_batch64(const char *name) {
 
 TEST(bert_pretrain_batch64) { bert_batch64("pretrain"); }
 TEST(bert_nli_batch64) { bert_batch64("nli"); }
+
+/* The plan the compiled backends run (kernel_plan_compile: real fusion,
+ * lifetimes counted in kernels), checked by memplan_check as BC_VERIFY=1
+ * does in runtime/cpu.c: a planner that reuses a buffer inside the kernel
+ * that last reads it (a kernel reads and writes all its buffers at once, on
+ * several threads) is caught here, not only by the golden kernel listing. */
+static void real_plan(const char *name, const Setting *sets, int n_sets) {
+  Graph g, eg;
+  if (!compile(&g, name, sets, n_sets)) {
+    CHECK(0);
+    return;
+  }
+  KernelPlan kp;
+  MemPlan mem;
+  Diag d;
+  diag_init(&d);
+  bool ok = kernel_plan_compile(&g, false, false, &eg, &kp, &mem, &d);
+  CHECK(ok);
+  if (ok) {
+    CHECK(mem.kernel_of != NULL); /* lifetimes in kernels, as the backends plan */
+    CHECK(kp.kernels.n < eg.nodes.n / 2); /* fused: the plan checked is not one kernel per node */
+    CHECK(memplan_check(&eg, &mem, &d));
+    fprintf(stderr, "  %s: %d nodes in %d kernels, plan checked: ", name, eg.nodes.n, kp.kernels.n);
+    memplan_print_summary(&mem, stderr);
+    kernel_plan_free(&kp);
+    memplan_free(&mem);
+    graph_free(&eg);
+  }
+  diag_print(&d, stderr);
+  diag_free(&d);
+  graph_free(&g);
+}
+
+TEST(real_plan_tiny_pretrain) { real_plan("pretrain", tiny, sizeof tiny / sizeof tiny[0]); }
+TEST(real_plan_tiny_nli) { real_plan("nli", tiny, sizeof tiny / sizeof tiny[0]); }
+TEST(real_plan_reference_pretrain) { real_plan("pretrain", NULL, 0); }
+TEST(real_plan_reference_nli) { real_plan("nli", NULL, 0); }
 
 /* ---- the replay ---------------------------------------------------------- */
 
