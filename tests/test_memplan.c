@@ -378,7 +378,12 @@ static void real_plan(const char *name, const Setting *sets, int n_sets) {
   MemPlan mem;
   Diag d;
   diag_init(&d);
-  bool ok = kernel_plan_compile(&g, false, false, &eg, &kp, &mem, &d);
+  CompileOptions o; /* every optimization on, whatever BC_NO_* says */
+  compile_options_default(&o);
+  memset(&o.off, 0, sizeof o.off);
+  o.verify = false; /* memplan_check is called below, where a failure is this test's */
+  o.dump_after = NULL;
+  bool ok = kernel_plan_compile(&g, &o, &eg, &kp, &mem, &d);
   CHECK(ok);
   if (ok) {
     CHECK(mem.kernel_of != NULL); /* lifetimes in kernels, as the backends plan */
