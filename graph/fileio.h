@@ -1,5 +1,6 @@
 /* fileio.h — the one atomic file write of bertc: checkpoints, metrics.jsonl
- * rewrites, curves.svg and the plan files of `bertc compile -o`.
+ * rewrites, curves.svg, vocab.txt, the plan files of `bertc compile -o` and
+ * `--dot`, the BC_TRACE trace, the NVRTC cache and benchmark results.
  *
  * A write goes to "<path>.tmp.<pid>" (created exclusively, never through a
  * link), is flushed and fsynced, renamed over `path`, and the directory is

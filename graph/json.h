@@ -1,6 +1,7 @@
 /* json.h — the one JSON reader and writer of bertc: safetensors headers
  * (runtime/checkpoint.c), metrics.jsonl (tasks/metrics.c), the hparams a
- * checkpoint records.
+ * checkpoint records, the BC_TRACE Chrome trace (runtime/trace.c) and the
+ * benchmark results (bench/bench_step.c).
  *
  * The reader is strict and bounds-checked: it reads only s[0, n), refuses
  * what RFC 8259 refuses (trailing commas, comments, bad escapes, invalid

@@ -264,16 +264,10 @@ static int cmd_compile(int argc, char **argv) {
     }
   }
   if (dot_path) {
-    FILE *f = fopen(dot_path, "w");
-    if (!f) {
-      diag_error(&d, (SrcLoc){bc_intern(dot_path), 0, 0}, "cannot write: %s", strerror(errno));
-      goto done;
-    }
-    graph_print_dot(&g, f);
-    if (fclose(f) != 0) {
-      diag_error(&d, (SrcLoc){bc_intern(dot_path), 0, 0}, "cannot write: %s", strerror(errno));
-      goto done;
-    }
+    AtomicFile af;
+    if (!file_atomic_begin(&af, dot_path, &d)) goto done;
+    graph_print_dot(&g, af.f);
+    if (!file_atomic_commit(&af, &d)) goto done;
   }
   if (out_dir) {
     if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
