@@ -214,7 +214,6 @@ static void emit_store(Em *E, int v, LLVMValueRef x, DType t, int w) {
 
 /* ---- instructions ------------------------------------------------------------ */
 
-
 /* Operand o at width w: a fixed value (splatted when scalar) or one computed
  * earlier in this body. */
 static LLVMValueRef opnd(Em *E, int o, int w) {
