@@ -1,40 +1,21 @@
 /* cuda_emit.c — readable CUDA C for the LOOP kernels of a kernel plan
  * (cuda_emit.h), one `extern "C"` kernel per Kernel after one shared
- * prelude, compiled at run time by NVRTC (runtime/nvrtc.c).
+ * prelude, compiled at run time by NVRTC (runtime/nvrtc.c). Here: the
+ * prelude, the launch shape of each kernel (fixed at emit time: elementwise,
+ * float4 elementwise, warp or block per row, column blocks; the bodies are
+ * cuda_kernels.c's), its comment and signature, and the plan's module, in
+ * which kernels with the same code are emitted once.
  *
- * Shapes of the code (launch fixed here; see cuda_emit.h for the ABI):
- *  - elementwise (no reduction): one thread per element, or per 4 elements
- *    of the last axis with 16-byte float4/int4 loads and stores when every
- *    view allows it (last stride 1 or 0, offsets and other strides multiples
- *    of 4, L % 4 == 0);
- *  - row kernels (reductions over the last axis): one warp per row for
- *    L <= 1024, else one block per row; one loop over the row per reduction
- *    phase (a reduction's phase is the number of reductions its operand
- *    depends on), each recomputing the full values it needs, then a
- *    __shfl_xor_sync (and shared-memory) reduction; every store of a full
- *    value is in the last loop, so no loop reads a value this kernel stored
- *    (kernels may update in place, kernel_eval.h); row values are stored
- *    once per row, by lane 0, after the last loop;
- *  - column kernels (col_axis >= 0): blocks of TJ outputs along the last
- *    axis (32, or 16 or 8 when there are few outputs and long columns) x KT
- *    slices of col_axis; a thread sums its slice in index order, the slices
- *    are combined in a fixed order through shared memory, and the slice-0
- *    thread computes and stores what follows the reduction.
- * Reduction orders depend only on the launch shape: results are
- * deterministic. Numerics are kernel_eval.c's in f32/i32 (cuda_emit.h).
- *
- * Not here: compiling, loading, launching, non-LOOP kernels. Invariant: no
- * CUDA header is included; the emitted code includes none either. */
-#include "cuda_emit.h"
+ * Not here: the text of values (cuda_expr.c), compiling, loading,
+ * launching, non-LOOP kernels. Invariant: no CUDA header is included; the
+ * emitted code includes none either. */
+#include "cuda_emit_internal.h"
 
 #include "kernel_eval.h"
 
-#include <ctype.h>
-#include <math.h>
-#include <stdarg.h>
 #include <string.h>
 
-/* A switch over Op that misses a row is a compile error, not a silent gap. */
+/* A switch that misses a launch shape is a compile error, not a silent gap. */
 #pragma GCC diagnostic error "-Wswitch"
 
 #define BLOCK 256          /* threads per block of elementwise and warp-per-row kernels */
@@ -145,325 +126,28 @@ static const char prelude[] =
     "  if (e == 0) v.x = x; else if (e == 1) v.y = x; else if (e == 2) v.z = x; else v.w = x;\n"
     "}\n";
 
-/* ---- output ------------------------------------------------------------------ */
+/* ---- errors ---------------------------------------------------------------------------- */
 
-typedef struct {
-  char *s;
-  size_t n, cap;
-} Out;
-
-static void out_v(Out *o, const char *fmt, va_list ap) {
-  va_list ap2;
-  va_copy(ap2, ap);
-  int need = vsnprintf(NULL, 0, fmt, ap2);
-  va_end(ap2);
-  BC_ASSERT(need >= 0);
-  if (o->n + (size_t)need + 1 > o->cap) {
-    size_t cap = o->cap ? o->cap : 4096;
-    while (o->n + (size_t)need + 1 > cap) cap *= 2;
-    o->s = bc_realloc(o->s, cap);
-    o->cap = cap;
-  }
-  vsnprintf(o->s + o->n, o->cap - o->n, fmt, ap);
-  o->n += (size_t)need;
-}
-
-static void BC_PRINTF(2, 3) out(Out *o, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  out_v(o, fmt, ap);
-  va_end(ap);
-}
-
-/* ---- the emitter's state ------------------------------------------------------- */
-
-typedef enum { SHAPE_ELEM, SHAPE_ELEM4, SHAPE_ROW_WARP, SHAPE_ROW_BLOCK, SHAPE_COL } LaunchShape;
-
-typedef struct {
-  Out *o;
-  const Graph *g; /* may be NULL (hand-built kernels): no names in comments */
-  const Kernel *k;
-  Diag *d;
-  bool ok;
-  int rank, n, ind;
-  int64_t L;       /* last domain axis; 1 for a rank-0 domain */
-  const char *it;  /* index type: "int", or "long long" for big domains */
-  LaunchShape shape;
-  int block;       /* threads per block */
-  int tj, kt;      /* column kernels: outputs per block (a power of 2) x slices of col_axis */
-  DType *vt;       /* per view: dtype of its buffer */
-  bool *live;      /* per instruction: a store depends on it */
-  bool *rowv;      /* per instruction: computed once per row (row kernels) */
-  bool used_idx[BC_MAX_RANK]; /* leading index d appears in the code */
-  bool has_random;
-  /* the current scope */
-  const char *jx;  /* the last-axis index ("j", "(j + e)", "0") */
-  const char *lin; /* the linear index of the point, for KI_RANDOM */
-  bool lanes;      /* inside the 4-lane loop of a vectorized kernel */
-} Em;
-
-static const KInst *inst(const Em *E, int i) { return &E->k->insts.data[i]; }
-static const KView *view(const Em *E, int v) { return &E->k->views.data[v]; }
-static int64_t lstride(const Em *E, int v) { return E->rank ? view(E, v)->stride[E->rank - 1] : 0; }
-static const char *ctype(DType t) { return t == DTYPE_I32 ? "int" : "float"; }
-static const char *vtype4(DType t) { return t == DTYPE_I32 ? "int4" : "float4"; }
-
-static void BC_PRINTF(2, 3) line(Em *E, const char *fmt, ...) {
-  out(E->o, "%*s", 2 * E->ind, "");
-  va_list ap;
-  va_start(ap, fmt);
-  out_v(E->o, fmt, ap);
-  va_end(ap);
-  out(E->o, "\n");
-}
-
-static void em_error(Em *E, int i, const char *what) {
+void cuda_em_error(Em *E, int i, const char *what) {
   if (!E->ok) return;
   diag_error(E->d, SRCLOC_NONE, "cuda_emit.c: kernel %s, instruction %d: %s", E->k->name ? E->k->name : "(unnamed)",
              i, what);
   E->ok = false;
 }
 
-/* A name that can go into a comment: printable, no comment end. */
-static const char *commentable(const char *s) {
-  if (!s || strstr(s, "*/")) return NULL;
-  for (const char *c = s; *c; c++)
-    if ((unsigned char)*c < 32 || *c == 127) return NULL;
-  return s;
-}
-
-/* The graph value name a node or view stands for, or NULL without a graph. */
-static const char *node_value_name(const Em *E, NodeId id) {
-  if (!E->g || id < 0 || id >= E->g->nodes.n) return NULL;
-  ValueId v = E->g->nodes.data[id].out;
-  return v >= 0 && v < E->g->values.n ? commentable(E->g->values.data[v].name) : NULL;
-}
-static const char *view_value_name(const Em *E, int v) {
-  ValueId id = view(E, v)->value;
-  return E->g && id >= 0 && id < E->g->values.n ? commentable(E->g->values.data[id].name) : NULL;
-}
-
-/* ---- scalars ----------------------------------------------------------------------- */
-
-/* An f32 literal that reads back as exactly x (%.9g round-trips a float). */
-static void f32_literal(float x, char *b, size_t n) {
-  if (isnan(x) || isinf(x)) {
-    uint32_t bits;
-    memcpy(&bits, &x, 4);
-    snprintf(b, n, "__int_as_float(0x%08x)", bits);
-    return;
-  }
-  char t[48];
-  snprintf(t, sizeof t, "%.9g", (double)x);
-  snprintf(b, n, "%s%sf", t, strpbrk(t, ".e") ? "" : ".0");
-}
-
-/* f32 -> i32 of a constant, as bc_f2i does on the device. */
-static int32_t const_i32(double imm) {
-  float x = (float)imm;
-  if (!(fabsf(x) < 9223372036854775808.0f)) return 0;
-  return (int32_t)(uint32_t)(uint64_t)(int64_t)x;
-}
-
-static void i32_literal(int32_t x, char *b, size_t n) {
-  if (x == INT32_MIN) snprintf(b, n, "(-2147483647 - 1)");
-  else snprintf(b, n, "%d", (int)x);
-}
-
-/* ---- elementwise ops: the `cuda` templates of graph/ops.def ------------------------ */
-
-/* Template t with the identifiers `a` and `b` replaced by the operand
- * expressions a and c (numbers, other names and punctuation copied). False
- * when the result does not fit. */
-static bool fill_template(const char *t, const char *a, const char *c, char *b, size_t n) {
-  size_t len = 0;
-  while (*t) {
-    const char *s = t, *put = NULL;
-    size_t k;
-    if (isalpha((unsigned char)*t) || *t == '_') {
-      while (isalnum((unsigned char)*t) || *t == '_') t++;
-      if (t - s == 1 && *s == 'a') put = a;
-      else if (t - s == 1 && *s == 'b') put = c;
-    } else if (isdigit((unsigned char)*t) || *t == '.') { /* 1.0f, 0x1p-3f: one token */
-      while (isalnum((unsigned char)*t) || *t == '.' || *t == '_') t++;
-    } else {
-      t++;
-    }
-    k = put ? strlen(put) : (size_t)(t - s);
-    if (len + k + 1 > n) return false;
-    memcpy(b + len, put ? put : s, k);
-    len += k;
-  }
-  b[len] = 0;
-  return true;
-}
-
-/* f32 expression of unary op on f32 operand expression a. */
-static bool unary_f32(Op op, const char *a, char *b, size_t n) {
-  switch (op) {
-#define UNARY(ID, name, ref, cuda, ...) \
-  case OP_##ID: return fill_template(cuda, a, "", b, n);
-#include "../graph/ops.def"
-  default: return false;
-  }
-}
-
-/* f32 expression of binary op, or for i32 operands (t) the wrapping
- * integer forms of the prelude; other ops on i32 run in f32 and convert
- * back like a cast (kernel_eval.c). */
-static bool binary_expr(Op op, DType t, const char *a, const char *c, char *b, size_t n) {
-  if (t == DTYPE_I32) {
-    switch (op) {
-    case OP_ADD: return snprintf(b, n, "bc_add(%s, %s)", a, c) < (int)n;
-    case OP_SUB: return snprintf(b, n, "bc_sub(%s, %s)", a, c) < (int)n;
-    case OP_MUL: return snprintf(b, n, "bc_mul(%s, %s)", a, c) < (int)n;
-    case OP_DIV: return snprintf(b, n, "bc_div(%s, %s)", a, c) < (int)n;
-    case OP_MAX: return snprintf(b, n, "(%s >= %s ? %s : %s)", a, c, a, c) < (int)n;
-    case OP_MIN: return snprintf(b, n, "(%s <= %s ? %s : %s)", a, c, a, c) < (int)n;
-    case OP_LT: return snprintf(b, n, "(%s < %s ? 1 : 0)", a, c) < (int)n;
-    case OP_EQ: return snprintf(b, n, "(%s == %s ? 1 : 0)", a, c) < (int)n;
-    default: {
-      char fa[48], fc[48], fx[400];
-      snprintf(fa, sizeof fa, "(float)%s", a);
-      snprintf(fc, sizeof fc, "(float)%s", c);
-      return binary_expr(op, DTYPE_F32, fa, fc, fx, sizeof fx) && snprintf(b, n, "bc_f2i(%s)", fx) < (int)n;
-    }
-    }
-  }
-  switch (op) {
-#define BINARY(ID, name, ref, cuda, ...) \
-  case OP_##ID: return fill_template(cuda, a, c, b, n);
-#include "../graph/ops.def"
-  default: return false;
-  }
-}
-
-/* ---- addresses and values ------------------------------------------------------------- */
-
-/* The element index of view v at the current point: its base p<v> (offset
- * and the outer indices), plus the col_axis term in column kernels, plus
- * the last-axis term. */
-static void addr(const Em *E, int v, char *b, size_t n) {
-  const KView *w = view(E, v);
-  int len = snprintf(b, n, "p%d", v);
-  int c = E->k->col_axis;
-  if (c >= 0 && w->stride[c] != 0)
-    len += snprintf(b + len, n - (size_t)len, " + i%d * %lld", c, (long long)w->stride[c]);
-  int64_t s = lstride(E, v);
-  if (s == 1) snprintf(b + len, n - (size_t)len, " + %s", E->jx);
-  else if (s != 0) snprintf(b + len, n - (size_t)len, " + %s * %lld", E->jx, (long long)s);
-}
-
-static void opnd(int o, char *b, size_t n) { snprintf(b, n, "x%d", o); }
-
-/* Declares x<i> = the value of instruction i (not a reduce or store) at the
- * current point. Loads of vectorized views read lane e of q<i>. */
-static void emit_value(Em *E, int i) {
-  const KInst *in = inst(E, i);
-  char ex[512], a[32], b2[32], c3[32], t[96];
-  opnd(in->a, a, sizeof a);
-  opnd(in->b, b2, sizeof b2);
-  opnd(in->c, c3, sizeof c3);
-  bool isi = in->dtype == DTYPE_I32;
-  switch (in->kind) {
-  case KI_LOAD:
-    if (E->lanes && lstride(E, in->view) == 1) {
-      snprintf(ex, sizeof ex, "bc_lane(q%d, e)", i);
-    } else {
-      char ad[160];
-      addr(E, in->view, ad, sizeof ad);
-      snprintf(ex, sizeof ex, "v%d[%s]", in->view, ad);
-    }
-    break;
-  case KI_CONST:
-    if (isi) i32_literal(const_i32(in->imm), ex, sizeof ex);
-    else f32_literal((float)in->imm, ex, sizeof ex);
-    break;
-  case KI_UNARY: {
-    bool ok;
-    if (!isi) ok = unary_f32(in->op, a, ex, sizeof ex);
-    else if (in->op == OP_NEG) ok = snprintf(ex, sizeof ex, "bc_neg(%s)", a) > 0;
-    else if (in->op == OP_RELU) ok = snprintf(ex, sizeof ex, "(%s > 0 ? %s : 0)", a, a) > 0;
-    else { /* transcendental ops on i32: in f32, converted back like a cast */
-      char fa[48], fx[400];
-      snprintf(fa, sizeof fa, "(float)%s", a);
-      ok = unary_f32(in->op, fa, fx, sizeof fx);
-      snprintf(ex, sizeof ex, "bc_f2i(%s)", fx);
-    }
-    if (!ok) em_error(E, i, "unary op without a CUDA form");
-    break;
-  }
-  case KI_BINARY:
-    if (!binary_expr(in->op, inst(E, in->a)->dtype, a, b2, ex, sizeof ex)) em_error(E, i, "binary op without a CUDA form");
-    break;
-  case KI_SELECT:
-    snprintf(ex, sizeof ex, "(%s != %s ? %s : %s)", a, inst(E, in->a)->dtype == DTYPE_I32 ? "0" : "0.0f", b2, c3);
-    break;
-  case KI_CAST: {
-    DType from = inst(E, in->a)->dtype;
-    if (from == in->dtype) snprintf(ex, sizeof ex, "%s", a);
-    else if (isi) snprintf(ex, sizeof ex, "bc_f2i(%s)", a);
-    else snprintf(ex, sizeof ex, "(float)%s", a);
-    break;
-  }
-  case KI_IOTA: {
-    const char *ix = E->rank == 0 ? "0" : in->axis == E->rank - 1 ? E->jx : NULL;
-    char nm[16];
-    if (!ix) {
-      snprintf(nm, sizeof nm, "i%d", in->axis);
-      ix = nm;
-    }
-    snprintf(ex, sizeof ex, "(%s)%s", ctype(in->dtype), ix);
-    break;
-  }
-  case KI_RANDOM:
-    snprintf(ex, sizeof ex, "bc_uniform(seed, step, 0x%08xu, (unsigned long long)((long long)(%s) + exb))",
-             (unsigned)in->key, E->lin);
-    break;
-  case KI_REDUCE:
-  case KI_STORE: BC_ASSERT(!"reduce and store are emitted by their loops");
-  }
-  const char *nm = node_value_name(E, in->node);
-  t[0] = 0;
-  if (nm && in->kind != KI_LOAD) snprintf(t, sizeof t, "  // %s", nm);
-  line(E, "const %s x%d = %s;%s", ctype(in->dtype), i, ex, t);
-}
-
-/* Stores instruction i's operand at the current point. */
-static void emit_store(Em *E, int i) {
-  const KInst *in = inst(E, i);
-  char ad[160];
-  addr(E, in->view, ad, sizeof ad);
-  const char *nm = node_value_name(E, in->node);
-  if (!nm) nm = view_value_name(E, in->view);
-  if (nm) line(E, "v%d[%s] = x%d;  // %s", in->view, ad, in->a, nm);
-  else line(E, "v%d[%s] = x%d;", in->view, ad, in->a);
-}
-
-/* Closes need[] over operands (one backward sweep), not entering
- * instructions stop[] marks (values that exist outside the loop). */
-static void close_cone(const Em *E, bool *need, const bool *stop) {
-  for (int i = E->n - 1; i >= 0; i--) {
-    if (!need[i] || (stop && stop[i])) continue;
-    const KInst *in = inst(E, i);
-    if (in->kind == KI_REDUCE) continue;
-    for (int s = 0; s < kinst_n_operands(in->kind); s++) need[kinst_operand(in, s)] = true;
-  }
-}
-
-/* ---- the frame: signature, indices, bases ------------------------------------------- */
+/* ---- the comment and the signature ----------------------------------------------------- */
 
 static void emit_comment(Em *E, const char *how) {
   const Kernel *k = E->k;
   char sb[96];
-  out(E->o, "\n// %s: domain %s, %s\n", k->name, shape_str(&k->domain, sb), how);
+  cuda_out(E->o, "\n// %s: domain %s, %s\n", k->name, shape_str(&k->domain, sb), how);
   if (!E->g) return;
   for (int j = 0; j < k->nodes.n; j++) {
     const Node *nd = &E->g->nodes.data[k->nodes.data[j]];
-    const char *nm = commentable(E->g->values.data[nd->out].name), *file = commentable(nd->loc.file);
-    out(E->o, "//   %%%d %s = %s", nd->out, nm ? nm : "?", op_info[nd->op].name);
-    if (file && nd->loc.line > 0) out(E->o, "  @ %s:%d", file, nd->loc.line);
-    out(E->o, "\n");
+    const char *nm = cuda_commentable(E->g->values.data[nd->out].name), *file = cuda_commentable(nd->loc.file);
+    cuda_out(E->o, "//   %%%d %s = %s", nd->out, nm ? nm : "?", op_info[nd->op].name);
+    if (file && nd->loc.line > 0) cuda_out(E->o, "  @ %s:%d", file, nd->loc.line);
+    cuda_out(E->o, "\n");
   }
   for (int j = 0; j < k->insts.n; j++) { /* generators and index math folded in */
     NodeId id = k->insts.data[j].node;
@@ -473,454 +157,21 @@ static void emit_comment(Em *E, const char *how) {
     for (int m = 0; m < j && !listed; m++) listed = k->insts.data[m].node == id && k->insts.data[m].kind != KI_STORE;
     if (listed) continue;
     const Node *nd = &E->g->nodes.data[id];
-    const char *nm = commentable(E->g->values.data[nd->out].name), *file = commentable(nd->loc.file);
-    out(E->o, "//   %%%d %s = %s (recomputed)", nd->out, nm ? nm : "?", op_info[nd->op].name);
-    if (file && nd->loc.line > 0) out(E->o, "  @ %s:%d", file, nd->loc.line);
-    out(E->o, "\n");
+    const char *nm = cuda_commentable(E->g->values.data[nd->out].name), *file = cuda_commentable(nd->loc.file);
+    cuda_out(E->o, "//   %%%d %s = %s (recomputed)", nd->out, nm ? nm : "?", op_info[nd->op].name);
+    if (file && nd->loc.line > 0) cuda_out(E->o, "  @ %s:%d", file, nd->loc.line);
+    cuda_out(E->o, "\n");
   }
 }
 
 static void emit_signature(Em *E, const char *name) {
-  out(E->o, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", E->block, name);
+  cuda_out(E->o, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", E->block, name);
   for (int v = 0; v < E->k->views.n; v++) {
-    const char *nm = view_value_name(E, v);
-    if (nm) out(E->o, "%s *v%d /* %s */, ", ctype(E->vt[v]), v, nm);
-    else out(E->o, "%s *v%d, ", ctype(E->vt[v]), v);
+    const char *nm = cuda_view_value_name(E, v);
+    if (nm) cuda_out(E->o, "%s *v%d /* %s */, ", ctype(E->vt[v]), v, nm);
+    else cuda_out(E->o, "%s *v%d, ", ctype(E->vt[v]), v);
   }
-  out(E->o, "const BcRunInfo *info) {\n");
-}
-
-/* i<d> for the used axes of dims[first..last) of the domain, from the flat
- * index `q` over those axes (row-major; `skip` excluded; last-axis scale:
- * `inner` units of q per step of axis last-1). */
-static void emit_indices(Em *E, const char *q, int first, int last, int skip, int64_t inner) {
-  int64_t div = inner;
-  int outer = first;
-  while (outer == skip) outer++;
-  for (int d = last - 1; d >= first; d--) {
-    if (d == skip) continue;
-    int64_t dim = E->k->domain.dim[d];
-    if (E->used_idx[d]) {
-      if (dim == 1) line(E, "const %s i%d = 0;", E->it, d);
-      else if (d == outer && div == 1) line(E, "const %s i%d = %s;", E->it, d, q);
-      else if (d == outer) line(E, "const %s i%d = %s / %lld;", E->it, d, q, (long long)div);
-      else if (div == 1) line(E, "const %s i%d = %s %% %lld;", E->it, d, q, (long long)dim);
-      else line(E, "const %s i%d = %s / %lld %% %lld;", E->it, d, q, (long long)div, (long long)dim);
-    }
-    div *= dim;
-  }
-}
-
-/* p<v>: view v's offset plus its terms of the outer axes (every axis but
- * the last and, in column kernels, col_axis). */
-static void emit_bases(Em *E, const bool *vused) {
-  for (int v = 0; v < E->k->views.n; v++) {
-    if (!vused[v]) continue;
-    const KView *w = view(E, v);
-    char b[512];
-    int len = snprintf(b, sizeof b, "%lld", (long long)w->offset);
-    bool any = w->offset != 0;
-    for (int d = 0; d < E->rank - 1; d++) {
-      if (d == E->k->col_axis || w->stride[d] == 0) continue;
-      char term[48];
-      if (w->stride[d] == 1) snprintf(term, sizeof term, "i%d", d);
-      else snprintf(term, sizeof term, "i%d * %lld", d, (long long)w->stride[d]);
-      if (!any) len = snprintf(b, sizeof b, "%s", term);
-      else len += snprintf(b + len, sizeof b - (size_t)len, " + %s", term);
-      any = true;
-    }
-    (void)len;
-    line(E, "const %s p%d = %s;", E->it, v, b);
-  }
-}
-
-static void emit_random_setup(Em *E) {
-  if (!E->has_random) return;
-  const Shape *s = &E->k->domain;
-  int64_t per = E->rank > 0 && s->dim[0] > 0 ? shape_numel(s) / s->dim[0] : 0;
-  line(E, "const unsigned long long seed = info->seed;");
-  line(E, "const unsigned int step = info->step;");
-  line(E, "const long long exb = info->example_offset * %lldll;  // example offset x elements per example",
-       (long long)per);
-}
-
-/* ---- elementwise kernels ----------------------------------------------------------------------- */
-
-/* float4 / int4 path: see the file comment. */
-static bool can_vectorize(const Em *E) {
-  if (E->rank == 0 || E->L % 4 != 0) return false;
-  for (int v = 0; v < E->k->views.n; v++) {
-    const KView *w = view(E, v);
-    int64_t s = lstride(E, v);
-    if (s == 0) continue; /* a per-row value: scalar */
-    if (s != 1 || w->offset % 4 != 0) return false;
-    for (int d = 0; d < E->rank - 1; d++)
-      if (w->stride[d] % 4 != 0) return false;
-  }
-  return true;
-}
-
-static void emit_elementwise(Em *E, const bool *vused) {
-  const Kernel *k = E->k;
-  const bool vec = E->shape == SHAPE_ELEM4;
-  const int64_t units = E->rank ? shape_numel(&k->domain) / (vec ? 4 : 1) : 1;
-  E->ind = 1;
-  line(E, "const long long t = (long long)blockIdx.x * %d + threadIdx.x;", E->block);
-  line(E, "if (t >= %lld) return;", (long long)units);
-  if (E->rank > 0) {
-    line(E, "const %s q = (%s)t;  // %s", E->it, E->it, vec ? "4 consecutive elements of the last axis" : "the element");
-    int64_t lu = vec ? E->L / 4 : E->L;
-    if (E->rank == 1) line(E, "const %s j = q%s;", E->it, vec ? " * 4" : "");
-    else line(E, "const %s j = q %% %lld%s;", E->it, (long long)lu, vec ? " * 4" : "");
-    emit_indices(E, "q", 0, E->rank - 1, -1, lu);
-  }
-  emit_bases(E, vused);
-  emit_random_setup(E);
-  E->jx = E->rank ? "j" : "0";
-  E->lin = E->rank ? "q" : "0";
-  if (!vec) {
-    for (int i = 0; i < E->n && E->ok; i++) {
-      const KInst *in = inst(E, i);
-      if (!E->live[i]) continue;
-      if (in->kind != KI_STORE) {
-        emit_value(E, i);
-        continue;
-      }
-      /* a per-row value stored once per row (kernel_eval's eval_rows) */
-      if (E->L > 1 && lstride(E, in->view) == 0 && inst(E, in->a)->row) {
-        line(E, "if (j == 0) {");
-        E->ind++;
-        emit_store(E, i);
-        E->ind--;
-        line(E, "}");
-      } else {
-        emit_store(E, i);
-      }
-    }
-    E->ind = 0;
-    line(E, "}");
-    return;
-  }
-  /* loads first (a store at a point comes after the loads at it): 16 bytes,
-   * or one per-row value for the 4 lanes */
-  for (int i = 0; i < E->n; i++) {
-    const KInst *in = inst(E, i);
-    if (!E->live[i] || in->kind != KI_LOAD) continue;
-    if (lstride(E, in->view) == 1)
-      line(E, "const %s q%d = *(const %s *)(v%d + p%d + j);", vtype4(in->dtype), i, vtype4(in->dtype), in->view, in->view);
-    else
-      emit_value(E, i);
-  }
-  for (int i = 0; i < E->n; i++) {
-    const KInst *in = inst(E, i);
-    if (E->live[i] && in->kind == KI_STORE && lstride(E, in->view) == 1) line(E, "%s w%d;", vtype4(in->dtype), i);
-  }
-  line(E, "#pragma unroll");
-  line(E, "for (int e = 0; e < 4; e++) {");
-  E->ind++;
-  E->jx = "(j + e)";
-  E->lin = "q * 4 + e";
-  E->lanes = true;
-  for (int i = 0; i < E->n && E->ok; i++) {
-    const KInst *in = inst(E, i);
-    if (!E->live[i] || (in->kind == KI_LOAD && lstride(E, in->view) != 1)) continue;
-    if (in->kind != KI_STORE) {
-      emit_value(E, i);
-    } else if (lstride(E, in->view) == 1) {
-      line(E, "bc_set_lane(w%d, e, x%d);", i, in->a);
-    } else { /* last stride 0: a per-row value, stored once per row */
-      line(E, "if (j + e == 0) {");
-      E->ind++;
-      emit_store(E, i);
-      E->ind--;
-      line(E, "}");
-    }
-  }
-  E->lanes = false;
-  E->ind--;
-  line(E, "}");
-  for (int i = 0; i < E->n; i++) {
-    const KInst *in = inst(E, i);
-    if (!E->live[i] || in->kind != KI_STORE || lstride(E, in->view) != 1) continue;
-    const char *nm = node_value_name(E, in->node);
-    line(E, "*(%s *)(v%d + p%d + j) = w%d;%s%s", vtype4(in->dtype), in->view, in->view, i, nm ? "  // " : "",
-         nm ? nm : "");
-  }
-  E->ind = 0;
-  line(E, "}");
-}
-
-/* ---- row kernels --------------------------------------------------------------------------------- */
-
-static const char *red_fn(const KInst *in) { return in->op == OP_REDUCE_MAX ? "max" : "sum"; }
-
-static void red_identity(DType t, Op op, char *b, size_t n) {
-  if (op == OP_REDUCE_MAX) snprintf(b, n, t == DTYPE_I32 ? "(-2147483647 - 1)" : "__int_as_float(0xff800000)");
-  else snprintf(b, n, t == DTYPE_I32 ? "0" : "-0.0f"); /* -0 + x == x exactly */
-}
-
-/* One loop over the row: full values need[] in instruction order, then the
- * accumulation of reductions red[] (phase loops) or the stores st[] (the
- * final loop). */
-static void emit_row_loop(Em *E, const bool *need, const int *red, int n_red, const int *st, int n_st) {
-  bool warp = E->shape == SHAPE_ROW_WARP;
-  char idb[64];
-  for (int r = 0; r < n_red; r++) {
-    const KInst *in = inst(E, red[r]);
-    red_identity(in->dtype, in->op, idb, sizeof idb);
-    line(E, "%s acc%d = %s;", ctype(in->dtype), red[r], idb);
-  }
-  line(E, "for (%s j = %s; j < %lld; j += %d) {", E->it, warp ? "lane" : "threadIdx.x", (long long)E->L,
-       warp ? 32 : E->block);
-  E->ind++;
-  for (int i = 0; i < E->n && E->ok; i++)
-    if (need[i]) emit_value(E, i);
-  for (int r = 0; r < n_red; r++) {
-    const KInst *in = inst(E, red[r]);
-    line(E, "acc%d = bc_acc_%s(acc%d, x%d);", red[r], red_fn(in), red[r], in->a);
-  }
-  for (int s = 0; s < n_st; s++) emit_store(E, st[s]);
-  E->ind--;
-  line(E, "}");
-  for (int r = 0; r < n_red; r++) {
-    const KInst *in = inst(E, red[r]);
-    const char *nm = node_value_name(E, in->node);
-    char t[96] = "";
-    if (nm) snprintf(t, sizeof t, "  // %s", nm);
-    if (warp) line(E, "const %s x%d = bc_warp_%s(acc%d);%s", ctype(in->dtype), red[r], red_fn(in), red[r], t);
-    else
-      line(E, "const %s x%d = bc_block_%s<%d>(acc%d, sm_%s);%s", ctype(in->dtype), red[r], red_fn(in), E->block / 32,
-           red[r], ctype(in->dtype), t);
-  }
-}
-
-static void emit_row_kernel(Em *E, const bool *vused) {
-  const Kernel *k = E->k;
-  const int n = E->n;
-  const bool warp = E->shape == SHAPE_ROW_WARP;
-  const int64_t rows = shape_numel(&k->domain) / E->L;
-  int *rd = bc_calloc((size_t)n + 1, sizeof(int));
-  int *red = bc_calloc((size_t)n + 1, sizeof(int)), *st = bc_calloc((size_t)n + 1, sizeof(int));
-  bool *need = bc_calloc((size_t)n + 1, 1), *done = bc_calloc((size_t)n + 1, 1);
-  /* rd[i]: reductions on the longest path into i (i included) */
-  int P = -1;
-  for (int i = 0; i < n; i++) {
-    const KInst *in = inst(E, i);
-    for (int s = 0; s < kinst_n_operands(in->kind); s++)
-      if (rd[kinst_operand(in, s)] > rd[i]) rd[i] = rd[kinst_operand(in, s)];
-    if (in->kind == KI_REDUCE) {
-      rd[i]++;
-      if (E->live[i] && rd[i] - 1 > P) P = rd[i] - 1;
-    }
-  }
-  E->ind = 1;
-  if (warp) {
-    line(E, "const int lane = threadIdx.x & 31;");
-    line(E, "const %s row = (%s)blockIdx.x * %d + (threadIdx.x >> 5);  // one warp per row", E->it, E->it, E->block / 32);
-    line(E, "if (row >= %lld) return;  // the whole warp", (long long)rows);
-  } else {
-    bool row_used = E->has_random;
-    for (int d = 0; d < E->rank - 1; d++) row_used = row_used || (E->used_idx[d] && k->domain.dim[d] > 1);
-    if (row_used) line(E, "const %s row = blockIdx.x;  // one block per row", E->it);
-    bool has_f = false, has_i = false;
-    for (int i = 0; i < n; i++)
-      if (E->live[i] && inst(E, i)->kind == KI_REDUCE) {
-        if (inst(E, i)->dtype == DTYPE_I32) has_i = true;
-        else has_f = true;
-      }
-    if (has_f) line(E, "__shared__ float sm_float[32];");
-    if (has_i) line(E, "__shared__ int sm_int[32];");
-  }
-  emit_indices(E, "row", 0, E->rank - 1, -1, 1);
-  emit_bases(E, vused);
-  emit_random_setup(E);
-  char lin_j[64], lin_0[64];
-  snprintf(lin_j, sizeof lin_j, "row * %lld + j", (long long)E->L);
-  snprintf(lin_0, sizeof lin_0, "row * %lld", (long long)E->L);
-  for (int q = 0; q <= P + 1 && E->ok; q++) {
-    /* row values computable now: once per row, at last index 0 */
-    E->jx = "0";
-    E->lin = lin_0;
-    for (int i = 0; i < n && E->ok; i++)
-      if (E->live[i] && E->rowv[i] && rd[i] == q) emit_value(E, i);
-    if (q > P) break;
-    /* phase q: every live reduction whose operand depends on q reductions */
-    int n_red = 0;
-    for (int i = 0; i < n; i++) need[i] = false;
-    for (int i = 0; i < n; i++)
-      if (E->live[i] && inst(E, i)->kind == KI_REDUCE && rd[i] - 1 == q) {
-        red[n_red++] = i;
-        need[inst(E, i)->a] = true;
-      }
-    if (!n_red) continue;
-    close_cone(E, need, E->rowv);
-    for (int i = 0; i < n; i++) need[i] = need[i] && !E->rowv[i] && inst(E, i)->kind != KI_REDUCE;
-    line(E, "// phase %d: %d reduction%s", q, n_red, n_red > 1 ? "s" : "");
-    E->jx = "j";
-    E->lin = lin_j;
-    emit_row_loop(E, need, red, n_red, NULL, 0);
-  }
-  /* the final loop: every store of a full value (and of a row value into a
-   * full view), values recomputed; then the row values, once per row */
-  int n_st = 0, n_once = 0;
-  for (int i = 0; i < n; i++) need[i] = false;
-  for (int i = 0; i < n; i++) {
-    const KInst *in = inst(E, i);
-    if (!E->live[i] || in->kind != KI_STORE) continue;
-    bool rowval = E->rowv[in->a] || inst(E, in->a)->kind == KI_REDUCE;
-    if (rowval && (lstride(E, in->view) == 0 || E->L <= 1)) {
-      done[i] = true;
-      n_once++;
-      continue;
-    }
-    st[n_st++] = i;
-    need[in->a] = true;
-  }
-  if (n_st && E->ok) {
-    close_cone(E, need, E->rowv);
-    for (int i = 0; i < n; i++) need[i] = need[i] && !E->rowv[i] && inst(E, i)->kind != KI_REDUCE;
-    line(E, "// stores");
-    E->jx = "j";
-    E->lin = lin_j;
-    emit_row_loop(E, need, NULL, 0, st, n_st);
-  }
-  if (n_once && E->ok) {
-    line(E, warp ? "__syncwarp();  // the row is read before its row values are stored (in place)"
-                 : "__syncthreads();  // the row is read before its row values are stored (in place)");
-    line(E, "if (%s == 0) {", warp ? "lane" : "threadIdx.x");
-    E->ind++;
-    E->jx = "0";
-    for (int i = 0; i < n; i++)
-      if (done[i]) emit_store(E, i);
-    E->ind--;
-    line(E, "}");
-  }
-  E->ind = 0;
-  line(E, "}");
-  free(rd);
-  free(red);
-  free(st);
-  free(need);
-  free(done);
-}
-
-/* ---- column kernels -------------------------------------------------------------------------------- */
-
-static void emit_col_kernel(Em *E, const bool *vused) {
-  const Kernel *k = E->k;
-  const int n = E->n, c = k->col_axis, r = E->rank;
-  const int64_t C = k->domain.dim[c], JB = (E->L + E->tj - 1) / E->tj;
-  int log_tj = 0;
-  while ((1 << log_tj) < E->tj) log_tj++;
-  bool *post = bc_calloc((size_t)n + 1, 1), *need_pre = bc_calloc((size_t)n + 1, 1);
-  bool *need_post = bc_calloc((size_t)n + 1, 1), *isred = bc_calloc((size_t)n + 1, 1);
-  int n_red = 0;
-  for (int i = 0; i < n; i++) { /* as kernel_eval.c's mark_post */
-    const KInst *in = inst(E, i);
-    post[i] = in->kind == KI_REDUCE;
-    for (int s = 0; s < kinst_n_operands(in->kind); s++) post[i] = post[i] || post[kinst_operand(in, s)];
-    if (!E->live[i]) continue;
-    if (in->kind == KI_REDUCE) {
-      isred[i] = true;
-      need_pre[in->a] = true;
-      n_red++;
-    } else if (in->kind == KI_STORE) {
-      (post[in->a] ? need_post : need_pre)[in->a] = true;
-    }
-  }
-  close_cone(E, need_pre, NULL);
-  close_cone(E, need_post, isred); /* stops at the reductions */
-  for (int i = 0; i < n; i++) {
-    need_pre[i] = need_pre[i] && inst(E, i)->kind != KI_REDUCE;
-    need_post[i] = need_post[i] && inst(E, i)->kind != KI_REDUCE;
-  }
-  E->ind = 1;
-  for (int i = 0; i < n; i++)
-    if (isred[i]) line(E, "__shared__ %s part%d[%d][%d];", ctype(inst(E, i)->dtype), i, E->kt, E->tj);
-  line(E, "const int tj = threadIdx.x & %d, tk = threadIdx.x >> %d;  // output, slice of axis %d", E->tj - 1, log_tj, c);
-  bool any_item = false;
-  for (int d = 0; d < r - 1; d++) any_item = any_item || (E->used_idx[d] && d != c && k->domain.dim[d] > 1);
-  if (any_item) {
-    if (JB == 1) line(E, "const %s item = blockIdx.x;", E->it);
-    else line(E, "const %s item = blockIdx.x / %lld;", E->it, (long long)JB);
-  }
-  if (JB == 1) line(E, "const %s j = tj;", E->it);
-  else line(E, "const %s j = (%s)(blockIdx.x %% %lld) * %d + tj;", E->it, E->it, (long long)JB, E->tj);
-  emit_indices(E, "item", 0, r - 1, c, 1);
-  emit_bases(E, vused);
-  emit_random_setup(E);
-  /* the linear index of the point, for KI_RANDOM */
-  char lin[512];
-  int len = 0;
-  int64_t rm = E->L;
-  lin[0] = 0;
-  len += snprintf(lin + len, sizeof lin - (size_t)len, "j");
-  for (int d = r - 2; d >= 0; d--) {
-    len += snprintf(lin + len, sizeof lin - (size_t)len, " + i%d * %lld", d, (long long)rm);
-    rm *= k->domain.dim[d];
-  }
-  E->lin = lin;
-  E->jx = "j";
-  char idb[64];
-  for (int i = 0; i < n; i++)
-    if (isred[i]) {
-      red_identity(inst(E, i)->dtype, inst(E, i)->op, idb, sizeof idb);
-      line(E, "%s acc%d = %s;", ctype(inst(E, i)->dtype), i, idb);
-    }
-  line(E, "if (j < %lld) {", (long long)E->L);
-  E->ind++;
-  line(E, "for (%s i%d = tk; i%d < %lld; i%d += %d) {", E->it, c, c, (long long)C, c, E->kt);
-  E->ind++;
-  for (int i = 0; i < n && E->ok; i++) {
-    const KInst *in = inst(E, i);
-    if (need_pre[i]) emit_value(E, i);
-    else if (isred[i]) line(E, "acc%d = bc_acc_%s(acc%d, x%d);", i, red_fn(in), i, in->a);
-    else if (E->live[i] && in->kind == KI_STORE && !post[in->a]) emit_store(E, i);
-  }
-  E->ind--;
-  line(E, "}");
-  E->ind--;
-  line(E, "}");
-  if (n_red) {
-    for (int i = 0; i < n; i++)
-      if (isred[i]) line(E, "part%d[tk][tj] = acc%d;", i, i);
-    line(E, "__syncthreads();");
-  }
-  bool any_post = false;
-  for (int i = 0; i < n; i++) any_post = any_post || (E->live[i] && inst(E, i)->kind == KI_STORE && post[inst(E, i)->a]);
-  if (any_post && E->ok) {
-    line(E, "if (tk == 0 && j < %lld) {  // slices combined in order; then what follows the reduction", (long long)E->L);
-    E->ind++;
-    for (int i = 0; i < n; i++)
-      if (isred[i]) {
-        const char *nm = node_value_name(E, inst(E, i)->node);
-        line(E, "%s x%d = part%d[0][tj];%s%s", ctype(inst(E, i)->dtype), i, i, nm ? "  // " : "", nm ? nm : "");
-        line(E, "for (int s = 1; s < %d; s++) x%d = bc_acc_%s(x%d, part%d[s][tj]);", E->kt, i, red_fn(inst(E, i)), i,
-             i);
-      }
-    bool reads_c = false; /* does the code below use the col index (at 0)? */
-    for (int i = 0; i < n; i++) {
-      const KInst *in = inst(E, i);
-      bool here = need_post[i] || (E->live[i] && in->kind == KI_STORE && post[in->a]);
-      if (!here) continue;
-      if ((in->kind == KI_LOAD || in->kind == KI_STORE) && view(E, in->view)->stride[c] != 0) reads_c = true;
-      if ((in->kind == KI_IOTA && in->axis == c) || in->kind == KI_RANDOM) reads_c = true;
-    }
-    if (reads_c) line(E, "const %s i%d = 0;", E->it, c);
-    for (int i = 0; i < n && E->ok; i++) {
-      const KInst *in = inst(E, i);
-      if (need_post[i]) emit_value(E, i);
-      else if (E->live[i] && in->kind == KI_STORE && post[in->a]) emit_store(E, i);
-    }
-    E->ind--;
-    line(E, "}");
-  }
-  E->ind = 0;
-  line(E, "}");
-  free(post);
-  free(need_pre);
-  free(need_post);
-  free(isred);
+  cuda_out(E->o, "const BcRunInfo *info) {\n");
 }
 
 /* ---- one kernel --------------------------------------------------------------------------------------- */
@@ -1002,14 +253,15 @@ static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch
     int threads = C >= 256 ? BIG_BLOCK : BLOCK;
     E.kt = threads / E.tj;
     while (E.kt > 1 && E.kt / 2 >= C && E.tj * E.kt > 32) E.kt /= 2; /* no more slices than rows */
-    if ((int64_t)n_red * E.tj * E.kt * 4 > SMEM_STATIC_MAX) em_error(&E, 0, "too many column reductions for shared memory");
+    if ((int64_t)n_red * E.tj * E.kt * 4 > SMEM_STATIC_MAX)
+      cuda_em_error(&E, 0, "too many column reductions for shared memory");
     E.shape = SHAPE_COL;
     E.block = E.tj * E.kt;
     launch->grid = items * ((E.L + E.tj - 1) / E.tj);
     snprintf(how, sizeof how, "column reduction over axis %d: blocks of %d outputs x %d slices of the axis",
              k->col_axis, E.tj, E.kt);
   } else if (has_reduce) {
-    if (E.rank == 0) em_error(&E, 0, "row reduction in a rank-0 domain");
+    if (E.rank == 0) cuda_em_error(&E, 0, "row reduction in a rank-0 domain");
     int64_t rows = E.L > 0 ? numel / E.L : 0;
     if (E.L <= WARP_ROW_MAX) {
       E.shape = SHAPE_ROW_WARP;
@@ -1023,7 +275,7 @@ static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch
       snprintf(how, sizeof how, "row kernel: one block of %d threads per row (%lld rows)", E.block, (long long)rows);
     }
   } else {
-    E.shape = !no_float4 && can_vectorize(&E) ? SHAPE_ELEM4 : SHAPE_ELEM;
+    E.shape = !no_float4 && cuda_can_vectorize(&E) ? SHAPE_ELEM4 : SHAPE_ELEM;
     E.block = BLOCK;
     int64_t units = E.shape == SHAPE_ELEM4 ? numel / 4 : numel;
     launch->grid = (units + BLOCK - 1) / BLOCK;
@@ -1037,16 +289,16 @@ static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch
     launch->grid = 0;
     emit_comment(&E, "no elements");
     emit_signature(&E, cname);
-    out(o, "}\n");
+    cuda_out(o, "}\n");
   } else if (E.ok) {
     emit_comment(&E, how);
     emit_signature(&E, cname);
     switch (E.shape) {
     case SHAPE_ELEM:
-    case SHAPE_ELEM4: emit_elementwise(&E, vused); break;
+    case SHAPE_ELEM4: cuda_emit_elementwise(&E, vused); break;
     case SHAPE_ROW_WARP:
-    case SHAPE_ROW_BLOCK: emit_row_kernel(&E, vused); break;
-    case SHAPE_COL: emit_col_kernel(&E, vused); break;
+    case SHAPE_ROW_BLOCK: cuda_emit_row_kernel(&E, vused); break;
+    case SHAPE_COL: cuda_emit_col_kernel(&E, vused); break;
     }
   }
   if (!E.ok) { /* drop the partial kernel */
@@ -1072,7 +324,7 @@ static bool name_ok(const Kernel *k, Diag *d) {
 char *cuda_emit_kernel(const Graph *g, const Kernel *k, CudaLaunch *launch, Diag *d) {
   if (!name_ok(k, d)) return NULL;
   Out o = {0};
-  out(&o, "%s", prelude);
+  cuda_out(&o, "%s", prelude);
   if (!emit_one(&o, g, k, launch, false, d)) {
     free(o.s);
     return NULL;
@@ -1108,7 +360,7 @@ static char *canonical(const Kernel *k, CudaLaunch *launch, bool no_float4, Diag
  * NVRTC's time is about proportional to the code it compiles. */
 char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, Diag *d) {
   Out o = {0};
-  out(&o, "%s", prelude);
+  cuda_out(&o, "%s", prelude);
   int n = p->kernels.n, n_seen = 0;
   char **canon = bc_calloc((size_t)n + 1, sizeof(char *));
   uint32_t *hash = bc_calloc((size_t)n + 1, sizeof(uint32_t));
@@ -1131,7 +383,7 @@ char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, 
     if (same >= 0) {
       free(cs);
       launches[i].name = entry[same];
-      out(&o, "\n// %s: the same code as %s (launched through it)\n", k->name, entry[same]);
+      cuda_out(&o, "\n// %s: the same code as %s (launched through it)\n", k->name, entry[same]);
       continue;
     }
     canon[n_seen] = cs;

@@ -1,6 +1,6 @@
-/* llvm_emit.c — LLVM IR for KERNEL_LOOP kernels (llvm_emit.h), built with
- * the LLVM 14 C API, optimized with default<O3> for the host TargetMachine
- * and JIT-compiled with ORC LLJIT.
+/* llvm_emit.c — the LLVM IR of one KERNEL_LOOP kernel (llvm_emit.h): the
+ * function, its loops, and the values its instructions compute, built with
+ * the LLVM 14 C API into a module that llvm_jit.c optimizes and compiles.
  *
  * Shape of the code for a row kernel (col_axis < 0):
  *
@@ -23,137 +23,26 @@
  * Numerics against kernel_eval.c (the oracle): loads, stores, + - * /, sqrt,
  * recip, comparisons, select, casts, iota and random are bit-identical;
  * rsqrt is 1/sqrt in float (<= 1 ulp from the evaluator's double formula);
- * exp, log, tanh and erf are the polynomials below (max errors in their
- * comments); row sums add in another order (W partial sums); column sums add
- * in the same order and are bit-identical. LLVM 14's C API cannot set
- * fast-math flags, so nothing is reassociated or contracted behind our back.
+ * exp, log, tanh and erf are the polynomials of llvm_math.c (max errors in
+ * its comments); row sums add in another order (W partial sums); column
+ * sums add in the same order and are bit-identical. LLVM 14's C API cannot
+ * set fast-math flags, so nothing is reassociated or contracted behind our
+ * back.
  *
- * Not here: non-LOOP kernels, threads, caching. Invariant: no libm calls in
- * emitted code (LLVM 14 scalarizes llvm.exp into them). */
-#include "llvm_emit.h"
+ * Not here: the math functions and Philox (llvm_math.c), the host, passes
+ * and JIT (llvm_jit.c), non-LOOP kernels, threads, caching. Invariant: no
+ * libm calls in emitted code (LLVM 14 scalarizes llvm.exp into them). */
+#include "llvm_internal.h"
 
 #include "kernel_eval.h"
 
-#include <llvm-c/Analysis.h>
-#include <llvm-c/Core.h>
-#include <llvm-c/Error.h>
-#include <llvm-c/LLJIT.h>
-#include <llvm-c/Orc.h>
-#include <llvm-c/Target.h>
-#include <llvm-c/TargetMachine.h>
-#include <llvm-c/Transforms/PassBuilder.h>
-
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
 
 /* A switch over Op that misses a row is a compile error, not a silent gap. */
 #pragma GCC diagnostic error "-Wswitch"
 
-#define MAX_W 64 /* widest vector we build (column chunks of 4 x 16) */
 #define ROWBUF_MAX 4096 /* longest row whose random values are kept on the stack */
-
-/* ---- the host ----------------------------------------------------------- */
-
-typedef struct {
-  char *triple, *cpu, *features, *layout; /* LLVM messages */
-  LLVMTargetMachineRef tm;
-  int width; /* default f32 lanes */
-} Host;
-
-static pthread_once_t llvm_once = PTHREAD_ONCE_INIT;
-static bool llvm_init_ok;
-static void llvm_init(void) {
-  llvm_init_ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter() &&
-                 !LLVMInitializeNativeAsmParser();
-}
-
-/* Reports an LLVMErrorRef (consuming it) as a library error at our call. */
-static void llvm_error(Diag *d, const char *call, LLVMErrorRef err) {
-  char *msg = LLVMGetErrorMessage(err);
-  diag_error(d, SRCLOC_NONE, "llvm_emit.c: %s failed: %s", call, msg);
-  LLVMDisposeErrorMessage(msg);
-}
-
-static void host_free(Host *h) {
-  if (h->tm) LLVMDisposeTargetMachine(h->tm);
-  if (h->triple) LLVMDisposeMessage(h->triple);
-  if (h->cpu) LLVMDisposeMessage(h->cpu);
-  if (h->features) LLVMDisposeMessage(h->features);
-  if (h->layout) LLVMDisposeMessage(h->layout);
-  memset(h, 0, sizeof *h);
-}
-
-/* Triple, CPU, features and a TargetMachine for the host. The CPU name may be
- * "generic" on CPUs newer than LLVM 14; the feature string is complete. */
-static bool host_init(Host *h, Diag *d) {
-  memset(h, 0, sizeof *h);
-  pthread_once(&llvm_once, llvm_init);
-  if (!llvm_init_ok) {
-    diag_error(d, SRCLOC_NONE, "llvm_emit.c: LLVMInitializeNativeTarget failed: no native target in this LLVM");
-    return false;
-  }
-  char *def = LLVMGetDefaultTargetTriple();
-  h->triple = LLVMNormalizeTargetTriple(def);
-  LLVMDisposeMessage(def);
-  h->cpu = LLVMGetHostCPUName();
-  h->features = LLVMGetHostCPUFeatures();
-  LLVMTargetRef target;
-  char *err = NULL;
-  if (LLVMGetTargetFromTriple(h->triple, &target, &err)) {
-    diag_error(d, SRCLOC_NONE, "llvm_emit.c: LLVMGetTargetFromTriple(%s) failed: %s", h->triple, err);
-    LLVMDisposeMessage(err);
-    host_free(h);
-    return false;
-  }
-  h->tm = LLVMCreateTargetMachine(target, h->triple, h->cpu, h->features, LLVMCodeGenLevelAggressive,
-                                  LLVMRelocDefault, LLVMCodeModelJITDefault);
-  if (!h->tm) {
-    diag_error(d, SRCLOC_NONE, "llvm_emit.c: LLVMCreateTargetMachine(%s, %s) failed", h->triple, h->cpu);
-    host_free(h);
-    return false;
-  }
-  LLVMTargetDataRef td = LLVMCreateTargetDataLayout(h->tm);
-  h->layout = LLVMCopyStringRepOfTargetData(td);
-  LLVMDisposeTargetData(td);
-  h->width = strstr(h->features, "+avx512f") ? 16 : 8;
-  return true;
-}
-
-/* ---- the emitter's state -------------------------------------------------- */
-
-typedef struct {
-  LLVMContextRef C;
-  LLVMModuleRef M;
-  LLVMBuilderRef B;
-  LLVMTypeRef f32, i32, i64, i1, i8p, info_ty;
-  const Host *host;
-  int W;
-  Diag *d;
-  /* the kernel being emitted */
-  const Kernel *k;
-  int rank, n;
-  int64_t L; /* last domain axis */
-  LLVMValueRef fn;
-  LLVMValueRef *vptr; /* per view: typed base pointer */
-  DType *vtype;       /* per view */
-  LLVMValueRef step, ex_base; /* KI_RANDOM inputs (i32, i64) */
-  LLVMValueRef round_key[10][2]; /* Philox's key schedule from the seed (i32) */
-  /* the current point: leading indices, per-view element offsets and linear
-   * index at last index 0, and the last index of lane 0 */
-  LLVMValueRef idx[BC_MAX_RANK];
-  LLVMValueRef *pbase;
-  LLVMValueRef lin0, j;
-  /* values: fixed ones exist outside the current loop body (row scalars,
-   * finished reductions), cur ones were computed in it at its width */
-  LLVMValueRef *fixed;
-  int *fixed_w;
-  LLVMValueRef *cur;
-  /* row kernels: per KI_RANDOM instruction, a stack buffer of one row
-   * ([L x float]) and whether a finished loop body has filled it */
-  LLVMValueRef *rowbuf;
-  bool *rowbuf_full;
-} Em;
 
 static const KInst *inst(const Em *E, int i) { return &E->k->insts.data[i]; }
 
@@ -166,35 +55,6 @@ static void em_error(Em *E, int i, const char *what) {
              E->k->name ? E->k->name : "(unnamed)", i, what);
 }
 
-/* ---- types, constants, intrinsics ----------------------------------------- */
-
-static LLVMTypeRef ty(const Em *E, DType t, int w) {
-  LLVMTypeRef s = t == DTYPE_I32 ? E->i32 : E->f32;
-  return w == 1 ? s : LLVMVectorType(s, (unsigned)w);
-}
-
-static LLVMValueRef splat(Em *E, LLVMValueRef s, int w) {
-  if (w == 1) return s;
-  BC_ASSERT(w <= MAX_W);
-  if (LLVMIsConstant(s)) {
-    LLVMValueRef el[MAX_W];
-    for (int i = 0; i < w; i++) el[i] = s;
-    return LLVMConstVector(el, (unsigned)w);
-  }
-  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(s), (unsigned)w);
-  LLVMValueRef v = LLVMBuildInsertElement(E->B, LLVMGetUndef(vt), s, LLVMConstInt(E->i32, 0, 0), "");
-  return LLVMBuildShuffleVector(E->B, v, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(E->i32, (unsigned)w)),
-                                "splat");
-}
-
-static LLVMValueRef cf(Em *E, double x, int w) { return splat(E, LLVMConstReal(E->f32, x), w); }
-static LLVMValueRef ci(Em *E, int64_t x, int w) {
-  return splat(E, LLVMConstInt(E->i32, (unsigned long long)x, 1), w);
-}
-static LLVMValueRef cl(Em *E, int64_t x, int w) {
-  return splat(E, LLVMConstInt(E->i64, (unsigned long long)x, 1), w);
-}
-
 /* <base + stride*0, ..., base + stride*(w-1)> in i64 (base: scalar i64). */
 static LLVMValueRef lanes64(Em *E, LLVMValueRef base, int64_t stride, int w) {
   if (w == 1) return base;
@@ -203,289 +63,11 @@ static LLVMValueRef lanes64(Em *E, LLVMValueRef base, int64_t stride, int w) {
   return LLVMBuildAdd(E->B, splat(E, base, w), LLVMConstVector(el, (unsigned)w), "lanes");
 }
 
-static LLVMValueRef call_intrinsic(Em *E, const char *name, LLVMTypeRef *ovl, int n_ovl, LLVMValueRef *args,
-                                   int n_args) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  BC_ASSERT(id != 0);
-  LLVMValueRef f = LLVMGetIntrinsicDeclaration(E->M, id, ovl, (size_t)n_ovl);
-  LLVMTypeRef ft = LLVMIntrinsicGetType(E->C, id, ovl, (size_t)n_ovl);
-  return LLVMBuildCall2(E->B, ft, f, args, (unsigned)n_args, "");
-}
-
-/* A one-argument intrinsic overloaded on its argument's type (llvm.floor...). */
-static LLVMValueRef intr1(Em *E, const char *name, LLVMValueRef x) {
-  LLVMTypeRef t = LLVMTypeOf(x);
-  return call_intrinsic(E, name, &t, 1, &x, 1);
-}
-
-static LLVMValueRef intr2(Em *E, const char *name, LLVMValueRef x, LLVMValueRef y) {
-  LLVMTypeRef t = LLVMTypeOf(x);
-  LLVMValueRef args[2] = {x, y};
-  return call_intrinsic(E, name, &t, 1, args, 2);
-}
-
-/* a * b + c, fused when the target has FMA (llvm.fmuladd), for polynomials. */
-static LLVMValueRef fmuladd(Em *E, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
-  LLVMTypeRef t = LLVMTypeOf(a);
-  LLVMValueRef args[3] = {a, b, c};
-  return call_intrinsic(E, "llvm.fmuladd", &t, 1, args, 3);
-}
-
-static LLVMValueRef fsel(Em *E, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b, LLVMValueRef t,
-                         LLVMValueRef f) {
-  return LLVMBuildSelect(E->B, LLVMBuildFCmp(E->B, p, a, b, ""), t, f, "");
-}
-
-/* Horner: c[0] x^(n-1) + ... + c[n-1]. */
-static LLVMValueRef poly(Em *E, LLVMValueRef x, const double *c, int n, int w) {
-  LLVMValueRef y = cf(E, c[0], w);
-  for (int i = 1; i < n; i++) y = fmuladd(E, y, x, cf(E, c[i], w));
-  return y;
-}
-
-/* 2^n for i32 n in [-126, 127]: the exponent field. */
-static LLVMValueRef pow2i(Em *E, LLVMValueRef n, int w) {
-  LLVMValueRef bits = LLVMBuildShl(E->B, LLVMBuildAdd(E->B, n, ci(E, 127, w), ""), ci(E, 23, w), "");
-  return LLVMBuildBitCast(E->B, bits, ty(E, DTYPE_F32, w), "");
-}
-
-/* ---- math: exp, log, tanh, erf as inline polynomials ----------------------
- *
- * Cephes' single-precision algorithms (S. Moshier), evaluated with fmuladd.
- * Measured against double libm by tests/test_llvm_emit.c (math_* cases) on
- * an AVX-512 host (W = 16, FMA), over ~4 million points each:
- *   exp:  x in [-87.3, 88.72] (normal results):   max rel err 8.3e-8 (0.99 ulp)
- *   log:  every 1021st float from 1.4e-45 (denormals) to FLT_MAX, and
- *         [0.5, 2] evenly:                         max rel err 8.0e-8 (0.81 ulp)
- *   tanh: x in [-20, 20], and |x| down to 1e-30:   max rel err 1.3e-7 (1.22 ulp)
- *   erf:  x in [-5, 5], and |x| down to 1e-30:     max rel err 3.8e-7 (5.6 ulp,
- *         at |x| near 4, where erf is within 1e-7 of 1)
- * The tests assert 2.5e-7 relative (~2 ulp, room for hosts without FMA);
- * erf 5e-7. */
-
-/* exp(x): n = round(x / ln2), r = x - n ln2 in two parts (Cody-Waite), e^r
- * by a degree-7 polynomial on |r| <= ln2/2, times 2^n applied as two powers
- * of two so that results down to denormals round once and large x gives
- * +inf. x is clamped to [-104, 89] first (exp(-104) rounds to 0, exp(89)
- * overflows), which also keeps n's exponent arithmetic in range. NaN gives
- * NaN (the clamps map NaN to -104 so n stays defined; the last select puts
- * the NaN back). */
-static LLVMValueRef emit_exp(Em *E, LLVMValueRef x, int w) {
-  LLVMBuilderRef b = E->B;
-  LLVMValueRef xc = fsel(E, LLVMRealOGT, x, cf(E, -104.0, w), x, cf(E, -104.0, w));
-  xc = fsel(E, LLVMRealOLT, xc, cf(E, 89.0, w), xc, cf(E, 89.0, w));
-  LLVMValueRef fn = intr1(E, "llvm.floor", fmuladd(E, xc, cf(E, 1.44269504088896341, w), cf(E, 0.5, w)));
-  LLVMValueRef r = fmuladd(E, fn, cf(E, -0.693359375, w), xc); /* n * C1 is exact */
-  r = fmuladd(E, fn, cf(E, 2.12194440e-4, w), r);
-  static const double P[] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3,
-                             4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
-  LLVMValueRef z = LLVMBuildFMul(b, r, r, "");
-  LLVMValueRef y = fmuladd(E, poly(E, r, P, 6, w), z, r);
-  y = LLVMBuildFAdd(b, y, cf(E, 1.0, w), "");
-  LLVMValueRef n = LLVMBuildFPToSI(b, fn, ty(E, DTYPE_I32, w), ""); /* in [-150, 128] */
-  LLVMValueRef n1 = LLVMBuildAShr(b, n, ci(E, 1, w), "");
-  LLVMValueRef n2 = LLVMBuildSub(b, n, n1, "");
-  y = LLVMBuildFMul(b, LLVMBuildFMul(b, y, pow2i(E, n1, w), ""), pow2i(E, n2, w), "");
-  return fsel(E, LLVMRealUNO, x, x, x, y);
-}
-
-/* log(x): x = m 2^e with m in [sqrt(1/2), sqrt(2)) (exponent bits;
- * denormals are scaled by 2^23 first), log(m) = t - t^2/2 + t^3 P(t) with
- * t = m - 1, plus e ln2 in two parts. log(0) = -inf, log(+inf) = +inf,
- * log(x < 0) = log(NaN) = NaN. */
-static LLVMValueRef emit_log(Em *E, LLVMValueRef x, int w) {
-  LLVMBuilderRef b = E->B;
-  LLVMTypeRef it = ty(E, DTYPE_I32, w);
-  LLVMValueRef tiny = LLVMBuildFCmp(b, LLVMRealOLT, x, cf(E, 1.17549435e-38, w), "");
-  LLVMValueRef xs = LLVMBuildSelect(b, tiny, LLVMBuildFMul(b, x, cf(E, 8388608.0, w), ""), x, "");
-  LLVMValueRef bits = LLVMBuildBitCast(b, xs, it, "");
-  LLVMValueRef e = LLVMBuildSub(b, LLVMBuildLShr(b, bits, ci(E, 23, w), ""), ci(E, 126, w), "");
-  e = LLVMBuildSub(b, e, LLVMBuildSelect(b, tiny, ci(E, 23, w), ci(E, 0, w), ""), "");
-  LLVMValueRef mbits = LLVMBuildOr(b, LLVMBuildAnd(b, bits, ci(E, 0x007FFFFF, w), ""), ci(E, 0x3F000000, w), "");
-  LLVMValueRef m = LLVMBuildBitCast(b, mbits, ty(E, DTYPE_F32, w), ""); /* [0.5, 1) */
-  LLVMValueRef lo = LLVMBuildFCmp(b, LLVMRealOLT, m, cf(E, 0.707106781186547524, w), "");
-  e = LLVMBuildSub(b, e, LLVMBuildZExt(b, lo, it, ""), "");
-  /* t = 2m - 1 when m < sqrt(1/2), else m - 1 (both exact) */
-  LLVMValueRef t = LLVMBuildFSub(b, m, cf(E, 1.0, w), "");
-  t = LLVMBuildFAdd(b, t, LLVMBuildSelect(b, lo, m, cf(E, 0.0, w), ""), "");
-  static const double P[] = {7.0376836292E-2, -1.1514610310E-1, 1.1676998740E-1,
-                             -1.2420140846E-1, 1.4249322787E-1, -1.6668057665E-1,
-                             2.0000714765E-1, -2.4999993993E-1, 3.3333331174E-1};
-  LLVMValueRef z = LLVMBuildFMul(b, t, t, "");
-  LLVMValueRef y = LLVMBuildFMul(b, LLVMBuildFMul(b, poly(E, t, P, 9, w), t, ""), z, "");
-  LLVMValueRef fe = LLVMBuildSIToFP(b, e, ty(E, DTYPE_F32, w), "");
-  y = fmuladd(E, fe, cf(E, -2.12194440e-4, w), y);
-  y = fmuladd(E, z, cf(E, -0.5, w), y);
-  LLVMValueRef r = LLVMBuildFAdd(b, t, y, "");
-  r = fmuladd(E, fe, cf(E, 0.693359375, w), r);
-  r = fsel(E, LLVMRealOEQ, x, cf(E, INFINITY, w), x, r);
-  r = fsel(E, LLVMRealOEQ, x, cf(E, 0.0, w), cf(E, -INFINITY, w), r);
-  return fsel(E, LLVMRealULT, x, cf(E, 0.0, w), cf(E, NAN, w), r);
-}
-
-/* tanh(x) = copysign(t(|x|), x): for a = |x| < 0.625, a + a^3 P(a^2) (no
- * cancellation near 0); else 1 - 2 / (exp(2a) + 1), which tends to 1
- * without NaN as exp overflows to +inf. Working on |x| and restoring the
- * sign last keeps tanh(-0) = -0. NaN fails a >= 0.625 and stays NaN. */
-static LLVMValueRef emit_tanh(Em *E, LLVMValueRef x, int w) {
-  LLVMBuilderRef b = E->B;
-  LLVMValueRef a = intr1(E, "llvm.fabs", x);
-  LLVMValueRef s = emit_exp(E, LLVMBuildFAdd(b, a, a, ""), w);
-  LLVMValueRef big = LLVMBuildFSub(
-      b, cf(E, 1.0, w), LLVMBuildFDiv(b, cf(E, 2.0, w), LLVMBuildFAdd(b, s, cf(E, 1.0, w), ""), ""), "");
-  static const double P[] = {-5.70498872745E-3, 2.06390887954E-2, -5.37397155531E-2, 1.33314422036E-1,
-                             -3.33332819422E-1};
-  LLVMValueRef z = LLVMBuildFMul(b, a, a, "");
-  LLVMValueRef small = fmuladd(E, LLVMBuildFMul(b, poly(E, z, P, 5, w), z, ""), a, a);
-  return intr2(E, "llvm.copysign", fsel(E, LLVMRealOGE, a, cf(E, 0.625, w), big, small), x);
-}
-
-/* erf(x) = x P(x^2) / Q(x^2), the rational approximation of Eigen's and
- * XLA's fast erf (degrees 13 and 8), on x clamped to [-4, 4] (beyond it
- * erf rounds to +-1 in f32). In double the approximation is within 6.5e-8
- * relative of erf over [-4, 4]; NaN stays NaN (the clamps map it to -4,
- * the last select puts it back). */
-static LLVMValueRef emit_erf(Em *E, LLVMValueRef x, int w) {
-  LLVMBuilderRef b = E->B;
-  LLVMValueRef xc = fsel(E, LLVMRealOGT, x, cf(E, -4.0, w), x, cf(E, -4.0, w));
-  xc = fsel(E, LLVMRealOLT, xc, cf(E, 4.0, w), xc, cf(E, 4.0, w));
-  static const double P[] = {-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-                             -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-                             -1.60960333262415e-02};
-  static const double Q[] = {-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-                             -7.37332916720468e-03, -1.42647390514189e-02};
-  LLVMValueRef z = LLVMBuildFMul(b, xc, xc, "");
-  LLVMValueRef num = LLVMBuildFMul(b, xc, poly(E, z, P, 7, w), "");
-  LLVMValueRef r = LLVMBuildFDiv(b, num, poly(E, z, Q, 5, w), "");
-  return fsel(E, LLVMRealUNO, x, x, x, r);
-}
-
-/* pow(a, b) = exp(b log|a|), negated for a < 0 (or -0) and an odd integer
- * b, NaN for a < 0 and a b that is not an integer, 1 for b = 0 (C's pow).
- * The error grows with |b log|a||: log's ~1 ulp becomes |b log|a|| ulps
- * of the result (~3e-7 relative for x^3 of x in [0.05, 4]). */
-static LLVMValueRef emit_pow(Em *E, LLVMValueRef a, LLVMValueRef y, int w) {
-  LLVMBuilderRef b = E->B;
-  LLVMValueRef r = emit_exp(E, LLVMBuildFMul(b, y, emit_log(E, intr1(E, "llvm.fabs", a), w), ""), w);
-  LLVMValueRef half = LLVMBuildFMul(b, y, cf(E, 0.5, w), "");
-  LLVMValueRef is_int = LLVMBuildFCmp(b, LLVMRealOEQ, intr1(E, "llvm.floor", y), y, "");
-  LLVMValueRef odd = LLVMBuildAnd(b, is_int, LLVMBuildFCmp(b, LLVMRealONE, intr1(E, "llvm.floor", half), half, ""), "");
-  r = LLVMBuildSelect(b, odd, intr2(E, "llvm.copysign", r, a), r, "");
-  LLVMValueRef neg = LLVMBuildFCmp(b, LLVMRealOLT, a, cf(E, 0.0, w), "");
-  r = LLVMBuildSelect(b, LLVMBuildAnd(b, neg, LLVMBuildNot(b, is_int, ""), ""), cf(E, NAN, w), r, "");
-  return fsel(E, LLVMRealOEQ, y, cf(E, 0.0, w), cf(E, 1.0, w), r);
-}
-
-/* f32 -> i32 like kernel_eval.c: truncate, wrap modulo 2^32; NaN, ±inf and
- * |x| >= 2^63 give 0. The select comes before fptosi so that no out-of-range
- * conversion (poison) is ever evaluated. */
-static LLVMValueRef emit_f2i(Em *E, LLVMValueRef x, int w) {
-  LLVMBuilderRef b = E->B;
-  LLVMValueRef ok = LLVMBuildFCmp(b, LLVMRealOLT, intr1(E, "llvm.fabs", x), cf(E, 9223372036854775808.0, w), "");
-  LLVMValueRef x0 = LLVMBuildSelect(b, ok, x, cf(E, 0.0, w), "");
-  LLVMTypeRef i64t = w == 1 ? E->i64 : LLVMVectorType(E->i64, (unsigned)w);
-  return LLVMBuildTrunc(b, LLVMBuildFPToSI(b, x0, i64t, ""), ty(E, DTYPE_I32, w), "");
-}
-
-/* ---- Philox4x32-10, inline (runtime/philox.h's layout) --------------------
- *
- * The four 32-bit words of the state live in the low halves of i64 lanes
- * (<w x i64>: two zmm registers per word at W = 16); the high halves hold
- * garbage that nothing reads. Each 32x32->64-bit multiply is then
- * `mul (and x, 0xffffffff), M`, which x86 selects as one vpmuludq (it reads
- * only the low halves, so the `and` folds into it), and a product's low word
- * is the product itself. Per register, a round is two vpmuludq, two 32-bit
- * lane shuffles that bring the high words down (vpshufd runs on the shuffle
- * port; vpsrlq would queue behind the multiplies on port 0, ~6% slower) and
- * two three-way xors (vpternlog). The first version kept the words in i32
- * lanes with a zext to i64 around each multiply, and LLVM packed and
- * unpacked every round: 2.4 ns per element against 1.2 at W = 16
- * (tests/test_llvm_emit.c, bench).
- *
- * Loop-invariant parts: round 1's product of the op key is folded here; the
- * key schedule and the splats of the step and key words depend only on the
- * function's arguments, and LLVM hoists them out of the loops. Only word 0
- * of the output is used, so round 10 computes only its n0, in i32 lanes.
- * Round 9's multiply for n1 then has only its low word used; LLVM sees that
- * and makes it one vpmulld on packed lanes (LLVM 14 has no pmuludq intrinsic
- * to stop it: llvm.x86.*.pmulu.dq are upgraded to this same generic form). */
-
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-
-/* The full 64-bit products of the low halves of the lanes of x (i64 or
- * <w x i64>) and the constant m. */
-static LLVMValueRef philox_mul(Em *E, LLVMValueRef x, uint32_t m, int w) {
-  LLVMValueRef lo = LLVMBuildAnd(E->B, x, cl(E, 0xFFFFFFFFll, w), "");
-  return LLVMBuildMul(E->B, lo, cl(E, (int64_t)m, w), "");
-}
-
-/* Shuffle of the 32-bit halves of x (<w x i64> as <2w x i32>): n_out lanes,
- * lane i taking half `first + 2 * (dup ? i / 2 : i)`. */
-static LLVMValueRef halves(Em *E, LLVMValueRef x, int w, int n_out, int first, bool dup) {
-  LLVMTypeRef dt = LLVMVectorType(E->i32, (unsigned)(2 * w));
-  LLVMValueRef m[2 * MAX_W];
-  for (int i = 0; i < n_out; i++) m[i] = LLVMConstInt(E->i32, (unsigned long long)(first + 2 * (dup ? i / 2 : i)), 0);
-  return LLVMBuildShuffleVector(E->B, LLVMBuildBitCast(E->B, x, dt, ""), LLVMGetUndef(dt),
-                                LLVMConstVector(m, (unsigned)n_out), "");
-}
-
-/* The high words of the products p, in the low halves of their lanes. */
-static LLVMValueRef philox_hi(Em *E, LLVMValueRef p, int w) {
-  if (w == 1) return LLVMBuildLShr(E->B, p, cl(E, 32, 1), "");
-  return LLVMBuildBitCast(E->B, halves(E, p, w, 2 * w, 1, true), LLVMTypeOf(p), "hi"); /* (hi, hi) per lane */
-}
-
-/* The low (or high) halves of the lanes of x as i32 lanes. */
-static LLVMValueRef philox_words(Em *E, LLVMValueRef x, int w, bool high) {
-  if (w == 1) return LLVMBuildTrunc(E->B, high ? LLVMBuildLShr(E->B, x, cl(E, 32, 1), "") : x, E->i32, "");
-  return halves(E, x, w, w, high, false);
-}
-
-/* zext(splat(s)): the i32 scalar s in the low half of w i64 lanes. */
-static LLVMValueRef philox_wide(Em *E, LLVMValueRef s, int w) {
-  return LLVMBuildZExt(E->B, splat(E, s, w), w == 1 ? E->i64 : LLVMVectorType(E->i64, (unsigned)w), "");
-}
-
-/* Uniform in [0, 1) for the i64 global indices `gi` (width w): counter
- * (gi lo, gi hi, key, step), key (seed lo, seed hi); top 24 bits of word 0
- * times 2^-24. Bit-identical with runtime/philox.c: in each round
- *   n0 = hi(M1 c2) ^ c1 ^ k0, n1 = lo(M1 c2), n2 = hi(M0 c0) ^ c3 ^ k1, n3 = lo(M0 c0). */
-static LLVMValueRef emit_philox(Em *E, LLVMValueRef gi, uint32_t key, int w) {
-  LLVMBuilderRef b = E->B;
-  LLVMValueRef(*rk)[2] = E->round_key;
-  /* round 1: c0 = gi's low half as it is, c1 = gi >> 32, c2 = key (so M1 c2
-   * is a constant), c3 = step */
-  uint64_t pk = (uint64_t)PHILOX_M1 * key;
-  LLVMValueRef p0 = philox_mul(E, gi, PHILOX_M0, w);
-  LLVMValueRef c0 = LLVMBuildXor(
-      b, LLVMBuildLShr(b, gi, cl(E, 32, w), ""),
-      philox_wide(E, LLVMBuildXor(b, rk[0][0], LLVMConstInt(E->i32, pk >> 32, 0), ""), w), "");
-  LLVMValueRef c1 = cl(E, (int64_t)(uint32_t)pk, w);
-  LLVMValueRef c2 =
-      LLVMBuildXor(b, philox_hi(E, p0, w), philox_wide(E, LLVMBuildXor(b, E->step, rk[0][1], ""), w), "");
-  LLVMValueRef c3 = p0;
-  for (int r = 1; r < 9; r++) {
-    LLVMValueRef p1 = philox_mul(E, c2, PHILOX_M1, w);
-    p0 = philox_mul(E, c0, PHILOX_M0, w);
-    c0 = LLVMBuildXor(b, LLVMBuildXor(b, philox_hi(E, p1, w), c1, ""), philox_wide(E, rk[r][0], w), "");
-    c2 = LLVMBuildXor(b, LLVMBuildXor(b, philox_hi(E, p0, w), c3, ""), philox_wide(E, rk[r][1], w), "");
-    c1 = p1;
-    c3 = p0;
-  }
-  /* round 10: n0 only, in i32 lanes */
-  LLVMValueRef p1 = philox_mul(E, c2, PHILOX_M1, w);
-  LLVMValueRef n0 = LLVMBuildXor(b, philox_words(E, p1, w, true), philox_words(E, c1, w, false), "");
-  n0 = LLVMBuildXor(b, n0, splat(E, rk[9][0], w), "");
-  LLVMValueRef top = LLVMBuildLShr(b, n0, ci(E, 8, w), "");
-  return LLVMBuildFMul(b, LLVMBuildSIToFP(b, top, ty(E, DTYPE_F32, w), ""), cf(E, 1.0 / 16777216.0, w), "uniform");
-}
-
 /* ---- elementwise ops ---------------------------------------------------------- */
 
 /* The vocabulary of the `llvm` column of graph/ops.def: f32 values of
  * width w (E, w in scope). The row's expression is the whole lowering; a
- * new function (a polynomial) goes with its siblings above. */
+ * new function (a polynomial) goes with its siblings in llvm_math.c. */
 #define L_ADD(x, y) LLVMBuildFAdd(E->B, (x), (y), "")
 #define L_SUB(x, y) LLVMBuildFSub(E->B, (x), (y), "")
 #define L_MUL(x, y) LLVMBuildFMul(E->B, (x), (y), "")
@@ -495,11 +77,11 @@ static LLVMValueRef emit_philox(Em *E, LLVMValueRef gi, uint32_t key, int w) {
 #define L_SEL(pred, x, y, t, f) fsel(E, LLVMReal##pred, (x), (y), (t), (f))
 #define L_SQRT(x) intr1(E, "llvm.sqrt", (x))
 #define L_ABS(x) intr1(E, "llvm.fabs", (x))
-#define L_EXP(x) emit_exp(E, (x), w)
-#define L_LOG(x) emit_log(E, (x), w)
-#define L_TANH(x) emit_tanh(E, (x), w)
-#define L_ERF(x) emit_erf(E, (x), w)
-#define L_POW(x, y) emit_pow(E, (x), (y), w)
+#define L_EXP(x) llvm_emit_exp(E, (x), w)
+#define L_LOG(x) llvm_emit_log(E, (x), w)
+#define L_TANH(x) llvm_emit_tanh(E, (x), w)
+#define L_ERF(x) llvm_emit_erf(E, (x), w)
+#define L_POW(x, y) llvm_emit_pow(E, (x), (y), w)
 
 /* op(a) on f32 at width w. */
 static LLVMValueRef emit_unary_f32(Em *E, int i, Op op, LLVMValueRef a, int w) {
@@ -561,7 +143,7 @@ static LLVMValueRef emit_binary_i32(Em *E, int i, Op op, LLVMValueRef a, LLVMVal
   default: { /* like kernel_eval.c: in f32, converted back like KI_CAST */
     LLVMValueRef r = emit_binary_f32(E, i, op, LLVMBuildSIToFP(b, a, ty(E, DTYPE_F32, w), ""),
                                      LLVMBuildSIToFP(b, c, ty(E, DTYPE_F32, w), ""), w);
-    return r ? emit_f2i(E, r, w) : NULL;
+    return r ? llvm_emit_f2i(E, r, w) : NULL;
   }
   }
 }
@@ -632,7 +214,6 @@ static void emit_store(Em *E, int v, LLVMValueRef x, DType t, int w) {
 
 /* ---- instructions ------------------------------------------------------------ */
 
-
 /* Operand o at width w: a fixed value (splatted when scalar) or one computed
  * earlier in this body. */
 static LLVMValueRef opnd(Em *E, int o, int w) {
@@ -645,7 +226,7 @@ static LLVMValueRef opnd(Em *E, int o, int w) {
   return E->cur[o];
 }
 
-/* f32 -> i32 of a constant, as emit_f2i does at run time. */
+/* f32 -> i32 of a constant, as llvm_emit_f2i does at run time. */
 static int32_t const_i32(double imm) {
   float x = (float)imm;
   if (!(fabsf(x) < 9223372036854775808.0f)) return 0;
@@ -667,7 +248,7 @@ static LLVMValueRef emit_inst(Em *E, int i, int w) {
     if (in->op == OP_NEG) return LLVMBuildSub(b, ci(E, 0, w), a, "neg");
     if (in->op == OP_RELU) return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, a, ci(E, 0, w), ""), a, ci(E, 0, w), "relu");
     LLVMValueRef r = emit_unary_f32(E, i, in->op, LLVMBuildSIToFP(b, a, ty(E, DTYPE_F32, w), ""), w);
-    return r ? emit_f2i(E, r, w) : NULL;
+    return r ? llvm_emit_f2i(E, r, w) : NULL;
   }
   case KI_BINARY: {
     LLVMValueRef a = opnd(E, in->a, w), c = opnd(E, in->b, w);
@@ -684,7 +265,7 @@ static LLVMValueRef emit_inst(Em *E, int i, int w) {
     LLVMValueRef a = opnd(E, in->a, w);
     DType from = inst(E, in->a)->dtype;
     if (from == in->dtype) return a;
-    if (in->dtype == DTYPE_I32) return emit_f2i(E, a, w);
+    if (in->dtype == DTYPE_I32) return llvm_emit_f2i(E, a, w);
     return LLVMBuildSIToFP(b, a, ty(E, DTYPE_F32, w), "cast");
   }
   case KI_IOTA: {
@@ -704,7 +285,7 @@ static LLVMValueRef emit_inst(Em *E, int i, int w) {
       return x;
     }
     LLVMValueRef base = LLVMBuildAdd(b, LLVMBuildAdd(b, E->lin0, E->j, ""), E->ex_base, "");
-    LLVMValueRef u = emit_philox(E, lanes64(E, base, 1, w), in->key, w);
+    LLVMValueRef u = llvm_emit_philox(E, lanes64(E, base, 1, w), in->key, w);
     if (p) LLVMSetAlignment(LLVMBuildStore(b, u, p), 4);
     return u;
   }
@@ -1106,9 +687,9 @@ static bool emit_col_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
   return ok;
 }
 
-/* ---- functions and modules ------------------------------------------------------- */
+/* ---- the function of a kernel ------------------------------------------------------ */
 
-static void em_init(Em *E, LLVMContextRef C, LLVMModuleRef M, const Host *h, int W, Diag *d) {
+void llvm_em_init(Em *E, LLVMContextRef C, LLVMModuleRef M, const Host *h, int W, Diag *d) {
   memset(E, 0, sizeof *E);
   E->C = C;
   E->M = M;
@@ -1129,7 +710,7 @@ static void em_init(Em *E, LLVMContextRef C, LLVMModuleRef M, const Host *h, int
   E->d = d;
 }
 
-static void em_free(Em *E) { LLVMDisposeBuilder(E->B); }
+void llvm_em_free(Em *E) { LLVMDisposeBuilder(E->B); }
 
 static void add_fn_attr(Em *E, const char *key, const char *val) {
   LLVMAttributeRef a = LLVMCreateStringAttribute(E->C, key, (unsigned)strlen(key), val, (unsigned)strlen(val));
@@ -1137,7 +718,7 @@ static void add_fn_attr(Em *E, const char *key, const char *val) {
 }
 
 /* Emits kernel k as function `fname` in E's module. */
-static bool emit_kernel(Em *E, const Kernel *k, const char *fname) {
+bool llvm_emit_kernel(Em *E, const Kernel *k, const char *fname) {
   LLVMBuilderRef b = E->B;
   E->k = k;
   E->rank = k->domain.rank;
@@ -1217,204 +798,4 @@ static bool emit_kernel(Em *E, const Kernel *k, const char *fname) {
   E->vtype = NULL;
   E->fixed_w = NULL;
   return ok;
-}
-
-static LLVMModuleRef module_new(LLVMContextRef C, const Host *h, const char *name) {
-  LLVMModuleRef M = LLVMModuleCreateWithNameInContext(name, C);
-  LLVMSetTarget(M, h->triple);
-  LLVMSetDataLayout(M, h->layout);
-  return M;
-}
-
-/* Verifies and optimizes M in place. Loop vectorization is off: the code is
- * vectorized already and the scalar remainders are short; SLP stays on. */
-static bool module_optimize(LLVMModuleRef M, const Host *h, Diag *d) {
-  char *msg = NULL;
-  if (LLVMVerifyModule(M, LLVMReturnStatusAction, &msg)) {
-    diag_error(d, SRCLOC_NONE, "llvm_emit.c: LLVMVerifyModule failed (a bug in the emitter): %s", msg);
-    LLVMDisposeMessage(msg);
-    return false;
-  }
-  LLVMDisposeMessage(msg);
-  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
-  LLVMPassBuilderOptionsSetLoopVectorization(opts, 0);
-  LLVMErrorRef err = LLVMRunPasses(M, "default<O3>", h->tm, opts);
-  LLVMDisposePassBuilderOptions(opts);
-  if (err) {
-    llvm_error(d, "LLVMRunPasses(default<O3>)", err);
-    return false;
-  }
-  return true;
-}
-
-/* ---- the JIT ------------------------------------------------------------------- */
-
-struct LlvmJit {
-  Host host;
-  int width;
-  LLVMOrcThreadSafeContextRef tsctx;
-  LLVMOrcLLJITRef jit;
-  VEC(char *) names; /* function names defined in this JIT */
-  int n_modules;
-  char desc[160];
-};
-
-bool llvm_jit_available(void) { return true; }
-
-LlvmJit *llvm_jit_create(Diag *d) {
-  LlvmJit *j = bc_calloc(1, sizeof *j);
-  if (!host_init(&j->host, d)) {
-    free(j);
-    return NULL;
-  }
-  j->width = j->host.width;
-  /* A null builder: LLJIT detects the host (CPU and features) itself. */
-  LLVMErrorRef err = LLVMOrcCreateLLJIT(&j->jit, NULL);
-  if (err) {
-    llvm_error(d, "LLVMOrcCreateLLJIT", err);
-    host_free(&j->host);
-    free(j);
-    return NULL;
-  }
-  /* Process symbols, in case LLVM lowers something to a libc/libm call. */
-  LLVMOrcDefinitionGeneratorRef gen;
-  err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL);
-  if (err) {
-    llvm_error(d, "LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess", err);
-    llvm_jit_free(j);
-    return NULL;
-  }
-  LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen);
-  j->tsctx = LLVMOrcCreateNewThreadSafeContext();
-  llvm_jit_set_vector_width(j, j->width);
-  return j;
-}
-
-void llvm_jit_free(LlvmJit *j) {
-  if (!j) return;
-  if (j->jit) {
-    LLVMErrorRef err = LLVMOrcDisposeLLJIT(j->jit);
-    if (err) LLVMConsumeError(err);
-  }
-  if (j->tsctx) LLVMOrcDisposeThreadSafeContext(j->tsctx);
-  for (int i = 0; i < j->names.n; i++) free(j->names.data[i]);
-  vec_free(&j->names);
-  host_free(&j->host);
-  free(j);
-}
-
-int llvm_jit_vector_width(const LlvmJit *j) { return j->width; }
-
-void llvm_jit_set_vector_width(LlvmJit *j, int w) {
-  BC_ASSERT(w >= 2 && w <= MAX_W / 4 * 4 && (w & (w - 1)) == 0);
-  j->width = w;
-  snprintf(j->desc, sizeof j->desc, "cpu=%s W=%d", j->host.cpu, w);
-}
-
-const char *llvm_jit_describe(const LlvmJit *j) { return j->desc; }
-
-static bool name_taken(const LlvmJit *j, char **fresh, int n_fresh, const char *s) {
-  for (int i = 0; i < j->names.n; i++)
-    if (!strcmp(j->names.data[i], s)) return true;
-  for (int i = 0; i < n_fresh; i++)
-    if (fresh[i] && !strcmp(fresh[i], s)) return true;
-  return false;
-}
-
-bool llvm_jit_compile(LlvmJit *j, const Kernel *const *kernels, int n, KernelFn *fns_out, Diag *d) {
-  LLVMContextRef C = LLVMOrcThreadSafeContextGetContext(j->tsctx);
-  char mname[32];
-  snprintf(mname, sizeof mname, "bertc_kernels_%d", j->n_modules++);
-  LLVMModuleRef M = module_new(C, &j->host, mname);
-  char **names = bc_calloc((size_t)n + 1, sizeof(char *));
-  LLVMOrcResourceTrackerRef rt = NULL;
-  bool ok = true;
-  Em E;
-  em_init(&E, C, M, &j->host, j->width, d);
-  for (int i = 0; i < n && ok; i++) {
-    const Kernel *k = kernels[i];
-    fns_out[i] = NULL;
-    if (k->kind != KERNEL_LOOP) continue;
-    if (!kernel_eval_supported(k, d)) {
-      ok = false;
-      break;
-    }
-    const char *base = k->name ? k->name : "kernel";
-    names[i] = bc_strdup(base);
-    for (int s = 2; name_taken(j, names, i, names[i]); s++) {
-      free(names[i]);
-      names[i] = bc_asprintf("%s.%d", base, s);
-    }
-    ok = emit_kernel(&E, k, names[i]);
-  }
-  em_free(&E);
-  if (ok) ok = module_optimize(M, &j->host, d);
-  if (!ok) {
-    LLVMDisposeModule(M);
-    goto done;
-  }
-  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
-  rt = LLVMOrcJITDylibCreateResourceTracker(jd);
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(M, j->tsctx); /* owns M */
-  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModuleWithRT(j->jit, rt, tsm);           /* owns tsm */
-  if (err) {
-    llvm_error(d, "LLVMOrcLLJITAddLLVMIRModule", err);
-    ok = false;
-    goto done;
-  }
-  for (int i = 0; i < n && ok; i++) {
-    if (!names[i]) continue;
-    LLVMOrcExecutorAddress addr = 0;
-    err = LLVMOrcLLJITLookup(j->jit, &addr, names[i]);
-    if (err) {
-      llvm_error(d, "LLVMOrcLLJITLookup", err);
-      ok = false;
-      break;
-    }
-    fns_out[i] = (KernelFn)(uintptr_t)addr;
-  }
-done:
-  if (rt) {
-    if (!ok) {
-      LLVMErrorRef e2 = LLVMOrcResourceTrackerRemove(rt);
-      if (e2) LLVMConsumeError(e2);
-    }
-    LLVMOrcReleaseResourceTracker(rt); /* on success the code stays in the JITDylib */
-  }
-  for (int i = 0; i < n; i++) {
-    if (ok && names[i]) vec_push(&j->names, names[i]);
-    else free(names[i]);
-  }
-  free(names);
-  return ok;
-}
-
-char *llvm_emit_ir_text(const Kernel *k, Diag *d) {
-  Host h;
-  if (!host_init(&h, d)) return NULL;
-  if (k->kind != KERNEL_LOOP || !kernel_eval_supported(k, d)) {
-    if (k->kind != KERNEL_LOOP)
-      diag_error(d, SRCLOC_NONE, "llvm_emit.c: kernel %s is not a LOOP kernel", k->name ? k->name : "(unnamed)");
-    host_free(&h);
-    return NULL;
-  }
-  LLVMContextRef C = LLVMContextCreate();
-  LLVMModuleRef M = module_new(C, &h, k->name ? k->name : "kernel");
-  Em E;
-  em_init(&E, C, M, &h, h.width, d);
-  bool ok = emit_kernel(&E, k, k->name ? k->name : "kernel");
-  em_free(&E);
-  char *out = NULL;
-  if (ok && module_optimize(M, &h, d)) {
-    char dom[96];
-    char *ir = LLVMPrintModuleToString(M);
-    out = bc_asprintf("; bertc kernel %s: domain %s, col_axis %d, %d instructions, W=%d (cpu %s)\n%s",
-                      k->name ? k->name : "kernel", shape_str(&k->domain, dom), k->col_axis, k->insts.n, h.width,
-                      h.cpu, ir);
-    LLVMDisposeMessage(ir);
-  }
-  LLVMDisposeModule(M);
-  LLVMContextDispose(C);
-  host_free(&h);
-  return out;
 }

@@ -1,0 +1,264 @@
+/* llvm_math.c — the vector math of the LLVM CPU code generator: exp, log,
+ * tanh, erf and pow as inline polynomials, the f32 -> i32 conversion, and
+ * Philox4x32-10 inline, each built at width w into the emitter's module.
+ * Not here: which values a kernel computes (llvm_emit.c), the JIT
+ * (llvm_jit.c). Invariant: no libm calls in emitted code (LLVM 14
+ * scalarizes llvm.exp into them); results are checked against double libm
+ * and runtime/philox.c by tests/test_llvm_emit.c. */
+#include "llvm_internal.h"
+
+#include <math.h>
+
+/* ---- polynomials ---------------------------------------------------------- */
+
+/* a * b + c, fused when the target has FMA (llvm.fmuladd), for polynomials. */
+static LLVMValueRef fmuladd(Em *E, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMTypeRef t = LLVMTypeOf(a);
+  LLVMValueRef args[3] = {a, b, c};
+  return call_intrinsic(E, "llvm.fmuladd", &t, 1, args, 3);
+}
+
+/* Horner: c[0] x^(n-1) + ... + c[n-1]. */
+static LLVMValueRef poly(Em *E, LLVMValueRef x, const double *c, int n, int w) {
+  LLVMValueRef y = cf(E, c[0], w);
+  for (int i = 1; i < n; i++) y = fmuladd(E, y, x, cf(E, c[i], w));
+  return y;
+}
+
+/* 2^n for i32 n in [-126, 127]: the exponent field. */
+static LLVMValueRef pow2i(Em *E, LLVMValueRef n, int w) {
+  LLVMValueRef bits = LLVMBuildShl(E->B, LLVMBuildAdd(E->B, n, ci(E, 127, w), ""), ci(E, 23, w), "");
+  return LLVMBuildBitCast(E->B, bits, ty(E, DTYPE_F32, w), "");
+}
+
+/* ---- math: exp, log, tanh, erf as inline polynomials ----------------------
+ *
+ * Cephes' single-precision algorithms (S. Moshier), evaluated with fmuladd.
+ * Measured against double libm by tests/test_llvm_emit.c (math_* cases) on
+ * an AVX-512 host (W = 16, FMA), over ~4 million points each:
+ *   exp:  x in [-87.3, 88.72] (normal results):   max rel err 8.3e-8 (0.99 ulp)
+ *   log:  every 1021st float from 1.4e-45 (denormals) to FLT_MAX, and
+ *         [0.5, 2] evenly:                         max rel err 8.0e-8 (0.81 ulp)
+ *   tanh: x in [-20, 20], and |x| down to 1e-30:   max rel err 1.3e-7 (1.22 ulp)
+ *   erf:  x in [-5, 5], and |x| down to 1e-30:     max rel err 3.8e-7 (5.6 ulp,
+ *         at |x| near 4, where erf is within 1e-7 of 1)
+ * The tests assert 2.5e-7 relative (~2 ulp, room for hosts without FMA);
+ * erf 5e-7. */
+
+/* exp(x): n = round(x / ln2), r = x - n ln2 in two parts (Cody-Waite), e^r
+ * by a degree-7 polynomial on |r| <= ln2/2, times 2^n applied as two powers
+ * of two so that results down to denormals round once and large x gives
+ * +inf. x is clamped to [-104, 89] first (exp(-104) rounds to 0, exp(89)
+ * overflows), which also keeps n's exponent arithmetic in range. NaN gives
+ * NaN (the clamps map NaN to -104 so n stays defined; the last select puts
+ * the NaN back). */
+LLVMValueRef llvm_emit_exp(Em *E, LLVMValueRef x, int w) {
+  LLVMBuilderRef b = E->B;
+  LLVMValueRef xc = fsel(E, LLVMRealOGT, x, cf(E, -104.0, w), x, cf(E, -104.0, w));
+  xc = fsel(E, LLVMRealOLT, xc, cf(E, 89.0, w), xc, cf(E, 89.0, w));
+  LLVMValueRef fn = intr1(E, "llvm.floor", fmuladd(E, xc, cf(E, 1.44269504088896341, w), cf(E, 0.5, w)));
+  LLVMValueRef r = fmuladd(E, fn, cf(E, -0.693359375, w), xc); /* n * C1 is exact */
+  r = fmuladd(E, fn, cf(E, 2.12194440e-4, w), r);
+  static const double P[] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3,
+                             4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
+  LLVMValueRef z = LLVMBuildFMul(b, r, r, "");
+  LLVMValueRef y = fmuladd(E, poly(E, r, P, 6, w), z, r);
+  y = LLVMBuildFAdd(b, y, cf(E, 1.0, w), "");
+  LLVMValueRef n = LLVMBuildFPToSI(b, fn, ty(E, DTYPE_I32, w), ""); /* in [-150, 128] */
+  LLVMValueRef n1 = LLVMBuildAShr(b, n, ci(E, 1, w), "");
+  LLVMValueRef n2 = LLVMBuildSub(b, n, n1, "");
+  y = LLVMBuildFMul(b, LLVMBuildFMul(b, y, pow2i(E, n1, w), ""), pow2i(E, n2, w), "");
+  return fsel(E, LLVMRealUNO, x, x, x, y);
+}
+
+/* log(x): x = m 2^e with m in [sqrt(1/2), sqrt(2)) (exponent bits;
+ * denormals are scaled by 2^23 first), log(m) = t - t^2/2 + t^3 P(t) with
+ * t = m - 1, plus e ln2 in two parts. log(0) = -inf, log(+inf) = +inf,
+ * log(x < 0) = log(NaN) = NaN. */
+LLVMValueRef llvm_emit_log(Em *E, LLVMValueRef x, int w) {
+  LLVMBuilderRef b = E->B;
+  LLVMTypeRef it = ty(E, DTYPE_I32, w);
+  LLVMValueRef tiny = LLVMBuildFCmp(b, LLVMRealOLT, x, cf(E, 1.17549435e-38, w), "");
+  LLVMValueRef xs = LLVMBuildSelect(b, tiny, LLVMBuildFMul(b, x, cf(E, 8388608.0, w), ""), x, "");
+  LLVMValueRef bits = LLVMBuildBitCast(b, xs, it, "");
+  LLVMValueRef e = LLVMBuildSub(b, LLVMBuildLShr(b, bits, ci(E, 23, w), ""), ci(E, 126, w), "");
+  e = LLVMBuildSub(b, e, LLVMBuildSelect(b, tiny, ci(E, 23, w), ci(E, 0, w), ""), "");
+  LLVMValueRef mbits = LLVMBuildOr(b, LLVMBuildAnd(b, bits, ci(E, 0x007FFFFF, w), ""), ci(E, 0x3F000000, w), "");
+  LLVMValueRef m = LLVMBuildBitCast(b, mbits, ty(E, DTYPE_F32, w), ""); /* [0.5, 1) */
+  LLVMValueRef lo = LLVMBuildFCmp(b, LLVMRealOLT, m, cf(E, 0.707106781186547524, w), "");
+  e = LLVMBuildSub(b, e, LLVMBuildZExt(b, lo, it, ""), "");
+  /* t = 2m - 1 when m < sqrt(1/2), else m - 1 (both exact) */
+  LLVMValueRef t = LLVMBuildFSub(b, m, cf(E, 1.0, w), "");
+  t = LLVMBuildFAdd(b, t, LLVMBuildSelect(b, lo, m, cf(E, 0.0, w), ""), "");
+  static const double P[] = {7.0376836292E-2, -1.1514610310E-1, 1.1676998740E-1,
+                             -1.2420140846E-1, 1.4249322787E-1, -1.6668057665E-1,
+                             2.0000714765E-1, -2.4999993993E-1, 3.3333331174E-1};
+  LLVMValueRef z = LLVMBuildFMul(b, t, t, "");
+  LLVMValueRef y = LLVMBuildFMul(b, LLVMBuildFMul(b, poly(E, t, P, 9, w), t, ""), z, "");
+  LLVMValueRef fe = LLVMBuildSIToFP(b, e, ty(E, DTYPE_F32, w), "");
+  y = fmuladd(E, fe, cf(E, -2.12194440e-4, w), y);
+  y = fmuladd(E, z, cf(E, -0.5, w), y);
+  LLVMValueRef r = LLVMBuildFAdd(b, t, y, "");
+  r = fmuladd(E, fe, cf(E, 0.693359375, w), r);
+  r = fsel(E, LLVMRealOEQ, x, cf(E, INFINITY, w), x, r);
+  r = fsel(E, LLVMRealOEQ, x, cf(E, 0.0, w), cf(E, -INFINITY, w), r);
+  return fsel(E, LLVMRealULT, x, cf(E, 0.0, w), cf(E, NAN, w), r);
+}
+
+/* tanh(x) = copysign(t(|x|), x): for a = |x| < 0.625, a + a^3 P(a^2) (no
+ * cancellation near 0); else 1 - 2 / (exp(2a) + 1), which tends to 1
+ * without NaN as exp overflows to +inf. Working on |x| and restoring the
+ * sign last keeps tanh(-0) = -0. NaN fails a >= 0.625 and stays NaN. */
+LLVMValueRef llvm_emit_tanh(Em *E, LLVMValueRef x, int w) {
+  LLVMBuilderRef b = E->B;
+  LLVMValueRef a = intr1(E, "llvm.fabs", x);
+  LLVMValueRef s = llvm_emit_exp(E, LLVMBuildFAdd(b, a, a, ""), w);
+  LLVMValueRef big = LLVMBuildFSub(
+      b, cf(E, 1.0, w), LLVMBuildFDiv(b, cf(E, 2.0, w), LLVMBuildFAdd(b, s, cf(E, 1.0, w), ""), ""), "");
+  static const double P[] = {-5.70498872745E-3, 2.06390887954E-2, -5.37397155531E-2, 1.33314422036E-1,
+                             -3.33332819422E-1};
+  LLVMValueRef z = LLVMBuildFMul(b, a, a, "");
+  LLVMValueRef small = fmuladd(E, LLVMBuildFMul(b, poly(E, z, P, 5, w), z, ""), a, a);
+  return intr2(E, "llvm.copysign", fsel(E, LLVMRealOGE, a, cf(E, 0.625, w), big, small), x);
+}
+
+/* erf(x) = x P(x^2) / Q(x^2), the rational approximation of Eigen's and
+ * XLA's fast erf (degrees 13 and 8), on x clamped to [-4, 4] (beyond it
+ * erf rounds to +-1 in f32). In double the approximation is within 6.5e-8
+ * relative of erf over [-4, 4]; NaN stays NaN (the clamps map it to -4,
+ * the last select puts it back). */
+LLVMValueRef llvm_emit_erf(Em *E, LLVMValueRef x, int w) {
+  LLVMBuilderRef b = E->B;
+  LLVMValueRef xc = fsel(E, LLVMRealOGT, x, cf(E, -4.0, w), x, cf(E, -4.0, w));
+  xc = fsel(E, LLVMRealOLT, xc, cf(E, 4.0, w), xc, cf(E, 4.0, w));
+  static const double P[] = {-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+                             -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+                             -1.60960333262415e-02};
+  static const double Q[] = {-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+                             -7.37332916720468e-03, -1.42647390514189e-02};
+  LLVMValueRef z = LLVMBuildFMul(b, xc, xc, "");
+  LLVMValueRef num = LLVMBuildFMul(b, xc, poly(E, z, P, 7, w), "");
+  LLVMValueRef r = LLVMBuildFDiv(b, num, poly(E, z, Q, 5, w), "");
+  return fsel(E, LLVMRealUNO, x, x, x, r);
+}
+
+/* pow(a, b) = exp(b log|a|), negated for a < 0 (or -0) and an odd integer
+ * b, NaN for a < 0 and a b that is not an integer, 1 for b = 0 (C's pow).
+ * The error grows with |b log|a||: log's ~1 ulp becomes |b log|a|| ulps
+ * of the result (~3e-7 relative for x^3 of x in [0.05, 4]). */
+LLVMValueRef llvm_emit_pow(Em *E, LLVMValueRef a, LLVMValueRef y, int w) {
+  LLVMBuilderRef b = E->B;
+  LLVMValueRef r = llvm_emit_exp(E, LLVMBuildFMul(b, y, llvm_emit_log(E, intr1(E, "llvm.fabs", a), w), ""), w);
+  LLVMValueRef half = LLVMBuildFMul(b, y, cf(E, 0.5, w), "");
+  LLVMValueRef is_int = LLVMBuildFCmp(b, LLVMRealOEQ, intr1(E, "llvm.floor", y), y, "");
+  LLVMValueRef odd = LLVMBuildAnd(b, is_int, LLVMBuildFCmp(b, LLVMRealONE, intr1(E, "llvm.floor", half), half, ""), "");
+  r = LLVMBuildSelect(b, odd, intr2(E, "llvm.copysign", r, a), r, "");
+  LLVMValueRef neg = LLVMBuildFCmp(b, LLVMRealOLT, a, cf(E, 0.0, w), "");
+  r = LLVMBuildSelect(b, LLVMBuildAnd(b, neg, LLVMBuildNot(b, is_int, ""), ""), cf(E, NAN, w), r, "");
+  return fsel(E, LLVMRealOEQ, y, cf(E, 0.0, w), cf(E, 1.0, w), r);
+}
+
+/* f32 -> i32 like kernel_eval.c: truncate, wrap modulo 2^32; NaN, ±inf and
+ * |x| >= 2^63 give 0. The select comes before fptosi so that no out-of-range
+ * conversion (poison) is ever evaluated. */
+LLVMValueRef llvm_emit_f2i(Em *E, LLVMValueRef x, int w) {
+  LLVMBuilderRef b = E->B;
+  LLVMValueRef ok = LLVMBuildFCmp(b, LLVMRealOLT, intr1(E, "llvm.fabs", x), cf(E, 9223372036854775808.0, w), "");
+  LLVMValueRef x0 = LLVMBuildSelect(b, ok, x, cf(E, 0.0, w), "");
+  LLVMTypeRef i64t = w == 1 ? E->i64 : LLVMVectorType(E->i64, (unsigned)w);
+  return LLVMBuildTrunc(b, LLVMBuildFPToSI(b, x0, i64t, ""), ty(E, DTYPE_I32, w), "");
+}
+
+/* ---- Philox4x32-10, inline (runtime/philox.h's layout) --------------------
+ *
+ * The four 32-bit words of the state live in the low halves of i64 lanes
+ * (<w x i64>: two zmm registers per word at W = 16); the high halves hold
+ * garbage that nothing reads. Each 32x32->64-bit multiply is then
+ * `mul (and x, 0xffffffff), M`, which x86 selects as one vpmuludq (it reads
+ * only the low halves, so the `and` folds into it), and a product's low word
+ * is the product itself. Per register, a round is two vpmuludq, two 32-bit
+ * lane shuffles that bring the high words down (vpshufd runs on the shuffle
+ * port; vpsrlq would queue behind the multiplies on port 0, ~6% slower) and
+ * two three-way xors (vpternlog). The first version kept the words in i32
+ * lanes with a zext to i64 around each multiply, and LLVM packed and
+ * unpacked every round: 2.4 ns per element against 1.2 at W = 16
+ * (tests/test_llvm_emit.c, bench).
+ *
+ * Loop-invariant parts: round 1's product of the op key is folded here; the
+ * key schedule and the splats of the step and key words depend only on the
+ * function's arguments, and LLVM hoists them out of the loops. Only word 0
+ * of the output is used, so round 10 computes only its n0, in i32 lanes.
+ * Round 9's multiply for n1 then has only its low word used; LLVM sees that
+ * and makes it one vpmulld on packed lanes (LLVM 14 has no pmuludq intrinsic
+ * to stop it: llvm.x86.*.pmulu.dq are upgraded to this same generic form). */
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+
+/* The full 64-bit products of the low halves of the lanes of x (i64 or
+ * <w x i64>) and the constant m. */
+static LLVMValueRef philox_mul(Em *E, LLVMValueRef x, uint32_t m, int w) {
+  LLVMValueRef lo = LLVMBuildAnd(E->B, x, cl(E, 0xFFFFFFFFll, w), "");
+  return LLVMBuildMul(E->B, lo, cl(E, (int64_t)m, w), "");
+}
+
+/* Shuffle of the 32-bit halves of x (<w x i64> as <2w x i32>): n_out lanes,
+ * lane i taking half `first + 2 * (dup ? i / 2 : i)`. */
+static LLVMValueRef halves(Em *E, LLVMValueRef x, int w, int n_out, int first, bool dup) {
+  LLVMTypeRef dt = LLVMVectorType(E->i32, (unsigned)(2 * w));
+  LLVMValueRef m[2 * MAX_W];
+  for (int i = 0; i < n_out; i++) m[i] = LLVMConstInt(E->i32, (unsigned long long)(first + 2 * (dup ? i / 2 : i)), 0);
+  return LLVMBuildShuffleVector(E->B, LLVMBuildBitCast(E->B, x, dt, ""), LLVMGetUndef(dt),
+                                LLVMConstVector(m, (unsigned)n_out), "");
+}
+
+/* The high words of the products p, in the low halves of their lanes. */
+static LLVMValueRef philox_hi(Em *E, LLVMValueRef p, int w) {
+  if (w == 1) return LLVMBuildLShr(E->B, p, cl(E, 32, 1), "");
+  return LLVMBuildBitCast(E->B, halves(E, p, w, 2 * w, 1, true), LLVMTypeOf(p), "hi"); /* (hi, hi) per lane */
+}
+
+/* The low (or high) halves of the lanes of x as i32 lanes. */
+static LLVMValueRef philox_words(Em *E, LLVMValueRef x, int w, bool high) {
+  if (w == 1) return LLVMBuildTrunc(E->B, high ? LLVMBuildLShr(E->B, x, cl(E, 32, 1), "") : x, E->i32, "");
+  return halves(E, x, w, w, high, false);
+}
+
+/* zext(splat(s)): the i32 scalar s in the low half of w i64 lanes. */
+static LLVMValueRef philox_wide(Em *E, LLVMValueRef s, int w) {
+  return LLVMBuildZExt(E->B, splat(E, s, w), w == 1 ? E->i64 : LLVMVectorType(E->i64, (unsigned)w), "");
+}
+
+/* Uniform in [0, 1) for the i64 global indices `gi` (width w): counter
+ * (gi lo, gi hi, key, step), key (seed lo, seed hi); top 24 bits of word 0
+ * times 2^-24. Bit-identical with runtime/philox.c: in each round
+ *   n0 = hi(M1 c2) ^ c1 ^ k0, n1 = lo(M1 c2), n2 = hi(M0 c0) ^ c3 ^ k1, n3 = lo(M0 c0). */
+LLVMValueRef llvm_emit_philox(Em *E, LLVMValueRef gi, uint32_t key, int w) {
+  LLVMBuilderRef b = E->B;
+  LLVMValueRef(*rk)[2] = E->round_key;
+  /* round 1: c0 = gi's low half as it is, c1 = gi >> 32, c2 = key (so M1 c2
+   * is a constant), c3 = step */
+  uint64_t pk = (uint64_t)PHILOX_M1 * key;
+  LLVMValueRef p0 = philox_mul(E, gi, PHILOX_M0, w);
+  LLVMValueRef c0 = LLVMBuildXor(
+      b, LLVMBuildLShr(b, gi, cl(E, 32, w), ""),
+      philox_wide(E, LLVMBuildXor(b, rk[0][0], LLVMConstInt(E->i32, pk >> 32, 0), ""), w), "");
+  LLVMValueRef c1 = cl(E, (int64_t)(uint32_t)pk, w);
+  LLVMValueRef c2 =
+      LLVMBuildXor(b, philox_hi(E, p0, w), philox_wide(E, LLVMBuildXor(b, E->step, rk[0][1], ""), w), "");
+  LLVMValueRef c3 = p0;
+  for (int r = 1; r < 9; r++) {
+    LLVMValueRef p1 = philox_mul(E, c2, PHILOX_M1, w);
+    p0 = philox_mul(E, c0, PHILOX_M0, w);
+    c0 = LLVMBuildXor(b, LLVMBuildXor(b, philox_hi(E, p1, w), c1, ""), philox_wide(E, rk[r][0], w), "");
+    c2 = LLVMBuildXor(b, LLVMBuildXor(b, philox_hi(E, p0, w), c3, ""), philox_wide(E, rk[r][1], w), "");
+    c1 = p1;
+    c3 = p0;
+  }
+  /* round 10: n0 only, in i32 lanes */
+  LLVMValueRef p1 = philox_mul(E, c2, PHILOX_M1, w);
+  LLVMValueRef n0 = LLVMBuildXor(b, philox_words(E, p1, w, true), philox_words(E, c1, w, false), "");
+  n0 = LLVMBuildXor(b, n0, splat(E, rk[9][0], w), "");
+  LLVMValueRef top = LLVMBuildLShr(b, n0, ci(E, 8, w), "");
+  return LLVMBuildFMul(b, LLVMBuildSIToFP(b, top, ty(E, DTYPE_F32, w), ""), cf(E, 1.0 / 16777216.0, w), "uniform");
+}
