@@ -1042,7 +1042,7 @@ TEST(math_exp) {
   jit_unary(OP_EXP, xs_buf, ys_buf, n);
   ErrStat s = measure(OP_EXP, xs_buf, ys_buf, n, exp, FLT_MIN);
   report("exp", s);
-  CHECK(s.max_rel < 2.5e-7); /* ~2 ulp; measured ~1 ulp (llvm_emit.c) */
+  CHECK(s.max_rel < 2.5e-7); /* ~2 ulp; measured ~1 ulp (llvm_math.c) */
   float sp[] = {0.0f, -0.0f, -INFINITY, INFINITY, NAN, -200.0f, 100.0f, 88.8f, -104.5f, -100.0f, 88.72f};
   float out[11];
   jit_unary(OP_EXP, sp, out, 11);
@@ -1064,7 +1064,7 @@ TEST(math_log) {
   jit_unary(OP_LOG, xs_buf, ys_buf, n);
   ErrStat s = measure(OP_LOG, xs_buf, ys_buf, n, log, 1e-300);
   report("log", s);
-  CHECK(s.max_rel < 2.5e-7); /* ~2 ulp; measured ~1 ulp (llvm_emit.c) */
+  CHECK(s.max_rel < 2.5e-7); /* ~2 ulp; measured ~1 ulp (llvm_math.c) */
   float sp[] = {0.0f, -0.0f, -1.0f, INFINITY, NAN, 1.0f, -INFINITY};
   float out[7];
   jit_unary(OP_LOG, sp, out, 7);
@@ -1084,7 +1084,7 @@ TEST(math_tanh) {
   jit_unary(OP_TANH, xs_buf, ys_buf, n);
   ErrStat s = measure(OP_TANH, xs_buf, ys_buf, n, tanh, FLT_MIN);
   report("tanh", s);
-  CHECK(s.max_rel < 2.5e-7); /* ~2 ulp; measured ~1 ulp (llvm_emit.c) */
+  CHECK(s.max_rel < 2.5e-7); /* ~2 ulp; measured ~1 ulp (llvm_math.c) */
   float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 50.0f, -50.0f, 1e-30f};
   float out[8];
   jit_unary(OP_TANH, sp, out, 8);
@@ -1103,7 +1103,7 @@ TEST(math_erf) {
   jit_unary(OP_ERF, xs_buf, ys_buf, n);
   ErrStat s = measure(OP_ERF, xs_buf, ys_buf, n, erf, FLT_MIN);
   report("erf", s);
-  CHECK(s.max_rel < 5e-7); /* measured 3.8e-7 (5.6 ulp) near |x| = 4 (llvm_emit.c) */
+  CHECK(s.max_rel < 5e-7); /* measured 3.8e-7 (5.6 ulp) near |x| = 4 (llvm_math.c) */
   float sp[] = {0.0f, INFINITY, -INFINITY, NAN, 10.0f, -10.0f, 1e-30f};
   float out[7];
   jit_unary(OP_ERF, sp, out, 7);
@@ -1203,7 +1203,7 @@ TEST(ir_text) {
  * Not a check: ns per element, one thread, of the dropout kernels of the BERT
  * training step and of the same kernels without dropout, at the host width
  * and at W = 8. The minimum of repeated runs (the machine is shared). These
- * numbers chose emit_philox's form (llvm_emit.c). BC_DUMP=1 also prints the
+ * numbers chose llvm_emit_philox's form (llvm_math.c). BC_DUMP=1 also prints the
  * random-only kernel's optimized IR. */
 
 static double now_s(void) {
