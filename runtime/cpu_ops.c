@@ -6,13 +6,16 @@
  * (the memory plan), or any allocation: every per-call context lives on the
  * caller's stack.
  *
- * Invariants: a result never depends on the thread count: a GEMM is cut
- * into tiles along M and N by its shape alone (gemm_tiles), never by the
- * number of threads, and each tile is one single-threaded sgemm call over
- * all of K; scatter-add partitions the output, never the updates, and adds
- * each element's updates in index order. Cutting by thread count would not
- * do: OpenBLAS's kernels (its Haswell ones among them) give other bits for
- * an element when the sub-matrix around it changes. */
+ * Invariants: the same inputs on the same number of threads give the same
+ * bits, whichever thread ran what: a GEMM is cut into the same tiles for
+ * the same thread count (along M or N only, each C element one sgemm dot
+ * product over all of K); scatter-add partitions the output, never the
+ * updates, and adds each element's updates in index order. Another thread
+ * count may cut a GEMM into other tiles, and OpenBLAS's kernels (its
+ * Haswell ones among them) round an element differently when the
+ * sub-matrix around it changes: cutting by shape alone would make the bits
+ * independent of the threads, but thin tiles of the long-K weight-gradient
+ * GEMMs cost a third of their speed on 2 cores, so it is not done. */
 #include "cpu_ops.h"
 
 #include <cblas.h>
@@ -26,12 +29,6 @@
 /* Work below this many flops (2*M*N*K summed over an item range) is not
  * worth waking another thread for: ~10 us of one core. */
 #define GEMM_MIN_PAR_FLOPS (1 << 20)
-/* A GEMM is cut into tiles of at least this many flops (~0.2 ms of one
- * core), and into at most GEMM_MAX_TILES: enough tiles to keep 16 threads
- * busy on the BERT shapes, few enough that the packing each tile repeats
- * stays small beside its arithmetic. */
-#define GEMM_TILE_FLOPS (1 << 25)
-#define GEMM_MAX_TILES 64
 
 typedef struct {
   const float *A, *B;
@@ -180,8 +177,7 @@ static int64_t tile_of(int64_t len, int64_t parts) {
 
 /* Cuts one (M, N, K) GEMM into a grid of about `parts` tiles. Every tile
  * packs its rows of A (tm*K) and its columns of B (K*tn), so the grid
- * gm x gn minimizes M*gn + N*gm, the packing it makes in total. The grid is
- * a function of the shape only (see the invariants above). */
+ * gm x gn minimizes M*gn + N*gm, the packing it makes in total. */
 static void choose_grid(GemmJob *j, int64_t parts) {
   int64_t best = -1;
   j->gm = j->gn = 1;
@@ -254,9 +250,7 @@ void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool tra
   if (par == CPU_GEMM_AUTO) par = cpu_gemm_choose(n_batch, j.M, N, K, n_threads);
 
   pthread_mutex_lock(&blas_mu);
-  if (par == CPU_GEMM_BLAS) {
-    /* One call per batch GEMM on OpenBLAS's threads: its bits may depend
-     * on the thread count (benchmarks only; the default is the pool). */
+  if (par == CPU_GEMM_BLAS || n_threads == 1) {
     set_blas_threads(n_threads);
     j.gm = j.gn = 1;
     j.tm = j.M;
@@ -266,20 +260,16 @@ void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool tra
     return;
   }
 
-  /* Pool: single-threaded OpenBLAS per item, an item one tile of one batch
-   * GEMM; the tiles come from the shape, so one thread or sixteen make the
-   * same sgemm calls. */
+  /* Pool: single-threaded OpenBLAS per item. With at least as many batch
+   * GEMMs as threads, an item is one batch GEMM; with fewer, each is cut
+   * into tiles so that every thread has one. */
   set_blas_threads(1);
-  double gemm_flops = 2.0 * (double)j.M * (double)N * (double)K;
-  int64_t parts = (int64_t)(gemm_flops / GEMM_TILE_FLOPS);
-  choose_grid(&j, parts < 1 ? 1 : parts > GEMM_MAX_TILES ? GEMM_MAX_TILES : parts);
+  j.gm = j.gn = 1;
+  j.tm = j.M;
+  j.tn = N;
+  if (n_batch < n_threads) choose_grid(&j, (n_threads + n_batch - 1) / n_batch);
   int64_t per = j.gm * j.gn;
-  if (n_threads == 1) {
-    gemm_range(&j, 0, n_batch * per);
-    pthread_mutex_unlock(&blas_mu);
-    return;
-  }
-  double item_flops = gemm_flops / (double)per;
+  double item_flops = 2.0 * (double)j.M * (double)N * (double)K / (double)per;
   int64_t grain = item_flops >= GEMM_MIN_PAR_FLOPS ? 1 : (int64_t)(GEMM_MIN_PAR_FLOPS / (item_flops + 1.0)) + 1;
   pool_parallel_for(p, n_batch * per, grain, gemm_range, &j);
   pthread_mutex_unlock(&blas_mu);

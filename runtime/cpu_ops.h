@@ -9,10 +9,13 @@
  * buffers or allocation (callers pass memory they own; nothing here
  * allocates), error reporting beyond returning the bad index.
  *
- * Invariants: every result is independent of the pool's thread count and
- * of which thread ran what (scatter-add accumulates in index order; a GEMM
- * is cut into tiles along M and N by its shape alone, never along K), so
- * runs are reproducible on any number of threads. */
+ * Invariants: a result depends on the pool's thread count at most, never
+ * on which thread ran what (scatter-add accumulates in index order; a GEMM
+ * is split only along M or N, never K, into tiles fixed by the shape and
+ * the thread count), so runs on the same number of threads are
+ * reproducible bit for bit. Only GEMMs cut into tiles (fewer batch GEMMs
+ * than threads) can change bits with the thread count, and only under
+ * OpenBLAS kernels that round by sub-matrix (Haswell's do). */
 #ifndef BC_CPU_OPS_H
 #define BC_CPU_OPS_H
 
@@ -23,14 +26,12 @@
  *
  * How a GEMM uses the cores:
  *  - CPU_GEMM_POOL: OpenBLAS runs single-threaded, all parallelism is the
- *    pool's: the items are the batch GEMMs (attention heads), each cut into
- *    a grid of tiles along M and N by its flops alone (up to 64 tiles of at
- *    least 32 MFLOP; the grid that packs the least A and B in total). The
- *    same shape makes the same sgemm calls on any number of threads, so
- *    the bits do not depend on it.
+ *    pool's: independent batch GEMMs (attention heads) are spread over the
+ *    threads; with fewer batch GEMMs than threads each is cut into a grid
+ *    of tiles along M and N (one per thread; the grid that packs the least
+ *    A and B in total).
  *  - CPU_GEMM_BLAS: batch GEMMs run one after another, each on OpenBLAS's
- *    own threads (as many as the pool has); the bits may then depend on the
- *    thread count (benchmarks only).
+ *    own threads (as many as the pool has).
  *  - CPU_GEMM_AUTO: the measured rule in cpu_ops.c (cpu_gemm_choose):
  *    at present always the pool, which was as fast or faster on the BERT
  *    shapes and leaves no OpenBLAS threads spinning against the pool.
