@@ -140,14 +140,14 @@ void cuda_em_error(Em *E, int i, const char *what) {
 static void emit_comment(Em *E, const char *how) {
   const Kernel *k = E->k;
   char sb[96];
-  cuda_out(E->o, "\n// %s: domain %s, %s\n", k->name, shape_str(&k->domain, sb), how);
+  strbuf_printf(E->o, "\n// %s: domain %s, %s\n", k->name, shape_str(&k->domain, sb), how);
   if (!E->g) return;
   for (int j = 0; j < k->nodes.n; j++) {
     const Node *nd = &E->g->nodes.data[k->nodes.data[j]];
     const char *nm = cuda_commentable(E->g->values.data[nd->out].name), *file = cuda_commentable(nd->loc.file);
-    cuda_out(E->o, "//   %%%d %s = %s", nd->out, nm ? nm : "?", op_info[nd->op].name);
-    if (file && nd->loc.line > 0) cuda_out(E->o, "  @ %s:%d", file, nd->loc.line);
-    cuda_out(E->o, "\n");
+    strbuf_printf(E->o, "//   %%%d %s = %s", nd->out, nm ? nm : "?", op_info[nd->op].name);
+    if (file && nd->loc.line > 0) strbuf_printf(E->o, "  @ %s:%d", file, nd->loc.line);
+    strbuf_printf(E->o, "\n");
   }
   for (int j = 0; j < k->insts.n; j++) { /* generators and index math folded in */
     NodeId id = k->insts.data[j].node;
@@ -158,20 +158,20 @@ static void emit_comment(Em *E, const char *how) {
     if (listed) continue;
     const Node *nd = &E->g->nodes.data[id];
     const char *nm = cuda_commentable(E->g->values.data[nd->out].name), *file = cuda_commentable(nd->loc.file);
-    cuda_out(E->o, "//   %%%d %s = %s (recomputed)", nd->out, nm ? nm : "?", op_info[nd->op].name);
-    if (file && nd->loc.line > 0) cuda_out(E->o, "  @ %s:%d", file, nd->loc.line);
-    cuda_out(E->o, "\n");
+    strbuf_printf(E->o, "//   %%%d %s = %s (recomputed)", nd->out, nm ? nm : "?", op_info[nd->op].name);
+    if (file && nd->loc.line > 0) strbuf_printf(E->o, "  @ %s:%d", file, nd->loc.line);
+    strbuf_printf(E->o, "\n");
   }
 }
 
 static void emit_signature(Em *E, const char *name) {
-  cuda_out(E->o, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", E->block, name);
+  strbuf_printf(E->o, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", E->block, name);
   for (int v = 0; v < E->k->views.n; v++) {
     const char *nm = cuda_view_value_name(E, v);
-    if (nm) cuda_out(E->o, "%s *v%d /* %s */, ", ctype(E->vt[v]), v, nm);
-    else cuda_out(E->o, "%s *v%d, ", ctype(E->vt[v]), v);
+    if (nm) strbuf_printf(E->o, "%s *v%d /* %s */, ", ctype(E->vt[v]), v, nm);
+    else strbuf_printf(E->o, "%s *v%d, ", ctype(E->vt[v]), v);
   }
-  cuda_out(E->o, "const BcRunInfo *info) {\n");
+  strbuf_printf(E->o, "const BcRunInfo *info) {\n");
 }
 
 /* ---- one kernel --------------------------------------------------------------------------------------- */
@@ -194,7 +194,7 @@ static bool fits_int(const Kernel *k) {
 }
 
 /* no_float4 (BC_NO_FLOAT4): elementwise kernels access one element per thread. */
-static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch, bool no_float4, Diag *d) {
+static bool emit_one(StrBuf *o, const Graph *g, const Kernel *k, CudaLaunch *launch, bool no_float4, Diag *d) {
   if (!kernel_eval_supported(k, d)) return false;
   Em E = {0};
   E.o = o;
@@ -289,7 +289,7 @@ static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch
     launch->grid = 0;
     emit_comment(&E, "no elements");
     emit_signature(&E, cname);
-    cuda_out(o, "}\n");
+    strbuf_printf(o, "}\n");
   } else if (E.ok) {
     emit_comment(&E, how);
     emit_signature(&E, cname);
@@ -303,7 +303,7 @@ static bool emit_one(Out *o, const Graph *g, const Kernel *k, CudaLaunch *launch
   }
   if (!E.ok) { /* drop the partial kernel */
     o->n = mark;
-    if (o->s) o->s[mark] = 0;
+    if (o->data) o->data[mark] = 0;
   }
   free(E.vt);
   free(E.live);
@@ -323,35 +323,35 @@ static bool name_ok(const Kernel *k, Diag *d) {
 
 char *cuda_emit_kernel(const Graph *g, const Kernel *k, CudaLaunch *launch, Diag *d) {
   if (!name_ok(k, d)) return NULL;
-  Out o = {0};
-  cuda_out(&o, "%s", prelude);
+  StrBuf o = {0};
+  strbuf_printf(&o, "%s", prelude);
   if (!emit_one(&o, g, k, launch, false, d)) {
-    free(o.s);
+    free(o.data);
     return NULL;
   }
-  return o.s;
+  return o.data;
 }
 
 /* The code of k without names: emitted with no graph (no value names in
  * comments) and with k's own name replaced by "@", so two kernels that
  * differ only in which layer's values they touch compare equal. Malloc'd. */
 static char *canonical(const Kernel *k, CudaLaunch *launch, bool no_float4, Diag *d) {
-  Out c = {0};
+  StrBuf c = {0};
   if (!emit_one(&c, NULL, k, launch, no_float4, d)) {
-    free(c.s);
+    free(c.data);
     return NULL;
   }
   size_t len = strlen(k->name), w = 0;
-  for (size_t r = 0; c.s[r];) {
-    if (strncmp(c.s + r, k->name, len) == 0) {
-      c.s[w++] = '@';
+  for (size_t r = 0; c.data[r];) {
+    if (strncmp(c.data + r, k->name, len) == 0) {
+      c.data[w++] = '@';
       r += len;
     } else {
-      c.s[w++] = c.s[r++];
+      c.data[w++] = c.data[r++];
     }
   }
-  c.s[w] = 0;
-  return c.s;
+  c.data[w] = 0;
+  return c.data;
 }
 
 /* Kernels with the same code (the layers of an encoder) are emitted once:
@@ -359,8 +359,8 @@ static char *canonical(const Kernel *k, CudaLaunch *launch, bool no_float4, Diag
  * says so in a comment. BERT-base's 658 kernels have ~110 distinct bodies;
  * NVRTC's time is about proportional to the code it compiles. */
 char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, Diag *d) {
-  Out o = {0};
-  cuda_out(&o, "%s", prelude);
+  StrBuf o = {0};
+  strbuf_printf(&o, "%s", prelude);
   int n = p->kernels.n, n_seen = 0;
   char **canon = bc_calloc((size_t)n + 1, sizeof(char *));
   uint32_t *hash = bc_calloc((size_t)n + 1, sizeof(uint32_t));
@@ -383,7 +383,7 @@ char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, 
     if (same >= 0) {
       free(cs);
       launches[i].name = entry[same];
-      cuda_out(&o, "\n// %s: the same code as %s (launched through it)\n", k->name, entry[same]);
+      strbuf_printf(&o, "\n// %s: the same code as %s (launched through it)\n", k->name, entry[same]);
       continue;
     }
     canon[n_seen] = cs;
@@ -397,8 +397,8 @@ char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, 
   free(entry);
   if (!ok) {
     diag_error(d, SRCLOC_NONE, "cuda_emit.c: cannot emit kernel %s", failed);
-    free(o.s);
+    free(o.data);
     return NULL;
   }
-  return o.s;
+  return o.data;
 }

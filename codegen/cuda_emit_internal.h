@@ -12,23 +12,18 @@
 
 #include <stdarg.h>
 
+#include "../graph/strbuf.h"
+
 /* ---- output (cuda_expr.c) ------------------------------------------------------ */
 
-typedef struct {
-  char *s;
-  size_t n, cap;
-} Out;
-
-/* Appends printf-formatted text to o (grown as needed, NUL-terminated). */
-void cuda_out_v(Out *o, const char *fmt, va_list ap);
-void BC_PRINTF(2, 3) cuda_out(Out *o, const char *fmt, ...);
+/* The emitted text grows in a StrBuf (graph/strbuf.h): strbuf_printf. */
 
 /* ---- the emitter's state ------------------------------------------------------- */
 
 typedef enum { SHAPE_ELEM, SHAPE_ELEM4, SHAPE_ROW_WARP, SHAPE_ROW_BLOCK, SHAPE_COL } LaunchShape;
 
 typedef struct {
-  Out *o;
+  StrBuf *o;
   const Graph *g; /* may be NULL (hand-built kernels): no names in comments */
   const Kernel *k;
   Diag *d;

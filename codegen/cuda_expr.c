@@ -1,5 +1,5 @@
-/* cuda_expr.c — the text of values in the CUDA code generator: the output
- * buffer, f32 and i32 literals that read back exactly, elementwise ops from
+/* cuda_expr.c — the text of values in the CUDA code generator: lines
+ * (into the emitter's StrBuf), f32 and i32 literals that read back exactly, elementwise ops from
  * the `cuda` templates of graph/ops.def (and the wrapping i32 forms of the
  * prelude), view addresses, and one instruction's value or store at the
  * current point of a kernel.
@@ -15,40 +15,15 @@
 /* A switch over Op that misses a row is a compile error, not a silent gap. */
 #pragma GCC diagnostic error "-Wswitch"
 
-/* ---- output ------------------------------------------------------------------ */
-
-void cuda_out_v(Out *o, const char *fmt, va_list ap) {
-  va_list ap2;
-  va_copy(ap2, ap);
-  int need = vsnprintf(NULL, 0, fmt, ap2);
-  va_end(ap2);
-  BC_ASSERT(need >= 0);
-  if (o->n + (size_t)need + 1 > o->cap) {
-    size_t cap = o->cap ? o->cap : 4096;
-    while (o->n + (size_t)need + 1 > cap) cap *= 2;
-    o->s = bc_realloc(o->s, cap);
-    o->cap = cap;
-  }
-  vsnprintf(o->s + o->n, o->cap - o->n, fmt, ap);
-  o->n += (size_t)need;
-}
-
-void BC_PRINTF(2, 3) cuda_out(Out *o, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  cuda_out_v(o, fmt, ap);
-  va_end(ap);
-}
-
 /* ---- lines and names ------------------------------------------------------------ */
 
 void BC_PRINTF(2, 3) cuda_line(Em *E, const char *fmt, ...) {
-  cuda_out(E->o, "%*s", 2 * E->ind, "");
+  strbuf_printf(E->o, "%*s", 2 * E->ind, "");
   va_list ap;
   va_start(ap, fmt);
-  cuda_out_v(E->o, fmt, ap);
+  strbuf_vprintf(E->o, fmt, ap);
   va_end(ap);
-  cuda_out(E->o, "\n");
+  strbuf_printf(E->o, "\n");
 }
 
 /* A name that can go into a comment: printable, no comment end. */
