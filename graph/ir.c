@@ -23,6 +23,7 @@ void graph_free(Graph *g) {
   vec_free(&g->states);
   vec_free(&g->outputs);
   vec_free(&g->hparams);
+  vec_free(&g->sources);
   arena_free(&g->arena);
   memset(g, 0, sizeof(*g));
   g->loss = -1;
@@ -46,6 +47,7 @@ void graph_copy(Graph *dst, const Graph *src) {
   COPY_VEC(&dst->states, &src->states);
   COPY_VEC(&dst->outputs, &src->outputs);
   COPY_VEC(&dst->hparams, &src->hparams);
+  graph_set_sources(dst, src->sources.data, src->sources.n);
   for (int i = 0; i < dst->nodes.n; i++) {
     Node *n = &dst->nodes.data[i];
     ValueId *in = arena_alloc(&dst->arena, sizeof(ValueId) * (size_t)(n->n_in ? n->n_in : 1));
@@ -55,6 +57,12 @@ void graph_copy(Graph *dst, const Graph *src) {
   dst->loss = src->loss;
   dst->cur_loc = src->cur_loc;
   dst->cur_scope = src->cur_scope;
+}
+
+void graph_set_sources(Graph *g, const SourceFile *files, int n) {
+  g->sources.n = 0;
+  for (int i = 0; i < n; i++)
+    vec_push(&g->sources, ((SourceFile){arena_strdup(&g->arena, files[i].path), arena_strdup(&g->arena, files[i].text)}));
 }
 
 static ValueId add_value(Graph *g, const char *name, DType t, Shape s, ValueKind k, SrcLoc loc) {

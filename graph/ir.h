@@ -136,6 +136,14 @@ typedef struct {
   double value;
 } HParam;
 
+/* A model file as the front end read it (passes/expand.c): its path as the
+ * loader named it (an import joined to its importer's folder) and its text.
+ * Checkpoints carry them, so a model compiles again anywhere. */
+typedef struct {
+  const char *path;
+  const char *text;
+} SourceFile;
+
 typedef struct Graph {
   Arena arena; /* node input arrays, strings */
   const char *name;
@@ -144,6 +152,7 @@ typedef struct Graph {
   VEC(ValueId) inputs, params, states, outputs;
   ValueId loss; /* -1 when the graph has none */
   VEC(HParam) hparams; /* as resolved when the model was expanded */
+  VEC(SourceFile) sources; /* the model files it came from, main file first (strings in the arena) */
   /* Builder context: nodes made by graph_op get this location, and their
    * outputs a name under this scope ("scope/%id" when the caller gives none). */
   SrcLoc cur_loc;
@@ -154,6 +163,8 @@ void graph_init(Graph *g, const char *name);
 void graph_free(Graph *g);
 /* Deep copy into caller-owned storage `dst` (uninitialized). */
 void graph_copy(Graph *dst, const Graph *src);
+/* g->sources := copies of files[0..n) in g's arena. */
+void graph_set_sources(Graph *g, const SourceFile *files, int n);
 
 ValueId graph_add_input(Graph *g, const char *name, DType t, Shape s, SrcLoc loc);
 ValueId graph_add_param(Graph *g, const char *name, DType t, Shape s, Init init, SrcLoc loc);

@@ -243,23 +243,36 @@ static const char *tidy_path(Ctx *c, const char *path) {
 /* Loads `path` and (recursively) its imports, registering blocks. `from` is
  * the import item that names it (line 0 for the main file). */
 static bool load_file(Ctx *c, const char *path, SrcLoc from, const char *as_written) {
-  char *real = realpath(path, NULL);
-  if (!real) {
-    if (from.line > 0) {
-      diag_error(c->d, from, "cannot import '%s' (%s): %s", as_written, path, strerror(errno));
-    } else {
-      diag_error(c->d, (SrcLoc){bc_intern(path), 0, 0}, "cannot open file: %s", strerror(errno));
+  const char *rp, *text = NULL;
+  if (c->n_src > 0) { /* a checkpoint's files: named exactly as when it was saved */
+    for (int i = 0; i < c->n_src && !text; i++)
+      if (strcmp(c->src[i].path, path) == 0) text = c->src[i].text;
+    if (!text) {
+      diag_error(c->d, from.line > 0 ? from : (SrcLoc){bc_intern(path), 0, 0},
+                 "cannot %s '%s': the model stored with it has no such file", from.line > 0 ? "import" : "read",
+                 as_written);
+      return false;
     }
-    return false;
-  }
-  const char *rp = arena_strdup(&c->arena, real);
-  free(real);
-  struct stat st;
-  if (stat(rp, &st) == 0 && !S_ISREG(st.st_mode)) {
-    SrcLoc at = from.line > 0 ? from : (SrcLoc){bc_intern(path), 0, 0};
-    diag_error(c->d, at, "cannot %s '%s': not a regular file", from.line > 0 ? "import" : "read",
-               as_written);
-    return false;
+    rp = path;
+  } else {
+    char *real = realpath(path, NULL);
+    if (!real) {
+      if (from.line > 0) {
+        diag_error(c->d, from, "cannot import '%s' (%s): %s", as_written, path, strerror(errno));
+      } else {
+        diag_error(c->d, (SrcLoc){bc_intern(path), 0, 0}, "cannot open file: %s", strerror(errno));
+      }
+      return false;
+    }
+    rp = arena_strdup(&c->arena, real);
+    free(real);
+    struct stat st;
+    if (stat(rp, &st) == 0 && !S_ISREG(st.st_mode)) {
+      SrcLoc at = from.line > 0 ? from : (SrcLoc){bc_intern(path), 0, 0};
+      diag_error(c->d, at, "cannot %s '%s': not a regular file", from.line > 0 ? "import" : "read",
+                 as_written);
+      return false;
+    }
   }
   for (int i = 0; i < c->files.n; i++) {
     ModelFile *f = c->files.data[i];
@@ -274,7 +287,15 @@ static bool load_file(Ctx *c, const char *path, SrcLoc from, const char *as_writ
   }
   ModelFile *mf = arena_alloc(&c->arena, sizeof(ModelFile));
   mf->real = rp;
-  if (!ydoc_load_file(&mf->doc, path, c->d)) return false;
+  size_t n_bytes = text ? strlen(text) : 0;
+  char *read = text ? NULL : bc_read_file(path, &n_bytes, c->d);
+  if (!text && !read) return false;
+  if (!text) text = read;
+  bool loaded = ydoc_load_string(&mf->doc, path, text, n_bytes, c->d);
+  if (loaded && c->g) /* the graph remembers its files, for checkpoints */
+    vec_push(&c->g->sources, ((SourceFile){arena_strdup(&c->g->arena, path), arena_strdup(&c->g->arena, text)}));
+  free(read);
+  if (!loaded) return false;
   mf->loading = true;
   vec_push(&c->files, mf);
   bool is_main = from.line == 0;
@@ -867,10 +888,12 @@ static const YNode *graphs_of(Ctx *c) {
   return gs;
 }
 
-bool model_expand(Graph *out, const char *path, const char *graph_name, const Setting *sets,
-                  int n_sets, Diag *d) {
+static bool expand(Graph *out, const char *path, const SourceFile *src, int n_src, const char *graph_name,
+                   const Setting *sets, int n_sets, Diag *d) {
   Ctx c = {0};
   c.d = d;
+  c.src = src;
+  c.n_src = n_src;
   arena_init(&c.arena);
   graph_init(out, graph_name);
   c.g = out;
@@ -897,6 +920,17 @@ cleanup:
   ctx_free(&c);
   if (!ok) graph_free(out);
   return ok;
+}
+
+bool model_expand(Graph *out, const char *path, const char *graph_name, const Setting *sets,
+                  int n_sets, Diag *d) {
+  return expand(out, path, NULL, 0, graph_name, sets, n_sets, d);
+}
+
+bool model_expand_sources(Graph *out, const SourceFile *files, int n_files, const char *graph_name,
+                          const Setting *sets, int n_sets, Diag *d) {
+  BC_ASSERT(n_files > 0);
+  return expand(out, files[0].path, files, n_files, graph_name, sets, n_sets, d);
 }
 
 int model_graph_names(const char *path, const char ***names, Diag *d) {

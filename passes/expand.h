@@ -81,7 +81,9 @@ typedef struct {
   VEC(BlockDef *) call_stack;
   VEC(ValBind) scopes; /* scopes of block instances so far (name) and their calls (loc) */
   const YNode *root;   /* main file */
-  Graph *g;
+  Graph *g;            /* NULL when only listing graphs */
+  const SourceFile *src; /* n_src > 0: read the model files from these (a checkpoint's), not the disk */
+  int n_src;
 } Ctx;
 
 /* Tokens of expressions (expr_lex). */

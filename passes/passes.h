@@ -29,6 +29,11 @@ typedef struct {
  * *out is left freed and `d` names the YAML file, line and column. */
 bool model_expand(Graph *out, const char *path, const char *graph_name, const Setting *sets,
                   int n_sets, Diag *d);
+/* model_expand from files held in memory (a checkpoint's Graph.sources):
+ * files[0] is the main file, imports are looked up by the path the loader
+ * joins for them, and nothing is read from the disk. */
+bool model_expand_sources(Graph *out, const SourceFile *files, int n_files, const char *graph_name,
+                          const Setting *sets, int n_sets, Diag *d);
 /* Names of the graphs a model file declares (heap array of interned
  * strings, caller frees the array); -1 with diagnostics on failure. */
 int model_graph_names(const char *path, const char ***names, Diag *d);
@@ -107,6 +112,10 @@ int64_t grad_bucket_bytes_default(void);
  * (pipeline_run_plan, through codegen's kernel_plan_compile). */
 typedef struct {
   const char *model_path;
+  /* n_model_sources > 0: the model's files themselves (a checkpoint's);
+   * model_path is then only their main file's name */
+  const SourceFile *model_sources;
+  int n_model_sources;
   const char *graph_name; /* NULL = the model's first graph */
   const Setting *sets;
   int n_sets;

@@ -37,7 +37,10 @@ typedef struct {
 /* ---- graph stages ---- */
 
 static bool run_expand(Plan *p, const CompileOptions *o, Diag *d) {
-  if (!model_expand(&p->graph, o->model_path, o->graph_name, o->sets, o->n_sets, d)) return false;
+  bool ok = o->n_model_sources > 0 ? model_expand_sources(&p->graph, o->model_sources, o->n_model_sources,
+                                                          o->graph_name, o->sets, o->n_sets, d)
+                                   : model_expand(&p->graph, o->model_path, o->graph_name, o->sets, o->n_sets, d);
+  if (!ok) return false;
   p->have_graph = true;
   return true;
 }

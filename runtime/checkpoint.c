@@ -30,7 +30,7 @@
 static const JsonOptions header_json = {.max_depth = JSON_MAX_DEPTH, .max_array = JSON_MAX_ARRAY};
 
 static const char *const reserved_keys[] = {"format", "format_version", "step",    "seed",
-                                            "vocab_hash", "model",        "graph", "hparams"};
+                                            "vocab_hash", "model",        "graph", "hparams", "model_files"};
 
 /* An error located at the file, "path: error: ...". */
 static void ck_error(Diag *d, const char *path, const char *fmt, ...) BC_PRINTF(3, 4);
@@ -50,6 +50,11 @@ void checkpoint_meta_free(CheckpointMeta *m) {
   free(m->model_path);
   free(m->graph_name);
   free(m->hparams_json);
+  for (int i = 0; i < m->model_files.n; i++) {
+    free((char *)m->model_files.data[i].path);
+    free((char *)m->model_files.data[i].text);
+  }
+  vec_free(&m->model_files);
   for (int i = 0; i < m->extra.n; i++) {
     free(m->extra.data[i].key);
     free(m->extra.data[i].value);
@@ -204,6 +209,28 @@ static void push_kv(CheckpointMeta *m, const char *key, const char *value) {
   vec_push(&m->extra, ((CheckpointKV){bc_strdup(key), bc_strdup(value)}));
 }
 
+/* "model_files": [{"path": ..., "text": ...}, ...] into out->model_files. */
+static bool parse_model_files(const char *path, const char *s, CheckpointMeta *out, Diag *d) {
+  Arena arena;
+  arena_init(&arena);
+  JsonValue root;
+  JsonError err;
+  bool ok = json_parse(s, strlen(s), NULL, &arena, &root, &err) && root.kind == JSON_ARRAY && root.n > 0;
+  for (int i = 0; ok && i < root.n; i++) {
+    const JsonValue *f = &root.items[i];
+    const JsonValue *p = NULL, *t = NULL;
+    for (int k = 0; f->kind == JSON_OBJECT && k < f->n; k++) {
+      if (strcmp(f->keys[k], "path") == 0) p = &f->items[k];
+      if (strcmp(f->keys[k], "text") == 0) t = &f->items[k];
+    }
+    ok = p && t && p->kind == JSON_STRING && t->kind == JSON_STRING && *p->str;
+    if (ok) vec_push(&out->model_files, ((SourceFile){bc_strdup(p->str), bc_strdup(t->str)}));
+  }
+  arena_free(&arena);
+  if (!ok) ck_error(d, path, "corrupt checkpoint metadata: \"model_files\" is not a list of {path, text}");
+  return ok;
+}
+
 static bool parse_meta(const char *path, const JsonValue *m, CheckpointMeta *out, Diag *d) {
   if (m->kind != JSON_OBJECT) {
     ck_error(d, path, "corrupt checkpoint header: \"__metadata__\" is not an object");
@@ -230,6 +257,9 @@ static bool parse_meta(const char *path, const JsonValue *m, CheckpointMeta *out
     else if (strcmp(k, "model") == 0) free(out->model_path), out->model_path = bc_strdup(s);
     else if (strcmp(k, "graph") == 0) free(out->graph_name), out->graph_name = bc_strdup(s);
     else if (strcmp(k, "hparams") == 0) free(out->hparams_json), out->hparams_json = bc_strdup(s);
+    else if (strcmp(k, "model_files") == 0) {
+      if (!parse_model_files(path, s, out, d)) return false;
+    }
     else push_kv(out, k, s);
     if (bad) {
       ck_error(d, path, "corrupt checkpoint metadata: \"%s\" is \"%.40s\", not an integer", k, s);
@@ -545,6 +575,25 @@ static char *build_header(const Graph *g, const ValueId *ids, int n_ids, const C
     json_write_key(&b, "model");
     json_write_string(&b, m->model_path);
   }
+  if (g->sources.n > 0) {
+    StrBuf f = {0};
+    strbuf_puts(&f, "[");
+    for (int i = 0; i < g->sources.n; i++) {
+      strbuf_puts(&f, i ? ",{" : "{");
+      json_write_key(&f, "path");
+      json_write_string(&f, g->sources.data[i].path);
+      strbuf_puts(&f, ",");
+      json_write_key(&f, "text");
+      json_write_string(&f, g->sources.data[i].text);
+      strbuf_puts(&f, "}");
+    }
+    strbuf_puts(&f, "]");
+    char *files = strbuf_take(&f);
+    strbuf_puts(&b, ",");
+    json_write_key(&b, "model_files");
+    json_write_string(&b, files);
+    free(files);
+  }
   for (int i = 0; i < m->extra.n; i++) {
     strbuf_puts(&b, ",");
     json_write_key(&b, m->extra.data[i].key);
@@ -593,6 +642,11 @@ static bool check_savable(const char *path, const Graph *g, const ValueId *ids, 
   for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
     if (fields[i][1] && !json_utf8_valid(fields[i][1])) {
       ck_error(d, path, "cannot save checkpoint: the %s is not valid UTF-8", fields[i][0]);
+      ok = false;
+    }
+  for (int i = 0; i < g->sources.n; i++)
+    if (!json_utf8_valid(g->sources.data[i].path) || !json_utf8_valid(g->sources.data[i].text)) {
+      ck_error(d, path, "cannot save checkpoint: model file %s is not valid UTF-8", g->sources.data[i].path);
       ok = false;
     }
   for (int i = 0; i < g->hparams.n; i++)

@@ -31,8 +31,8 @@ typedef struct {
 } CheckpointKV;
 
 /* Every string is heap-owned by the meta (NULL = absent); free with
- * checkpoint_meta_free. On save, graph_name, hparams_json and
- * format_version are ignored: the graph's own name and hparams and
+ * checkpoint_meta_free. On save, graph_name, hparams_json, model_files and
+ * format_version are ignored: the graph's own name, hparams and sources and
  * BC_CHECKPOINT_VERSION are written. On load all fields are filled. */
 typedef struct {
   int64_t step;
@@ -41,9 +41,13 @@ typedef struct {
   char *model_path;   /* the model YAML the graph came from */
   char *graph_name;   /* "pretrain", "nli" */
   char *hparams_json; /* {"name": number, ...} from Graph.hparams */
+  /* The model's files (Graph.sources, main file first; paths and texts
+   * owned), so the graph compiles again without them on the disk. */
+  VEC(SourceFile) model_files;
   int format_version; /* 0 when the file is not a bertc checkpoint */
   /* Other string pairs, kept in order; keys must not be a reserved key
-   * (format, format_version, step, seed, vocab_hash, model, graph, hparams). */
+   * (format, format_version, step, seed, vocab_hash, model, graph, hparams,
+   * model_files). */
   VEC(CheckpointKV) extra;
 } CheckpointMeta;
 

@@ -10,8 +10,8 @@
 # hundred steps (measured); d2l's 0.01 is for its 4,000 steps.
 #
 # The chapter's full settings (hours on a 2-core CPU, see README.md):
-#   bertrun train --task pretrain --steps 4000 --batch 256 --lr 0.01
-#   bertrun train --task snli --init runs/pretrain/checkpoint.safetensors --epochs 5 --batch 512 --lr 1e-4
+#   bertrun train --task pretrain --recipe d2l
+#   bertrun train --task snli --recipe d2l --init runs/pretrain/checkpoint.safetensors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${BERT_DATA:-}"
@@ -32,10 +32,11 @@ echo "== compile: the two training steps"
 build/bertc compile models/bert.yaml --graph pretrain --train | tail -3
 build/bertc compile models/bert.yaml --graph nli --train | tail -3
 echo "== pretrain on $data/wikitext-2"
-build/bertrun train --task pretrain --data "$data" "${pre[@]}" --out runs/pretrain "$@"
+# runs/ is this script's: each run of it starts afresh (--overwrite)
+build/bertrun train --task pretrain --data "$data" "${pre[@]}" --out runs/pretrain --overwrite "$@"
 echo "== fine-tune on $data/snli"
 build/bertrun train --task snli --data "$data" --init runs/pretrain/checkpoint.safetensors "${ft[@]}" \
-  --out runs/snli "$@"
+  --out runs/snli --overwrite "$@"
 echo "== evaluate"
 build/bertrun eval --task snli runs/snli/checkpoint.safetensors --data "$data" | tee runs/snli/eval.txt
 # majority-class baseline: the most frequent gold label of the test set

@@ -7,44 +7,77 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "graph/strbuf.h"
 #include "runtime/dist.h"
 #include "tasks/train.h"
 
 static const char usage[] =
     "usage: bertrun train --task pretrain|snli [options]\n"
-    "       bertrun eval --task snli CHECKPOINT [--data DIR] [--device D] [--batch N]\n"
-    "       bertrun predict CHECKPOINT \"premise\" \"hypothesis\" [--device D]\n"
+    "       bertrun eval --task snli CHECKPOINT [--data DIR] [--device D] [--eval-batch N] [--model FILE]\n"
+    "       bertrun predict CHECKPOINT \"premise\" \"hypothesis\" [--device D] [--model FILE]\n"
+    "       bertrun predict CHECKPOINT --input FILE|- [--eval-batch N] [--device D] [--model FILE]\n"
     "\n"
-    "train options:\n"
+    "train options (defaults: the bertc recipe; --recipe d2l gives the chapter's):\n"
     "  --task pretrain     masked LM + next sentence prediction on WikiText-2\n"
-    "                      (d2l: --steps 4000 --batch 256 --lr 0.01)\n"
-    "  --task snli         fine-tune every encoder parameter and the new classifier\n"
-    "                      on SNLI (d2l: --epochs 5 --batch 512 --lr 1e-4); needs --init\n"
-    "  --model FILE        model YAML (default models/bert.yaml)\n"
-    "  --set NAME=VALUE    override a hyperparameter (repeatable)\n"
+    "  --task snli         SNLI classification: fine-tunes the encoder of --init's\n"
+    "                      checkpoint and a new classifier, or trains a model from\n"
+    "                      scratch without --init (models/README.md: what a model\n"
+    "                      offers each task)\n"
+    "  --recipe NAME       bertc (default): settings that learn; d2l: the chapter's\n"
+    "                        recipe     pretrain                      snli\n"
+    "                        bertc      --steps 4000 --batch 256      --epochs 5 --batch 128\n"
+    "                                   --lr 1e-3                     --lr 1e-3\n"
+    "                        d2l        --steps 4000 --batch 256      --epochs 5 --batch 512\n"
+    "                                   --lr 0.01                     --lr 1e-4\n"
+    "  --model FILE        model YAML (default: the checkpoint's own model with --init\n"
+    "                      or --resume, else models/bert.yaml beside bertrun)\n"
+    "  --set NAME=VALUE    override a hyperparameter (repeatable; with --init or\n"
+    "                      --resume the checkpoint's hparams apply, and a flag that\n"
+    "                      changes its parameters' shapes is an error)\n"
     "  --data DIR          data folder with wikitext-2/ and snli/ (default $BERT_DATA)\n"
-    "  --init CHECKPOINT   snli: the pretraining checkpoint (vocab.txt beside it)\n"
+    "  --init CHECKPOINT   snli: the pretrained checkpoint to start from (default:\n"
+    "                      none, train from scratch)\n"
+    "  --allow-partial-init  snli: start from --init even when it holds none of the\n"
+    "                      model's encoder parameters\n"
+    "  --vocab FILE        snli from scratch: vocab.txt to use (default: built from the\n"
+    "                      training data, tokens seen 5 times)\n"
     "  --snli-train FILE   snli: a training file (repeatable; default: the full\n"
     "                      train file, else snli_1.0_train_0.01.txt + _extra.txt)\n"
-    "  --steps N           pretrain: steps\n"
-    "  --epochs N          snli: epochs\n"
-    "  --batch N           examples per step\n"
-    "  --eval-batch N      examples per evaluation step (default 256)\n"
-    "  --lr X              learning rate\n"
-    "  --max-len N         tokens per example (default 128)\n"
-    "  --max-examples N    use only the first N training examples\n"
+    "  --steps N           pretrain: steps (see --recipe)\n"
+    "  --epochs N          snli: epochs (see --recipe)\n"
+    "  --batch N           examples per step (see --recipe)\n"
+    "  --eval-batch N      examples per evaluation or prediction step (default 256)\n"
+    "  --lr X              learning rate (see --recipe)\n"
+    "  --max-len N         tokens per example (default: the checkpoint's with --init\n"
+    "                      or --resume, else 128)\n"
+    "  --max-examples N    use only the first N training examples (default: all)\n"
     "  --seed N            seed of initialization, data order, masking, dropout\n"
+    "                      (default 0)\n"
     "  --device NAME       cpu (default), cuda, cuda:N (GPU N) or interp (the reference);\n"
     "                      train also takes a list: cuda:0,1 or cuda:all (one replica\n"
     "                      per GPU in this process), cpu:0,1 (host replicas: a check)\n"
     "  --threads N         threads of the cpu backend (default: one per core)\n"
     "  --out DIR           run folder: checkpoint.safetensors, vocab.txt,\n"
     "                      metrics.jsonl, curves.svg (default runs/TASK)\n"
-    "  --save-every N      also checkpoint every N steps\n"
+    "  --resume            continue from the run folder's checkpoint\n"
+    "  --overwrite         start afresh in a run folder that holds an earlier run\n"
+    "                      (default: refuse, naming it)\n"
+    "  --save-every N      also checkpoint every N steps (default: only at the end,\n"
+    "                      and when SIGINT or SIGTERM stops the run)\n"
     "  --report-every N    a progress line and metrics record every N steps\n"
     "                      (default: every 10 seconds)\n"
-    "  --resume            continue from the run folder's checkpoint\n"
     "  -h, --help          this text\n"
+    "\n"
+    "predict options:\n"
+    "  --input FILE        pairs to predict, \"-\" for standard input: JSON lines\n"
+    "                      {\"premise\": ..., \"hypothesis\": ...} or premise<TAB>hypothesis\n"
+    "                      lines; writes one JSON line per pair (label, probabilities,\n"
+    "                      whether it was truncated to max_len)\n"
+    "\n"
+    "A checkpoint carries its model (the YAML files), hparams and vocabulary, so\n"
+    "eval, predict, --init and --resume work from any folder and machine.\n"
+    "SIGINT (Ctrl-C) or SIGTERM ends a run after the current step with a checkpoint\n"
+    "and the command that continues it (exit 130); a second signal ends at once.\n"
     "\n"
     "data-parallel training: `mpirun -np N bertrun train ...` runs N replicas\n"
     "(processes) on --device cpu or interp. --batch is the global batch: each\n"
@@ -70,7 +103,8 @@ static const char usage[] =
     "(threads default to cores / replicas), averaged in memory: no faster,\n"
     "but bit for bit the numerics of two MPI ranks.\n"
     "\n"
-    "exit status: 0 success, 1 errors (data, model, checkpoint), 2 bad usage.\n";
+    "exit status: 0 success, 1 errors (data, model, checkpoint), 2 bad usage,\n"
+    "130 stopped by SIGINT or SIGTERM (checkpoint written).\n";
 
 static int bad_usage(const char *fmt, const char *arg) {
   fprintf(stderr, "bertrun: ");
@@ -99,6 +133,65 @@ static int finish(bool ok, Diag *d) {
   return ok ? 0 : 1;
 }
 
+/* Where each option applies. */
+enum { PRE = 1, SNLI = 2, EVAL = 4, PREDICT = 8, TRAIN = PRE | SNLI, ALL = 15 };
+
+typedef struct {
+  const char *name;
+  bool value; /* takes a value */
+  int where;
+} OptionSpec;
+
+static const OptionSpec options[] = {
+    {"--task", true, TRAIN | EVAL},  {"--recipe", true, TRAIN},   {"--model", true, ALL},
+    {"--set", true, TRAIN},          {"--data", true, TRAIN | EVAL},   {"--init", true, SNLI},
+    {"--vocab", true, SNLI},         {"--snli-train", true, SNLI},     {"--device", true, ALL},
+    {"--out", true, TRAIN},          {"--resume", false, TRAIN},       {"--overwrite", false, TRAIN},
+    {"--allow-partial-init", false, SNLI},                             {"--threads", true, ALL},
+    {"--steps", true, PRE},          {"--epochs", true, SNLI},         {"--batch", true, TRAIN | EVAL | PREDICT},
+    {"--eval-batch", true, ALL},     {"--max-len", true, TRAIN},       {"--seed", true, TRAIN},
+    {"--save-every", true, TRAIN},   {"--max-examples", true, TRAIN},  {"--report-every", true, TRAIN},
+    {"--lr", true, TRAIN},           {"--input", true, PREDICT},
+};
+
+static const OptionSpec *find_option(const char *a) {
+  for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
+    if (!strcmp(options[i].name, a)) return &options[i];
+  return NULL;
+}
+
+/* A shell word: as is when safe, else in single quotes. */
+static void put_word(StrBuf *b, const char *w) {
+  bool safe = *w != '\0';
+  for (const char *c = w; *c && safe; c++) safe = strchr("+-./:=,_@%", *c) || (*c >= '0' && *c <= '9') ||
+                                                   (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z');
+  if (safe) {
+    strbuf_puts(b, w);
+    return;
+  }
+  strbuf_putc(b, '\'');
+  for (const char *c = w; *c; c++) {
+    if (*c == '\'') strbuf_puts(b, "'\\''");
+    else strbuf_putc(b, *c);
+  }
+  strbuf_putc(b, '\'');
+}
+
+/* This command line without --overwrite, with --resume. */
+static char *resume_command(int argc, char **argv) {
+  StrBuf b = {0};
+  strbuf_puts(&b, dist_launcher_ranks() > 0 ? "mpirun -np N bertrun" : "bertrun");
+  bool has = false;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--overwrite")) continue;
+    has |= !strcmp(argv[i], "--resume");
+    strbuf_putc(&b, ' ');
+    put_word(&b, argv[i]);
+  }
+  if (!has) strbuf_puts(&b, " --resume");
+  return strbuf_take(&b);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
     fputs(usage, argc < 2 ? stderr : stdout);
@@ -107,32 +200,61 @@ int main(int argc, char **argv) {
   const char *cmd = argv[1];
   if (strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "predict"))
     return bad_usage("unknown command '%s' (commands: train, eval, predict)", cmd);
-  const char *task = NULL, *pos[3] = {0};
+  const char *task = NULL, *recipe = NULL, *pos[3] = {0};
   int n_pos = 0;
-  for (int i = 2; i + 1 < argc; i++)
+  for (int i = 2; i + 1 < argc; i++) {
     if (!strcmp(argv[i], "--task")) task = argv[i + 1];
+    if (!strcmp(argv[i], "--recipe")) recipe = argv[i + 1];
+  }
+  if (!strcmp(cmd, "train")) {
+    for (int i = 2; i < argc; i++)
+      if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+        fputs(usage, stdout);
+        return 0;
+      }
+    if (!task) return bad_usage("%s", "train needs --task pretrain or --task snli");
+    if (strcmp(task, "pretrain") && strcmp(task, "snli"))
+      return bad_usage("unknown task '%s' (tasks: pretrain, snli)", task);
+  }
+  int where = !strcmp(cmd, "eval") ? EVAL : !strcmp(cmd, "predict") ? PREDICT : !strcmp(task, "pretrain") ? PRE : SNLI;
+  const char *where_name = where == EVAL ? "bertrun eval" : where == PREDICT ? "bertrun predict"
+                           : where == PRE ? "--task pretrain" : "--task snli";
   TrainOptions o;
-  train_options_default(&o, task ? task : "snli");
-  bool set_out = false, set_threads = false;
+  if (!train_options_default(&o, where == PRE ? "pretrain" : "snli", recipe))
+    return bad_usage("unknown recipe '%s' (recipes: bertc, d2l)", recipe);
+  bool set_out = false, set_threads = false, set_batch = false, set_eval_batch = false;
+  const char *input = NULL;
   int64_t x;
   double f;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define VAL() \
-  do { \
-    if (!v) return bad_usage("option %s needs a value", a); \
-    i++; \
-  } while (0)
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       fputs(usage, stdout);
       return 0;
-    } else if (!strcmp(a, "--task")) {
-      VAL();
+    }
+    const OptionSpec *spec = find_option(a);
+    if (!spec) {
+      if (a[0] == '-' && a[1]) return bad_usage("unknown option '%s'", a);
+      if (n_pos >= 3) return bad_usage("unexpected argument '%s'", a);
+      pos[n_pos++] = a;
+      continue;
+    }
+    if (!(spec->where & where)) {
+      fprintf(stderr, "bertrun: %s does not apply to %s", a, where_name);
+      if (!strcmp(a, "--epochs")) fprintf(stderr, " (pretraining runs --steps)");
+      else if (!strcmp(a, "--steps")) fprintf(stderr, " (fine-tuning runs --epochs)");
+      fprintf(stderr, "\nTry 'bertrun --help'.\n");
+      return 2;
+    }
+    if (spec->value) {
+      if (!v) return bad_usage("option %s needs a value", a);
+      i++;
+    }
+    if (!strcmp(a, "--task") || !strcmp(a, "--recipe")) {
+      /* read above */
     } else if (!strcmp(a, "--model")) {
-      VAL();
       o.model = v;
     } else if (!strcmp(a, "--set")) {
-      VAL();
       const char *eq = strchr(v, '=');
       if (!eq || eq == v) return bad_usage("--set needs NAME=VALUE, got '%s'", v);
       if (o.n_sets >= TRAIN_MAX_SETS) return bad_usage("%s", "too many --set options");
@@ -140,70 +262,65 @@ int main(int argc, char **argv) {
       o.sets[o.n_sets++] = (Setting){bc_intern(key), eq + 1}; /* interned: lives until exit */
       free(key);
     } else if (!strcmp(a, "--data")) {
-      VAL();
       o.data = v;
     } else if (!strcmp(a, "--init")) {
-      VAL();
       o.init = v;
+    } else if (!strcmp(a, "--vocab")) {
+      o.vocab = v;
+    } else if (!strcmp(a, "--input")) {
+      input = v;
     } else if (!strcmp(a, "--snli-train")) {
-      VAL();
       if (o.n_snli_train >= TRAIN_MAX_FILES) return bad_usage("%s", "too many --snli-train files");
       o.snli_train[o.n_snli_train++] = v;
     } else if (!strcmp(a, "--device")) {
-      VAL();
       o.device = v;
     } else if (!strcmp(a, "--out")) {
-      VAL();
       o.out = v;
       set_out = true;
     } else if (!strcmp(a, "--resume")) {
       o.resume = true;
+    } else if (!strcmp(a, "--overwrite")) {
+      o.overwrite = true;
+    } else if (!strcmp(a, "--allow-partial-init")) {
+      o.allow_partial_init = true;
     } else if (!strcmp(a, "--threads")) {
-      VAL();
       if (!to_i64(v, &x) || x < 1) return bad_usage("--threads needs a positive integer, got '%s'", v);
       setenv("BC_THREADS", v, 1);
       set_threads = true;
-    } else if (!strcmp(a, "--steps") || !strcmp(a, "--epochs") || !strcmp(a, "--batch") ||
-               !strcmp(a, "--eval-batch") || !strcmp(a, "--max-len") || !strcmp(a, "--seed") ||
-               !strcmp(a, "--save-every") || !strcmp(a, "--max-examples") || !strcmp(a, "--report-every")) {
-      VAL();
+    } else if (!strcmp(a, "--lr")) {
+      if (!to_f64(v, &f) || !(f > 0)) return bad_usage("--lr needs a positive number, got '%s'", v);
+      o.lr = f;
+    } else { /* the integer options */
       if (!to_i64(v, &x)) return bad_usage("not a non-negative integer: '%s'", v);
+      if ((!strcmp(a, "--batch") || !strcmp(a, "--eval-batch") || !strcmp(a, "--max-len") ||
+           !strcmp(a, "--steps") || !strcmp(a, "--epochs")) && x < 1)
+        return bad_usage("%s must be at least 1", a);
       if (!strcmp(a, "--steps")) o.steps = x;
       else if (!strcmp(a, "--epochs")) o.epochs = (int)x;
-      else if (!strcmp(a, "--batch")) o.batch = (int)x;
-      else if (!strcmp(a, "--eval-batch")) o.eval_batch = (int)x;
+      else if (!strcmp(a, "--batch")) o.batch = (int)x, set_batch = true;
+      else if (!strcmp(a, "--eval-batch")) o.eval_batch = (int)x, set_eval_batch = true;
       else if (!strcmp(a, "--max-len")) o.max_len = (int)x;
       else if (!strcmp(a, "--seed")) o.seed = (uint64_t)x;
       else if (!strcmp(a, "--save-every")) o.save_every = x;
       else if (!strcmp(a, "--report-every")) o.report_every = x;
       else o.max_examples = x;
-      if ((!strcmp(a, "--batch") || !strcmp(a, "--eval-batch") || !strcmp(a, "--max-len")) && x < 1)
-        return bad_usage("%s must be at least 1", a);
-    } else if (!strcmp(a, "--lr")) {
-      VAL();
-      if (!to_f64(v, &f) || !(f > 0)) return bad_usage("--lr needs a positive number, got '%s'", v);
-      o.lr = f;
-    } else if (a[0] == '-' && a[1]) {
-      return bad_usage("unknown option '%s'", a);
-    } else if (n_pos < 3) {
-      pos[n_pos++] = a;
-    } else {
-      return bad_usage("unexpected argument '%s'", a);
     }
-#undef VAL
   }
   Diag d;
   diag_init(&d);
   int np = dist_launcher_ranks();
-  if (!strcmp(cmd, "train")) {
-    if (!task) return bad_usage("%s", "train needs --task pretrain or --task snli");
+  if (where & TRAIN) {
     if (n_pos) return bad_usage("unexpected argument '%s'", pos[0]);
-    if (strcmp(task, "pretrain") && strcmp(task, "snli"))
-      return bad_usage("unknown task '%s' (tasks: pretrain, snli)", task);
-    if (!set_out) o.out = !strcmp(task, "pretrain") ? "runs/pretrain" : "runs/snli";
+    if (o.allow_partial_init && !o.init) return bad_usage("%s", "--allow-partial-init goes with --init");
+    if (!set_out) o.out = where == PRE ? "runs/pretrain" : "runs/snli";
+    char *again = resume_command(argc, argv);
+    o.resume_command = again;
     int devices[BC_MAX_REPLICAS], n_replicas;
     const Backend *backend = backend_parse_list(o.device, devices, &n_replicas, &d);
-    if (!backend) return finish(false, &d);
+    if (!backend) {
+      free(again);
+      return finish(false, &d);
+    }
     /* ranks sharing a node share its cores, and so do host replicas */
     long sharing = (long)dist_launcher_local_ranks() * (backend->device_count ? 1 : n_replicas);
     if (!set_threads && !getenv("BC_THREADS") && sharing > 1) {
@@ -216,8 +333,12 @@ int main(int argc, char **argv) {
      * stderr and stdout from splicing into each other */
     if (np > 0) setvbuf(stderr, NULL, _IOLBF, 0);
     o.dist = dist_start(&d);
-    if (!o.dist) return finish(false, &d);
-    bool ok = !strcmp(task, "pretrain") ? train_pretrain(&o, &d) : train_snli(&o, &d);
+    if (!o.dist) {
+      free(again);
+      return finish(false, &d);
+    }
+    TrainStatus st = where == PRE ? train_pretrain(&o, &d) : train_snli(&o, &d);
+    bool ok = st != TRAIN_FAILED;
     /* Most failures (options, data) happen on every rank alike: give rank 0
      * time to say so and abort the job before this rank repeats it. */
     if (!ok && dist_rank(o.dist) > 0) usleep(500000);
@@ -225,7 +346,8 @@ int main(int argc, char **argv) {
     fflush(stderr);
     dist_stop(o.dist, ok); /* !ok with several ranks: aborts the job, does not return */
     diag_free(&d);
-    return ok ? 0 : 1;
+    free(again);
+    return st == TRAIN_DONE ? 0 : st == TRAIN_INTERRUPTED ? 130 : 1;
   }
   if (np > 1) {
     if (dist_launcher_rank() == 0) /* every rank gets here: say it once */
@@ -234,13 +356,15 @@ int main(int argc, char **argv) {
     diag_free(&d);
     return 1;
   }
+  if (set_batch && !set_eval_batch) o.eval_batch = o.batch; /* eval and predict: --batch is the evaluation batch */
   int device;
   if (!backend_parse(o.device, &device, &d)) return finish(false, &d); /* one device, before any file */
-  if (!strcmp(cmd, "eval")) {
+  if (where == EVAL) {
     if (task && strcmp(task, "snli")) return bad_usage("eval supports --task snli, not '%s'", task);
     if (n_pos != 1) return bad_usage("%s", "eval needs one CHECKPOINT");
-    return finish(train_eval_snli(pos[0], o.data, o.device, o.eval_batch, &d), &d);
+    return finish(train_eval_snli(pos[0], &o, &d), &d);
   }
-  if (n_pos != 3) return bad_usage("%s", "predict needs CHECKPOINT \"premise\" \"hypothesis\"");
-  return finish(train_predict(pos[0], o.device, pos[1], pos[2], &d), &d);
+  if (input ? n_pos != 1 : n_pos != 3)
+    return bad_usage("%s", "predict needs CHECKPOINT \"premise\" \"hypothesis\", or CHECKPOINT --input FILE");
+  return finish(train_predict(pos[0], &o, input ? NULL : pos[1], input ? NULL : pos[2], input, &d), &d);
 }

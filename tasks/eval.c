@@ -69,35 +69,54 @@ bool eval_run(Exec *e, const Graph *g, const Dataset *ds, Dist *dist, EvalResult
 
 /* ---- evaluation and prediction from a checkpoint ---- */
 
-/* The nli graph of `checkpoint` (hparams from its metadata, dropout 0, the
- * given batch) on `device`, with every parameter loaded. */
-static bool load_nli(const char *checkpoint, const char *device, int batch, Vocab *vocab, Graph *g, Exec **e,
-                     Diag *d) {
-  CheckpointMeta m;
-  if (!checkpoint_read_meta(checkpoint, &m, d)) {
-    checkpoint_meta_free(&m);
-    return false;
+/* Every parameter of e finite; else an error naming the first that is not. */
+static bool weights_finite(const char *checkpoint, Exec *e, const Graph *g, Diag *d) {
+  bool ok = true;
+  for (int i = 0; ok && i < g->params.n; i++) {
+    const Value *v = &g->values.data[g->params.data[i]];
+    int64_t n = shape_numel(&v->shape);
+    float *buf = bc_malloc(sizeof(float) * (size_t)n);
+    if (!exec_read(e, g->params.data[i], buf, DTYPE_F32, d)) ok = false;
+    for (int64_t k = 0; ok && k < n; k++)
+      if (!isfinite(buf[k])) {
+        diag_error(d, (SrcLoc){bc_intern(checkpoint), 0, 0},
+                   "parameter %s holds a non-finite value (%g at element %lld): the training diverged; use an "
+                   "earlier checkpoint or train again with a lower --lr",
+                   v->name, (double)buf[k], (long long)k);
+        ok = false;
+      }
+    free(buf);
   }
-  bool ok = false;
-  TrainSets s;
-  train_sets_init(&s, NULL, 0);
-  if (!m.graph_name || strcmp(m.graph_name, "nli") != 0) {
+  return ok;
+}
+
+bool eval_load_nli(const char *checkpoint, const char *model, const char *device, int batch, Vocab *vocab,
+                   Graph *g, Exec **e, Diag *d) {
+  TrainOrigin s;
+  TrainModel m = {0};
+  TrainSets sets;
+  train_sets_init(&sets, NULL, 0);
+  vocab_init(vocab);
+  *e = NULL;
+  bool ok = false, have_graph = false;
+  if (!train_origin_read(&s, checkpoint, d)) goto done;
+  const char *graph = s.info.meta.graph_name;
+  if (!graph || strcmp(graph, "nli") != 0) {
     diag_error(d, (SrcLoc){bc_intern(checkpoint), 0, 0},
                "a checkpoint of graph '%s', not of a fine-tuned 'nli' model (fine-tune with "
-               "`bertrun train --task snli --init ...` first)",
-               m.graph_name ? m.graph_name : "?");
+               "`bertrun train --task snli ...` first)",
+               graph ? graph : "?");
     goto done;
   }
-  if (!train_sets_add_hparams(&s, m.hparams_json, checkpoint, d)) goto done;
-  train_sets_add(&s, "batch", batch);
-  train_sets_add(&s, "dropout", 0);
-  if (!train_vocab_beside(vocab, checkpoint, d)) goto done;
-  if (!train_compile(g, m.model_path ? m.model_path : "models/bert.yaml", "nli", &s, false, d)) goto done;
+  if (!train_origin_model(&s, model, &m, &sets, NULL, d)) goto done;
+  train_sets_add(&sets, "batch", batch);
+  train_sets_add(&sets, "dropout", 0);
+  vocab_free(vocab);
+  if (!train_origin_vocab(&s, vocab, d)) goto done;
+  if (!train_compile(g, &m, "nli", &sets, false, d)) goto done;
+  have_graph = true;
   *e = exec_create_spec(device, g, d); /* evaluation, prediction: one device */
-  if (!*e) {
-    graph_free(g);
-    goto done;
-  }
+  if (!*e) goto done;
   char hash[32];
   train_vocab_hash(vocab, hash);
   CheckpointLoadOptions lo = {CHECKPOINT_LOAD_PARAMS_PRESENT, hash};
@@ -105,37 +124,34 @@ static bool load_nli(const char *checkpoint, const char *device, int batch, Voca
   if (n >= 0 && n != g->params.n)
     diag_error(d, (SrcLoc){bc_intern(checkpoint), 0, 0}, "the checkpoint has %d of the %d parameters of the nli model", n,
                g->params.n);
-  if (n != g->params.n) {
+  ok = n == g->params.n && weights_finite(checkpoint, *e, g, d);
+done:
+  if (!ok) {
     exec_destroy(*e);
     *e = NULL;
-    graph_free(g);
-    goto done;
+    if (have_graph) graph_free(g);
+    vocab_free(vocab);
   }
-  ok = true;
-done:
-  train_sets_free(&s);
-  checkpoint_meta_free(&m);
+  train_sets_free(&sets);
+  train_model_free(&m);
+  train_origin_free(&s);
   return ok;
 }
 
-bool train_eval_snli(const char *checkpoint, const char *data, const char *device, int batch, Diag *d) {
-  const char *dir = train_data_dir(data, d);
+bool train_eval_snli(const char *checkpoint, const TrainOptions *o, Diag *d) {
+  const char *dir = train_data_dir(o->data, d);
   if (!dir) return false;
   Vocab vocab;
-  vocab_init(&vocab);
   Graph g;
-  Exec *e = NULL;
-  if (!load_nli(checkpoint, device, batch, &vocab, &g, &e, d)) {
-    vocab_free(&vocab);
-    return false;
-  }
+  Exec *e;
+  if (!eval_load_nli(checkpoint, o->model, o->device, o->eval_batch, &vocab, &g, &e, d)) return false;
   char *test_path = bc_asprintf("%s/snli/snli_1.0_test.txt", dir);
   const char *tp[1] = {test_path};
   SnliData te;
   bool ok = snli_load(&te, tp, 1, &vocab, (int)graph_hparam(&g, "max_len", 128), d);
   EvalResult r;
   if (ok && (ok = eval_run(e, &g, &te.data, NULL, &r, d))) {
-    printf("test accuracy %.4f (%lld of %lld examples of %s)\n", r.n ? (double)r.correct / (double)r.n : 0,
+    printf("test accuracy %.4f (%lld of %lld examples of %s)\n", eval_accuracy(&r),
            (long long)r.correct, (long long)r.n, test_path);
     printf("confusion matrix (rows: gold, columns: predicted)\n%14s", "");
     for (int j = 0; j < SNLI_N_LABELS; j++) printf(" %13s", snli_label_name(j));
@@ -154,40 +170,3 @@ bool train_eval_snli(const char *checkpoint, const char *data, const char *devic
   return ok;
 }
 
-bool train_predict(const char *checkpoint, const char *device, const char *premise, const char *hypothesis,
-                   Diag *d) {
-  Vocab vocab;
-  vocab_init(&vocab);
-  Graph g;
-  Exec *e = NULL;
-  if (!load_nli(checkpoint, device, 1, &vocab, &g, &e, d)) {
-    vocab_free(&vocab);
-    return false;
-  }
-  int T = (int)graph_hparam(&g, "max_len", 128);
-  int32_t *tok = bc_calloc((size_t)T, sizeof(int32_t)), *seg = bc_calloc((size_t)T, sizeof(int32_t));
-  int32_t vl = snli_encode_pair(&vocab, premise, hypothesis, T, tok, seg, d);
-  bool ok = vl >= 0;
-  float logits[SNLI_N_LABELS];
-  if (ok) {
-    RunContext ctx = {0, 0, 0};
-    ok = exec_write(e, graph_find(&g, "tokens"), tok, DTYPE_I32, d) &&
-         exec_write(e, graph_find(&g, "segments"), seg, DTYPE_I32, d) &&
-         exec_write(e, graph_find(&g, "valid_len"), &vl, DTYPE_I32, d) && exec_run(e, &ctx, d) &&
-         exec_read(e, train_output(&g, "logits"), logits, DTYPE_F32, d);
-  }
-  if (ok) {
-    double mx = logits[0], z = 0, p[SNLI_N_LABELS];
-    for (int i = 1; i < SNLI_N_LABELS; i++) mx = logits[i] > mx ? logits[i] : mx;
-    for (int i = 0; i < SNLI_N_LABELS; i++) z += p[i] = exp(logits[i] - mx);
-    int k = eval_argmax(logits, SNLI_N_LABELS);
-    printf("%s\n", snli_label_name(k));
-    for (int i = 0; i < SNLI_N_LABELS; i++) printf("  %-13s %.4f\n", snli_label_name(i), p[i] / z);
-  }
-  free(tok);
-  free(seg);
-  exec_destroy(e);
-  graph_free(&g);
-  vocab_free(&vocab);
-  return ok;
-}

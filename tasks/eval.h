@@ -2,14 +2,16 @@
  * of each row of logits counted against the gold labels, and evaluation of
  * a compiled nli graph over a dataset (as d2l's evaluate_accuracy_gpu).
  *
- * Not here: loading checkpoints for `bertrun eval|predict` (eval.c's
- * train_eval_snli and train_predict, declared in train.h), training. */
+ * Also `bertrun eval` (train_eval_snli, declared in train.h) and the
+ * loading of a fine-tuned checkpoint it shares with `bertrun predict`
+ * (predict.c). Not here: training. */
 #ifndef BC_TASKS_EVAL_H
 #define BC_TASKS_EVAL_H
 
 #include "../runtime/backend.h"
 #include "dataset.h"
 #include "snli.h"
+#include "vocab.h"
 
 typedef struct Dist Dist; /* runtime/dist.h */
 
@@ -38,5 +40,14 @@ double eval_accuracy(const EvalResult *r);
  * counted; with several ranks each runs every size-th batch and the counts
  * are summed (dist may be NULL). */
 bool eval_run(Exec *e, const Graph *g, const Dataset *ds, Dist *dist, EvalResult *r, Diag *d);
+
+/* The nli graph of a fine-tuned checkpoint on `device` with every
+ * parameter loaded: the model the checkpoint carries (`model`, --model,
+ * when given), its hparams with the given batch and dropout 0, its
+ * vocabulary (vocab initialized here). Refuses (errors naming the file) a
+ * checkpoint of another graph, one lacking parameters, one with non-finite
+ * weights. On failure nothing is left to free. */
+bool eval_load_nli(const char *checkpoint, const char *model, const char *device, int batch, Vocab *vocab,
+                   Graph *g, Exec **e, Diag *d);
 
 #endif

@@ -136,8 +136,8 @@ static void format_line(const Progress *p, const MetricsRecord *r, double now, c
   for (int i = 0; i < r->n; i++) {
     const Metric *m = &r->m[i];
     if (strcmp(m->name, "train_acc") == 0) {
-      fmt_fixed(num, sizeof num, 100 * m->value, 2);
-      strbuf_printf(&b, " acc %s%%", num);
+      fmt_fixed(num, sizeof num, m->value, 3); /* a fraction, as every accuracy bertrun prints */
+      strbuf_printf(&b, " train acc %s", num);
     } else if (strcmp(m->name, "examples_per_s") == 0) {
       fmt_fixed(num, sizeof num, m->value, 1);
       strbuf_printf(&b, " ex/s %s", num);
@@ -268,7 +268,11 @@ void progress_log(Progress *p, const char *fmt, ...) {
   vfprintf(p->f, fmt, ap);
   va_end(ap);
   fputc('\n', p->f);
-  if (p->tty && p->drawn) fprintf(p->f, "%s\033[K", p->line);
+  /* the progress line comes back, unless the run is over (the summary
+   * of the last epoch is then the last word before "done") */
+  bool over = p->c.total_steps > 0 && p->step >= p->c.total_steps;
+  if (p->tty && p->drawn && !over) fprintf(p->f, "%s\033[K", p->line);
+  p->drawn = p->drawn && !over;
   fflush(p->f);
 }
 
@@ -278,15 +282,11 @@ void progress_finish(Progress *p, const char *summary) {
   close_window(p, now);
   if (p->f) {
     if (p->tty && p->drawn) fputc('\n', p->f);
-    char hms[24], num[64];
+    char hms[24];
     double dt = now - p->t_start;
     progress_format_hms(dt, hms);
     fprintf(p->f, "%s done: %lld steps in %s", p->task, (long long)(p->step - p->c.start_step),
             hms);
-    if (dt > 0) {
-      fmt_fixed(num, sizeof num, (double)p->total_examples / dt, 1);
-      fprintf(p->f, ", %s ex/s", num);
-    }
     if (summary && *summary) fprintf(p->f, "; %s", summary);
     fputc('\n', p->f);
     fflush(p->f);

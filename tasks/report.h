@@ -104,7 +104,7 @@ typedef struct {
 typedef struct Progress Progress;
 
 /* A line reads "<task> step s/S" or "<task> epoch e/E batch b/B", then
- * "loss x", each extra "name x", "acc x%", "ex/s x", "elapsed h:mm:ss" and,
+ * "loss x", each extra "name x", "train acc x" (a fraction), "ex/s x", "elapsed h:mm:ss" and,
  * when total_steps is known, "eta h:mm:ss": the window's means, examples/s
  * over the window, and the ETA from the rate since the first update (so a
  * slow first step, warm-up, does not inflate it). A zeroed config means:
@@ -133,7 +133,8 @@ void progress_log(Progress *p, const char *fmt, ...) BC_PRINTF(2, 3);
 
 /* Flushes the last window (its record is dropped: call progress_flush first
  * to keep it), prints the summary line
- *   "<task> done: <n> steps in h:mm:ss, <x> ex/s[; <summary>]"
+ *   "<task> done: <n> steps in h:mm:ss[; <summary>]"
+ * (the run's throughput is the caller's to print, once)
  * and frees p. NULL p does nothing; summary may be NULL. */
 void progress_finish(Progress *p, const char *summary);
 

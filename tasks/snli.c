@@ -27,10 +27,11 @@ typedef VEC(int32_t) IdVec;
 
 /* d2l's extract_text, lower() and split() on the valid UTF-8 s[0..n), then
  * vocab[...]: appends the ids to `out` (cleared first); counts unknowns.
+ * With `count`, counts the tokens there instead (v unused).
  * Dropping the parentheses before splitting is what d2l does too ("a(b"
  * becomes the token "ab"). */
 static void text_ids(const Vocab *v, const char *s, size_t n, CharVec *clean, CharVec *low,
-                     IdVec *out, int64_t *n_unk) {
+                     IdVec *out, int64_t *n_unk, TokenCounter *count) {
   clean->n = 0;
   out->n = 0;
   vec_reserve(clean, (int)n + 1);
@@ -40,6 +41,10 @@ static void text_ids(const Vocab *v, const char *s, size_t n, CharVec *clean, Ch
   size_t m = text_lower(clean->data, (size_t)clean->n, low->data);
   size_t pos = 0, t0, tl;
   while (text_next_token(low->data, m, &pos, &t0, &tl)) {
+    if (count) {
+      vec_push(out, token_counter_add(count, low->data + t0, tl));
+      continue;
+    }
     int32_t id = vocab_find(v, low->data + t0, tl);
     if (id < 0) {
       id = v->unk;
@@ -77,6 +82,7 @@ static int encode(const Vocab *v, const IdVec *p, const IdVec *h, int max_len, i
 typedef struct {
   CharVec clean, low;
   IdVec p, h;
+  TokenCounter *count; /* snli_build_vocab: count the tokens, encode nothing */
 } Scratch;
 
 /* The line starting at *pos: [*s, *s + *len) without "\n" or "\r\n". */
@@ -191,9 +197,10 @@ static void load_file(SnliData *sd, const char *path, const Vocab *v, Scratch *s
       sd->n_skipped++;
       continue;
     }
-    text_ids(v, s + col[1], col[2] - 1 - col[1], &sc->clean, &sc->low, &sc->p, &sd->n_unk);
-    text_ids(v, s + col[2], col[3] - 1 - col[2], &sc->clean, &sc->low, &sc->h, &sd->n_unk);
+    text_ids(v, s + col[1], col[2] - 1 - col[1], &sc->clean, &sc->low, &sc->p, &sd->n_unk, sc->count);
+    text_ids(v, s + col[2], col[3] - 1 - col[2], &sc->clean, &sc->low, &sc->h, &sd->n_unk, sc->count);
     sd->n_tokens += sc->p.n + sc->h.n;
+    if (sc->count) continue;
     bool cut;
     valid_len[n] =
         encode(v, &sc->p, &sc->h, L, tokens + (size_t)n * L, segments + (size_t)n * L, &cut);
@@ -206,8 +213,9 @@ static void load_file(SnliData *sd, const char *path, const Vocab *v, Scratch *s
   free(buf);
 }
 
-bool snli_load(SnliData *s, const char *const *paths, int n_paths, const Vocab *v, int max_len,
-               Diag *d) {
+/* snli_load, or with `count` only the counting of every token. */
+static bool load(SnliData *s, const char *const *paths, int n_paths, const Vocab *v, int max_len,
+                 TokenCounter *count, Diag *d) {
   memset(s, 0, sizeof(*s));
   s->max_len = max_len;
   if (max_len < 3) {
@@ -215,20 +223,20 @@ bool snli_load(SnliData *s, const char *const *paths, int n_paths, const Vocab *
                max_len);
     return false;
   }
-  BC_ASSERT(v->cls >= 0 && v->sep >= 0 && v->pad >= 0 && v->unk >= 0);
+  BC_ASSERT(count || (v->cls >= 0 && v->sep >= 0 && v->pad >= 0 && v->unk >= 0));
   dataset_init(&s->data, 0);
   dataset_add_field(&s->data, "tokens", DATA_I32, max_len);   /* (N, max_len) */
   dataset_add_field(&s->data, "segments", DATA_I32, max_len); /* (N, max_len) */
   dataset_add_field(&s->data, "valid_len", DATA_I32, 1);      /* (N) */
   dataset_add_field(&s->data, "label", DATA_I32, 1);          /* (N) */
   int n_errors = d->n_errors;
-  Scratch sc = {0};
+  Scratch sc = {.count = count};
   for (int i = 0; i < n_paths; i++) load_file(s, paths[i], v, &sc, d);
   vec_free(&sc.clean);
   vec_free(&sc.low);
   vec_free(&sc.p);
   vec_free(&sc.h);
-  if (d->n_errors == n_errors && s->data.n_examples == 0)
+  if (d->n_errors == n_errors && s->data.n_examples == 0 && !count)
     diag_error(d, (SrcLoc){n_paths ? bc_intern(paths[n_paths - 1]) : NULL, 0, 0},
                "no labeled example (%d rows, %d without a gold label)", s->n_rows, s->n_skipped);
   if (d->n_errors != n_errors) {
@@ -238,13 +246,31 @@ bool snli_load(SnliData *s, const char *const *paths, int n_paths, const Vocab *
   return true;
 }
 
+bool snli_load(SnliData *s, const char *const *paths, int n_paths, const Vocab *v, int max_len,
+               Diag *d) {
+  return load(s, paths, n_paths, v, max_len, NULL, d);
+}
+
+bool snli_build_vocab(Vocab *v, const char *const *paths, int n_paths, int min_freq, Diag *d) {
+  TokenCounter c;
+  token_counter_init(&c);
+  SnliData s;
+  bool ok = load(&s, paths, n_paths, NULL, 3, &c, d);
+  if (ok) {
+    snli_free(&s);
+    vocab_build(v, &c, min_freq);
+  }
+  token_counter_free(&c);
+  return ok;
+}
+
 void snli_free(SnliData *s) {
   dataset_free(&s->data);
   memset(s, 0, sizeof(*s));
 }
 
 int snli_encode_pair(const Vocab *v, const char *premise, const char *hypothesis, int max_len,
-                     int32_t *tokens, int32_t *segments, Diag *d) {
+                     int32_t *tokens, int32_t *segments, bool *truncated, Diag *d) {
   if (max_len < 3) {
     diag_error(d, SRCLOC_NONE, "SNLI: max_len must be >= 3 (got %d)", max_len);
     return -1;
@@ -259,10 +285,11 @@ int snli_encode_pair(const Vocab *v, const char *premise, const char *hypothesis
     }
   }
   Scratch sc = {0};
-  text_ids(v, premise, strlen(premise), &sc.clean, &sc.low, &sc.p, NULL);
-  text_ids(v, hypothesis, strlen(hypothesis), &sc.clean, &sc.low, &sc.h, NULL);
+  text_ids(v, premise, strlen(premise), &sc.clean, &sc.low, &sc.p, NULL, NULL);
+  text_ids(v, hypothesis, strlen(hypothesis), &sc.clean, &sc.low, &sc.h, NULL, NULL);
   bool cut;
   int n = encode(v, &sc.p, &sc.h, max_len, tokens, segments, &cut);
+  if (truncated) *truncated = cut;
   vec_free(&sc.clean);
   vec_free(&sc.low);
   vec_free(&sc.p);

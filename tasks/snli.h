@@ -59,12 +59,18 @@ typedef struct {
 bool snli_load(SnliData *s, const char *const *paths, int n_paths, const Vocab *v, int max_len,
                Diag *d);
 void snli_free(SnliData *s);
+/* A vocabulary of the files' premises and hypotheses (the same cleaning),
+ * tokens seen at least min_freq times plus the reserved tokens, built as
+ * vocab_build does; `v` must be empty. For models trained without a
+ * pretrained encoder (d2l's SNLI chapters use min_freq 5). */
+bool snli_build_vocab(Vocab *v, const char *const *paths, int n_paths, int min_freq, Diag *d);
 
 /* One (premise, hypothesis) pair of raw text, for prediction: the same
  * cleaning, truncation and layout as snli_load. Writes tokens[max_len] and
- * segments[max_len]; returns valid_len, or -1 (with an error) when a text is
- * not valid UTF-8 or max_len < 3. */
+ * segments[max_len] and (when not NULL) whether tokens were cut to fit;
+ * returns valid_len, or -1 (with an error) when a text is not valid UTF-8
+ * or max_len < 3. */
 int snli_encode_pair(const Vocab *v, const char *premise, const char *hypothesis, int max_len,
-                     int32_t *tokens, int32_t *segments, Diag *d);
+                     int32_t *tokens, int32_t *segments, bool *truncated, Diag *d);
 
 #endif

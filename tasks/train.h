@@ -18,10 +18,11 @@ typedef struct Dist Dist; /* runtime/dist.h */
 
 typedef struct {
   const char *task;   /* "pretrain" or "snli" */
-  const char *model;  /* models/bert.yaml */
+  const char *model;  /* --model; NULL: the checkpoint's own (--init, --resume), else models/bert.yaml beside the binary */
   const char *data;   /* folder with wikitext-2/ and snli/ */
   const char *out;    /* run folder: checkpoint, vocab.txt, metrics, plot */
-  const char *init;   /* snli: the pretraining checkpoint */
+  const char *init;   /* snli: the pretraining checkpoint (NULL: train from scratch) */
+  const char *vocab;  /* snli from scratch: vocab.txt to use (NULL: built from the training data) */
   const char *device; /* cpu (default), cuda, cuda:N, interp; train: also a list (cuda:0,1, cuda:all, cpu:0,1) */
   Setting sets[TRAIN_MAX_SETS];
   int n_sets;
@@ -33,11 +34,16 @@ typedef struct {
   int eval_batch;  /* examples per evaluation step */
   double lr;
   uint64_t seed;
-  int max_len;
+  int max_len;        /* 0: the checkpoint's (--init), else 128 */
   int64_t save_every; /* steps between checkpoints (0: only at the end) */
   int64_t max_examples; /* > 0: use only the first N training examples */
   int64_t report_every; /* steps per progress/metrics record (0: every ~10 s) */
   bool resume;
+  bool overwrite;          /* start afresh in a run folder that holds a checkpoint */
+  bool allow_partial_init; /* --init that finds none of the encoder's parameters */
+  /* The command that continues this run (--resume), shown when a signal
+   * interrupts it. */
+  const char *resume_command;
   /* Data-parallel job (runtime/dist.h; NULL = one process, which then
    * takes one device). With N replicas in all (ranks x the devices of
    * `device`, a list such as cuda:0,1) the global batch `batch` is split
@@ -50,16 +56,27 @@ typedef struct {
   Dist *dist;
 } TrainOptions;
 
-/* d2l's reference settings for `task`: pretrain 4,000 steps at batch 256,
- * lr 0.01; snli 5 epochs at batch 512, lr 1e-4; max_len 128, seed 0. */
-void train_options_default(TrainOptions *o, const char *task);
+/* The defaults for `task` under a recipe: "bertc" (settings that learn:
+ * bertrun --help lists them) or "d2l" (the chapter's: pretrain 4,000 steps
+ * at batch 256, lr 0.01; snli 5 epochs at batch 512, lr 1e-4); false for
+ * an unknown recipe. */
+bool train_options_default(TrainOptions *o, const char *task, const char *recipe);
 
-bool train_pretrain(const TrainOptions *o, Diag *d);
-bool train_snli(const TrainOptions *o, Diag *d);
-/* Test accuracy and confusion matrix of an snli checkpoint on snli_1.0_test. */
-bool train_eval_snli(const char *checkpoint, const char *data, const char *device, int batch, Diag *d);
-/* Label and probabilities of one pair under an snli checkpoint. */
-bool train_predict(const char *checkpoint, const char *device, const char *premise,
-                   const char *hypothesis, Diag *d);
+typedef enum {
+  TRAIN_FAILED,      /* errors in the Diag */
+  TRAIN_DONE,        /* every step ran and the run folder holds the result */
+  TRAIN_INTERRUPTED, /* SIGINT or SIGTERM: stopped after a step, checkpoint written */
+} TrainStatus;
+
+TrainStatus train_pretrain(const TrainOptions *o, Diag *d);
+TrainStatus train_snli(const TrainOptions *o, Diag *d);
+/* Test accuracy and confusion matrix of an snli checkpoint on snli_1.0_test
+ * (o: data, device, eval_batch, model). */
+bool train_eval_snli(const char *checkpoint, const TrainOptions *o, Diag *d);
+/* Labels and probabilities under an snli checkpoint (predict.c): of the
+ * pair premise/hypothesis, or with `input` (a file, "-" for standard
+ * input) of every pair in it, as JSON lines in batches of o->eval_batch. */
+bool train_predict(const char *checkpoint, const TrainOptions *o, const char *premise, const char *hypothesis,
+                   const char *input, Diag *d);
 
 #endif

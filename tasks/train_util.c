@@ -70,34 +70,12 @@ void train_sets_free(TrainSets *s) {
   for (int i = 0; i < s->n_owned; i++) free(s->owned[i]);
 }
 
-bool train_sets_add_hparams(TrainSets *s, const char *json, const char *file, Diag *d) {
-  Arena arena;
-  arena_init(&arena);
-  JsonValue root;
-  JsonError err;
-  bool ok = json && json_parse(json, strlen(json), NULL, &arena, &root, &err) &&
-            root.kind == JSON_OBJECT && s->n_owned + root.n <= TRAIN_MAX_SETS - 4 &&
-            s->n + root.n <= TRAIN_MAX_SETS;
-  for (int i = 0; ok && i < root.n; i++) ok = root.items[i].kind == JSON_NUMBER;
-  for (int i = 0; ok && i < root.n; i++) train_sets_add(s, bc_intern(root.keys[i]), root.items[i].num);
-  arena_free(&arena);
-  if (!ok)
-    diag_error(d, (SrcLoc){bc_intern(file), 0, 0}, "checkpoint metadata: malformed or too many hparams");
-  return ok;
+void train_sets_push(TrainSets *s, const Setting *user, int n_user) {
+  BC_ASSERT(s->n + n_user <= 2 * TRAIN_MAX_SETS);
+  for (int i = 0; i < n_user; i++) s->s[s->n++] = user[i];
 }
 
 /* ---- the compiled step ---- */
-
-bool train_compile(Graph *g, const char *model, const char *graph, const TrainSets *s, bool train, Diag *d) {
-  CompileOptions c;
-  compile_options_default(&c);
-  c.model_path = model;
-  c.graph_name = graph;
-  c.sets = s->s;
-  c.n_sets = s->n;
-  c.train = train;
-  return pipeline_run(g, &c, d);
-}
 
 ValueId train_output(const Graph *g, const char *name) {
   for (int i = 0; i < g->outputs.n; i++)
@@ -136,7 +114,7 @@ bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d) {
   return ok;
 }
 
-bool train_save(const char *out, Exec *e, const char *model, int64_t step, uint64_t seed,
+bool train_save(const char *out, Exec *e, const TrainModel *model, int64_t step, uint64_t seed,
                 const Vocab *v, double time_s, Diag *d) {
   CheckpointMeta m;
   checkpoint_meta_init(&m);
@@ -145,7 +123,10 @@ bool train_save(const char *out, Exec *e, const char *model, int64_t step, uint6
   char hash[32];
   train_vocab_hash(v, hash);
   m.vocab_hash = bc_strdup(hash);
-  m.model_path = bc_strdup(model);
+  m.model_path = bc_strdup(model->path);
+  char *vtext = vocab_text(v, NULL);
+  checkpoint_meta_set(&m, TRAIN_META_VOCAB, vtext);
+  free(vtext);
   /* graph name and hparams: checkpoint_save writes the graph's own */
   char ts[32];
   snprintf(ts, sizeof ts, "%.3f", time_s);

@@ -8,6 +8,7 @@
 #define BC_TRAIN_UTIL_H
 
 #include "../runtime/backend.h"
+#include "../runtime/checkpoint.h"
 #include "dataset.h"
 #include "train.h"
 #include "vocab.h"
@@ -37,15 +38,80 @@ void train_sets_init(TrainSets *s, const Setting *user, int n_user);
 /* key = value (as %.17g, so every double is kept exactly); key is borrowed. */
 void train_sets_add(TrainSets *s, const char *key, double value);
 void train_sets_free(TrainSets *s);
-/* Each member of a checkpoint's hparams object {"name": number, ...} as a
- * setting; an error naming `file` when it is not such an object or has too
- * many members. */
-bool train_sets_add_hparams(TrainSets *s, const char *json, const char *file, Diag *d);
+/* Appends settings (borrowed), after which they override the earlier ones. */
+void train_sets_push(TrainSets *s, const Setting *user, int n_user);
 
-/* Graph `graph` of `model` compiled with the settings, for training (forward,
- * backward, Adam) or inference. */
-bool train_compile(Graph *g, const char *model, const char *graph, const TrainSets *s, bool train,
-                   Diag *d);
+/* ---- models (train_model.c) ---- */
+
+/* The model a run compiles: a YAML file on the disk, or the files a
+ * checkpoint carries (n_files > 0; they compile without the disk). */
+typedef struct {
+  const char *path;  /* the main file's name: messages and metadata */
+  SourceFile *files; /* owned */
+  int n_files;
+  char *owned_path;
+} TrainModel;
+
+/* models/bert.yaml beside the binary (a checkout's build/, or
+ * PREFIX/share/bertc/models for PREFIX/bin), else relative to the working
+ * folder; heap string. */
+char *train_default_model(void);
+/* The model in the YAML file `path` (NULL: train_default_model). */
+void train_model_file(TrainModel *m, const char *path);
+void train_model_free(TrainModel *m);
+
+/* A checkpoint a run starts from (--init, --resume, eval, predict): its
+ * metadata and hparams, read without its tensors. */
+typedef struct {
+  const char *path;
+  CheckpointInfo info; /* metadata and tensor list */
+  HParam *hparams;     /* names interned */
+  int n_hparams;
+} TrainOrigin;
+
+/* The metadata key of the vocabulary text a checkpoint carries. */
+#define TRAIN_META_VOCAB "vocab"
+
+/* Reads the checkpoint's header; an error naming it when it is not a bertc
+ * checkpoint. Free with train_origin_free (also on failure). */
+bool train_origin_read(TrainOrigin *s, const char *ckpt, Diag *d);
+void train_origin_free(TrainOrigin *s);
+const HParam *train_origin_hparam(const TrainOrigin *s, const char *name);
+/* The vocabulary the checkpoint carries (checkpoints written before they
+ * did: vocab.txt beside it), checked against its hash; v initialized here. */
+bool train_origin_vocab(const TrainOrigin *s, Vocab *v, Diag *d);
+/* The model to compile: `model_flag` (--model) when given, else the
+ * checkpoint's own files; adds the checkpoint's hparams to `sets` except
+ * those named in `skip` (NULL-terminated, may be NULL) and, with
+ * --model, those that model does not declare. */
+bool train_origin_model(TrainOrigin *s, const char *model_flag, TrainModel *m, TrainSets *sets,
+                        const char *const *skip, Diag *d);
+
+/* One error, naming the checkpoint and the settings of `sets` that differ
+ * from its hparams, when a parameter of g has another shape than the
+ * checkpoint's tensor of that name (a flag such as --set hidden=64 against
+ * a checkpoint of hidden 32). */
+bool train_origin_check_shapes(const TrainOrigin *s, const Graph *g, const TrainSets *sets, Diag *d);
+
+/* Graph `graph` of the model compiled with the settings, for training
+ * (forward, backward, Adam) or inference. */
+bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, bool train, Diag *d);
+/* Only expanded (graph NULL: the model's first graph; s may be NULL). */
+bool train_expand(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, Diag *d);
+
+/* What a task asks of a model (models/README.md): the graph it trains,
+ * the hparams it sets from its data, the inputs it can feed (the graph may
+ * take fewer, no others) and the outputs it reads (NULL-terminated lists). */
+typedef struct {
+  const char *task, *graph;
+  const char *const *hparams, *const *inputs, *const *outputs;
+} TrainContract;
+
+/* Whether the expanded graph g (of the model in `model_path`) offers what
+ * `c` asks: each missing piece one error naming the model file. */
+bool train_check_contract(const Graph *g, const char *model_path, const TrainContract *c, Diag *d);
+/* "a, b, c" of a NULL-terminated list into buf. */
+void train_contract_list(const char *const *names, char *buf, size_t n);
 /* The graph output named `name`, or -1. */
 ValueId train_output(const Graph *g, const char *name);
 /* Copies a batch's fields into the graph inputs of the same names, and `lr`
@@ -57,8 +123,9 @@ void train_vocab_hash(const Vocab *v, char buf[32]);
 /* Loads vocab.txt from the folder of `checkpoint` (v initialized here). */
 bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d);
 
-/* Writes <out>/checkpoint.safetensors of e at `step`. */
-bool train_save(const char *out, Exec *e, const char *model, int64_t step,
+/* Writes <out>/checkpoint.safetensors of e at `step`: the model's files
+ * (from e's graph), hparams, vocabulary and its hash, seed, time. */
+bool train_save(const char *out, Exec *e, const TrainModel *m, int64_t step,
                 uint64_t seed, const Vocab *v, double time_s, Diag *d);
 /* --resume: when `ckpt` exists, loads all of it (same vocabulary required)
  * and returns the step and training time it reached; without one the run

@@ -160,27 +160,41 @@ void vocab_build(Vocab *v, const TokenCounter *c, int min_freq) {
   find_reserved(v);
 }
 
-bool vocab_save(const Vocab *v, const char *path, Diag *d) {
-  /* whole, or not at all: a run folder's vocab.txt is what its checkpoints'
-   * hash refers to */
+char *vocab_text(const Vocab *v, size_t *n_bytes) {
   StrBuf b = {0};
+  strbuf_puts(&b, "");
   for (int i = 0; i < v->n; i++) {
     strbuf_puts(&b, v->tokens[i]);
     strbuf_putc(&b, '\n');
   }
-  bool ok = file_write_atomic(path, b.data ? b.data : "", b.n, d);
-  strbuf_free(&b);
+  if (n_bytes) *n_bytes = b.n;
+  return strbuf_take(&b);
+}
+
+bool vocab_save(const Vocab *v, const char *path, Diag *d) {
+  /* whole, or not at all: a run folder's vocab.txt is what its checkpoints'
+   * hash refers to */
+  size_t n;
+  char *text = vocab_text(v, &n);
+  bool ok = file_write_atomic(path, text, n, d);
+  free(text);
   return ok;
 }
 
 static long first_space(const char *s, size_t n);
 
 bool vocab_load(Vocab *v, const char *path, Diag *d) {
-  BC_ASSERT(v->n == 0 && !v->tokens);
-  const char *file = bc_intern(path);
   size_t n_bytes;
   char *buf = bc_read_file(path, &n_bytes, d);
   if (!buf) return false;
+  bool ok = vocab_parse(v, path, buf, n_bytes, d);
+  free(buf);
+  return ok;
+}
+
+bool vocab_parse(Vocab *v, const char *name, char *buf, size_t n_bytes, Diag *d) {
+  BC_ASSERT(v->n == 0 && !v->tokens);
+  const char *file = bc_intern(name);
   int n_errors = d->n_errors;
   if (n_bytes == 0) diag_error(d, (SrcLoc){file, 1, 1}, "empty vocabulary file");
   VEC(char *) toks = {0}; /* strings in v->arena_; the array becomes v->tokens */
@@ -224,7 +238,6 @@ bool vocab_load(Vocab *v, const char *path, Diag *d) {
       diag_error(d, (SrcLoc){file, 0, 0}, "the vocabulary lacks the reserved token %s",
                  reserved_tokens[i]);
   vec_free(&lines);
-  free(buf);
   if (d->n_errors != n_errors) {
     vocab_free(v); /* frees toks.data too */
     return false;

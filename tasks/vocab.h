@@ -75,6 +75,11 @@ bool vocab_save(const Vocab *v, const char *path, Diag *d);
  * UTF-8, whitespace inside a token, a repeated token, a missing reserved
  * token; returns false with `v` left empty. */
 bool vocab_load(Vocab *v, const char *path, Diag *d);
+/* vocab_load of the vocab.txt text buf[0..n_bytes) (modified: lines are cut
+ * in place; buf[n_bytes] must exist), errors naming `name`. */
+bool vocab_parse(Vocab *v, const char *name, char *buf, size_t n_bytes, Diag *d);
+/* The vocab.txt text of v (heap; NUL-terminated), its length in *n_bytes. */
+char *vocab_text(const Vocab *v, size_t *n_bytes);
 /* FNV-1a 64 of the vocab.txt bytes (each token followed by '\n'): a stable
  * fingerprint for checkpoint metadata. Print it as %016llx. */
 uint64_t vocab_hash(const Vocab *v);

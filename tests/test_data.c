@@ -591,25 +591,25 @@ TEST(snli_truncation_tie_pops_hypothesis) {
   diag_init(&d);
   int32_t tok[16], seg[16];
   /* 5 + 5 > 10 - 3: tie -> h 4; p longer -> p 4; tie -> h 3: <cls> 4 <sep> 3 <sep> */
-  int n = snli_encode_pair(&v, "the the the the zebra", "a a a a slept", 10, tok, seg, &d);
+  int n = snli_encode_pair(&v, "the the the the zebra", "a a a a slept", 10, tok, seg, NULL, &d);
   static const int32_t want1[10] = {CLS, THE, THE, THE, THE, SEP, A, A, A, SEP};
   CHECK_EQ_INT(n, 10);
   CHECK(memcmp(tok, want1, sizeof want1) == 0);
   static const int32_t wseg1[10] = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1};
   CHECK(memcmp(seg, wseg1, sizeof wseg1) == 0);
   /* 2 + 6 > 5: only the longer hypothesis shrinks, to 3 */
-  n = snli_encode_pair(&v, "The ZEBRA", "(a (a a)) apple slept .", 8, tok, seg, &d);
+  n = snli_encode_pair(&v, "The ZEBRA", "(a (a a)) apple slept .", 8, tok, seg, NULL, &d);
   static const int32_t want2[8] = {CLS, THE, ZEBRA, SEP, A, A, A, SEP};
   CHECK_EQ_INT(n, 8);
   CHECK(memcmp(tok, want2, sizeof want2) == 0);
   /* short pair: padded with <pad> and segment 0 */
-  n = snli_encode_pair(&v, "zebra", "", 8, tok, seg, &d);
+  n = snli_encode_pair(&v, "zebra", "", 8, tok, seg, NULL, &d);
   static const int32_t want3[8] = {CLS, ZEBRA, SEP, SEP, PAD, PAD, PAD, PAD};
   static const int32_t wseg3[8] = {0, 0, 0, 1, 0, 0, 0, 0};
   CHECK_EQ_INT(n, 4);
   CHECK(memcmp(tok, want3, sizeof want3) == 0);
   CHECK(memcmp(seg, wseg3, sizeof wseg3) == 0);
-  CHECK_EQ_INT(snli_encode_pair(&v, "bad \xff", "x", 8, tok, seg, &d), -1);
+  CHECK_EQ_INT(snli_encode_pair(&v, "bad \xff", "x", 8, tok, seg, NULL, &d), -1);
   check_error(&d, "error:", "premise: invalid UTF-8 at byte 4");
   vocab_free(&v);
   diag_free(&d);

@@ -151,17 +151,17 @@ TEST(plain_lines_exact) {
   t = 7.5;
   r = progress_update(p, 6, &(Metrics){.loss = loss[5], .acc = acc[5], .n_examples = 16});
   CHECK(r && r->step == 6); /* the last step closes its window */
-  progress_log(p, "epoch 2: test_acc %.2f%%", 80.0);
+  progress_log(p, "epoch 2: test acc %.3f", 0.8);
   t = 8;
-  progress_finish(p, "test_acc 80.00%");
+  progress_finish(p, "test acc 0.800");
   CHECK_STR(
       cap_text(&cap),
-      "snli epoch 1/2 batch 2/3 loss 0.9000 acc 62.50% ex/s 21.3 elapsed 0:00:03 eta 0:00:04\n"
-      "snli epoch 2/2 batch 1/3 loss 0.5000 acc 75.00% ex/s 32.0 elapsed 0:00:05 eta 0:00:02\n"
-      "snli epoch 2/2 batch 2/3 loss 0.3000 acc 100.00% ex/s 32.0 elapsed 0:00:06 eta 0:00:01\n"
-      "snli epoch 2/2 batch 3/3 loss 0.2000 acc 100.00% ex/s 10.7 elapsed 0:00:07 eta 0:00:00\n"
-      "epoch 2: test_acc 80.00%\n"
-      "snli done: 6 steps in 0:00:08, 22.0 ex/s; test_acc 80.00%\n");
+      "snli epoch 1/2 batch 2/3 loss 0.9000 train acc 0.625 ex/s 21.3 elapsed 0:00:03 eta 0:00:04\n"
+      "snli epoch 2/2 batch 1/3 loss 0.5000 train acc 0.750 ex/s 32.0 elapsed 0:00:05 eta 0:00:02\n"
+      "snli epoch 2/2 batch 2/3 loss 0.3000 train acc 1.000 ex/s 32.0 elapsed 0:00:06 eta 0:00:01\n"
+      "snli epoch 2/2 batch 3/3 loss 0.2000 train acc 1.000 ex/s 10.7 elapsed 0:00:07 eta 0:00:00\n"
+      "epoch 2: test acc 0.800\n"
+      "snli done: 6 steps in 0:00:08; test acc 0.800\n");
   for (const char *s = cap_text(&cap); *s; s++) CHECK(*s == '\n' || (*s >= 0x20 && *s < 0x7f));
   cap_close(&cap);
 }
@@ -209,7 +209,7 @@ TEST(plain_extras_time_window_resume) {
       cap_text(&cap),
       "pretrain step 103 loss 4.0000 mlm_loss 1.5000 nsp_loss 0.5000 ex/s 16.7 elapsed 0:00:03\n"
       "pretrain step 105 loss nan mlm_loss 1.5000 nsp_loss 0.5000 ex/s 6.7 elapsed 0:00:06\n"
-      "pretrain done: 5 steps in 0:00:06, 11.7 ex/s\n");
+      "pretrain done: 5 steps in 0:00:06\n");
   cap_close(&cap);
 }
 
@@ -250,21 +250,48 @@ TEST(terminal_rewrites_in_place) {
   int n_draw = count_char(out, '\r');
   CHECK_MSG(n_draw >= 15 && n_draw <= 25, "%d redraws", n_draw);
   CHECK(count_char(out, '\n') == 0);
-  CHECK(strncmp(out, "\rsnli step 1/1000 loss 1.0000 acc 50.00% ex/s ", 46) == 0);
+  CHECK(strncmp(out, "\rsnli step 1/1000 loss 1.0000 train acc 0.500 ex/s ", 51) == 0);
   /* ETA = 800 steps * 1.99 s / 199 steps, 8 s up to rounding */
   CHECK(strstr(
-      out, "\rsnli step 200/1000 loss 1.0000 acc 50.00% ex/s 800.0 elapsed 0:00:02 eta 0:00:0"));
+      out, "\rsnli step 200/1000 loss 1.0000 train acc 0.500 ex/s 800.0 elapsed 0:00:02 eta 0:00:0"));
   /* a message goes on its own line and the progress line comes back */
   progress_log(p, "saved checkpoint");
   CHECK(strstr(cap_text(&cap), "\r\033[Ksaved checkpoint\nsnli step 200/1000"));
   progress_finish(p, "ok");
   out = cap_text(&cap);
-  const char *tail = "\033[K\nsnli done: 200 steps in 0:00:02, 800.0 ex/s; ok\n";
+  const char *tail = "\033[K\nsnli done: 200 steps in 0:00:02; ok\n";
   CHECK(strlen(out) > strlen(tail) && strcmp(out + strlen(out) - strlen(tail), tail) == 0);
   cap_close(&cap);
 }
 
 /* Lines are cut to columns-1 characters so they never wrap. */
+/* The last epoch's summary is the last line before "done": the progress
+ * line is not drawn again after it. */
+TEST(terminal_last_summary_ends_the_progress) {
+  double t = 0;
+  Capture cap;
+  cap_open(&cap);
+  ProgressConfig c = {.task = "snli", .total_steps = 4, .steps_per_epoch = 2, .has_acc = true,
+                      .mode = PROGRESS_TERMINAL, .columns = 200, .clock = fake_now, .clock_ctx = &t};
+  Progress *p = progress_start(cap.f, &c);
+  for (int s = 1; s <= 4; s++) {
+    t = s;
+    progress_update(p, s, &(Metrics){.loss = 1, .acc = 0.5, .n_examples = 8});
+    if (s % 2 == 0) {
+      progress_flush(p);
+      progress_log(p, "snli epoch %d: test acc 0.500", s / 2);
+    }
+  }
+  progress_finish(p, NULL);
+  const char *out = cap_text(&cap);
+  /* epoch 1's summary brings the line back; epoch 2's does not */
+  CHECK(strstr(out, "snli epoch 1: test acc 0.500\nsnli epoch 1/2 batch 2/2"));
+  const char *tail = "\r\033[Ksnli epoch 2: test acc 0.500\nsnli done: 4 steps in 0:00:04\n";
+  CHECK_MSG(strlen(out) > strlen(tail) && strcmp(out + strlen(out) - strlen(tail), tail) == 0, "ends: %s",
+            out + (strlen(out) > 120 ? strlen(out) - 120 : 0));
+  cap_close(&cap);
+}
+
 TEST(terminal_truncates) {
   double t = 0;
   Capture cap;
