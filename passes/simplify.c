@@ -265,6 +265,7 @@ bool simplify_run(Graph *g, const OptSwitches *off, Diag *d) {
   for (int i = 0; i < g->outputs.n; i++) vec_push(&ng.outputs, map[g->outputs.data[i]]);
   ng.loss = g->loss >= 0 ? map[g->loss] : -1;
   for (int i = 0; i < g->hparams.n; i++) vec_push(&ng.hparams, g->hparams.data[i]);
+  graph_set_sources(&ng, g->sources.data, g->sources.n);
   free(map);
   free(b.table);
 
