@@ -197,18 +197,14 @@ bool expand_check_parse(Ctx *c, BlockDef *b, const YNode *v) {
 
 /* ---------------------------------------------------------- checking */
 
-/* `{shape(name)}`: the shape of value `name` of scope s, or NULL when the
- * piece is not of that form. */
-static const char *shape_piece(Ctx *c, Scope *s, const char *t, int len) {
+/* Whether an `{expr}` piece is `shape(name)` (spaces around allowed); the
+ * name in the arena. */
+static const char *shape_arg(Ctx *c, const char *t, int len) {
   while (len > 0 && (*t == ' ' || *t == '\t')) t++, len--;
   while (len > 0 && (t[len - 1] == ' ' || t[len - 1] == '\t')) len--;
   if (len < 8 || strncmp(t, "shape(", 6) != 0 || t[len - 1] != ')') return NULL;
   const char *name = arena_printf(&c->arena, "%.*s", len - 7, t + 6);
-  if (!expr_is_ident(name)) return NULL;
-  ValBind *b = expand_scope_find(s, name);
-  if (!b || b->v < 0) return NULL;
-  char buf[96];
-  return arena_strdup(&c->arena, shape_str(&c->g->values.data[b->v].shape, buf));
+  return expr_is_ident(name) ? name : NULL;
 }
 
 /* The message with its `{expr}` parts replaced, or NULL (reported). */
@@ -228,7 +224,16 @@ static const char *interpolate(Ctx *c, Scope *s, const YNode *msg) {
       }
       *o = '\0';
       piece = lit;
-    } else if (!(piece = shape_piece(c, s, msg->text + off, len))) {
+    } else if ((piece = shape_arg(c, msg->text + off, len))) {
+      ValBind *vb = expand_scope_find(s, piece);
+      if (!vb) {
+        diag_error(c->d, expr_loc(msg, off), "undefined value '%s'", piece);
+        return NULL;
+      }
+      if (vb->v < 0) return NULL; /* poisoned: reported */
+      char buf[96];
+      piece = arena_strdup(&c->arena, shape_str(&c->g->values.data[vb->v].shape, buf));
+    } else {
       Num v;
       if (!expr_eval(c, s, msg, off, len, &v)) return NULL;
       piece = num_text(c, v);

@@ -252,7 +252,8 @@ TEST(expressions_evaluate_like_python) {
       {"\"dim(x, 1) + a\"", 10}, {"$(a - b) * 2", 10},
       {"a > b", 1},            {"a <= b", 0},        {"a != 7", 0},       {"h < 1", 1},
       {"\"dim(x, 0) == b\"", 1}, {"rank(x) >= 3", 1}, {"dtype(x) == f32", 1},
-      {"dtype(x) != f32", 0},  {"a % b == 1", 1},
+      {"dtype(x) != f32", 0},  {"a % b == 1", 1},   {"a <= 7", 1},       {"a >= 7", 1},
+      {"b < 2", 0},            {"b > 2", 0},         {"h == 0.5", 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     double v = 0;
