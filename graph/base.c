@@ -153,6 +153,7 @@ void diag_free(Diag *d) {
   for (int i = 0; i < d->msgs.n; i++) free(d->msgs.data[i]);
   vec_free(&d->msgs);
   d->n_errors = 0;
+  d->n_unlisted = 0;
 }
 
 /* Line `line` (1-based) of `file`, without its newline, or NULL. */
@@ -176,8 +177,36 @@ static char *source_line(const char *file, int line) {
   return buf.data;
 }
 
+/* Whether a formatted message's heading line is an error (not a note). */
+static bool is_error_msg(const char *m) {
+  const char *nl = strchr(m, '\n');
+  size_t n = nl ? (size_t)(nl - m) : strlen(m);
+  if (strncmp(m, "error: ", 7) == 0) return true;
+  const char *p = strstr(m, ": error: ");
+  return p && (size_t)(p - m) < n;
+}
+
+/* Appends `msg` (owned) unless the same text is listed already or the list
+ * is full; then frees it. */
+static void list_message(Diag *d, char *msg) {
+  for (int i = 0; i < d->msgs.n; i++)
+    if (strcmp(d->msgs.data[i], msg) == 0) {
+      free(msg);
+      return;
+    }
+  if (d->msgs.n >= d->max_errors) {
+    if (is_error_msg(msg)) d->n_unlisted++;
+    free(msg);
+    return;
+  }
+  vec_push(&d->msgs, msg);
+}
+
 static void add_message(Diag *d, SrcLoc loc, const char *kind, const char *fmt, va_list ap) {
-  if (d->msgs.n >= d->max_errors) return;
+  if (d->msgs.n >= d->max_errors) {
+    if (strcmp(kind, "error") == 0) d->n_unlisted++;
+    return;
+  }
   char *msg;
   {
     va_list aq;
@@ -210,7 +239,7 @@ static void add_message(Diag *d, SrcLoc loc, const char *kind, const char *fmt, 
     free(head);
     free(src);
   }
-  vec_push(&d->msgs, full);
+  list_message(d, full);
 }
 
 void diag_verror(Diag *d, SrcLoc loc, const char *fmt, va_list ap) {
@@ -234,20 +263,18 @@ void diag_note(Diag *d, SrcLoc loc, const char *fmt, ...) {
 
 void diag_print(const Diag *d, FILE *f) {
   for (int i = 0; i < d->msgs.n; i++) fprintf(f, "%s\n", d->msgs.data[i]);
-  if (d->n_errors > d->max_errors)
-    fprintf(f, "(%d more errors not shown)\n", d->n_errors - d->max_errors);
+  if (d->n_unlisted > 0) fprintf(f, "(%d more errors not shown)\n", d->n_unlisted);
 }
 
 const char *diag_first(const Diag *d) { return d->msgs.n ? d->msgs.data[0] : ""; }
 
 void diag_merge(Diag *d, Diag *from) {
-  for (int i = 0; i < from->msgs.n; i++) {
-    if (d->msgs.n < d->max_errors) vec_push(&d->msgs, from->msgs.data[i]);
-    else free(from->msgs.data[i]);
-  }
+  for (int i = 0; i < from->msgs.n; i++) list_message(d, from->msgs.data[i]);
   d->n_errors += from->n_errors;
+  d->n_unlisted += from->n_unlisted;
   from->msgs.n = 0;
   from->n_errors = 0;
+  from->n_unlisted = 0;
 }
 
 char *bc_read_file(const char *path, size_t *n_bytes, Diag *d) {

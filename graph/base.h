@@ -97,11 +97,15 @@ const char *bc_intern(const char *s);
  *     <source line>
  *     <caret>
  * (the source line is read from the file named in the location). A function
- * that fails returns false/NULL/-1 and has added at least one error. */
+ * that fails returns false/NULL/-1 and has added at least one error.
+ * A message identical to one already listed (same location, same text) is
+ * not listed again, but an error still counts in n_errors: callers compare
+ * n_errors before and after a call to learn that it failed. */
 typedef struct {
-  VEC(char *) msgs; /* formatted messages, owned */
-  int n_errors;
-  int max_errors; /* stop recording past this many (default 20) */
+  VEC(char *) msgs; /* formatted messages, owned, each listed once */
+  int n_errors;     /* every error raised, repeats included */
+  int n_unlisted;   /* errors dropped because the list was full */
+  int max_errors;   /* stop recording past this many messages (default 20) */
 } Diag;
 void diag_init(Diag *d);
 void diag_free(Diag *d);

@@ -133,9 +133,10 @@ static bool attach(Loader *l, YNode *node, yaml_mark_t mark) {
 }
 
 static void open_collection(Loader *l, YNodeKind kind, const yaml_event_t *e,
-                            const yaml_char_t *anchor) {
+                            const yaml_char_t *anchor, bool flow) {
   Frame f = {0};
   f.node = new_node(l, kind, e->start_mark);
+  f.node->flow = flow;
   f.anchor = arena_str(l, anchor);
   vec_push(&l->stack, f);
 }
@@ -183,10 +184,12 @@ static bool handle_event(Loader *l, const yaml_event_t *e, bool *done) {
     return attach(l, n, e->start_mark);
   }
   case YAML_SEQUENCE_START_EVENT:
-    open_collection(l, YNODE_SEQ, e, e->data.sequence_start.anchor);
+    open_collection(l, YNODE_SEQ, e, e->data.sequence_start.anchor,
+                    e->data.sequence_start.style == YAML_FLOW_SEQUENCE_STYLE);
     return true;
   case YAML_MAPPING_START_EVENT:
-    open_collection(l, YNODE_MAP, e, e->data.mapping_start.anchor);
+    open_collection(l, YNODE_MAP, e, e->data.mapping_start.anchor,
+                    e->data.mapping_start.style == YAML_FLOW_MAPPING_STYLE);
     return true;
   case YAML_SEQUENCE_END_EVENT:
   case YAML_MAPPING_END_EVENT:

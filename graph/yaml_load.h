@@ -29,6 +29,7 @@ struct YNode {
   /* YNODE_SCALAR */
   const char *text; /* NUL-terminated; may contain NULs only if the YAML did */
   bool quoted;      /* '...', "...", | or > (anything but a plain scalar) */
+  bool flow;        /* a list or mapping written in flow style: [..] or {..} */
   /* YNODE_SEQ: items[0..n); YNODE_MAP: pairs[0..n) in file order */
   int n;
   YNode **items;

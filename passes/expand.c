@@ -7,7 +7,8 @@
  * calls recursively in scopes, `repeat` chains, implicit numpy broadcasts,
  * scalar literals as constants, parameters, outputs and the loss. The
  * scopes (expand_scope_*) live here; primitive and param nodes and graph
- * inputs in expand_prim.c.
+ * inputs in expand_prim.c; blocks' `require:` contracts, checked at each
+ * call before its nodes, in expand_check.c.
  *
  * Block attributes are evaluated lazily, in the scope of the caller that
  * wrote them, so `dim(x, -1)` in a call refers to the caller's `x` and a
@@ -66,7 +67,7 @@ const char *expand_scope_full_name(Ctx *c, const Scope *s, const char *local) {
   return bc_intern(t);
 }
 
-const AttrBind *expand_attr(const Scope *s, const char *name, size_t len) {
+AttrBind *expand_attr(const Scope *s, const char *name, size_t len) {
   if (!s) return NULL;
   for (int i = 0; i < s->n_attrs; i++)
     if (strlen(s->attrs[i].name) == len && strncmp(s->attrs[i].name, name, len) == 0)
@@ -172,6 +173,8 @@ static bool add_block(Ctx *c, const YPair *p) {
           }
         }
       }
+    } else if (strcmp(q->key, "require") == 0) {
+      ok = expand_check_parse(c, &b, v) && ok;
     } else if (strcmp(q->key, "nodes") == 0) {
       if (v->kind != YNODE_SEQ && !ynode_is_null(v)) {
         diag_error(c->d, v->loc, "'nodes' must be a list, got %s", ynode_kind_name(v->kind));
@@ -180,8 +183,9 @@ static bool add_block(Ctx *c, const YPair *p) {
         b.nodes = v;
       }
     } else {
-      diag_error(c->d, q->key_loc, "unknown key '%s' in block '%s' (expected in, out, attrs, nodes)",
-                 q->key, p->key);
+      diag_error(c->d, q->key_loc,
+                 "unknown key '%s' in block '%s' (expected in, out, attrs, require, nodes)", q->key,
+                 p->key);
       ok = false;
     }
   }
@@ -431,7 +435,8 @@ static void add_dep(Ctx *c, NodeSpec *ns, const char *name, SrcLoc loc) {
   ns->n_dep++;
 }
 
-/* Adds a dependency for each `dim(NAME` / `rank(NAME` in the scalars under n. */
+/* Adds a dependency for each `dim(NAME`, `rank(NAME`, `dtype(NAME` in the
+ * scalars under n. */
 static void scan_refs(Ctx *c, const YNode *n, NodeSpec *ns) {
   if (n->kind == YNODE_SEQ) {
     for (int i = 0; i < n->n; i++) scan_refs(c, n->items[i], ns);
@@ -444,7 +449,8 @@ static void scan_refs(Ctx *c, const YNode *n, NodeSpec *ns) {
     Tok b = expr_lex(s, a.pos + a.len);
     if (a.k == TK_IDENT && b.k == TK_LP &&
         ((a.name_len == 3 && !strncmp(s + a.name, "dim", 3)) ||
-         (a.name_len == 4 && !strncmp(s + a.name, "rank", 4)))) {
+         (a.name_len == 4 && !strncmp(s + a.name, "rank", 4)) ||
+         (a.name_len == 5 && !strncmp(s + a.name, "dtype", 5)))) {
       Tok v = expr_lex(s, b.pos + b.len);
       if (v.k == TK_IDENT) {
         char *name = arena_printf(&c->arena, "%.*s", v.name_len, s + v.name);
@@ -470,6 +476,7 @@ static bool parse_node(Ctx *c, const YNode *item, NodeSpec *ns) {
                ynode_kind_name(item->kind));
     return false;
   }
+  if (expand_check_split(c, item)) return false;
   const YNode *op = ynode_get(item, "op");
   if (!op) {
     diag_error(c->d, item->loc, "node has no 'op'");
@@ -716,7 +723,7 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
   for (int i = 0; i < n_attrs; i++) {
     const YPair *p = &b->attrs->pairs[i];
     const YNode *given = ynode_get(ns->map, p->key);
-    attrs[i] = (AttrBind){p->key, given ? given : p->value, given ? s : NULL};
+    attrs[i] = (AttrBind){p->key, given ? given : p->value, given ? s : NULL, false};
   }
   const char *base = s->prefix ? arena_printf(&c->arena, "%s.%s", s->prefix, scope_name) : scope_name;
   /* one scope, one call: else parameters would clash and random streams repeat */
@@ -739,6 +746,7 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
   bool ok = true;
   b->active = true;
   vec_push(&c->call_stack, b);
+  vec_push(&c->call_locs, ns->loc);
   for (int64_t r = 0; r < repeat && ok; r++) {
     Scope inner = {0};
     inner.prefix = bc_intern(rep ? arena_printf(&c->arena, "%s.%lld", base, (long long)r) : base);
@@ -746,7 +754,7 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
     inner.n_attrs = n_attrs;
     for (int i = 0; i < b->n_in; i++) expand_scope_bind(&inner, b->in[i], in[i], b->in_loc[i]);
     int err0 = c->d->n_errors;
-    expand_nodes(c, &inner, b->nodes);
+    if (expand_check_block(c, b, &inner)) expand_nodes(c, &inner, b->nodes);
     ok = c->d->n_errors == err0;
     if (!ok) diag_note(c->d, ns->loc, "in block '%s' as '%s'", b->name, inner.prefix);
     for (int i = 0; ok && i < b->n_out; i++) {
@@ -765,6 +773,7 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
     vec_free(&inner.vals);
   }
   c->call_stack.n--;
+  c->call_locs.n--;
   b->active = false;
   if (!ok) {
     b->failed = true;
@@ -855,6 +864,7 @@ static void ctx_free(Ctx *c) {
   vec_free(&c->blocks);
   vec_free(&c->hparams);
   vec_free(&c->call_stack);
+  vec_free(&c->call_locs);
   vec_free(&c->scopes);
   arena_free(&c->arena);
 }

@@ -1,8 +1,9 @@
 /* expand.h — private to the model front end (expand.c, expand_prim.c,
- * expr.c): the expansion context, scopes of values and block attributes
- * (expand.c), primitive and param nodes (expand_prim.c), and the expression
- * evaluator that shape dims and numeric attributes go through (expr.c).
- * Nothing outside those three files includes this. */
+ * expand_check.c, expr.c): the expansion context, scopes of values and
+ * block attributes (expand.c), primitive and param nodes (expand_prim.c),
+ * blocks' contracts (expand_check.c), and the expression evaluator that
+ * shape dims, numeric attributes and contracts go through (expr.c).
+ * Nothing outside those four files includes this. */
 #ifndef BC_EXPAND_H
 #define BC_EXPAND_H
 
@@ -12,11 +13,13 @@
 #define VID_POISON (-2) /* a value whose node failed; readers are skipped */
 
 /* A number of an expression: integers stay integers (dims, axes), floats
- * (scales, probabilities) stay floats. */
+ * (scales, probabilities) stay floats. A dtype (dtype(x), f32, i32) is an
+ * integer with is_dtype set (i: the DType); only comparisons accept it. */
 typedef struct {
   bool is_int;
   int64_t i;
   double f;
+  bool is_dtype;
 } Num;
 
 static inline double expr_num_f(Num n) { return n.is_int ? (double)n.i : n.f; }
@@ -34,12 +37,13 @@ typedef struct {
   const char *name;
   const YNode *node;
   struct Scope *env;
+  bool failed; /* its evaluation as a number failed (reported); later uses fail silently */
 } AttrBind;
 
 typedef struct Scope {
   const char *prefix; /* full scope path; NULL at a graph's top level */
   VEC(ValBind) vals;
-  const AttrBind *attrs;
+  AttrBind *attrs;
   int n_attrs;
 } Scope;
 
@@ -52,6 +56,7 @@ typedef struct {
   SrcLoc *in_loc, *out_loc;
   int n_in, n_out;
   const YNode *attrs; /* mapping name -> default (null = required), or NULL */
+  const YNode *require; /* list of {that, error} (expand_check.c), or NULL */
   const YNode *nodes; /* list, or NULL */
   bool active;        /* being expanded (recursion check) */
   bool failed;        /* an instance failed: later calls are skipped silently */
@@ -70,6 +75,7 @@ typedef struct {
   Num value;
   SrcLoc loc;
 } HP;
+typedef VEC(const HP *) HPRefs;
 
 /* One expansion: the loaded files, blocks, hparams and the graph built. */
 typedef struct {
@@ -79,6 +85,8 @@ typedef struct {
   VEC(BlockDef) blocks;
   VEC(HP) hparams;
   VEC(BlockDef *) call_stack;
+  VEC(SrcLoc) call_locs; /* where each block of call_stack was called */
+  HPRefs *hp_read;       /* when set, expressions record the hparams they read */
   VEC(ValBind) scopes; /* scopes of block instances so far (name) and their calls (loc) */
   const YNode *root;   /* main file */
   Graph *g;            /* NULL when only listing graphs */
@@ -87,7 +95,7 @@ typedef struct {
 } Ctx;
 
 /* Tokens of expressions (expr_lex). */
-typedef enum { TK_END, TK_NUM, TK_IDENT, TK_OP, TK_LP, TK_RP, TK_COMMA, TK_BAD } TokKind;
+typedef enum { TK_END, TK_NUM, TK_IDENT, TK_OP, TK_CMP, TK_LP, TK_RP, TK_COMMA, TK_BAD } TokKind;
 typedef struct {
   TokKind k;
   int pos, len;      /* the token's bytes */
@@ -105,9 +113,14 @@ Tok expr_lex(const char *s, int pos);
 
 /* Evaluates scalar `n` in scope `env` (NULL: hparams only): numbers, names
  * (block attributes of env, then hparams; bare or `$`), + - * / // % ( ),
- * unary minus, dim(value, axis), rank(value). False with an error at the
- * offending token. */
+ * unary minus, dim(value, axis), rank(value), one comparison (== != < <=
+ * > >=: 1 or 0). False with an error at the offending token; a dtype result
+ * is an error. */
 bool expr_num(Ctx *c, Scope *env, const YNode *n, Num *out);
+/* The same over bytes [off, off + len) of n's text (len < 0: to its end),
+ * errors located in n; the result may also be a dtype (dtype(value), f32,
+ * i32), which compares with == and != only. */
+bool expr_eval(Ctx *c, Scope *env, const YNode *n, int off, int len, Num *out);
 /* Same, requiring an integer (an integral float is accepted); `what` names
  * it in the error ("a dimension must be an integer, got 3.5"). */
 bool expr_int(Ctx *c, Scope *env, const YNode *n, const char *what, int64_t *out);
@@ -126,7 +139,7 @@ void expand_scope_bind(Scope *s, const char *name, ValueId v, SrcLoc loc);
 /* The full (scope-path) name of local name `local`, interned. */
 const char *expand_scope_full_name(Ctx *c, const Scope *s, const char *local);
 /* Block attribute `name` (len bytes) of scope s (may be NULL), or NULL. */
-const AttrBind *expand_attr(const Scope *s, const char *name, size_t len);
+AttrBind *expand_attr(const Scope *s, const char *name, size_t len);
 const HP *expand_hparam(Ctx *c, const char *name, size_t len);
 /* Whether an `in` entry is a number or an expression, not a value name. */
 bool expand_is_literal(const YNode *n);
@@ -173,5 +186,18 @@ bool expand_prim_inputs(Ctx *c, Scope *top, const YNode *inputs);
 /* "did you mean 'x'?" for an unknown op name, or the list of primitives
  * (in c's arena). */
 const char *expand_prim_suggest(Ctx *c, const char *name);
+
+/* ---- expand_check.c ---- */
+
+/* Checks the structure of block b's `require:` list v and stores it in b;
+ * false with errors. */
+bool expand_check_parse(Ctx *c, BlockDef *b, const YNode *v);
+/* Evaluates b's requirements in the scope of one of its instances (inputs
+ * and attributes bound, no nodes yet; c->call_locs ends with this call);
+ * false with the first broken one's error at the user's call site. */
+bool expand_check_block(Ctx *c, const BlockDef *b, Scope *inner);
+/* Reports an expression a YAML flow collection under n cut at a comma
+ * (`[dim(x, 0)]` read as `dim(x` and `0)`); true when it found one. */
+bool expand_check_split(Ctx *c, const YNode *n);
 
 #endif

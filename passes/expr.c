@@ -1,11 +1,14 @@
 /* expr.c — the expressions of model files: shape dims, numeric attributes,
- * repeat counts and scalar constants. A recursive-descent evaluator over
- * the scalar's text with Python's arithmetic (// floors, % takes the sign
- * of the divisor, / of integers stays an integer only when exact), integer
- * overflow and division by zero reported at the operator.
+ * repeat counts, scalar constants and the conditions of a block's
+ * `require:`. A recursive-descent evaluator over the scalar's text with
+ * Python's arithmetic (// floors, % takes the sign of the divisor, / of
+ * integers stays an integer only when exact), integer overflow and division
+ * by zero reported at the operator, and one comparison (== != < <= > >=,
+ * 1 or 0) on top. dtype(v) and the names f32 and i32 are dtypes: they
+ * compare with == and != only, and are never a number.
  *
  * Not here: deciding which YAML scalars are expressions (expand.c) or any
- * graph building; dim() and rank() only read shapes of values in scope. */
+ * graph building; dim(), rank() and dtype() only read values in scope. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -44,12 +47,12 @@ bool expr_parse_number(const char *s, Num *out) {
   if (!is_float) {
     long long v = strtoll(s, &end, 10);
     if (*end || errno) return false;
-    *out = (Num){true, v, (double)v};
+    *out = (Num){true, v, (double)v, false};
     return true;
   }
   double v = strtod(s, &end);
   if (*end || errno || !isfinite(v)) return false;
-  *out = (Num){false, 0, v};
+  *out = (Num){false, 0, v, false};
   return true;
 }
 
@@ -106,6 +109,18 @@ Tok expr_lex(const char *s, int pos) {
     if (s[pos + 1] == '/') t.len = 2;
     break;
   case '+': case '-': case '*': case '%': t.k = TK_OP; break;
+  case '<': case '>': /* < <= > >= */
+    t.k = TK_CMP;
+    if (s[pos + 1] == '=') t.len = 2;
+    break;
+  case '=': case '!': /* == != ('=' and '!' alone are not operators) */
+    if (s[pos + 1] == '=') {
+      t.k = TK_CMP;
+      t.len = 2;
+    } else {
+      t.k = TK_BAD;
+    }
+    break;
   default: t.k = TK_BAD; break;
   }
   return t;
@@ -115,7 +130,8 @@ typedef struct {
   Ctx *c;
   Scope *env; /* may be NULL: hparams only */
   const YNode *n;
-  const char *s;
+  const char *s; /* the text parsed: n's, or a part of it starting at byte base */
+  int base;
   Tok t;
   int depth;
 } ExprParser;
@@ -125,7 +141,7 @@ static bool expr_fail(ExprParser *p, int off, const char *fmt, ...) BC_PRINTF(3,
 static bool expr_fail(ExprParser *p, int off, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  diag_verror(p->c->d, expr_loc(p->n, off), fmt, ap);
+  diag_verror(p->c->d, expr_loc(p->n, p->base + off), fmt, ap);
   va_end(ap);
   return false;
 }
@@ -142,6 +158,13 @@ static bool syntax_error(ExprParser *p) {
 }
 
 static bool parse_sum(ExprParser *p, Num *out);
+static bool eval(Ctx *c, Scope *env, const YNode *n, int off, int len, Num *out);
+
+/* A dtype where arithmetic needs a number: an error at byte `off`. */
+static bool not_number(ExprParser *p, int off, Num v) {
+  return expr_fail(p, off, "the dtype %s is not a number (dtypes compare with == and != only)",
+                   dtype_name((DType)v.i));
+}
 
 /* The Value bound to the identifier token `t` in the parser's scope. */
 static bool expr_value(ExprParser *p, const Tok *t, ValueId *v) {
@@ -156,9 +179,10 @@ static bool expr_value(ExprParser *p, const Tok *t, ValueId *v) {
 static bool parse_call(ExprParser *p, const Tok *fn, Num *out) {
   bool is_dim = fn->name_len == 3 && strncmp(p->s + fn->name, "dim", 3) == 0;
   bool is_rank = fn->name_len == 4 && strncmp(p->s + fn->name, "rank", 4) == 0;
-  if (!is_dim && !is_rank) {
+  bool is_dtype = fn->name_len == 5 && strncmp(p->s + fn->name, "dtype", 5) == 0;
+  if (!is_dim && !is_rank && !is_dtype) {
     char *name = arena_printf(&p->c->arena, "%.*s", fn->name_len, p->s + fn->name);
-    return expr_fail(p, fn->pos, "unknown function '%s' (expected dim or rank)", name);
+    return expr_fail(p, fn->pos, "unknown function '%s' (expected dim, rank or dtype)", name);
   }
   advance(p); /* ( */
   Tok arg = p->t;
@@ -167,10 +191,11 @@ static bool parse_call(ExprParser *p, const Tok *fn, Num *out) {
   if (!expr_value(p, &arg, &v)) return false;
   const Shape *sh = &p->c->g->values.data[v].shape;
   advance(p);
-  if (is_rank) {
+  if (is_rank || is_dtype) {
     if (p->t.k != TK_RP) return syntax_error(p);
     advance(p);
-    *out = (Num){true, sh->rank, sh->rank};
+    if (is_dtype) *out = (Num){true, p->c->g->values.data[v].dtype, 0, true};
+    else *out = (Num){true, sh->rank, sh->rank, false};
     return true;
   }
   if (p->t.k != TK_COMMA) return syntax_error(p);
@@ -187,7 +212,7 @@ static bool parse_call(ExprParser *p, const Tok *fn, Num *out) {
     return expr_fail(p, axis_pos, "dim(): axis %lld out of range for '%s' of shape %s",
                      (long long)ax.i, p->c->g->values.data[v].name, shape_str(sh, b));
   }
-  *out = (Num){true, sh->dim[a], (double)sh->dim[a]};
+  *out = (Num){true, sh->dim[a], (double)sh->dim[a], false};
   return true;
 }
 
@@ -211,23 +236,41 @@ static bool parse_primary(ExprParser *p, Num *out) {
   if (t.k != TK_IDENT) return syntax_error(p);
   advance(p);
   if (p->t.k == TK_LP) return parse_call(p, &t, out);
-  const AttrBind *ab = expand_attr(p->env, p->s + t.name, (size_t)t.name_len);
-  if (ab) return expr_num(p->c, ab->env, ab->node, out);
+  AttrBind *ab = expand_attr(p->env, p->s + t.name, (size_t)t.name_len);
+  if (ab) {
+    /* an attribute that failed once is reported once, not at every use */
+    if (ab->failed) return false;
+    if (eval(p->c, ab->env, ab->node, 0, -1, out)) return true;
+    ab->failed = true;
+    return false;
+  }
   const HP *hp = expand_hparam(p->c, p->s + t.name, (size_t)t.name_len);
   if (hp) {
+    if (p->c->hp_read) {
+      bool seen = false;
+      for (int i = 0; i < p->c->hp_read->n; i++) seen |= p->c->hp_read->data[i] == hp;
+      if (!seen) vec_push(p->c->hp_read, hp);
+    }
     *out = hp->value;
     return true;
   }
   char *name = arena_printf(&p->c->arena, "%.*s", t.name_len, p->s + t.name);
+  DType dt;
+  if (dtype_from_name(name, &dt)) {
+    *out = (Num){true, dt, 0, true};
+    return true;
+  }
   return expr_fail(p, t.pos, "unknown name '%s' (not an hparam or block attribute)", name);
 }
 
 static bool parse_unary(ExprParser *p, Num *out) {
   if (p->t.k == TK_OP && p->t.len == 1 && (p->s[p->t.pos] == '-' || p->s[p->t.pos] == '+')) {
     bool neg = p->s[p->t.pos] == '-';
+    int op_pos = p->t.pos;
     if (++p->depth > MAX_EXPR_DEPTH) return expr_fail(p, p->t.pos, "expression nested too deeply");
     advance(p);
     if (!parse_unary(p, out)) return false;
+    if (out->is_dtype) return not_number(p, op_pos, *out);
     p->depth--;
     if (neg) {
       if (out->is_int && out->i == INT64_MIN) return expr_fail(p, p->t.pos, "integer overflow");
@@ -247,6 +290,7 @@ static int64_t floor_div(int64_t a, int64_t b) {
 
 /* a (op) b for op in + - * / // %; integers stay integers where exact. */
 static bool apply(ExprParser *p, int op_pos, const char *op, Num a, Num b, Num *out) {
+  if (a.is_dtype || b.is_dtype) return not_number(p, op_pos, a.is_dtype ? a : b);
   bool ints = a.is_int && b.is_int;
   if ((op[0] == '/' || op[0] == '%') && expr_num_f(b) == 0)
     return expr_fail(p, op_pos, "division by zero in '%s'", p->s);
@@ -262,7 +306,7 @@ static bool apply(ExprParser *p, int op_pos, const char *op, Num a, Num b, Num *
       if (op[1] == '/') {
         r = floor_div(a.i, b.i);
       } else if (a.i % b.i != 0) {
-        *out = (Num){false, 0, (double)a.i / (double)b.i};
+        *out = (Num){false, 0, (double)a.i / (double)b.i, false};
         return true;
       } else {
         r = a.i / b.i;
@@ -270,7 +314,7 @@ static bool apply(ExprParser *p, int op_pos, const char *op, Num a, Num b, Num *
       break;
     }
     if (ovf) return expr_fail(p, op_pos, "integer overflow in '%s'", p->s);
-    *out = (Num){true, r, (double)r};
+    *out = (Num){true, r, (double)r, false};
     return true;
   }
   double x = expr_num_f(a), y = expr_num_f(b), r = 0;
@@ -282,7 +326,7 @@ static bool apply(ExprParser *p, int op_pos, const char *op, Num a, Num b, Num *
   case '/': r = op[1] == '/' ? floor(x / y) : x / y; break;
   }
   if (!isfinite(r)) return expr_fail(p, op_pos, "the result of '%s' is not finite", p->s);
-  *out = (Num){false, 0, r};
+  *out = (Num){false, 0, r, false};
   return true;
 }
 
@@ -312,8 +356,43 @@ static bool parse_sum(ExprParser *p, Num *out) {
   return true;
 }
 
-/* Evaluates the scalar `n` as a number in scope `env` (NULL: hparams only). */
-bool expr_num(Ctx *c, Scope *env, const YNode *n, Num *out) {
+/* sum [cmp sum]: one comparison, 1 when it holds, else 0 (no chains). */
+static bool parse_compare(ExprParser *p, Num *out) {
+  if (!parse_sum(p, out)) return false;
+  if (p->t.k != TK_CMP) return true;
+  const char *op = p->s + p->t.pos;
+  int op_pos = p->t.pos, len = p->t.len;
+  advance(p);
+  Num b;
+  if (!parse_sum(p, &b)) return false;
+  bool eq_ne = op[0] == '=' || op[0] == '!';
+  if (out->is_dtype != b.is_dtype) {
+    Num d = out->is_dtype ? *out : b;
+    return expr_fail(p, op_pos, "cannot compare the dtype %s with a number", dtype_name((DType)d.i));
+  }
+  if (out->is_dtype && !eq_ne)
+    return expr_fail(p, op_pos, "dtypes compare with == and != only, not '%.*s'", len, op);
+  int cmp; /* -1, 0, 1; integers compared exactly, values are finite */
+  if (out->is_int && b.is_int) {
+    cmp = (out->i > b.i) - (out->i < b.i);
+  } else {
+    double x = expr_num_f(*out), y = expr_num_f(b);
+    cmp = (x > y) - (x < y);
+  }
+  bool r = false;
+  switch (op[0]) {
+  case '=': r = cmp == 0; break;
+  case '!': r = cmp != 0; break;
+  case '<': r = len == 2 ? cmp <= 0 : cmp < 0; break;
+  case '>': r = len == 2 ? cmp >= 0 : cmp > 0; break;
+  }
+  *out = (Num){true, r, r, false};
+  return true;
+}
+
+/* Evaluates bytes [off, off + len) of scalar `n`'s text (len < 0: to the
+ * end) in scope `env`; the result may be a dtype. */
+static bool eval(Ctx *c, Scope *env, const YNode *n, int off, int len, Num *out) {
   if (n->kind != YNODE_SCALAR) {
     diag_error(c->d, n->loc, "expected a number, got %s", ynode_kind_name(n->kind));
     return false;
@@ -323,14 +402,28 @@ bool expr_num(Ctx *c, Scope *env, const YNode *n, Num *out) {
     diag_error(c->d, n->loc, "expected a number, got nothing");
     return false;
   }
-  ExprParser p = {c, env, n, n->text, {0}, 0};
+  const char *t = len < 0 ? n->text + off : arena_printf(&c->arena, "%.*s", len, n->text + off);
+  ExprParser p = {c, env, n, t, off, {0}, 0};
   /* `$expr`: a leading `$` before anything but a name only marks an expression */
-  const char *t = n->text;
   int start = t[0] == '$' && !((t[1] >= 'a' && t[1] <= 'z') || (t[1] >= 'A' && t[1] <= 'Z') || t[1] == '_');
   p.t = expr_lex(p.s, start);
-  if (!parse_sum(&p, out)) return false;
+  if (!parse_compare(&p, out)) return false;
   if (p.t.k != TK_END) return syntax_error(&p);
   return true;
+}
+
+/* Evaluates the scalar `n` as a number in scope `env` (NULL: hparams only). */
+bool expr_num(Ctx *c, Scope *env, const YNode *n, Num *out) {
+  if (!eval(c, env, n, 0, -1, out)) return false;
+  if (out->is_dtype) {
+    diag_error(c->d, n->loc, "expected a number, got the dtype %s", dtype_name((DType)out->i));
+    return false;
+  }
+  return true;
+}
+
+bool expr_eval(Ctx *c, Scope *env, const YNode *n, int off, int len, Num *out) {
+  return eval(c, env, n, off, len, out);
 }
 
 bool expr_int(Ctx *c, Scope *env, const YNode *n, const char *what, int64_t *out) {

@@ -250,6 +250,10 @@ TEST(expressions_evaluate_like_python) {
       {"$a * $b", 14},         {"1e-3", 0.001},      {".5 + 1.5", 2},     {"dim(x, 0)", 2},
       {"dim(x, -1) * 2", 8},   {"rank(x)", 3},       {"7.5 // 2", 3},     {"7.5 % 2", 1.5},
       {"\"dim(x, 1) + a\"", 10}, {"$(a - b) * 2", 10},
+      {"a > b", 1},            {"a <= b", 0},        {"a != 7", 0},       {"h < 1", 1},
+      {"\"dim(x, 0) == b\"", 1}, {"rank(x) >= 3", 1}, {"dtype(x) == f32", 1},
+      {"dtype(x) != f32", 0},  {"a % b == 1", 1},   {"a <= 7", 1},       {"a >= 7", 1},
+      {"b < 2", 0},            {"b > 2", 0},         {"h == 0.5", 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     double v = 0;
@@ -271,7 +275,13 @@ TEST(expression_errors) {
       {"a b", "error: unexpected 'b' in expression 'a b'"},
       {"a ; b", "error: unexpected character ';'"},
       {"c + 1", "error: unknown name 'c' (not an hparam or block attribute)"},
-      {"max(a, b)", "error: unknown function 'max' (expected dim or rank)"},
+      {"max(a, b)", "error: unknown function 'max' (expected dim, rank or dtype)"},
+      {"dtype(x)", "error: expected a number, got the dtype f32"},
+      {"dtype(x) + 1", "error: the dtype f32 is not a number"},
+      {"dtype(x) == 1", "error: cannot compare the dtype f32 with a number"},
+      {"dtype(x) < i32", "error: dtypes compare with == and != only, not '<'"},
+      {"a < b < 3", "error: unexpected '<' in expression 'a < b < 3'"},
+      {"a = b", "error: unexpected character '='"},
       {"dim(y, 0)", "error: undefined value 'y'"},
       {"dim(x, 3)", "error: dim(): axis 3 out of range for 'x' of shape [2, 3, 4]"},
       {"9223372036854775807 + 1", "error: integer overflow in '9223372036854775807 + 1'"},

@@ -2,9 +2,11 @@
 # tests/yaml_errors.sh — every broken model in tests/yaml_errors/ through the
 # bertc binary built with AddressSanitizer and UBSan: exit status 1, the
 # diagnostic announced by the file's `# expect:` line on stderr (FILE = the
-# path as passed, DIR = its folder), and no sanitizer report (leaks included).
-# `# args:` on the second line gives extra options. Skips (77) when
-# BERTC_ASAN is not set or not built (cmake -DBC_ASAN_TESTS=OFF).
+# path as passed, DIR = its folder), no other error (each mistake is
+# reported once), and no sanitizer report (leaks included). `# args:` on the
+# second line gives extra options. Then models/bert.yaml with `--set
+# heads=3`: one error, in the user's terms, at bert.yaml's line. Skips (77)
+# when BERTC_ASAN is not set or not built (cmake -DBC_ASAN_TESTS=OFF).
 set -u
 if [ -z "${BERTC_ASAN:-}" ] || [ ! -x "$BERTC_ASAN" ]; then
   echo "skip: BERTC_ASAN not built"
@@ -34,9 +36,22 @@ for f in "$dir"/*.yaml; do
     echo "FAIL: $f: stderr lacks the line"; echo "  want: $expect"
     echo "  got:  $(head -1 <<<"$err")"; fail=1
   fi
+  n_err=$(grep -cE '^(error: |[^ ].*: error: )' <<<"$err")
+  if [ "$n_err" -ne 1 ]; then
+    echo "FAIL: $f: $n_err errors, want 1:"; echo "$err" | sed 's/^/  /' | head -40; fail=1
+  fi
   if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error' <<<"$err"; then
     echo "FAIL: $f: sanitizer report:"; echo "$err" | sed 's/^/  /' | head -40; fail=1
   fi
 done
+# a library block's contract, broken by --set, on the real model
+err=$("$BERTC_ASAN" compile models/bert.yaml --set heads=3 2>&1 >/dev/null)
+rc=$?
+errs=$(grep -E '^(error: |[^ ].*: error: )' <<<"$err")
+if [ $rc -ne 1 ] || ! grep -qxE 'models/bert\.yaml:[0-9]+:[0-9]+: error: heads \(3\) must divide hidden \(128\)' <<<"$errs" ||
+   [ "$(wc -l <<<"$errs")" -ne 1 ]; then
+  echo "FAIL: bertc compile models/bert.yaml --set heads=3: exit $rc, want one error"
+  echo "$err" | sed 's/^/  /' | head -40; fail=1
+fi
 [ $fail -eq 0 ] && echo "ok: $n broken models rejected cleanly"
 exit $fail
