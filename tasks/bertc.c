@@ -33,8 +33,9 @@ static const char usage[] =
     "                      learning rate is the run-time input `lr`)\n"
     "  --dump              print the optimized graph in full\n"
     "  --dump-after STAGE  print what a stage of the pipeline made, or every\n"
-    "                      stage's (all): the graph after expand, autodiff,\n"
-    "                      optim, simplify, schedule; the fusion groups after\n"
+    "                      stage's (all): the graph after expand, autodiff\n"
+    "                      and optim (these two need --train), simplify,\n"
+    "                      schedule; the fusion groups after\n"
     "                      fuse, the kernels after lower, the arena layout\n"
     "                      after memplan (fuse, lower, memplan: cpu and cuda);\n"
     "                      with --train, schedule and lower also list the\n"
@@ -42,6 +43,11 @@ static const char usage[] =
     "                      (their gradients, bytes, and the node or kernel\n"
     "                      after which each is ready; BC_DIST_BUCKET_BYTES)\n"
     "  --dot FILE          write the optimized graph as Graphviz DOT\n"
+    "  --dot-level LEVEL   what --dot and -o's graph.dot draw: block (one node\n"
+    "                      per block instance, edges labelled with the types\n"
+    "                      crossing them) or node (every node, with its value\n"
+    "                      name and YAML line, block instances as clusters);\n"
+    "                      default block with --train, node without\n"
     "  --device NAME       backend the plan is for: cpu (default), cuda, cuda:N or\n"
     "                      interp (compiling needs no GPU)\n"
     "  -o DIR              write the plan as readable files: graph.txt (the\n"
@@ -102,7 +108,7 @@ static bool write_cuda(FILE *f, const Graph *g, const PlanFiles *pf, Diag *d) {
 
 /* Writes one plan file atomically (graph/fileio.h). */
 static bool write_file(const char *dir, const char *name, const Graph *g, WriteKind kind,
-                       const PlanFiles *pf, Diag *d) {
+                       const PlanFiles *pf, DotLevel dot_level, Diag *d) {
   char *path = bc_asprintf("%s/%s", dir, name);
   AtomicFile af;
   bool ok = file_atomic_begin(&af, path, d);
@@ -110,7 +116,7 @@ static bool write_file(const char *dir, const char *name, const Graph *g, WriteK
     FILE *f = af.f;
     switch (kind) {
     case WRITE_GRAPH: graph_print(g, f); break;
-    case WRITE_DOT: graph_print_dot(g, f); break;
+    case WRITE_DOT: graph_print_dot(g, dot_level, f); break;
     case WRITE_KERNELS: kernel_plan_print(g, pf->plan, f); break;
     case WRITE_MEMPLAN: memplan_print(g, pf->mem, f); break;
     case WRITE_LLVM: ok = write_llvm(f, pf, d); break;
@@ -128,7 +134,7 @@ static int cmd_compile(int argc, char **argv) {
   compile_options_default(&o);
   VEC(Setting) sets = {0};
   VEC(char *) owned = {0};
-  const char *dot_path = NULL, *out_dir = NULL, *device = "cpu";
+  const char *dot_path = NULL, *out_dir = NULL, *device = "cpu", *dot_level_arg = NULL;
   bool dump = false;
   int rc = 2;
   Diag d;
@@ -193,6 +199,13 @@ static int cmd_compile(int argc, char **argv) {
     } else if (strcmp(a, "--dot") == 0) {
       NEED_VAL();
       dot_path = val;
+    } else if (strcmp(a, "--dot-level") == 0) {
+      NEED_VAL();
+      if (strcmp(val, "block") != 0 && strcmp(val, "node") != 0) {
+        rc = bad_usage("--dot-level is block or node, got '%s'", val);
+        goto done;
+      }
+      dot_level_arg = val;
     } else if (strcmp(a, "--device") == 0) {
       NEED_VAL();
       device = val;
@@ -214,6 +227,17 @@ static int cmd_compile(int argc, char **argv) {
     rc = bad_usage("%s", "compile needs a model file");
     goto done;
   }
+  /* autodiff and optim run only for a training step: without --train
+   * there is nothing to dump after them */
+  if (!o.train && o.dump_after && (strcmp(o.dump_after, "autodiff") == 0 || strcmp(o.dump_after, "optim") == 0)) {
+    rc = bad_usage("--dump-after %s needs --train (the autodiff and optim stages build the training step)",
+                   o.dump_after);
+    goto done;
+  }
+  /* a training step has thousands of nodes, which dot cannot lay out in
+   * minutes: its default picture is the block view */
+  DotLevel dot_level = o.train ? DOT_BLOCKS : DOT_NODES;
+  if (dot_level_arg) dot_level = strcmp(dot_level_arg, "block") == 0 ? DOT_BLOCKS : DOT_NODES;
   int device_index;
   const Backend *backend = backend_parse(device, &device_index, &d);
   if (!backend) {
@@ -266,7 +290,7 @@ static int cmd_compile(int argc, char **argv) {
   if (dot_path) {
     AtomicFile af;
     if (!file_atomic_begin(&af, dot_path, &d)) goto done;
-    graph_print_dot(&g, af.f);
+    graph_print_dot(&g, dot_level, af.f);
     if (!file_atomic_commit(&af, &d)) goto done;
   }
   if (out_dir) {
@@ -274,14 +298,14 @@ static int cmd_compile(int argc, char **argv) {
       diag_error(&d, (SrcLoc){bc_intern(out_dir), 0, 0}, "cannot create directory: %s", strerror(errno));
       goto done;
     }
-    if (!write_file(out_dir, "graph.txt", &g, WRITE_GRAPH, NULL, &d)) goto done;
-    if (!write_file(out_dir, "graph.dot", &g, WRITE_DOT, NULL, &d)) goto done;
+    if (!write_file(out_dir, "graph.txt", &g, WRITE_GRAPH, NULL, dot_level, &d)) goto done;
+    if (!write_file(out_dir, "graph.dot", &g, WRITE_DOT, NULL, dot_level, &d)) goto done;
     if (compiled) {
       PlanFiles pf = {&plan, &mem};
-      if (!write_file(out_dir, "kernels.txt", &eg, WRITE_KERNELS, &pf, &d)) goto done;
-      if (!write_file(out_dir, "memplan.txt", &eg, WRITE_MEMPLAN, &pf, &d)) goto done;
-      if (llvm_jit_available() && !write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, &d)) goto done;
-      if (!write_file(out_dir, "kernels.cu", &eg, WRITE_CUDA, &pf, &d)) goto done;
+      if (!write_file(out_dir, "kernels.txt", &eg, WRITE_KERNELS, &pf, dot_level, &d)) goto done;
+      if (!write_file(out_dir, "memplan.txt", &eg, WRITE_MEMPLAN, &pf, dot_level, &d)) goto done;
+      if (llvm_jit_available() && !write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, dot_level, &d)) goto done;
+      if (!write_file(out_dir, "kernels.cu", &eg, WRITE_CUDA, &pf, dot_level, &d)) goto done;
     }
   }
   rc = 0;

@@ -48,6 +48,49 @@ if command -v dot >/dev/null; then
 else
   echo "FAIL: graphviz 'dot' is not installed (scripts/install-deps.sh installs it)"; fail=1
 fi
+check "--help documents --dot-level and its default" bash -c \
+  "'$BERTC' --help | grep -A5 -- '--dot-level LEVEL' | grep -q 'default block with --train, node without'"
+check "--dot-level takes block or node only (2)" bash -c \
+  "'$BERTC' compile models/bert.yaml --dot-level edges --dot '$tmp/x.dot' 2>/dev/null; [ \$? -eq 2 ]"
+# node level: every node says its value name, op, type and YAML line; block
+# instances are clusters nested as the blocks are (encoder > blk > 0 > attention)
+"$BERTC" compile models/bert.yaml --graph nli --dot "$tmp/nodes.dot" >/dev/null
+check "--dot nodes carry value name, op, type and file:line" \
+  grep -Eq 'label="encoder\.blk\.0\.attention\.[a-zA-Z_.%0-9]+\\nmatmul f32\[[0-9, ]+\]\\nmodels/lib/nn\.yaml:[0-9]+"' "$tmp/nodes.dot"
+check "--dot: block instances are nested clusters" bash -c \
+  "[ \$(awk '/^subgraph cluster_/{d++; if (d>m) m=d} /^}/{d--} END{print m+0}' '$tmp/nodes.dot') -ge 4 ] &&
+   grep -A1 '^subgraph cluster_' '$tmp/nodes.dot' | grep -q 'label=\"attention: multi_head_attention'"
+# block level, the default of a training step: few nodes, clusters, shapes on edges
+"$BERTC" compile models/bert.yaml --graph pretrain --train --dot "$tmp/blocks.dot" >/dev/null
+"$BERTC" compile models/bert.yaml --graph pretrain --train --dot-level node --dot "$tmp/train_nodes.dot" >/dev/null
+check "--train --dot draws the block view: under 150 nodes (the node view has over 1,000)" bash -c \
+  "[ \$(grep -Ec '^ +[bv][0-9]+ \\[' '$tmp/blocks.dot') -lt 150 ] && [ \$(grep -Ec '^ +[bv][0-9]+ \\[' '$tmp/train_nodes.dot') -gt 1000 ]"
+check "the block view has clusters, shapes on its edges, the backward and Adam" bash -c \
+  "grep -q '^subgraph cluster_' '$tmp/blocks.dot' && grep -Eq -- '-> b[0-9]+ \\[label=\"f32\\[8, 128, 128\\]' '$tmp/blocks.dot' &&
+   grep -q '(backward)' '$tmp/blocks.dot' && grep -q 'label=\"adam: adam' '$tmp/blocks.dot'"
+check "--dot-level block without --train draws the block view" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --dot-level block --dot '$tmp/nb.dot' >/dev/null && ! grep -q '(backward)' '$tmp/nb.dot' && [ \$(grep -Ec '^ +[bv][0-9]+ \\[' '$tmp/nb.dot') -lt 80 ]"
+if command -v dot >/dev/null; then
+  # only a small file is handed to dot: the node view of a training step
+  # does not lay out in ten minutes
+  check "the training step's block view renders with dot -Tsvg" bash -c \
+    "[ \$(wc -l < '$tmp/blocks.dot') -lt 2000 ] && dot -Tsvg '$tmp/blocks.dot' -o '$tmp/blocks.svg' && grep -q '<svg' '$tmp/blocks.svg'"
+fi
+
+# names in dumps: a constant CSE shares is named for its value, not its first use
+check "the loss's normalizer constant is named const.8, not after the attention" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph pretrain --train --dump > '$tmp/pt.txt' &&
+   id=\$(sed -n 's/^ *%[0-9]* nsp_loss : .* = div(%[0-9]*, \\(%[0-9]*\\)).*/\\1/p' '$tmp/pt.txt') && [ -n \"\$id\" ] &&
+   grep -q \"^ *\$id const\\.8 : \" '$tmp/pt.txt' && ! grep -q 'sqrt_d' '$tmp/pt.txt'"
+check "optimizer nodes, states and lr are attributed to the optimizer" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --train --dump-after optim > '$tmp/opt.txt' &&
+   [ \$(grep -c '@ <optimizer adam>\$' '$tmp/opt.txt') -gt 500 ] && ! grep -E 'adam[._].*@ models/' '$tmp/opt.txt' | grep -q . &&
+   grep -q '^  %[0-9]* lr : f32\\[\\]  @ <optimizer adam>\$' '$tmp/opt.txt'"
+for s in autodiff optim; do
+  check "--dump-after $s without --train is a usage error (2) naming --train" bash -c \
+    "out=\$('$BERTC' compile models/bert.yaml --graph nli --dump-after $s 2>&1); rc=\$?; [ \$rc -eq 2 ] && echo \"\$out\" | grep -q -- '--dump-after $s needs --train'"
+done
+
 check "-o writes the plan files" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli -o '$tmp/plan' >/dev/null && grep -q '^counts:' '$tmp/plan/graph.txt' && grep -q '^digraph' '$tmp/plan/graph.dot'"
 check "-o writes kernels, the memory plan and every kernel's LLVM IR" bash -c \
