@@ -51,10 +51,13 @@ static const char usage[] =
     "  --device NAME       backend the plan is for: cpu (default), cuda, cuda:N or\n"
     "                      interp (compiling needs no GPU)\n"
     "  -o DIR              write the plan as readable files: graph.txt (the\n"
-    "                      optimized graph), graph.dot, kernels.txt (fused\n"
-    "                      kernels and their YAML lines), memplan.txt (arena\n"
-    "                      layout), kernels.ll (LLVM IR of every CPU kernel),\n"
-    "                      kernels.cu (CUDA C of the same kernels)\n"
+    "                      optimized graph) and graph.dot; with cpu or cuda\n"
+    "                      also kernels.txt (fused kernels and their YAML\n"
+    "                      lines) and memplan.txt (arena layout), the same for\n"
+    "                      both; then what --device runs: cpu kernels.ll (the\n"
+    "                      LLVM IR of every kernel, as the JIT optimizes it),\n"
+    "                      cuda kernels.cu (their CUDA C, as NVRTC compiles it)\n"
+    "                      and launches.txt (each kernel's grid and block)\n"
     "  -h, --help          this text\n"
     "\n"
     "environment: BC_VERIFY=1 checks the plan after every stage; BC_DUMP=STAGE\n"
@@ -77,7 +80,7 @@ static bool parse_double(const char *s, double *out) {
   return *s && !*end && errno == 0;
 }
 
-typedef enum { WRITE_GRAPH, WRITE_DOT, WRITE_KERNELS, WRITE_MEMPLAN, WRITE_LLVM, WRITE_CUDA } WriteKind;
+typedef enum { WRITE_GRAPH, WRITE_DOT, WRITE_KERNELS, WRITE_MEMPLAN, WRITE_LLVM, WRITE_CUDA, WRITE_LAUNCHES } WriteKind;
 typedef struct {
   const KernelPlan *plan;
   const MemPlan *mem;
@@ -106,6 +109,30 @@ static bool write_cuda(FILE *f, const Graph *g, const PlanFiles *pf, Diag *d) {
   return src != NULL;
 }
 
+/* The launch configuration of every generated kernel, as runtime/cuda.c
+ * launches it (codegen/cuda_emit.h's CudaLaunch). */
+static bool write_launches(FILE *f, const Graph *g, const PlanFiles *pf, Diag *d) {
+  CudaLaunch *launches = bc_calloc((size_t)pf->plan->kernels.n + 1, sizeof(CudaLaunch));
+  char *src = cuda_emit_plan(g, pf->plan, launches, d);
+  if (src) {
+    fprintf(f, "# CUDA launch of every generated kernel, in execution order: a 1-D grid of\n"
+               "# `grid` blocks of `block` threads, `smem` bytes of dynamic shared memory\n"
+               "# (kernels use static shared memory only); grid 0: nothing to launch.\n"
+               "# The other kernels of kernels.txt are not listed: GEMMs are cuBLAS calls;\n"
+               "# gather, scatter-add and concat are the runtime's own code; aliases do no work.\n"
+               "#  kernel                                          grid  block  smem\n");
+    for (int i = 0; i < pf->plan->kernels.n; i++) {
+      const Kernel *k = &pf->plan->kernels.data[i];
+      if (k->kind != KERNEL_LOOP) continue;
+      fprintf(f, "%-44s %10lld %6d %5d\n", k->name, (long long)launches[i].grid, launches[i].block,
+              launches[i].smem_bytes);
+    }
+  }
+  free(src);
+  free(launches);
+  return src != NULL;
+}
+
 /* Writes one plan file atomically (graph/fileio.h). */
 static bool write_file(const char *dir, const char *name, const Graph *g, WriteKind kind,
                        const PlanFiles *pf, DotLevel dot_level, Diag *d) {
@@ -121,6 +148,7 @@ static bool write_file(const char *dir, const char *name, const Graph *g, WriteK
     case WRITE_MEMPLAN: memplan_print(g, pf->mem, f); break;
     case WRITE_LLVM: ok = write_llvm(f, pf, d); break;
     case WRITE_CUDA: ok = write_cuda(f, g, pf, d); break;
+    case WRITE_LAUNCHES: ok = write_launches(f, g, pf, d); break;
     }
     if (ok) ok = file_atomic_commit(&af, d);
     else file_atomic_abort(&af);
@@ -304,8 +332,14 @@ static int cmd_compile(int argc, char **argv) {
       PlanFiles pf = {&plan, &mem};
       if (!write_file(out_dir, "kernels.txt", &eg, WRITE_KERNELS, &pf, dot_level, &d)) goto done;
       if (!write_file(out_dir, "memplan.txt", &eg, WRITE_MEMPLAN, &pf, dot_level, &d)) goto done;
-      if (llvm_jit_available() && !write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, dot_level, &d)) goto done;
-      if (!write_file(out_dir, "kernels.cu", &eg, WRITE_CUDA, &pf, dot_level, &d)) goto done;
+      /* the code of the backend the plan is for: a compiled backend on the
+       * host runs the LLVM JIT's kernels, one with device memory CUDA's */
+      if (!backend->host_memory) {
+        if (!write_file(out_dir, "kernels.cu", &eg, WRITE_CUDA, &pf, dot_level, &d)) goto done;
+        if (!write_file(out_dir, "launches.txt", &eg, WRITE_LAUNCHES, &pf, dot_level, &d)) goto done;
+      } else if (llvm_jit_available() && !write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, dot_level, &d)) {
+        goto done;
+      }
     }
   }
   rc = 0;

@@ -120,6 +120,14 @@ check "bertrun eval takes one device (1)" bash -c \
   "out=\$('$BERTRUN' eval --task snli nonexistent.safetensors --data tests/data/sample --device cpu:0,1 2>&1); rc=\$?; echo \"\$out\" | grep -q 'names several devices' && [ \$rc -eq 1 ]"
 check "a missing model file is an error naming it (1)" bash -c \
   "out=\$('$BERTC' compile '$tmp/none.yaml' 2>&1); rc=\$?; echo \"\$out\" | grep -q 'none.yaml: error: cannot open file' && [ \$rc -eq 1 ]"
+check "--device cpu -o writes the LLVM IR, no CUDA files" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --device cpu -o '$tmp/pcpu' >/dev/null && [ -s '$tmp/pcpu/kernels.ll' ] && [ ! -e '$tmp/pcpu/kernels.cu' ] && [ ! -e '$tmp/pcpu/launches.txt' ]"
+check "--device cuda -o writes the CUDA C and each kernel's launch (grid, block), no LLVM IR" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --device cuda -o '$tmp/pcuda' >/dev/null && [ ! -e '$tmp/pcuda/kernels.ll' ] &&
+   [ \$(grep -Ec '^k[0-9]+_[a-z0-9_]+ +[1-9][0-9]* +(256|512) +0\$' '$tmp/pcuda/launches.txt') -eq \$(grep -c '^kernel .*\\[loop\\]' '$tmp/pcuda/kernels.txt') ] &&
+   cmp -s '$tmp/pcuda/kernels.txt' '$tmp/pcpu/kernels.txt' && cmp -s '$tmp/pcuda/memplan.txt' '$tmp/pcpu/memplan.txt'"
+check "--device interp -o writes the graph only" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --device interp -o '$tmp/pint' >/dev/null && [ \$(ls '$tmp/pint' | wc -l) -eq 2 ] && [ -s '$tmp/pint/graph.txt' ] && [ -s '$tmp/pint/graph.dot' ]"
 check "--device cuda -o writes the CUDA C of every generated kernel, repeats once (no GPU needed)" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --train --device cuda -o '$tmp/plan3' >/dev/null && [ \$(( \$(grep -c '__global__' '$tmp/plan3/kernels.cu') + \$(grep -c 'the same code as' '$tmp/plan3/kernels.cu') )) -eq \$(grep -c '^kernel .*\[loop\]' '$tmp/plan3/kernels.txt') ]"
 if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
