@@ -91,6 +91,11 @@ for s in autodiff optim; do
     "out=\$('$BERTC' compile models/bert.yaml --graph nli --dump-after $s 2>&1); rc=\$?; [ \$rc -eq 2 ] && echo \"\$out\" | grep -q -- '--dump-after $s needs --train'"
 done
 
+# models/README.md's library table says how each embedding table starts; the
+# graph says how it does
+check "models/README.md: the embedding table's init is the one the graph draws, N(0, 1)" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --dump | grep -q '^  %[0-9]* encoder.token_embedding.table : f32\\[[0-9, ]*\\] init=normal(1) ' &&
+   grep '^| .embedding. |' models/README.md | grep -q '.table. \\[n, units\\] N(0, 1) (.normal., scale 1'"
 check "-o writes the plan files" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli -o '$tmp/plan' >/dev/null && grep -q '^counts:' '$tmp/plan/graph.txt' && grep -q '^digraph' '$tmp/plan/graph.dot'"
 check "-o writes kernels, the memory plan and every kernel's LLVM IR" bash -c \
@@ -101,6 +106,13 @@ check "--dump-after lower lists kernels with their ops and YAML lines" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --dump-after lower | grep -A3 '^kernel .*reduce_max' | grep -q '@ models/lib/nn.yaml:[0-9]'"
 check "--dump-after memplan prints the arena layout" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --train --dump-after memplan | grep -q '^memplan: memory reduced from'"
+check "the memory plan explains its units: live ranges, pinned, bytes; and what the percentage is of" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph nli --train -o '$tmp/plan4' >/dev/null &&
+   sed -n '1,/^#   offset/p' '$tmp/plan4/memplan.txt' > '$tmp/mphead' &&
+   grep -q 'live \\[a, b\\]: the steps that use the buffer, as positions in' '$tmp/mphead' &&
+   grep -q 'the execution order of the [0-9]* nodes (0 to [0-9]*)' '$tmp/mphead' &&
+   grep -q 'Not listed: pinned values, [0-9]* bytes' '$tmp/mphead' && grep -q 'offset and bytes: .* in bytes' '$tmp/mphead' &&
+   grep -Eq '^memplan: memory reduced from [0-9]+ to [0-9]+ bytes \\([0-9.]+ MiB -> [0-9.]+ MiB: the arena is [0-9.]+% of the [0-9.]+ MiB one buffer per intermediate value would take\\)' '$tmp/plan4/memplan.txt'"
 check "the summary reports kernels and memory" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --train | grep -q '^kernels: [0-9]* ([0-9]* generated loops'"
 check "--device interp compiles without kernels" bash -c \
