@@ -147,6 +147,7 @@ static void emit_comment(Em *E, const char *how) {
     const char *nm = cuda_commentable(E->g->values.data[nd->out].name), *file = cuda_commentable(nd->loc.file);
     strbuf_printf(E->o, "//   %%%d %s = %s", nd->out, nm ? nm : "?", op_info[nd->op].name);
     if (file && nd->loc.line > 0) strbuf_printf(E->o, "  @ %s:%d", file, nd->loc.line);
+    else if (file) strbuf_printf(E->o, "  @ %s", file);
     strbuf_printf(E->o, "\n");
   }
   for (int j = 0; j < k->insts.n; j++) { /* generators and index math folded in */
@@ -160,6 +161,7 @@ static void emit_comment(Em *E, const char *how) {
     const char *nm = cuda_commentable(E->g->values.data[nd->out].name), *file = cuda_commentable(nd->loc.file);
     strbuf_printf(E->o, "//   %%%d %s = %s (recomputed)", nd->out, nm ? nm : "?", op_info[nd->op].name);
     if (file && nd->loc.line > 0) strbuf_printf(E->o, "  @ %s:%d", file, nd->loc.line);
+    else if (file) strbuf_printf(E->o, "  @ %s", file);
     strbuf_printf(E->o, "\n");
   }
 }

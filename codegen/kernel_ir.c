@@ -525,6 +525,7 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
       const Value *o = &g->values.data[n->out];
       fprintf(f, "    %%%d %s = %s", n->out, o->name, op_info[n->op].name);
       if (n->loc.file && n->loc.line > 0) fprintf(f, "  @ %s:%d", n->loc.file, n->loc.line);
+      else if (n->loc.file) fprintf(f, "  @ %s", n->loc.file);
       fputc('\n', f);
     }
     /* nodes recomputed inside (generators, index math folded into readers) */
@@ -538,6 +539,7 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
       const Node *n = &g->nodes.data[id];
       fprintf(f, "    %%%d %s = %s (recomputed)", n->out, g->values.data[n->out].name, op_info[n->op].name);
       if (n->loc.file && n->loc.line > 0) fprintf(f, "  @ %s:%d", n->loc.file, n->loc.line);
+      else if (n->loc.file) fprintf(f, "  @ %s", n->loc.file);
       fputc('\n', f);
     }
   }

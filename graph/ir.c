@@ -13,6 +13,7 @@ void graph_init(Graph *g, const char *name) {
   arena_init(&g->arena);
   g->name = bc_intern(name ? name : "graph");
   g->loss = -1;
+  g->cur_block = -1;
 }
 
 void graph_free(Graph *g) {
@@ -24,9 +25,11 @@ void graph_free(Graph *g) {
   vec_free(&g->outputs);
   vec_free(&g->hparams);
   vec_free(&g->sources);
+  vec_free(&g->blocks);
   arena_free(&g->arena);
   memset(g, 0, sizeof(*g));
   g->loss = -1;
+  g->cur_block = -1;
 }
 
 #define COPY_VEC(dst, src) \
@@ -48,6 +51,7 @@ void graph_copy(Graph *dst, const Graph *src) {
   COPY_VEC(&dst->outputs, &src->outputs);
   COPY_VEC(&dst->hparams, &src->hparams);
   graph_set_sources(dst, src->sources.data, src->sources.n);
+  COPY_VEC(&dst->blocks, &src->blocks);
   for (int i = 0; i < dst->nodes.n; i++) {
     Node *n = &dst->nodes.data[i];
     ValueId *in = arena_alloc(&dst->arena, sizeof(ValueId) * (size_t)(n->n_in ? n->n_in : 1));
@@ -57,6 +61,7 @@ void graph_copy(Graph *dst, const Graph *src) {
   dst->loss = src->loss;
   dst->cur_loc = src->cur_loc;
   dst->cur_scope = src->cur_scope;
+  dst->cur_block = src->cur_block;
 }
 
 void graph_set_sources(Graph *g, const SourceFile *files, int n) {
@@ -139,6 +144,7 @@ ValueId graph_op(Graph *g, Op op, int n_in, const ValueId *in, const Attrs *a, D
   n.in = arena_alloc(&g->arena, sizeof(ValueId) * (size_t)(n_in ? n_in : 1));
   if (n_in) memcpy(n.in, in, sizeof(ValueId) * (size_t)n_in);
   n.loc = g->cur_loc;
+  n.block = g->cur_block;
   n.a = attrs;
   NodeId id = g->nodes.n;
   char nm[64];
@@ -151,6 +157,29 @@ ValueId graph_op(Graph *g, Op op, int n_in, const ValueId *in, const Attrs *a, D
 }
 
 void graph_set_name(Graph *g, ValueId v, const char *name) { g->values.data[v].name = bc_intern(name); }
+
+BlockId graph_add_block(Graph *g, const char *path, const char *type, SrcLoc loc, BlockId parent) {
+  BC_ASSERT(parent >= -1 && parent < g->blocks.n);
+  vec_push(&g->blocks, ((BlockInst){bc_intern(path ? path : ""), bc_intern(type ? type : ""), loc, parent, -1, 0}));
+  return g->blocks.n - 1;
+}
+
+static int block_depth(const Graph *g, BlockId b) {
+  int d = 0;
+  for (; b >= 0; b = g->blocks.data[b].parent) d++;
+  return d;
+}
+
+BlockId graph_block_common(const Graph *g, BlockId a, BlockId b) {
+  int da = block_depth(g, a), db = block_depth(g, b);
+  for (; da > db; da--) a = g->blocks.data[a].parent;
+  for (; db > da; db--) b = g->blocks.data[b].parent;
+  while (a != b) {
+    a = g->blocks.data[a].parent;
+    b = g->blocks.data[b].parent;
+  }
+  return a;
+}
 
 ValueId *graph_compact(Graph *g, const bool *keep) {
   int nv = g->values.n, nn = g->nodes.n;

@@ -122,14 +122,32 @@ typedef struct {
   DType dtype;              /* cast, iota, constant */
 } Attrs;
 
+typedef int32_t BlockId; /* index in Graph.blocks; -1 = the graph itself */
+
 typedef struct {
   Op op;
   int n_in;
   ValueId *in; /* n_in ids, in the graph arena */
   ValueId out;
   SrcLoc loc; /* the YAML line it came from; pass-made nodes inherit it */
+  BlockId block; /* the block instance it belongs to (Graph.cur_block when made) */
   Attrs a;
 } Node;
+
+/* One instance of a YAML block: one call, or one round of a `repeat`
+ * (whose rounds sit in an instance of their own, the repeated call). The
+ * expand pass records them; autodiff adds the backward instance of each
+ * forward one whose nodes it differentiates, optim one for the optimizer.
+ * They only describe where nodes came from (DOT clusters, the block view);
+ * no pass reads them to decide anything. */
+typedef struct {
+  const char *path; /* scope of its values: "encoder.blk.0"; interned */
+  const char *type; /* the block's name in the YAML ("encoder_layer"), or "adam" */
+  SrcLoc loc;       /* the call */
+  BlockId parent;   /* the enclosing instance, -1 = the graph */
+  BlockId forward;  /* for a backward instance, the forward one; else -1 */
+  int repeat;       /* the repeated call: its number of rounds; else 0 */
+} BlockInst;
 
 typedef struct {
   const char *name;
@@ -153,10 +171,13 @@ typedef struct Graph {
   ValueId loss; /* -1 when the graph has none */
   VEC(HParam) hparams; /* as resolved when the model was expanded */
   VEC(SourceFile) sources; /* the model files it came from, main file first (strings in the arena) */
-  /* Builder context: nodes made by graph_op get this location, and their
-   * outputs a name under this scope ("scope/%id" when the caller gives none). */
+  VEC(BlockInst) blocks; /* parents before children */
+  /* Builder context: nodes made by graph_op get this location and block
+   * instance, and their outputs a name under this scope ("scope.%id" when
+   * the caller gives none). */
   SrcLoc cur_loc;
   const char *cur_scope;
+  BlockId cur_block;
 } Graph;
 
 void graph_init(Graph *g, const char *name);
@@ -179,6 +200,10 @@ double graph_hparam(const Graph *g, const char *name, double fallback);
  * nothing. `d` may be NULL only where an error is a bug (then BC_ASSERT). */
 ValueId graph_op(Graph *g, Op op, int n_in, const ValueId *in, const Attrs *a, Diag *d);
 void graph_set_name(Graph *g, ValueId v, const char *name);
+/* Appends a block instance and returns its id (parent must exist). */
+BlockId graph_add_block(Graph *g, const char *path, const char *type, SrcLoc loc, BlockId parent);
+/* The innermost instance enclosing both a and b (-1: only the graph). */
+BlockId graph_block_common(const Graph *g, BlockId a, BlockId b);
 
 /* Keeps the nodes with keep[i] true, renumbering nodes and values; values
  * that no kept node produces and that are not inputs/params/states go away.
@@ -227,7 +252,11 @@ bool graph_verify(const Graph *g, Diag *d);
 void graph_print(const Graph *g, FILE *f);
 void graph_print_summary(const Graph *g, FILE *f);
 /* Graphviz DOT form. */
-void graph_print_dot(const Graph *g, FILE *f);
+/* Graphviz DOT (graph/dot.c): every node, block instances as nested
+ * clusters (DOT_NODES), or one node per block instance with the types
+ * crossing between them on the edges (DOT_BLOCKS). */
+typedef enum { DOT_NODES, DOT_BLOCKS } DotLevel;
+void graph_print_dot(const Graph *g, DotLevel level, FILE *f);
 int64_t graph_param_elements(const Graph *g);
 
 #endif

@@ -1,6 +1,7 @@
 /* print.c — the canonical text form of a graph (deterministic: ids, names,
- * dtypes, shapes, attributes, YAML locations, then counts) and its Graphviz
- * DOT picture. Golden tests compare the text form, so change it knowingly. */
+ * dtypes, shapes, attributes, YAML locations, then counts); the Graphviz
+ * pictures are dot.c's. Golden tests compare the text form, so change it
+ * knowingly. */
 #include "ir.h"
 
 #include <string.h>
@@ -94,42 +95,4 @@ void graph_print(const Graph *g, FILE *f) {
   fputc('\n', f);
   if (g->loss >= 0) fprintf(f, "loss: %%%d\n", g->loss);
   graph_print_summary(g, f);
-}
-
-/* DOT ids and labels: names may contain any character, so escape quotes. */
-static void dot_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    if (*s == '"' || *s == '\\') fputc('\\', f);
-    fputc(*s, f);
-  }
-  fputc('"', f);
-}
-
-void graph_print_dot(const Graph *g, FILE *f) {
-  char b[96];
-  fprintf(f, "digraph ");
-  dot_str(f, g->name);
-  fprintf(f, " {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n");
-  for (int i = 0; i < g->values.n; i++) {
-    const Value *v = &g->values.data[i];
-    if (v->kind == VALUE_NODE) continue;
-    const char *shape = v->kind == VALUE_INPUT ? "box" : v->kind == VALUE_PARAM ? "ellipse" : "diamond";
-    const char *color = v->kind == VALUE_INPUT ? "lightblue" : v->kind == VALUE_PARAM ? "lightyellow" : "lightgrey";
-    fprintf(f, "  v%d [shape=%s, style=filled, fillcolor=%s, label=", i, shape, color);
-    char *label = bc_asprintf("%s\\n%s%s", v->name, dtype_name(v->dtype), shape_str(&v->shape, b));
-    fprintf(f, "\"%s\"];\n", label);
-    free(label);
-  }
-  for (int i = 0; i < g->nodes.n; i++) {
-    const Node *n = &g->nodes.data[i];
-    const Value *o = &g->values.data[n->out];
-    bool root = n->out == g->loss || (op_info[n->op].flags & OPF_SIDE_EFFECT);
-    fprintf(f, "  v%d [shape=box, style=\"rounded%s\", %slabel=\"%s\\n%s%s", n->out, root ? ",filled" : "",
-            root ? "fillcolor=salmon, " : "", op_info[n->op].name, dtype_name(o->dtype), shape_str(&o->shape, b));
-    if (n->loc.line > 0) fprintf(f, "\\nline %d", n->loc.line);
-    fprintf(f, "\"];\n");
-    for (int j = 0; j < n->n_in; j++) fprintf(f, "  v%d -> v%d;\n", n->in[j], n->out);
-  }
-  fprintf(f, "}\n");
 }

@@ -37,6 +37,9 @@ bool graph_verify(const Graph *g, Diag *d) {
                    op_info[n->op].name, vals[n->in[j]].name);
       }
     }
+    if (n->block < -1 || n->block >= g->blocks.n)
+      diag_error(d, n->loc, "internal: node %d (%s) names block instance %d of %d", i, op_info[n->op].name,
+                 n->block, g->blocks.n);
     if (d->n_errors != before) break;
     Attrs a = n->a;
     DType t;

@@ -14,7 +14,8 @@
  *
  * Not here: the VJP formulas (grad_rules.c), simplification of the result
  * (simplify.c), gradient checkpointing. Backward nodes inherit the forward
- * node's location and live under the scope "<forward value>.grad". */
+ * node's location and live under the scope "<forward value>.grad", in
+ * the backward instance of the forward node's block instance (ir.h). */
 #include "grad_rules.h"
 #include "passes.h"
 
@@ -41,6 +42,20 @@ static const char *grad_scope(Graph *g, ValueId v) {
   return len ? arena_printf(&g->arena, "%.*s.grad", len, name) : "grad";
 }
 
+/* The backward instance of forward block instance b (made on first use,
+ * its parent the backward instance of b's parent); -1 stays -1. */
+static BlockId backward_block(Graph *g, BlockId *memo, BlockId b) {
+  if (b < 0) return -1;
+  if (memo[b] < 0) {
+    BlockId parent = backward_block(g, memo, g->blocks.data[b].parent);
+    BlockInst f = g->blocks.data[b];
+    memo[b] = graph_add_block(g, f.path, f.type, f.loc, parent);
+    g->blocks.data[memo[b]].forward = b;
+    g->blocks.data[memo[b]].repeat = f.repeat;
+  }
+  return memo[b];
+}
+
 bool autodiff_run(Graph *g, Diag *d) {
   if (g->loss < 0) {
     diag_error(d, g->cur_loc, "graph '%s' has no loss to differentiate",
@@ -59,6 +74,10 @@ bool autodiff_run(Graph *g, Diag *d) {
   const int n_fwd_nodes = g->nodes.n, n_fwd_values = g->values.n;
   SrcLoc saved_loc = g->cur_loc;
   const char *saved_scope = g->cur_scope;
+  const BlockId saved_block = g->cur_block;
+  const int n_fwd_blocks = g->blocks.n;
+  BlockId *bwd = bc_malloc(sizeof(BlockId) * (size_t)(n_fwd_blocks + 1));
+  for (int i = 0; i < n_fwd_blocks; i++) bwd[i] = -1;
 
   /* needs[v]: v depends on an f32 parameter along differentiable edges. */
   bool *needs = bc_calloc((size_t)n_fwd_values, sizeof(bool));
@@ -76,6 +95,8 @@ bool autodiff_run(Graph *g, Diag *d) {
   if (needs[g->loss]) {
     g->cur_loc = val(g, g->loss)->loc;
     g->cur_scope = grad_scope(g, g->loss);
+    NodeId ln = val(g, g->loss)->node;
+    g->cur_block = ln >= 0 ? backward_block(g, bwd, g->nodes.data[ln].block) : -1;
     acc[g->loss] = graph_const_like(g, 1.0, g->loss);
   }
 
@@ -97,6 +118,7 @@ bool autodiff_run(Graph *g, Diag *d) {
     if (!any) continue;
     g->cur_loc = n.loc;
     g->cur_scope = grad_scope(g, n.out);
+    g->cur_block = backward_block(g, bwd, n.block);
     grad_rule_apply(g, &n, gy, want.data, gin.data);
     for (int k = 0; k < n.n_in; k++)
       if (want.data[k] && gin.data[k] >= 0) accumulate(g, acc, n.in[k], gin.data[k]);
@@ -109,6 +131,7 @@ bool autodiff_run(Graph *g, Diag *d) {
    * parameters keeps the first name). */
   /* zero gradients below add at most one value per parameter */
   bool *named = bc_calloc((size_t)(g->values.n + g->params.n), sizeof(bool));
+  g->cur_block = -1;
   for (int i = 0; i < g->params.n; i++) {
     ValueId p = g->params.data[i];
     ValueId gp = acc[p];
@@ -122,9 +145,11 @@ bool autodiff_run(Graph *g, Diag *d) {
     g->values.data[p].grad = gp;
   }
   free(named);
+  free(bwd);
   free(acc);
   free(needs);
   g->cur_loc = saved_loc;
   g->cur_scope = saved_scope;
+  g->cur_block = saved_block;
   return true;
 }

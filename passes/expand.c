@@ -747,9 +747,17 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
   b->active = true;
   vec_push(&c->call_stack, b);
   vec_push(&c->call_locs, ns->loc);
+  /* block instances for DOT: the repeated call holds one per round */
+  const BlockId caller = g->cur_block;
+  BlockId group = caller;
+  if (rep) {
+    group = graph_add_block(g, base, b->name, ns->loc, caller);
+    g->blocks.data[group].repeat = (int)repeat;
+  }
   for (int64_t r = 0; r < repeat && ok; r++) {
     Scope inner = {0};
     inner.prefix = bc_intern(rep ? arena_printf(&c->arena, "%s.%lld", base, (long long)r) : base);
+    g->cur_block = graph_add_block(g, inner.prefix, b->name, ns->loc, group);
     inner.attrs = attrs;
     inner.n_attrs = n_attrs;
     for (int i = 0; i < b->n_in; i++) expand_scope_bind(&inner, b->in[i], in[i], b->in_loc[i]);
@@ -775,6 +783,7 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
   c->call_stack.n--;
   c->call_locs.n--;
   b->active = false;
+  g->cur_block = caller;
   if (!ok) {
     b->failed = true;
     return false;

@@ -466,6 +466,7 @@ void fusion_print(const Graph *g, const Fusion *f, FILE *out) {
       fprintf(out, "    %%%d %s = %s%s", n->out, g->values.data[n->out].name, op_info[n->op].name,
               f->materialized[n->out] ? "" : " (in registers)");
       if (n->loc.file && n->loc.line > 0) fprintf(out, "  @ %s:%d", n->loc.file, n->loc.line);
+      else if (n->loc.file) fprintf(out, "  @ %s", n->loc.file);
       fputc('\n', out);
     }
   }

@@ -376,10 +376,12 @@ static const char *human(int64_t b, char *buf) {
 void memplan_print_summary(const MemPlan *p, FILE *f) {
   char h1[32], h2[32], h3[32];
   int64_t x = p->sum_intermediate_bytes, y = p->arena_bytes;
-  fprintf(f, "memplan: memory reduced from %" PRId64 " to %" PRId64 " bytes (%s -> %s, %.1f%%)%s", x, y,
-          human(x, h1), human(y, h2), x > 0 ? 100.0 * (double)y / (double)x : 100.0,
+  fprintf(f,
+          "memplan: memory reduced from %" PRId64 " to %" PRId64 " bytes (%s -> %s: the arena is %.1f%% of "
+          "the %s one buffer per intermediate value would take)%s",
+          x, y, human(x, h1), human(y, h2), x > 0 ? 100.0 * (double)y / (double)x : 100.0, h1,
           p->disabled ? " [planning disabled]" : "");
-  fprintf(f, "; pinned %" PRId64 " bytes (%s); %d in place, %d views\n", p->pinned_bytes,
+  fprintf(f, "; pinned %" PRId64 " bytes (%s) besides; %d in place, %d views\n", p->pinned_bytes,
           human(p->pinned_bytes, h3), p->n_inplace, p->n_views);
 }
 
@@ -407,7 +409,22 @@ static ValueId *sorted_of_kind(const MemPlan *p, int kind, int *n_out) {
 void memplan_print(const Graph *g, const MemPlan *p, FILE *f) {
   int n;
   ValueId *ids = sorted_of_kind(p, MEM_ARENA, &n);
-  fprintf(f, "# arena (%" PRId64 " bytes)\n#   offset      bytes  live         value\n", p->arena_bytes);
+  char h1[32], h2[32];
+  fprintf(f,
+          "# The arena: one block of %" PRId64 " bytes (%s) that the intermediate values of a step share.\n"
+          "# offset and bytes: where a value's buffer starts in the arena and its size, in bytes\n"
+          "# (offsets 64-byte aligned). live [a, b]: the steps that use the buffer, as positions in\n"
+          "# the execution order of the %d nodes (0 to %d): a, the node that writes it; b, the last\n"
+          "# node that reads it (inclusive); two values may share bytes only when these ranges do not\n"
+          "# overlap. \"in place of\" x: written over x's buffer as x dies; \"view of\" x: a reshape\n"
+          "# sharing x's buffer.\n"
+          "# Not listed: pinned values, %" PRId64 " bytes (%s) in a block of their own, each in its own\n"
+          "# region for the whole run: inputs, parameters, optimizer states, parameter gradients,\n"
+          "# outputs, the loss and the targets of assigns (they are read or kept outside the step).\n"
+          "# Nor values fused into a kernel, which need no buffer.\n"
+          "#   offset      bytes  live         value\n",
+          p->arena_bytes, human(p->arena_bytes, h1), g->nodes.n, g->nodes.n - 1, p->pinned_bytes,
+          human(p->pinned_bytes, h2));
   for (int k = 0; k < n; k++) {
     const MemSlot *s = &p->slots[ids[k]];
     char live[48];

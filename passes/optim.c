@@ -4,7 +4,8 @@
  * Requires: autodiff (every parameter has Value.grad).
  * Produces: the f32 scalar input "lr"; states "adam.t" (f32 scalar) and
  * "<param>.adam_m", "<param>.adam_v" (zeros); assigns of t, moments and
- * parameters, which backends apply after the step. Per element, with
+ * parameters, which backends apply after the step, all located at
+ * "<optimizer adam>" in the block instance "adam". Per element, with
  * t' = t + 1 (PyTorch / d2l Adam, weight decay as L2 added to the gradient):
  *   g' = g + wd p                         (only when wd > 0)
  *   m' = b1 m + (1 - b1) g'
@@ -74,17 +75,20 @@ bool optim_adam_run(Graph *g, const AdamOptions *o, Diag *d) {
   }
   SrcLoc saved_loc = g->cur_loc;
   const char *saved_scope = g->cur_scope;
-  g->cur_loc = val(g, g->loss)->loc;
+  const BlockId saved_block = g->cur_block;
+  /* Every node, state and input made here is the optimizer's, and says so:
+   * no YAML line asked for them. */
+  const SrcLoc adam_loc = {bc_intern("<optimizer adam>"), 0, 0};
+  g->cur_loc = adam_loc;
   ValueId lr = lr_input(g, d);
   if (lr < 0) {
     g->cur_loc = saved_loc;
     return false;
   }
+  g->cur_block = graph_add_block(g, "adam", "adam", adam_loc, -1);
 
-  /* Step counter and the per-step scalars shared by every parameter; they
-   * point at the loss, the line that asked for training. */
+  /* Step counter and the per-step scalars shared by every parameter. */
   g->cur_scope = "adam";
-  g->cur_loc = val(g, g->loss)->loc;
   Init zeros = {INIT_ZEROS, 0.0};
   ValueId t = graph_add_state(g, "adam.t", DTYPE_F32, shape_of(0), zeros, g->cur_loc);
   ValueId t1 = bin(g, OP_ADD, t, scalar(g, 1.0));
@@ -98,7 +102,6 @@ bool optim_adam_run(Graph *g, const AdamOptions *o, Diag *d) {
     if (val(g, p)->dtype != DTYPE_F32) continue; /* integer params are not trained */
     const char *name = val(g, p)->name;
     Shape s = val(g, p)->shape;
-    g->cur_loc = val(g, p)->loc;
     g->cur_scope = arena_printf(&g->arena, "%s.adam", name);
     ValueId m = graph_add_state(g, arena_printf(&g->arena, "%s.adam_m", name), DTYPE_F32, s, zeros,
                                 g->cur_loc);
@@ -125,5 +128,6 @@ bool optim_adam_run(Graph *g, const AdamOptions *o, Diag *d) {
   }
   g->cur_loc = saved_loc;
   g->cur_scope = saved_scope;
+  g->cur_block = saved_block;
   return true;
 }

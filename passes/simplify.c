@@ -6,7 +6,10 @@
  * nodes (unless CSE is switched off: BC_NO_CSE), and only nodes that reach a root (outputs, the loss, parameter
  * gradients, assigns). Identities that could change NaN/Inf propagation
  * (x * 0 -> 0) are deliberately not applied. The one range fact used is that
- * `random` lies in [0, 1), which removes dropout when its rate is 0. */
+ * `random` lies in [0, 1), which removes dropout when its rate is 0.
+ * Names: a value CSE merged from differently named ones is named neutrally
+ * (merge_name); names never change what is computed. */
+#include "../graph/strbuf.h"
 #include "passes.h"
 
 #include <math.h>
@@ -18,6 +21,10 @@ typedef struct {
   ValueId *table; /* CSE hash table of value ids (open addressing), -1 empty */
   int cap;
   bool no_cse;    /* BC_NO_CSE: every node is built anew */
+  const Graph *old;     /* the graph being simplified */
+  const bool *old_root; /* old value ids: outputs, the loss, gradients */
+  bool *root;           /* new value ids: named after a root (n_root entries) */
+  int n_root;
 } Builder;
 
 static bool is_const(const Graph *g, ValueId v, double *out) {
@@ -93,6 +100,82 @@ static void table_grow(Builder *b) {
   b->cap = nc;
 }
 
+static bool is_root(const Builder *b, const Value *oldv) {
+  return b->old_root[oldv - b->old->values.data];
+}
+
+/* Length of the scope of a value name: all before its last component. */
+static size_t scope_len(const char *name) {
+  const char *dot = strrchr(name, '.');
+  return dot ? (size_t)(dot - name) : 0;
+}
+
+/* The block instance of a node merged from nodes in a and b: the innermost
+ * holding both; a backward node reusing a forward one's value (forward and
+ * backward instances are separate trees) counts as its forward instance. */
+static BlockId merged_block(const Graph *g, BlockId a, BlockId b) {
+  BlockId c = graph_block_common(g, a, b);
+  if (c >= 0 || a < 0 || b < 0) return c;
+  BlockId fa = g->blocks.data[a].forward, fb = g->blocks.data[b].forward;
+  if ((fa >= 0) == (fb >= 0)) return c;
+  return graph_block_common(g, fa >= 0 ? fa : a, fb >= 0 ? fb : b);
+}
+
+/* CSE found node `oldv` equal to the built value v. A survivor named after
+ * one of its uses would mislead (a constant 8 read by the loss called
+ * "encoder.blk.0.attention.sqrt_d"), so when the names differ it is named
+ * for what it is: a constant "const.<value>", anything else "%<id>" under
+ * the scopes the names share. Outputs, the loss and parameter gradients
+ * keep (or give) their names: the runtime finds them by name. The block
+ * instance becomes the innermost one holding both. */
+static void merge_name(Builder *b, ValueId v, const Node *old, const Value *oldv) {
+  Graph *g = b->g;
+  Node *n = &g->nodes.data[g->values.data[v].node];
+  n->block = merged_block(g, n->block, old->block);
+  const char *a = g->values.data[v].name, *o = oldv->name;
+  if (a == o || (v < b->n_root && b->root[v])) return;
+  if (is_root(b, oldv)) {
+    g->values.data[v].name = o;
+    if (v < b->n_root) b->root[v] = true;
+    return;
+  }
+  if (n->op == OP_CONSTANT) {
+    g->values.data[v].name = bc_intern(arena_printf(&g->arena, "const.%.9g", n->a.scalar));
+    return;
+  }
+  /* names of as many components: the differing ones become "*"
+   * ("encoder.blk.*.attention.weights.key_pos"), a differing "%id" the
+   * survivor's id */
+  int ca = 1, co = 1;
+  for (const char *p = a; *p; p++) ca += *p == '.';
+  for (const char *p = o; *p; p++) co += *p == '.';
+  if (ca == co) {
+    StrBuf nb = {0};
+    const char *p = a, *q = o;
+    for (int k = 0; k < ca; k++) {
+      size_t lp = strcspn(p, "."), lq = strcspn(q, ".");
+      if (k) strbuf_putc(&nb, '.');
+      if (lp == lq && strncmp(p, q, lp) == 0) strbuf_add(&nb, p, lp);
+      else if (k == ca - 1 && (p[0] == '%' || q[0] == '%')) strbuf_printf(&nb, "%%%d", v);
+      else strbuf_putc(&nb, '*');
+      p += lp + (p[lp] == '.');
+      q += lq + (q[lq] == '.');
+    }
+    g->values.data[v].name = bc_intern(nb.data);
+    strbuf_free(&nb);
+    return;
+  }
+  /* else "%id" under the scopes they share */
+  size_t la = scope_len(a), lo = scope_len(o), common = 0;
+  for (size_t k = 0; k <= la && k <= lo; k++) {
+    bool end_a = k == la || a[k] == '.', end_o = k == lo || o[k] == '.';
+    if (k > 0 && end_a && end_o) common = k; /* both at the end of a component */
+    if (k == la || k == lo || a[k] != o[k]) break;
+  }
+  g->values.data[v].name =
+      bc_intern(common ? arena_printf(&g->arena, "%.*s.%%%d", (int)common, a, v) : arena_printf(&g->arena, "%%%d", v));
+}
+
 /* The value computing op(in) in the new graph: an existing identical node,
  * or a new one. Random nodes with equal keys and shapes draw equal numbers,
  * so merging them is exact; assigns are never merged. */
@@ -103,12 +186,24 @@ static ValueId emit(Builder *b, const Node *old, const ValueId *in, const Value 
   if (cse && b->cap) {
     int j = (int)(h & (uint64_t)(b->cap - 1));
     for (; b->table[j] >= 0; j = (j + 1) & (b->cap - 1))
-      if (same_node(g, b->table[j], old->op, old->n_in, in, &old->a)) return b->table[j];
+      if (same_node(g, b->table[j], old->op, old->n_in, in, &old->a)) {
+        merge_name(b, b->table[j], old, oldv);
+        return b->table[j];
+      }
   }
   g->cur_loc = old->loc;
+  g->cur_block = old->block;
   ValueId v = graph_op(g, old->op, old->n_in, in, &old->a, NULL);
   g->values.data[v].name = oldv->name;
   g->values.data[v].loc = oldv->loc;
+  if (v >= b->n_root) {
+    int nc = b->n_root ? b->n_root * 2 : 1024;
+    while (nc <= v) nc *= 2;
+    b->root = bc_realloc(b->root, sizeof(bool) * (size_t)nc);
+    memset(b->root + b->n_root, 0, sizeof(bool) * (size_t)(nc - b->n_root));
+    b->n_root = nc;
+  }
+  b->root[v] = is_root(b, oldv);
   if (cse) {
     if ((g->nodes.n + 1) * 2 > b->cap) table_grow(b);
     int j = (int)(h & (uint64_t)(b->cap - 1));
@@ -138,10 +233,11 @@ static double fold_binary(Op op, double a, double b) {
   return 0;
 }
 
-static ValueId make_const(Builder *b, double v, const Value *like, SrcLoc loc) {
+static ValueId make_const(Builder *b, double v, const Value *like, const Node *from) {
   Node n = {0};
   n.op = OP_CONSTANT;
-  n.loc = loc;
+  n.loc = from->loc;
+  n.block = from->block;
   if (like->dtype == DTYPE_I32) v = (double)(int32_t)v;
   n.a.scalar = v;
   n.a.dtype = like->dtype;
@@ -160,26 +256,26 @@ static ValueId rewrite(Builder *b, const Node *n, const ValueId *in, const Value
     if (!is_const(g, in[i], NULL)) all_const = false;
   if (all_const) {
     is_const(g, in[0], &c0);
-    if (f & OPF_UNARY) return make_const(b, fold_unary(n->op, c0), oldv, n->loc);
+    if (f & OPF_UNARY) return make_const(b, fold_unary(n->op, c0), oldv, n);
     if (f & OPF_BINARY) {
       is_const(g, in[1], &c1);
-      return make_const(b, fold_binary(n->op, c0, c1), oldv, n->loc);
+      return make_const(b, fold_binary(n->op, c0, c1), oldv, n);
     }
     switch (n->op) {
     case OP_BROADCAST:
     case OP_RESHAPE:
     case OP_PERMUTE:
     case OP_SLICE:
-    case OP_REDUCE_MAX: return make_const(b, c0, oldv, n->loc);
-    case OP_CAST: return make_const(b, n->a.dtype == DTYPE_I32 ? trunc(c0) : c0, oldv, n->loc);
+    case OP_REDUCE_MAX: return make_const(b, c0, oldv, n);
+    case OP_CAST: return make_const(b, n->a.dtype == DTYPE_I32 ? trunc(c0) : c0, oldv, n);
     case OP_REDUCE_SUM: {
       const Shape *s = &g->values.data[in[0]].shape;
-      return make_const(b, c0 * (double)s->dim[n->a.axis], oldv, n->loc);
+      return make_const(b, c0 * (double)s->dim[n->a.axis], oldv, n);
     }
     case OP_SELECT:
       is_const(g, in[1], &c1);
       is_const(g, in[2], &c2);
-      return make_const(b, c0 != 0 ? c1 : c2, oldv, n->loc);
+      return make_const(b, c0 != 0 ? c1 : c2, oldv, n);
     default: break;
     }
   }
@@ -200,7 +296,7 @@ static ValueId rewrite(Builder *b, const Node *n, const ValueId *in, const Value
     break;
   case OP_LT: /* random < c with c <= 0 is never true */
     if (is_op(g, in[0], OP_RANDOM) && is_const(g, in[1], &c1) && c1 <= 0)
-      return make_const(b, 0, oldv, n->loc);
+      return make_const(b, 0, oldv, n);
     break;
   case OP_SELECT:
     if (is_const(g, in[0], &c0)) return c0 != 0 ? in[1] : in[2];
@@ -228,7 +324,16 @@ bool simplify_run(Graph *g, const OptSwitches *off, Diag *d) {
   (void)d;
   Graph ng;
   graph_init(&ng, g->name);
-  Builder b = {&ng, NULL, 0, off && off->cse};
+  /* the blocks stay: nodes keep their ids */
+  for (int i = 0; i < g->blocks.n; i++) vec_push(&ng.blocks, g->blocks.data[i]);
+  bool *old_root = bc_calloc((size_t)g->values.n + 1, sizeof(bool));
+  for (int i = 0; i < g->outputs.n; i++) old_root[g->outputs.data[i]] = true;
+  if (g->loss >= 0) old_root[g->loss] = true;
+  for (int i = 0; i < g->params.n; i++) {
+    ValueId gr = g->values.data[g->params.data[i]].grad;
+    if (gr >= 0) old_root[gr] = true;
+  }
+  Builder b = {&ng, NULL, 0, off && off->cse, g, old_root, NULL, 0};
   ValueId *map = bc_malloc(sizeof(ValueId) * (size_t)(g->values.n ? g->values.n : 1));
   for (int i = 0; i < g->values.n; i++) map[i] = -1;
   for (int i = 0; i < g->inputs.n; i++) {
@@ -268,6 +373,9 @@ bool simplify_run(Graph *g, const OptSwitches *off, Diag *d) {
   graph_set_sources(&ng, g->sources.data, g->sources.n);
   free(map);
   free(b.table);
+  free(b.root);
+  free(old_root);
+  ng.cur_block = -1;
 
   /* dead code: keep what the roots need */
   bool *live = bc_calloc((size_t)(ng.values.n ? ng.values.n : 1), sizeof(bool));

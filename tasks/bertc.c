@@ -33,8 +33,9 @@ static const char usage[] =
     "                      learning rate is the run-time input `lr`)\n"
     "  --dump              print the optimized graph in full\n"
     "  --dump-after STAGE  print what a stage of the pipeline made, or every\n"
-    "                      stage's (all): the graph after expand, autodiff,\n"
-    "                      optim, simplify, schedule; the fusion groups after\n"
+    "                      stage's (all): the graph after expand, autodiff\n"
+    "                      and optim (these two need --train), simplify,\n"
+    "                      schedule; the fusion groups after\n"
     "                      fuse, the kernels after lower, the arena layout\n"
     "                      after memplan (fuse, lower, memplan: cpu and cuda);\n"
     "                      with --train, schedule and lower also list the\n"
@@ -42,13 +43,21 @@ static const char usage[] =
     "                      (their gradients, bytes, and the node or kernel\n"
     "                      after which each is ready; BC_DIST_BUCKET_BYTES)\n"
     "  --dot FILE          write the optimized graph as Graphviz DOT\n"
+    "  --dot-level LEVEL   what --dot and -o's graph.dot draw: block (one node\n"
+    "                      per block instance, edges labelled with the types\n"
+    "                      crossing them) or node (every node, with its value\n"
+    "                      name and YAML line, block instances as clusters);\n"
+    "                      default block with --train, node without\n"
     "  --device NAME       backend the plan is for: cpu (default), cuda, cuda:N or\n"
     "                      interp (compiling needs no GPU)\n"
     "  -o DIR              write the plan as readable files: graph.txt (the\n"
-    "                      optimized graph), graph.dot, kernels.txt (fused\n"
-    "                      kernels and their YAML lines), memplan.txt (arena\n"
-    "                      layout), kernels.ll (LLVM IR of every CPU kernel),\n"
-    "                      kernels.cu (CUDA C of the same kernels)\n"
+    "                      optimized graph) and graph.dot; with cpu or cuda\n"
+    "                      also kernels.txt (fused kernels and their YAML\n"
+    "                      lines) and memplan.txt (arena layout), the same for\n"
+    "                      both; then what --device runs: cpu kernels.ll (the\n"
+    "                      LLVM IR of every kernel, as the JIT optimizes it),\n"
+    "                      cuda kernels.cu (their CUDA C, as NVRTC compiles it)\n"
+    "                      and launches.txt (each kernel's grid and block)\n"
     "  -h, --help          this text\n"
     "\n"
     "environment: BC_VERIFY=1 checks the plan after every stage; BC_DUMP=STAGE\n"
@@ -71,7 +80,7 @@ static bool parse_double(const char *s, double *out) {
   return *s && !*end && errno == 0;
 }
 
-typedef enum { WRITE_GRAPH, WRITE_DOT, WRITE_KERNELS, WRITE_MEMPLAN, WRITE_LLVM, WRITE_CUDA } WriteKind;
+typedef enum { WRITE_GRAPH, WRITE_DOT, WRITE_KERNELS, WRITE_MEMPLAN, WRITE_LLVM, WRITE_CUDA, WRITE_LAUNCHES } WriteKind;
 typedef struct {
   const KernelPlan *plan;
   const MemPlan *mem;
@@ -100,9 +109,33 @@ static bool write_cuda(FILE *f, const Graph *g, const PlanFiles *pf, Diag *d) {
   return src != NULL;
 }
 
+/* The launch configuration of every generated kernel, as runtime/cuda.c
+ * launches it (codegen/cuda_emit.h's CudaLaunch). */
+static bool write_launches(FILE *f, const Graph *g, const PlanFiles *pf, Diag *d) {
+  CudaLaunch *launches = bc_calloc((size_t)pf->plan->kernels.n + 1, sizeof(CudaLaunch));
+  char *src = cuda_emit_plan(g, pf->plan, launches, d);
+  if (src) {
+    fprintf(f, "# CUDA launch of every generated kernel, in execution order: a 1-D grid of\n"
+               "# `grid` blocks of `block` threads, `smem` bytes of dynamic shared memory\n"
+               "# (kernels use static shared memory only); grid 0: nothing to launch.\n"
+               "# The other kernels of kernels.txt are not listed: GEMMs are cuBLAS calls;\n"
+               "# gather, scatter-add and concat are the runtime's own code; aliases do no work.\n"
+               "#  kernel                                          grid  block  smem\n");
+    for (int i = 0; i < pf->plan->kernels.n; i++) {
+      const Kernel *k = &pf->plan->kernels.data[i];
+      if (k->kind != KERNEL_LOOP) continue;
+      fprintf(f, "%-44s %10lld %6d %5d\n", k->name, (long long)launches[i].grid, launches[i].block,
+              launches[i].smem_bytes);
+    }
+  }
+  free(src);
+  free(launches);
+  return src != NULL;
+}
+
 /* Writes one plan file atomically (graph/fileio.h). */
 static bool write_file(const char *dir, const char *name, const Graph *g, WriteKind kind,
-                       const PlanFiles *pf, Diag *d) {
+                       const PlanFiles *pf, DotLevel dot_level, Diag *d) {
   char *path = bc_asprintf("%s/%s", dir, name);
   AtomicFile af;
   bool ok = file_atomic_begin(&af, path, d);
@@ -110,11 +143,12 @@ static bool write_file(const char *dir, const char *name, const Graph *g, WriteK
     FILE *f = af.f;
     switch (kind) {
     case WRITE_GRAPH: graph_print(g, f); break;
-    case WRITE_DOT: graph_print_dot(g, f); break;
+    case WRITE_DOT: graph_print_dot(g, dot_level, f); break;
     case WRITE_KERNELS: kernel_plan_print(g, pf->plan, f); break;
     case WRITE_MEMPLAN: memplan_print(g, pf->mem, f); break;
     case WRITE_LLVM: ok = write_llvm(f, pf, d); break;
     case WRITE_CUDA: ok = write_cuda(f, g, pf, d); break;
+    case WRITE_LAUNCHES: ok = write_launches(f, g, pf, d); break;
     }
     if (ok) ok = file_atomic_commit(&af, d);
     else file_atomic_abort(&af);
@@ -128,7 +162,7 @@ static int cmd_compile(int argc, char **argv) {
   compile_options_default(&o);
   VEC(Setting) sets = {0};
   VEC(char *) owned = {0};
-  const char *dot_path = NULL, *out_dir = NULL, *device = "cpu";
+  const char *dot_path = NULL, *out_dir = NULL, *device = "cpu", *dot_level_arg = NULL;
   bool dump = false;
   int rc = 2;
   Diag d;
@@ -193,6 +227,13 @@ static int cmd_compile(int argc, char **argv) {
     } else if (strcmp(a, "--dot") == 0) {
       NEED_VAL();
       dot_path = val;
+    } else if (strcmp(a, "--dot-level") == 0) {
+      NEED_VAL();
+      if (strcmp(val, "block") != 0 && strcmp(val, "node") != 0) {
+        rc = bad_usage("--dot-level is block or node, got '%s'", val);
+        goto done;
+      }
+      dot_level_arg = val;
     } else if (strcmp(a, "--device") == 0) {
       NEED_VAL();
       device = val;
@@ -214,6 +255,17 @@ static int cmd_compile(int argc, char **argv) {
     rc = bad_usage("%s", "compile needs a model file");
     goto done;
   }
+  /* autodiff and optim run only for a training step: without --train
+   * there is nothing to dump after them */
+  if (!o.train && o.dump_after && (strcmp(o.dump_after, "autodiff") == 0 || strcmp(o.dump_after, "optim") == 0)) {
+    rc = bad_usage("--dump-after %s needs --train (the autodiff and optim stages build the training step)",
+                   o.dump_after);
+    goto done;
+  }
+  /* a training step has thousands of nodes, which dot cannot lay out in
+   * minutes: its default picture is the block view */
+  DotLevel dot_level = o.train ? DOT_BLOCKS : DOT_NODES;
+  if (dot_level_arg) dot_level = strcmp(dot_level_arg, "block") == 0 ? DOT_BLOCKS : DOT_NODES;
   int device_index;
   const Backend *backend = backend_parse(device, &device_index, &d);
   if (!backend) {
@@ -266,7 +318,7 @@ static int cmd_compile(int argc, char **argv) {
   if (dot_path) {
     AtomicFile af;
     if (!file_atomic_begin(&af, dot_path, &d)) goto done;
-    graph_print_dot(&g, af.f);
+    graph_print_dot(&g, dot_level, af.f);
     if (!file_atomic_commit(&af, &d)) goto done;
   }
   if (out_dir) {
@@ -274,14 +326,20 @@ static int cmd_compile(int argc, char **argv) {
       diag_error(&d, (SrcLoc){bc_intern(out_dir), 0, 0}, "cannot create directory: %s", strerror(errno));
       goto done;
     }
-    if (!write_file(out_dir, "graph.txt", &g, WRITE_GRAPH, NULL, &d)) goto done;
-    if (!write_file(out_dir, "graph.dot", &g, WRITE_DOT, NULL, &d)) goto done;
+    if (!write_file(out_dir, "graph.txt", &g, WRITE_GRAPH, NULL, dot_level, &d)) goto done;
+    if (!write_file(out_dir, "graph.dot", &g, WRITE_DOT, NULL, dot_level, &d)) goto done;
     if (compiled) {
       PlanFiles pf = {&plan, &mem};
-      if (!write_file(out_dir, "kernels.txt", &eg, WRITE_KERNELS, &pf, &d)) goto done;
-      if (!write_file(out_dir, "memplan.txt", &eg, WRITE_MEMPLAN, &pf, &d)) goto done;
-      if (llvm_jit_available() && !write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, &d)) goto done;
-      if (!write_file(out_dir, "kernels.cu", &eg, WRITE_CUDA, &pf, &d)) goto done;
+      if (!write_file(out_dir, "kernels.txt", &eg, WRITE_KERNELS, &pf, dot_level, &d)) goto done;
+      if (!write_file(out_dir, "memplan.txt", &eg, WRITE_MEMPLAN, &pf, dot_level, &d)) goto done;
+      /* the code of the backend the plan is for: a compiled backend on the
+       * host runs the LLVM JIT's kernels, one with device memory CUDA's */
+      if (!backend->host_memory) {
+        if (!write_file(out_dir, "kernels.cu", &eg, WRITE_CUDA, &pf, dot_level, &d)) goto done;
+        if (!write_file(out_dir, "launches.txt", &eg, WRITE_LAUNCHES, &pf, dot_level, &d)) goto done;
+      } else if (llvm_jit_available() && !write_file(out_dir, "kernels.ll", &eg, WRITE_LLVM, &pf, dot_level, &d)) {
+        goto done;
+      }
     }
   }
   rc = 0;

@@ -116,10 +116,61 @@ TEST(print_is_deterministic) {
   CHECK(strstr(buf, "counts: 1 nodes, 1 parameter tensors, 9 parameter elements") != NULL);
   free(buf);
   f = open_memstream(&buf, &n);
-  graph_print_dot(&g, f);
+  graph_print_dot(&g, DOT_NODES, f);
   fclose(f);
   CHECK(strncmp(buf, "digraph \"p\" {", 13) == 0);
   CHECK(strstr(buf, "v0 -> v2;") != NULL);
+  free(buf);
+  graph_free(&g);
+}
+
+/* DOT: nodes say their value name and YAML line; block instances are
+ * nested clusters; the block view draws one node per instance with the
+ * types crossing on its edges. */
+TEST(dot_clusters_and_block_view) {
+  Graph g;
+  graph_init(&g, "d");
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(2, 2, 3), SRCLOC_NONE);
+  BlockId outer = graph_add_block(&g, "enc", "encoder", (SrcLoc){"m.yaml", 3, 7}, -1);
+  BlockId inner = graph_add_block(&g, "enc.ln", "layer_norm", (SrcLoc){"m.yaml", 9, 7}, outer);
+  BlockId head = graph_add_block(&g, "head", "linear", (SrcLoc){"m.yaml", 12, 7}, -1);
+  g.cur_loc = (SrcLoc){"lib.yaml", 20, 5};
+  g.cur_block = outer;
+  ValueId a = graph_unary(&g, OP_TANH, x);
+  graph_set_name(&g, a, "enc.a");
+  g.cur_block = inner;
+  ValueId b = graph_unary(&g, OP_EXP, a);
+  graph_set_name(&g, b, "enc.ln.b");
+  g.cur_block = head;
+  ValueId c = graph_reduce(&g, OP_REDUCE_SUM, b, 1);
+  graph_set_name(&g, c, "head.c");
+  vec_push(&g.outputs, c);
+  char *buf = NULL;
+  size_t n = 0;
+  FILE *f = open_memstream(&buf, &n);
+  graph_print_dot(&g, DOT_NODES, f);
+  fclose(f);
+  CHECK(strstr(buf, "label=\"enc.ln.b\\nexp f32[2, 3]\\nlib.yaml:20\"") != NULL);
+  const char *c0 = strstr(buf, "subgraph cluster_b0 {"), *c1 = strstr(buf, "subgraph cluster_b1 {");
+  const char *c2 = strstr(buf, "subgraph cluster_b2 {");
+  CHECK(c0 && c1 && c2 && c0 < c1 && c1 < c2);
+  if (c1 && c2) { /* b1 nests in b0: two closing braces between b1's node and b2 */
+    const char *p = strstr(c1, "v2 [");
+    int closes = 0;
+    for (; p && p < c2; p++) closes += *p == '}';
+    CHECK_EQ_INT(closes, 2);
+  }
+  free(buf);
+  f = open_memstream(&buf, &n);
+  graph_print_dot(&g, DOT_BLOCKS, f);
+  fclose(f);
+  CHECK(strstr(buf, "subgraph cluster_b0 {") != NULL); /* it holds another */
+  CHECK(strstr(buf, "subgraph cluster_b1") == NULL);   /* a leaf is a node */
+  CHECK(strstr(buf, "  b1 -> b2 [label=\"f32[2, 3]\"];") != NULL);
+  CHECK(strstr(buf, "  b0 -> b1 [label=\"f32[2, 3]\"];") != NULL);
+  CHECK(strstr(buf, "  v0 -> b0 [label=\"f32[2, 3]\"];") != NULL);
+  CHECK(strstr(buf, "  b2 -> out0;") != NULL);
+  CHECK(strstr(buf, " -> v") == NULL); /* no op node outside a block */
   free(buf);
   graph_free(&g);
 }

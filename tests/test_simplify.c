@@ -139,4 +139,59 @@ TEST(roots_kept) {
   graph_free(&g);
 }
 
+/* CSE names a survivor merged from differently named values for what it
+ * is, not after its first use; outputs keep their names; the block
+ * instance is the one holding both. */
+TEST(cse_names_shared_values_neutrally) {
+  Graph g;
+  graph_init(&g, "s");
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(1, 4), SRCLOC_NONE);
+  BlockId enc = graph_add_block(&g, "enc", "encoder", SRCLOC_NONE, -1);
+  BlockId a0 = graph_add_block(&g, "enc.blk.0.attn", "attention", SRCLOC_NONE, enc);
+  BlockId a1 = graph_add_block(&g, "enc.blk.1.attn", "attention", SRCLOC_NONE, enc);
+  g.cur_block = a0;
+  g.cur_scope = "enc.blk.0.attn";
+  ValueId c0 = graph_const(&g, 8.0, DTYPE_F32, shape_of(1, 4));
+  graph_set_name(&g, c0, "enc.blk.0.attn.sqrt_d");
+  ValueId t0 = graph_unary(&g, OP_TANH, x);
+  graph_set_name(&g, t0, "enc.blk.0.attn.t");
+  g.cur_block = a1;
+  g.cur_scope = "enc.blk.1.attn";
+  ValueId t1 = graph_unary(&g, OP_TANH, x);
+  graph_set_name(&g, t1, "enc.blk.1.attn.t");
+  g.cur_block = -1;
+  g.cur_scope = NULL;
+  ValueId c1 = graph_const(&g, 8.0, DTYPE_F32, shape_of(1, 4));
+  graph_set_name(&g, c1, "loss_norm");
+  ValueId s0 = graph_binary(&g, OP_DIV, t0, c0);
+  ValueId s1 = graph_binary(&g, OP_DIV, t1, c1);
+  ValueId out = graph_binary(&g, OP_ADD, s0, s1);
+  graph_set_name(&g, out, "y");
+  ValueId same = graph_binary(&g, OP_ADD, s0, s1); /* merges into the output */
+  graph_set_name(&g, same, "other");
+  vec_push(&g.outputs, out);
+  vec_push(&g.outputs, graph_binary(&g, OP_MUL, same, same));
+  Diag d;
+  diag_init(&d);
+  CHECK(simplify_run(&g, NULL, &d));
+  CHECK_EQ_INT(count_op(&g, OP_CONSTANT), 1);
+  CHECK_EQ_INT(count_op(&g, OP_TANH), 1);
+  CHECK_EQ_INT(g.blocks.n, 3);
+  for (int i = 0; i < g.nodes.n; i++) {
+    const Node *n = &g.nodes.data[i];
+    const char *nm = g.values.data[n->out].name;
+    if (n->op == OP_CONSTANT) {
+      CHECK_STR(nm, "const.8");
+      CHECK_EQ_INT(n->block, -1);
+    }
+    if (n->op == OP_TANH) {
+      CHECK_STR(nm, "enc.blk.*.attn.t");
+      CHECK_EQ_INT(n->block, enc);
+    }
+  }
+  CHECK_STR(g.values.data[g.outputs.data[0]].name, "y");
+  diag_free(&d);
+  graph_free(&g);
+}
+
 TEST_MAIN()
