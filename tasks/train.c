@@ -10,6 +10,11 @@
  * curves.svg. Checkpoints are written atomically; --resume continues from
  * the last one and, because batches depend only on (seed, epoch) and dropout
  * on (seed, step), repeats the losses of an uninterrupted run exactly.
+ * Nothing is lost unasked: a folder holding a run is refused without
+ * --resume or --overwrite, SIGINT/SIGTERM end the run after its step with a
+ * checkpoint (a second signal ends it at once), and a --resume with no
+ * step left to run is refused. The model, its flags and the task's
+ * contract are checked (train_model.c) before any data are read.
  *
  * Deliberate choices: a partial last training batch is dropped (the step is
  * compiled for one batch size; d2l keeps it); evaluation (eval.c) pads its
