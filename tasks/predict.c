@@ -45,15 +45,18 @@ static bool empty_text(const char *s) {
   return true;
 }
 
+/* Adds one pair; an error points at column 1, or at `h_col` (the
+   hypothesis's column in a TSV line) when only the hypothesis is at fault. */
 static bool add_pair(PairVec *v, const char *file, int line, const char *p, size_t np, const char *h, size_t nh,
-                     Diag *d) {
+                     int h_col, Diag *d) {
   Pair x = {strndup(p, np), strndup(h, nh), line};
   const char *bad = text_utf8_check(x.premise, np) >= 0 || text_utf8_check(x.hypothesis, nh) >= 0 ? "invalid UTF-8"
                     : empty_text(x.premise)                                                      ? "empty premise"
                     : empty_text(x.hypothesis)                                                   ? "empty hypothesis"
                                                                                                  : NULL;
   if (bad) {
-    diag_error(d, (SrcLoc){file, line, 1}, "%s: every pair needs a premise and a hypothesis of text", bad);
+    int col = strcmp(bad, "empty hypothesis") == 0 ? h_col : 1;
+    diag_error(d, (SrcLoc){file, line, col}, "%s: every pair needs a premise and a hypothesis of text", bad);
     free(x.premise);
     free(x.hypothesis);
     return false;
@@ -80,7 +83,7 @@ static bool parse_json_line(PairVec *v, const char *file, int line, const char *
     ok = p && h;
     if (!ok) diag_error(d, (SrcLoc){file, line, 1}, "expected {\"premise\": \"...\", \"hypothesis\": \"...\"}");
   }
-  ok = ok && add_pair(v, file, line, p, strlen(p), h, strlen(h), d);
+  ok = ok && add_pair(v, file, line, p, strlen(p), h, strlen(h), 1, d);
   arena_free(&arena);
   return ok;
 }
@@ -124,7 +127,7 @@ static bool read_pairs(const char *path, PairVec *v, Diag *d) {
       diag_error(d, (SrcLoc){file, line, 1}, "expected premise<TAB>hypothesis (one TAB), or a JSON line");
       continue;
     }
-    add_pair(v, file, line, s, (size_t)(tab - s), tab + 1, len - (size_t)(tab + 1 - s), d);
+    add_pair(v, file, line, s, (size_t)(tab - s), tab + 1, len - (size_t)(tab + 1 - s), (int)(tab - s) + 2, d);
   }
   free(buf);
   if (d->n_errors == err0 && v->n == 0) diag_error(d, (SrcLoc){file, 0, 0}, "no pairs to predict");
@@ -142,7 +145,7 @@ bool train_predict(const char *checkpoint, const TrainOptions *o, const char *pr
                    const char *input, Diag *d) {
   PairVec pairs = {0};
   bool ok = input ? read_pairs(input, &pairs, d)
-                  : add_pair(&pairs, "<command line>", 0, premise, strlen(premise), hypothesis, strlen(hypothesis), d);
+                  : add_pair(&pairs, "<command line>", 0, premise, strlen(premise), hypothesis, strlen(hypothesis), 0, d);
   Vocab vocab;
   Graph g;
   Exec *e = NULL;

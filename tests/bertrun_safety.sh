@@ -168,8 +168,8 @@ assert [r[\"truncated\"] for r in rows] == [False, True]
 ' '$tmp/pred.out' && grep -q 'pairs.jsonl:3: note: pair truncated to max_len 32' '$tmp/pred.err'"
 check "predict from standard input, TSV" bash -c \
   "printf 'a man sleeps .\ta man is awake .\n' | '$BERTRUN' predict '$tmp/ft/checkpoint.safetensors' --input - | grep -q '\"label\"'"
-check "predict refuses empty text at file:line" bash -c \
-  "printf 'a man sleeps .\t   \n' >'$tmp/empty.tsv'; out=\$('$BERTRUN' predict '$tmp/ft/checkpoint.safetensors' --input '$tmp/empty.tsv' 2>&1); [ \$? -eq 1 ] && grep -q 'empty.tsv:1:1: error: empty hypothesis' <<<\"\$out\""
+check "predict refuses empty text at file:line:column" bash -c \
+  "printf 'a man sleeps .\t   \n' >'$tmp/empty.tsv'; out=\$('$BERTRUN' predict '$tmp/ft/checkpoint.safetensors' --input '$tmp/empty.tsv' 2>&1); [ \$? -eq 1 ] && grep -q 'empty.tsv:1:16: error: empty hypothesis' <<<\"\$out\""
 python3 - "$tmp/ft/checkpoint.safetensors" "$tmp/nan.safetensors" <<'EOF'
 import json, struct, sys
 b = bytearray(open(sys.argv[1], "rb").read())
