@@ -162,7 +162,7 @@ static void opnd(int o, char *b, size_t n) { snprintf(b, n, "x%d", o); }
  * current point. Loads of vectorized views read lane e of q<i>. */
 void cuda_emit_value(Em *E, int i) {
   const KInst *in = inst(E, i);
-  char ex[512], a[32], b2[32], c3[32], t[96];
+  char ex[1536], a[32], b2[32], c3[32], t[96];
   opnd(in->a, a, sizeof a);
   opnd(in->b, b2, sizeof b2);
   opnd(in->c, c3, sizeof c3);
@@ -218,10 +218,27 @@ void cuda_emit_value(Em *E, int i) {
     snprintf(ex, sizeof ex, "(%s)%s", ctype(in->dtype), ix);
     break;
   }
-  case KI_RANDOM:
-    snprintf(ex, sizeof ex, "bc_uniform(seed, step, 0x%08xu, (unsigned long long)((long long)(%s) + exb))",
-             (unsigned)in->key, E->lin);
+  case KI_RANDOM: {
+    /* the Philox index of the point: its linear index, or (keyed by a
+     * padded shape) its coordinates over the key strides */
+    char key[1024];
+    int64_t stride[BC_MAX_RANK], per;
+    if (random_key_map(&E->k->domain, &E->k->key_shape, stride, &per)) {
+      snprintf(key, sizeof key, "(long long)(%s)", E->lin);
+    } else {
+      int len = snprintf(key, sizeof key, "(");
+      int64_t rm = 1;
+      for (int d = E->rank - 1; d >= 0; d--) {
+        len += snprintf(key + len, sizeof key - (size_t)len, "%s((long long)(%s) / %lldll %% %lldll) * %lldll",
+                        d == E->rank - 1 ? "" : " + ", E->lin, (long long)rm, (long long)E->k->domain.dim[d],
+                        (long long)stride[d]);
+        rm *= E->k->domain.dim[d];
+      }
+      snprintf(key + len, sizeof key - (size_t)len, ")");
+    }
+    snprintf(ex, sizeof ex, "bc_uniform(seed, step, 0x%08xu, (unsigned long long)(%s + exb))", (unsigned)in->key, key);
     break;
+  }
   case KI_REDUCE:
   case KI_STORE: BC_ASSERT(!"reduce and store are emitted by their loops");
   }

@@ -85,8 +85,8 @@ static void emit_bases(Em *E, const bool *vused) {
 
 static void emit_random_setup(Em *E) {
   if (!E->has_random) return;
-  const Shape *s = &E->k->domain;
-  int64_t per = E->rank > 0 && s->dim[0] > 0 ? shape_numel(s) / s->dim[0] : 0;
+  int64_t stride[BC_MAX_RANK], per;
+  random_key_map(&E->k->domain, &E->k->key_shape, stride, &per);
   cuda_line(E, "const unsigned long long seed = info->seed;");
   cuda_line(E, "const unsigned int step = info->step;");
   cuda_line(E, "const long long exb = info->example_offset * %lldll;  // example offset x elements per example",

@@ -98,6 +98,8 @@ typedef struct {
   NodeId first_node; /* the node that opened it (GEMM etc.: the node) */
   Shape domain;      /* LOOP */
   int col_axis;      /* LOOP: -1, or the axis of a column reduction */
+  Shape key_shape;   /* LOOP: the key shape of its random ops (random_key_map;
+                      * rank 0: the domain's own) */
   VEC(KView) views;
   VEC(KInst) insts;
   VEC(NodeId) nodes; /* every graph node computed here, in order */

@@ -242,8 +242,8 @@ typedef struct {
   const KernelRunInfo *info;
   int rank;
   int64_t L;
-  int64_t rm[BC_MAX_RANK]; /* row-major strides of the domain */
-  int64_t ex_base;         /* example_offset * numel(domain) / domain[0] */
+  int64_t key_stride[BC_MAX_RANK]; /* KI_RANDOM: random_key_map of the domain */
+  int64_t ex_base;                 /* example_offset * its elements per example */
 } Ev;
 
 static int64_t view_offset(const Ev *e, const KView *v, const int64_t *idx) {
@@ -298,7 +298,7 @@ static Num eval_inst(const Ev *e, const KInst *in, Num a, Num b, Num c, const in
   }
   case KI_RANDOM: {
     int64_t lin = 0;
-    for (int d = 0; d < e->rank; d++) lin += idx[d] * e->rm[d];
+    for (int d = 0; d < e->rank; d++) lin += idx[d] * e->key_stride[d];
     BC_ASSERT(e->info);
     r.f = kernel_eval_philox_uniform(e->info->seed, e->info->step, in->key, (uint64_t)(lin + e->ex_base));
     break;
@@ -415,13 +415,9 @@ void kernel_eval(const Kernel *k, void *const *bufs, int64_t begin, int64_t end,
   BC_ASSERT(k->kind == KERNEL_LOOP);
   BC_ASSERT(begin >= 0 && begin <= end && end <= kernel_work_items(k));
   Ev e = {.k = k, .bufs = bufs, .info = info, .rank = k->domain.rank, .L = last_dim(k)};
-  int64_t acc = 1;
-  for (int d = e.rank - 1; d >= 0; d--) {
-    e.rm[d] = acc;
-    acc *= k->domain.dim[d];
-  }
-  if (info && e.rank > 0 && k->domain.dim[0] > 0)
-    e.ex_base = info->example_offset * (shape_numel(&k->domain) / k->domain.dim[0]);
+  int64_t per_example;
+  random_key_map(&k->domain, &k->key_shape, e.key_stride, &per_example);
+  if (info) e.ex_base = info->example_offset * per_example;
   if (k->col_axis >= 0) eval_cols(&e, begin, end);
   else eval_rows(&e, begin, end);
 }

@@ -129,6 +129,15 @@ static int generator_inst(Lower *L, const Node *n) {
   case OP_RANDOM:
     in.kind = KI_RANDOM;
     in.key = n->a.key;
+    /* a random's index is its point in the domain: they have one shape,
+     * and every random of a kernel keys its stream alike */
+    BC_ASSERT(shape_eq(&n->a.shape, &L->k->domain));
+    if (n->a.key_shape.rank > 0) {
+      BC_ASSERT(L->k->key_shape.rank == 0 || shape_eq(&L->k->key_shape, &n->a.key_shape));
+      L->k->key_shape = n->a.key_shape;
+    } else {
+      BC_ASSERT(L->k->key_shape.rank == 0);
+    }
     break;
   default: BC_ASSERT(!"not a generator");
   }

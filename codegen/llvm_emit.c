@@ -534,7 +534,13 @@ static bool emit_row_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
       o = LLVMBuildAdd(b, o, LLVMBuildMul(b, E->idx[d], cl(E, k->views.data[v].stride[d], 1), ""), "");
     E->pbase[v] = o;
   }
-  E->lin0 = LLVMBuildMul(b, item, cl(E, E->L, 1), "lin");
+  if (E->key_plain) {
+    E->lin0 = LLVMBuildMul(b, item, cl(E, E->L, 1), "lin");
+  } else {
+    E->lin0 = cl(E, 0, 1);
+    for (int d = 0; d < r - 1; d++)
+      E->lin0 = LLVMBuildAdd(b, E->lin0, LLVMBuildMul(b, E->idx[d], cl(E, E->key_stride[d], 1), ""), "");
+  }
   E->j = cl(E, 0, 1);
   for (int i = 0; i < n && ok; i++) {
     const KInst *in = inst(E, i);
@@ -586,9 +592,7 @@ static bool emit_col_chunks(Em *E, ColPlan *cp, int w, int64_t jlo, int64_t jhi)
   E->idx[c] = kk;
   for (int v = 0; v < k->views.n; v++)
     E->pbase[v] = LLVMBuildAdd(b, cp->base[v], LLVMBuildMul(b, kk, cl(E, k->views.data[v].stride[c], 1), ""), "");
-  int64_t rm_c = 1;
-  for (int d = c + 1; d < E->rank; d++) rm_c *= k->domain.dim[d];
-  E->lin0 = LLVMBuildAdd(b, cp->linb, LLVMBuildMul(b, kk, cl(E, rm_c, 1), ""), "");
+  E->lin0 = LLVMBuildAdd(b, cp->linb, LLVMBuildMul(b, kk, cl(E, E->key_stride[c], 1), ""), "");
   if (!emit_body(E, cp->need_pre, w)) return false;
   for (int i = 0; i < E->n; i++) {
     const KInst *in = inst(E, i);
@@ -650,11 +654,6 @@ static bool emit_col_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
   Loop items;
   LLVMValueRef item = loop_begin(E, &items, begin, end, 1, "item");
   LLVMValueRef rem = item;
-  int64_t rm[BC_MAX_RANK], acc = 1;
-  for (int d = r - 1; d >= 0; d--) {
-    rm[d] = acc;
-    acc *= k->domain.dim[d];
-  }
   cp.linb = cl(E, 0, 1);
   int outer = c == 0 ? 1 : 0; /* the outermost axis of the items */
   for (int d = r - 2; d >= 0; d--) {
@@ -662,7 +661,7 @@ static bool emit_col_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
     LLVMValueRef dim = cl(E, k->domain.dim[d] > 0 ? k->domain.dim[d] : 1, 1);
     E->idx[d] = d == outer ? rem : LLVMBuildURem(b, rem, dim, "");
     if (d != outer) rem = LLVMBuildUDiv(b, rem, dim, "");
-    cp.linb = LLVMBuildAdd(b, cp.linb, LLVMBuildMul(b, E->idx[d], cl(E, rm[d], 1), ""), "");
+    cp.linb = LLVMBuildAdd(b, cp.linb, LLVMBuildMul(b, E->idx[d], cl(E, E->key_stride[d], 1), ""), "");
   }
   for (int v = 0; v < k->views.n; v++) {
     LLVMValueRef o = cl(E, k->views.data[v].offset, 1);
@@ -750,6 +749,8 @@ bool llvm_emit_kernel(Em *E, const Kernel *k, const char *fname) {
   E->rowbuf = bc_calloc((size_t)n + 1, sizeof(LLVMValueRef));
   E->rowbuf_full = bc_calloc((size_t)n + 1, sizeof(bool));
   bool has_random = false;
+  int64_t per_example;
+  E->key_plain = random_key_map(&k->domain, &k->key_shape, E->key_stride, &per_example);
   for (int i = 0; i < n; i++) {
     const KInst *in = inst(E, i);
     if (in->kind == KI_LOAD || in->kind == KI_STORE) E->vtype[in->view] = in->dtype;
@@ -772,8 +773,7 @@ bool llvm_emit_kernel(Em *E, const Kernel *k, const char *fname) {
     }
     E->step = LLVMBuildLoad2(b, E->i32, LLVMBuildStructGEP2(b, E->info_ty, info, 1, ""), "step");
     LLVMValueRef ex = LLVMBuildLoad2(b, E->i64, LLVMBuildStructGEP2(b, E->info_ty, info, 2, ""), "example_offset");
-    int64_t per = (E->rank && k->domain.dim[0] > 0) ? shape_numel(&k->domain) / k->domain.dim[0] : 0;
-    E->ex_base = LLVMBuildMul(b, ex, cl(E, per, 1), "ex_base");
+    E->ex_base = LLVMBuildMul(b, ex, cl(E, per_example, 1), "ex_base");
   }
   if (k->col_axis < 0 && E->L > 1 && E->L <= ROWBUF_MAX) /* static allocas: in the entry block */
     for (int i = 0; i < n; i++)

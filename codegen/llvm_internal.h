@@ -49,7 +49,9 @@ typedef struct {
    * index at last index 0, and the last index of lane 0 */
   LLVMValueRef idx[BC_MAX_RANK];
   LLVMValueRef *pbase;
-  LLVMValueRef lin0, j;
+  LLVMValueRef lin0, j; /* lin0: the Philox index at last index 0 (before ex_base) */
+  int64_t key_stride[BC_MAX_RANK]; /* random_key_map of the domain */
+  bool key_plain;                  /* ... is its row-major index */
   /* values: fixed ones exist outside the current loop body (row scalars,
    * finished reductions), cur ones were computed in it at its width */
   LLVMValueRef *fixed;

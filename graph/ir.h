@@ -62,6 +62,13 @@ typedef struct {
 } Shape;
 int64_t shape_numel(const Shape *s);
 bool shape_eq(const Shape *a, const Shape *b);
+/* How a random op of shape `s` keys its stream: element (c_0, .., c_r-1)
+ * of example offset x draws Philox index x * per_example + sum c_d
+ * stride[d], strides row-major over `key` (rank 0: s itself). A bucketed
+ * graph keys by the padded graph's shape, so the element at (example,
+ * position, feature) draws the same number at every sequence length.
+ * Returns whether the map is the plain row-major index of s. */
+bool random_key_map(const Shape *s, const Shape *key, int64_t stride[], int64_t *per_example);
 /* shape_of(2, 3, 4): dims passed as int. */
 Shape shape_of(int rank, ...);
 /* "[2, 128, 64]" into buf (at least 96 bytes); returns buf. */
@@ -120,6 +127,8 @@ typedef struct {
   uint32_t key;             /* random */
   Shape shape;              /* broadcast, reshape, iota, random, constant, scatter_add */
   DType dtype;              /* cast, iota, constant */
+  Shape key_shape;          /* random: the shape whose row-major index keys the
+                             * stream (rank 0: its own; see random_key_map) */
 } Attrs;
 
 typedef int32_t BlockId; /* index in Graph.blocks; -1 = the graph itself */

@@ -38,7 +38,10 @@ static void print_attrs(FILE *f, const Graph *g, const Node *n) {
     if (n->a.trans_b) fprintf(f, " transpose_b");
     break;
   case OP_IOTA: fprintf(f, " axis=%d", n->a.axis); break;
-  case OP_RANDOM: fprintf(f, " key=%08x", n->a.key); break;
+  case OP_RANDOM:
+    fprintf(f, " key=%08x", n->a.key);
+    if (n->a.key_shape.rank > 0) fprintf(f, " key_shape=%s", shape_str(&n->a.key_shape, b));
+    break;
   case OP_CONSTANT: fprintf(f, " value=%.9g", n->a.scalar); break;
   case OP_SCATTER_ADD: fprintf(f, " shape=%s", shape_str(&n->a.shape, b)); break;
   default: break;

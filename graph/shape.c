@@ -25,6 +25,20 @@ bool shape_eq(const Shape *a, const Shape *b) {
   return true;
 }
 
+bool random_key_map(const Shape *s, const Shape *key, int64_t stride[], int64_t *per_example) {
+  const Shape *k = key->rank > 0 ? key : s;
+  BC_ASSERT(k->rank == s->rank);
+  int64_t m = 1;
+  for (int d = s->rank - 1; d >= 0; d--) {
+    stride[d] = m;
+    m *= k->dim[d];
+  }
+  *per_example = s->rank >= 1 && s->dim[0] > 0 ? (k->dim[0] > 0 ? m / k->dim[0] : 0) : 0;
+  for (int d = 1; d < s->rank; d++)
+    if (k->dim[d] != s->dim[d]) return false;
+  return true;
+}
+
 Shape shape_of(int rank, ...) {
   BC_ASSERT(rank >= 0 && rank <= BC_MAX_RANK);
   Shape s = {0};
@@ -300,6 +314,11 @@ bool shape_infer(const Graph *g, Op op, int n_in, const ValueId *in, Attrs *a, D
 
   case OP_RANDOM:
     if (!check_shape_attr(&a->shape, name, loc, d)) return false;
+    if (a->key_shape.rank > 0) {
+      bool fits = a->key_shape.rank == a->shape.rank;
+      for (int i = 0; fits && i < a->shape.rank; i++) fits = a->key_shape.dim[i] >= a->shape.dim[i];
+      if (!fits) return fail(d, loc, "random: key_shape must have the rank of shape and dims no smaller");
+    }
     *out_t = DTYPE_F32;
     *out_s = a->shape;
     return true;

@@ -381,12 +381,21 @@ static bool read_hparams(Ctx *c, const Setting *sets, int n_sets) {
       diag_error(c->d, v->loc, "hparam '%s' must be a number, got %s", p->key,
                  ynode_kind_name(v->kind));
       ok = false;
+    } else if (!v->quoted && v->text[0] == '$' && expr_is_ident(v->text + 1)) {
+      const HP *other = expand_hparam(c, v->text + 1, strlen(v->text + 1));
+      if (!other) {
+        diag_error(c->d, v->loc, "hparam '%s' = %s: no hparam '%s' is declared above it", p->key, v->text,
+                   v->text + 1);
+        ok = false;
+      } else {
+        vec_push(&c->hparams, ((HP){bc_intern(p->key), other->value, v->loc, other->name}));
+      }
     } else if (v->quoted || !expr_parse_number(v->text, &n)) {
       diag_error(c->d, v->loc, "hparam '%s' must be a number, got %s'%s'", p->key,
                  v->quoted ? "the string " : "", v->text);
       ok = false;
     } else {
-      vec_push(&c->hparams, ((HP){bc_intern(p->key), n, v->loc}));
+      vec_push(&c->hparams, ((HP){bc_intern(p->key), n, v->loc, NULL}));
     }
   }
   if (!ok) return false;
@@ -410,6 +419,12 @@ static bool read_hparams(Ctx *c, const Setting *sets, int n_sets) {
     }
     h->value = n;
     h->loc = cmdline_loc;
+    h->same_as = NULL;
+  }
+  /* `$other` follows other's final value (declared earlier, so resolved) */
+  for (int i = 0; ok && i < c->hparams.n; i++) {
+    HP *h = &c->hparams.data[i];
+    if (h->same_as) h->value = expand_hparam(c, h->same_as, strlen(h->same_as))->value;
   }
   return ok;
 }

@@ -74,6 +74,7 @@ typedef struct {
   const char *name; /* interned */
   Num value;
   SrcLoc loc;
+  const char *same_as; /* declared `$other` (an earlier hparam): its value, unless --set */
 } HP;
 typedef VEC(const HP *) HPRefs;
 

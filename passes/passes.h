@@ -119,6 +119,12 @@ typedef struct {
   const char *graph_name; /* NULL = the model's first graph */
   const Setting *sets;
   int n_sets;
+  /* n_key_sets > 0: random ops key their streams by their shapes in the
+   * graph expanded with `sets` then these (a bucketed graph: the padded
+   * one's hparams, e.g. seq = max_len), so both draw the same numbers at
+   * the same (example, position, feature); see random_key_map. */
+  const Setting *key_sets;
+  int n_key_sets;
   bool train;         /* autodiff + optimizer */
   AdamOptions adam;
   OptSwitches off;        /* optimizations switched off (BC_NO_<NAME>=1) */

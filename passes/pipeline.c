@@ -36,13 +36,48 @@ typedef struct {
 
 /* ---- graph stages ---- */
 
-static bool run_expand(Plan *p, const CompileOptions *o, Diag *d) {
-  bool ok = o->n_model_sources > 0 ? model_expand_sources(&p->graph, o->model_sources, o->n_model_sources,
-                                                          o->graph_name, o->sets, o->n_sets, d)
-                                   : model_expand(&p->graph, o->model_path, o->graph_name, o->sets, o->n_sets, d);
+static bool expand_with(Graph *g, const CompileOptions *o, const Setting *sets, int n_sets, Diag *d) {
+  return o->n_model_sources > 0
+             ? model_expand_sources(g, o->model_sources, o->n_model_sources, o->graph_name, sets, n_sets, d)
+             : model_expand(g, o->model_path, o->graph_name, sets, n_sets, d);
+}
+
+/* Gives every random op of g the shape its namesake (same key) has in the
+ * graph expanded with the key sets appended (CompileOptions.key_sets). */
+static bool key_randoms(Graph *g, const CompileOptions *o, Diag *d) {
+  int n = o->n_sets + o->n_key_sets;
+  Setting *all = bc_malloc(sizeof(Setting) * (size_t)n);
+  for (int i = 0; i < o->n_sets; i++) all[i] = o->sets[i];
+  for (int i = 0; i < o->n_key_sets; i++) all[o->n_sets + i] = o->key_sets[i];
+  Graph keyed;
+  bool ok = expand_with(&keyed, o, all, n, d);
+  free(all);
   if (!ok) return false;
+  for (int i = 0; ok && i < g->nodes.n; i++) {
+    Node *r = &g->nodes.data[i];
+    if (r->op != OP_RANDOM) continue;
+    const Node *k = NULL;
+    for (int j = 0; !k && j < keyed.nodes.n; j++)
+      if (keyed.nodes.data[j].op == OP_RANDOM && keyed.nodes.data[j].a.key == r->a.key) k = &keyed.nodes.data[j];
+    const Shape *ks = k ? &keyed.values.data[k->out].shape : NULL;
+    bool fits = ks && ks->rank == r->a.shape.rank;
+    for (int d2 = 0; fits && d2 < ks->rank; d2++) fits = ks->dim[d2] >= r->a.shape.dim[d2];
+    if (!fits) {
+      diag_error(d, r->loc, "random '%s' has no counterpart of the same rank and no smaller dims in the graph its "
+                 "streams are keyed by", g->values.data[r->out].name);
+      ok = false;
+    } else if (!shape_eq(ks, &r->a.shape)) {
+      r->a.key_shape = *ks;
+    }
+  }
+  graph_free(&keyed);
+  return ok;
+}
+
+static bool run_expand(Plan *p, const CompileOptions *o, Diag *d) {
+  if (!expand_with(&p->graph, o, o->sets, o->n_sets, d)) return false;
   p->have_graph = true;
-  return true;
+  return o->n_key_sets == 0 || key_randoms(&p->graph, o, d);
 }
 static bool run_autodiff(Plan *p, const CompileOptions *o, Diag *d) {
   if (p->graph.loss < 0) {

@@ -62,6 +62,8 @@ static Attrs canon(const Attrs *a) {
   c.shape.rank = a->shape.rank;
   for (int i = 0; i < a->shape.rank && i < BC_MAX_RANK; i++) c.shape.dim[i] = a->shape.dim[i];
   c.dtype = a->dtype;
+  c.key_shape.rank = a->key_shape.rank;
+  for (int i = 0; i < a->key_shape.rank && i < BC_MAX_RANK; i++) c.key_shape.dim[i] = a->key_shape.dim[i];
   return c;
 }
 

@@ -7,8 +7,10 @@
  * assigns (parameter and moment updates) so the next run sees new values.
  * Random ops draw Philox(seed, step, op key, global element index), where
  * the global index of element i of a value with leading batch axis is
- * i + example_offset * (elements per example): one process and N replicas
- * draw the same numbers.
+ * i + example_offset * (elements per example), i and the elements per
+ * example taken over the op's key shape (graph/ir.h, random_key_map): one
+ * process and N replicas draw the same numbers, and so do a graph bucketed
+ * to a shorter sequence and the padded one.
  *
  * Data-parallel training (dist.c) hooks into a run through set_grad_sync:
  * the backend reports, step by step, when each bucket of parameter
@@ -64,6 +66,7 @@ typedef struct Exec {
   const Graph *graph; /* not owned; must outlive the Exec */
   int device;         /* device index for backends with several (cuda:N); else 0 */
   void *impl;         /* the backend's own state */
+  struct Exec *owner; /* exec_create_sharing: whose buffers hold the parameters and state */
 } Exec;
 
 /* What a compiled backend knows about its plan and its runs (benchmarks,
@@ -157,6 +160,14 @@ void exec_convert(const void *src, DType src_t, void *dst, DType dst_t, int64_t 
 void exec_error_fused_away(Diag *d, const Exec *e, ValueId v);
 /* exec_create on device `device` of b (cuda:N; 0 elsewhere). */
 Exec *exec_create_on(const Backend *b, int device, const Graph *g, Diag *d);
+/* exec_create_on whose parameters and state (Adam's moments and step) are
+ * those of `owner`, an Exec of the same backend and device holding values
+ * of the same names, shapes and dtypes: a graph compiled per sequence
+ * length bucket trains one set of weights. Every other value is its own.
+ * `owner` must outlive it. */
+Exec *exec_create_sharing(Exec *owner, const Graph *g, Diag *d);
+/* For backends' prepare: the owner's buffer of v when v is shared, else NULL. */
+void *exec_shared_ptr(const Exec *e, const Graph *g, ValueId v);
 /* exec_create_on for a device spec (backend_parse). */
 Exec *exec_create_spec(const char *spec, const Graph *g, Diag *d);
 void exec_destroy(Exec *e);

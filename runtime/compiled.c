@@ -50,28 +50,36 @@ void compiled_plan_free(CompiledPlan *p) {
   }
   free(p->kernel_ns);
   free(p->kernel_calls);
+  free(p->shared);
   memset(p, 0, sizeof(*p));
 }
 
-int64_t compiled_offset(const CompiledPlan *p, ValueId v) {
-  const MemSlot *s = &p->mem.slots[v];
-  if (s->kind == MEM_NONE) return -1;
-  return s->kind == MEM_ARENA ? p->mem.pinned_bytes + s->offset : s->offset;
+void compiled_share(CompiledPlan *p, const Exec *e) {
+  if (!e->owner) return;
+  p->shared = bc_calloc((size_t)(p->graph.values.n ? p->graph.values.n : 1), sizeof(uintptr_t));
+  for (int v = 0; v < p->graph.values.n; v++) p->shared[v] = (uintptr_t)exec_shared_ptr(e, &p->graph, v);
 }
 
-bool compiled_transfer(Exec *e, unsigned char *block, CompiledCopy copy, void *ctx, ValueId v, void *host,
+uintptr_t compiled_addr(const CompiledPlan *p, uintptr_t block, ValueId v) {
+  if (p->shared && p->shared[v]) return p->shared[v];
+  const MemSlot *s = &p->mem.slots[v];
+  if (s->kind == MEM_NONE) return 0;
+  return block + (uintptr_t)(s->kind == MEM_ARENA ? p->mem.pinned_bytes + s->offset : s->offset);
+}
+
+bool compiled_transfer(Exec *e, uintptr_t block, CompiledCopy copy, void *ctx, ValueId v, void *host,
                        DType host_t, bool to_host, Diag *d) {
   const CompiledPlan *p = e->impl;
   const Value *val = &e->graph->values.data[v];
-  int64_t off = compiled_offset(p, v);
-  if (off < 0) {
+  uintptr_t at = compiled_addr(p, block, v);
+  if (!at) {
     exec_error_fused_away(d, e, v);
     return false;
   }
   int64_t n = shape_numel(&val->shape);
-  if (block) {
-    if (to_host) exec_convert(block + off, val->dtype, host, host_t, n);
-    else exec_convert(host, host_t, block + off, val->dtype, n);
+  if (!copy) {
+    if (to_host) exec_convert((void *)at, val->dtype, host, host_t, n);
+    else exec_convert(host, host_t, (void *)at, val->dtype, n);
     return true;
   }
   if (n == 0) return true;
@@ -79,11 +87,11 @@ bool compiled_transfer(Exec *e, unsigned char *block, CompiledCopy copy, void *c
   void *tmp = bc_malloc(bytes);
   bool ok;
   if (to_host) {
-    ok = copy(ctx, off, tmp, bytes, true, d);
+    ok = copy(ctx, at, tmp, bytes, true, d);
     if (ok) exec_convert(tmp, val->dtype, host, host_t, n);
   } else {
     exec_convert(host, host_t, tmp, val->dtype, n);
-    ok = copy(ctx, off, tmp, bytes, false, d);
+    ok = copy(ctx, at, tmp, bytes, false, d);
   }
   free(tmp);
   return ok;

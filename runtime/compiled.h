@@ -26,6 +26,7 @@ typedef struct {
   ExecStats stats;
   bool have_sync; /* data-parallel hooks (runtime/dist.c) */
   GradSync sync;
+  uintptr_t *shared; /* per value: the owner's buffer (exec_create_sharing), or 0 */
 } CompiledPlan;
 
 /* Runs the plan stages of the pipeline (fuse, lower, memplan) on g into p
@@ -33,17 +34,21 @@ typedef struct {
  * what was made so far: compiled_plan_free it either way. */
 bool compiled_plan_init(CompiledPlan *p, const Graph *g, Diag *d);
 void compiled_plan_free(CompiledPlan *p);
-/* Byte offset of v's buffer in the plan's block (pinned values first, then
- * the arena); -1 when v has none (fusion kept it in registers). */
-int64_t compiled_offset(const CompiledPlan *p, ValueId v);
+/* Records which values live in e->owner's buffers (exec_shared_ptr). */
+void compiled_share(CompiledPlan *p, const Exec *e);
+/* The address of v's buffer: the owner's when shared, else `block` (the
+ * plan's block, host or device) plus the memory plan's offset (pinned
+ * values first, then the arena); 0 when v has none (fusion kept it in
+ * registers). */
+uintptr_t compiled_addr(const CompiledPlan *p, uintptr_t block, ValueId v);
 
-/* Copies bytes between the plan's block at `offset` and host memory; false
- * with a diagnostic. */
-typedef bool (*CompiledCopy)(void *ctx, int64_t offset, void *host, size_t bytes, bool to_host, Diag *d);
-/* Backend.read (to_host) and write for a plan: converts v between the host
- * type host_t and its own type, directly in `block` when the block is host
- * memory, else through a staging buffer and copy(ctx, ...). */
-bool compiled_transfer(Exec *e, unsigned char *block, CompiledCopy copy, void *ctx, ValueId v, void *host,
+/* Copies bytes between the backend's memory at `addr` and host memory;
+ * false with a diagnostic. */
+typedef bool (*CompiledCopy)(void *ctx, uintptr_t addr, void *host, size_t bytes, bool to_host, Diag *d);
+/* Backend.read (to_host) and write for a plan whose block is at `block`:
+ * converts v between the host type host_t and its own type, directly when
+ * copy is NULL (host memory), else through a staging buffer and copy. */
+bool compiled_transfer(Exec *e, uintptr_t block, CompiledCopy copy, void *ctx, ValueId v, void *host,
                        DType host_t, bool to_host, Diag *d);
 
 /* Backend.stats and Backend.set_grad_sync of a plan's backend: steps are

@@ -43,10 +43,7 @@ typedef struct {
   CpuKernel *kernels;
 } Cpu;
 
-static void *addr_of(const Cpu *c, ValueId v) {
-  int64_t off = compiled_offset(&c->p, v);
-  return off < 0 ? NULL : c->block + off;
-}
+static void *addr_of(const Cpu *c, ValueId v) { return (void *)compiled_addr(&c->p, (uintptr_t)c->block, v); }
 
 static bool cpu_supports(Op op) {
   (void)op;
@@ -76,6 +73,7 @@ static bool prepare(Exec *e, Diag *d) {
   if (getenv("BC_THREADS")) threads = atoi(getenv("BC_THREADS"));
   if (threads < 1) threads = 1;
   if (!compiled_plan_init(&c->p, g, d)) goto fail;
+  compiled_share(&c->p, e);
   bool ok;
   int64_t total = c->p.mem.pinned_bytes + c->p.mem.arena_bytes;
   c->block = aligned_alloc(64, (size_t)((total + 63) / 64 * 64 + 64));
@@ -137,10 +135,10 @@ fail:
 /* ---- transfers ---- */
 
 static bool cpu_write(Exec *e, ValueId v, const void *src, DType t, Diag *d) {
-  return compiled_transfer(e, ((Cpu *)e->impl)->block, NULL, NULL, v, (void *)src, t, false, d);
+  return compiled_transfer(e, (uintptr_t)((Cpu *)e->impl)->block, NULL, NULL, v, (void *)src, t, false, d);
 }
 static bool cpu_read(Exec *e, ValueId v, void *dst, DType t, Diag *d) {
-  return compiled_transfer(e, ((Cpu *)e->impl)->block, NULL, NULL, v, dst, t, true, d);
+  return compiled_transfer(e, (uintptr_t)((Cpu *)e->impl)->block, NULL, NULL, v, dst, t, true, d);
 }
 
 /* ---- run ---- */

@@ -234,10 +234,7 @@ typedef struct {
   double comm_timeout_s; /* BC_DIST_TIMEOUT */
 } Cuda;
 
-static CUdeviceptr addr_of(const Cuda *c, ValueId v) {
-  int64_t off = compiled_offset(&c->p, v);
-  return off < 0 ? 0 : c->block + (CUdeviceptr)off;
-}
+static CUdeviceptr addr_of(const Cuda *c, ValueId v) { return (CUdeviceptr)compiled_addr(&c->p, (uintptr_t)c->block, v); }
 
 static bool cuda_supports(Op op) {
   (void)op;
@@ -327,6 +324,7 @@ static bool prepare(Exec *e, Diag *d) {
     goto fail;
 
   if (!compiled_plan_init(&c->p, g, d)) goto fail;
+  compiled_share(&c->p, e);
   c->use_graph = !compiled_env_on("BC_NO_GRAPH") && !c->p.profile;
 
   /* One allocation: pinned | arena | cuBLAS workspace | run info. */
@@ -433,18 +431,18 @@ fail:
 
 /* compiled_transfer's copy: the device's context current, then a copy
  * that returns when done. */
-static bool copy_block(void *ctx, int64_t offset, void *host, size_t bytes, bool to_host, Diag *d) {
+static bool copy_block(void *ctx, uintptr_t addr, void *host, size_t bytes, bool to_host, Diag *d) {
   Cuda *c = ctx;
-  CUdeviceptr buf = c->block + (CUdeviceptr)offset;
+  CUdeviceptr buf = (CUdeviceptr)addr;
   return CU(D.p_cuCtxSetCurrent(c->ctx)) &&
          (to_host ? CU(D.p_cuMemcpyDtoH(host, buf, bytes)) : CU(D.p_cuMemcpyHtoD(buf, host, bytes)));
 }
 
 static bool cuda_write(Exec *e, ValueId v, const void *src, DType t, Diag *d) {
-  return compiled_transfer(e, NULL, copy_block, e->impl, v, (void *)src, t, false, d);
+  return compiled_transfer(e, (uintptr_t)((Cuda *)e->impl)->block, copy_block, e->impl, v, (void *)src, t, false, d);
 }
 static bool cuda_read(Exec *e, ValueId v, void *dst, DType t, Diag *d) {
-  return compiled_transfer(e, NULL, copy_block, e->impl, v, dst, t, true, d);
+  return compiled_transfer(e, (uintptr_t)((Cuda *)e->impl)->block, copy_block, e->impl, v, dst, t, true, d);
 }
 
 /* ---- run ---- */

@@ -172,7 +172,7 @@ void exec_error_fused_away(Diag *d, const Exec *e, ValueId v) {
              e->backend->name, val->name);
 }
 
-Exec *exec_create_on(const Backend *b, int device, const Graph *g, Diag *d) {
+static Exec *create(const Backend *b, int device, const Graph *g, Exec *owner, Diag *d) {
   BC_ASSERT(b && g);
   for (int i = 0; i < g->nodes.n; i++) {
     const Node *n = &g->nodes.data[i];
@@ -185,11 +185,43 @@ Exec *exec_create_on(const Backend *b, int device, const Graph *g, Diag *d) {
   e->backend = b;
   e->graph = g;
   e->device = device;
+  e->owner = owner;
   if (!b->prepare(e, d)) {
     free(e);
     return NULL;
   }
   return e;
+}
+
+Exec *exec_create_on(const Backend *b, int device, const Graph *g, Diag *d) { return create(b, device, g, NULL, d); }
+
+/* The owner's value sharing v's name, or -1 (v is not a parameter or state). */
+static ValueId owner_value(const Exec *e, const Graph *g, ValueId v) {
+  const Value *val = &g->values.data[v];
+  if (!e->owner || (val->kind != VALUE_PARAM && val->kind != VALUE_STATE)) return -1;
+  return graph_find(e->owner->graph, val->name);
+}
+
+void *exec_shared_ptr(const Exec *e, const Graph *g, ValueId v) {
+  ValueId o = owner_value(e, g, v);
+  DType t;
+  return o < 0 ? NULL : exec_value_ptr(e->owner, o, &t);
+}
+
+Exec *exec_create_sharing(Exec *owner, const Graph *g, Diag *d) {
+  BC_ASSERT(owner && owner->backend->value_ptr);
+  for (int v = 0; v < g->values.n; v++) {
+    const Value *val = &g->values.data[v];
+    if (val->kind != VALUE_PARAM && val->kind != VALUE_STATE) continue;
+    ValueId o = graph_find(owner->graph, val->name);
+    const Value *ov = o >= 0 ? &owner->graph->values.data[o] : NULL;
+    if (!ov || ov->kind != val->kind || ov->dtype != val->dtype || !shape_eq(&ov->shape, &val->shape)) {
+      diag_error(d, val->loc, "'%s' cannot share its buffer: graph '%s' %s", val->name, owner->graph->name,
+                 ov ? "holds it with another type or shape" : "has no value of that name");
+      return NULL;
+    }
+  }
+  return create(owner->backend, owner->device, g, owner, d);
 }
 
 void exec_destroy(Exec *e) {

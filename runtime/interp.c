@@ -341,15 +341,23 @@ static void run_iota(const Step *s) {
   for (int64_t i = 0; i < numel; i++) o[i] = (double)((i / inner) % len);
 }
 
-/* Global element index = i + example_offset * (elements per example), the
- * leading axis being the batch; see backend.h. */
+/* Philox index of element i: example_offset * (elements per example) +
+ * its row-major index over the key shape (random_key_map; see backend.h). */
 static void run_random(const Step *s) {
   const Shape *os = &val(s, s->n->out)->shape;
-  int64_t numel = shape_numel(os);
-  int64_t per_example = (os->rank >= 1 && os->dim[0] > 0) ? numel / os->dim[0] : 0;
+  int64_t numel = shape_numel(os), stride[BC_MAX_RANK], per_example;
+  bool plain = random_key_map(os, &s->n->a.key_shape, stride, &per_example);
   double *o = buf(s, s->n->out);
   for (int64_t i = 0; i < numel; i++) {
-    uint64_t gi = (uint64_t)(i + s->ctx->example_offset * per_example);
+    int64_t k = i;
+    if (!plain) {
+      k = 0;
+      for (int64_t d = os->rank - 1, rest = i; d >= 0; d--) {
+        k += (rest % os->dim[d]) * stride[d];
+        rest /= os->dim[d];
+      }
+    }
+    uint64_t gi = (uint64_t)(k + s->ctx->example_offset * per_example);
     o[i] = philox_uniform(s->ctx->seed, s->ctx->step, s->n->a.key, gi);
   }
 }
@@ -427,7 +435,8 @@ static void interp_release(Exec *e) {
   Interp *in = e->impl;
   if (!in) return;
   if (in->have_sync) grad_sync_free(&in->sync);
-  for (int i = 0; i < in->n_values; i++) free(in->buf[i]);
+  for (int i = 0; i < in->n_values; i++)
+    if (!exec_shared_ptr(e, e->graph, i)) free(in->buf[i]);
   free(in->buf);
   free(in);
   e->impl = NULL;
@@ -439,8 +448,10 @@ static bool interp_prepare(Exec *e, Diag *d) {
   Interp *in = bc_calloc(1, sizeof(*in));
   in->n_values = g->values.n;
   in->buf = bc_calloc((size_t)in->n_values, sizeof(double *));
-  for (int v = 0; v < in->n_values; v++)
-    in->buf[v] = bc_calloc((size_t)shape_numel(&g->values.data[v].shape), sizeof(double));
+  for (int v = 0; v < in->n_values; v++) {
+    in->buf[v] = exec_shared_ptr(e, g, v);
+    if (!in->buf[v]) in->buf[v] = bc_calloc((size_t)shape_numel(&g->values.data[v].shape), sizeof(double));
+  }
   e->impl = in;
   return true;
 }

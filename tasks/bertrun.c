@@ -50,6 +50,9 @@ static const char usage[] =
     "  --lr X              learning rate (see --recipe)\n"
     "  --max-len N         tokens per example (default: the checkpoint's with --init\n"
     "                      or --resume, else 128)\n"
+    "  --pad-to-max        pad every batch to max_len, as d2l does (default: batches\n"
+    "                      group examples of like length, each padded to a multiple\n"
+    "                      of 16; --recipe d2l pads)\n"
     "  --max-examples N    use only the first N training examples (default: all)\n"
     "  --seed N            seed of initialization, data order, masking, dropout\n"
     "                      (default 0)\n"
@@ -151,7 +154,7 @@ static const OptionSpec options[] = {
     {"--steps", true, PRE},          {"--epochs", true, SNLI},         {"--batch", true, TRAIN | EVAL | PREDICT},
     {"--eval-batch", true, ALL},     {"--max-len", true, TRAIN},       {"--seed", true, TRAIN},
     {"--save-every", true, TRAIN},   {"--max-examples", true, TRAIN},  {"--report-every", true, TRAIN},
-    {"--lr", true, TRAIN},           {"--input", true, PREDICT},
+    {"--lr", true, TRAIN},           {"--input", true, PREDICT},       {"--pad-to-max", false, TRAIN},
 };
 
 static const OptionSpec *find_option(const char *a) {
@@ -281,6 +284,8 @@ int main(int argc, char **argv) {
       o.resume = true;
     } else if (!strcmp(a, "--overwrite")) {
       o.overwrite = true;
+    } else if (!strcmp(a, "--pad-to-max")) {
+      o.pad_to_max = true;
     } else if (!strcmp(a, "--allow-partial-init")) {
       o.allow_partial_init = true;
     } else if (!strcmp(a, "--threads")) {

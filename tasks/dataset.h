@@ -88,6 +88,11 @@ typedef struct {
   bool drop_last; /* true: no partial last batch */
   int n_batches;  /* per epoch */
   int32_t *order; /* [n_examples] this epoch's permutation; owned */
+  /* length buckets (batcher_bucket): per example its length, and per batch
+   * the length it is padded to; NULL: every batch is padded to max_len */
+  const int32_t *lengths;
+  int max_len, granule;
+  int32_t *batch_len; /* [n_batches]; owned */
 } Batcher;
 
 typedef struct {
@@ -97,6 +102,9 @@ typedef struct {
   Dataset data;   /* the source's fields with batch_size rows; owned */
 } DataBatch;
 
+/* buckets.c: groups this epoch's shuffled order by length (r: the epoch's
+ * stream, after its shuffle). */
+void bucket_epoch(Batcher *b, DataRng *r);
 /* batch_size >= 1. Until batcher_set_epoch the order is the identity. */
 void batcher_init(Batcher *b, int n_examples, int batch_size, bool shuffle, bool drop_last);
 /* The permutation of epoch `epoch` (identity when !shuffle). */
@@ -107,6 +115,23 @@ void batcher_set_epoch(Batcher *b, uint64_t seed, int epoch);
  * are real), so every row holds valid inputs. */
 void batcher_fill(const Batcher *b, const Dataset *src, int index, DataBatch *out);
 void batcher_free(Batcher *b);
+
+/* ---- length buckets (buckets.c) -------------------------------------------
+ * batcher_bucket makes every later epoch group examples of like length:
+ * the epoch's shuffle (as above), then within each window of
+ * BUCKET_WINDOW batches a stable sort by length, cut into batches, then a
+ * shuffle of the batches (seeded by seed and epoch: a resumed run sees the
+ * same batches). Batch i is padded to batcher_len(b, i): its longest
+ * example rounded up to a multiple of `granule`, at most max_len. With
+ * several replicas each takes a slice of the same global batch, so all
+ * pad to the same length. */
+#define BUCKET_WINDOW 64
+void batcher_bucket(Batcher *b, const int32_t *lengths, int max_len, int granule);
+/* The sequence length batch `index` of this epoch is padded to (max_len
+ * without buckets). */
+int batcher_len(const Batcher *b, int index);
+/* The lengths a batch can have: granule, 2 granule, ..., max_len. */
+int bucket_lengths(int max_len, int granule, int *out, int cap);
 
 void data_batch_init(DataBatch *out, const Dataset *like, int batch_size);
 void data_batch_free(DataBatch *out);

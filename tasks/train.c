@@ -33,11 +33,13 @@
 
 #include <math.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "../runtime/checkpoint.h"
 #include "../runtime/dist.h"
+#include "bucket_plans.h"
 #include "eval.h"
 #include "report.h"
 #include "snli.h"
@@ -64,6 +66,7 @@ bool train_options_default(TrainOptions *o, const char *task, const char *recipe
     o->epochs = pre ? 0 : 5;
     o->batch = pre ? 256 : 512;
     o->lr = pre ? 0.01 : 1e-4;
+    o->pad_to_max = true;
   } else {
     return false;
   }
@@ -228,8 +231,31 @@ struct TrainRun {
   int64_t start, total, n_batches, train_examples;
   double time_offset, train_s;
   StepJob job;
+  BucketPlans bp;      /* the steps of shorter length buckets (bucketed) */
+  bool bucketed;       /* batches padded to their length bucket, not max_len */
+  bool pad_buckets;    /* BC_PAD_BUCKETS=1: the same batches, padded to max_len (a check) */
+  const Graph *cur_g;  /* the step the last batch ran */
+  ValueId out0[3], logits0; /* the job's outputs in r->g, the max_len step */
   void *state; /* the task's */
 };
+
+/* Points the job at the step for batches of length len, its outputs found
+ * by name; data-parallel hooks follow the step that runs. */
+static bool use_bucket(TrainRun *r, int len, Diag *d) {
+  const Graph *g;
+  Exec **es;
+  if (!bucket_plans_get(&r->bp, len, &g, &es, d)) return false;
+  if (g == r->cur_g) return true;
+  StepJob *j = &r->job;
+  j->g = g;
+  j->es = es;
+  for (int i = 0; i < j->n_out; i++)
+    j->out[i] = r->out0[i] < 0 ? -1 : r->out0[i] == r->g.loss ? g->loss : train_output(g, r->g.values.data[r->out0[i]].name);
+  if (r->logits0 >= 0) j->logits = train_output(g, r->g.values.data[r->logits0].name);
+  if (r->cur_g && !dist_attach(r->o->dist, es, r->sp.n_local, d)) return false;
+  r->cur_g = g;
+  return true;
+}
 
 /* ---- signals: finish the step, save, stop ---- */
 
@@ -285,6 +311,8 @@ static TrainStatus train_loop(TrainRun *r, Diag *d) {
       cur_epoch = epoch;
     }
     batcher_fill(&r->b, r->data, (int)(step % r->b.n_batches), &r->db);
+    if (r->bucketed && !use_bucket(r, r->pad_buckets ? r->max_len : batcher_len(&r->b, (int)(step % r->b.n_batches)), d))
+      return TRAIN_FAILED;
     r->job.step = (uint32_t)step;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -443,6 +471,17 @@ static TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d)
   }
   if (!split_sync_start(o, &r.sp, r.es, &r.start, &r.time_offset, d)) goto done;
   batcher_init(&r.b, r.data->n_examples, o->batch, true, true);
+  r.b.max_len = r.max_len;
+  r.bucketed = !o->pad_to_max && !isnan(graph_hparam(&r.g, "seq", NAN));
+  if (r.bucketed) {
+    const DataField *vl = dataset_field(r.data, "valid_len");
+    BC_ASSERT(vl && vl->dtype == DATA_I32);
+    batcher_bucket(&r.b, vl->data, r.max_len, TRAIN_BUCKET_GRANULE);
+    const char *pb = getenv("BC_PAD_BUCKETS");
+    r.pad_buckets = pb && *pb && strcmp(pb, "0") != 0;
+    r.bp = (BucketPlans){.model = &r.model, .graph = t->contract.graph, .sets = &r.sets, .sp = &r.sp,
+                         .max_len = r.max_len, .owner_g = &r.g, .owner = r.es};
+  }
   data_batch_init(&r.db, r.data, o->batch);
   r.have_batch = true;
   if (train_is_root(o) && !metrics_log_open(&r.log, o->out, r.start > 0 ? r.start : METRICS_FRESH, d)) goto done;
@@ -458,10 +497,20 @@ static TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d)
   r.prog = progress_start(train_is_root(o) ? stderr : NULL, &pc);
   r.job = (StepJob){.o = o, .sp = &r.sp, .es = r.es, .g = &r.g, .global = &r.db, .logits = -1};
   t->configure(&r);
+  for (int i = 0; i < 3; i++) r.out0[i] = i < r.job.n_out ? r.job.out[i] : -1;
+  r.logits0 = r.job.logits;
+  r.cur_g = &r.g;
   r.train_s = r.time_offset;
   catch_signals(true);
   status = train_loop(&r, d);
   catch_signals(false);
+  if (r.bucketed) {
+    char lens[256] = "";
+    for (int i = 0, at = 0; i < r.bp.n && at < (int)sizeof lens; i++)
+      at += snprintf(lens + at, sizeof lens - (size_t)at, "%s%d", i ? ", " : "", r.bp.plans[i]->len);
+    train_info(o, "%s: steps for %d shorter length buckets (%s) compiled in %.1f s; longest %d\n", t->name, r.bp.n,
+               lens, r.bp.compile_s, r.max_len);
+  }
   if (status == TRAIN_DONE) {
     if (!record(&r, progress_flush(r.prog), d)) status = TRAIN_FAILED;
     progress_finish(r.prog, NULL);
@@ -476,6 +525,7 @@ done:
     batcher_free(&r.b);
   }
   dist_detach(o->dist);
+  bucket_plans_free(&r.bp);
   split_destroy_execs(r.es);
   split_free(&r.sp);
   if (r.state) t->free(&r);

@@ -40,6 +40,7 @@ typedef struct {
   int64_t report_every; /* steps per progress/metrics record (0: every ~10 s) */
   bool resume;
   bool overwrite;          /* start afresh in a run folder that holds a checkpoint */
+  bool pad_to_max;         /* every batch padded to max_len (d2l), not to its length bucket */
   bool allow_partial_init; /* --init that finds none of the encoder's parameters */
   /* The command that continues this run (--resume), shown when a signal
    * interrupts it. */

@@ -209,6 +209,24 @@ bool train_compile(Graph *g, const TrainModel *m, const char *graph, const Train
   return pipeline_run(g, &c, d);
 }
 
+bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, int seq, int max_len,
+                          Diag *d) {
+  char max_s[16];
+  snprintf(max_s, sizeof max_s, "%d", max_len);
+  Setting keyed[1] = {{"seq", max_s}};
+  TrainSets all;
+  train_sets_init(&all, s->s, s->n);
+  train_sets_add(&all, "seq", seq);
+  CompileOptions c;
+  compile_options(&c, m, graph, &all);
+  c.train = true;
+  c.key_sets = keyed;
+  c.n_key_sets = 1;
+  bool ok = pipeline_run(g, &c, d);
+  train_sets_free(&all);
+  return ok;
+}
+
 bool train_expand(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, Diag *d) {
   CompileOptions c;
   compile_options(&c, m, graph, s);

@@ -88,7 +88,21 @@ bool train_write_batch(Exec *e, const Graph *g, const DataBatch *b, double lr, D
     const DataField *f = &b->data.fields[i];
     ValueId v = graph_find(g, f->name);
     if (v < 0) continue; /* e.g. pretraining fields the nli graph does not read */
-    if (!exec_write(e, v, f->data, f->dtype == DATA_I32 ? DTYPE_I32 : DTYPE_F32, d)) return false;
+    const Shape *s = &g->values.data[v].shape;
+    const void *src = f->data;
+    void *packed = NULL;
+    if (s->rank == 2 && s->dim[0] == b->batch_size && s->dim[1] < f->width) {
+      /* a length bucket: the first dim[1] positions of each row (the rest is padding) */
+      size_t el = (size_t)data_field_row_bytes(f) / (size_t)f->width, keep = el * (size_t)s->dim[1];
+      packed = bc_malloc(keep * (size_t)b->batch_size);
+      for (int r = 0; r < b->batch_size; r++)
+        memcpy((char *)packed + keep * (size_t)r, (const char *)f->data + (size_t)data_field_row_bytes(f) * (size_t)r,
+               keep);
+      src = packed;
+    }
+    bool ok = exec_write(e, v, src, f->dtype == DATA_I32 ? DTYPE_I32 : DTYPE_F32, d);
+    free(packed);
+    if (!ok) return false;
   }
   ValueId lv = graph_find(g, "lr");
   if (lv >= 0) {

@@ -96,6 +96,10 @@ bool train_origin_check_shapes(const TrainOrigin *s, const Graph *g, const Train
 /* Graph `graph` of the model compiled with the settings, for training
  * (forward, backward, Adam) or inference. */
 bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, bool train, Diag *d);
+/* train_compile of one length bucket: hparam seq = `seq`, random streams
+ * keyed as in the graph padded to `max_len` (CompileOptions.key_sets). */
+bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, int seq, int max_len,
+                          Diag *d);
 /* Only expanded (graph NULL: the model's first graph; s may be NULL). */
 bool train_expand(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, Diag *d);
 

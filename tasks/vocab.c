@@ -612,6 +612,7 @@ void batcher_set_epoch(Batcher *b, uint64_t seed, int epoch) {
   DataRng r;
   data_rng_seed(&r, seed, DATA_STREAM_BATCH + (uint64_t)epoch);
   data_rng_shuffle(&r, b->order, b->n_examples);
+  if (b->lengths) bucket_epoch(b, &r);
 }
 
 void batcher_fill(const Batcher *b, const Dataset *src, int index, DataBatch *out) {
@@ -635,6 +636,7 @@ void batcher_fill(const Batcher *b, const Dataset *src, int index, DataBatch *ou
 
 void batcher_free(Batcher *b) {
   free(b->order);
+  free(b->batch_len);
   memset(b, 0, sizeof(*b));
 }
 
