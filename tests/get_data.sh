@@ -5,7 +5,7 @@
 # layout bertrun reads and a second run does nothing; mirrors are tried in
 # order; an archive placed by hand is extracted without the network; a bad
 # checksum is an error naming the file and both SHA-1s that leaves nothing
-# in the data folder; a download cut short keeps FILE.part and the next run
+# in the data folder, and so is an archive that lacks a file; a download cut short keeps FILE.part and the next run
 # resumes it with a Range request; a server that is down gives the offline
 # advice, exit 3, at once. Nothing leaves 127.0.0.1; a few seconds.
 set -u
@@ -45,6 +45,12 @@ for name, body in files.items():
     open(os.path.join(src, name), "w").write(body)
 with zipfile.ZipFile(os.path.join(www, "wikitext-2-v1.zip"), "w", zipfile.ZIP_DEFLATED) as z:
     for n in ("wiki.test.tokens", "wiki.train.tokens", "wiki.valid.tokens"):
+        z.writestr("wikitext-2/" + n, files[n])
+# An archive that lacks a file (whose checksum is given as right), to see
+# that an extraction that fails leaves nothing half-made.
+os.mkdir(os.path.join(www, "incomplete"))
+with zipfile.ZipFile(os.path.join(www, "incomplete", "wikitext-2-v1.zip"), "w") as z:
+    for n in ("wiki.train.tokens", "wiki.valid.tokens"):
         z.writestr("wikitext-2/" + n, files[n])
 with zipfile.ZipFile(os.path.join(www, "snli_1.0.zip"), "w", zipfile.ZIP_DEFLATED) as z:
     z.writestr("snli_1.0/README.txt", "fake SNLI\n")
@@ -173,6 +179,16 @@ check "bad checksum: exit 4" test "$rc" = 4 || cat "$tmp/out"
 check "bad checksum: the error names the file, the expected and the actual SHA-1" bash -c \
   "grep 'checksum mismatch' '$tmp/out' | grep 'wikitext-2-v1.zip' | grep $bad | grep -q $wt_sha1" || cat "$tmp/out"
 check "bad checksum: nothing is left in the data folder" only_entries "$d"
+
+# An archive with the right checksum that lacks a file: nothing of it stays.
+d="$tmp/incomplete"
+mkdir -p "$d"
+"$GET" --data "$d" --only wikitext-2 --wikitext-url "$base/incomplete/wikitext-2-v1.zip" \
+  --wikitext-sha1 "$(sha1sum "$tmp/www/incomplete/wikitext-2-v1.zip" | cut -d' ' -f1)" >"$tmp/out" 2>&1
+rc=$?
+check "an archive that lacks a file: exit 4, the error names the file" bash -c \
+  "[ $rc = 4 ] && grep -q 'lacks wiki.test.tokens' '$tmp/out'" || cat "$tmp/out"
+check "an archive that lacks a file: nothing is left in the data folder" only_entries "$d"
 
 # 3. A download cut short, then resumed.
 d="$tmp/cut"
