@@ -23,6 +23,8 @@ server_pid=""
 trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 # The getter must not read the caller's data folder or addresses.
 unset BERT_DATA BC_WIKITEXT_URLS BC_SNLI_URLS BC_WIKITEXT_SHA1 BC_SNLI_SHA1 BC_CONNECT_TIMEOUT
+# ... and curl must ask the test server itself, not a proxy.
+export no_proxy=127.0.0.1 NO_PROXY=127.0.0.1
 
 # The archives: a fake WikiText-2 (wikitext-2/wiki.*.tokens) and a fake SNLI
 # (snli_1.0/*.txt and *.jsonl, and a macOS resource fork as the real one
