@@ -233,12 +233,13 @@ fetch() {
       if [ -s "$part" ]; then
         echo "  $(size_of "$part") bytes are kept in $part: running this again resumes the download" >&2
       fi
+      local key=${name%%-*} # wikitext, snli: the names of the options
       cat >&2 <<EOF
   Offline or blocked? Fetch $archive (SHA-1 $sha1) on another machine
   and copy it to $zip, then run this again (it verifies and extracts it);
   or place ${files[*]} in $target/ by hand;
   or pass --data DIR (here, to bertrun, or to scripts/run.sh) a folder that holds them.
-  Other addresses: --${name%%-*}-url URL (repeatable) or BC_$(echo "${name%%-*}" | tr a-z A-Z)_URLS.
+  Other addresses: --$key-url URL (repeatable) or BC_${key^^}_URLS.
 EOF
       return 3
     fi
