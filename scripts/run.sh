@@ -3,8 +3,11 @@
 # Fine-Tuning BERT" at a short schedule that fits a 2-core machine in a few
 # minutes: pretrain the small BERT on WikiText-2 (masked LM + next sentence),
 # fine-tune it on SNLI, and report test accuracy against the majority-class
-# baseline. Data: --data DIR, else $BERT_DATA, else the small synthetic
-# sample in tests/data/sample (said so). Extra arguments go to both runs.
+# baseline. Data: --data DIR, else $BERT_DATA, else data/ here; when that
+# folder lacks them, scripts/get-data.sh fetches WikiText-2 and SNLI into it
+# from d2l's addresses (each gets 5 s to answer); when that fails too, the
+# small synthetic sample in tests/data/sample (said so). Extra arguments go
+# to both runs.
 # The short pretraining uses lr 1e-3: at d2l's 0.01, 300 steps leave an
 # encoder that fine-tuning cannot move off the majority class within a few
 # hundred steps (measured); d2l's 0.01 is for its 4,000 steps.
@@ -18,13 +21,20 @@ data="${BERT_DATA:-}"
 if [ "${1:-}" = "--data" ]; then data="$2"; shift 2; fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" --target bertc bertrun
-if [ -n "$data" ] && [ -f "$data/wikitext-2/wiki.train.tokens" ] && [ -d "$data/snli" ]; then
+have_data() { [ -n "$1" ] && [ -f "$1/wikitext-2/wiki.train.tokens" ] && [ -d "$1/snli" ]; }
+[ -n "$data" ] || data=data # the default data folder, where get-data.sh puts them
+if ! have_data "$data"; then
+  echo "== no data in $data: fetching WikiText-2 and SNLI into it (scripts/get-data.sh)"
+  scripts/get-data.sh --data "$data" --connect-timeout 5 || echo "== could not fetch the data (above)"
+  have_data "$data" || data=""
+fi
+if [ -n "$data" ]; then
   echo "== data: $data"
   pre=(--steps 300 --batch 64 --lr 1e-3)
   ft=(--epochs 2 --batch 128 --lr 1e-4)
 else
   data=tests/data/sample
-  echo "== no data found (pass --data DIR or set BERT_DATA): using the synthetic sample in $data"
+  echo "== no data (pass --data DIR, set BERT_DATA, or run scripts/get-data.sh): using the synthetic sample in $data"
   pre=(--steps 100 --batch 32 --lr 0.01)
   ft=(--epochs 8 --batch 64 --lr 1e-3)
 fi
