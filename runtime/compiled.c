@@ -56,15 +56,32 @@ void compiled_plan_free(CompiledPlan *p) {
 
 void compiled_share(CompiledPlan *p, const Exec *e) {
   if (!e->owner) return;
-  p->shared = bc_calloc((size_t)(p->graph.values.n ? p->graph.values.n : 1), sizeof(uintptr_t));
-  for (int v = 0; v < p->graph.values.n; v++) p->shared[v] = (uintptr_t)exec_shared_ptr(e, &p->graph, v);
+  int n = p->graph.values.n;
+  MemSlot *s = p->mem.slots;
+  p->shared = bc_calloc((size_t)(n ? n : 1), sizeof(uintptr_t));
+  /* pinned aliases (assign outputs, views) start where their root does */
+  for (int v = 0; v < n; v++)
+    if (s[v].kind == MEM_PINNED && s[v].alias_of < 0) p->shared[v] = (uintptr_t)exec_shared_ptr(e, &p->graph, v);
+  int64_t at = 0;
+  for (int v = 0; v < n; v++)
+    if (s[v].kind == MEM_PINNED && s[v].alias_of < 0 && !p->shared[v]) {
+      s[v].offset = at;
+      at += (s[v].bytes + 63) / 64 * 64;
+    }
+  for (int v = 0; v < n; v++)
+    if (s[v].kind == MEM_PINNED && s[v].alias_of >= 0) {
+      p->shared[v] = p->shared[s[v].alias_of];
+      s[v].offset = s[s[v].alias_of].offset;
+    }
+  p->mem.pinned_bytes = p->stats.pinned_bytes = at;
 }
 
 uintptr_t compiled_addr(const CompiledPlan *p, uintptr_t block, ValueId v) {
   if (p->shared && p->shared[v]) return p->shared[v];
   const MemSlot *s = &p->mem.slots[v];
   if (s->kind == MEM_NONE) return 0;
-  return block + (uintptr_t)(s->kind == MEM_ARENA ? p->mem.pinned_bytes + s->offset : s->offset);
+  if (s->kind == MEM_PINNED) return block + (uintptr_t)s->offset;
+  return (p->arena ? p->arena : block + (uintptr_t)p->mem.pinned_bytes) + (uintptr_t)s->offset;
 }
 
 bool compiled_transfer(Exec *e, uintptr_t block, CompiledCopy copy, void *ctx, ValueId v, void *host,

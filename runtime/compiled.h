@@ -27,6 +27,8 @@ typedef struct {
   bool have_sync; /* data-parallel hooks (runtime/dist.c) */
   GradSync sync;
   uintptr_t *shared; /* per value: the owner's buffer (exec_create_sharing), or 0 */
+  uintptr_t arena;   /* the arena's address when it is not after the pinned values
+                      * of the plan's block (one borrowed from the owner), or 0 */
 } CompiledPlan;
 
 /* Runs the plan stages of the pipeline (fuse, lower, memplan) on g into p
@@ -34,7 +36,9 @@ typedef struct {
  * what was made so far: compiled_plan_free it either way. */
 bool compiled_plan_init(CompiledPlan *p, const Graph *g, Diag *d);
 void compiled_plan_free(CompiledPlan *p);
-/* Records which values live in e->owner's buffers (exec_shared_ptr). */
+/* Records which values live in e->owner's buffers (exec_shared_ptr) and
+ * packs the pinned values that remain (the block then holds only those;
+ * mem.pinned_bytes shrinks to match). No-op without an owner. */
 void compiled_share(CompiledPlan *p, const Exec *e);
 /* The address of v's buffer: the owner's when shared, else `block` (the
  * plan's block, host or device) plus the memory plan's offset (pinned

@@ -75,7 +75,12 @@ static bool prepare(Exec *e, Diag *d) {
   if (!compiled_plan_init(&c->p, g, d)) goto fail;
   compiled_share(&c->p, e);
   bool ok;
-  int64_t total = c->p.mem.pinned_bytes + c->p.mem.arena_bytes;
+  /* a bucket's step runs between its owner's steps, never with them: it
+   * borrows the owner's arena when that is large enough */
+  const Cpu *owner = e->owner ? e->owner->impl : NULL;
+  if (owner && owner->p.mem.arena_bytes >= c->p.mem.arena_bytes)
+    c->p.arena = (uintptr_t)owner->block + (uintptr_t)owner->p.mem.pinned_bytes;
+  int64_t total = c->p.mem.pinned_bytes + (c->p.arena ? 0 : c->p.mem.arena_bytes);
   c->block = aligned_alloc(64, (size_t)((total + 63) / 64 * 64 + 64));
   if (!c->block) {
     diag_error(d, SRCLOC_NONE, "cpu: cannot allocate %lld bytes for the plan", (long long)total);

@@ -327,8 +327,13 @@ static bool prepare(Exec *e, Diag *d) {
   compiled_share(&c->p, e);
   c->use_graph = !compiled_env_on("BC_NO_GRAPH") && !c->p.profile;
 
-  /* One allocation: pinned | arena | cuBLAS workspace | run info. */
-  int64_t data = c->p.mem.pinned_bytes + c->p.mem.arena_bytes;
+  /* One allocation: pinned | arena | cuBLAS workspace | run info; a
+   * bucket's step (exec_create_sharing) borrows its owner's arena when that
+   * is large enough: the two never run at once. */
+  const Cuda *owner = e->owner ? e->owner->impl : NULL;
+  if (owner && owner->p.mem.arena_bytes >= c->p.mem.arena_bytes)
+    c->p.arena = (uintptr_t)(owner->block + (CUdeviceptr)owner->p.mem.pinned_bytes);
+  int64_t data = c->p.mem.pinned_bytes + (c->p.arena ? 0 : c->p.mem.arena_bytes);
   int64_t ws_off = (data + 255) / 256 * 256, info_off = ws_off + WORKSPACE_BYTES;
   c->block_bytes = info_off + 256;
   if (!CU(D.p_cuMemAlloc(&c->block, (size_t)c->block_bytes))) {
