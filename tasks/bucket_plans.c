@@ -27,12 +27,12 @@ bool bucket_plans_get(BucketPlans *bp, int len, const Graph **g, Exec ***es, Dia
   double t0 = now_s();
   BucketPlan *p = bc_calloc(1, sizeof *p);
   p->len = len;
-  if (!train_compile_bucket(&p->g, bp->model, bp->graph, bp->sets, len, bp->max_len, d)) {
+  if (!train_compile_bucket(&p->g, bp->model, bp->graph, bp->sets, len, bp->max_len, bp->train, d)) {
     free(p);
     return false;
   }
   bp->plans[bp->n++] = p;
-  for (int k = 0; k < bp->sp->n_local; k++)
+  for (int k = 0; k < (bp->sp ? bp->sp->n_local : 1); k++)
     if (!(p->es[k] = exec_create_sharing(bp->owner[k], &p->g, d))) return false;
   bp->compile_s += now_s() - t0;
   *g = &p->g;

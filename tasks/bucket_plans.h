@@ -26,7 +26,8 @@ typedef struct {
   const TrainModel *model;
   const char *graph;
   const TrainSets *sets;
-  const Split *sp;
+  const Split *sp; /* the local replicas; NULL: one (evaluation) */
+  bool train;      /* training steps (else inference: evaluation, prediction) */
   int max_len;
   const Graph *owner_g; /* the step at max_len, and its replicas */
   Exec **owner;

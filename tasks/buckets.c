@@ -59,6 +59,29 @@ static void sort_by_length(int32_t *rows, int n, const int32_t *lengths) {
   free(key);
 }
 
+/* Batch i's length: its longest example rounded up to the granule, at most max_len. */
+static void set_batch_lengths(Batcher *b) {
+  for (int i = 0; i < b->n_batches; i++) {
+    int longest = 1, first = i * b->batch_size;
+    for (int k = first; k < first + b->batch_size && k < b->n_examples; k++)
+      if (b->lengths[b->order[k]] > longest) longest = b->lengths[b->order[k]];
+    int t = (longest + b->granule - 1) / b->granule * b->granule;
+    b->batch_len[i] = t < b->max_len ? t : b->max_len;
+  }
+}
+
+void batcher_sort_by_length(Batcher *b, const int32_t *lengths, int max_len, int granule) {
+  BC_ASSERT(max_len >= 1 && granule >= 1 && !b->shuffle);
+  b->lengths = lengths;
+  b->max_len = max_len;
+  b->granule = granule;
+  free(b->batch_len);
+  b->batch_len = bc_calloc((size_t)(b->n_batches ? b->n_batches : 1), sizeof(int32_t));
+  for (int i = 0; i < b->n_examples; i++) b->order[i] = i;
+  sort_by_length(b->order, b->n_examples, lengths);
+  set_batch_lengths(b);
+}
+
 void bucket_epoch(Batcher *b, DataRng *r) {
   int bs = b->batch_size, nb = b->n_batches, used = nb * bs;
   for (int lo = 0; lo < used; lo += BUCKET_WINDOW * bs) {
@@ -70,15 +93,10 @@ void bucket_epoch(Batcher *b, DataRng *r) {
   for (int i = 0; i < nb; i++) perm[i] = i;
   data_rng_shuffle(r, perm, nb);
   int32_t *order = bc_malloc(sizeof(int32_t) * (size_t)(used ? used : 1));
-  for (int i = 0; i < nb; i++) {
+  for (int i = 0; i < nb; i++)
     memcpy(order + (size_t)i * bs, b->order + (size_t)perm[i] * bs, sizeof(int32_t) * (size_t)bs);
-    int longest = 1;
-    for (int k = 0; k < bs; k++)
-      if (b->lengths[order[(size_t)i * bs + k]] > longest) longest = b->lengths[order[(size_t)i * bs + k]];
-    int t = (longest + b->granule - 1) / b->granule * b->granule;
-    b->batch_len[i] = t < b->max_len ? t : b->max_len;
-  }
   memcpy(b->order, order, sizeof(int32_t) * (size_t)used);
   free(order);
   free(perm);
+  set_batch_lengths(b);
 }

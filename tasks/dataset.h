@@ -127,6 +127,10 @@ void batcher_free(Batcher *b);
  * pad to the same length. */
 #define BUCKET_WINDOW 64
 void batcher_bucket(Batcher *b, const int32_t *lengths, int max_len, int granule);
+/* For evaluation (no shuffle): the examples in order of length (ties in
+ * dataset order), so each batch pads to its own bucket; results are
+ * counted per row (DataBatch.rows), so the order changes nothing else. */
+void batcher_sort_by_length(Batcher *b, const int32_t *lengths, int max_len, int granule);
 /* The sequence length batch `index` of this epoch is padded to (max_len
  * without buckets). */
 int batcher_len(const Batcher *b, int index);

@@ -480,7 +480,7 @@ static TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d)
     const char *pb = getenv("BC_PAD_BUCKETS");
     r.pad_buckets = pb && *pb && strcmp(pb, "0") != 0;
     r.bp = (BucketPlans){.model = &r.model, .graph = t->contract.graph, .sets = &r.sets, .sp = &r.sp,
-                         .max_len = r.max_len, .owner_g = &r.g, .owner = r.es};
+                         .train = true, .max_len = r.max_len, .owner_g = &r.g, .owner = r.es};
   }
   data_batch_init(&r.db, r.data, o->batch);
   r.have_batch = true;

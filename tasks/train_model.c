@@ -210,7 +210,7 @@ bool train_compile(Graph *g, const TrainModel *m, const char *graph, const Train
 }
 
 bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, int seq, int max_len,
-                          Diag *d) {
+                          bool train, Diag *d) {
   char max_s[16];
   snprintf(max_s, sizeof max_s, "%d", max_len);
   Setting keyed[1] = {{"seq", max_s}};
@@ -219,7 +219,7 @@ bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, cons
   train_sets_add(&all, "seq", seq);
   CompileOptions c;
   compile_options(&c, m, graph, &all);
-  c.train = true;
+  c.train = train;
   c.key_sets = keyed;
   c.n_key_sets = 1;
   bool ok = pipeline_run(g, &c, d);

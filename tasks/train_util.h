@@ -99,7 +99,7 @@ bool train_compile(Graph *g, const TrainModel *m, const char *graph, const Train
 /* train_compile of one length bucket: hparam seq = `seq`, random streams
  * keyed as in the graph padded to `max_len` (CompileOptions.key_sets). */
 bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, int seq, int max_len,
-                          Diag *d);
+                          bool train, Diag *d);
 /* Only expanded (graph NULL: the model's first graph; s may be NULL). */
 bool train_expand(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, Diag *d);
 
