@@ -202,10 +202,12 @@ static void compile_options(CompileOptions *c, const TrainModel *m, const char *
   c->n_sets = s ? s->n : 0;
 }
 
-bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, bool train, Diag *d) {
+bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, const AdamOptions *adam,
+                   Diag *d) {
   CompileOptions c;
   compile_options(&c, m, graph, s);
-  c.train = train;
+  c.train = adam != NULL;
+  if (adam) c.adam = *adam;
   return pipeline_run(g, &c, d);
 }
 
