@@ -39,14 +39,19 @@ static ValueId bin(Graph *g, Op op, ValueId a, ValueId b) { return graph_binary(
 
 static bool trained(const Graph *g, ValueId p) { return val(g, p)->dtype == DTYPE_F32; }
 
-/* sum(x^2) of one gradient, as a () value: squares and row sums over the
- * last axis in one row kernel, then one sum of the row sums, so no
- * squared copy of a gradient is ever stored. */
+/* sum(x^2) of one gradient, as a () value: the squares and their row sums
+ * over the last axis in one row kernel, then one sum of the row sums, so no
+ * squared copy of a large gradient is stored. The square reads the gradient
+ * value itself, never a reshape of it: simplify would fold a reshape of a
+ * gradient that is itself a reshape (a bias's) into a read of the value
+ * before it, which data-parallel training has not averaged. */
 static ValueId sum_squares(Graph *g, ValueId x) {
-  const Shape *s = &val(g, x)->shape;
-  int64_t n = shape_numel(s), cols = s->rank > 0 ? s->dim[s->rank - 1] : 1, rows = n / cols;
-  ValueId m = graph_reshape(g, x, shape_of(2, rows, cols));
-  ValueId r = graph_reduce(g, OP_REDUCE_SUM, bin(g, OP_MUL, m, m), 1); /* (rows, 1) */
+  const Shape s = val(g, x)->shape;
+  ValueId sq = bin(g, OP_MUL, x, x);
+  if (s.rank == 0) return sq;
+  int64_t cols = s.dim[s.rank - 1], rows = shape_numel(&s) / cols;
+  if (s.rank != 2) sq = graph_reshape(g, sq, shape_of(2, rows, cols));
+  ValueId r = graph_reduce(g, OP_REDUCE_SUM, sq, 1); /* (rows, 1) */
   if (rows > 1) r = graph_reduce(g, OP_REDUCE_SUM, graph_reshape(g, r, shape_of(2, 1, rows)), 1);
   return graph_reshape(g, r, shape_of(0));
 }
