@@ -6,7 +6,8 @@
  * an epoch's end and the run's end do.
  *
  * A run folder holds checkpoint.safetensors (parameters, Adam moments,
- * step, seed, hparams, vocabulary hash), vocab.txt, metrics.jsonl and
+ * step, seed, hparams, vocabulary hash, the optimizer settings of
+ * train_optim.c), vocab.txt, metrics.jsonl and
  * curves.svg. Checkpoints are written atomically; --resume continues from
  * the last one and, because batches depend only on (seed, epoch) and dropout
  * on (seed, step), repeats the losses of an uninterrupted run exactly.
