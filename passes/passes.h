@@ -45,15 +45,20 @@ int model_graph_names(const char *path, const char ***names, Diag *d);
 bool autodiff_run(Graph *g, Diag *d);
 
 /* optim.c — Adam with bias correction, appended as graph ops:
+ *   [g *= min(1, clip / (||g||_2 + 1e-6)), the norm over all gradients]
  *   t += 1; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
- *   p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   [+ wd * p into g]
+ *   p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   [p *= 1 - lr wd first]
  * States "adam.t" (f32 scalar), "<param>.adam_m", "<param>.adam_v" (zeros);
  * the learning rate is the f32 scalar input "lr" so it can change between
- * steps without recompiling. Requires: autodiff. */
+ * steps without recompiling. Weight decay is AdamW's (decoupled, not L2 in
+ * the gradient) and only on parameters of rank >= 2 (not on biases and
+ * layer-norm parameters). Requires: autodiff. */
 typedef struct {
-  double beta1, beta2, eps, weight_decay;
+  double beta1, beta2, eps;
+  double weight_decay; /* decoupled decay per unit of lr (0: none) */
+  double clip;         /* > 0: the global gradient norm is clipped to it (0: none) */
 } AdamOptions;
-void adam_options_default(AdamOptions *o); /* d2l: 0.9, 0.999, 1e-8, 0 */
+void adam_options_default(AdamOptions *o); /* d2l: 0.9, 0.999, 1e-8, no decay, no clipping */
 bool optim_adam_run(Graph *g, const AdamOptions *o, Diag *d);
 
 /* simplify.c — constant folding, algebraic identities, CSE (unless

@@ -28,9 +28,11 @@ static const char usage[] =
     "  --batch N           same as --set batch=N\n"
     "  --train             compile the whole training step: forward, loss,\n"
     "                      backward (autodiff) and the Adam update\n"
-    "  --beta1 X --beta2 X --eps X --weight-decay X\n"
-    "                      Adam settings (defaults 0.9, 0.999, 1e-8, 0; the\n"
-    "                      learning rate is the run-time input `lr`)\n"
+    "  --beta1 X --beta2 X --eps X --weight-decay X --clip X\n"
+    "                      Adam settings (defaults 0.9, 0.999, 1e-8, 0, 0; weight\n"
+    "                      decay is AdamW's, on parameters of rank 2+; clip > 0\n"
+    "                      clips the global gradient norm; the learning rate is\n"
+    "                      the run-time input `lr`)\n"
     "  --dump              print the optimized graph in full\n"
     "  --dump-after STAGE  print what a stage of the pipeline made, or every\n"
     "                      stage's (all): the graph after expand, autodiff\n"
@@ -208,7 +210,7 @@ static int cmd_compile(int argc, char **argv) {
     } else if (strcmp(a, "--train") == 0) {
       o.train = true;
     } else if (strcmp(a, "--beta1") == 0 || strcmp(a, "--beta2") == 0 || strcmp(a, "--eps") == 0 ||
-               strcmp(a, "--weight-decay") == 0) {
+               strcmp(a, "--weight-decay") == 0 || strcmp(a, "--clip") == 0) {
       NEED_VAL();
       double x;
       if (!parse_double(val, &x)) {
@@ -218,6 +220,7 @@ static int cmd_compile(int argc, char **argv) {
       if (a[2] == 'b' && a[6] == '1') o.adam.beta1 = x;
       else if (a[2] == 'b') o.adam.beta2 = x;
       else if (a[2] == 'e') o.adam.eps = x;
+      else if (a[2] == 'c') o.adam.clip = x;
       else o.adam.weight_decay = x;
     } else if (strcmp(a, "--dump") == 0) {
       dump = true;

@@ -47,7 +47,17 @@ static const char usage[] =
     "  --epochs N          snli: epochs (see --recipe)\n"
     "  --batch N           examples per step (see --recipe)\n"
     "  --eval-batch N      examples per evaluation or prediction step (default 256)\n"
-    "  --lr X              learning rate (see --recipe)\n"
+    "  --lr X              learning rate, the peak of the schedule (see --recipe)\n"
+    "  --schedule NAME     the rate after the warmup: constant (default), or linear\n"
+    "                      or cosine decay to 0 at the run's end (--steps, or\n"
+    "                      --epochs x batches per epoch), computed per step as\n"
+    "                      Hugging Face's get_*_schedule_with_warmup\n"
+    "  --warmup N          steps of linear warmup from 0 to --lr (default 0)\n"
+    "  --weight-decay X    AdamW's decoupled weight decay (p -= lr X p each step)\n"
+    "                      of weight matrices and embedding tables (parameters of\n"
+    "                      rank 2+), not of biases and layer norms (default 0)\n"
+    "  --clip X            scale the gradients so that their global norm is at\n"
+    "                      most X (torch's clip_grad_norm_; default 0: no clipping)\n"
     "  --max-len N         tokens per example (default: the checkpoint's with --init\n"
     "                      or --resume, else 128)\n"
     "  --pad-to-max        pad every batch to max_len, as d2l does (default: batches\n"
@@ -62,7 +72,10 @@ static const char usage[] =
     "  --threads N         threads of the cpu backend (default: one per core)\n"
     "  --out DIR           run folder: checkpoint.safetensors, vocab.txt,\n"
     "                      metrics.jsonl, curves.svg (default runs/TASK)\n"
-    "  --resume            continue from the run folder's checkpoint\n"
+    "  --resume            continue from the run folder's checkpoint (with the same\n"
+    "                      --lr, --schedule, --warmup, --weight-decay, --clip, and\n"
+    "                      under a decaying schedule the same length; another\n"
+    "                      value is refused, naming the checkpoint's)\n"
     "  --overwrite         start afresh in a run folder that holds an earlier run\n"
     "                      (default: refuse, naming it)\n"
     "  --save-every N      also checkpoint every N steps (default: only at the end,\n"
@@ -154,7 +167,9 @@ static const OptionSpec options[] = {
     {"--steps", true, PRE},          {"--epochs", true, SNLI},         {"--batch", true, TRAIN | EVAL | PREDICT},
     {"--eval-batch", true, ALL},     {"--max-len", true, TRAIN},       {"--seed", true, TRAIN},
     {"--save-every", true, TRAIN},   {"--max-examples", true, TRAIN},  {"--report-every", true, TRAIN},
-    {"--lr", true, TRAIN},           {"--input", true, PREDICT},       {"--pad-to-max", false, TRAIN},
+    {"--lr", true, TRAIN},           {"--input", true, PREDICT},       {"--schedule", true, TRAIN},
+    {"--warmup", true, TRAIN},       {"--weight-decay", true, TRAIN},  {"--clip", true, TRAIN},
+    {"--pad-to-max", false, TRAIN},
 };
 
 static const OptionSpec *find_option(const char *a) {
@@ -295,6 +310,13 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--lr")) {
       if (!to_f64(v, &f) || !(f > 0)) return bad_usage("--lr needs a positive number, got '%s'", v);
       o.lr = f;
+    } else if (!strcmp(a, "--weight-decay") || !strcmp(a, "--clip")) {
+      if (!to_f64(v, &f) || !(f >= 0)) return bad_usage("%s needs a number >= 0", a);
+      if (!strcmp(a, "--clip")) o.clip = f;
+      else o.weight_decay = f;
+    } else if (!strcmp(a, "--schedule")) {
+      if (!train_schedule_parse(v, &o.schedule))
+        return bad_usage("unknown schedule '%s' (schedules: constant, linear, cosine)", v);
     } else { /* the integer options */
       if (!to_i64(v, &x)) return bad_usage("not a non-negative integer: '%s'", v);
       if ((!strcmp(a, "--batch") || !strcmp(a, "--eval-batch") || !strcmp(a, "--max-len") ||
@@ -308,6 +330,7 @@ int main(int argc, char **argv) {
       else if (!strcmp(a, "--seed")) o.seed = (uint64_t)x;
       else if (!strcmp(a, "--save-every")) o.save_every = x;
       else if (!strcmp(a, "--report-every")) o.report_every = x;
+      else if (!strcmp(a, "--warmup")) o.warmup = x;
       else o.max_examples = x;
     }
   }

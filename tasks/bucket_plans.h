@@ -27,7 +27,7 @@ typedef struct {
   const char *graph;
   const TrainSets *sets;
   const Split *sp; /* the local replicas; NULL: one (evaluation) */
-  bool train;      /* training steps (else inference: evaluation, prediction) */
+  const AdamOptions *adam; /* training steps' optimizer; NULL: inference (evaluation, prediction) */
   int max_len;
   const Graph *owner_g; /* the step at max_len, and its replicas */
   Exec **owner;

@@ -113,7 +113,7 @@ bool eval_load_nli(const char *checkpoint, const char *model, const char *device
   train_sets_add(&sets, "dropout", 0);
   vocab_free(vocab);
   if (!train_origin_vocab(&s, vocab, d)) goto done;
-  if (!train_compile(g, &m, "nli", &sets, false, d)) goto done;
+  if (!train_compile(g, &m, "nli", &sets, NULL, d)) goto done;
   have_graph = true;
   *e = exec_create_spec(device, g, d); /* evaluation, prediction: one device */
   if (!*e) goto done;

@@ -6,7 +6,8 @@
  * an epoch's end and the run's end do.
  *
  * A run folder holds checkpoint.safetensors (parameters, Adam moments,
- * step, seed, hparams, vocabulary hash), vocab.txt, metrics.jsonl and
+ * step, seed, hparams, vocabulary hash, the optimizer settings of
+ * train_optim.c), vocab.txt, metrics.jsonl and
  * curves.svg. Checkpoints are written atomically; --resume continues from
  * the last one and, because batches depend only on (seed, epoch) and dropout
  * on (seed, step), repeats the losses of an uninterrupted run exactly.
@@ -44,11 +45,12 @@
 #include "report.h"
 #include "snli.h"
 #include "split.h"
+#include "train_optim.h"
 #include "train_util.h"
 #include "wikitext.h"
 
 bool train_options_default(TrainOptions *o, const char *task, const char *recipe) {
-  memset(o, 0, sizeof(*o));
+  memset(o, 0, sizeof(*o)); /* both recipes: constant rate, no warmup, decay or clipping */
   o->task = task;
   o->device = "cpu";
   o->eval_batch = 256;
@@ -133,6 +135,7 @@ typedef struct {
   const Graph *g;
   const DataBatch *global;
   uint32_t step;
+  double lr; /* the step's rate (train_rate) */
   int n_out;
   ValueId out[3];
   ValueId logits; /* fine-tuning: x[k][n_out] is replica k's correct count */
@@ -146,7 +149,7 @@ static bool step_job(void *ctx, int k, Diag *d) {
   Exec *e = j->es[k];
   const DataBatch *lb = split_batch(j->sp, j->global, k);
   RunContext c = {j->o->seed, j->step, split_first(j->sp, k)};
-  if (!train_write_batch(e, j->g, lb, j->o->lr, d) || !write_mlm_norm(e, j->g, j->global, j->sp->size, d) ||
+  if (!train_write_batch(e, j->g, lb, j->lr, d) || !write_mlm_norm(e, j->g, j->global, j->sp->size, d) ||
       !exec_run(e, &c, d))
     return false;
   for (int i = 0; i < j->n_out; i++)
@@ -230,6 +233,7 @@ struct TrainRun {
   char *ckpt;
   int64_t start, total, n_batches, train_examples;
   double time_offset, train_s;
+  double rate; /* the learning rate of the last step run */
   StepJob job;
   BucketPlans bp;      /* the steps of shorter length buckets (bucketed) */
   bool bucketed;       /* batches padded to their length bucket, not max_len */
@@ -288,15 +292,17 @@ static bool stop_requested(const TrainOptions *o, Diag *d, bool *stop) {
   return true;
 }
 
-/* The record of a step or an epoch into metrics.jsonl and curves.svg (rank 0). */
+/* The record of a step or an epoch into metrics.jsonl and curves.svg (rank
+ * 0), with "lr": the rate of its last step, so the curves show the schedule. */
 static bool record(TrainRun *r, const MetricsRecord *rec, Diag *d) {
   if (!train_is_root(r->o) || !rec) return true;
-  return metrics_log_append(&r->log, rec, d) && metrics_log_plot(&r->log, r->t->plot_title, d);
+  MetricsRecord x = *rec;
+  if (!metrics_record_has(&x, "lr")) metrics_record_set(&x, "lr", r->rate);
+  return metrics_log_append(&r->log, &x, d) && metrics_log_plot(&r->log, r->t->plot_title, d);
 }
 
 static bool save(TrainRun *r, int64_t step, Diag *d) {
-  return !train_is_root(r->o) ||
-         train_save(r->o->out, r->e, &r->model, step, r->o->seed, r->vocab, r->train_s, d);
+  return !train_is_root(r->o) || train_save(r->o, r->total, r->e, &r->model, step, r->vocab, r->train_s, d);
 }
 
 static TrainStatus train_loop(TrainRun *r, Diag *d) {
@@ -314,6 +320,7 @@ static TrainStatus train_loop(TrainRun *r, Diag *d) {
     if (r->bucketed && !use_bucket(r, r->pad_buckets ? r->max_len : batcher_len(&r->b, (int)(step % r->b.n_batches)), d))
       return TRAIN_FAILED;
     r->job.step = (uint32_t)step;
+    r->job.lr = r->rate = train_rate(o, r->total, step);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     double tt = dist_now_ns(), x[4];
@@ -406,12 +413,14 @@ static bool setup_model(TrainRun *r, Diag *d) {
   return ok;
 }
 
-/* The first step of a resumed run must come before the last. */
+/* The first step of a resumed run must come before the last, and the run
+ * continues under the optimizer settings it started with. */
 static bool check_resume_step(TrainRun *r, Diag *d) {
   if (!r->resuming) return true;
+  const TrainOptions *o = r->o;
+  if (!train_optim_check(o, r->total, &r->origin.info.meta, r->ckpt, d)) return false;
   int64_t at = r->origin.info.meta.step;
   if (at < r->total) return true;
-  const TrainOptions *o = r->o;
   if (r->t->by_epoch)
     diag_error(d, (SrcLoc){bc_intern(r->ckpt), 0, 0},
                "the checkpoint is at step %lld (epoch %lld), and --epochs %d ends at step %lld: nothing to run "
@@ -456,7 +465,9 @@ static TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d)
   if (r.sp.size > 1)
     train_info(o, "%s: %s, %d examples each per step of %d\n", t->name, r.where, r.sp.local, o->batch);
   if (train_is_root(o) && !vocab_save(r.vocab, vpath, d)) goto done;
-  if (!train_compile(&r.g, &r.model, t->contract.graph, &r.sets, true, d)) goto done;
+  AdamOptions adam;
+  train_adam_options(o, &adam);
+  if (!train_compile(&r.g, &r.model, t->contract.graph, &r.sets, &adam, d)) goto done;
   r.have_graph = true;
   if (t->setup && !t->setup(&r, d)) goto done;
   if (!split_make_execs(&r.sp, &r.g, r.es, d)) goto done;
@@ -480,7 +491,7 @@ static TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d)
     const char *pb = getenv("BC_PAD_BUCKETS");
     r.pad_buckets = pb && *pb && strcmp(pb, "0") != 0;
     r.bp = (BucketPlans){.model = &r.model, .graph = t->contract.graph, .sets = &r.sets, .sp = &r.sp,
-                         .train = true, .max_len = r.max_len, .owner_g = &r.g, .owner = r.es};
+                         .adam = &adam, .max_len = r.max_len, .owner_g = &r.g, .owner = r.es};
   }
   data_batch_init(&r.db, r.data, o->batch);
   r.have_batch = true;
@@ -750,7 +761,7 @@ static bool snli_task_load(TrainRun *r, Diag *d) {
 /* The evaluation graph, on replica 0's device. */
 static bool snli_task_setup(TrainRun *r, Diag *d) {
   Snli *s = r->state;
-  s->have_ge = train_compile(&s->ge, &r->model, "nli", &s->se, false, d);
+  s->have_ge = train_compile(&s->ge, &r->model, "nli", &s->se, NULL, d);
   if (!s->have_ge) return false;
   s->ee = exec_create_on(r->sp.backend, r->sp.devices[0], &s->ge, d);
   return s->ee != NULL;

@@ -13,6 +13,16 @@
 
 typedef struct Dist Dist; /* runtime/dist.h */
 
+/* The learning rate after the warmup (train_optim.h: the rate per step). */
+typedef enum {
+  TRAIN_SCHEDULE_CONSTANT, /* lr */
+  TRAIN_SCHEDULE_LINEAR,   /* linear decay to 0 at the run's end */
+  TRAIN_SCHEDULE_COSINE,   /* half a cosine down to 0 at the run's end */
+} TrainSchedule;
+/* "constant", "linear", "cosine"; false for another name. */
+bool train_schedule_parse(const char *name, TrainSchedule *out);
+const char *train_schedule_name(TrainSchedule s);
+
 #define TRAIN_MAX_SETS 64
 #define TRAIN_MAX_FILES 16
 
@@ -32,7 +42,11 @@ typedef struct {
   int epochs;      /* snli */
   int batch;       /* examples per step */
   int eval_batch;  /* examples per evaluation step */
-  double lr;
+  double lr;               /* the peak learning rate */
+  TrainSchedule schedule;  /* the rate after the warmup (default constant) */
+  int64_t warmup;          /* steps of linear warmup from 0 to lr (default 0) */
+  double weight_decay;     /* AdamW's, of parameters of rank >= 2 (default 0: none) */
+  double clip;             /* global gradient-norm bound (default 0: no clipping) */
   uint64_t seed;
   int max_len;        /* 0: the checkpoint's (--init), else 128 */
   int64_t save_every; /* steps between checkpoints (0: only at the end) */
@@ -59,8 +73,9 @@ typedef struct {
 
 /* The defaults for `task` under a recipe: "bertc" (settings that learn:
  * bertrun --help lists them) or "d2l" (the chapter's: pretrain 4,000 steps
- * at batch 256, lr 0.01; snli 5 epochs at batch 512, lr 1e-4); false for
- * an unknown recipe. */
+ * at batch 256, lr 0.01; snli 5 epochs at batch 512, lr 1e-4; both a
+ * constant rate, no warmup, weight decay or clipping); false for an
+ * unknown recipe. */
 bool train_options_default(TrainOptions *o, const char *task, const char *recipe);
 
 typedef enum {

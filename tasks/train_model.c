@@ -202,15 +202,17 @@ static void compile_options(CompileOptions *c, const TrainModel *m, const char *
   c->n_sets = s ? s->n : 0;
 }
 
-bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, bool train, Diag *d) {
+bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, const AdamOptions *adam,
+                   Diag *d) {
   CompileOptions c;
   compile_options(&c, m, graph, s);
-  c.train = train;
+  c.train = adam != NULL;
+  if (adam) c.adam = *adam;
   return pipeline_run(g, &c, d);
 }
 
 bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, int seq, int max_len,
-                          bool train, Diag *d) {
+                          const AdamOptions *adam, Diag *d) {
   char max_s[16];
   snprintf(max_s, sizeof max_s, "%d", max_len);
   Setting keyed[1] = {{"seq", max_s}};
@@ -219,7 +221,8 @@ bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, cons
   train_sets_add(&all, "seq", seq);
   CompileOptions c;
   compile_options(&c, m, graph, &all);
-  c.train = train;
+  c.train = adam != NULL;
+  if (adam) c.adam = *adam;
   c.key_sets = keyed;
   c.n_key_sets = 1;
   bool ok = pipeline_run(g, &c, d);

@@ -11,6 +11,7 @@
 #include "../graph/json.h"
 #include "../runtime/checkpoint.h"
 #include "../runtime/dist.h"
+#include "train_optim.h"
 
 char *train_join(const char *a, const char *b) { return bc_asprintf("%s/%s", a, b); }
 
@@ -128,12 +129,13 @@ bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d) {
   return ok;
 }
 
-bool train_save(const char *out, Exec *e, const TrainModel *model, int64_t step, uint64_t seed,
-                const Vocab *v, double time_s, Diag *d) {
+bool train_save(const TrainOptions *o, int64_t total, Exec *e, const TrainModel *model, int64_t step, const Vocab *v,
+                double time_s, Diag *d) {
+  const char *out = o->out;
   CheckpointMeta m;
   checkpoint_meta_init(&m);
   m.step = step;
-  m.seed = seed;
+  m.seed = o->seed;
   char hash[32];
   train_vocab_hash(v, hash);
   m.vocab_hash = bc_strdup(hash);
@@ -145,6 +147,7 @@ bool train_save(const char *out, Exec *e, const TrainModel *model, int64_t step,
   char ts[32];
   snprintf(ts, sizeof ts, "%.3f", time_s);
   checkpoint_meta_set(&m, "time_s", ts);
+  train_optim_record(o, total, &m);
   char *path = train_join(out, TRAIN_CHECKPOINT_FILE);
   bool ok = checkpoint_save(path, e, &m, d);
   free(path);

@@ -94,12 +94,14 @@ bool train_origin_model(TrainOrigin *s, const char *model_flag, TrainModel *m, T
 bool train_origin_check_shapes(const TrainOrigin *s, const Graph *g, const TrainSets *sets, Diag *d);
 
 /* Graph `graph` of the model compiled with the settings, for training
- * (forward, backward, Adam) or inference. */
-bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, bool train, Diag *d);
+ * (forward, backward and Adam with `adam`) or, with adam NULL, inference. */
+bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, const AdamOptions *adam,
+                   Diag *d);
 /* train_compile of one length bucket: hparam seq = `seq`, random streams
- * keyed as in the graph padded to `max_len` (CompileOptions.key_sets). */
+ * keyed as in the graph padded to `max_len` (CompileOptions.key_sets);
+ * adam as for train_compile. */
 bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, int seq, int max_len,
-                          bool train, Diag *d);
+                          const AdamOptions *adam, Diag *d);
 /* Only expanded (graph NULL: the model's first graph; s may be NULL). */
 bool train_expand(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, Diag *d);
 
@@ -127,10 +129,11 @@ void train_vocab_hash(const Vocab *v, char buf[32]);
 /* Loads vocab.txt from the folder of `checkpoint` (v initialized here). */
 bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d);
 
-/* Writes <out>/checkpoint.safetensors of e at `step`: the model's files
- * (from e's graph), hparams, vocabulary and its hash, seed, time. */
-bool train_save(const char *out, Exec *e, const TrainModel *m, int64_t step,
-                uint64_t seed, const Vocab *v, double time_s, Diag *d);
+/* Writes <o->out>/checkpoint.safetensors of e at `step`: the model's files
+ * (from e's graph), hparams, vocabulary and its hash, seed, time, and the
+ * optimizer settings of a run of `total` steps (train_optim_record). */
+bool train_save(const TrainOptions *o, int64_t total, Exec *e, const TrainModel *m, int64_t step, const Vocab *v,
+                double time_s, Diag *d);
 /* --resume: when `ckpt` exists, loads all of it (same vocabulary required)
  * and returns the step and training time it reached; without one the run
  * starts fresh (true, *start untouched). */

@@ -36,20 +36,30 @@ CHECK_FN double check_now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-CHECK_FN bool check_compile(Graph *g, const char *graph, const Setting *sets, int n_sets, bool train) {
+/* The graph compiled for training with `adam` (NULL: inference). */
+CHECK_FN bool check_compile_adam(Graph *g, const char *graph, const Setting *sets, int n_sets,
+                                 const AdamOptions *adam) {
   CompileOptions o;
   compile_options_default(&o);
   o.model_path = CHECK_MODEL;
   o.graph_name = graph;
   o.sets = sets;
   o.n_sets = n_sets;
-  o.train = train;
+  o.train = adam != NULL;
+  if (adam) o.adam = *adam;
   Diag d;
   diag_init(&d);
   bool ok = pipeline_run(g, &o, &d);
   if (!ok) diag_print(&d, stderr);
   diag_free(&d);
   return ok;
+}
+
+/* The graph compiled with Adam's defaults (train) or for inference. */
+CHECK_FN bool check_compile(Graph *g, const char *graph, const Setting *sets, int n_sets, bool train) {
+  AdamOptions a;
+  adam_options_default(&a);
+  return check_compile_adam(g, graph, sets, n_sets, train ? &a : NULL);
 }
 
 /* ||a - b|| / (||b|| + 1e-5 sqrt(n)) over a tensor. The floor covers
@@ -357,21 +367,29 @@ CHECK_FN void check_run_steps(const char *spec, const Graph *g, int steps, doubl
 /* ---- the parameter update ---- */
 
 /* One step with lr > 0 on `spec` under the current environment, then every
- * parameter p', moment m', v' checked against Adam (passes/optim.c) applied
- * in double to the backend's own p, m, v before the step and its gradient g:
- *   m' = b1 m + (1-b1) g,  v' = b2 v + (1-b2) g^2,
- *   p' = p - lr/(1-b1^t) m' / (sqrt(v'/(1-b2^t)) + eps)
+ * parameter p', moment m', v' checked against Adam (passes/optim.c, with
+ * the graph's options `o`: NULL = the defaults) applied in double to the
+ * backend's own p, m, v before the step and its gradient g:
+ *   g' = s g, s = min(1, clip / (||g|| + 1e-6)) over all gradients (clip > 0),
+ *   m' = b1 m + (1-b1) g',  v' = b2 v + (1-b2) g'^2,
+ *   p' = p (1 - lr wd [rank >= 2]) - lr/(1-b1^t) m' / (sqrt(v'/(1-b2^t)) + eps)
  * at t = 1 and again at t = 2 (the second step sees nonzero moments).
  * Tolerance per element, from f32 rounding (6e-8 per operation) with a
  * margin of ~5: m' and v' within 1e-6 of the sum of their terms' magnitudes
  * (b1 m and (1-b1) g cancel, so relative to m' itself the error can be
  * large); the step within 1e-4 of itself (1 - b2^t is computed in f32 from
  * exp: 1 - 0.999 keeps only ~4 significant digits, ~6e-5 relative, halved
- * by the sqrt) plus what m' may be off by; p' within 2e-6 of |p'|. Whether g
- * is right is check_step's business. Returns the number of elements
- * checked, -1 when some were wrong. */
-CHECK_FN int64_t check_adam_update(const char *spec, const Graph *g, const char *label) {
-  const double b1 = 0.9, b2 = 0.999, eps = 1e-8, lr = 0.01;
+ * by the sqrt) plus what m' may be off by; p' within 2e-6 of |p'|. With
+ * clipping, s comes from an f32 sum of squares over every gradient element
+ * (row sums, then sums of those: ~1e-6 relative for the ~3M elements of the
+ * reference model), so the g' terms of m' and v' get 1e-5 and 2e-5 of
+ * themselves more. Whether g is right is check_step's business. Returns the
+ * number of elements checked, -1 when some were wrong. */
+CHECK_FN int64_t check_adam_update(const char *spec, const Graph *g, const char *label, const AdamOptions *o) {
+  AdamOptions ao;
+  adam_options_default(&ao);
+  if (o) ao = *o;
+  const double b1 = ao.beta1, b2 = ao.beta2, eps = ao.eps, lr = 0.01, wd = ao.weight_decay;
   Exec *e = check_make(spec, g, 5);
   if (!e) return 0;
   Diag d;
@@ -407,23 +425,38 @@ CHECK_FN int64_t check_adam_update(const char *spec, const Graph *g, const char 
       CHECK(0);
       break;
     }
-    double c1 = 1 - pow(b1, t), c2 = 1 - pow(b2, t);
+    double c1 = 1 - pow(b1, t), c2 = 1 - pow(b2, t), sq = 0, scale = 1, sc_err = 0;
+    if (ao.clip > 0) { /* the global norm of the backend's own gradients */
+      for (int i = 0; i < np; i++) {
+        const Value *pv = &g->values.data[g->params.data[i]];
+        if (pv->dtype != DTYPE_F32) continue;
+        int64_t n = shape_numel(&pv->shape);
+        double *gr = malloc(sizeof(double) * (size_t)n);
+        CHECK(exec_read(e, pv->grad, gr, DTYPE_F64, &d));
+        for (int64_t j = 0; j < n; j++) sq += gr[j] * gr[j];
+        free(gr);
+      }
+      scale = fmin(1.0, ao.clip / (sqrt(sq) + 1e-6));
+      sc_err = scale < 1 ? 1e-5 : 0;
+    }
     for (int i = 0; i < np; i++) {
       if (mid[i] < 0 || vid[i] < 0) continue;
       const Value *pv = &g->values.data[g->params.data[i]];
       int64_t n = shape_numel(&pv->shape);
+      double keep = pv->shape.rank >= 2 ? 1 - lr * wd : 1;
       double *gr = malloc(sizeof(double) * (size_t)n), *p2 = malloc(sizeof(double) * (size_t)n),
              *m2 = malloc(sizeof(double) * (size_t)n), *v2 = malloc(sizeof(double) * (size_t)n);
       CHECK(exec_read(e, pv->grad, gr, DTYPE_F64, &d));
+      for (int64_t j = 0; j < n; j++) gr[j] *= scale;
       CHECK(exec_read(e, g->params.data[i], p2, DTYPE_F64, &d));
       CHECK(exec_read(e, mid[i], m2, DTYPE_F64, &d));
       CHECK(exec_read(e, vid[i], v2, DTYPE_F64, &d));
       int bad_here = 0;
       for (int64_t j = 0; j < n; j++) {
         double me = b1 * m[i][j] + (1 - b1) * gr[j], ve = b2 * v[i][j] + (1 - b2) * gr[j] * gr[j];
-        double em = 1e-6 * (b1 * fabs(m[i][j]) + (1 - b1) * fabs(gr[j])) + 1e-30;
-        double ev = 1e-6 * ve + 1e-30, den = sqrt(ve / c2) + eps;
-        double step = lr / c1 * me / den, pe = p[i][j] - step;
+        double em = 1e-6 * (b1 * fabs(m[i][j]) + (1 - b1) * fabs(gr[j])) + sc_err * (1 - b1) * fabs(gr[j]) + 1e-30;
+        double ev = 1e-6 * ve + 2 * sc_err * (1 - b2) * gr[j] * gr[j] + 1e-30, den = sqrt(ve / c2) + eps;
+        double step = lr / c1 * me / den, pe = p[i][j] * keep - step;
         double ep = 2e-6 * fabs(pe) + 1e-4 * fabs(step) + lr / c1 * em / den + 1e-7 * lr;
         bool ok = fabs(m2[j] - me) <= em && fabs(v2[j] - ve) <= ev && fabs(p2[j] - pe) <= ep;
         if (!ok) {

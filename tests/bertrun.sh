@@ -4,7 +4,9 @@
 # fine-tuning, eval, predict; the metrics hold finite losses, the MLM loss
 # falls and fine-tuning's test accuracy beats the majority class; a run
 # killed with SIGKILL and resumed repeats the losses of an uninterrupted run
-# bit for bit; bad checkpoints and data are refused with clear errors.
+# bit for bit, and so does one under a learning-rate schedule, weight decay
+# and clipping stopped by SIGINT; bad checkpoints and data are refused with
+# clear errors.
 set -u
 BERTRUN=${BERTRUN:-build/bertrun}
 DATA=tests/data/sample
@@ -87,6 +89,42 @@ check "resumed losses are bit-identical to the uninterrupted run (240 steps)" ba
 check "resumed run: steps 1..240, finite losses, the MLM loss falls by a fifth" metrics "$tmp/b" \
   '[r["step"] for r in rows] == list(range(1, 241)) and all(map(finite, rows)) and
    mean(r["mlm_loss"] for r in rows[-40:]) < 0.8 * mean(r["mlm_loss"] for r in rows[:20])'
+
+# Resume under a schedule, weight decay and clipping: stopped by SIGINT
+# (a checkpoint at the step it reached) and resumed, the losses and rates
+# are those of an uninterrupted run, bit for bit; another --clip, or
+# another length under a decaying schedule, is refused.
+opt=(train --task pretrain "${tiny[@]}" --steps 205 --batch 8 --report-every 1 --schedule cosine --warmup 5
+     --clip 1 --weight-decay 0.01)
+"$BERTRUN" "${opt[@]}" --out "$tmp/oa" >/dev/null 2>&1
+"$BERTRUN" "${opt[@]}" --out "$tmp/ob" >"$tmp/ob.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [ -f "$tmp/ob/metrics.jsonl" ] && [ "$(wc -l <"$tmp/ob/metrics.jsonl")" -ge 30 ] && break
+  sleep 0.02
+done
+kill -INT $pid 2>/dev/null
+wait $pid
+rc=$?
+check "a scheduled run stops at SIGINT with a checkpoint (130)" bash -c \
+  "[ $rc -eq 130 ] && grep -q 'interrupted at step' '$tmp/ob.log' && [ \$(wc -l <'$tmp/ob/metrics.jsonl') -lt 205 ]"
+check "--resume with another --clip is refused, naming the checkpoint's" bash -c \
+  "out=\$('$BERTRUN' ${opt[*]} --clip 2 --out '$tmp/ob' --resume 2>&1); [ \$? -eq 1 ] &&
+   echo \"\$out\" | grep -q 'this run trained with --clip 1; resume with --clip 1'"
+check "--resume of a cosine schedule with another --steps is refused (the last --steps counts)" bash -c \
+  "out=\$('$BERTRUN' ${opt[*]} --steps 300 --out '$tmp/ob' --resume 2>&1); [ \$? -eq 1 ] &&
+   echo \"\$out\" | grep -q 'cosine schedule decays to 0 at step 205'"
+"$BERTRUN" "${opt[@]}" --out "$tmp/ob" --resume >"$tmp/ob2.log" 2>&1
+check "the scheduled run resumes: losses and rates bit-identical to the uninterrupted run" bash -c \
+  "grep -q 'resuming from .* at step [1-9]' '$tmp/ob2.log' && [ \"\$(wc -l <'$tmp/oa/metrics.jsonl')\" -eq 205 ] &&
+   diff <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*\"lr\":([^,}]*).*/\\1 \\2 \\3/' '$tmp/oa/metrics.jsonl') \
+        <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*\"lr\":([^,}]*).*/\\1 \\2 \\3/' '$tmp/ob/metrics.jsonl') >/dev/null"
+# the rates: 0 at step 1, the peak 1e-3 after the 5 warmup steps, half of it
+# halfway through the 200 decaying steps, then near 0
+check "metrics.jsonl records each step's rate: warmup, peak, cosine decay" metrics "$tmp/ob" \
+  '[r["step"] for r in rows] == list(range(1, 206)) and all(map(finite, rows)) and rows[0]["lr"] == 0 and
+   abs(rows[2]["lr"] - 4e-4) < 1e-12 and rows[5]["lr"] == 1e-3 and abs(rows[105]["lr"] - 5e-4) < 1e-12 and
+   0 < rows[-1]["lr"] < 1e-6 and all(a["lr"] >= b["lr"] for a, b in zip(rows[5:], rows[6:]))'
 
 # Refusals.
 head -c 3000 "$tmp/ft/checkpoint.safetensors" >"$tmp/trunc.safetensors"

@@ -5,7 +5,8 @@
 # (whose MLM normalizer is the global batch's; f32: within a relative 1e-5;
 # the measured gap is ~1-2e-7, from the changed summation order of the
 # gradients; the interpreter, in double: within 1e-8), with the same dropout
-# masks, and the same averaged gradients as one process (tests/dist_grads.c:
+# masks, also with clipping of the global gradient norm, AdamW weight decay
+# and a schedule, and the same averaged gradients as one process (tests/dist_grads.c:
 # Adam makes a loss curve blind to the gradient's scale); one
 # rank under mpirun is bit-identical to no mpirun; two-rank runs are
 # bit-identical whatever the bucket size and across --resume (the all-reduce
@@ -79,6 +80,17 @@ check "rank 0 alone prints progress and the summary" bash -c \
 gap=$(rel_gap "$tmp/one" "$tmp/two" 2>&1)
 echo "   two ranks vs one process, 20 steps: max relative loss difference $gap"
 check "two ranks at batch 16 = one process at batch 16 (relative 1e-5)" \
+  python3 -c "import sys; sys.exit(0 if float('$gap') < 1e-5 else 1)"
+# ... also when the gradients are clipped (to 0.05, far below their norm:
+# every step clips): the norm is the all-reduced gradient's, the same on
+# both ranks and equal to one process's, or the ranks' parameters would part
+opt=(--clip 0.05 --weight-decay 0.01 --schedule linear --warmup 3)
+"$BERTRUN" "${ft[@]}" "${opt[@]}" --epochs 2 --out "$tmp/one_clip" >/dev/null 2>&1
+BC_DIST_CHECK=1 mpirun -np 2 "$BERTRUN" "${ft[@]}" "${opt[@]}" --epochs 2 --out "$tmp/two_clip" >"$tmp/two_clip.log" 2>&1
+check "mpirun -np 2 with --clip --weight-decay --schedule: replicas identical after every step" test $? -eq 0
+gap=$(rel_gap "$tmp/one_clip" "$tmp/two_clip" 2>&1)
+echo "   clipped, two ranks vs one process, 20 steps: max relative loss difference $gap"
+check "clipped: two ranks at batch 16 = one process at batch 16 (relative 1e-5)" \
   python3 -c "import sys; sys.exit(0 if float('$gap') < 1e-5 else 1)"
 mpirun -np 1 "$BERTRUN" "${ft[@]}" --epochs 2 --out "$tmp/np1" >/dev/null 2>&1
 check "one rank under mpirun is bit-identical to no mpirun (losses, checkpoint)" bash -c \

@@ -211,25 +211,34 @@ TEST(reference_pretrain_step_matches_interp) {
 
 /* ---- the update ---- */
 
+/* Adam's defaults, and AdamW with clipping (far below the norm: every
+ * step clips) on the tiny nli graph. */
 TEST(adam_update_follows_device_gradient) {
   NEED_DEVICE(spec);
   case_begin();
   int64_t n = 0, k;
   const char *bad = "";
+  AdamOptions plain, adamw;
+  adam_options_default(&plain);
+  adamw = plain;
+  adamw.weight_decay = 0.1;
+  adamw.clip = 0.05;
   struct {
     const char *label, *graph;
     const Setting *sets;
     int n_sets;
-  } cs[] = {{"tiny pretrain", "pretrain", tiny, N_TINY},
-            {"tiny nli", "nli", tiny, N_TINY},
-            {"reference pretrain b16", "pretrain", reference16, 1}};
+    const AdamOptions *adam;
+  } cs[] = {{"tiny pretrain", "pretrain", tiny, N_TINY, &plain},
+            {"tiny nli", "nli", tiny, N_TINY, &plain},
+            {"tiny nli, weight decay and clipping", "nli", tiny, N_TINY, &adamw},
+            {"reference pretrain b16", "pretrain", reference16, 1, &plain}};
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     Graph g;
-    if (!check_compile(&g, cs[i].graph, cs[i].sets, cs[i].n_sets, true)) {
+    if (!check_compile_adam(&g, cs[i].graph, cs[i].sets, cs[i].n_sets, cs[i].adam)) {
       CHECK(0);
       continue;
     }
-    k = check_adam_update(spec, &g, cs[i].label);
+    k = check_adam_update(spec, &g, cs[i].label, cs[i].adam);
     if (k <= 0) bad = " (some wrong)";
     else n += k;
     graph_free(&g);
