@@ -114,8 +114,8 @@ bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d) {
   return ok;
 }
 
-bool train_save(const char *out, Exec *e, const TrainModel *model, int64_t step, uint64_t seed,
-                const Vocab *v, double time_s, Diag *d) {
+bool train_save_path(const char *path, Exec *e, const TrainModel *model, int64_t step, uint64_t seed,
+                     const Vocab *v, double time_s, const CheckpointMeta *extra, Diag *d) {
   CheckpointMeta m;
   checkpoint_meta_init(&m);
   m.step = step;
@@ -131,10 +131,18 @@ bool train_save(const char *out, Exec *e, const TrainModel *model, int64_t step,
   char ts[32];
   snprintf(ts, sizeof ts, "%.3f", time_s);
   checkpoint_meta_set(&m, "time_s", ts);
-  char *path = train_join(out, TRAIN_CHECKPOINT_FILE);
+  for (int i = 0; extra && i < extra->extra.n; i++)
+    checkpoint_meta_set(&m, extra->extra.data[i].key, extra->extra.data[i].value);
   bool ok = checkpoint_save(path, e, &m, d);
-  free(path);
   checkpoint_meta_free(&m);
+  return ok;
+}
+
+bool train_save(const char *out, Exec *e, const TrainModel *model, int64_t step, uint64_t seed,
+                const Vocab *v, double time_s, Diag *d) {
+  char *path = train_join(out, TRAIN_CHECKPOINT_FILE);
+  bool ok = train_save_path(path, e, model, step, seed, v, time_s, NULL, d);
+  free(path);
   return ok;
 }
 

@@ -127,6 +127,11 @@ bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d);
  * (from e's graph), hparams, vocabulary and its hash, seed, time. */
 bool train_save(const char *out, Exec *e, const TrainModel *m, int64_t step,
                 uint64_t seed, const Vocab *v, double time_s, Diag *d);
+/* train_save to `path` (best.safetensors beside the last checkpoint), with
+ * the extra metadata pairs of `extra` (NULL: none; its other fields are
+ * ignored) after the ones train_save writes. */
+bool train_save_path(const char *path, Exec *e, const TrainModel *m, int64_t step, uint64_t seed,
+                     const Vocab *v, double time_s, const CheckpointMeta *extra, Diag *d);
 /* --resume: when `ckpt` exists, loads all of it (same vocabulary required)
  * and returns the step and training time it reached; without one the run
  * starts fresh (true, *start untouched). */
