@@ -875,10 +875,10 @@ static bool snli_task_finish(TrainRun *r, Diag *d) {
     printf("loss %.3f, train acc %.3f, test acc %.3f (the last model, step %lld)\n"
            "best dev acc %.3f at step %lld (epoch %s): test acc %.3f (%s)\n"
            "%.1f examples/sec on %s\n"
-           "dev evaluation: %d passes over %d examples, %.1f s (not in the examples/sec)\n",
+           "dev evaluation: %d pass%s over %d examples, %.1f s (not in the examples/sec)\n",
            s->ep_loss / s->ep_n, s->ep_correct / s->ep_n, s->test_acc, (long long)r->total, sel->best_acc,
            (long long)sel->best_step, ep, best_test, s->best_path, examples_per_s(r), r->where, sel->n_evals,
-           sel->dev.data.n_examples, sel->eval_s);
+           sel->n_evals == 1 ? "" : "es", sel->dev.data.n_examples, sel->eval_s);
   }
   return true;
 }
