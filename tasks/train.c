@@ -7,7 +7,8 @@
  *
  * A run folder holds checkpoint.safetensors (parameters, Adam moments,
  * step, seed, hparams, vocabulary hash), vocab.txt, metrics.jsonl and
- * curves.svg. Checkpoints are written atomically; --resume continues from
+ * curves.svg; fine-tuning also best.safetensors, the model of the best dev
+ * accuracy (selection.c: dev chooses, test only reports). Checkpoints are written atomically; --resume continues from
  * the last one and, because batches depend only on (seed, epoch) and dropout
  * on (seed, step), repeats the losses of an uninterrupted run exactly.
  * Nothing is lost unasked: a folder holding a run is refused without
