@@ -16,7 +16,7 @@
 #                   no symbolic links travel outside the archive
 #   data.tar.xz     the data the full pipeline reads, from $BERT_DATA
 #                   (default ../shared/data): wikitext-2/wiki.train.tokens,
-#                   snli/snli_1.0_{test,train_0.01,train_extra}.txt (and
+#                   snli/snli_1.0_{dev,test,train_0.01,train_extra}.txt (and
 #                   snli_1.0_train.txt when present)
 #   MANIFEST        source dir, commit, date, sizes, and a hash of the
 #                   sources the binaries were built from (gpu-check.sh
@@ -151,10 +151,10 @@ echo "lib.tar.xz: $(mib "$(stat -c %s "$pack/lib.tar.xz")") (from $(mib "$(du -s
 say "data ($data)"
 [ -f "$data/wikitext-2/wiki.train.tokens" ] || die "$data/wikitext-2/wiki.train.tokens not found (set BERT_DATA)"
 files=(wikitext-2/wiki.train.tokens)
-for f in snli_1.0_test.txt snli_1.0_train.txt snli_1.0_train_0.01.txt snli_1.0_train_extra.txt; do
+for f in snli_1.0_dev.txt snli_1.0_test.txt snli_1.0_train.txt snli_1.0_train_0.01.txt snli_1.0_train_extra.txt; do
   [ -f "$data/snli/$f" ] && files+=("snli/$f")
 done
-[ -f "$data/snli/snli_1.0_test.txt" ] || die "$data/snli/snli_1.0_test.txt not found"
+for f in snli_1.0_dev.txt snli_1.0_test.txt; do [ -f "$data/snli/$f" ] || die "$data/snli/$f not found"; done
 # reuse the archive when it holds the same files, none newer than it
 reuse=0
 if [ -f "$pack/data.tar.xz" ] && [ -f "$pack/data.files" ] &&

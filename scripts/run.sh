@@ -48,7 +48,8 @@ echo "== fine-tune on $data/snli"
 build/bertrun train --task snli --data "$data" --init runs/pretrain/checkpoint.safetensors "${ft[@]}" \
   --out runs/snli --overwrite "$@"
 echo "== evaluate"
-build/bertrun eval --task snli runs/snli/checkpoint.safetensors --data "$data" | tee runs/snli/eval.txt
+# the run folder: its best.safetensors, the model chosen on SNLI dev
+build/bertrun eval --task snli runs/snli --data "$data" | tee runs/snli/eval.txt
 # majority-class baseline: the most frequent gold label of the test set
 python3 - "$data/snli/snli_1.0_test.txt" runs/snli/eval.txt <<'PY'
 import collections, re, sys
@@ -56,7 +57,7 @@ labels = [l.split("\t")[0] for l in open(sys.argv[1]).read().splitlines()[1:]]
 c = collections.Counter(x for x in labels if x in ("entailment", "contradiction", "neutral"))
 base = max(c.values()) / sum(c.values())
 acc = float(re.search(r"test accuracy ([0-9.]+)", open(sys.argv[2]).read()).group(1))
-print(f"test accuracy {acc:.4f} vs majority-class baseline {base:.4f}: "
+print(f"test accuracy {acc:.4f} (the model chosen on dev) vs majority-class baseline {base:.4f}: "
       + ("above" if acc > base else "NOT above"))
 sys.exit(0 if acc > base else 1)
 PY

@@ -13,7 +13,7 @@
 
 static const char usage[] =
     "usage: bertrun train --task pretrain|snli [options]\n"
-    "       bertrun eval --task snli CHECKPOINT [--data DIR] [--device D] [--eval-batch N] [--model FILE]\n"
+    "       bertrun eval --task snli RUN_DIR|CHECKPOINT [--data DIR] [--device D] [--eval-batch N] [--model FILE]\n"
     "       bertrun predict CHECKPOINT \"premise\" \"hypothesis\" [--device D] [--model FILE]\n"
     "       bertrun predict CHECKPOINT --input FILE|- [--eval-batch N] [--device D] [--model FILE]\n"
     "\n"
@@ -47,6 +47,8 @@ static const char usage[] =
     "  --epochs N          snli: epochs (see --recipe)\n"
     "  --batch N           examples per step (see --recipe)\n"
     "  --eval-batch N      examples per evaluation or prediction step (default 256)\n"
+    "  --eval-every N      snli: also measure SNLI dev accuracy every N steps (default:\n"
+    "                      only at each epoch's end); pretraining has no dev set\n"
     "  --lr X              learning rate, the peak of the schedule (see --recipe)\n"
     "  --schedule NAME     the rate after the warmup: constant (default), or linear\n"
     "                      or cosine decay to 0 at the run's end (--steps, or\n"
@@ -71,7 +73,8 @@ static const char usage[] =
     "                      per GPU in this process), cpu:0,1 (host replicas: a check)\n"
     "  --threads N         threads of the cpu backend (default: one per core)\n"
     "  --out DIR           run folder: checkpoint.safetensors, vocab.txt,\n"
-    "                      metrics.jsonl, curves.svg (default runs/TASK)\n"
+    "                      metrics.jsonl, curves.svg (default runs/TASK); snli also\n"
+    "                      keeps best.safetensors, the model of the best dev accuracy\n"
     "  --resume            continue from the run folder's checkpoint (with the same\n"
     "                      --lr, --schedule, --warmup, --weight-decay, --clip, and\n"
     "                      under a decaying schedule the same length; another\n"
@@ -89,6 +92,15 @@ static const char usage[] =
     "                      {\"premise\": ..., \"hypothesis\": ...} or premise<TAB>hypothesis\n"
     "                      lines; writes one JSON line per pair (label, probabilities,\n"
     "                      whether it was truncated to max_len)\n"
+    "\n"
+    "model selection (snli): after each epoch (and every --eval-every steps) the\n"
+    "model is scored on snli/snli_1.0_dev.txt (read as the test file is; the run\n"
+    "refuses to start without it); the best (ties keep the earlier) is written as\n"
+    "best.safetensors with its step, epoch and dev_acc, and --resume remembers it.\n"
+    "The summary gives the test accuracy of the last model and of the best one.\n"
+    "`bertrun eval RUN_DIR` evaluates RUN_DIR/best.safetensors (else its\n"
+    "checkpoint.safetensors) and names the file; dev chooses, test only reports.\n"
+    "Pretraining keeps no best model.\n"
     "\n"
     "A checkpoint carries its model (the YAML files), hparams and vocabulary, so\n"
     "eval, predict, --init and --resume work from any folder and machine.\n"
@@ -169,7 +181,7 @@ static const OptionSpec options[] = {
     {"--save-every", true, TRAIN},   {"--max-examples", true, TRAIN},  {"--report-every", true, TRAIN},
     {"--lr", true, TRAIN},           {"--input", true, PREDICT},       {"--schedule", true, TRAIN},
     {"--warmup", true, TRAIN},       {"--weight-decay", true, TRAIN},  {"--clip", true, TRAIN},
-    {"--pad-to-max", false, TRAIN},
+    {"--pad-to-max", false, TRAIN},  {"--eval-every", true, SNLI},
 };
 
 static const OptionSpec *find_option(const char *a) {
@@ -261,6 +273,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "bertrun: %s does not apply to %s", a, where_name);
       if (!strcmp(a, "--epochs")) fprintf(stderr, " (pretraining runs --steps)");
       else if (!strcmp(a, "--steps")) fprintf(stderr, " (fine-tuning runs --epochs)");
+      else if (!strcmp(a, "--eval-every")) fprintf(stderr, " (only fine-tuning has a dev set)");
       fprintf(stderr, "\nTry 'bertrun --help'.\n");
       return 2;
     }
@@ -331,6 +344,7 @@ int main(int argc, char **argv) {
       else if (!strcmp(a, "--save-every")) o.save_every = x;
       else if (!strcmp(a, "--report-every")) o.report_every = x;
       else if (!strcmp(a, "--warmup")) o.warmup = x;
+      else if (!strcmp(a, "--eval-every")) o.eval_every = x;
       else o.max_examples = x;
     }
   }
@@ -389,7 +403,7 @@ int main(int argc, char **argv) {
   if (!backend_parse(o.device, &device, &d)) return finish(false, &d); /* one device, before any file */
   if (where == EVAL) {
     if (task && strcmp(task, "snli")) return bad_usage("eval supports --task snli, not '%s'", task);
-    if (n_pos != 1) return bad_usage("%s", "eval needs one CHECKPOINT");
+    if (n_pos != 1) return bad_usage("%s", "eval needs one RUN_DIR or CHECKPOINT");
     return finish(train_eval_snli(pos[0], &o, &d), &d);
   }
   if (input ? n_pos != 1 : n_pos != 3)

@@ -2,7 +2,8 @@
  * into an accuracy and confusion matrix, evaluating an nli graph over a
  * dataset, and `bertrun eval` / `bertrun predict` from a fine-tuned
  * checkpoint (the nli graph rebuilt from the hparams the checkpoint
- * records, dropout 0, on one device). */
+ * records, dropout 0, on one device); `bertrun eval` of a run folder
+ * evaluates its best model on dev (selection.h). */
 #include "eval.h"
 
 #include <math.h>
@@ -10,6 +11,7 @@
 
 #include "../runtime/checkpoint.h"
 #include "../runtime/dist.h"
+#include "selection.h"
 #include "train_util.h"
 
 int eval_argmax(const float *x, int n) {
@@ -138,13 +140,36 @@ done:
   return ok;
 }
 
-bool train_eval_snli(const char *checkpoint, const TrainOptions *o, Diag *d) {
+/* "evaluating FILE" and, for a best model, where it came from. */
+static void say_which(const char *given, const char *checkpoint) {
+  CheckpointMeta m;
+  Diag quiet; /* a bad file is eval_load_nli's to report */
+  diag_init(&quiet);
+  bool ok = checkpoint_read_meta(checkpoint, &m, &quiet);
+  const char *acc = ok ? checkpoint_meta_get(&m, "dev_acc") : NULL, *ep = ok ? checkpoint_meta_get(&m, "epoch") : NULL;
+  printf("evaluating %s", checkpoint);
+  if (acc && ep)
+    printf(" (the best on dev: dev accuracy %.4f at step %lld, epoch %s)", atof(acc), (long long)m.step, ep);
+  else if (strcmp(given, checkpoint) != 0)
+    printf(" (the run's last checkpoint: it holds no %s)", SELECTION_BEST_FILE);
+  printf("\n");
+  checkpoint_meta_free(&m);
+  diag_free(&quiet);
+}
+
+bool train_eval_snli(const char *path, const TrainOptions *o, Diag *d) {
   const char *dir = train_data_dir(o->data, d);
   if (!dir) return false;
+  char *checkpoint = selection_pick(path, d);
+  if (!checkpoint) return false;
   Vocab vocab;
   Graph g;
   Exec *e;
-  if (!eval_load_nli(checkpoint, o->model, o->device, o->eval_batch, &vocab, &g, &e, d)) return false;
+  if (!eval_load_nli(checkpoint, o->model, o->device, o->eval_batch, &vocab, &g, &e, d)) {
+    free(checkpoint);
+    return false;
+  }
+  say_which(path, checkpoint);
   char *test_path = bc_asprintf("%s/snli/snli_1.0_test.txt", dir);
   const char *tp[1] = {test_path};
   SnliData te;
@@ -167,6 +192,7 @@ bool train_eval_snli(const char *checkpoint, const TrainOptions *o, Diag *d) {
   exec_destroy(e);
   graph_free(&g);
   vocab_free(&vocab);
+  free(checkpoint);
   return ok;
 }
 

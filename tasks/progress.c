@@ -260,6 +260,17 @@ const MetricsRecord *progress_update(Progress *p, int64_t step, const Metrics *m
 
 const MetricsRecord *progress_flush(Progress *p) { return close_window(p, now_s(p)); }
 
+MetricsRecord progress_event(const Progress *p) {
+  MetricsRecord r = metrics_record(p->step);
+  if (p->c.steps_per_epoch > 0) r.epoch = (double)p->step / (double)p->c.steps_per_epoch;
+  r.time_s = p->c.time_offset_s + (now_s(p) - p->t_start);
+  return r;
+}
+
+void progress_restart_window(Progress *p) {
+  if (p->w_steps == 0) p->t_window = now_s(p);
+}
+
 void progress_log(Progress *p, const char *fmt, ...) {
   if (!p->f) return;
   if (p->tty && p->drawn) fputs("\r\033[K", p->f);

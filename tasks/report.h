@@ -127,6 +127,15 @@ const MetricsRecord *progress_update(Progress *p, int64_t step, const Metrics *m
  * returns its record as progress_update does; NULL when it has no steps. */
 const MetricsRecord *progress_flush(Progress *p);
 
+/* An empty record at the last step, with the epoch and time_s a window's
+ * record would have: for an evaluation when no window is open. */
+MetricsRecord progress_event(const Progress *p);
+
+/* After an evaluation that followed progress_flush: the next window starts
+ * now, so its examples/s counts training steps, not the evaluation. No-op
+ * when a window holds steps. */
+void progress_restart_window(Progress *p);
+
 /* Prints a message on a line of its own (epoch summaries, "saved ...")
  * without breaking the terminal's progress line. A trailing newline is added. */
 void progress_log(Progress *p, const char *fmt, ...) BC_PRINTF(2, 3);

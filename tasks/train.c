@@ -7,8 +7,9 @@
  *
  * A run folder holds checkpoint.safetensors (parameters, Adam moments,
  * step, seed, hparams, vocabulary hash, the optimizer settings of
- * train_optim.c), vocab.txt, metrics.jsonl and
- * curves.svg. Checkpoints are written atomically; --resume continues from
+ * train_optim.c), vocab.txt, metrics.jsonl and curves.svg; fine-tuning also
+ * best.safetensors, the model of the best dev accuracy (selection.c: dev
+ * chooses, test only reports). Checkpoints are written atomically; --resume continues from
  * the last one and, because batches depend only on (seed, epoch) and dropout
  * on (seed, step), repeats the losses of an uninterrupted run exactly.
  * Nothing is lost unasked: a folder holding a run is refused without
@@ -43,6 +44,7 @@
 #include "bucket_plans.h"
 #include "eval.h"
 #include "report.h"
+#include "selection.h"
 #include "snli.h"
 #include "split.h"
 #include "train_optim.h"
@@ -205,6 +207,8 @@ typedef struct {
   void (*step_done)(TrainRun *r, int64_t step, double *x, Metrics *m);
   /* After step `step` was recorded (an epoch's end). NULL: none. */
   bool (*after_step)(TrainRun *r, int64_t step, Diag *d);
+  /* Extra metadata pairs of the run's checkpoint (rank 0). NULL: none. */
+  void (*save_meta)(TrainRun *r, CheckpointMeta *m);
   /* After the last save: prints the results (stdout, rank 0). */
   bool (*finish)(TrainRun *r, Diag *d);
   void (*free)(TrainRun *r);
@@ -302,7 +306,13 @@ static bool record(TrainRun *r, const MetricsRecord *rec, Diag *d) {
 }
 
 static bool save(TrainRun *r, int64_t step, Diag *d) {
-  return !train_is_root(r->o) || train_save(r->o, r->total, r->e, &r->model, step, r->vocab, r->train_s, d);
+  if (!train_is_root(r->o)) return true;
+  CheckpointMeta extra;
+  checkpoint_meta_init(&extra);
+  if (r->t->save_meta) r->t->save_meta(r, &extra);
+  bool ok = train_save_path(r->ckpt, r->o, r->total, r->e, &r->model, step, r->vocab, r->train_s, &extra, d);
+  checkpoint_meta_free(&extra);
+  return ok;
 }
 
 static TrainStatus train_loop(TrainRun *r, Diag *d) {
@@ -359,9 +369,11 @@ static TrainStatus train_loop(TrainRun *r, Diag *d) {
 /* A fresh run never replaces an earlier run's work unasked. */
 static bool check_run_folder(TrainRun *r, Diag *d) {
   const TrainOptions *o = r->o;
-  char *metrics = train_join(o->out, "metrics.jsonl");
-  bool has_ckpt = train_file_exists(r->ckpt), has_metrics = train_file_exists(metrics);
+  char *metrics = train_join(o->out, "metrics.jsonl"), *best = train_join(o->out, SELECTION_BEST_FILE);
+  bool has_ckpt = train_file_exists(r->ckpt), has_metrics = train_file_exists(metrics),
+       has_best = train_file_exists(best);
   free(metrics);
+  free(best);
   SrcLoc at = {bc_intern(o->out), 0, 0};
   if (o->resume && o->overwrite) {
     diag_error(d, SRCLOC_NONE, "--resume and --overwrite contradict each other: choose one");
@@ -372,11 +384,11 @@ static bool check_run_folder(TrainRun *r, Diag *d) {
                TRAIN_CHECKPOINT_FILE);
     return false;
   }
-  if (!o->resume && !o->overwrite && (has_ckpt || has_metrics)) {
+  if (!o->resume && !o->overwrite && (has_ckpt || has_metrics || has_best)) {
     diag_error(d, at,
                "this run folder holds an earlier run (%s): continue it with --resume, or start afresh "
                "and replace it with --overwrite (or choose another --out)",
-               has_ckpt ? TRAIN_CHECKPOINT_FILE : "metrics.jsonl");
+               has_ckpt ? TRAIN_CHECKPOINT_FILE : has_metrics ? "metrics.jsonl" : SELECTION_BEST_FILE);
     return false;
   }
   return true;
@@ -696,6 +708,8 @@ typedef struct {
   float *logits_buf;
   double ep_loss, ep_correct, ep_n; /* this epoch's sums */
   double test_acc;                  /* after the last epoch end */
+  Selection sel;                    /* dev accuracy and the best model */
+  char *best_path;                  /* <out>/best.safetensors */
 } Snli;
 
 /* A fresh run: the model and hparams of --init's checkpoint, else (from
@@ -734,20 +748,26 @@ static bool snli_task_load(TrainRun *r, Diag *d) {
   Snli *s = bc_calloc(1, sizeof *s);
   r->state = s;
   s->test_acc = NAN;
+  selection_init(&s->sel);
+  s->best_path = train_join(o->out, SELECTION_BEST_FILE);
   train_sets_init(&s->se, NULL, 0);
   s->n_train = snli_train_files(o, r->dir, s->train_paths, d);
-  if (s->n_train == 0 || !snli_task_vocab(r, s, d)) return false;
+  if (s->n_train == 0 || !selection_check_dev(&s->sel, r->dir, d) || !snli_task_vocab(r, s, d)) return false;
   if (!snli_load(&s->tr, (const char *const *)s->train_paths, s->n_train, &s->vocab, r->max_len, d)) return false;
   s->have_tr = true;
   char *test_path = bc_asprintf("%s/snli/snli_1.0_test.txt", r->dir);
   const char *tp[1] = {test_path};
   s->have_te = snli_load(&s->te, tp, 1, &s->vocab, r->max_len, d);
   free(test_path);
-  if (!s->have_te) return false;
+  if (!s->have_te || !selection_load_dev(&s->sel, &s->vocab, r->max_len, d)) return false;
   if (o->max_examples > 0 && s->tr.data.n_examples > o->max_examples)
     dataset_resize(&s->tr.data, (int)o->max_examples);
-  train_info(o, "snli: %d training examples (%d files, %d unlabeled '-' rows dropped), %d test examples\n",
-             s->tr.data.n_examples, s->n_train, s->tr.n_skipped, s->te.data.n_examples);
+  train_info(o, "snli: %d training examples (%d files, %d unlabeled '-' rows dropped), %d dev examples, %d test "
+             "examples\n", s->tr.data.n_examples, s->n_train, s->tr.n_skipped, s->sel.dev.data.n_examples,
+             s->te.data.n_examples);
+  if (r->resuming && !selection_resume(&s->sel, &r->origin.info.meta, s->best_path))
+    train_info(o, "snli: warning: %s records a best model, but %s is gone: the next dev evaluation writes a new one\n",
+               r->ckpt, s->best_path);
   r->data = &s->tr.data;
   r->vocab = &s->vocab;
   train_sets_add(&r->sets, "vocab", s->vocab.n);
@@ -782,6 +802,11 @@ static bool pretrained_part(const Graph *g, const Value *v) {
 static bool snli_task_init(TrainRun *r, Diag *d) {
   const TrainOptions *o = r->o;
   Snli *s = r->state;
+  /* --overwrite: an earlier run's best must not pass for this run's */
+  if (remove(s->best_path) != 0 && train_file_exists(s->best_path)) {
+    diag_error(d, (SrcLoc){bc_intern(s->best_path), 0, 0}, "cannot remove the earlier run's best model");
+    return false;
+  }
   if (!r->have_origin) return true; /* from scratch: the seeded initialization */
   const CheckpointInfo *info = &r->origin.info;
   int n_part = 0, n_found = 0, n_any = 0;
@@ -848,36 +873,76 @@ static void snli_task_step_done(TrainRun *r, int64_t step, double *x, Metrics *m
   m->n_examples = n_real;
 }
 
-/* The test accuracy of the training replica's parameters (dropout off). */
+/* The test accuracy of the evaluation graph's parameters (dropout off). */
 static bool snli_test(TrainRun *r, Diag *d) {
   Snli *s = r->state;
   EvalResult er;
-  if (!copy_params(r->e, &r->g, s->ee, &s->ge, d) || !eval_run(s->ee, &s->ge, &s->te.data, r->o->dist, &er, d))
-    return false;
+  if (!eval_run(s->ee, &s->ge, &s->te.data, r->o->dist, &er, d)) return false;
   s->test_acc = eval_accuracy(&er);
   return true;
 }
 
-/* d2l evaluates the test set after every epoch. */
+/* After each epoch and every --eval-every steps: the dev accuracy of the
+ * training replica's parameters, and the best kept; at an epoch's end also
+ * the test accuracy, as d2l reports it (never used to choose). */
 static bool snli_task_after_step(TrainRun *r, int64_t step, Diag *d) {
+  const TrainOptions *o = r->o;
   Snli *s = r->state;
-  if ((step + 1) % r->b.n_batches != 0) return true;
-  if (!snli_test(r, d)) return false;
-  int epoch = (int)(step / r->b.n_batches);
+  Selection *sel = &s->sel;
+  bool epoch_end = (step + 1) % r->b.n_batches == 0;
+  if (!epoch_end && !(o->eval_every > 0 && (step + 1) % o->eval_every == 0)) return true;
   const MetricsRecord *fr = progress_flush(r->prog);
-  progress_log(r->prog, "snli epoch %d: loss %.3f, train acc %.3f, test acc %.3f", epoch + 1,
-               s->ep_loss / s->ep_n, s->ep_correct / s->ep_n, s->test_acc);
-  MetricsRecord er = fr ? *fr : metrics_record(step + 1);
-  metrics_record_set(&er, "test_acc", s->test_acc);
+  MetricsRecord er = fr ? *fr : progress_event(r->prog);
+  bool better;
+  if (!copy_params(r->e, &r->g, s->ee, &s->ge, d) ||
+      !selection_eval(sel, s->ee, &s->ge, o->dist, step + 1, &better, d))
+    return false;
+  if (better && train_is_root(o) &&
+      !selection_save_best(sel, s->best_path, r->e, &r->model, r->b.n_batches, o, r->total, r->vocab, r->train_s, d))
+    return false;
+  char dev[96], ep[32];
+  selection_epoch_text(sel->best_step, r->b.n_batches, ep);
+  if (better)
+    snprintf(dev, sizeof dev, "dev acc %.3f (best so far)", sel->last_acc);
+  else
+    snprintf(dev, sizeof dev, "dev acc %.3f (best %.3f at epoch %s)", sel->last_acc, sel->best_acc, ep);
+  metrics_record_set(&er, "dev_acc", sel->last_acc);
+  if (epoch_end) {
+    if (!snli_test(r, d)) return false;
+    progress_log(r->prog, "snli epoch %d: loss %.3f, train acc %.3f, %s, test acc %.3f",
+                 (int)(step / r->b.n_batches) + 1, s->ep_loss / s->ep_n, s->ep_correct / s->ep_n, dev, s->test_acc);
+    metrics_record_set(&er, "test_acc", s->test_acc);
+  } else {
+    selection_epoch_text(step + 1, r->b.n_batches, ep);
+    progress_log(r->prog, "snli step %lld (epoch %s): %s", (long long)(step + 1), ep, dev);
+  }
+  progress_restart_window(r->prog);
   return record(r, &er, d);
 }
 
+static void snli_task_save_meta(TrainRun *r, CheckpointMeta *m) {
+  Snli *s = r->state;
+  selection_meta(&s->sel, m);
+}
+
 static bool snli_task_finish(TrainRun *r, Diag *d) {
-  (void)d;
   Snli *s = r->state; /* the run ends at an epoch's end: its sums are whole */
-  if (train_is_root(r->o))
-    printf("loss %.3f, train acc %.3f, test acc %.3f\n%.1f examples/sec on %s\n", s->ep_loss / s->ep_n,
-           s->ep_correct / s->ep_n, s->test_acc, examples_per_s(r), r->where);
+  const Selection *sel = &s->sel;
+  double best_test = s->test_acc; /* the last model's, when it is the best */
+  if (sel->best_step != r->total &&
+      !selection_test_best(sel, s->best_path, s->ee, &s->ge, &s->te.data, &s->vocab, r->o->dist, &best_test, d))
+    return false;
+  if (train_is_root(r->o)) {
+    char ep[32];
+    selection_epoch_text(sel->best_step, r->b.n_batches, ep);
+    printf("loss %.3f, train acc %.3f, test acc %.3f (the last model, step %lld)\n"
+           "best dev acc %.3f at step %lld (epoch %s): test acc %.3f (%s)\n"
+           "%.1f examples/sec on %s\n"
+           "dev evaluation: %d pass%s over %d examples, %.1f s (not in the examples/sec)\n",
+           s->ep_loss / s->ep_n, s->ep_correct / s->ep_n, s->test_acc, (long long)r->total, sel->best_acc,
+           (long long)sel->best_step, ep, best_test, s->best_path, examples_per_s(r), r->where, sel->n_evals,
+           sel->n_evals == 1 ? "" : "es", sel->dev.data.n_examples, sel->eval_s);
+  }
   return true;
 }
 
@@ -886,6 +951,8 @@ static void snli_task_free(TrainRun *r) {
   free(s->logits_buf);
   exec_destroy(s->ee);
   if (s->have_ge) graph_free(&s->ge);
+  selection_free(&s->sel);
+  free(s->best_path);
   train_sets_free(&s->se);
   if (s->have_tr) snli_free(&s->tr);
   if (s->have_te) snli_free(&s->te);
@@ -913,6 +980,7 @@ static const TrainTask snli_task = {
     .configure = snli_task_configure,
     .step_done = snli_task_step_done,
     .after_step = snli_task_after_step,
+    .save_meta = snli_task_save_meta,
     .finish = snli_task_finish,
     .free = snli_task_free,
 };

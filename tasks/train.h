@@ -52,6 +52,7 @@ typedef struct {
   int64_t save_every; /* steps between checkpoints (0: only at the end) */
   int64_t max_examples; /* > 0: use only the first N training examples */
   int64_t report_every; /* steps per progress/metrics record (0: every ~10 s) */
+  int64_t eval_every;   /* snli: also evaluate dev every N steps (0: at each epoch's end only) */
   bool resume;
   bool overwrite;          /* start afresh in a run folder that holds a checkpoint */
   bool pad_to_max;         /* every batch padded to max_len (d2l), not to its length bucket */
@@ -87,7 +88,9 @@ typedef enum {
 TrainStatus train_pretrain(const TrainOptions *o, Diag *d);
 TrainStatus train_snli(const TrainOptions *o, Diag *d);
 /* Test accuracy and confusion matrix of an snli checkpoint on snli_1.0_test
- * (o: data, device, eval_batch, model). */
+ * (o: data, device, eval_batch, model). `checkpoint` may be a run folder:
+ * its best.safetensors (the best on dev), else its checkpoint.safetensors;
+ * the file evaluated is named on stdout. */
 bool train_eval_snli(const char *checkpoint, const TrainOptions *o, Diag *d);
 /* Labels and probabilities under an snli checkpoint (predict.c): of the
  * pair premise/hypothesis, or with `input` (a file, "-" for standard

@@ -129,9 +129,8 @@ bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d) {
   return ok;
 }
 
-bool train_save(const TrainOptions *o, int64_t total, Exec *e, const TrainModel *model, int64_t step, const Vocab *v,
-                double time_s, Diag *d) {
-  const char *out = o->out;
+bool train_save_path(const char *path, const TrainOptions *o, int64_t total, Exec *e, const TrainModel *model,
+                     int64_t step, const Vocab *v, double time_s, const CheckpointMeta *extra, Diag *d) {
   CheckpointMeta m;
   checkpoint_meta_init(&m);
   m.step = step;
@@ -148,10 +147,18 @@ bool train_save(const TrainOptions *o, int64_t total, Exec *e, const TrainModel 
   snprintf(ts, sizeof ts, "%.3f", time_s);
   checkpoint_meta_set(&m, "time_s", ts);
   train_optim_record(o, total, &m);
-  char *path = train_join(out, TRAIN_CHECKPOINT_FILE);
+  for (int i = 0; extra && i < extra->extra.n; i++)
+    checkpoint_meta_set(&m, extra->extra.data[i].key, extra->extra.data[i].value);
   bool ok = checkpoint_save(path, e, &m, d);
-  free(path);
   checkpoint_meta_free(&m);
+  return ok;
+}
+
+bool train_save(const TrainOptions *o, int64_t total, Exec *e, const TrainModel *model, int64_t step, const Vocab *v,
+                double time_s, Diag *d) {
+  char *path = train_join(o->out, TRAIN_CHECKPOINT_FILE);
+  bool ok = train_save_path(path, o, total, e, model, step, v, time_s, NULL, d);
+  free(path);
   return ok;
 }
 

@@ -134,6 +134,11 @@ bool train_vocab_beside(Vocab *v, const char *checkpoint, Diag *d);
  * optimizer settings of a run of `total` steps (train_optim_record). */
 bool train_save(const TrainOptions *o, int64_t total, Exec *e, const TrainModel *m, int64_t step, const Vocab *v,
                 double time_s, Diag *d);
+/* train_save to `path` (best.safetensors beside the last checkpoint), with
+ * the extra metadata pairs of `extra` (NULL: none; its other fields are
+ * ignored) after the ones train_save writes. */
+bool train_save_path(const char *path, const TrainOptions *o, int64_t total, Exec *e, const TrainModel *m,
+                     int64_t step, const Vocab *v, double time_s, const CheckpointMeta *extra, Diag *d);
 /* --resume: when `ckpt` exists, loads all of it (same vocabulary required)
  * and returns the step and training time it reached; without one the run
  * starts fresh (true, *start untouched). */

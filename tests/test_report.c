@@ -213,6 +213,39 @@ TEST(plain_extras_time_window_resume) {
   cap_close(&cap);
 }
 
+/* An evaluation between windows: progress_event's record sits at the last
+ * step with the epoch and time a window's would have, and after
+ * progress_restart_window the next window's ex/s leaves the evaluation's
+ * seconds out (3 steps of 10 examples in 3 s, not 3 + 7 s). */
+TEST(evaluation_between_windows) {
+  double t = 0;
+  ProgressConfig c = {.task = "snli", .steps_per_epoch = 4, .time_offset_s = 100, .every_steps = 100,
+                      .every_s = -1, .clock = fake_now, .clock_ctx = &t};
+  Progress *p = progress_start(NULL, &c);
+  for (int s = 1; s <= 2; s++) {
+    t = s;
+    CHECK(!progress_update(p, s, &(Metrics){.loss = 1, .n_examples = 10}));
+  }
+  CHECK(progress_flush(p));
+  t = 9; /* an evaluation of 7 s */
+  MetricsRecord e = progress_event(p);
+  CHECK_EQ_INT(e.step, 2);
+  CHECK_NEAR(e.epoch, 0.5, 1e-12, 0);
+  CHECK_NEAR(e.time_s, 109, 1e-12, 0);
+  CHECK(e.n == 0);
+  progress_restart_window(p);
+  for (int s = 3; s <= 5; s++) {
+    t = 9 + (s - 2);
+    CHECK(!progress_update(p, s, &(Metrics){.loss = 1, .n_examples = 10}));
+  }
+  t = 13; /* a window holding steps is not restarted */
+  progress_restart_window(p);
+  const MetricsRecord *r = progress_flush(p);
+  CHECK(r);
+  if (r) CHECK_NEAR(metrics_record_get(r, "examples_per_s"), 30.0 / 4.0, 1e-12, 0);
+  progress_finish(p, NULL);
+}
+
 /* A NULL stream prints nothing yet still closes windows. */
 TEST(silent_progress) {
   double t = 0;
