@@ -64,7 +64,8 @@ static const char usage[] =
     "                      or --resume, else 128)\n"
     "  --pad-to-max        pad every batch to max_len, as d2l does (default: batches\n"
     "                      group examples of like length, each padded to a multiple\n"
-    "                      of 16; --recipe d2l pads)\n"
+    "                      of 16, in training, evaluation and prediction; --recipe\n"
+    "                      d2l pads)\n"
     "  --max-examples N    use only the first N training examples (default: all)\n"
     "  --seed N            seed of initialization, data order, masking, dropout\n"
     "                      (default 0)\n"
@@ -181,7 +182,7 @@ static const OptionSpec options[] = {
     {"--save-every", true, TRAIN},   {"--max-examples", true, TRAIN},  {"--report-every", true, TRAIN},
     {"--lr", true, TRAIN},           {"--input", true, PREDICT},       {"--schedule", true, TRAIN},
     {"--warmup", true, TRAIN},       {"--weight-decay", true, TRAIN},  {"--clip", true, TRAIN},
-    {"--pad-to-max", false, TRAIN},  {"--eval-every", true, SNLI},
+    {"--pad-to-max", false, ALL},    {"--eval-every", true, SNLI},
 };
 
 static const OptionSpec *find_option(const char *a) {

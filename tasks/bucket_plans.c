@@ -1,6 +1,7 @@
 /* bucket_plans.c — see bucket_plans.h. */
 #include "bucket_plans.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -48,4 +49,11 @@ void bucket_plans_free(BucketPlans *bp) {
     free(p);
   }
   bp->n = 0;
+}
+
+void bucket_plans_describe(const BucketPlans *bp, char *buf, size_t size) {
+  int at = snprintf(buf, size, "%d shorter length bucket%s (", bp->n, bp->n == 1 ? "" : "s");
+  for (int i = 0; i < bp->n && at < (int)size; i++)
+    at += snprintf(buf + at, size - (size_t)at, "%s%d", i ? ", " : "", bp->plans[i]->len);
+  if (at < (int)size) snprintf(buf + at, size - (size_t)at, ") compiled in %.1f s", bp->compile_s);
 }

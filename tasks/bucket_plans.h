@@ -40,5 +40,7 @@ typedef struct {
  * per local replica. */
 bool bucket_plans_get(BucketPlans *bp, int len, const Graph **g, Exec ***es, Diag *d);
 void bucket_plans_free(BucketPlans *bp);
+/* "N shorter length buckets (l1, l2, ...) compiled in X s" into buf. */
+void bucket_plans_describe(const BucketPlans *bp, char *buf, size_t size);
 
 #endif

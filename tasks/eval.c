@@ -34,30 +34,70 @@ void eval_count(EvalResult *r, const float *logits, const int32_t *labels, const
 
 double eval_accuracy(const EvalResult *r) { return r->n ? (double)r->correct / (double)r->n : NAN; }
 
-bool eval_run(Exec *e, const Graph *g, const Dataset *ds, Dist *dist, EvalResult *r, Diag *d) {
-  memset(r, 0, sizeof(*r));
-  int B = (int)graph_hparam(g, "batch", 1);
-  ValueId logits = train_output(g, "logits");
+void eval_steps_bucket(EvalSteps *steps, BucketPlans *bp, const TrainModel *model, const char *graph,
+                       const TrainSets *sets) {
+  steps->bp = NULL;
+  if (isnan(graph_hparam(steps->g, "seq", NAN))) return; /* a model without the seq hparam: padded */
+  *bp = (BucketPlans){.model = model, .graph = graph, .sets = sets, .adam = NULL,
+                      .max_len = (int)graph_hparam(steps->g, "max_len", 128), .owner_g = steps->g, .owner = &steps->e};
+  steps->bp = bp;
+}
+
+bool eval_logits(const EvalSteps *steps, const Dataset *ds, int rank, int size, EvalRowsFn fn, void *ctx, Diag *d) {
+  int B = (int)graph_hparam(steps->g, "batch", 1);
+  ValueId logits = train_output(steps->g, "logits");
   if (logits < 0) {
-    diag_error(d, SRCLOC_NONE, "graph '%s' has no output named 'logits'", g->name);
+    diag_error(d, SRCLOC_NONE, "graph '%s' has no output named 'logits'", steps->g->name);
     return false;
   }
   Batcher b;
   batcher_init(&b, ds->n_examples, B, false, false);
+  /* one batch: its bucket's compile would cost more than the padding */
+  bool bucketed = steps->bp && b.n_batches > 1;
+  if (bucketed) {
+    const DataField *vl = dataset_field(ds, "valid_len");
+    BC_ASSERT(vl && vl->dtype == DATA_I32);
+    batcher_sort_by_length(&b, vl->data, steps->bp->max_len, TRAIN_BUCKET_GRANULE);
+  }
   DataBatch db;
   data_batch_init(&db, ds, B);
   float *out = bc_malloc(sizeof(float) * (size_t)B * SNLI_N_LABELS);
   bool ok = true;
-  const int32_t *labels = dataset_i32(ds, "label");
-  for (int i = dist_rank(dist); ok && i < b.n_batches; i += dist_size(dist)) {
+  for (int i = rank; ok && i < b.n_batches; i += size) {
     batcher_fill(&b, ds, i, &db);
-    RunContext ctx = {0, 0, 0};
-    ok = train_write_batch(e, g, &db, 0, d) && exec_run(e, &ctx, d) && exec_read(e, logits, out, DTYPE_F32, d);
-    if (ok) eval_count(r, out, labels, db.rows, db.n_real);
+    Exec *e = steps->e;
+    const Graph *g = steps->g;
+    int len = bucketed ? batcher_len(&b, i) : 0;
+    if (bucketed && len < steps->bp->max_len) {
+      Exec **es;
+      if (!(ok = bucket_plans_get(steps->bp, len, &g, &es, d))) break;
+      e = es[0];
+    }
+    RunContext rc = {0, 0, 0};
+    ok = train_write_batch(e, g, &db, 0, d) && exec_run(e, &rc, d) &&
+         exec_read(e, train_output(g, "logits"), out, DTYPE_F32, d);
+    if (ok) fn(ctx, out, db.rows, db.n_real);
   }
   free(out);
   data_batch_free(&db);
   batcher_free(&b);
+  return ok;
+}
+
+typedef struct {
+  EvalResult *r;
+  const int32_t *labels;
+} Counting;
+
+static void count_rows(void *ctx, const float *logits, const int32_t *rows, int n) {
+  Counting *c = ctx;
+  eval_count(c->r, logits, c->labels, rows, n);
+}
+
+bool eval_run(const EvalSteps *steps, const Dataset *ds, Dist *dist, EvalResult *r, Diag *d) {
+  memset(r, 0, sizeof(*r));
+  Counting c = {r, dataset_i32(ds, "label")};
+  bool ok = eval_logits(steps, ds, dist_rank(dist), dist_size(dist), count_rows, &c, d);
   if (ok && dist_size(dist) > 1) {
     double x[2 + SNLI_N_LABELS * SNLI_N_LABELS] = {(double)r->n, (double)r->correct};
     for (int i = 0; i < SNLI_N_LABELS * SNLI_N_LABELS; i++) x[2 + i] = (double)r->confusion[i / SNLI_N_LABELS][i % SNLI_N_LABELS];
@@ -92,14 +132,12 @@ static bool weights_finite(const char *checkpoint, Exec *e, const Graph *g, Diag
   return ok;
 }
 
-bool eval_load_nli(const char *checkpoint, const char *model, const char *device, int batch, Vocab *vocab,
-                   Graph *g, Exec **e, Diag *d) {
+bool eval_load_nli(const char *checkpoint, const char *model, const char *device, int batch, bool padded,
+                   NliModel *m, Diag *d) {
   TrainOrigin s;
-  TrainModel m = {0};
-  TrainSets sets;
-  train_sets_init(&sets, NULL, 0);
-  vocab_init(vocab);
-  *e = NULL;
+  memset(m, 0, sizeof *m);
+  train_sets_init(&m->sets, NULL, 0);
+  vocab_init(&m->vocab);
   bool ok = false, have_graph = false;
   if (!train_origin_read(&s, checkpoint, d)) goto done;
   const char *graph = s.info.meta.graph_name;
@@ -110,34 +148,45 @@ bool eval_load_nli(const char *checkpoint, const char *model, const char *device
                graph ? graph : "?");
     goto done;
   }
-  if (!train_origin_model(&s, model, &m, &sets, NULL, d)) goto done;
-  train_sets_add(&sets, "batch", batch);
-  train_sets_add(&sets, "dropout", 0);
-  vocab_free(vocab);
-  if (!train_origin_vocab(&s, vocab, d)) goto done;
-  if (!train_compile(g, &m, "nli", &sets, NULL, d)) goto done;
+  if (!train_origin_model(&s, model, &m->model, &m->sets, NULL, d)) goto done;
+  train_sets_add(&m->sets, "batch", batch);
+  train_sets_add(&m->sets, "dropout", 0);
+  vocab_free(&m->vocab);
+  if (!train_origin_vocab(&s, &m->vocab, d)) goto done;
+  if (!train_compile(&m->g, &m->model, "nli", &m->sets, NULL, d)) goto done;
   have_graph = true;
-  *e = exec_create_spec(device, g, d); /* evaluation, prediction: one device */
-  if (!*e) goto done;
+  m->steps.g = &m->g;
+  m->steps.e = exec_create_spec(device, &m->g, d); /* evaluation, prediction: one device */
+  if (!m->steps.e) goto done;
+  if (!padded) eval_steps_bucket(&m->steps, &m->bp, &m->model, "nli", &m->sets);
   char hash[32];
-  train_vocab_hash(vocab, hash);
+  train_vocab_hash(&m->vocab, hash);
   CheckpointLoadOptions lo = {CHECKPOINT_LOAD_PARAMS_PRESENT, hash};
-  int n = checkpoint_load(checkpoint, *e, &lo, NULL, d);
-  if (n >= 0 && n != g->params.n)
+  int n = checkpoint_load(checkpoint, m->steps.e, &lo, NULL, d);
+  if (n >= 0 && n != m->g.params.n)
     diag_error(d, (SrcLoc){bc_intern(checkpoint), 0, 0}, "the checkpoint has %d of the %d parameters of the nli model", n,
-               g->params.n);
-  ok = n == g->params.n && weights_finite(checkpoint, *e, g, d);
+               m->g.params.n);
+  ok = n == m->g.params.n && weights_finite(checkpoint, m->steps.e, &m->g, d);
 done:
   if (!ok) {
-    exec_destroy(*e);
-    *e = NULL;
-    if (have_graph) graph_free(g);
-    vocab_free(vocab);
+    exec_destroy(m->steps.e);
+    m->steps.e = NULL;
+    if (have_graph) graph_free(&m->g);
+    vocab_free(&m->vocab);
+    train_sets_free(&m->sets);
+    train_model_free(&m->model);
   }
-  train_sets_free(&sets);
-  train_model_free(&m);
   train_origin_free(&s);
   return ok;
+}
+
+void nli_model_free(NliModel *m) {
+  bucket_plans_free(&m->bp);
+  exec_destroy(m->steps.e);
+  graph_free(&m->g);
+  vocab_free(&m->vocab);
+  train_sets_free(&m->sets);
+  train_model_free(&m->model);
 }
 
 /* "evaluating FILE" and, for a best model, where it came from. */
@@ -162,10 +211,8 @@ bool train_eval_snli(const char *path, const TrainOptions *o, Diag *d) {
   if (!dir) return false;
   char *checkpoint = selection_pick(path, d);
   if (!checkpoint) return false;
-  Vocab vocab;
-  Graph g;
-  Exec *e;
-  if (!eval_load_nli(checkpoint, o->model, o->device, o->eval_batch, &vocab, &g, &e, d)) {
+  NliModel m;
+  if (!eval_load_nli(checkpoint, o->model, o->device, o->eval_batch, o->pad_to_max, &m, d)) {
     free(checkpoint);
     return false;
   }
@@ -173,9 +220,9 @@ bool train_eval_snli(const char *path, const TrainOptions *o, Diag *d) {
   char *test_path = bc_asprintf("%s/snli/snli_1.0_test.txt", dir);
   const char *tp[1] = {test_path};
   SnliData te;
-  bool ok = snli_load(&te, tp, 1, &vocab, (int)graph_hparam(&g, "max_len", 128), d);
+  bool ok = snli_load(&te, tp, 1, &m.vocab, (int)graph_hparam(&m.g, "max_len", 128), d);
   EvalResult r;
-  if (ok && (ok = eval_run(e, &g, &te.data, NULL, &r, d))) {
+  if (ok && (ok = eval_run(&m.steps, &te.data, NULL, &r, d))) {
     printf("test accuracy %.4f (%lld of %lld examples of %s)\n", eval_accuracy(&r),
            (long long)r.correct, (long long)r.n, test_path);
     printf("confusion matrix (rows: gold, columns: predicted)\n%14s", "");
@@ -189,9 +236,7 @@ bool train_eval_snli(const char *path, const TrainOptions *o, Diag *d) {
   }
   if (ok || te.data.n_examples) snli_free(&te);
   free(test_path);
-  exec_destroy(e);
-  graph_free(&g);
-  vocab_free(&vocab);
+  nli_model_free(&m);
   free(checkpoint);
   return ok;
 }

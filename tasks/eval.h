@@ -9,11 +9,29 @@
 #define BC_TASKS_EVAL_H
 
 #include "../runtime/backend.h"
+#include "bucket_plans.h"
 #include "dataset.h"
 #include "snli.h"
 #include "vocab.h"
 
 typedef struct Dist Dist; /* runtime/dist.h */
+
+/* The compiled nli graph an evaluation runs: g at max_len on e (dropout 0,
+ * output "logits" (batch, 3)) and, when bp is given, the graphs of shorter
+ * length buckets (inference BucketPlans owned by g and e: compiled the
+ * first time a batch of that length comes, sharing e's parameters). With
+ * bp NULL every batch is padded to max_len, as d2l's. */
+typedef struct {
+  Exec *e;
+  const Graph *g;
+  BucketPlans *bp;
+} EvalSteps;
+
+/* Inference BucketPlans for `steps` (whose g was compiled from `model`'s
+ * graph `graph` with `sets`), unless g has no hparam seq to bucket by:
+ * then bp stays NULL. The pointers must outlive bp. */
+void eval_steps_bucket(EvalSteps *steps, BucketPlans *bp, const TrainModel *model, const char *graph,
+                       const TrainSets *sets);
 
 typedef struct {
   int64_t n, correct;
@@ -35,19 +53,38 @@ void eval_count(EvalResult *r, const float *logits, const int32_t *labels, const
 /* correct / n, NaN when n is 0. */
 double eval_accuracy(const EvalResult *r);
 
-/* Accuracy of `e` (an nli graph g whose output "logits" is (batch, 3),
- * dropout 0) on `ds`, batch by batch, the padded rows of the last batch not
- * counted; with several ranks each runs every size-th batch and the counts
- * are summed (dist may be NULL). */
-bool eval_run(Exec *e, const Graph *g, const Dataset *ds, Dist *dist, EvalResult *r, Diag *d);
+/* The logits of every example of `ds` (its fields as the graph's inputs,
+ * "valid_len" among them when bucketed): batches of the graph's batch size
+ * (the last one's padding rows not reported), with buckets in order of
+ * length; fn(ctx, logits, rows, n) gets each batch's n real rows (logits
+ * (n, 3), rows: their indices in ds). Of rank/size, only every size-th
+ * batch from the rank-th is run. */
+typedef void (*EvalRowsFn)(void *ctx, const float *logits, const int32_t *rows, int n_rows);
+bool eval_logits(const EvalSteps *steps, const Dataset *ds, int rank, int size, EvalRowsFn fn, void *ctx, Diag *d);
+
+/* Accuracy of `steps` on `ds` (eval_logits); with several ranks each runs
+ * its batches and the counts are summed (dist may be NULL). */
+bool eval_run(const EvalSteps *steps, const Dataset *ds, Dist *dist, EvalResult *r, Diag *d);
+
+/* A fine-tuned checkpoint loaded for evaluation or prediction. */
+typedef struct {
+  Vocab vocab;
+  TrainModel model;
+  TrainSets sets;
+  Graph g;
+  BucketPlans bp;
+  EvalSteps steps;
+} NliModel;
 
 /* The nli graph of a fine-tuned checkpoint on `device` with every
  * parameter loaded: the model the checkpoint carries (`model`, --model,
  * when given), its hparams with the given batch and dropout 0, its
- * vocabulary (vocab initialized here). Refuses (errors naming the file) a
- * checkpoint of another graph, one lacking parameters, one with non-finite
- * weights. On failure nothing is left to free. */
-bool eval_load_nli(const char *checkpoint, const char *model, const char *device, int batch, Vocab *vocab,
-                   Graph *g, Exec **e, Diag *d);
+ * vocabulary; bucketed (eval_steps_bucket) unless `padded`. Refuses
+ * (errors naming the file) a checkpoint of another graph, one lacking
+ * parameters, one with non-finite weights. On failure nothing is left to
+ * free; else nli_model_free. */
+bool eval_load_nli(const char *checkpoint, const char *model, const char *device, int batch, bool padded,
+                   NliModel *m, Diag *d);
+void nli_model_free(NliModel *m);
 
 #endif

@@ -141,18 +141,23 @@ static void softmax3(const float *logits, double *p) {
   for (int i = 0; i < SNLI_N_LABELS; i++) p[i] /= z;
 }
 
+/* eval_logits' callback: each row's logits at its index */
+static void keep_rows(void *ctx, const float *logits, const int32_t *rows, int n) {
+  float *all = ctx;
+  for (int r = 0; r < n; r++)
+    memcpy(all + (size_t)rows[r] * SNLI_N_LABELS, logits + (size_t)r * SNLI_N_LABELS, sizeof(float) * SNLI_N_LABELS);
+}
+
 bool train_predict(const char *checkpoint, const TrainOptions *o, const char *premise, const char *hypothesis,
                    const char *input, Diag *d) {
   PairVec pairs = {0};
   bool ok = input ? read_pairs(input, &pairs, d)
                   : add_pair(&pairs, "<command line>", 0, premise, strlen(premise), hypothesis, strlen(hypothesis), 0, d);
-  Vocab vocab;
-  Graph g;
-  Exec *e = NULL;
+  NliModel m;
   int B = input ? o->eval_batch : 1;
-  if (ok && !eval_load_nli(checkpoint, o->model, o->device, B, &vocab, &g, &e, d)) ok = false;
+  if (ok && !eval_load_nli(checkpoint, o->model, o->device, B, o->pad_to_max, &m, d)) ok = false;
   if (!ok) goto done;
-  int T = (int)graph_hparam(&g, "max_len", 128);
+  int T = (int)graph_hparam(&m.g, "max_len", 128);
   Dataset ds;
   dataset_init(&ds, pairs.n);
   dataset_add_field(&ds, "tokens", DATA_I32, T);
@@ -162,64 +167,53 @@ bool train_predict(const char *checkpoint, const TrainOptions *o, const char *pr
   bool *cut = bc_calloc((size_t)pairs.n, sizeof(bool));
   for (int i = 0; ok && i < pairs.n; i++) {
     Pair *p = &pairs.data[i];
-    vl[i] = snli_encode_pair(&vocab, p->premise, p->hypothesis, T, tok + (size_t)i * T, seg + (size_t)i * T, &cut[i], d);
+    vl[i] = snli_encode_pair(&m.vocab, p->premise, p->hypothesis, T, tok + (size_t)i * T, seg + (size_t)i * T, &cut[i], d);
     ok = vl[i] >= 0;
     if (cut[i]) {
       if (input) fprintf(stderr, "%s:%d: note: pair truncated to max_len %d tokens\n", input, p->line, T);
       else fprintf(stderr, "note: pair truncated to max_len %d tokens\n", T);
     }
   }
-  Batcher b;
-  batcher_init(&b, pairs.n, B, false, false);
-  DataBatch db;
-  data_batch_init(&db, &ds, B);
-  float *logits = bc_malloc(sizeof(float) * (size_t)B * SNLI_N_LABELS);
-  ValueId out = train_output(&g, "logits");
-  for (int k = 0; ok && k < b.n_batches; k++) {
-    batcher_fill(&b, &ds, k, &db);
-    RunContext ctx = {0, 0, 0};
-    ok = train_write_batch(e, &g, &db, 0, d) && exec_run(e, &ctx, d) && exec_read(e, out, logits, DTYPE_F32, d);
-    for (int r = 0; ok && r < db.n_real; r++) {
-      const Pair *p = &pairs.data[db.rows[r]];
-      double prob[SNLI_N_LABELS];
-      softmax3(logits + r * SNLI_N_LABELS, prob);
-      int label = eval_argmax(logits + r * SNLI_N_LABELS, SNLI_N_LABELS);
-      if (!input) {
-        printf("%s\n", snli_label_name(label));
-        for (int i = 0; i < SNLI_N_LABELS; i++) printf("  %-13s %.4f\n", snli_label_name(i), prob[i]);
-        continue;
-      }
-      StrBuf j = {0};
-      strbuf_puts(&j, "{");
-      json_write_key(&j, "line");
-      json_write_int(&j, p->line);
-      strbuf_puts(&j, ",");
-      json_write_key(&j, "label");
-      json_write_string(&j, snli_label_name(label));
-      strbuf_puts(&j, ",");
-      json_write_key(&j, "probabilities");
-      strbuf_puts(&j, "{");
-      for (int i = 0; i < SNLI_N_LABELS; i++) {
-        if (i) strbuf_puts(&j, ",");
-        json_write_key(&j, snli_label_name(i));
-        json_write_double_fmt(&j, "%.6f", prob[i]);
-      }
-      strbuf_puts(&j, "},");
-      json_write_key(&j, "truncated");
-      strbuf_puts(&j, cut[db.rows[r]] ? "true}" : "false}");
-      printf("%s\n", j.data);
-      strbuf_free(&j);
+  /* the logits of every pair (in buckets of length), then one line per pair in input order */
+  float *logits = bc_malloc(sizeof(float) * (size_t)pairs.n * SNLI_N_LABELS);
+  ok = ok && eval_logits(&m.steps, &ds, 0, 1, keep_rows, logits, d);
+  for (int k = 0; ok && k < pairs.n; k++) {
+    const Pair *p = &pairs.data[k];
+    const float *x = logits + (size_t)k * SNLI_N_LABELS;
+    double prob[SNLI_N_LABELS];
+    softmax3(x, prob);
+    int label = eval_argmax(x, SNLI_N_LABELS);
+    if (!input) {
+      printf("%s\n", snli_label_name(label));
+      for (int i = 0; i < SNLI_N_LABELS; i++) printf("  %-13s %.4f\n", snli_label_name(i), prob[i]);
+      continue;
     }
+    StrBuf j = {0};
+    strbuf_puts(&j, "{");
+    json_write_key(&j, "line");
+    json_write_int(&j, p->line);
+    strbuf_puts(&j, ",");
+    json_write_key(&j, "label");
+    json_write_string(&j, snli_label_name(label));
+    strbuf_puts(&j, ",");
+    json_write_key(&j, "probabilities");
+    strbuf_puts(&j, "{");
+    for (int i = 0; i < SNLI_N_LABELS; i++) {
+      if (i) strbuf_puts(&j, ",");
+      json_write_key(&j, snli_label_name(i));
+      json_write_double_fmt(&j, "%.6f", prob[i]);
+    }
+    strbuf_puts(&j, "},");
+    json_write_key(&j, "truncated");
+    strbuf_puts(&j, cut[k] ? "true}" : "false}");
+    printf("%s\n", j.data);
+    strbuf_free(&j);
   }
   fflush(stdout);
   free(logits);
-  data_batch_free(&db);
-  batcher_free(&b);
   free(cut);
   dataset_free(&ds);
-  exec_destroy(e);
-  graph_free(&g);
-  vocab_free(&vocab);
+  nli_model_free(&m);
 done:
   for (int i = 0; i < pairs.n; i++) {
     free(pairs.data[i].premise);

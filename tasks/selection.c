@@ -63,12 +63,12 @@ static double now_s(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-bool selection_eval(Selection *s, Exec *e, const Graph *g, Dist *dist, int64_t step, bool *better, Diag *d) {
+bool selection_eval(Selection *s, const EvalSteps *steps, Dist *dist, int64_t step, bool *better, Diag *d) {
   BC_ASSERT(s->have_dev);
   *better = false;
   double t0 = now_s();
   EvalResult er;
-  if (!eval_run(e, g, &s->dev.data, dist, &er, d)) return false;
+  if (!eval_run(steps, &s->dev.data, dist, &er, d)) return false;
   s->eval_s += now_s() - t0;
   s->n_evals++;
   s->last_acc = eval_accuracy(&er);
@@ -111,9 +111,11 @@ bool selection_save_best(const Selection *s, const char *path, Exec *e, const Tr
   return ok;
 }
 
-bool selection_test_best(const Selection *s, const char *best_path, Exec *e, const Graph *g, const Dataset *test,
+bool selection_test_best(const Selection *s, const char *best_path, const EvalSteps *steps, const Dataset *test,
                          const Vocab *v, Dist *dist, double *acc, Diag *d) {
   BC_ASSERT(s->best_step >= 0);
+  Exec *e = steps->e;
+  const Graph *g = steps->g;
   if (dist_rank(dist) == 0) {
     char hash[32];
     train_vocab_hash(v, hash);
@@ -127,7 +129,7 @@ bool selection_test_best(const Selection *s, const char *best_path, Exec *e, con
     }
   }
   EvalResult er;
-  if (!dist_broadcast_exec(dist, &e, 1, d) || !eval_run(e, g, test, dist, &er, d)) return false;
+  if (!dist_broadcast_exec(dist, &e, 1, d) || !eval_run(steps, test, dist, &er, d)) return false;
   *acc = eval_accuracy(&er);
   return true;
 }

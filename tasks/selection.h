@@ -16,6 +16,7 @@
 #define BC_TASKS_SELECTION_H
 
 #include "../runtime/checkpoint.h"
+#include "eval.h"
 #include "snli.h"
 #include "train_util.h"
 
@@ -48,11 +49,11 @@ bool selection_load_dev(Selection *s, const Vocab *v, int max_len, Diag *d);
  * when the metadata name a best but `best_path` does not exist. */
 bool selection_resume(Selection *s, const CheckpointMeta *m, const char *best_path);
 
-/* Dev accuracy of `e` (an nli graph g, dropout 0, holding the parameters
+/* Dev accuracy of `steps` (an nli graph, dropout 0, holding the parameters
  * after `step` steps) into s->last_acc; *better when it beats the best so
  * far strictly, which then becomes (last_acc, step). With several ranks
  * every rank calls it (eval_run sums the counts). */
-bool selection_eval(Selection *s, Exec *e, const Graph *g, Dist *dist, int64_t step, bool *better, Diag *d);
+bool selection_eval(Selection *s, const EvalSteps *steps, Dist *dist, int64_t step, bool *better, Diag *d);
 
 /* The last checkpoint's record of the best: best_dev_acc and best_step
  * into m's extra pairs (nothing before the first evaluation). */
@@ -65,10 +66,10 @@ bool selection_save_best(const Selection *s, const char *path, Exec *e, const Tr
                          int64_t steps_per_epoch, const TrainOptions *o, int64_t total, const Vocab *v,
                          double time_s, Diag *d);
 
-/* The test accuracy of best.safetensors (`best_path`): loaded into e (the
- * nli graph g, dropout 0) on rank 0, broadcast, evaluated on `test` by
+/* The test accuracy of best.safetensors (`best_path`): loaded into
+ * steps->e (the nli graph, dropout 0) on rank 0, broadcast, evaluated on `test` by
  * every rank. For the summary: test is reported, never chosen by. */
-bool selection_test_best(const Selection *s, const char *best_path, Exec *e, const Graph *g, const Dataset *test,
+bool selection_test_best(const Selection *s, const char *best_path, const EvalSteps *steps, const Dataset *test,
                          const Vocab *v, Dist *dist, double *acc, Diag *d);
 
 /* "3" for an epoch's end, "2.5" half-way through the third (%.4g). */

@@ -528,11 +528,9 @@ static TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d)
   status = train_loop(&r, d);
   catch_signals(false);
   if (r.bucketed) {
-    char lens[256] = "";
-    for (int i = 0, at = 0; i < r.bp.n && at < (int)sizeof lens; i++)
-      at += snprintf(lens + at, sizeof lens - (size_t)at, "%s%d", i ? ", " : "", r.bp.plans[i]->len);
-    train_info(o, "%s: steps for %d shorter length buckets (%s) compiled in %.1f s; longest %d\n", t->name, r.bp.n,
-               lens, r.bp.compile_s, r.max_len);
+    char what[320];
+    bucket_plans_describe(&r.bp, what, sizeof what);
+    train_info(o, "%s: steps for %s; longest %d\n", t->name, what, r.max_len);
   }
   if (status == TRAIN_DONE) {
     if (!record(&r, progress_flush(r.prog), d)) status = TRAIN_FAILED;
@@ -705,6 +703,8 @@ typedef struct {
   Graph ge;     /* the nli graph for evaluation: dropout 0, eval_batch */
   bool have_ge;
   Exec *ee; /* on replica 0's device */
+  BucketPlans ebp; /* its shorter length buckets (unless --pad-to-max) */
+  EvalSteps es;
   float *logits_buf;
   double ep_loss, ep_correct, ep_n; /* this epoch's sums */
   double test_acc;                  /* after the last epoch end */
@@ -784,6 +784,8 @@ static bool snli_task_setup(TrainRun *r, Diag *d) {
   s->have_ge = train_compile(&s->ge, &r->model, "nli", &s->se, NULL, d);
   if (!s->have_ge) return false;
   s->ee = exec_create_on(r->sp.backend, r->sp.devices[0], &s->ge, d);
+  s->es = (EvalSteps){s->ee, &s->ge, NULL};
+  if (!r->o->pad_to_max) eval_steps_bucket(&s->es, &s->ebp, &r->model, "nli", &s->se);
   return s->ee != NULL;
 }
 
@@ -877,7 +879,7 @@ static void snli_task_step_done(TrainRun *r, int64_t step, double *x, Metrics *m
 static bool snli_test(TrainRun *r, Diag *d) {
   Snli *s = r->state;
   EvalResult er;
-  if (!eval_run(s->ee, &s->ge, &s->te.data, r->o->dist, &er, d)) return false;
+  if (!eval_run(&s->es, &s->te.data, r->o->dist, &er, d)) return false;
   s->test_acc = eval_accuracy(&er);
   return true;
 }
@@ -895,7 +897,7 @@ static bool snli_task_after_step(TrainRun *r, int64_t step, Diag *d) {
   MetricsRecord er = fr ? *fr : progress_event(r->prog);
   bool better;
   if (!copy_params(r->e, &r->g, s->ee, &s->ge, d) ||
-      !selection_eval(sel, s->ee, &s->ge, o->dist, step + 1, &better, d))
+      !selection_eval(sel, &s->es, o->dist, step + 1, &better, d))
     return false;
   if (better && train_is_root(o) &&
       !selection_save_best(sel, s->best_path, r->e, &r->model, r->b.n_batches, o, r->total, r->vocab, r->train_s, d))
@@ -930,8 +932,13 @@ static bool snli_task_finish(TrainRun *r, Diag *d) {
   const Selection *sel = &s->sel;
   double best_test = s->test_acc; /* the last model's, when it is the best */
   if (sel->best_step != r->total &&
-      !selection_test_best(sel, s->best_path, s->ee, &s->ge, &s->te.data, &s->vocab, r->o->dist, &best_test, d))
+      !selection_test_best(sel, s->best_path, &s->es, &s->te.data, &s->vocab, r->o->dist, &best_test, d))
     return false;
+  if (s->es.bp) {
+    char what[320];
+    bucket_plans_describe(s->es.bp, what, sizeof what);
+    train_info(r->o, "snli: evaluation steps for %s\n", what);
+  }
   if (train_is_root(r->o)) {
     char ep[32];
     selection_epoch_text(sel->best_step, r->b.n_batches, ep);
@@ -949,6 +956,7 @@ static bool snli_task_finish(TrainRun *r, Diag *d) {
 static void snli_task_free(TrainRun *r) {
   Snli *s = r->state;
   free(s->logits_buf);
+  bucket_plans_free(&s->ebp);
   exec_destroy(s->ee);
   if (s->have_ge) graph_free(&s->ge);
   selection_free(&s->sel);

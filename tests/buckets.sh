@@ -8,7 +8,9 @@
 # ~2e-7). That holds only when dropout draws the same numbers at the same
 # (example, position, feature) at every length: random ops keyed by the
 # padded shape. Also: shorter buckets are used and reported, --pad-to-max
-# compiles none, and --resume stays bit-exact with buckets.
+# compiles none, --resume stays bit-exact with buckets, and evaluation and
+# prediction in buckets (examples sorted by length) give the padded
+# accuracy and, in input order, the padded predictions.
 set -u
 BERTRUN=${BERTRUN:-build/bertrun}
 DATA=tests/data/sample
@@ -36,7 +38,7 @@ EOF
 for dev in interp cpu; do
   tol=1e-9; [ $dev = cpu ] && tol=1e-5
   for task in pretrain snli; do
-    if [ $task = pretrain ]; then len=(--steps 20); else len=(--epochs 1 --max-examples 160); fi
+    if [ $task = pretrain ]; then len=(--steps 20); else len=(--epochs 1 --max-examples 160 --eval-batch 16); fi
     "$BERTRUN" train --task $task "${tiny[@]}" "${len[@]}" --batch 8 --device $dev --out "$tmp/$task-$dev" \
       >/dev/null 2>"$tmp/$task-$dev.log"
     BC_PAD_BUCKETS=1 "$BERTRUN" train --task $task "${tiny[@]}" "${len[@]}" --batch 8 --device $dev \
@@ -47,6 +49,28 @@ for dev in interp cpu; do
 done
 check "shorter buckets were compiled and reported" \
   grep -Eq "^snli: steps for [1-9][0-9]* shorter length buckets \(.*\) compiled in" "$tmp/snli-cpu.log"
+check "... and for dev and test evaluation" \
+  grep -Eq "^snli: evaluation steps for [1-9][0-9]* shorter length buckets \(.*\) compiled in" "$tmp/snli-cpu.log"
+
+# eval and predict of the fine-tuned model: in buckets and padded to max_len
+for mode in bucketed padded; do
+  flag=(); [ $mode = padded ] && flag=(--pad-to-max)
+  "$BERTRUN" eval --task snli "$tmp/snli-cpu" --data "$DATA" --eval-batch 16 "${flag[@]}" >"$tmp/eval-$mode.txt" 2>&1
+  tail -n +2 "$DATA/snli/snli_1.0_test.txt" | head -60 | cut -f5,6 |
+    "$BERTRUN" predict "$tmp/snli-cpu/checkpoint.safetensors" --input - --eval-batch 8 "${flag[@]}" \
+    >"$tmp/predict-$mode.jsonl" 2>/dev/null
+done
+check "eval in buckets: the padded run's accuracy and confusion matrix" \
+  bash -c "grep -q '^test accuracy' '$tmp/eval-bucketed.txt' && diff <(tail -n +2 '$tmp/eval-bucketed.txt') <(tail -n +2 '$tmp/eval-padded.txt')"
+check "predict in buckets: the padded predictions, one per pair in input order" \
+  python3 - "$tmp/predict-bucketed.jsonl" "$tmp/predict-padded.jsonl" <<'EOF'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+ok = len(a) == len(b) == 60 and [r["line"] for r in a] == list(range(1, 61)) and all(
+    x["line"] == y["line"] and x["label"] == y["label"] and
+    all(abs(x["probabilities"][k] - y["probabilities"][k]) <= 1e-5 for k in x["probabilities"]) for x, y in zip(a, b))
+sys.exit(0 if ok else 1)
+EOF
 
 "$BERTRUN" train --task pretrain "${tiny[@]}" --steps 5 --batch 8 --pad-to-max --out "$tmp/d2l" >/dev/null \
   2>"$tmp/d2l.log"
