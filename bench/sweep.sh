@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/sweep.sh — the fine-tuning sweep behind bertrun's defaults: each
 # line of a config file (`NAME FLAGS...`, `#` comments) is one
-# `bertrun train --task snli` run from the same pretrained checkpoint on
-# the real SNLI files, model chosen on dev. For each run it records the
+# `bertrun train --task snli` run on the real SNLI files, model chosen on
+# dev, from the pretrained checkpoint --init (`none`: from scratch) unless
+# the line names its own --init. For each run it records the
 # flags, the best dev accuracy (its epoch), the test accuracy of that
 # best-dev model and of the last one, the training examples/s and the wall
 # time, appends them to $OUT/sweep.jsonl (else bench/results/sweep.jsonl)
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
     --init) init="$2"; shift 2 ;;
     --configs) configs="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/sweep.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -35,12 +36,14 @@ out="${OUT:-bench/results}"
 runs="$out/sweep-runs"
 mkdir -p "$runs"
 threads=(); [ "$jobs" -gt 1 ] && threads=(--threads 1)
+from=(--init "$init"); [ "$init" = none ] && from=()
 
 one() { # NAME FLAGS...: one run, one JSON line
   local name="$1"; shift
-  local dir="$runs/$name" t0 t1
+  local dir="$runs/$name" t0 t1 start=("${from[@]}")
+  case " $* " in *" --init "*) start=() ;; esac
   t0=$(date +%s.%N)
-  "$BERTRUN" train --task snli --data "$data" --init "$init" "${threads[@]}" --out "$dir" --overwrite "$@" \
+  "$BERTRUN" train --task snli --data "$data" "${start[@]}" "${threads[@]}" --out "$dir" --overwrite "$@" \
     >"$dir.out" 2>"$dir.err" || { echo "bench/sweep.sh: $name failed (see $dir.err)" >&2; return 0; }
   t1=$(date +%s.%N)
   python3 - "$name" "$dir" "$dir.out" "$(python3 -c "print($t1 - $t0)")" "$*" "$jobs" >>"$out/sweep.jsonl" <<'EOF'
