@@ -49,9 +49,10 @@ for b in $batches; do
     echo "batch $b $mode: $eps examples/s" >&2
   done
 done
-printf '%s\n' "${rows[@]}" | python3 - "$out/buckets.json" "$device" <<'EOF'
+printf '%s\n' "${rows[@]}" >"$tmp/rows"
+python3 - "$out/buckets.json" "$device" "$tmp/rows" <<'EOF'
 import json, os, sys, tempfile
-runs = [dict(zip(["batch", "mode", "examples_per_s", "compile_s", "wall_s"], l.split())) for l in sys.stdin if l.strip()]
+runs = [dict(zip(["batch", "mode", "examples_per_s", "compile_s", "wall_s"], l.split())) for l in open(sys.argv[3]) if l.strip()]
 for r in runs:
     for k in ("examples_per_s", "compile_s", "wall_s"): r[k] = float(r[k])
     r["batch"] = int(r["batch"])

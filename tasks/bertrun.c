@@ -25,7 +25,7 @@ static const char usage[] =
     "                      offers each task)\n"
     "  --recipe NAME       bertc (default): settings that learn; d2l: the chapter's\n"
     "                        recipe     pretrain                      snli\n"
-    "                        bertc      --steps 4000 --batch 256      --epochs 5 --batch 128\n"
+    "                        bertc      --steps 4000 --batch 256      --epochs 15 --batch 128\n"
     "                                   --lr 1e-3                     --lr 1e-3\n"
     "                        d2l        --steps 4000 --batch 256      --epochs 5 --batch 512\n"
     "                                   --lr 0.01                     --lr 1e-4\n"
