@@ -7,7 +7,7 @@
 # folder lacks them, scripts/get-data.sh fetches WikiText-2 and SNLI into it
 # from d2l's addresses (each gets 5 s to answer); when that fails too, the
 # small synthetic sample in tests/data/sample (said so). Extra arguments go
-# to both runs. --long pretrains 9,000 steps instead of 300 (under an
+# to both runs. --long pretrains 11,000 steps instead of 300 (under an
 # hour on 2 cores): the longer schedule of bench/RECIPE.md.
 # The short pretraining uses lr 1e-3: at d2l's 0.01, 300 steps leave an
 # encoder that fine-tuning cannot move off the majority class within a few
@@ -42,7 +42,7 @@ if [ -n "$data" ]; then
   echo "== data: $data"
   pre=(--steps 300 --batch 64 --lr 1e-3)
   ft=(--epochs 15 --batch 128 --lr 1e-3) # bertrun's defaults: bench/RECIPE.md
-  if $long; then pre=(--steps 9000 --batch 64 --lr 1e-3); fi # ~35 of the 60 minutes: bench/RECIPE.md
+  if $long; then pre=(--steps 11000 --batch 64 --lr 1e-3); fi # ~45 of the 60 minutes: bench/RECIPE.md
 else
   data=tests/data/sample
   echo "== no data (pass --data DIR, set BERT_DATA, or run scripts/get-data.sh): using the synthetic sample in $data"
