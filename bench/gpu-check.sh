@@ -8,7 +8,8 @@
 #      the sources changed since it was packed (-DBC_LLVM=OFF without LLVM)
 #   c. ctest -L gpu (test_gpu*: the cuda backend against interp); then
 #      training with one replica per GPU in one process (--device cuda:all)
-#      against --device cuda
+#      against --device cuda; tests/buckets.sh on cuda (length buckets:
+#      bucketed and padded runs agree, eval and predict in buckets)
 #   d. bench_step on cuda: nli at batch 512, pretrain at batch 256
 #   e. torch_ref.py --device cuda: PyTorch eager and torch.compile
 #   f. d2l's full pipeline on cuda, timed: pretrain 4000 steps at batch 256,
@@ -217,6 +218,20 @@ fi
 fact replicas "$replicas"
 echo "replicas: $replicas"
 
+# ---- c. length buckets on the device: tests/buckets.sh's checks on cuda ----
+say "tests/buckets.sh on $dev"
+buckets=notrun
+if [ -n "$bin" ]; then
+  if BUCKETS_DEVICES=$dev BERTRUN="$bin/bertrun" timeout -k 5 "$(limit 90 120)" bash tests/buckets.sh \
+       >"$tmp/buckets.log" 2>&1; then
+    buckets="passed ($(grep -c '^ok' "$tmp/buckets.log") checks)"
+  else
+    buckets="FAILED: $(grep -E '^FAIL|difference' "$tmp/buckets.log" | tr '\n' ' ' | cut -c1-400)"
+  fi
+  cat "$tmp/buckets.log"
+fi
+fact buckets "$buckets"
+
 # ---- d. bench_step on cuda ----
 say "bench_step on $dev"
 # the f32 (non-tensor-core) peak of the GPU, for bench_step's fraction of peak
@@ -367,6 +382,7 @@ def pl(key):
 pre, ft = pl("pretrain_last"), pl("snli_last")
 summary = {"gpu": facts.get("gpu"), "driver": facts.get("driver"), "build": facts.get("build"),
            "tests": facts.get("tests"), "tests_s": facts.get("tests_s"), "replicas": facts.get("replicas"),
+           "buckets": facts.get("buckets"),
            "bench": rows,
            "pipeline": {"status": facts.get("pipeline"), "pretrain_s": facts.get("pretrain_s"),
                  "pretrain_status": facts.get("pretrain_status"), "finetune_status": facts.get("snli_status"),
@@ -387,6 +403,7 @@ try:
 except OSError:
     pass
 print(f"replicas in one process (bertrun train --device cuda:all): {facts.get('replicas')}")
+print(f"length buckets (tests/buckets.sh on the device): {facts.get('buckets')}")
 print()
 print(f"{'step':9s} {'batch':>5s} {'bertc ex/s':>10s} | {'eager@b':>8s} {'x':>5s} {'eager best':>15s} {'x':>5s} | {'compile@b':>9s} {'x':>5s}")
 for r in rows:
