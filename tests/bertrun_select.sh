@@ -10,11 +10,7 @@
 set -u
 BERTRUN=${BERTRUN:-build/bertrun}
 DATA=tests/data/sample
-fail=0
-check() {
-  local what=$1; shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
-}
+. "$(dirname "$0")/lib/check.sh" # check, fail
 # expect RC PATTERN CMD...: CMD exits RC and its output (both streams) matches PATTERN
 expect() {
   local rc=$1 pat=$2; shift 2

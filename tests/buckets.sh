@@ -17,11 +17,7 @@
 set -u
 BERTRUN=${BERTRUN:-build/bertrun}
 DATA=tests/data/sample
-fail=0
-check() {
-  local what=$1; shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
-}
+. "$(dirname "$0")/lib/check.sh" # check, fail
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tiny=(--set hidden=16 --set ffn=32 --set heads=2 --set layers=1 --max-len 64 --data "$DATA" --report-every 1)
