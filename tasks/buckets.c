@@ -12,14 +12,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-void batcher_bucket(Batcher *b, const int32_t *lengths, int max_len, int granule) {
-  BC_ASSERT(max_len >= 1 && granule >= 1 && b->drop_last);
+/* b's lengths, max_len and granule, and a batch_len per batch (max_len). */
+static void use_lengths(Batcher *b, const int32_t *lengths, int max_len, int granule) {
+  BC_ASSERT(max_len >= 1 && granule >= 1);
   b->lengths = lengths;
   b->max_len = max_len;
   b->granule = granule;
   free(b->batch_len);
   b->batch_len = bc_calloc((size_t)(b->n_batches ? b->n_batches : 1), sizeof(int32_t));
   for (int i = 0; i < b->n_batches; i++) b->batch_len[i] = max_len;
+}
+
+void batcher_bucket(Batcher *b, const int32_t *lengths, int max_len, int granule) {
+  BC_ASSERT(b->drop_last);
+  use_lengths(b, lengths, max_len, granule);
 }
 
 int batcher_len(const Batcher *b, int index) {
@@ -71,12 +77,8 @@ static void set_batch_lengths(Batcher *b) {
 }
 
 void batcher_sort_by_length(Batcher *b, const int32_t *lengths, int max_len, int granule) {
-  BC_ASSERT(max_len >= 1 && granule >= 1 && !b->shuffle);
-  b->lengths = lengths;
-  b->max_len = max_len;
-  b->granule = granule;
-  free(b->batch_len);
-  b->batch_len = bc_calloc((size_t)(b->n_batches ? b->n_batches : 1), sizeof(int32_t));
+  BC_ASSERT(!b->shuffle);
+  use_lengths(b, lengths, max_len, granule);
   for (int i = 0; i < b->n_examples; i++) b->order[i] = i;
   sort_by_length(b->order, b->n_examples, lengths);
   set_batch_lengths(b);
