@@ -69,26 +69,8 @@ driver=$(timeout 20 nvidia-smi --query-gpu=driver_version --format=csv,noheader 
 echo "GPU: ${gpu:-none found}; driver ${driver:-?}; $(nproc) CPUs; $(uname -r)"
 fact gpu "${gpu:-none}"
 fact driver "${driver:-?}"
-# a library: in the loader's cache, else in the usual folders (added to
-# LD_LIBRARY_PATH); prints where
-find_lib() {
-  local name=$1 hit d
-  hit=$(ldconfig -p 2>/dev/null | awk -v n="$name" '$1 == n { print $NF; exit }')
-  if [ -n "$hit" ]; then echo "$name: $hit"; return 0; fi
-  for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 \
-           /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64 \
-           /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib \
-           /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib \
-           /usr/local/lib/python3*/dist-packages/nvidia/cu13/lib; do
-    if [ -e "$d/$name" ]; then
-      export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-      echo "$name: $d/$name (added to LD_LIBRARY_PATH)"
-      return 0
-    fi
-  done
-  echo "$name: NOT FOUND"
-  return 1
-}
+# shellcheck source=bench/lib/device_env.sh
+. "$root/bench/lib/device_env.sh" # find_lib
 find_lib libcuda.so.1 || fact libcuda missing
 find_lib libnvrtc.so.13 || fact libnvrtc missing
 find_lib libcublas.so.13 || fact libcublas missing
