@@ -147,17 +147,23 @@ static bool parse_tensor(const char *path, const char *name, const JsonValue *v,
                        : !sh ? "no \"shape\""
                              : "no \"data_offsets\"");
   if (dt->kind != JSON_STRING) return tensor_fail(d, path, name, dt, "\"dtype\" is not a string");
+  uint64_t elem = 4;
+  t->other_dtype = NULL;
   if (strcmp(dt->str, "F32") == 0) t->dtype = DTYPE_F32;
   else if (strcmp(dt->str, "I32") == 0) t->dtype = DTYPE_I32;
   else {
-    static const char *const other[] = {"BOOL", "U8",  "I8",  "F8_E5M2", "F8_E4M3", "I16", "U16",
-                                        "F16",  "BF16", "U32", "I64",     "U64",     "F64"};
-    bool known = false;
-    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
-      known |= strcmp(dt->str, other[i]) == 0;
-    ck_error(d, path, "tensor \"%.200s\": %s dtype \"%.40s\" (bertc stores F32 and I32)", name,
-             known ? "unsupported" : "unknown", dt->str);
-    return false;
+    /* safetensors' other dtypes and their sizes: such a tensor is listed
+     * (an importer may convert it) but never loaded into a graph */
+    static const struct { const char *name; uint64_t size; } other[] = {
+        {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2}, {"U16", 2},
+        {"F16", 2},  {"BF16", 2}, {"U32", 4}, {"I64", 8},     {"U64", 8},     {"F64", 8}};
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]) && !t->other_dtype; i++)
+      if (strcmp(dt->str, other[i].name) == 0) t->other_dtype = other[i].name, elem = other[i].size;
+    if (!t->other_dtype) {
+      ck_error(d, path, "tensor \"%.200s\": unknown dtype \"%.40s\"", name, dt->str);
+      return false;
+    }
+    t->dtype = DTYPE_F32; /* unused while other_dtype is set */
   }
   if (sh->kind != JSON_ARRAY) return tensor_fail(d, path, name, sh, "\"shape\" is not an array");
   if (sh->n > BC_MAX_RANK) {
@@ -174,7 +180,7 @@ static bool parse_tensor(const char *path, const char *name, const JsonValue *v,
     if (x->kind != JSON_NUMBER || !x->is_uint || x->u > (uint64_t)INT64_MAX)
       return tensor_fail(d, path, name, x, "a dimension is not a non-negative integer");
     t->shape.dim[i] = (int64_t)x->u;
-    if (x->u && numel > ((uint64_t)INT64_MAX / 4) / x->u) huge = true;
+    if (x->u && numel > ((uint64_t)INT64_MAX / 8) / x->u) huge = true;
     else numel *= x->u;
   }
   if (off->kind != JSON_ARRAY || off->n != 2)
@@ -189,7 +195,7 @@ static bool parse_tensor(const char *path, const char *name, const JsonValue *v,
   bool empty = false;
   for (int i = 0; i < sh->n; i++) empty |= t->shape.dim[i] == 0;
   if (huge && !empty) return tensor_fail(d, path, name, sh, "shape too large");
-  uint64_t want = empty ? 0 : numel * dtype_size(t->dtype);
+  uint64_t want = empty ? 0 : numel * elem;
   if (t->end - t->begin != want) {
     char what[160], sb[192];
     snprintf(what, sizeof what,
@@ -533,6 +539,39 @@ done:
 
 /* ---- save -------------------------------------------------------------------- */
 
+/* One tensor's header entry, "name":{"dtype":..,"shape":[..],"data_offsets":[at, at + bytes]};
+ * advances *at past its data. */
+static void header_tensor(StrBuf *b, const char *name, DType t, const Shape *shape, uint64_t *at) {
+  uint64_t nbytes = (uint64_t)shape_numel(shape) * dtype_size(t);
+  json_write_key(b, name);
+  strbuf_puts(b, "{");
+  json_write_key(b, "dtype");
+  json_write_string(b, st_dtype_name(t));
+  strbuf_puts(b, ",");
+  json_write_key(b, "shape");
+  strbuf_puts(b, "[");
+  for (int k = 0; k < shape->rank; k++) {
+    if (k) strbuf_puts(b, ",");
+    json_write_int(b, shape->dim[k]);
+  }
+  strbuf_puts(b, "],");
+  json_write_key(b, "data_offsets");
+  strbuf_puts(b, "[");
+  json_write_uint(b, *at);
+  strbuf_puts(b, ",");
+  json_write_uint(b, *at + nbytes);
+  strbuf_puts(b, "]}");
+  *at += nbytes;
+}
+
+/* Closes the header object and pads it with spaces to a multiple of 8. */
+static char *header_end(StrBuf *b, size_t *n_out) {
+  strbuf_puts(b, "}");
+  while (b->n % 8) strbuf_puts(b, " ");
+  *n_out = b->n;
+  return strbuf_take(b);
+}
+
 /* The whole header: JSON padded with spaces so that its length is a
  * multiple of 8. */
 static char *build_header(const Graph *g, const ValueId *ids, int n_ids, const CheckpointMeta *m,
@@ -603,32 +642,10 @@ static char *build_header(const Graph *g, const ValueId *ids, int n_ids, const C
   uint64_t at = 0;
   for (int i = 0; i < n_ids; i++) {
     const Value *v = &g->values.data[ids[i]];
-    uint64_t nbytes = (uint64_t)shape_numel(&v->shape) * dtype_size(v->dtype);
     strbuf_puts(&b, ",");
-    json_write_key(&b, v->name);
-    strbuf_puts(&b, "{");
-    json_write_key(&b, "dtype");
-    json_write_string(&b, st_dtype_name(v->dtype));
-    strbuf_puts(&b, ",");
-    json_write_key(&b, "shape");
-    strbuf_puts(&b, "[");
-    for (int k = 0; k < v->shape.rank; k++) {
-      if (k) strbuf_puts(&b, ",");
-      json_write_int(&b, v->shape.dim[k]);
-    }
-    strbuf_puts(&b, "],");
-    json_write_key(&b, "data_offsets");
-    strbuf_puts(&b, "[");
-    json_write_uint(&b, at);
-    strbuf_puts(&b, ",");
-    json_write_uint(&b, at + nbytes);
-    strbuf_puts(&b, "]}");
-    at += nbytes;
+    header_tensor(&b, v->name, v->dtype, &v->shape, &at);
   }
-  strbuf_puts(&b, "}");
-  while (b.n % 8) strbuf_puts(&b, " ");
-  *n_out = b.n;
-  return strbuf_take(&b);
+  return header_end(&b, n_out);
 }
 
 /* Checks what the header will hold, so a save never writes a file its own
@@ -692,6 +709,8 @@ static ValueId *saved_values(const Graph *g, int *n) {
   return ids;
 }
 
+static bool write_header(AtomicFile *af, const char *hdr, size_t n_hdr, Diag *d);
+
 bool checkpoint_save(const char *path, Exec *e, const CheckpointMeta *meta, Diag *d) {
   BC_ASSERT(path && e);
   const Graph *g = e->graph;
@@ -717,9 +736,7 @@ bool checkpoint_save(const char *path, Exec *e, const CheckpointMeta *meta, Diag
   host = bc_malloc(max_bytes);
 
   if (!file_atomic_begin(&af, path, d)) goto done;
-  unsigned char lenb[8];
-  for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)n_hdr >> (8 * i));
-  if (!file_atomic_write(&af, lenb, 8, d) || !file_atomic_write(&af, hdr, n_hdr, d)) goto done;
+  if (!write_header(&af, hdr, n_hdr, d)) goto done;
   for (int i = 0; i < n_ids; i++) {
     const Value *v = &g->values.data[ids[i]];
     size_t nb = (size_t)shape_numel(&v->shape) * dtype_size(v->dtype);
@@ -736,6 +753,85 @@ done:
   free(host);
   free(hdr);
   free(ids);
+  return ok;
+}
+
+/* Writes the 8-byte header length and the header. */
+static bool write_header(AtomicFile *af, const char *hdr, size_t n_hdr, Diag *d) {
+  unsigned char lenb[8];
+  for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)n_hdr >> (8 * i));
+  return file_atomic_write(af, lenb, 8, d) && file_atomic_write(af, hdr, n_hdr, d);
+}
+
+/* Writes n bytes of host data (4-byte words) in little-endian order. */
+static bool write_le32(AtomicFile *af, const void *data, size_t n, unsigned char *scratch, Diag *d) {
+  if (host_is_le()) return file_atomic_write(af, data, n, d);
+  memcpy(scratch, data, n);
+  swap32(scratch, n);
+  return file_atomic_write(af, scratch, n, d);
+}
+
+bool checkpoint_write_tensors(const char *path, const CheckpointBlob *t, int n, const CheckpointKV *meta,
+                              int n_meta, Diag *d) {
+  for (int i = 0; i < n; i++)
+    if (!t[i].name || !*t[i].name || !json_utf8_valid(t[i].name) || strcmp(t[i].name, "__metadata__") == 0) {
+      ck_error(d, path, "cannot write tensor %d: no usable tensor name", i);
+      return false;
+    }
+  for (int i = 0; i < n_meta; i++)
+    if (!json_utf8_valid(meta[i].key) || !json_utf8_valid(meta[i].value)) {
+      ck_error(d, path, "cannot write metadata \"%.80s\": not valid UTF-8", meta[i].key);
+      return false;
+    }
+  StrBuf b = {0};
+  strbuf_puts(&b, "{");
+  if (n_meta > 0) {
+    json_write_key(&b, "__metadata__");
+    strbuf_puts(&b, "{");
+    for (int i = 0; i < n_meta; i++) {
+      if (i) strbuf_puts(&b, ",");
+      json_write_key(&b, meta[i].key);
+      json_write_string(&b, meta[i].value);
+    }
+    strbuf_puts(&b, "}");
+  }
+  uint64_t at = 0;
+  size_t max_bytes = 4;
+  for (int i = 0; i < n; i++) {
+    BC_ASSERT(t[i].dtype == DTYPE_F32 || t[i].dtype == DTYPE_I32);
+    if (i || n_meta > 0) strbuf_puts(&b, ",");
+    header_tensor(&b, t[i].name, t[i].dtype, &t[i].shape, &at);
+    size_t nb = (size_t)shape_numel(&t[i].shape) * dtype_size(t[i].dtype);
+    if (nb > max_bytes) max_bytes = nb;
+  }
+  size_t n_hdr;
+  char *hdr = header_end(&b, &n_hdr);
+  unsigned char *scratch = host_is_le() ? NULL : bc_malloc(max_bytes);
+  AtomicFile af = {0};
+  bool ok = file_atomic_begin(&af, path, d) && write_header(&af, hdr, n_hdr, d);
+  for (int i = 0; ok && i < n; i++)
+    ok = write_le32(&af, t[i].data, (size_t)shape_numel(&t[i].shape) * dtype_size(t[i].dtype), scratch, d);
+  if (ok) ok = file_atomic_commit(&af, d); /* frees af either way */
+  if (af.f) file_atomic_abort(&af);
+  free(scratch);
+  free(hdr);
+  return ok;
+}
+
+bool checkpoint_read_tensor(const char *path, const CheckpointInfo *info, const CheckpointTensor *t, void *dst,
+                            Diag *d) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    ck_error(d, path, "cannot open checkpoint: %s", strerror(errno));
+    return false;
+  }
+  size_t nb = (size_t)(t->end - t->begin);
+  bool ok = fseeko(f, (off_t)(8 + info->header_bytes + t->begin), SEEK_SET) == 0 && fread(dst, 1, nb, f) == nb;
+  if (!ok)
+    ck_error(d, path, "cannot read tensor \"%.200s\": %s", t->name,
+             ferror(f) ? strerror(errno) : "short read (truncated file?)");
+  fclose(f);
+  if (ok && !host_is_le() && !t->other_dtype) swap32(dst, nb);
   return ok;
 }
 
@@ -819,6 +915,12 @@ int checkpoint_load(const char *path, Exec *e, const CheckpointLoadOptions *opt,
       continue;
     }
     used[t - info.tensors.data] = true;
+    if (t->other_dtype) {
+      ck_error(d, path, "tensor \"%s\": unsupported dtype \"%s\" (bertc stores F32 and I32)", v->name,
+               t->other_dtype);
+      bad = model_bad = true;
+      continue;
+    }
     if (t->dtype != v->dtype || !shape_eq(&t->shape, &v->shape)) {
       char sf[192], sg[192];
       ck_error(d, path,

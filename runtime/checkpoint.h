@@ -62,6 +62,9 @@ const char *checkpoint_meta_get(const CheckpointMeta *m, const char *key);
 typedef struct {
   char *name; /* owned */
   DType dtype;
+  /* NULL for F32 and I32; else the safetensors dtype ("F16", "BF16",
+   * "I64", ...): listed, converted by importers, never loaded */
+  const char *other_dtype;
   Shape shape;
   uint64_t begin, end; /* byte offsets in the data section, end exclusive */
 } CheckpointTensor;
@@ -120,5 +123,26 @@ void checkpoint_info_free(CheckpointInfo *info);
 /* checkpoint_read_info, keeping only the metadata; free with
  * checkpoint_meta_free (also on failure). */
 bool checkpoint_read_meta(const char *path, CheckpointMeta *out, Diag *d);
+/* The data of tensor `t` (one of info's, read from `path`) into dst
+ * (t->end - t->begin bytes): F32 and I32 in host byte order, other dtypes
+ * as the file stores them (little-endian). False with an error naming
+ * the file when it cannot be read. */
+bool checkpoint_read_tensor(const char *path, const CheckpointInfo *info, const CheckpointTensor *t, void *dst,
+                            Diag *d);
+
+/* One tensor to write, from host memory (f32 or i32, host byte order). */
+typedef struct {
+  const char *name;
+  DType dtype;
+  Shape shape;
+  const void *data;
+} CheckpointBlob;
+
+/* Writes a plain safetensors file (not a bertc checkpoint: what other
+ * tools read, e.g. a Hugging Face model.safetensors): the tensors in the
+ * order given and the metadata pairs (may be none), atomically. False with
+ * an error naming the file on failure or on names that cannot be written. */
+bool checkpoint_write_tensors(const char *path, const CheckpointBlob *t, int n, const CheckpointKV *meta,
+                              int n_meta, Diag *d);
 
 #endif

@@ -13,9 +13,12 @@
 #include "graph/fileio.h"
 #include "passes/passes.h"
 #include "runtime/backend.h"
+#include "tasks/hf_bert.h"
 
 static const char usage[] =
     "usage: bertc compile MODEL.yaml [options]\n"
+    "       bertc import HF_DIR -o OUT [--model FILE]\n"
+    "       bertc export CHECKPOINT -o HF_DIR\n"
     "       bertc --help | --version\n"
     "\n"
     "Compiles a graph of a YAML model (see models/README.md) and prints a\n"
@@ -61,6 +64,17 @@ static const char usage[] =
     "                      cuda kernels.cu (their CUDA C, as NVRTC compiles it)\n"
     "                      and launches.txt (each kernel's grid and block)\n"
     "  -h, --help          this text\n"
+    "\n"
+    "import: reads a Hugging Face BERT folder (config.json with model_type\n"
+    "bert, model.safetensors, vocab.txt, tokenizer_config.json) and writes\n"
+    "OUT/checkpoint.safetensors, which carries the model (models/hf_bert.yaml\n"
+    "with the config's sizes, also written to OUT), its weights and the\n"
+    "WordPiece vocabulary; `bertrun train --task snli --init\n"
+    "OUT/checkpoint.safetensors` fine-tunes it. --model FILE: another model\n"
+    "file with hf_bert.yaml's parameter names.\n"
+    "export: writes a checkpoint made by import (or fine-tuned from one) as a\n"
+    "Hugging Face folder that transformers loads: BertModel, or\n"
+    "BertForSequenceClassification when it holds the nli classifier.\n"
     "\n"
     "environment: BC_VERIFY=1 checks the plan after every stage; BC_DUMP=STAGE\n"
     "is --dump-after STAGE; BC_NO_<NAME>=1 switches an optimization off\n"
@@ -361,6 +375,33 @@ done:
   return rc;
 }
 
+/* bertc import HF_DIR -o OUT [--model FILE] / bertc export CHECKPOINT -o HF_DIR */
+static int cmd_hf(bool import, int argc, char **argv) {
+  const char *in = NULL, *out = NULL, *model = NULL;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    }
+    if ((strcmp(a, "-o") == 0 || (import && strcmp(a, "--model") == 0)) && i + 1 >= argc)
+      return bad_usage("option %s needs a value", a);
+    if (strcmp(a, "-o") == 0) out = argv[++i];
+    else if (import && strcmp(a, "--model") == 0) model = argv[++i];
+    else if (a[0] == '-' && a[1]) return bad_usage("unknown option '%s'", a);
+    else if (in) return bad_usage("unexpected argument '%s'", a);
+    else in = a;
+  }
+  if (!in) return bad_usage("%s", import ? "import needs a Hugging Face model folder" : "export needs a checkpoint");
+  if (!out) return bad_usage("%s", "-o is required (the folder to write)");
+  Diag d;
+  diag_init(&d);
+  bool ok = import ? hf_import(in, out, model, &d) : hf_export(in, out, &d);
+  diag_print(&d, stderr);
+  diag_free(&d);
+  return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
       strcmp(argv[1], "help") == 0) {
@@ -372,5 +413,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(argv[1], "compile") == 0) return cmd_compile(argc - 2, argv + 2);
-  return bad_usage("unknown command '%s' (commands: compile)", argv[1]);
+  if (strcmp(argv[1], "import") == 0) return cmd_hf(true, argc - 2, argv + 2);
+  if (strcmp(argv[1], "export") == 0) return cmd_hf(false, argc - 2, argv + 2);
+  return bad_usage("unknown command '%s' (commands: compile, import, export)", argv[1]);
 }

@@ -15,7 +15,9 @@
 
 /* ---- where the model comes from ---- */
 
-char *train_default_model(void) {
+char *train_default_model(void) { return train_model_beside_binary("bert.yaml"); }
+
+char *train_model_beside_binary(const char *file) {
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) {
@@ -24,16 +26,16 @@ char *train_default_model(void) {
     if (slash) *slash = '\0';
     /* the build folder of a checkout (build/bertrun), then an installation
      * (PREFIX/bin/bertrun, models in PREFIX/share/bertc/models) */
-    static const char *const rel[] = {"/../models/bert.yaml", "/../share/bertc/models/bert.yaml"};
+    static const char *const rel[] = {"/../models/", "/../share/bertc/models/"};
     for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-      char *p = bc_asprintf("%s%s", exe, rel[i]);
+      char *p = bc_asprintf("%s%s%s", exe, rel[i], file);
       char *real = realpath(p, NULL);
       free(p);
       if (real && train_file_exists(real)) return real;
       free(real);
     }
   }
-  return bc_strdup("models/bert.yaml");
+  return bc_asprintf("models/%s", file);
 }
 
 void train_model_file(TrainModel *m, const char *path) {

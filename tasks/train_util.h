@@ -56,6 +56,8 @@ typedef struct {
  * PREFIX/share/bertc/models for PREFIX/bin), else relative to the working
  * folder; heap string. */
 char *train_default_model(void);
+/* models/FILE found the same way (train_default_model is "bert.yaml"). */
+char *train_model_beside_binary(const char *file);
 /* The model in the YAML file `path` (NULL: train_default_model). */
 void train_model_file(TrainModel *m, const char *path);
 void train_model_free(TrainModel *m);

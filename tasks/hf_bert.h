@@ -1,0 +1,44 @@
+/* hf_bert.h — BERT checkpoints in the Hugging Face layout, in and out:
+ * `bertc import DIR -o OUT` and `bertc export CHECKPOINT -o DIR`.
+ *
+ * A Hugging Face BERT folder holds config.json (model_type "bert"),
+ * model.safetensors (BertModel's tensors, with or without the "bert."
+ * prefix of the task models), vocab.txt and tokenizer_config.json. The
+ * import compiles models/hf_bert.yaml with the config's sizes and writes a
+ * bertc checkpoint that carries that model, the config's hparams, the
+ * WordPiece vocabulary and tokenizer settings (metadata below) and every
+ * tensor under bertc's names (dense weights transposed to [in, out]). The
+ * export writes the folder back; import then export gives the same tensors
+ * bit for bit.
+ *
+ * Not here: tokenizing (wordpiece.h), fine-tuning (train.c: --init of an
+ * imported checkpoint), pickled pytorch_model.bin files (refused). */
+#ifndef BC_HF_BERT_H
+#define BC_HF_BERT_H
+
+#include "../graph/base.h"
+
+/* Checkpoint metadata an import writes (besides bertc's own). */
+#define HF_META_TOKENIZER "tokenizer"       /* JSON: {"type": "wordpiece", "do_lower_case": true, tokens} */
+#define HF_META_VOCAB "wordpiece_vocab"     /* vocab.txt's text */
+#define HF_META_CONFIG "hf_config"          /* config.json's text */
+
+/* The model file imports use: models/hf_bert.yaml beside the binary. */
+#define HF_MODEL_FILE "hf_bert.yaml"
+
+/* Reads the Hugging Face folder `dir` and writes OUT/checkpoint.safetensors
+ * (graph "encode" of `model`, NULL: models/hf_bert.yaml) and OUT/model.yaml
+ * with its library files (the model as compiled, hparams filled in). Every
+ * refusal is an error naming the file and, where one is at fault, the key:
+ * another model_type, a position_embedding_type other than absolute, an
+ * activation other than gelu, a missing or misshapen tensor, a pickled
+ * checkpoint. Prints what it did to stdout. */
+bool hf_import(const char *dir, const char *out, const char *model, Diag *d);
+
+/* Writes the Hugging Face folder `out` (config.json, model.safetensors,
+ * vocab.txt, tokenizer_config.json) of a checkpoint made by hf_import or
+ * fine-tuned from one: BertModel, or BertForSequenceClassification when the
+ * checkpoint holds the `nli` graph's classifier. */
+bool hf_export(const char *ckpt, const char *out, Diag *d);
+
+#endif
