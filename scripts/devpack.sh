@@ -7,8 +7,9 @@
 #                   info stripped, and ctest's CTestTestfile.cmake
 #   lib.tar.xz      lib/: the shared libraries the binaries need that a bare
 #                   Ubuntu 24.04 + CUDA image lacks (found with ldd: libyaml,
-#                   OpenBLAS and its libgfortran, libquadmath), plus pkgconf;
-#                   sysroot/: headers (yaml.h, cblas.h), .pc files and
+#                   OpenBLAS and its libgfortran, libquadmath, utf8proc),
+#                   plus pkgconf; sysroot/: headers (yaml.h, cblas.h,
+#                   utf8proc.h), .pc files and
 #                   pkg-config, so gpu-check.sh can rebuild there when the
 #                   sources changed. Compressed (gpu-check.sh unpacks it into
 #                   .devcarry/) because OpenBLAS alone is 36 MB and all that
@@ -94,14 +95,14 @@ carried=()
 while read -r name path; do
   [[ "$name" =~ $system ]] && continue
   case "$name" in
-    libyaml-0.so.*|libopenblas.so.*|libgfortran.so.*|libquadmath.so.*) ;;
+    libyaml-0.so.*|libopenblas.so.*|libgfortran.so.*|libquadmath.so.*|libutf8proc.so.*) ;;
     *) die "the binaries need $name ($path), which devpack does not know how to carry; ldd ${bins[0]}" ;;
   esac
   [ -f "$path" ] || die "$name: not found ($path)"
   cp -L "$path" "$stage/lib/$name"
   carried+=("$name")
 done < <(for f in "${bins[@]}"; do ldd "$f"; done | awk '$2 == "=>" { print $1, $3 } $2 == "=>" && $3 == "not" { print $1, "missing" }' | sort -u)
-for need in libyaml-0.so.2 libopenblas.so.0; do
+for need in libyaml-0.so.2 libopenblas.so.0 libutf8proc.so.2; do
   [ -f "$stage/lib/$need" ] || die "$need expected among the libraries, not found by ldd"
 done
 # pkg-config for a rebuild there (pkgconf is 45 kB, and needs libpkgconf)
@@ -119,6 +120,8 @@ sys="$stage/sysroot"
 mkdir -p "$sys/include" "$sys/lib/pkgconfig" "$sys/bin"
 yaml_h=$(echo '#include <yaml.h>' | cpp -H -o /dev/null 2>&1 | awk '/yaml.h$/ { print $2; exit }')
 [ -f "$yaml_h" ] && cp "$yaml_h" "$sys/include/"
+utf8proc_h=$(echo '#include <utf8proc.h>' | cpp -H -o /dev/null 2>&1 | awk '/utf8proc.h$/ { print $2; exit }')
+[ -f "$utf8proc_h" ] && cp "$utf8proc_h" "$sys/include/"
 blas_inc=$(pkg-config --variable=includedir openblas 2>/dev/null || true)
 for h in cblas.h openblas_config.h; do
   for d in "$blas_inc" /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas /usr/include; do
@@ -127,6 +130,15 @@ for h in cblas.h openblas_config.h; do
 done
 ln -s ../../lib/libyaml-0.so.2 "$sys/lib/libyaml.so"
 ln -s ../../lib/libopenblas.so.0 "$sys/lib/libopenblas.so"
+ln -s ../../lib/libutf8proc.so.2 "$sys/lib/libutf8proc.so"
+cat >"$sys/lib/pkgconfig/libutf8proc.pc" <<'EOF'
+prefix=${pcfiledir}/../..
+Name: libutf8proc
+Description: UTF-8 processing library (carried by scripts/devpack.sh)
+Version: 2.6.0
+Cflags: -I${prefix}/include
+Libs: -L${prefix}/lib -lutf8proc
+EOF
 cat >"$sys/lib/pkgconfig/yaml-0.1.pc" <<'EOF'
 prefix=${pcfiledir}/../..
 Name: LibYAML

@@ -4,7 +4,7 @@
 # Needs root (CI runs as root); safe to run again.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libyaml-dev llvm-14-dev graphviz
-      libopenblas-dev openmpi-bin libopenmpi-dev python3 curl ca-certificates)
+      libopenblas-dev libutf8proc-dev openmpi-bin libopenmpi-dev python3 curl ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
