@@ -17,6 +17,7 @@
 #include "../runtime/checkpoint.h"
 #include "hf_bert.h"
 #include "train_util.h"
+#include "wordpiece.h"
 
 /* ---- the names ---------------------------------------------------------------- */
 
@@ -219,12 +220,72 @@ done:
 
 /* ---- import ------------------------------------------------------------------ */
 
+/* The special tokens' keys in tokenizer_config.json and the metadata, and
+ * BERT's defaults. */
+static const char *const special_names[5][2] = {{"unk_token", "[UNK]"}, {"cls_token", "[CLS]"},
+                                                {"sep_token", "[SEP]"}, {"pad_token", "[PAD]"},
+                                                {"mask_token", "[MASK]"}};
+
+/* The tokenizer metadata: {"type": "wordpiece", "do_lower_case": ..,
+ * "unk_token": .., ...} (heap). */
+static char *tokenizer_json(bool lower, const char *const specials[5]) {
+  StrBuf b = {0};
+  strbuf_puts(&b, "{");
+  json_write_key(&b, "type");
+  json_write_string(&b, "wordpiece");
+  strbuf_puts(&b, ",");
+  json_write_key(&b, "do_lower_case");
+  strbuf_puts(&b, lower ? "true" : "false");
+  for (int i = 0; i < 5; i++) {
+    if (!specials[i]) continue;
+    strbuf_puts(&b, ",");
+    json_write_key(&b, special_names[i][0]);
+    json_write_string(&b, specials[i]);
+  }
+  strbuf_puts(&b, "}");
+  return strbuf_take(&b);
+}
+
+bool hf_meta_has_tokenizer(const CheckpointMeta *m) {
+  return checkpoint_meta_get(m, HF_META_TOKENIZER) && checkpoint_meta_get(m, HF_META_VOCAB);
+}
+
+bool hf_meta_vocab(const CheckpointMeta *m, const char *name, Vocab *v, Diag *d) {
+  const char *tok = checkpoint_meta_get(m, HF_META_TOKENIZER), *text = checkpoint_meta_get(m, HF_META_VOCAB);
+  BC_ASSERT(tok && text);
+  Arena a;
+  arena_init(&a);
+  JsonValue root;
+  JsonError err;
+  bool ok = json_parse(tok, strlen(tok), NULL, &a, &root, &err) && root.kind == JSON_OBJECT;
+  const JsonValue *lc = ok ? json_get(&root, "do_lower_case") : NULL;
+  if (!ok || !lc || lc->kind != JSON_BOOL) {
+    diag_error(d, (SrcLoc){bc_intern(name), 0, 0}, "corrupt tokenizer metadata: %s", tok);
+    ok = false;
+  } else {
+    ok = vocab_parse_wordpiece(v, name, text, strlen(text), lc->u != 0, d);
+  }
+  arena_free(&a);
+  return ok;
+}
+
+void hf_meta_set_vocab(CheckpointMeta *m, const Vocab *v) {
+  BC_ASSERT(v->wordpiece);
+  const char *specials[5] = {vocab_token(v, v->unk), vocab_token(v, v->cls), vocab_token(v, v->sep),
+                             vocab_token(v, v->pad), v->mask >= 0 ? vocab_token(v, v->mask) : NULL};
+  char *tok = tokenizer_json(v->wordpiece->lower_case, specials);
+  char *text = vocab_text(v, NULL);
+  checkpoint_meta_set(m, HF_META_TOKENIZER, tok);
+  checkpoint_meta_set(m, HF_META_VOCAB, text);
+  free(tok);
+  free(text);
+}
+
 /* The tokenizer settings of tokenizer_config.json (absent: BERT's
  * defaults) as the checkpoint's tokenizer metadata. */
 static char *tokenizer_meta(const char *path, Diag *d) {
   bool lower = true;
-  const char *names[][2] = {{"unk_token", "[UNK]"}, {"cls_token", "[CLS]"}, {"sep_token", "[SEP]"},
-                            {"pad_token", "[PAD]"}, {"mask_token", "[MASK]"}};
+  const char *const(*names)[2] = special_names;
   const char *vals[5];
   for (int i = 0; i < 5; i++) vals[i] = names[i][1];
   Arena arena;
@@ -254,20 +315,7 @@ static char *tokenizer_meta(const char *path, Diag *d) {
     }
     if (!r.ok) goto done;
   }
-  StrBuf b = {0};
-  strbuf_puts(&b, "{");
-  json_write_key(&b, "type");
-  json_write_string(&b, "wordpiece");
-  strbuf_puts(&b, ",");
-  json_write_key(&b, "do_lower_case");
-  strbuf_puts(&b, lower ? "true" : "false");
-  for (int i = 0; i < 5; i++) {
-    strbuf_puts(&b, ",");
-    json_write_key(&b, names[i][0]);
-    json_write_string(&b, vals[i]);
-  }
-  strbuf_puts(&b, "}");
-  out = strbuf_take(&b);
+  out = tokenizer_json(lower, vals);
 done:
   free(text);
   arena_free(&arena);
@@ -439,6 +487,8 @@ bool hf_import(const char *dir, const char *out, const char *model, Diag *d) {
   bool have_graph = false, ok = false;
   Exec *e = NULL;
   HfConfig c;
+  Vocab vocab;
+  bool have_vocab = false;
 
   size_t n;
   if (!train_file_exists(config_path)) {
@@ -458,6 +508,20 @@ bool hf_import(const char *dir, const char *out, const char *model, Diag *d) {
   }
   if (!(vocab_text = bc_read_file(vocab_path, &n, d))) goto done;
   if (!(tokenizer = tokenizer_meta(tok_path, d))) goto done;
+  /* the vocabulary as training will read it: checked, and its hash recorded */
+  CheckpointMeta probe;
+  checkpoint_meta_init(&probe);
+  checkpoint_meta_set(&probe, HF_META_TOKENIZER, tokenizer);
+  checkpoint_meta_set(&probe, HF_META_VOCAB, vocab_text);
+  vocab_init(&vocab);
+  have_vocab = hf_meta_vocab(&probe, bc_intern(vocab_path), &vocab, d);
+  checkpoint_meta_free(&probe);
+  if (!have_vocab) goto done;
+  if (vocab.n != c.vocab) {
+    diag_error(d, (SrcLoc){bc_intern(vocab_path), 0, 0}, "%d tokens, but config.json's vocab_size is %lld",
+               vocab.n, (long long)c.vocab);
+    goto done;
+  }
   if (!checkpoint_read_info(st_path, &info, d)) goto done;
 
   const struct {
@@ -483,8 +547,10 @@ bool hf_import(const char *dir, const char *out, const char *model, Diag *d) {
   CheckpointMeta meta;
   checkpoint_meta_init(&meta);
   meta.model_path = bc_strdup(m.path);
-  checkpoint_meta_set(&meta, HF_META_TOKENIZER, tokenizer);
-  checkpoint_meta_set(&meta, HF_META_VOCAB, vocab_text);
+  char hash[32];
+  train_vocab_hash(&vocab, hash);
+  meta.vocab_hash = bc_strdup(hash);
+  hf_meta_set_vocab(&meta, &vocab);
   checkpoint_meta_set(&meta, HF_META_CONFIG, config_text);
   ok = checkpoint_save(ckpt_path, e, &meta, d);
   checkpoint_meta_free(&meta);
@@ -496,6 +562,7 @@ bool hf_import(const char *dir, const char *out, const char *model, Diag *d) {
   printf("checkpoint %s (model %s/%s)\n", ckpt_path, out, strrchr(m.path, '/') ? strrchr(m.path, '/') + 1 : m.path);
 done:
   if (e) exec_destroy(e);
+  if (have_vocab) vocab_free(&vocab);
   if (have_graph) graph_free(&g);
   train_model_free(&m);
   train_sets_free(&sets);

@@ -16,7 +16,8 @@
 #ifndef BC_HF_BERT_H
 #define BC_HF_BERT_H
 
-#include "../graph/base.h"
+#include "../runtime/checkpoint.h"
+#include "vocab.h"
 
 /* Checkpoint metadata an import writes (besides bertc's own). */
 #define HF_META_TOKENIZER "tokenizer"       /* JSON: {"type": "wordpiece", "do_lower_case": true, tokens} */
@@ -34,6 +35,16 @@
  * activation other than gelu, a missing or misshapen tensor, a pickled
  * checkpoint. Prints what it did to stdout. */
 bool hf_import(const char *dir, const char *out, const char *model, Diag *d);
+
+/* Whether checkpoint metadata hold a WordPiece tokenizer: an import, or a
+ * run fine-tuned from one. */
+bool hf_meta_has_tokenizer(const CheckpointMeta *m);
+/* The WordPiece vocabulary of such metadata into the empty `v` (errors
+ * naming `name`). */
+bool hf_meta_vocab(const CheckpointMeta *m, const char *name, Vocab *v, Diag *d);
+/* Records v's vocabulary and tokenizer (v->wordpiece set) in m, as the
+ * import does. */
+void hf_meta_set_vocab(CheckpointMeta *m, const Vocab *v);
 
 /* Writes the Hugging Face folder `out` (config.json, model.safetensors,
  * vocab.txt, tokenizer_config.json) of a checkpoint made by hf_import or

@@ -5,6 +5,7 @@
  * Not here: the parse trees (only their leaves, the tokens, are used) and
  * the columns past 2, which are only counted. */
 #include "tasks/snli.h"
+#include "tasks/wordpiece.h"
 
 #include <string.h>
 
@@ -76,6 +77,22 @@ static int encode(const Vocab *v, const IdVec *p, const IdVec *h, int max_len, i
   tokens[n] = v->sep;
   segments[n++] = 1;
   for (int i = n; i < max_len; i++) tokens[i] = v->pad, segments[i] = 0;
+  return n;
+}
+
+/* A Hugging Face model's encoding of the raw sentences (v->wordpiece):
+ * [CLS] p [SEP] h [SEP] truncated longest first as transformers does, then
+ * [PAD] to max_len; returns valid_len, adds to the counts (may be NULL). */
+static int encode_wordpiece(const Vocab *v, const char *p, const char *h, int max_len, int32_t *tokens,
+                            int32_t *segments, bool *truncated, int64_t *n_tokens, int64_t *n_unk) {
+  int32_t none;
+  int np = wordpiece_tokenize(v->wordpiece, p, &none, 0), nh = wordpiece_tokenize(v->wordpiece, h, &none, 0);
+  int n = wordpiece_encode_pair(v->wordpiece, p, h, max_len, tokens, segments);
+  BC_ASSERT(n >= 3); /* max_len >= 3 is checked before */
+  for (int i = n; i < max_len; i++) tokens[i] = v->pad, segments[i] = 0;
+  *truncated = np + nh + 3 > max_len;
+  if (n_tokens) *n_tokens += np + nh;
+  for (int i = 0; n_unk && i < n; i++) *n_unk += tokens[i] == v->unk;
   return n;
 }
 
@@ -166,6 +183,19 @@ static void load_file(SnliData *sd, const char *path, const Vocab *v, Scratch *s
       return;
     }
   }
+  /* a WordPiece vocabulary reads the raw sentences, not d2l's parses */
+  int raw[2] = {-1, -1};
+  for (int k = 0; v && v->wordpiece && k < n_cols; k++)
+    for (int j = 0; j < 2; j++) {
+      const char *name = j ? "sentence2" : "sentence1";
+      if (col[k + 1] - 1 - col[k] == strlen(name) && memcmp(s + col[k], name, strlen(name)) == 0) raw[j] = k;
+    }
+  if (v && v->wordpiece && (raw[0] < 0 || raw[1] < 0)) {
+    diag_error(d, (SrcLoc){file, 1, 1},
+               "no sentence1 and sentence2 columns: a WordPiece model reads the raw sentences");
+    free(buf);
+    return;
+  }
   /* room for every remaining line; trimmed by snli_load */
   int n_lines = 0;
   for (size_t i = pos; i < n_bytes; i++) n_lines += buf[i] == '\n';
@@ -195,6 +225,22 @@ static void load_file(SnliData *sd, const char *path, const Vocab *v, Scratch *s
     }
     if (lab == SNLI_LABEL_SKIP) {
       sd->n_skipped++;
+      continue;
+    }
+    if (raw[0] >= 0) {
+      /* NUL-terminated copies of the two sentences */
+      size_t lp = col[raw[0] + 1] - 1 - col[raw[0]], lh = col[raw[1] + 1] - 1 - col[raw[1]];
+      vec_reserve(&sc->clean, (int)lp + 1);
+      vec_reserve(&sc->low, (int)lh + 1);
+      memcpy(sc->clean.data, s + col[raw[0]], lp), sc->clean.data[lp] = '\0';
+      memcpy(sc->low.data, s + col[raw[1]], lh), sc->low.data[lh] = '\0';
+      bool cut;
+      valid_len[n] = encode_wordpiece(v, sc->clean.data, sc->low.data, L, tokens + (size_t)n * L,
+                                      segments + (size_t)n * L, &cut, &sd->n_tokens, &sd->n_unk);
+      sd->n_truncated += cut;
+      label[n] = lab;
+      sd->label_count[lab]++;
+      n++;
       continue;
     }
     text_ids(v, s + col[1], col[2] - 1 - col[1], &sc->clean, &sc->low, &sc->p, &sd->n_unk, sc->count);
@@ -283,6 +329,12 @@ int snli_encode_pair(const Vocab *v, const char *premise, const char *hypothesis
                  bad);
       return -1;
     }
+  }
+  if (v->wordpiece) {
+    bool cut;
+    int n = encode_wordpiece(v, premise, hypothesis, max_len, tokens, segments, &cut, NULL, NULL);
+    if (truncated) *truncated = cut;
+    return n;
   }
   Scratch sc = {0};
   text_ids(v, premise, strlen(premise), &sc.clean, &sc.low, &sc.p, NULL, NULL);

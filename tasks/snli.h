@@ -13,6 +13,11 @@
  *             longer side; on a tie pop the hypothesis
  *   encode    <cls> p <sep> h <sep>, segments 0 / 1, <pad> to max_len
  *
+ * A vocabulary with a WordPiece tokenizer (a Hugging Face model's,
+ * vocab_parse_wordpiece) reads the raw sentences instead (the header's
+ * sentence1 and sentence2 columns) and encodes them as transformers does:
+ * [CLS] p [SEP] h [SEP], truncated longest first, [PAD] to max_len.
+ *
  * Not here: the vocabulary (built from WikiText-2, wikitext.h, or loaded
  * from vocab.txt). Stricter than d2l, which drops any row whose label is not
  * one of the three: a row with another label, a column count other than the

@@ -11,6 +11,7 @@
 
 #include "../graph/json.h"
 #include "../runtime/checkpoint.h"
+#include "hf_bert.h"
 #include "train_util.h"
 
 /* ---- where the model comes from ---- */
@@ -118,7 +119,11 @@ bool train_origin_vocab(const TrainOrigin *s, Vocab *v, Diag *d) {
   vocab_init(v);
   const char *text = checkpoint_meta_get(&s->info.meta, TRAIN_META_VOCAB);
   bool ok;
-  if (text) {
+  if (hf_meta_has_tokenizer(&s->info.meta)) {
+    char *name = bc_asprintf("%s (its WordPiece vocabulary)", s->path);
+    ok = hf_meta_vocab(&s->info.meta, name, v, d);
+    free(name);
+  } else if (text) {
     char *buf = bc_strdup(text);
     char *name = bc_asprintf("%s (its vocabulary)", s->path);
     ok = vocab_parse(v, name, buf, strlen(buf), d);

@@ -11,6 +11,7 @@
 #include "../graph/json.h"
 #include "../runtime/checkpoint.h"
 #include "../runtime/dist.h"
+#include "hf_bert.h"
 #include "train_optim.h"
 
 char *train_join(const char *a, const char *b) { return bc_asprintf("%s/%s", a, b); }
@@ -139,9 +140,13 @@ bool train_save_path(const char *path, const TrainOptions *o, int64_t total, Exe
   train_vocab_hash(v, hash);
   m.vocab_hash = bc_strdup(hash);
   m.model_path = bc_strdup(model->path);
-  char *vtext = vocab_text(v, NULL);
-  checkpoint_meta_set(&m, TRAIN_META_VOCAB, vtext);
-  free(vtext);
+  if (v->wordpiece) {
+    hf_meta_set_vocab(&m, v); /* a Hugging Face model's: vocabulary and tokenizer */
+  } else {
+    char *vtext = vocab_text(v, NULL);
+    checkpoint_meta_set(&m, TRAIN_META_VOCAB, vtext);
+    free(vtext);
+  }
   /* graph name and hparams: checkpoint_save writes the graph's own */
   char ts[32];
   snprintf(ts, sizeof ts, "%.3f", time_s);

@@ -13,6 +13,7 @@
 #include "graph/fileio.h"
 #include "graph/strbuf.h"
 #include "tasks/dataset.h"
+#include "tasks/wordpiece.h"
 
 /* ---- hash index over a token array ---------------------------------------- */
 
@@ -107,6 +108,8 @@ void vocab_init(Vocab *v) {
 }
 
 void vocab_free(Vocab *v) {
+  if (v->wordpiece) wordpiece_free(v->wordpiece);
+  free(v->wordpiece);
   free(v->tokens);
   free(v->slots_);
   arena_free(&v->arena_);
@@ -192,7 +195,8 @@ bool vocab_load(Vocab *v, const char *path, Diag *d) {
   return ok;
 }
 
-bool vocab_parse(Vocab *v, const char *name, char *buf, size_t n_bytes, Diag *d) {
+/* vocab_parse, requiring d2l's reserved tokens or not. */
+static bool parse(Vocab *v, const char *name, char *buf, size_t n_bytes, bool d2l_reserved, Diag *d) {
   BC_ASSERT(v->n == 0 && !v->tokens);
   const char *file = bc_intern(name);
   int n_errors = d->n_errors;
@@ -233,7 +237,7 @@ bool vocab_parse(Vocab *v, const char *name, char *buf, size_t n_bytes, Diag *d)
       v->slots_[j] = i;
   }
   find_reserved(v);
-  for (int i = 0; i < N_RESERVED && d->n_errors == n_errors; i++)
+  for (int i = 0; d2l_reserved && i < N_RESERVED && d->n_errors == n_errors; i++)
     if (vocab_find(v, reserved_tokens[i], strlen(reserved_tokens[i])) < 0)
       diag_error(d, (SrcLoc){file, 0, 0}, "the vocabulary lacks the reserved token %s",
                  reserved_tokens[i]);
@@ -242,6 +246,34 @@ bool vocab_parse(Vocab *v, const char *name, char *buf, size_t n_bytes, Diag *d)
     vocab_free(v); /* frees toks.data too */
     return false;
   }
+  return true;
+}
+
+bool vocab_parse(Vocab *v, const char *name, char *buf, size_t n_bytes, Diag *d) {
+  return parse(v, name, buf, n_bytes, true, d);
+}
+
+bool vocab_parse_wordpiece(Vocab *v, const char *name, const char *s, size_t n, bool lower_case, Diag *d) {
+  WordPiece *wp = bc_malloc(sizeof *wp);
+  if (!wordpiece_load_text(wp, s, n, name, lower_case, d)) {
+    free(wp);
+    return false;
+  }
+  /* AutoTokenizer's choice, in transformers 4 and 5 alike */
+  wp->rules = WORDPIECE_RUST;
+  char *buf = bc_malloc(n + 1);
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  bool ok = parse(v, name, buf, n, false, d);
+  free(buf);
+  if (!ok) {
+    wordpiece_free(wp);
+    free(wp);
+    return false;
+  }
+  BC_ASSERT(v->n == wp->n); /* the same lines, the same checks */
+  v->pad = wp->pad, v->mask = wp->mask, v->cls = wp->cls, v->sep = wp->sep, v->unk = wp->unk;
+  v->wordpiece = wp;
   return true;
 }
 

@@ -43,10 +43,17 @@ void token_counter_init(TokenCounter *c);
 int32_t token_counter_add(TokenCounter *c, const char *tok, size_t len);
 void token_counter_free(TokenCounter *c);
 
+struct WordPiece; /* wordpiece.h */
+
 typedef struct {
   int n;                            /* len(vocab) */
   char **tokens;                    /* [n] id -> token; owned */
   int32_t pad, mask, cls, sep, unk; /* ids of the reserved tokens */
+  /* BERT's WordPiece tokenizer over these same tokens (the vocabulary of a
+   * Hugging Face model: vocab_parse_wordpiece), which then turns text into
+   * ids instead of d2l's cleaning and word split; NULL for d2l's
+   * vocabularies. Owned. */
+  struct WordPiece *wordpiece;
   int32_t *slots_;                  /* private: open addressing, id or -1 */
   uint32_t n_slots_;
   Arena arena_;
@@ -78,6 +85,12 @@ bool vocab_load(Vocab *v, const char *path, Diag *d);
 /* vocab_load of the vocab.txt text buf[0..n_bytes) (modified: lines are cut
  * in place; buf[n_bytes] must exist), errors naming `name`. */
 bool vocab_parse(Vocab *v, const char *name, char *buf, size_t n_bytes, Diag *d);
+/* A Hugging Face model's vocab.txt text s[0..n) with its WordPiece
+ * tokenizer (do_lower_case `lower_case`, the rules of transformers' fast
+ * tokenizer): ids follow the lines, the reserved ids are [PAD] [MASK] [CLS]
+ * [SEP] [UNK]'s. Errors naming `name` as wordpiece_load_text gives them;
+ * `v` must be empty and is left empty on failure. */
+bool vocab_parse_wordpiece(Vocab *v, const char *name, const char *s, size_t n, bool lower_case, Diag *d);
 /* The vocab.txt text of v (heap; NUL-terminated), its length in *n_bytes. */
 char *vocab_text(const Vocab *v, size_t *n_bytes);
 /* FNV-1a 64 of the vocab.txt bytes (each token followed by '\n'): a stable

@@ -48,7 +48,7 @@ typedef enum { WORDPIECE_PYTHON, WORDPIECE_RUST } WordPieceRules;
 
 #define WORDPIECE_MAX_WORD_CHARS 100 /* longer words become [UNK] */
 
-typedef struct {
+typedef struct WordPiece {
   int n;                            /* vocabulary size */
   char **tokens;                    /* [n] id -> token (line id + 1 of vocab.txt); owned */
   int32_t pad, unk, cls, sep, mask; /* ids of the special tokens; mask may be -1 */

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# tests/hf.sh — a Hugging Face BERT through bertc and bertrun, end to end on
+# the tiny BERT of tests/data/hf_tiny and the synthetic SNLI sample:
+# `bertc import` writes a checkpoint and the model's YAML; `bertrun train
+# --task snli --init` fine-tunes it with the WordPiece tokenizer on the raw
+# sentences and learns; eval and predict read the tokenizer from a copy of
+# the fine-tuned checkpoint alone; `bertc export` writes
+# BertForSequenceClassification; importing that folder again gives the
+# encoder back; usage errors and refusals are clear.
+set -u
+BERTC=${BERTC:-build/bertc}
+BERTRUN=${BERTRUN:-build/bertrun}
+DATA=$PWD/tests/data/sample
+case $BERTRUN in /*) ;; *) BERTRUN=$PWD/$BERTRUN ;; esac
+. "$(dirname "$0")/lib/check.sh" # check, fail
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+check "import writes the checkpoint and the model" bash -c "
+  '$BERTC' import tests/data/hf_tiny -o '$tmp/imp' >'$tmp/import.log' &&
+  [ -f '$tmp/imp/checkpoint.safetensors' ] && [ -f '$tmp/imp/lib/nn.yaml' ] &&
+  grep -q '^  hidden: 32 ' '$tmp/imp/hf_bert.yaml' && grep -q '^  ffn: 37 ' '$tmp/imp/hf_bert.yaml' &&
+  grep -q 'BERT, 2 layers, hidden 32, 4 heads, vocabulary 1667' '$tmp/import.log'"
+check "the written model compiles as it stands" bash -c "
+  '$BERTC' compile '$tmp/imp/hf_bert.yaml' --graph nli --set dropout=0 >/dev/null"
+
+# fine-tuning: the sample's classes follow its sentences' words, so a model
+# that reads them learns; the d2l sample with WordPiece on the raw sentences
+"$BERTRUN" train --task snli --init "$tmp/imp/checkpoint.safetensors" --data "$DATA" --epochs 3 --batch 16 \
+  --threads 1 --out "$tmp/ft" >"$tmp/ft.log" 2>&1
+check "fine-tuning the imported model runs" grep -q 'snli done: 276 steps' "$tmp/ft.log"
+check "... and learns (best dev accuracy above 0.8)" bash -c "
+  sed -n 's/^best dev acc \([0-9.]*\) .*/\1/p' '$tmp/ft.log' | awk '{ v = \$1 } END { exit !(v > 0.8) }'"
+mkdir -p "$tmp/alone"
+cp "$tmp/ft/best.safetensors" "$tmp/alone/model.safetensors"
+check "eval from the checkpoint alone" bash -c "
+  cd '$tmp' && '$BERTRUN' eval --task snli alone/model.safetensors --data '$DATA' |
+    sed -n 's/^test accuracy \([0-9.]*\) .*/\1/p' | awk '{ v = \$1 } END { exit !(v > 0.8) }'"
+printf 'the old man is sleeping at home .\tthe team is tall .\nA café in Zürich!\tNobody is there.\n' >"$tmp/pairs.tsv"
+check "predict tokenizes raw text with WordPiece" bash -c "
+  '$BERTRUN' predict '$tmp/alone/model.safetensors' --input '$tmp/pairs.tsv' | grep -c '\"label\"' | grep -qx 2"
+
+check "export writes BertForSequenceClassification" bash -c "
+  '$BERTC' export '$tmp/ft/best.safetensors' -o '$tmp/exp' >/dev/null &&
+  grep -q BertForSequenceClassification '$tmp/exp/config.json' && cmp -s tests/data/hf_tiny/vocab.txt '$tmp/exp/vocab.txt'"
+check "its folder imports again (the classifier ignored, named)" bash -c "
+  '$BERTC' import '$tmp/exp' -o '$tmp/reimp' | grep -q 'ignored (classifier.weight)'"
+
+check "import without -o is a usage error (2)" bash -c "'$BERTC' import tests/data/hf_tiny 2>/dev/null; [ \$? -eq 2 ]"
+check "import of a folder without config.json names it" bash -c "
+  '$BERTC' import tests/data -o '$tmp/x' 2>&1 | grep -q 'tests/data: error: no config.json'"
+check "export of a d2l checkpoint is refused" bash -c "
+  '$BERTRUN' train --task snli --data '$DATA' --set hidden=16 --set ffn=32 --set heads=2 --set layers=1 \
+    --max-len 32 --epochs 1 --batch 32 --out '$tmp/d2l' >/dev/null 2>&1 &&
+  '$BERTC' export '$tmp/d2l/checkpoint.safetensors' -o '$tmp/y' 2>&1 | grep -q 'not a Hugging Face BERT checkpoint'"
+exit $fail
