@@ -16,6 +16,8 @@ static const char usage[] =
     "       bertrun eval --task snli RUN_DIR|CHECKPOINT [--data DIR] [--device D] [--eval-batch N] [--model FILE]\n"
     "       bertrun predict CHECKPOINT \"premise\" \"hypothesis\" [--device D] [--model FILE]\n"
     "       bertrun predict CHECKPOINT --input FILE|- [--eval-batch N] [--device D] [--model FILE]\n"
+    "       bertrun encode CHECKPOINT --input FILE|- --out FILE.safetensors [--batch N] [--device D]\n"
+    "                      [--max-len N] [--hidden-rows K]\n"
     "\n"
     "train options (defaults: the bertc recipe; --recipe d2l gives the chapter's):\n"
     "  --task pretrain     masked LM + next sentence prediction on WikiText-2\n"
@@ -94,6 +96,15 @@ static const char usage[] =
     "                      lines; writes one JSON line per pair (label, probabilities,\n"
     "                      whether it was truncated to max_len)\n"
     "\n"
+    "encode (a Hugging Face BERT: `bertc import`): one text, or two separated by\n"
+    "a TAB, per line of --input, tokenized with the checkpoint's WordPiece and\n"
+    "padded to the longest; writes input_ids, token_type_ids, lengths,\n"
+    "pooler_output and mean_pooled (mean of the last hidden states over each\n"
+    "text's tokens) to --out, and last_hidden_state of the first K texts with\n"
+    "--hidden-rows K (default 0); prints the examples/s of the encoding steps.\n"
+    "--batch N: texts per step (default 256); --max-len N: truncation (default\n"
+    "the model's max_len).\n"
+    "\n"
     "model selection (snli): after each epoch (and every --eval-every steps) the\n"
     "model is scored on snli/snli_1.0_dev.txt (read as the test file is; the run\n"
     "refuses to start without it); the best (ties keep the earlier) is written as\n"
@@ -163,7 +174,7 @@ static int finish(bool ok, Diag *d) {
 }
 
 /* Where each option applies. */
-enum { PRE = 1, SNLI = 2, EVAL = 4, PREDICT = 8, TRAIN = PRE | SNLI, ALL = 15 };
+enum { PRE = 1, SNLI = 2, EVAL = 4, PREDICT = 8, ENCODE = 16, TRAIN = PRE | SNLI, ALL = 31 };
 
 typedef struct {
   const char *name;
@@ -175,14 +186,15 @@ static const OptionSpec options[] = {
     {"--task", true, TRAIN | EVAL},  {"--recipe", true, TRAIN},   {"--model", true, ALL},
     {"--set", true, TRAIN},          {"--data", true, TRAIN | EVAL},   {"--init", true, SNLI},
     {"--vocab", true, SNLI},         {"--snli-train", true, SNLI},     {"--device", true, ALL},
-    {"--out", true, TRAIN},          {"--resume", false, TRAIN},       {"--overwrite", false, TRAIN},
+    {"--out", true, TRAIN | ENCODE},          {"--resume", false, TRAIN},       {"--overwrite", false, TRAIN},
     {"--allow-partial-init", false, SNLI},                             {"--threads", true, ALL},
-    {"--steps", true, PRE},          {"--epochs", true, SNLI},         {"--batch", true, TRAIN | EVAL | PREDICT},
-    {"--eval-batch", true, ALL},     {"--max-len", true, TRAIN},       {"--seed", true, TRAIN},
+    {"--steps", true, PRE},          {"--epochs", true, SNLI},         {"--batch", true, TRAIN | EVAL | PREDICT | ENCODE},
+    {"--eval-batch", true, ALL},     {"--max-len", true, TRAIN | ENCODE},       {"--seed", true, TRAIN},
     {"--save-every", true, TRAIN},   {"--max-examples", true, TRAIN},  {"--report-every", true, TRAIN},
-    {"--lr", true, TRAIN},           {"--input", true, PREDICT},       {"--schedule", true, TRAIN},
+    {"--lr", true, TRAIN},           {"--input", true, PREDICT | ENCODE},       {"--schedule", true, TRAIN},
     {"--warmup", true, TRAIN},       {"--weight-decay", true, TRAIN},  {"--clip", true, TRAIN},
-    {"--pad-to-max", false, ALL},    {"--eval-every", true, SNLI},
+    {"--pad-to-max", false, TRAIN | EVAL | PREDICT}, {"--eval-every", true, SNLI},
+    {"--hidden-rows", true, ENCODE},
 };
 
 static const OptionSpec *find_option(const char *a) {
@@ -229,8 +241,8 @@ int main(int argc, char **argv) {
     return argc < 2 ? 2 : 0;
   }
   const char *cmd = argv[1];
-  if (strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "predict"))
-    return bad_usage("unknown command '%s' (commands: train, eval, predict)", cmd);
+  if (strcmp(cmd, "train") && strcmp(cmd, "eval") && strcmp(cmd, "predict") && strcmp(cmd, "encode"))
+    return bad_usage("unknown command '%s' (commands: train, eval, predict, encode)", cmd);
   const char *task = NULL, *recipe = NULL, *pos[3] = {0};
   int n_pos = 0;
   for (int i = 2; i + 1 < argc; i++) {
@@ -247,15 +259,16 @@ int main(int argc, char **argv) {
     if (strcmp(task, "pretrain") && strcmp(task, "snli"))
       return bad_usage("unknown task '%s' (tasks: pretrain, snli)", task);
   }
-  int where = !strcmp(cmd, "eval") ? EVAL : !strcmp(cmd, "predict") ? PREDICT : !strcmp(task, "pretrain") ? PRE : SNLI;
+  int where = !strcmp(cmd, "eval") ? EVAL : !strcmp(cmd, "predict") ? PREDICT : !strcmp(cmd, "encode") ? ENCODE
+               : !strcmp(task, "pretrain") ? PRE : SNLI;
   const char *where_name = where == EVAL ? "bertrun eval" : where == PREDICT ? "bertrun predict"
-                           : where == PRE ? "--task pretrain" : "--task snli";
+                           : where == ENCODE ? "bertrun encode" : where == PRE ? "--task pretrain" : "--task snli";
   TrainOptions o;
   if (!train_options_default(&o, where == PRE ? "pretrain" : "snli", recipe))
     return bad_usage("unknown recipe '%s' (recipes: bertc, d2l)", recipe);
   bool set_out = false, set_threads = false, set_batch = false, set_eval_batch = false;
   const char *input = NULL;
-  int64_t x;
+  int64_t x, hidden_rows = 0;
   double f;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -346,6 +359,7 @@ int main(int argc, char **argv) {
       else if (!strcmp(a, "--report-every")) o.report_every = x;
       else if (!strcmp(a, "--warmup")) o.warmup = x;
       else if (!strcmp(a, "--eval-every")) o.eval_every = x;
+      else if (!strcmp(a, "--hidden-rows")) hidden_rows = x;
       else o.max_examples = x;
     }
   }
@@ -406,6 +420,11 @@ int main(int argc, char **argv) {
     if (task && strcmp(task, "snli")) return bad_usage("eval supports --task snli, not '%s'", task);
     if (n_pos != 1) return bad_usage("%s", "eval needs one RUN_DIR or CHECKPOINT");
     return finish(train_eval_snli(pos[0], &o, &d), &d);
+  }
+  if (where == ENCODE) {
+    if (n_pos != 1 || !input || !set_out)
+      return bad_usage("%s", "encode needs CHECKPOINT --input FILE --out FILE.safetensors");
+    return finish(train_encode(pos[0], &o, input, o.out, (int)hidden_rows, &d), &d);
   }
   if (input ? n_pos != 1 : n_pos != 3)
     return bad_usage("%s", "predict needs CHECKPOINT \"premise\" \"hypothesis\", or CHECKPOINT --input FILE");

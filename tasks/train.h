@@ -97,5 +97,12 @@ bool train_eval_snli(const char *checkpoint, const TrainOptions *o, Diag *d);
  * input) of every pair in it, as JSON lines in batches of o->eval_batch. */
 bool train_predict(const char *checkpoint, const TrainOptions *o, const char *premise, const char *hypothesis,
                    const char *input, Diag *d);
+/* The hidden states of the texts of `input` (a file, "-" for standard
+ * input; a line is a text or a TAB-separated pair) under a Hugging Face
+ * BERT checkpoint (encode.c), in batches of o->eval_batch on o->device,
+ * written to the safetensors file `output`; with the full last hidden
+ * states of the first `hidden_rows` texts. */
+bool train_encode(const char *checkpoint, const TrainOptions *o, const char *input, const char *output,
+                  int hidden_rows, Diag *d);
 
 #endif
