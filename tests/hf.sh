@@ -46,6 +46,50 @@ check "export writes BertForSequenceClassification" bash -c "
 check "its folder imports again (the classifier ignored, named)" bash -c "
   '$BERTC' import '$tmp/exp' -o '$tmp/reimp' | grep -q 'ignored (classifier.weight)'"
 
+# encode: texts of the tokenizer fixture (single texts, lower-cased, no TAB
+# or newline inside, shorter than the model's 40 positions), in batches of 2
+# and of 8; the ids are transformers' and the rows do not depend on the batch
+python3 - "$tmp/texts.txt" "$tmp/want.json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open("tests/data/hf_tiny/tokenizer_refs.jsonl", encoding="utf-8")]
+# (the rows where transformers' two tokenizers agree: encode uses the fast one's rules)
+keep = [r for r in rows if r["kind"] == "single" and r["lower"] and "encodings" in r and "fast_ids" not in r and
+        r["text"].strip() and
+        not any(c in r["text"] for c in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029") and
+        len(r["encodings"][0]["input_ids"]) <= 40][:5]
+open(sys.argv[1], "w", encoding="utf-8").write("".join(r["text"] + "\n" for r in keep))
+json.dump([r["encodings"][0]["input_ids"] for r in keep], open(sys.argv[2], "w"))
+PY
+"$BERTRUN" encode "$tmp/imp/checkpoint.safetensors" --input "$tmp/texts.txt" --out "$tmp/enc2.safetensors" \
+  --batch 2 --hidden-rows 5 2>"$tmp/enc.log"
+"$BERTRUN" encode "$tmp/imp/checkpoint.safetensors" --input "$tmp/texts.txt" --out "$tmp/enc8.safetensors" \
+  --batch 8 2>>"$tmp/enc.log"
+check "encode: transformers' ids, rows independent of the batch, mean pooling" python3 - "$tmp" <<'PY'
+import json, struct, sys
+def load(path):  # a safetensors file: {name: (shape, flat list)}
+    f = open(path, "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n)); data = f.read()
+    out = {}
+    for k, v in h.items():
+        if k == "__metadata__": continue
+        a, b = v["data_offsets"]; fmt = "<%d%s" % ((b - a) // 4, "i" if v["dtype"] == "I32" else "f")
+        out[k] = (v["shape"], struct.unpack(fmt, data[a:b]))
+    return out
+d = sys.argv[1]
+e2, e8, want = load(d + "/enc2.safetensors"), load(d + "/enc8.safetensors"), json.load(open(d + "/want.json"))
+(n, T), ids = e2["input_ids"]; lens = e2["lengths"][1]; H = e2["mean_pooled"][0][1]
+assert n == len(want) == 5, n
+for i, w in enumerate(want):
+    assert list(ids[i * T:i * T + lens[i]]) == w, (i, ids[i * T:i * T + lens[i]], w)
+for k in ("pooler_output", "mean_pooled"):
+    gap = max(abs(a - b) for a, b in zip(e2[k][1], e8[k][1]))
+    assert gap < 1e-5, (k, gap)
+hs = e2["last_hidden_state"][1]
+for i in range(n):
+    for h in range(H):
+        m = sum(hs[(i * T + t) * H + h] for t in range(lens[i])) / lens[i]
+        assert abs(m - e2["mean_pooled"][1][i * H + h]) < 1e-5, (i, h)
+PY
+
 check "import without -o is a usage error (2)" bash -c "'$BERTC' import tests/data/hf_tiny 2>/dev/null; [ \$? -eq 2 ]"
 check "import of a folder without config.json names it" bash -c "
   '$BERTC' import tests/data -o '$tmp/x' 2>&1 | grep -q 'tests/data: error: no config.json'"
