@@ -39,6 +39,9 @@ static const char usage[] =
     "  --data DIR          data folder with wikitext-2/ and snli/ (default $BERT_DATA)\n"
     "  --init CHECKPOINT   snli: the pretrained checkpoint to start from (default:\n"
     "                      none, train from scratch)\n"
+    "  --graph NAME        snli: the model's graph to fine-tune (default nli; an\n"
+    "                      imported BERT's nli is BertForSequenceClassification,\n"
+    "                      its nli_mlp d2l's MLP head on [CLS])\n"
     "  --allow-partial-init  snli: start from --init even when it holds none of the\n"
     "                      model's encoder parameters\n"
     "  --vocab FILE        snli from scratch: vocab.txt to use (default: built from the\n"
@@ -194,7 +197,7 @@ static const OptionSpec options[] = {
     {"--lr", true, TRAIN},           {"--input", true, PREDICT | ENCODE},       {"--schedule", true, TRAIN},
     {"--warmup", true, TRAIN},       {"--weight-decay", true, TRAIN},  {"--clip", true, TRAIN},
     {"--pad-to-max", false, TRAIN | EVAL | PREDICT}, {"--eval-every", true, SNLI},
-    {"--hidden-rows", true, ENCODE},
+    {"--hidden-rows", true, ENCODE}, {"--graph", true, SNLI},
 };
 
 static const OptionSpec *find_option(const char *a) {
@@ -310,6 +313,8 @@ int main(int argc, char **argv) {
       o.data = v;
     } else if (!strcmp(a, "--init")) {
       o.init = v;
+    } else if (!strcmp(a, "--graph")) {
+      o.graph = v;
     } else if (!strcmp(a, "--vocab")) {
       o.vocab = v;
     } else if (!strcmp(a, "--input")) {

@@ -140,8 +140,9 @@ bool eval_load_nli(const char *checkpoint, const char *model, const char *device
   vocab_init(&m->vocab);
   bool ok = false, have_graph = false;
   if (!train_origin_read(&s, checkpoint, d)) goto done;
-  const char *graph = s.info.meta.graph_name;
-  if (!graph || strcmp(graph, "nli") != 0) {
+  /* the graph it was fine-tuned as (nli, or another --graph of its model) */
+  const char *graph = s.info.meta.graph_name ? bc_intern(s.info.meta.graph_name) : NULL; /* outlives s */
+  if (!graph || strcmp(graph, "pretrain") == 0 || strcmp(graph, "encode") == 0) {
     diag_error(d, (SrcLoc){bc_intern(checkpoint), 0, 0},
                "a checkpoint of graph '%s', not of a fine-tuned 'nli' model (fine-tune with "
                "`bertrun train --task snli ...` first)",
@@ -153,12 +154,12 @@ bool eval_load_nli(const char *checkpoint, const char *model, const char *device
   train_sets_add(&m->sets, "dropout", 0);
   vocab_free(&m->vocab);
   if (!train_origin_vocab(&s, &m->vocab, d)) goto done;
-  if (!train_compile(&m->g, &m->model, "nli", &m->sets, NULL, d)) goto done;
+  if (!train_compile(&m->g, &m->model, graph, &m->sets, NULL, d)) goto done;
   have_graph = true;
   m->steps.g = &m->g;
   m->steps.e = exec_create_spec(device, &m->g, d); /* evaluation, prediction: one device */
   if (!m->steps.e) goto done;
-  if (!padded) eval_steps_bucket(&m->steps, &m->bp, &m->model, "nli", &m->sets);
+  if (!padded) eval_steps_bucket(&m->steps, &m->bp, &m->model, graph, &m->sets);
   char hash[32];
   train_vocab_hash(&m->vocab, hash);
   CheckpointLoadOptions lo = {CHECKPOINT_LOAD_PARAMS_PRESENT, hash};

@@ -318,10 +318,10 @@ static bool setup_model(TrainRun *r, Diag *d) {
   if (r->resuming) {
     if (!train_origin_read(&r->origin, r->ckpt, d)) return false;
     r->have_origin = true;
-    if (r->origin.info.meta.graph_name && strcmp(r->origin.info.meta.graph_name, t->contract.graph) != 0) {
+    if (r->origin.info.meta.graph_name && strcmp(r->origin.info.meta.graph_name, r->contract.graph) != 0) {
       diag_error(d, (SrcLoc){bc_intern(r->ckpt), 0, 0},
                  "a checkpoint of graph '%s', which --task %s does not train (it trains '%s')",
-                 r->origin.info.meta.graph_name, t->name, t->contract.graph);
+                 r->origin.info.meta.graph_name, t->name, r->contract.graph);
       return false;
     }
     if (!train_origin_model(&r->origin, o->model, &r->model, &r->sets, NULL, d)) return false;
@@ -333,8 +333,8 @@ static bool setup_model(TrainRun *r, Diag *d) {
   train_sets_push(&r->sets, o->sets, o->n_sets);
   train_sets_add(&r->sets, "max_len", r->max_len);
   Graph probe;
-  if (!train_expand(&probe, &r->model, t->contract.graph, &r->sets, d)) return false;
-  bool ok = train_check_contract(&probe, r->model.path, &t->contract, d) &&
+  if (!train_expand(&probe, &r->model, r->contract.graph, &r->sets, d)) return false;
+  bool ok = train_check_contract(&probe, r->model.path, &r->contract, d) &&
             (!r->have_origin || train_origin_check_shapes(&r->origin, &probe, &r->sets, d));
   graph_free(&probe);
   return ok;
@@ -366,6 +366,8 @@ TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d) {
   memset(&r, 0, sizeof r);
   r.o = o;
   r.t = t;
+  r.contract = t->contract;
+  if (o->graph) r.contract.graph = o->graph;
   if (!split_init(&r.sp, o, d)) return TRAIN_FAILED;
   train_sets_init(&r.sets, NULL, 0);
   r.ckpt = train_join(o->out, TRAIN_CHECKPOINT_FILE);
@@ -394,7 +396,7 @@ TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d) {
   if (train_is_root(o) && !vocab_save(r.vocab, vpath, d)) goto done;
   AdamOptions adam;
   train_adam_options(o, &adam);
-  if (!train_compile(&r.g, &r.model, t->contract.graph, &r.sets, &adam, d)) goto done;
+  if (!train_compile(&r.g, &r.model, r.contract.graph, &r.sets, &adam, d)) goto done;
   r.have_graph = true;
   if (t->setup && !t->setup(&r, d)) goto done;
   if (!split_make_execs(&r.sp, &r.g, r.es, d)) goto done;
@@ -417,7 +419,7 @@ TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d) {
     batcher_bucket(&r.b, vl->data, r.max_len, TRAIN_BUCKET_GRANULE);
     const char *pb = getenv("BC_PAD_BUCKETS");
     r.pad_buckets = pb && *pb && strcmp(pb, "0") != 0;
-    r.bp = (BucketPlans){.model = &r.model, .graph = t->contract.graph, .sets = &r.sets, .sp = &r.sp,
+    r.bp = (BucketPlans){.model = &r.model, .graph = r.contract.graph, .sets = &r.sets, .sp = &r.sp,
                          .adam = &adam, .max_len = r.max_len, .owner_g = &r.g, .owner = r.es};
   }
   data_batch_init(&r.db, r.data, o->batch);

@@ -28,6 +28,7 @@ const char *train_schedule_name(TrainSchedule s);
 
 typedef struct {
   const char *task;   /* "pretrain" or "snli" */
+  const char *graph;  /* snli: the model's graph to fine-tune (NULL: "nli") */
   const char *model;  /* --model; NULL: the checkpoint's own (--init, --resume), else models/bert.yaml beside the binary */
   const char *data;   /* folder with wikitext-2/ and snli/ */
   const char *out;    /* run folder: checkpoint, vocab.txt, metrics, plot */

@@ -68,6 +68,7 @@ typedef struct {
 struct TrainRun {
   const TrainOptions *o;
   const TrainTask *t;
+  TrainContract contract; /* t's, with the graph --graph names */
   Split sp;
   const char *dir; /* the data folder */
   char where[96];  /* split_where */

@@ -133,11 +133,11 @@ static bool snli_task_load(TrainRun *r, Diag *d) {
 /* The evaluation graph, on replica 0's device. */
 static bool snli_task_setup(TrainRun *r, Diag *d) {
   Snli *s = r->state;
-  s->have_ge = train_compile(&s->ge, &r->model, "nli", &s->se, NULL, d);
+  s->have_ge = train_compile(&s->ge, &r->model, r->contract.graph, &s->se, NULL, d);
   if (!s->have_ge) return false;
   s->ee = exec_create_on(r->sp.backend, r->sp.devices[0], &s->ge, d);
   s->es = (EvalSteps){s->ee, &s->ge, NULL};
-  if (!r->o->pad_to_max) eval_steps_bucket(&s->es, &s->ebp, &r->model, "nli", &s->se);
+  if (!r->o->pad_to_max) eval_steps_bucket(&s->es, &s->ebp, &r->model, r->contract.graph, &s->se);
   return s->ee != NULL;
 }
 

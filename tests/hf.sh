@@ -90,6 +90,16 @@ for i in range(n):
         assert abs(m - e2["mean_pooled"][1][i * H + h]) < 1e-5, (i, h)
 PY
 
+check "--graph nli_mlp fine-tunes d2l's head on [CLS]; eval and predict follow the checkpoint's graph" bash -c "
+  '$BERTRUN' train --task snli --init '$tmp/imp/checkpoint.safetensors' --graph nli_mlp --data '$DATA' --epochs 1 \
+    --batch 32 --out '$tmp/mlp' >/dev/null 2>&1 &&
+  '$BERTRUN' eval --task snli '$tmp/mlp' --data '$DATA' | grep -q 'test accuracy' &&
+  '$BERTRUN' predict '$tmp/mlp/best.safetensors' --input '$tmp/pairs.tsv' | grep -c '\"label\"' | grep -qx 2 &&
+  python3 -c 'import json,struct,sys; f=open(sys.argv[1],\"rb\"); n=struct.unpack(\"<Q\",f.read(8))[0]; h=json.loads(f.read(n)); sys.exit(not (\"mlp_hidden.W\" in h and \"classifier.W\" not in h))' '$tmp/mlp/best.safetensors'"
+check "an unknown --graph names the model's graphs" bash -c "
+  '$BERTRUN' train --task snli --init '$tmp/imp/checkpoint.safetensors' --graph nope --data '$DATA' --out '$tmp/n' 2>&1 |
+    grep -q \"unknown graph 'nope' (the model has: encode, nli, nli_mlp)\""
+
 check "import without -o is a usage error (2)" bash -c "'$BERTC' import tests/data/hf_tiny 2>/dev/null; [ \$? -eq 2 ]"
 check "import of a folder without config.json names it" bash -c "
   '$BERTC' import tests/data -o '$tmp/x' 2>&1 | grep -q 'tests/data: error: no config.json'"
