@@ -359,7 +359,12 @@ static void add_word(Run *r, const uint32_t *c, int n) {
   Cps *w = &r->word;
   w->n = 0;
   for (int i = 0; i < n; i++) vec_push(w, c[i]);
-  if (wp->lower_case && wp->rules == WORDPIECE_PYTHON) {
+  bool ascii = true;
+  for (int i = 0; i < n && ascii; i++) ascii = c[i] < 0x80;
+  if (wp->lower_case && ascii) { /* both rules, without utf8proc's round trips */
+    for (int i = 0; i < w->n; i++)
+      if (w->data[i] >= 'A' && w->data[i] <= 'Z') w->data[i] += 'a' - 'A';
+  } else if (wp->lower_case && wp->rules == WORDPIECE_PYTHON) {
     lower_python(w->data, w->n); /* token.lower(), then _run_strip_accents */
     normalize(w, utf8proc_NFD, &r->utf8);
     strip_marks(w);
@@ -397,7 +402,9 @@ static void add_text(Run *r, const char *s, size_t n) {
       vec_push(&t, c);
     }
   }
-  if (r->wp->rules == WORDPIECE_PYTHON && t.n > 0) normalize(&t, utf8proc_NFC, &r->utf8);
+  bool ascii = true; /* NFC leaves ASCII as it is */
+  for (int i = 0; i < t.n && ascii; i++) ascii = t.data[i] < 0x80;
+  if (r->wp->rules == WORDPIECE_PYTHON && !ascii) normalize(&t, utf8proc_NFC, &r->utf8);
   for (int i = 0; i < t.n;) {
     while (i < t.n && is_space_cp(t.data[i])) i++;
     int start = i;

@@ -14,7 +14,7 @@
  * vocabulary, continuations prefixed "##", or one [UNK] when it is longer
  * than 100 code points or some part of it has no match.
  *
- * Two rule sets, which differ in three details (the fixture
+ * Two rule sets, which differ in these details (the fixture
  * tests/data/hf_tiny/tokenizer_refs.jsonl holds cases of each):
  *   WORDPIECE_PYTHON: transformers' Python tokenizer (BertTokenizer in
  *     transformers 4, BertTokenizerLegacy in 5): NFC before the split;
@@ -25,6 +25,9 @@
  *     points when not lower-casing); Σ always -> σ; accents stripped before
  *     lower-casing; the extra token of an odd total goes to the longer
  *     sequence, to b on a tie.
+ * transformers 5 also encodes tokenizer(a, "") as the single text a
+ * ([CLS] a [SEP]: an empty text_pair counts as none); encode_pair keeps
+ * the pair's form, [CLS] a [SEP] [SEP].
  *
  * Unicode comes from utf8proc (NFC, NFD, categories, simple lower-case
  * mapping). Known differences from Python, none in the fixture: utf8proc's
