@@ -53,16 +53,25 @@ with torch.no_grad():
             d = (h[i - at, :lens[i]] - b["last_hidden_state"][i, :lens[i]]).abs().max().item()
             max_hidden = max(max_hidden, d)
 
-# 3. speed: the same padded batches as bertc's speed runs
-def timed(fn, ids, types, mask, batch):
-    n = ids.shape[0]
+# 3. speed: bertc's batches (texts in order of length, each batch padded to
+# its longest rounded up to 16), the same for PyTorch
+def batches(lens, batch, L=512):
+    order = sorted(range(len(lens)), key=lambda i: (lens[i], i))
+    for at in range(0, len(order), batch):
+        rows = order[at:at + batch]
+        yield rows, min(L, (lens[rows[-1]] + 15) // 16 * 16)
+
+def run_all(fn, ids, types, lens, batch):
     with torch.no_grad():
-        fn(input_ids=ids[:batch].long(), token_type_ids=types[:batch].long(), attention_mask=mask[:batch])  # warm-up
-        t0 = time.perf_counter()
-        for at in range(0, n, batch):
-            fn(input_ids=ids[at:at + batch].long(), token_type_ids=types[at:at + batch].long(),
-               attention_mask=mask[at:at + batch])
-        return n / (time.perf_counter() - t0)
+        for rows, t in batches(lens, batch):
+            idx = torch.tensor(rows)
+            m = (torch.arange(t)[None, :] < torch.tensor([lens[i] for i in rows])[:, None]).long()
+            fn(input_ids=ids[idx, :t].long(), token_type_ids=types[idx, :t].long(), attention_mask=m)
+
+def timed(fn, ids, types, lens, batch):
+    t0 = time.perf_counter()
+    run_all(fn, ids, types, lens, batch)
+    return len(lens) / (time.perf_counter() - t0)
 
 speed = []
 compiled = torch.compile(model) if a.compile else None
@@ -71,16 +80,20 @@ for path in a.speed:
     with open(path, "rb") as f:
         meta = json.loads(f.read(int.from_bytes(f.read(8), "little"))).get("__metadata__", {})
     batch = int(path.rsplit("speed", 1)[1].split(".")[0])
-    sl, st = s["lengths"], s["input_ids"].shape[1]
-    sm = (torch.arange(st)[None, :] < sl[:, None]).long()
-    row = {"batch": batch, "pairs": int(s["input_ids"].shape[0]), "length": int(st),
+    sl = s["lengths"].tolist()
+    if s["input_ids"].shape[1] < max((l + 15) // 16 * 16 for l in sl):  # room for the rounded lengths
+        pad = max((l + 15) // 16 * 16 for l in sl) - s["input_ids"].shape[1]
+        s["input_ids"] = torch.nn.functional.pad(s["input_ids"], (0, pad))
+        s["token_type_ids"] = torch.nn.functional.pad(s["token_type_ids"], (0, pad))
+    run_all(model, s["input_ids"], s["token_type_ids"], sl[:batch], batch)  # warm-up
+    row = {"batch": batch, "pairs": len(sl), "mean_length": sum(sl) / len(sl),
            "bertc": float(meta.get("examples_per_s", "nan")),
-           "eager": timed(model, s["input_ids"], s["token_type_ids"], sm, batch)}
+           "eager": timed(model, s["input_ids"], s["token_type_ids"], sl, batch)}
     if compiled is not None:
         t0 = time.perf_counter()
-        timed(compiled, s["input_ids"][:batch], s["token_type_ids"][:batch], sm[:batch], batch)
+        run_all(compiled, s["input_ids"], s["token_type_ids"], sl, batch)  # compiles every length
         row["compile_s"] = time.perf_counter() - t0
-        row["compile"] = timed(compiled, s["input_ids"], s["token_type_ids"], sm, batch)
+        row["compile"] = timed(compiled, s["input_ids"], s["token_type_ids"], sl, batch)
     speed.append(row)
 
 res = {"pairs": len(pairs), "token_id_mismatches": len(mismatch), "first_mismatches": mismatch[:10],
@@ -93,8 +106,8 @@ print(f"token ids: {len(pairs) - len(mismatch)} of {len(pairs)} pairs identical 
 print(f"last hidden states, first {K} pairs: max |bertc - transformers| = {max_hidden:.2e}")
 print(f"mean-pooled embeddings, all pairs: smallest cosine {min_cos:.8f}")
 print(f"forward examples/s ({a.threads} threads, torch {torch.__version__}):")
-print(f"{'batch':>5} {'length':>6} {'bertc':>9} {'eager':>9} {'x':>5} {'compile':>9} {'x':>5}")
+print(f"{'batch':>5} {'mean len':>8} {'bertc':>9} {'eager':>9} {'x':>5} {'compile':>9} {'x':>5}")
 for r in speed:
     c = r.get("compile")
-    print(f"{r['batch']:5d} {r['length']:6d} {r['bertc']:9.1f} {r['eager']:9.1f} {r['bertc'] / r['eager']:5.2f} "
+    print(f"{r['batch']:5d} {r['mean_length']:8.1f} {r['bertc']:9.1f} {r['eager']:9.1f} {r['bertc'] / r['eager']:5.2f} "
           + (f"{c:9.1f} {r['bertc'] / c:5.2f}" if c else f"{'-':>9} {'-':>5}"))

@@ -6,12 +6,13 @@
  * Input: one text per line, or two separated by a TAB (a pair: [CLS] a
  * [SEP] b [SEP] with token types 0 and 1); tokenized with the checkpoint's
  * WordPiece, truncated to --max-len (default the model's max_len) longest
- * first. Every text is padded to the longest of the input, and the graph
- * `encode` runs in batches of --batch texts (the last batch filled with
- * copies of its first text, dropped after).
+ * first. The graph `encode` runs in batches of --batch texts in order of
+ * length, each padded to its longest rounded up to 16 (one plan per such
+ * length, made when it first comes; the last batch filled with copies of
+ * its first text, dropped after); the output keeps the input's order.
  *
  * Output (--out FILE, a safetensors file; tensors in input order):
- *   input_ids, token_type_ids  i32 [N, T]   (padding: [PAD], 0)
+ *   input_ids, token_type_ids  i32 [N, T]   (T the longest; padding: [PAD], 0)
  *   lengths                    i32 [N]
  *   pooler_output              f32 [N, hidden]   BertModel's pooled output
  *   mean_pooled                f32 [N, hidden]   mean of the last hidden states
@@ -70,6 +71,14 @@ static bool read_lines(const char *input, LineVec *out, Diag *d) {
   return ok;
 }
 
+/* qsort's order of texts: by length, then input position (stable). */
+static const int32_t *order_lens;
+static int by_length(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
+  return order_lens[x] != order_lens[y] ? (order_lens[x] > order_lens[y]) - (order_lens[x] < order_lens[y])
+                                        : (x > y) - (x < y);
+}
+
 static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -89,6 +98,7 @@ bool train_encode(const char *checkpoint, const TrainOptions *o, const char *inp
   bool have_graph = false, ok = false;
   Exec *e = NULL;
   int32_t *ids = NULL, *types = NULL, *lens = NULL, *bt = NULL, *bs = NULL, *bl = NULL;
+  int *order = NULL;
   float *pooled = NULL, *mean = NULL, *hidden = NULL, *bh = NULL, *bp = NULL;
   if (!train_origin_read(&origin, checkpoint, d) || !train_origin_vocab(&origin, &v, d)) goto done;
   if (!v.wordpiece) {
@@ -134,34 +144,62 @@ bool train_encode(const char *checkpoint, const TrainOptions *o, const char *inp
   if (n_cut) fprintf(stderr, "encode: %d of %d texts truncated to %d tokens\n", n_cut, N, L);
 
   train_sets_add(&sets, "batch", B);
-  train_sets_add(&sets, "seq", T);
   train_sets_add(&sets, "dropout", 0);
   if (!train_origin_model(&origin, o->model, &m, &sets, (const char *[]){"batch", "seq", "dropout", NULL}, d))
     goto done;
-  graph_init(&g, "encode");
-  have_graph = true;
-  if (!train_compile(&g, &m, "encode", &sets, NULL, d)) goto done;
-  if (!(e = exec_create_spec(o->device ? o->device : "cpu", &g, d))) goto done;
-  CheckpointLoadOptions lo = {CHECKPOINT_LOAD_PARAMS_PRESENT, NULL};
-  if (checkpoint_load(checkpoint, e, &lo, NULL, d) < 0) goto done;
-  int H = (int)graph_hparam(&g, "hidden", 0);
+  /* length buckets: texts in order of length, each batch padded to its
+   * longest rounded up to 16 (at most L), one plan per length, made when
+   * the length first comes (the order makes lengths rise) */
+  order = bc_malloc(sizeof(int) * (size_t)N);
+  for (int i = 0; i < N; i++) order[i] = i;
+  order_lens = lens;
+  qsort(order, (size_t)N, sizeof(int), by_length);
   if (hidden_rows > N) hidden_rows = N;
-  pooled = bc_malloc(sizeof(float) * (size_t)N * H);
-  mean = bc_malloc(sizeof(float) * (size_t)N * H);
-  hidden = bc_malloc(sizeof(float) * ((size_t)hidden_rows * T * H + 1));
-  bt = bc_malloc(sizeof(int32_t) * (size_t)B * T), bs = bc_malloc(sizeof(int32_t) * (size_t)B * T);
-  bl = bc_malloc(sizeof(int32_t) * (size_t)B);
-  bh = bc_malloc(sizeof(float) * (size_t)B * T * H), bp = bc_malloc(sizeof(float) * (size_t)B * H);
-  ValueId in_t = graph_find(&g, "tokens"), in_s = graph_find(&g, "segments"), in_l = graph_find(&g, "valid_len");
-  ValueId out_h = train_output(&g, "hidden_states"), out_p = train_output(&g, "pooled");
-  double run_s = 0;
+  int H = 0, Tb = 0, n_plans = 0;
+  double run_s = 0, compile_s = 0;
   for (int at = 0; at < N; at += B) {
+    int want = lens[order[at + B < N ? at + B - 1 : N - 1]];
+    want = (want + 15) / 16 * 16;
+    if (want > L) want = L;
+    if (want != Tb) {
+      /* the next bucket's plan replaces the last */
+      if (e) exec_destroy(e), e = NULL;
+      if (have_graph) graph_free(&g), have_graph = false;
+      Tb = want;
+      double t0 = now_s();
+      TrainSets bs_sets;
+      train_sets_init(&bs_sets, NULL, 0);
+      train_sets_push(&bs_sets, sets.s, sets.n);
+      train_sets_add(&bs_sets, "seq", Tb);
+      graph_init(&g, "encode");
+      have_graph = true;
+      bool made = train_compile(&g, &m, "encode", &bs_sets, NULL, d);
+      train_sets_free(&bs_sets);
+      if (!made || !(e = exec_create_spec(o->device ? o->device : "cpu", &g, d))) goto done;
+      CheckpointLoadOptions lo = {CHECKPOINT_LOAD_PARAMS_PRESENT, NULL};
+      if (checkpoint_load(checkpoint, e, &lo, NULL, d) < 0) goto done;
+      compile_s += now_s() - t0;
+      n_plans++;
+      if (!H) {
+        H = (int)graph_hparam(&g, "hidden", 0);
+        pooled = bc_malloc(sizeof(float) * (size_t)N * H);
+        mean = bc_malloc(sizeof(float) * (size_t)N * H);
+        hidden = bc_calloc((size_t)hidden_rows * T * H + 1, sizeof(float));
+        bt = bc_malloc(sizeof(int32_t) * (size_t)B * L), bs = bc_malloc(sizeof(int32_t) * (size_t)B * L);
+        bl = bc_malloc(sizeof(int32_t) * (size_t)B);
+        bh = bc_malloc(sizeof(float) * (size_t)B * L * H), bp = bc_malloc(sizeof(float) * (size_t)B * H);
+      }
+    }
     for (int b = 0; b < B; b++) {
-      int r = at + b < N ? at + b : at; /* the last batch: copies of its first text */
-      memcpy(bt + (size_t)b * T, ids + (size_t)r * T, sizeof(int32_t) * (size_t)T);
-      memcpy(bs + (size_t)b * T, types + (size_t)r * T, sizeof(int32_t) * (size_t)T);
+      int r = order[at + b < N ? at + b : at]; /* the last batch: copies of its first text */
+      for (int k = 0; k < Tb; k++) {
+        bt[(size_t)b * Tb + k] = k < T ? ids[(size_t)r * T + k] : v.pad;
+        bs[(size_t)b * Tb + k] = k < T ? types[(size_t)r * T + k] : 0;
+      }
       bl[b] = lens[r];
     }
+    ValueId in_t = graph_find(&g, "tokens"), in_s = graph_find(&g, "segments"), in_l = graph_find(&g, "valid_len");
+    ValueId out_h = train_output(&g, "hidden_states"), out_p = train_output(&g, "pooled");
     RunContext rc = {0};
     double t0 = now_s();
     if (!exec_write(e, in_t, bt, DTYPE_I32, d) || !exec_write(e, in_s, bs, DTYPE_I32, d) ||
@@ -170,17 +208,20 @@ bool train_encode(const char *checkpoint, const TrainOptions *o, const char *inp
       goto done;
     run_s += now_s() - t0;
     for (int b = 0; b < B && at + b < N; b++) {
-      int r = at + b;
+      int r = order[at + b];
       memcpy(pooled + (size_t)r * H, bp + (size_t)b * H, sizeof(float) * (size_t)H);
       for (int h = 0; h < H; h++) {
-        double s = 0;
-        for (int k = 0; k < lens[r]; k++) s += bh[((size_t)b * T + k) * H + h];
-        mean[(size_t)r * H + h] = (float)(s / lens[r]);
+        double sum = 0;
+        for (int k = 0; k < lens[r]; k++) sum += bh[((size_t)b * Tb + k) * H + h];
+        mean[(size_t)r * H + h] = (float)(sum / lens[r]);
       }
-      if (r < hidden_rows) memcpy(hidden + (size_t)r * T * H, bh + (size_t)b * T * H, sizeof(float) * (size_t)T * H);
+      /* rows up to T (Tb may pass it when rounded up) */
+      for (int k = 0; r < hidden_rows && k < T && k < Tb; k++)
+        memcpy(hidden + ((size_t)r * T + k) * H, bh + ((size_t)b * Tb + k) * H, sizeof(float) * (size_t)H);
     }
   }
-  fprintf(stderr, "encode: %d texts (batch %d, %d tokens each) on %s in %.3f s: %.1f examples/s\n", N, B, T,
+  fprintf(stderr, "encode: %d plans (length buckets up to %d) made in %.1f s\n", n_plans, Tb, compile_s);
+  fprintf(stderr, "encode: %d texts (batch %d, length buckets of 16) on %s in %.3f s: %.1f examples/s\n", N, B,
           o->device ? o->device : "cpu", run_s, run_s > 0 ? N / run_s : 0.0);
   CheckpointBlob blobs[] = {
       {"input_ids", DTYPE_I32, shape_of(2, (int64_t)N, (int64_t)T), ids},
@@ -199,7 +240,7 @@ done:
   if (have_graph) graph_free(&g);
   for (int i = 0; i < lines.n; i++) free(lines.data[i]);
   vec_free(&lines);
-  free(ids), free(types), free(lens), free(bt), free(bs), free(bl);
+  free(ids), free(types), free(lens), free(bt), free(bs), free(bl), free(order);
   free(pooled), free(mean), free(hidden), free(bh), free(bp);
   vocab_free(&v);
   train_model_free(&m);
