@@ -99,10 +99,6 @@ static void transpose(const float *src, float *dst, int64_t rows, int64_t cols) 
 
 /* ---- config.json ------------------------------------------------------------- */
 
-typedef struct {
-  int64_t vocab, hidden, ffn, heads, layers, max_len, type_vocab;
-  double eps, dropout;
-} HfConfig;
 
 /* file:line:col of byte `pos` of `text`. */
 static SrcLoc loc_at(const char *file, const char *text, size_t pos) {
@@ -167,7 +163,7 @@ static const char *config_string(ConfigReader *r, const char *key, const char *d
   return v->str;
 }
 
-static bool config_read(const char *file, const char *text, size_t n, HfConfig *c, Diag *d) {
+bool hf_config_read(const char *file, const char *text, size_t n, HfConfig *c, Diag *d) {
   Arena arena;
   arena_init(&arena);
   JsonValue root;
@@ -495,7 +491,7 @@ bool hf_import(const char *dir, const char *out, const char *model, Diag *d) {
     diag_error(d, (SrcLoc){bc_intern(dir), 0, 0}, "no config.json: not a Hugging Face model folder");
     goto done;
   }
-  if (!(config_text = bc_read_file(config_path, &n, d)) || !config_read(cfg_file, config_text, n, &c, d)) goto done;
+  if (!(config_text = bc_read_file(config_path, &n, d)) || !hf_config_read(cfg_file, config_text, n, &c, d)) goto done;
   if (!train_file_exists(st_path)) {
     char *bin = train_join(dir, "pytorch_model.bin");
     if (train_file_exists(bin))

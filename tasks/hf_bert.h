@@ -27,6 +27,16 @@
 /* The model file imports use: models/hf_bert.yaml beside the binary. */
 #define HF_MODEL_FILE "hf_bert.yaml"
 
+/* The sizes of a Hugging Face BERT config.json. */
+typedef struct {
+  int64_t vocab, hidden, ffn, heads, layers, max_len, type_vocab;
+  double eps, dropout;
+} HfConfig;
+
+/* Parses and checks config.json's text[0, n) (errors at `file`:line:col,
+ * naming the key at fault). */
+bool hf_config_read(const char *file, const char *text, size_t n, HfConfig *c, Diag *d);
+
 /* Reads the Hugging Face folder `dir` and writes OUT/checkpoint.safetensors
  * (graph "encode" of `model`, NULL: models/hf_bert.yaml) and OUT/model.yaml
  * with its library files (the model as compiled, hparams filled in). Every
