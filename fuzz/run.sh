@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one harness of fuzz/ for SECONDS (default 30) from its seed corpus:
 #   fuzz/run.sh BUILD_DIR READER [SECONDS]   (BUILD_DIR as given to fuzz/build.sh)
-# Fails on any crash, sanitizer report, leak, input slower than 10 s
+# Fails on any crash, sanitizer report, leak, input slower than 25 s
 # (a hang) or use of more than 2 GB. New inputs go to BUILD_DIR/run/READER/
 # (fresh each run), never into fuzz/corpus/; a failing input is saved as
 # BUILD_DIR/run/READER/crash-*, leak-*, timeout-* or oom-*.
@@ -20,7 +20,7 @@ work=$dir/run/$reader
 rm -rf "$work"
 mkdir -p "$work/new"
 # libFuzzer's own failure codes default to 77, which ctest reads as skipped.
-args=(-max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=32768
+args=(-max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -max_len=32768
       -error_exitcode=1 -timeout_exitcode=1 -print_final_stats=1 -artifact_prefix="$work/")
 [ -f "fuzz/$reader.dict" ] && args+=(-dict="fuzz/$reader.dict")
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}
