@@ -36,6 +36,13 @@
 #include "expand.h"
 
 #define MAX_REPEAT 100000
+/* What repeats of repeats may expand to (a few lines can ask for 10^15 nodes). */
+#define MAX_BLOCK_INSTANCES 20000
+#define MAX_NODES 200000
+static bool expand_too_big(Ctx *c, SrcLoc at, int limit, const char *what) {
+  diag_error(c->d, at, "the model expands to more than %d %s (repeats of repeats?)", limit, what);
+  return false;
+}
 
 static const SrcLoc cmdline_loc = {"<command line>", 0, 0};
 
@@ -741,6 +748,8 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
     attrs[i] = (AttrBind){p->key, given ? given : p->value, given ? s : NULL, false};
   }
   const char *base = s->prefix ? arena_printf(&c->arena, "%s.%s", s->prefix, scope_name) : scope_name;
+  if (c->scopes.n + repeat + 1 > MAX_BLOCK_INSTANCES) /* also bounds the scope check's n^2 */
+    return expand_too_big(c, rep ? rep->loc : ns->loc, MAX_BLOCK_INSTANCES, "block instances");
   /* one scope, one call: else parameters would clash and random streams repeat */
   for (int64_t r = -1; r < (rep ? repeat : 0); r++) {
     const char *sc = bc_intern(r < 0 ? base : arena_printf(&c->arena, "%s.%lld", base, (long long)r));
@@ -770,6 +779,10 @@ static bool expand_call(Ctx *c, Scope *s, NodeSpec *ns) {
     g->blocks.data[group].repeat = (int)repeat;
   }
   for (int64_t r = 0; r < repeat && ok; r++) {
+    if (g->nodes.n > MAX_NODES) {
+      ok = expand_too_big(c, rep ? rep->loc : ns->loc, MAX_NODES, "nodes");
+      break;
+    }
     Scope inner = {0};
     inner.prefix = bc_intern(rep ? arena_printf(&c->arena, "%s.%lld", base, (long long)r) : base);
     g->cur_block = graph_add_block(g, inner.prefix, b->name, ns->loc, group);

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages bertc builds and tests with (Debian 12);
-# curl and ca-certificates are for scripts/get-data.sh.
+# curl and ca-certificates are for scripts/get-data.sh; clang-14 and
+# libclang-rt-14-dev (libFuzzer) build the harnesses of fuzz/.
 # Needs root (CI runs as root); safe to run again.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libyaml-dev llvm-14-dev graphviz
-      libopenblas-dev libutf8proc-dev openmpi-bin libopenmpi-dev python3 curl ca-certificates)
+      libopenblas-dev libutf8proc-dev openmpi-bin libopenmpi-dev python3 curl ca-certificates clang-14
+      libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds bertc (Release with debug info, plus the AddressSanitizer bertc) and
-# runs the whole test suite; ctest prints its summary last.
+# runs the whole test suite; ctest prints its summary last. Its fuzz_build
+# entry builds the fuzz/ harnesses with clang in build/fuzz, and fuzz_* run
+# each for 30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The real WikiText-2 and SNLI files, where .ci/run finds them; without them

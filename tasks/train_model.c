@@ -88,6 +88,15 @@ static bool origin_hparams(TrainOrigin *s, const char *ckpt, Diag *d) {
   JsonValue root;
   JsonError err;
   bool ok = json_parse(json, strlen(json), NULL, &arena, &root, &err) && root.kind == JSON_OBJECT;
+  /* They become settings of the run (train_origin_model), beside the user's
+   * and the task's: half of TrainSets' room, so a hostile file cannot fill it. */
+  if (ok && root.n > TRAIN_MAX_SETS / 2) {
+    diag_error(d, (SrcLoc){bc_intern(ckpt), 0, 0},
+               "checkpoint metadata: %d hparams, more than the %d a run can take", root.n,
+               TRAIN_MAX_SETS / 2);
+    arena_free(&arena);
+    return false;
+  }
   if (ok) s->hparams = bc_calloc((size_t)root.n + 1, sizeof(HParam));
   for (int i = 0; ok && i < root.n; i++) {
     ok = root.items[i].kind == JSON_NUMBER;

@@ -10,6 +10,7 @@
  *
  * Files go to a fresh directory under $TMPDIR (or /tmp), removed at the end. */
 #include "runtime/checkpoint.h"
+#include "tasks/train_util.h"
 #include "tests/test.h"
 
 #include <dirent.h>
@@ -971,6 +972,44 @@ static int count_tmps(const char *base) {
     if (strncmp(de->d_name, base, strlen(base)) == 0 && strstr(de->d_name, ".tmp.")) n++;
   if (dp) closedir(dp);
   return n;
+}
+
+/* A checkpoint whose hparams would overflow the run's settings is refused
+ * by train_origin_read (found by fuzz/fuzz_checkpoint: 65 hparams hit an
+ * assertion in train_sets_add), and one with the most it takes is read. */
+TEST(origin_hparams_bounded) {
+  const char *path = tpath(0, "many_hparams.safetensors");
+  for (int extra = 0; extra < 2; extra++) {
+    Graph g;
+    small_graph(&g, "pretrain", 4);
+    while (g.hparams.n < TRAIN_MAX_SETS / 2 + extra) {
+      char name[32];
+      snprintf(name, sizeof name, "h%d", g.hparams.n);
+      vec_push(&g.hparams, ((HParam){bc_intern(name), 1.0}));
+    }
+    Exec *e = make_exec(&g);
+    init_exec(e, 7);
+    CHECK(save_ok(path, e, NULL));
+    TrainOrigin o;
+    Diag d;
+    diag_init(&d);
+    bool ok = train_origin_read(&o, path, &d);
+    CHECK_MSG(ok == !extra, "%d hparams: %s", g.hparams.n, diag_first(&d));
+    if (extra) CHECK_HAS(diag_first(&d), "33 hparams, more than the 32 a run can take");
+    if (ok) {
+      TrainModel m;
+      TrainSets sets;
+      train_sets_init(&sets, NULL, 0);
+      CHECK(train_origin_model(&o, NULL, &m, &sets, NULL, &d));
+      CHECK_EQ_INT(sets.n, TRAIN_MAX_SETS / 2);
+      train_model_free(&m);
+      train_sets_free(&sets);
+    }
+    train_origin_free(&o);
+    diag_free(&d);
+    exec_destroy(e);
+    graph_free(&g);
+  }
 }
 
 TEST(atomic_under_sigkill) {
