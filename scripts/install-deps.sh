@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages bertc builds and tests with (Debian 12);
 # curl and ca-certificates are for scripts/get-data.sh; clang-14 and
-# libclang-rt-14-dev (libFuzzer) build the harnesses of fuzz/.
+# libclang-rt-14-dev (libFuzzer) build the harnesses of fuzz/; libutf8proc-dev
+# gives the WordPiece tokenizer its Unicode data.
 # Needs root (CI runs as root); safe to run again.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libyaml-dev llvm-14-dev graphviz
