@@ -25,12 +25,17 @@ static const char usage[] =
     "                      checkpoint and a new classifier, or trains a model from\n"
     "                      scratch without --init (models/README.md: what a model\n"
     "                      offers each task)\n"
-    "  --recipe NAME       bertc (default): settings that learn; d2l: the chapter's\n"
+    "  --recipe NAME       bertc (default): settings that learn; d2l: the chapter's;\n"
+    "                      hf: BERT's fine-tuning settings, the default for --init\n"
+    "                      of a Hugging Face BERT (`bertc import`)\n"
     "                        recipe     pretrain                      snli\n"
     "                        bertc      --steps 4000 --batch 256      --epochs 15 --batch 128\n"
     "                                   --lr 1e-3                     --lr 1e-3\n"
     "                        d2l        --steps 4000 --batch 256      --epochs 5 --batch 512\n"
     "                                   --lr 0.01                     --lr 1e-4\n"
+    "                        hf         -                             --epochs 3 --batch 32\n"
+    "                                                                 --lr 3e-5 --schedule linear\n"
+    "                                                                 max_len at most 128\n"
     "  --model FILE        model YAML (default: the checkpoint's own model with --init\n"
     "                      or --resume, else models/bert.yaml beside bertrun)\n"
     "  --set NAME=VALUE    override a hyperparameter (repeatable; with --init or\n"
@@ -267,8 +272,20 @@ int main(int argc, char **argv) {
   const char *where_name = where == EVAL ? "bertrun eval" : where == PREDICT ? "bertrun predict"
                            : where == ENCODE ? "bertrun encode" : where == PRE ? "--task pretrain" : "--task snli";
   TrainOptions o;
+  if (where == SNLI && !recipe) {
+    /* a Hugging Face BERT is fine-tuned as BERT is, unless asked otherwise */
+    const char *init = NULL;
+    for (int i = 2; i + 1 < argc; i++)
+      if (!strcmp(argv[i], "--init")) init = argv[i + 1];
+    if (init && train_init_is_hf(init)) {
+      recipe = "hf";
+      fprintf(stderr, "snli: --init is a Hugging Face BERT: recipe hf (--recipe bertc for bertc's)\n");
+    }
+  }
   if (!train_options_default(&o, where == PRE ? "pretrain" : "snli", recipe))
-    return bad_usage("unknown recipe '%s' (recipes: bertc, d2l)", recipe);
+    return bad_usage(where == PRE && recipe && !strcmp(recipe, "hf") ? "recipe '%s' is for fine-tuning (--task snli)"
+                                                                     : "unknown recipe '%s' (recipes: bertc, d2l, hf)",
+                     recipe);
   bool set_out = false, set_threads = false, set_batch = false, set_eval_batch = false;
   const char *input = NULL;
   int64_t x, hidden_rows = 0;

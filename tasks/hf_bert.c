@@ -16,6 +16,7 @@
 #include "../graph/json.h"
 #include "../runtime/checkpoint.h"
 #include "hf_bert.h"
+#include "train.h"
 #include "train_util.h"
 #include "wordpiece.h"
 
@@ -263,6 +264,16 @@ bool hf_meta_vocab(const CheckpointMeta *m, const char *name, Vocab *v, Diag *d)
   }
   arena_free(&a);
   return ok;
+}
+
+bool train_init_is_hf(const char *checkpoint) {
+  Diag d;
+  diag_init(&d);
+  CheckpointMeta m;
+  bool hf = checkpoint_read_meta(checkpoint, &m, &d) && hf_meta_has_tokenizer(&m);
+  checkpoint_meta_free(&m);
+  diag_free(&d); /* an unreadable file is reported where the run reads it */
+  return hf;
 }
 
 void hf_meta_set_vocab(CheckpointMeta *m, const Vocab *v) {

@@ -69,6 +69,15 @@ bool train_options_default(TrainOptions *o, const char *task, const char *recipe
     o->epochs = pre ? 0 : 15;
     o->batch = pre ? 256 : 128;
     o->lr = 1e-3;
+  } else if (strcmp(recipe, "hf") == 0) {
+    /* BERT's own fine-tuning (Devlin et al.; transformers' Trainer): a few
+     * epochs at a small rate decaying linearly, batch 32 */
+    if (pre) return false;
+    o->epochs = 3;
+    o->batch = 32;
+    o->lr = 3e-5;
+    o->schedule = TRAIN_SCHEDULE_LINEAR;
+    o->max_len_cap = 128; /* SNLI's pairs fit (99% within 48 tokens); BERT's 512 would cost plans */
   } else if (strcmp(recipe, "d2l") == 0) {
     o->steps = pre ? 4000 : 0;
     o->epochs = pre ? 0 : 5;
@@ -330,6 +339,7 @@ static bool setup_model(TrainRun *r, Diag *d) {
   }
   const HParam *ml = r->have_origin ? train_origin_hparam(&r->origin, "max_len") : NULL;
   r->max_len = o->max_len > 0 ? o->max_len : ml ? (int)ml->value : 128;
+  if (o->max_len <= 0 && o->max_len_cap > 0 && r->max_len > o->max_len_cap) r->max_len = o->max_len_cap;
   train_sets_push(&r->sets, o->sets, o->n_sets);
   train_sets_add(&r->sets, "max_len", r->max_len);
   Graph probe;

@@ -50,6 +50,7 @@ typedef struct {
   double clip;             /* global gradient-norm bound (default 0: no clipping) */
   uint64_t seed;
   int max_len;        /* 0: the checkpoint's (--init), else 128 */
+  int max_len_cap;    /* > 0: without --max-len, at most this (recipe hf: 128) */
   int64_t save_every; /* steps between checkpoints (0: only at the end) */
   int64_t max_examples; /* > 0: use only the first N training examples */
   int64_t report_every; /* steps per progress/metrics record (0: every ~10 s) */
@@ -74,10 +75,11 @@ typedef struct {
 } TrainOptions;
 
 /* The defaults for `task` under a recipe: "bertc" (settings that learn:
- * bertrun --help lists them) or "d2l" (the chapter's: pretrain 4,000 steps
+ * bertrun --help lists them), "d2l" (the chapter's: pretrain 4,000 steps
  * at batch 256, lr 0.01; snli 5 epochs at batch 512, lr 1e-4; both a
- * constant rate, no warmup, weight decay or clipping); false for an
- * unknown recipe. */
+ * constant rate, no warmup, weight decay or clipping) or, for snli only,
+ * "hf" (BERT's fine-tuning: 3 epochs at batch 32, lr 3e-5 decaying
+ * linearly, max_len at most 128); false for an unknown recipe. */
 bool train_options_default(TrainOptions *o, const char *task, const char *recipe);
 
 typedef enum {
@@ -88,6 +90,10 @@ typedef enum {
 
 TrainStatus train_pretrain(const TrainOptions *o, Diag *d);
 TrainStatus train_snli(const TrainOptions *o, Diag *d);
+/* Whether `checkpoint` is a Hugging Face BERT (made by `bertc import` or
+ * fine-tuned from one); false also when it cannot be read. */
+bool train_init_is_hf(const char *checkpoint);
+
 /* Test accuracy and confusion matrix of an snli checkpoint on snli_1.0_test
  * (o: data, device, eval_batch, model). `checkpoint` may be a run folder:
  * its best.safetensors (the best on dev), else its checkpoint.safetensors;

@@ -26,8 +26,11 @@ check "the written model compiles as it stands" bash -c "
 
 # fine-tuning: the sample's classes follow its sentences' words, so a model
 # that reads them learns; the d2l sample with WordPiece on the raw sentences
+# (the tiny BERT's weights are random: the rate of a model trained afresh)
 "$BERTRUN" train --task snli --init "$tmp/imp/checkpoint.safetensors" --data "$DATA" --epochs 3 --batch 16 \
-  --threads 1 --out "$tmp/ft" >"$tmp/ft.log" 2>&1
+  --lr 1e-3 --schedule constant --threads 1 --out "$tmp/ft" >"$tmp/ft.log" 2>&1
+check "--init of an imported BERT picks the recipe hf" grep -q 'recipe hf (--recipe bertc for' "$tmp/ft.log"
+check "... whose max_len is at most 128 (the model's 40 here)" grep -q 'longest 40' "$tmp/ft.log"
 check "fine-tuning the imported model runs" grep -q 'snli done: 276 steps' "$tmp/ft.log"
 check "... and learns (best dev accuracy above 0.8)" bash -c "
   sed -n 's/^best dev acc \([0-9.]*\) .*/\1/p' '$tmp/ft.log' | awk '{ v = \$1 } END { exit !(v > 0.8) }'"
@@ -92,7 +95,7 @@ PY
 
 check "--graph nli_mlp fine-tunes d2l's head on [CLS]; eval and predict follow the checkpoint's graph" bash -c "
   '$BERTRUN' train --task snli --init '$tmp/imp/checkpoint.safetensors' --graph nli_mlp --data '$DATA' --epochs 1 \
-    --batch 32 --out '$tmp/mlp' >/dev/null 2>&1 &&
+    --batch 32 --lr 1e-3 --out '$tmp/mlp' >/dev/null 2>&1 &&
   '$BERTRUN' eval --task snli '$tmp/mlp' --data '$DATA' | grep -q 'test accuracy' &&
   '$BERTRUN' predict '$tmp/mlp/best.safetensors' --input '$tmp/pairs.tsv' | grep -c '\"label\"' | grep -qx 2 &&
   python3 -c 'import json,struct,sys; f=open(sys.argv[1],\"rb\"); n=struct.unpack(\"<Q\",f.read(8))[0]; h=json.loads(f.read(n)); sys.exit(not (\"mlp_hidden.W\" in h and \"classifier.W\" not in h))' '$tmp/mlp/best.safetensors'"
