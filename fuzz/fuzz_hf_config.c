@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   diag_init(&d);
   HfConfig c;
   if (hf_config_read("config.json", (const char *)data, size, &c, &d)) {
-    if (c.vocab < 1 || c.hidden < 1 || c.ffn < 1 || c.heads < 1 || c.layers < 1 || c.max_len < 1 ||
+    if (c.vocab < 1 || c.hidden < 1 || c.ffn < 1 || c.heads < 1 || c.layers < 1 || c.positions < 1 ||
         c.type_vocab < 1 || c.hidden % c.heads != 0 || !(c.dropout >= 0 && c.dropout < 1) || !(c.eps >= 0) ||
         !isfinite(c.eps))
       abort();

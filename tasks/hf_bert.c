@@ -195,7 +195,7 @@ bool hf_config_read(const char *file, const char *text, size_t n, HfConfig *c, D
   c->ffn = config_int(&r, "intermediate_size", -1);
   c->heads = config_int(&r, "num_attention_heads", -1);
   c->layers = config_int(&r, "num_hidden_layers", -1);
-  c->max_len = config_int(&r, "max_position_embeddings", -1);
+  c->positions = config_int(&r, "max_position_embeddings", -1);
   c->type_vocab = config_int(&r, "type_vocab_size", 2);
   c->eps = config_number(&r, "layer_norm_eps", 1e-12);
   c->dropout = config_number(&r, "hidden_dropout_prob", 0.1);
@@ -450,9 +450,9 @@ static bool write_model_files(const Graph *g, const char *out, const TrainSets *
         size_t len = end ? (size_t)(end - line + 1) : strlen(line);
         if (line[0] != ' ' && line[0] != '#' && line[0] != '\n') in_hparams = strncmp(line, "hparams:", 8) == 0;
         const Setting *hit = NULL;
-        /* seq and batch keep their defaults: tasks set them per run */
+        /* batch keeps its default: tasks set it per run */
         for (int k = 0; in_hparams && k < sets->n && !hit; k++) {
-          if (strcmp(sets->s[k].key, "seq") == 0 || strcmp(sets->s[k].key, "batch") == 0) continue;
+          if (strcmp(sets->s[k].key, "batch") == 0) continue;
           size_t kl = strlen(sets->s[k].key);
           if (len > kl + 3 && strncmp(line, "  ", 2) == 0 && strncmp(line + 2, sets->s[k].key, kl) == 0 &&
               line[2 + kl] == ':')
@@ -535,9 +535,9 @@ bool hf_import(const char *dir, const char *out, const char *model, Diag *d) {
     const char *key;
     double v;
   } hp[] = {{"vocab", (double)c.vocab},     {"hidden", (double)c.hidden}, {"ffn", (double)c.ffn},
-            {"heads", (double)c.heads},     {"layers", (double)c.layers}, {"max_len", (double)c.max_len},
+            {"heads", (double)c.heads},     {"layers", (double)c.layers}, {"positions", (double)c.positions},
             {"type_vocab", (double)c.type_vocab}, {"ln_eps", c.eps},     {"dropout", c.dropout},
-            {"seq", (double)c.max_len},     {"batch", 1}};
+            {"batch", 1}};
   for (size_t i = 0; i < sizeof hp / sizeof *hp; i++) train_sets_add(&sets, hp[i].key, hp[i].v);
   if (model) train_model_file(&m, model);
   else {
@@ -616,7 +616,7 @@ static char *export_config(const JsonValue *hp, bool classifier, int pad_id) {
   put_num(&b, "num_attention_heads", json_number(hp, "heads"), &first);
   put_num(&b, "intermediate_size", json_number(hp, "ffn"), &first);
   put_str(&b, "hidden_act", "gelu", &first);
-  put_num(&b, "max_position_embeddings", json_number(hp, "max_len"), &first);
+  put_num(&b, "max_position_embeddings", json_number(hp, "positions"), &first);
   put_num(&b, "type_vocab_size", json_number(hp, "type_vocab"), &first);
   put_num(&b, "layer_norm_eps", json_number(hp, "ln_eps"), &first);
   put_num(&b, "hidden_dropout_prob", json_number(hp, "dropout"), &first);
@@ -734,7 +734,7 @@ bool hf_export(const char *ckpt, const char *out, Diag *d) {
   if (!train_make_dir(out, d)) goto done;
   const JsonValue *pad = json_get(&tok, "pad_token");
   config = export_config(&hp, classifier, vocab_line_of(vocab, pad && pad->kind == JSON_STRING ? pad->str : "[PAD]"));
-  tokcfg = export_tokenizer(&tok, json_number(&hp, "max_len"));
+  tokcfg = export_tokenizer(&tok, json_number(&hp, "positions"));
   static const char *const names[] = {"model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json"};
   for (int i = 0; i < 4; i++) paths[i] = train_join(out, names[i]);
   CheckpointKV format = {"format", "pt"};

@@ -29,7 +29,7 @@
 
 /* The sizes of a Hugging Face BERT config.json. */
 typedef struct {
-  int64_t vocab, hidden, ffn, heads, layers, max_len, type_vocab;
+  int64_t vocab, hidden, ffn, heads, layers, positions, type_vocab;
   double eps, dropout;
 } HfConfig;
 

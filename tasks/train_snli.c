@@ -79,7 +79,8 @@ static bool snli_task_prepare(TrainRun *r, Diag *d) {
   }
   if (!train_origin_read(&r->origin, o->init, d)) return false;
   r->have_origin = true;
-  static const char *const not_inherited[] = {"batch", NULL};
+  /* per run: the batch, and seq (each length bucket's, else max_len) */
+  static const char *const not_inherited[] = {"batch", "seq", NULL};
   return train_origin_model(&r->origin, o->model, &r->model, &r->sets, not_inherited, d);
 }
 
