@@ -15,12 +15,18 @@
 #      as max absolute difference; mean-pooled embeddings (every pair) as the
 #      smallest cosine
 #   5. forward examples/s at batch 64 and 512 on the first --speed-pairs
-#      pairs (default 2048, padded to their longest): bertc (`bertrun
-#      encode`, --threads) against PyTorch eager and torch.compile (same
-#      threads, same padded batches)
-# Results: $OUT (else bench/results/minilm)/minilm.json, and a table.
+#      pairs (default 2048, in length buckets): bertc (`bertrun encode`,
+#      --threads) against PyTorch eager and torch.compile (same threads,
+#      same batches)
+#   6. with --train: fine-tuning examples/s on the first 4,096 SNLI
+#      training pairs, `bertrun train --task snli --init` (recipe hf, batch
+#      32, length buckets) against BertForSequenceClassification steps on
+#      batches made the same way (bench/minilm_train.py, eager and
+#      torch.compile)
+# Results: $OUT (else bench/results/minilm)/minilm.json (and
+# minilm_train.json), and a table.
 #
-# Usage: bench/minilm.sh [--data DIR] [--threads N] [--speed-pairs N] [--no-compile]
+# Usage: bench/minilm.sh [--data DIR] [--threads N] [--speed-pairs N] [--no-compile] [--train]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -28,13 +34,15 @@ data=${BERT_DATA:-}
 threads=$(nproc)
 speed_pairs=2048
 compile=1
+train=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) data=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --speed-pairs) speed_pairs=$2; shift 2 ;;
     --no-compile) compile=0; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --train) train=1; shift ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "minilm.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -80,3 +88,20 @@ echo "== transformers: parity and speed"
 "$py" bench/minilm_check.py --model "$model" --pairs "$tmp/pairs.tsv" --bertc "$tmp/all.safetensors" \
   --speed "$tmp/speed64.safetensors" "$tmp/speed512.safetensors" --speed-pairs "$speed_pairs" \
   --threads "$threads" --compile "$compile" --json "$out/minilm.json"
+
+if [ "$train" = 1 ]; then
+  echo "== fine-tuning steps: bertrun train (4,096 pairs, recipe hf) and BertForSequenceClassification"
+  build/bertrun train --task snli --init "$ckpt" --data "$data" --max-examples 4096 --epochs 1 --threads "$threads" \
+    --out "$tmp/ft" 2>&1 | grep -E 'examples/sec|recipe|compiled' | tee "$tmp/ft.txt"
+  bertc_train=$(sed -n 's/^\([0-9.]*\) examples\/sec on .*/\1/p' "$tmp/ft.txt")
+  "$py" bench/minilm_train.py --model "$model" --train "$data"/snli/snli_1.0_train*.txt --batch 32 \
+    --threads "$threads" --compile "$compile" >"$tmp/torch_train.json"
+  "$py" - "$tmp/torch_train.json" "$bertc_train" "$out/minilm_train.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); r["bertc_examples_per_s"] = float(sys.argv[2])
+json.dump(r, open(sys.argv[3], "w"), indent=2)
+b = r["bertc_examples_per_s"]; e = r["eager"]["examples_per_s"]; c = r.get("compile", {}).get("examples_per_s")
+print(f"fine-tuning examples/s at batch 32: bertc {b:.1f}, eager {e:.1f} ({b / e:.2f}x)"
+      + (f", torch.compile {c:.1f} ({b / c:.2f}x)" if c else ""))
+PY
+fi
