@@ -301,15 +301,16 @@ static char *tokenizer_meta(const char *path, Diag *d) {
   size_t n = 0;
   char *out = NULL;
   if (train_file_exists(path)) {
+    const char *file = bc_intern(path); /* errors outlive the caller's path */
     text = bc_read_file(path, &n, d);
     if (!text) goto done;
     JsonValue root;
-    JsonError err;
+    JsonError err = {{0}, 0};
     if (!json_parse(text, n, NULL, &arena, &root, &err) || root.kind != JSON_OBJECT) {
-      diag_error(d, loc_at(path, text, err.pos), "not a JSON object: %s", err.msg);
+      diag_error(d, loc_at(file, text, err.pos), "not a JSON object%s%s", err.msg[0] ? ": " : "", err.msg);
       goto done;
     }
-    ConfigReader r = {path, text, &root, d, true};
+    ConfigReader r = {file, text, &root, d, true};
     const JsonValue *lc = json_get(&root, "do_lower_case");
     if (lc && lc->kind != JSON_BOOL) config_error(&r, "do_lower_case", "\"%s\" must be true or false%s", "");
     else if (lc) lower = lc->u != 0;

@@ -6,6 +6,7 @@
  * refusals (another model_type, relative positions, a missing or misshapen
  * tensor, a pickled checkpoint), each naming its file and key. */
 #include "graph/json.h"
+#include "graph/strbuf.h"
 #include "runtime/checkpoint.h"
 #include "tasks/hf_bert.h"
 #include "tasks/train_util.h"
@@ -314,6 +315,115 @@ TEST(import_refusals) {
   CHECK(rename(p, q) == 0);
   CHECK(!import_into(dir, tmp_path("bad_out"), msg, sizeof msg) && strstr(msg, "pytorch_model.bin") &&
         strstr(msg, "convert it to model.safetensors"));
+}
+
+/* f to IEEE half (round to nearest even; the fixture's weights are normal
+ * and small) or to bfloat16 (the high half, rounded to nearest even). */
+static uint16_t to_half(float f, bool bf16) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if (bf16) return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+  uint32_t sign = (u >> 16) & 0x8000, e = (u >> 23) & 0xff, m = u & 0x7fffff;
+  int he = (int)e - 127 + 15;
+  if (he <= 0) /* a subnormal half (truncated): m 2^-24 */
+    return (uint16_t)(sign | (he < -10 ? 0 : (m | 0x800000) >> (14 - he)));
+  uint32_t hm = m >> 13, rest = m & 0x1fff;
+  uint32_t h = sign | (uint32_t)he << 10 | hm;
+  if (rest > 0x1000 || (rest == 0x1000 && (hm & 1))) h++;
+  return (uint16_t)h;
+}
+
+/* The fixture with model.safetensors rewritten as F16 or BF16 (a
+ * safetensors file written here by hand: header, then 2-byte elements). */
+static const char *half_fixture(bool bf16) {
+  const char *dir = fixture_copy(bf16 ? "bf16" : "f16", NULL, NULL);
+  char src[1100], dst[1100];
+  snprintf(src, sizeof src, "%s/model.safetensors", FIXTURE);
+  snprintf(dst, sizeof dst, "%s/model.safetensors", dir);
+  Diag d;
+  diag_init(&d);
+  CheckpointInfo info;
+  if (!checkpoint_read_info(src, &info, &d)) abort();
+  StrBuf h = {0};
+  strbuf_puts(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
+  uint64_t at = 0;
+  for (int i = 0; i < info.tensors.n; i++) {
+    const CheckpointTensor *t = &info.tensors.data[i];
+    uint64_t nb = (uint64_t)shape_numel(&t->shape) * 2;
+    strbuf_printf(&h, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, bf16 ? "BF16" : "F16");
+    for (int k = 0; k < t->shape.rank; k++) strbuf_printf(&h, "%s%lld", k ? "," : "", (long long)t->shape.dim[k]);
+    strbuf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at, (unsigned long long)(at + nb));
+    at += nb;
+  }
+  strbuf_puts(&h, "}");
+  while (h.n % 8) strbuf_puts(&h, " ");
+  FILE *f = fopen(dst, "wb");
+  uint64_t n = h.n;
+  unsigned char len[8];
+  for (int i = 0; i < 8; i++) len[i] = (unsigned char)(n >> (8 * i));
+  fwrite(len, 1, 8, f);
+  fwrite(h.data, 1, h.n, f);
+  for (int i = 0; i < info.tensors.n; i++) {
+    const CheckpointTensor *t = &info.tensors.data[i];
+    int64_t m = shape_numel(&t->shape);
+    float *x = malloc(sizeof(float) * (size_t)(m ? m : 1));
+    if (!checkpoint_read_tensor(src, &info, t, x, &d)) abort();
+    for (int64_t k = 0; k < m; k++) {
+      uint16_t v = to_half(x[k], bf16);
+      unsigned char b[2] = {(unsigned char)(v & 0xff), (unsigned char)(v >> 8)};
+      fwrite(b, 1, 2, f);
+    }
+    free(x);
+  }
+  fclose(f);
+  free(h.data);
+  checkpoint_info_free(&info);
+  diag_free(&d);
+  return dir;
+}
+
+/* F16 and BF16 weights import, converted to f32: each tensor as the F32
+ * import's within the format's rounding (half 2^-11 relative, 2^-24
+ * absolute among its subnormals; bfloat16 2^-8 relative). */
+TEST(half_precision_weights_import) {
+  char msg[4096];
+  const char *ref = tmp_path("ref32");
+  CHECK_MSG(import_into(FIXTURE, ref, msg, sizeof msg), "import failed: %s", msg);
+  char ref_ckpt[1100];
+  snprintf(ref_ckpt, sizeof ref_ckpt, "%s/checkpoint.safetensors", ref);
+  for (int bf16 = 0; bf16 < 2; bf16++) {
+    const char *out = tmp_path(bf16 ? "imp_bf16" : "imp_f16");
+    CHECK_MSG(import_into(half_fixture(bf16), out, msg, sizeof msg), "%s import failed: %s", bf16 ? "BF16" : "F16",
+              msg);
+    char ckpt[1100];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", out);
+    Diag d;
+    diag_init(&d);
+    CheckpointInfo a, b;
+    CHECK(checkpoint_read_info(ref_ckpt, &a, &d) && checkpoint_read_info(ckpt, &b, &d));
+    double worst = 0, rel = bf16 ? 1.0 / 256 : 1.0 / 2048;
+    int n_checked = 0;
+    for (int i = 0; i < a.tensors.n && i < b.tensors.n; i++) {
+      const CheckpointTensor *ta = &a.tensors.data[i], *tb = &b.tensors.data[i];
+      CHECK(strcmp(ta->name, tb->name) == 0 && shape_eq(&ta->shape, &tb->shape));
+      int64_t m = shape_numel(&ta->shape);
+      float *x = malloc(sizeof(float) * (size_t)(m ? m : 1)), *y = malloc(sizeof(float) * (size_t)(m ? m : 1));
+      CHECK(checkpoint_read_tensor(ref_ckpt, &a, ta, x, &d) && checkpoint_read_tensor(ckpt, &b, tb, y, &d));
+      for (int64_t k = 0; k < m; k++) {
+        /* relative, but absolute 2^-24 below half's normal range */
+        double e = fabs((double)x[k] - y[k]) / (fabs(x[k]) > 0x1p-14 ? fabs(x[k]) : 0x1p-14 * 2048);
+        if (e > worst) worst = e;
+      }
+      free(x), free(y);
+      n_checked++;
+    }
+    fprintf(stderr, "  %s: %d tensors, worst relative difference %.2g from the F32 import\n", bf16 ? "BF16" : "F16",
+            n_checked, worst);
+    CHECK_MSG(n_checked == 39 && worst <= rel, "%s: %g", bf16 ? "BF16" : "F16", worst);
+    checkpoint_info_free(&a);
+    checkpoint_info_free(&b);
+    diag_free(&d);
+  }
 }
 
 TEST_MAIN();
