@@ -9,7 +9,9 @@
 #   c. ctest -L gpu (test_gpu*: the cuda backend against interp); then
 #      training with one replica per GPU in one process (--device cuda:all)
 #      against --device cuda; tests/buckets.sh on cuda (length buckets:
-#      bucketed and padded runs agree, eval and predict in buckets)
+#      bucketed and padded runs agree, eval and predict in buckets);
+#      tests/hf.sh with HF_DEVICES=cuda (an imported BERT fine-tuned on
+#      cuda gives the cpu backend's losses)
 #   d. bench_step on cuda: nli at batch 512, pretrain at batch 256
 #   e. torch_ref.py --device cuda: PyTorch eager and torch.compile
 #   f. d2l's full pipeline on cuda, timed: pretrain 4000 steps at batch 256,
@@ -214,6 +216,20 @@ if [ -n "$bin" ]; then
 fi
 fact buckets "$buckets"
 
+# ---- c. a Hugging Face BERT on the device: tests/hf.sh with its cuda check ----
+say "tests/hf.sh with HF_DEVICES=$dev"
+hf=notrun
+if [ -n "$bin" ]; then
+  if HF_DEVICES=$dev BERTC="$bin/bertc" BERTRUN="$bin/bertrun" timeout -k 5 "$(limit 120 120)" bash tests/hf.sh \
+       >"$tmp/hf.log" 2>&1; then
+    hf="passed ($(grep -c '^ok' "$tmp/hf.log") checks)"
+  else
+    hf="FAILED: $(grep -E '^FAIL|largest' "$tmp/hf.log" | tr '\n' ' ' | cut -c1-400)"
+  fi
+  cat "$tmp/hf.log"
+fi
+fact hf "$hf"
+
 # ---- d. bench_step on cuda ----
 say "bench_step on $dev"
 # the f32 (non-tensor-core) peak of the GPU, for bench_step's fraction of peak
@@ -364,7 +380,7 @@ def pl(key):
 pre, ft = pl("pretrain_last"), pl("snli_last")
 summary = {"gpu": facts.get("gpu"), "driver": facts.get("driver"), "build": facts.get("build"),
            "tests": facts.get("tests"), "tests_s": facts.get("tests_s"), "replicas": facts.get("replicas"),
-           "buckets": facts.get("buckets"),
+           "buckets": facts.get("buckets"), "hf": facts.get("hf"),
            "bench": rows,
            "pipeline": {"status": facts.get("pipeline"), "pretrain_s": facts.get("pretrain_s"),
                  "pretrain_status": facts.get("pretrain_status"), "finetune_status": facts.get("snli_status"),
@@ -386,6 +402,7 @@ except OSError:
     pass
 print(f"replicas in one process (bertrun train --device cuda:all): {facts.get('replicas')}")
 print(f"length buckets (tests/buckets.sh on the device): {facts.get('buckets')}")
+print(f"Hugging Face BERT (tests/hf.sh, fine-tuning on the device against cpu): {facts.get('hf')}")
 print()
 print(f"{'step':9s} {'batch':>5s} {'bertc ex/s':>10s} | {'eager@b':>8s} {'x':>5s} {'eager best':>15s} {'x':>5s} | {'compile@b':>9s} {'x':>5s}")
 for r in rows:

@@ -103,6 +103,29 @@ check "an unknown --graph names the model's graphs" bash -c "
   '$BERTRUN' train --task snli --init '$tmp/imp/checkpoint.safetensors' --graph nope --data '$DATA' --out '$tmp/n' 2>&1 |
     grep -q \"unknown graph 'nope' (the model has: encode, nli, nli_mlp)\""
 
+# other backends: 4 fine-tuning steps of the imported model give the cpu
+# backend's losses (HF_DEVICES, default interp; bench/gpu-check.sh: cuda)
+steps4=(train --task snli --init "$tmp/imp/checkpoint.safetensors" --data "$DATA" --max-examples 64 --epochs 1
+        --batch 16 --lr 1e-3 --report-every 1 --threads 1)
+"$BERTRUN" "${steps4[@]}" --device cpu --out "$tmp/dev_cpu" >/dev/null 2>&1
+for dev in ${HF_DEVICES:-interp}; do
+  # interp computes in f64, cuda in f32 with atomics: relative 1e-5 and 1e-3
+  tol=1e-5
+  case $dev in cuda*) tol=1e-3 ;; esac
+  "$BERTRUN" "${steps4[@]}" --device "$dev" --out "$tmp/dev_$dev" >/dev/null 2>&1
+  check "fine-tuning the imported model on $dev: the cpu backend's losses (relative $tol)" python3 - \
+    "$tmp/dev_cpu" "$tmp/dev_$dev" "$tol" <<'PY'
+import json, sys
+def losses(d):
+    return [r["loss"] for r in map(json.loads, open(d + "/metrics.jsonl")) if "loss" in r and "dev_acc" not in r]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert len(a) == len(b) >= 4, (a, b)
+gap = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+print(f"  {len(a)} steps, largest relative difference {gap:.2g}")
+sys.exit(gap > float(sys.argv[3]))
+PY
+done
+
 check "import without -o is a usage error (2)" bash -c "'$BERTC' import tests/data/hf_tiny 2>/dev/null; [ \$? -eq 2 ]"
 check "import of a folder without config.json names it" bash -c "
   '$BERTC' import tests/data -o '$tmp/x' 2>&1 | grep -q 'tests/data: error: no config.json'"
