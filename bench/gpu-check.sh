@@ -202,33 +202,30 @@ fi
 fact replicas "$replicas"
 echo "replicas: $replicas"
 
+# shell_test FACT CMD...: one of tests/*.sh run by CMD on the device (with
+# the binaries found above), its output shown; FACT is "passed (N checks)"
+# or "FAILED: " and its FAIL lines and differences
+shell_test() {
+  local name=$1 result=notrun
+  shift
+  if [ -n "$bin" ]; then
+    if env BERTC="$bin/bertc" BERTRUN="$bin/bertrun" "$@" >"$tmp/$name.log" 2>&1; then
+      result="passed ($(grep -c '^ok' "$tmp/$name.log") checks)"
+    else
+      result="FAILED: $(grep -E '^FAIL|difference' "$tmp/$name.log" | tr '\n' ' ' | cut -c1-400)"
+    fi
+    cat "$tmp/$name.log"
+  fi
+  fact "$name" "$result"
+}
+
 # ---- c. length buckets on the device: tests/buckets.sh's checks on cuda ----
 say "tests/buckets.sh on $dev"
-buckets=notrun
-if [ -n "$bin" ]; then
-  if BUCKETS_DEVICES=$dev BERTRUN="$bin/bertrun" timeout -k 5 "$(limit 90 120)" bash tests/buckets.sh \
-       >"$tmp/buckets.log" 2>&1; then
-    buckets="passed ($(grep -c '^ok' "$tmp/buckets.log") checks)"
-  else
-    buckets="FAILED: $(grep -E '^FAIL|difference' "$tmp/buckets.log" | tr '\n' ' ' | cut -c1-400)"
-  fi
-  cat "$tmp/buckets.log"
-fi
-fact buckets "$buckets"
+shell_test buckets BUCKETS_DEVICES="$dev" timeout -k 5 "$(limit 90 120)" bash tests/buckets.sh
 
 # ---- c. a Hugging Face BERT on the device: tests/hf.sh with its cuda check ----
 say "tests/hf.sh with HF_DEVICES=$dev"
-hf=notrun
-if [ -n "$bin" ]; then
-  if HF_DEVICES=$dev BERTC="$bin/bertc" BERTRUN="$bin/bertrun" timeout -k 5 "$(limit 120 120)" bash tests/hf.sh \
-       >"$tmp/hf.log" 2>&1; then
-    hf="passed ($(grep -c '^ok' "$tmp/hf.log") checks)"
-  else
-    hf="FAILED: $(grep -E '^FAIL|largest' "$tmp/hf.log" | tr '\n' ' ' | cut -c1-400)"
-  fi
-  cat "$tmp/hf.log"
-fi
-fact hf "$hf"
+shell_test hf HF_DEVICES="$dev" timeout -k 5 "$(limit 120 120)" bash tests/hf.sh
 
 # ---- d. bench_step on cuda ----
 say "bench_step on $dev"
