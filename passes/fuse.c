@@ -8,7 +8,8 @@
  *  - Views (broadcast, permute, slice) and generators (constant, iota,
  *    random) whose readers are all loop-kind nodes are folded into their
  *    readers: a view becomes strides on a load, a generator is recomputed;
- *    so is pointwise index math computed only from graph inputs.
+ *    so is pointwise index math computed only from graph inputs. A chain
+ *    of folded nodes is cut every FOLD_DEPTH_MAX links.
  *  - An elementwise node (and select, cast, a joined broadcast of a row
  *    value) joins the latest LOOP group whose domain equals its shape (or
  *    whose rows it is a per-row value of) if every input it reads is
@@ -38,6 +39,9 @@ typedef struct {
   VEC(Shape) domains;
   VEC(int) cols;
 } Fuser;
+
+/* Longest chain of folded views and index math (decide_folding). */
+enum { FOLD_DEPTH_MAX = 32 };
 
 static bool is_view(Op op) { return op == OP_BROADCAST || op == OP_PERMUTE || op == OP_SLICE; }
 static bool is_generator(Op op) { return op == OP_CONSTANT || op == OP_IOTA || op == OP_RANDOM; }
@@ -166,6 +170,25 @@ static void decide_folding(Fuser *F, bool no_view_fold) {
     }
     F->folded[i] = ok;
   }
+  /* Folded chains (a view of a view of ..., index math of index math) are
+   * cut every FOLD_DEPTH_MAX links: each reader recomputes the whole chain,
+   * and lowering it recurses once per link. A view cut off becomes a copy
+   * kernel; index math whose input was cut off is computed once. */
+  int *depth = bc_calloc((size_t)(g->nodes.n ? g->nodes.n : 1), sizeof(int));
+  for (int i = 0; i < g->nodes.n; i++) {
+    if (!F->folded[i]) continue;
+    const Node *n = &g->nodes.data[i];
+    bool inputs_folded = true;
+    for (int j = 0; j < n->n_in; j++) {
+      NodeId p = g->values.data[n->in[j]].node;
+      if (p < 0) continue;
+      if (!F->folded[p]) inputs_folded = false;
+      else if (depth[p] > depth[i]) depth[i] = depth[p];
+    }
+    depth[i]++;
+    if (depth[i] > FOLD_DEPTH_MAX || (is_pointwise(n->op) && !inputs_folded)) F->folded[i] = false;
+  }
+  free(depth);
 }
 
 /* The latest group that runs folded node n (through its readers). */

@@ -10,7 +10,8 @@
  *  - check_determinism: two Execs, same seed and batches, same bits;
  *  - check_train_curve: losses of a short training run on two backends;
  *  - check_single_ops: every op of graph/ops.def alone in a graph of its own
- *    (BC_NO_FUSE), on odd shapes, with a tolerance per op.
+ *    (BC_NO_FUSE), on odd shapes, with a tolerance per op;
+ *  - check_long_chains: a graph of long folded chains (views, index math).
  * Failures name the value, the op that made it and its YAML line, print the
  * error, and go on (CHECK), so one run shows every failure.
  *
@@ -597,6 +598,23 @@ CHECK_FN bool check_train_losses(const char *spec, const Graph *g, int steps, in
   diag_free(&d);
   exec_destroy(e);
   return ok;
+}
+
+/* ---- folded chains ---- */
+
+/* Graph `chains`: a chain of n pointwise ops on input x (index math, folded
+ * into its readers) and one of n permutes of input p (views, folded
+ * likewise); outputs the sum of the first and the last permute doubled. */
+CHECK_FN void check_long_chains(Graph *g, int n) {
+  graph_init(g, "chains");
+  ValueId x = graph_add_input(g, "x", DTYPE_F32, shape_of(2, 3, 5), SRCLOC_NONE);
+  ValueId v = x;
+  for (int i = 0; i < n; i++) v = graph_unary(g, i % 2 ? OP_EXP : OP_NEG, v);
+  vec_push(&g->outputs, graph_reduce(g, OP_REDUCE_SUM, v, 1));
+  ValueId p = graph_add_input(g, "p", DTYPE_F32, shape_of(2, 4, 4), SRCLOC_NONE);
+  static const int swap[2] = {1, 0};
+  for (int i = 0; i < n; i++) p = graph_permute(g, p, swap);
+  vec_push(&g->outputs, graph_binary(g, OP_ADD, p, p));
 }
 
 /* ---- every op alone ---- */

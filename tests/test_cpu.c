@@ -204,4 +204,35 @@ TEST(memplan_and_fusion_switches_agree) {
   graph_free(&g);
 }
 
+/* Folded chains cut into pieces (passes/fuse.c) compute what interp does. */
+TEST(long_folded_chains_match_interp) {
+  Graph g;
+  check_long_chains(&g, 101);
+  Exec *ref = check_make("interp", &g, 13), *dev = check_make("cpu", &g, 13);
+  if (ref && dev) {
+    Diag d;
+    diag_init(&d);
+    uint32_t s = 77;
+    for (int k = 0; k < g.inputs.n; k++) {
+      double buf[16];
+      int64_t m = shape_numel(&g.values.data[g.inputs.data[k]].shape);
+      for (int64_t j = 0; j < m; j++) buf[j] = check_op_input('x', 0, &s);
+      CHECK(exec_write(ref, g.inputs.data[k], buf, DTYPE_F64, &d));
+      CHECK(exec_write(dev, g.inputs.data[k], buf, DTYPE_F64, &d));
+    }
+    RunContext ctx = {9, 2, 0};
+    CHECK(exec_run(ref, &ctx, &d));
+    CHECK(exec_run(dev, &ctx, &d));
+    diag_print(&d, stderr);
+    diag_free(&d);
+    StepResult r = {0, 0, 0, "", NAN, NAN};
+    /* f32 exp against double: a few ulps per link, contracting */
+    check_values(dev, ref, &g, "folded chains", CMP_KEPT, 1e-6, &r);
+    CHECK(r.n_checked >= 2);
+  }
+  exec_destroy(ref);
+  exec_destroy(dev);
+  graph_free(&g);
+}
+
 TEST_MAIN()

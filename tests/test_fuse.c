@@ -5,6 +5,7 @@
 #include "codegen/kernel.h"
 #include "passes/passes.h"
 #include "tests/test.h"
+#include "tests/backend_check.h"
 
 static bool build(const char *graph, bool train, Graph *eg, KernelPlan *plan, MemPlan *mem) {
   CompileOptions o;
@@ -140,6 +141,44 @@ TEST(golden_nli_training_kernels) {
   free(text);
   memplan_free(&m);
   kernel_plan_free(&p);
+  graph_free(&g);
+}
+
+/* Deepest chain of folded nodes a kernel recomputes (views and index math). */
+static int folded_depth(const Graph *g, const Fusion *f) {
+  int *depth = calloc((size_t)g->nodes.n, sizeof(int)), worst = 0;
+  for (int i = 0; i < g->nodes.n; i++) {
+    if (f->group_of[i] >= 0) continue;
+    const Node *n = &g->nodes.data[i];
+    for (int j = 0; j < n->n_in; j++) {
+      NodeId p = g->values.data[n->in[j]].node;
+      if (p >= 0 && f->group_of[p] < 0 && depth[p] > depth[i]) depth[i] = depth[p];
+    }
+    if (++depth[i] > worst) worst = depth[i];
+  }
+  free(depth);
+  return worst;
+}
+
+/* Folded chains are cut: 200,000 links lower without one stack frame per
+ * link (that overflowed the stack), and no kernel recomputes more than a
+ * short chain. */
+TEST(long_folded_chains_are_cut) {
+  Graph g;
+  check_long_chains(&g, 200000);
+  Fusion f;
+  KernelPlan p;
+  Diag d;
+  diag_init(&d);
+  CHECK(fuse_run(&g, NULL, &f, &d));
+  int depth = folded_depth(&g, &f);
+  CHECK(depth >= 8 && depth <= 64);
+  CHECK(kernel_plan_build(&g, &f, &p, &d));
+  CHECK(kernel_plan_check(&g, &p, &d));
+  diag_print(&d, stderr);
+  diag_free(&d);
+  kernel_plan_free(&p);
+  fusion_free(&f);
   graph_free(&g);
 }
 
