@@ -9,6 +9,7 @@
 
 #include "graph/strbuf.h"
 #include "runtime/dist.h"
+#include "tasks/interrupt.h"
 #include "tasks/train.h"
 
 static const char usage[] =
@@ -244,6 +245,7 @@ static char *resume_command(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  interrupt_init(); /* before any thread: they inherit its signal mask */
   if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
     fputs(usage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

@@ -35,7 +35,6 @@
 #include "train.h"
 
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -44,6 +43,7 @@
 #include "../runtime/dist.h"
 #include "bucket_plans.h"
 #include "eval.h"
+#include "interrupt.h"
 #include "report.h"
 #include "selection.h"
 #include "snli.h"
@@ -191,32 +191,9 @@ static bool use_bucket(TrainRun *r, int len, Diag *d) {
   return true;
 }
 
-/* ---- signals: finish the step, save, stop ---- */
-
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig) {
-  if (interrupted) { /* a second signal: end at once */
-    signal(sig, SIG_DFL);
-    raise(sig);
-    return;
-  }
-  interrupted = sig;
-}
-
-static void catch_signals(bool on) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on ? on_signal : SIG_DFL;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  if (on) interrupted = 0;
-}
-
 /* Whether any rank was signalled (every rank stops after the same step). */
 static bool stop_requested(const TrainOptions *o, Diag *d, bool *stop) {
-  double x = interrupted != 0;
+  double x = interrupt_signal() != 0;
   if (dist_size(o->dist) > 1 && !dist_sum(o->dist, &x, 1, d)) return false;
   *stop = x > 0;
   return true;
@@ -451,9 +428,9 @@ TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d) {
   r.logits0 = r.job.logits;
   r.cur_g = &r.g;
   r.train_s = r.time_offset;
-  catch_signals(true);
+  interrupt_catch(true);
   status = train_loop(&r, d);
-  catch_signals(false);
+  interrupt_catch(false);
   if (r.bucketed) {
     char what[320];
     bucket_plans_describe(&r.bp, what, sizeof what);
