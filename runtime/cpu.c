@@ -38,6 +38,7 @@ typedef struct {
 typedef struct {
   CompiledPlan p; /* first: compiled.c reaches it through e->impl */
   Pool *pool;
+  GemmLib gemm; /* BC_GEMM or the default (gemm_lib.h) */
   LlvmJit *jit;
   unsigned char *block; /* pinned block, then the arena */
   CpuKernel *kernels;
@@ -89,6 +90,11 @@ static bool prepare(Exec *e, Diag *d) {
   memset(c->block, 0, (size_t)total);
   c->pool = pool_create(threads, d);
   if (!c->pool) goto fail;
+  char err[160];
+  if (!gemm_lib_select(&c->gemm, err, sizeof err)) {
+    diag_error(d, SRCLOC_NONE, "cpu: %s", err);
+    goto fail;
+  }
 
   int nk = c->p.plan.kernels.n;
   c->kernels = bc_calloc((size_t)(nk ? nk : 1), sizeof(CpuKernel));
@@ -165,7 +171,7 @@ static bool run_library(Cpu *c, const Graph *g, const Kernel *k, Diag *d) {
   switch (k->kind) {
   case KERNEL_GEMM: {
     const Value *a = &g->values.data[n->in[0]], *b = &g->values.data[n->in[1]];
-    cpu_gemm(c->pool, CPU_GEMM_AUTO, addr_of(c, n->in[0]), &a->shape, n->a.trans_a,
+    cpu_gemm(c->pool, CPU_GEMM_AUTO, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a,
              addr_of(c, n->in[1]), &b->shape, n->a.trans_b, 0.0f, addr_of(c, n->out), &o->shape);
     return true;
   }

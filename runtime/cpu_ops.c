@@ -1,5 +1,5 @@
 /* cpu_ops.c — the CPU backend's hand-written kernels (see cpu_ops.h): GEMM
- * on OpenBLAS's cblas_sgemm, gather, scatter-add, concat and strided copy,
+ * on an SGEMM library (gemm_lib.h) cut over the pool, gather, scatter-add, concat and strided copy,
  * each split over the thread pool by item ranges.
  *
  * Not here: generated kernels (codegen/llvm_emit.c), the choice of buffers
@@ -11,14 +11,13 @@
  * the same thread count (along M or N only, each C element one sgemm dot
  * product over all of K); scatter-add partitions the output, never the
  * updates, and adds each element's updates in index order. Another thread
- * count may cut a GEMM into other tiles, and OpenBLAS's kernels (its
- * Haswell ones among them) round an element differently when the
+ * count may cut a GEMM into other tiles, and a library's kernels (OpenBLAS's
+ * Haswell ones among them) may round an element differently when the
  * sub-matrix around it changes: cutting by shape alone would make the bits
  * independent of the threads, but thin tiles of the long-K weight-gradient
  * GEMMs cost a third of their speed on 2 cores, so it is not done. */
 #include "cpu_ops.h"
 
-#include <cblas.h>
 #include <limits.h>
 #include <pthread.h>
 #include <string.h>
@@ -31,6 +30,7 @@
 #define GEMM_MIN_PAR_FLOPS (1 << 20)
 
 typedef struct {
+  GemmLib lib;
   const float *A, *B;
   float *C;
   bool ta, tb;
@@ -44,87 +44,12 @@ typedef struct {
   int64_t gm, gn, tm, tn;
 } GemmJob;
 
-static int current_blas_threads = -1; /* what we last told OpenBLAS */
-
-/* OpenBLAS's run-time kernel selection (DYNAMIC_ARCH builds, as Debian's):
- * exported but not declared in cblas.h; weak, so a build without them
- * still links and cpu_blas_init just keeps what it has. */
-extern void gotoblas_dynamic_init(void) __attribute__((weak));
-extern void gotoblas_dynamic_quit(void) __attribute__((weak));
-
-static bool core_is(const char *core, const char *const *names) {
-  for (; *names; names++)
-    if (strcasecmp(core, *names) == 0) return true;
-  return false;
-}
-
-static char blas_msg[160];
-
-/* Once per process (pthread_once): replicas in one process (cpu:0,1) may
- * reach their first GEMM together, and OpenBLAS must not be switching
- * kernels while one of them multiplies. */
-static void blas_init_once(void) {
-  char *msg = blas_msg;
-  const char *core = openblas_get_corename();
-  snprintf(msg, sizeof(blas_msg), "OpenBLAS kernels: %s", core);
-  if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
-  /* The best kernels this CPU can run, and the cores that are worse. */
-  static const char *const avx512_cores[] = {"SkylakeX", "Cooperlake", "SapphireRapids", NULL};
-  static const char *const pre_avx2_cores[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
-                                               "Sandybridge", "Atom", "Katmai", "Coppermine",
-                                               "Northwood", "Banias", "Barcelona", "Bobcat",
-                                               "Bulldozer", "Piledriver", "Steamroller", "Excavator",
-                                               "Opteron", "Opteron_SSE3", "Nano", NULL};
-  __builtin_cpu_init();
-  const char *want = NULL;
-  /* AVX-512 kernels only on Intel (measured there); elsewhere only a core
-   * without AVX2 is replaced. */
-  if (__builtin_cpu_is("intel") && __builtin_cpu_supports("avx512f") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq")) {
-    if (!core_is(core, avx512_cores))
-      want = __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
-  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    if (core_is(core, pre_avx2_cores)) want = "Haswell";
-  }
-  if (!want) return;
-  /* OpenBLAS reads OPENBLAS_CORETYPE only while it initializes (before
-   * main): set it and select again. Left set, so child processes agree. */
-  setenv("OPENBLAS_CORETYPE", want, 0);
-  gotoblas_dynamic_quit();
-  gotoblas_dynamic_init();
-  snprintf(msg, sizeof(blas_msg), "OpenBLAS kernels: %s (chose %s over %s)", openblas_get_corename(), want,
-           core);
-}
-
-const char *cpu_blas_init(void) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, blas_init_once);
-  return blas_msg;
-}
-
-/* OpenBLAS's thread count is one setting for the whole process, and a GEMM
- * below either runs threaded OpenBLAS or single-threaded OpenBLAS on the
- * pool's threads: one cpu_gemm at a time holds the setting (uncontended
- * for one Exec; Execs running at once, cpu:0,1, take turns at GEMMs). */
+/* The library's thread count is process-global state (OpenBLAS's, BLIS's;
+ * oneDNN's is per calling thread but set alike), and a GEMM below runs
+ * either the library's threads or single-threaded calls on the pool's
+ * threads: one cpu_gemm at a time holds the setting (uncontended for one
+ * Exec; Execs running at once, cpu:0,1, take turns at GEMMs). */
 static pthread_mutex_t blas_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void set_blas_threads(int n) {
-  if (n == current_blas_threads) return;
-  openblas_set_num_threads(n);
-  current_blas_threads = n;
-}
-
-const char *cpu_blas_info(void) {
-  static char buf[256];
-  snprintf(buf, sizeof(buf), "%s, %d threads", cpu_blas_init(), openblas_get_num_threads());
-  return buf;
-}
-
-static int as_blasint(int64_t x) {
-  BC_ASSERT(x >= 0 && x <= INT_MAX);
-  return (int)x;
-}
 
 /* One sgemm: rows [m0, m1) x columns [n0, n1) of C for A, B, C already
  * offset to the batch. lda/ldb/ldc are those of the whole matrices. */
@@ -140,9 +65,7 @@ static void sgemm_block(const GemmJob *j, const float *A, const float *B, float 
       for (int64_t q = 0; q < n1 - n0; q++) c[i * ldc + q] = j->beta == 0.0f ? 0.0f : c[i * ldc + q];
     return;
   }
-  cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
-              as_blasint(m1 - m0), as_blasint(n1 - n0), as_blasint(j->K), 1.0f, a, as_blasint(lda),
-              b, as_blasint(ldb), j->beta, c, as_blasint(ldc));
+  gemm_lib_sgemm(j->lib, j->ta, j->tb, m1 - m0, n1 - n0, j->K, a, lda, b, ldb, j->beta, c, ldc);
 }
 
 /* Batch GEMM number `bi` (row-major over the outer batch dims), tile s. */
@@ -225,7 +148,7 @@ CpuGemmPar cpu_gemm_choose(int64_t n_batch, int64_t m, int64_t n, int64_t k, int
 }
 
 
-void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool trans_a,
+void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape *as, bool trans_a,
               const float *B, const Shape *bs, bool trans_b, float beta, float *C,
               const Shape *cs) {
   BC_ASSERT(beta == 0.0f || beta == 1.0f);
@@ -233,9 +156,9 @@ void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool tra
   shape_matmul_layout(as, trans_a, bs, trans_b, cs, &l);
   int64_t N = l.N, K = l.K;
   if (shape_numel(cs) == 0) return;
-  cpu_blas_init();
+  BC_ASSERT(gemm_lib_load(lib));
 
-  GemmJob j = {.A = A, .B = B, .C = C, .ta = trans_a, .tb = trans_b, .beta = beta,
+  GemmJob j = {.lib = lib, .A = A, .B = B, .C = C, .ta = trans_a, .tb = trans_b, .beta = beta,
                .M = l.M, .N = N, .K = K, .rank = l.n_batch_dims};
   int64_t n_batch = 1;
   for (int i = 0; i < l.n_batch_dims; i++) {
@@ -251,7 +174,7 @@ void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool tra
 
   pthread_mutex_lock(&blas_mu);
   if (par == CPU_GEMM_BLAS || n_threads == 1) {
-    set_blas_threads(n_threads);
+    gemm_lib_set_threads(lib, n_threads);
     j.gm = j.gn = 1;
     j.tm = j.M;
     j.tn = N;
@@ -260,10 +183,10 @@ void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool tra
     return;
   }
 
-  /* Pool: single-threaded OpenBLAS per item. With at least as many batch
+  /* Pool: single-threaded library calls per item. With at least as many batch
    * GEMMs as threads, an item is one batch GEMM; with fewer, each is cut
    * into tiles so that every thread has one. */
-  set_blas_threads(1);
+  gemm_lib_set_threads(lib, 1);
   j.gm = j.gn = 1;
   j.tm = j.M;
   j.tn = N;

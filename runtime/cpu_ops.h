@@ -20,6 +20,7 @@
 #define BC_CPU_OPS_H
 
 #include "../graph/ir.h"
+#include "gemm_lib.h"
 #include "threadpool.h"
 
 /* ---- matmul --------------------------------------------------------------
@@ -49,26 +50,13 @@ typedef enum { CPU_GEMM_AUTO, CPU_GEMM_POOL, CPU_GEMM_BLAS } CpuGemmPar;
  * broadcasts over A's trailing batch dims) and A is not transposed, those
  * batch dims are folded into M: x (B, T, K) x W (K, N) is one
  * (B*T, K) x (K, N) call. p may be NULL (one thread). */
-void cpu_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *a_shape, bool trans_a,
+void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape *a_shape, bool trans_a,
               const float *B, const Shape *b_shape, bool trans_b, float beta, float *C,
               const Shape *c_shape);
 
 /* The mode CPU_GEMM_AUTO picks for n_batch independent (m, n, k) GEMMs on
  * n_threads threads (after folding batch dims into M). */
 CpuGemmPar cpu_gemm_choose(int64_t n_batch, int64_t m, int64_t n, int64_t k, int n_threads);
-
-/* Makes OpenBLAS use the best kernels this CPU runs. OpenBLAS 0.3.21 does
- * not know recent Xeons (family 6 model 207 here) and falls back to its
- * SSE3 "Prescott" kernels, ~5x slower; an AVX-512 CPU whose OpenBLAS chose
- * AVX2 kernels loses ~1.5x. Unless OPENBLAS_CORETYPE is set (the user's
- * choice wins), this selects SkylakeX/Cooperlake (AVX-512) or Haswell
- * (AVX2) kernels again through OpenBLAS's exported gotoblas_dynamic_init.
- * Idempotent; cpu_gemm calls it first; call it before any other thread uses
- * BLAS. Returns a line for logs ("OpenBLAS kernels: ..."); static storage. */
-const char *cpu_blas_init(void);
-
-/* cpu_blas_init's line and OpenBLAS's thread count, for logs and benchmarks. */
-const char *cpu_blas_info(void);
 
 /* ---- rows ----------------------------------------------------------------
  *

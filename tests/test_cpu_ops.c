@@ -365,7 +365,7 @@ static bool check_gemm_elem(const float *A, const Shape *as, bool ta, const floa
 
 /* Runs one GEMM case with the given pool and mode and checks every element
  * (or `samples` random ones when > 0). */
-static bool run_gemm_case(Pool *p, CpuGemmPar par, const Shape *as, bool ta, const Shape *bs, bool tb,
+static bool run_gemm_case(Pool *p, CpuGemmPar par, GemmLib lib, const Shape *as, bool ta, const Shape *bs, bool tb,
                           const Shape *cs, float beta, int64_t samples) {
   int64_t na = shape_numel(as), nb = shape_numel(bs), nc = shape_numel(cs);
   float *A = bc_malloc((size_t)(na ? na : 1) * 4), *B = bc_malloc((size_t)(nb ? nb : 1) * 4);
@@ -376,7 +376,7 @@ static bool run_gemm_case(Pool *p, CpuGemmPar par, const Shape *as, bool ta, con
   else
     for (int64_t i = 0; i < nc; i++) C0[i] = NAN; /* beta 0 must overwrite NaN */
   memcpy(C, C0, (size_t)nc * 4);
-  cpu_gemm(p, par, A, as, ta, B, bs, tb, beta, C, cs);
+  cpu_gemm(p, par, lib, A, as, ta, B, bs, tb, beta, C, cs);
   int r = cs->rank - 2;
   int64_t M = cs->dim[r], N = cs->dim[r + 1], nbatch = (M > 0 && N > 0) ? nc / (M * N) : 0;
   bool ok = true;
@@ -397,11 +397,26 @@ static bool run_gemm_case(Pool *p, CpuGemmPar par, const Shape *as, bool ta, con
   return ok;
 }
 
+/* The GEMM libraries that load here (gemm_lib.h); those that do not are
+ * named on stderr. OpenBLAS is linked, so there is always one. */
+static int installed_libs(GemmLib *out) {
+  static bool told;
+  int n = 0;
+  for (int i = 0; i < GEMM_LIB_COUNT; i++) {
+    if (gemm_lib_load((GemmLib)i)) out[n++] = (GemmLib)i;
+    else if (!told) fprintf(stderr, "  GEMM library %s is not installed: not checked\n", gemm_lib_name((GemmLib)i));
+  }
+  told = true;
+  return n;
+}
+
 TEST(gemm_random_shapes) {
   Pool *pools[3] = {NULL, make_pool(2), make_pool(3)};
   CpuGemmPar pars[3] = {CPU_GEMM_AUTO, CPU_GEMM_POOL, CPU_GEMM_BLAS};
+  GemmLib libs[GEMM_LIB_COUNT];
+  int n_libs = installed_libs(libs);
   int fails = 0;
-  for (int c = 0; c < 300; c++) {
+  for (int c = 0; c < 300 * n_libs; c++) {
     Shape ob = {0};
     ob.rank = (int)rnd_int(0, 3);
     for (int i = 0; i < ob.rank; i++) ob.dim[i] = rnd_int(1, 3);
@@ -419,7 +434,11 @@ TEST(gemm_random_shapes) {
     Shape bs = tb ? with_matrix(&bbt, N, K) : with_matrix(&bbt, K, N);
     Shape cs = with_matrix(&cb, M, N);
     float beta = (c % 3 == 0) ? 1.0f : 0.0f;
-    if (!run_gemm_case(pools[c % 3], pars[(c / 3) % 3], &as, ta, &bs, tb, &cs, beta, 0)) fails++;
+    GemmLib lib = libs[c / 300];
+    if (!run_gemm_case(pools[c % 3], pars[(c / 3) % 3], lib, &as, ta, &bs, tb, &cs, beta, 0)) {
+      fprintf(stderr, "  (library %s)\n", gemm_lib_name(lib));
+      fails++;
+    }
   }
   CHECK_EQ_INT(fails, 0);
   for (int i = 1; i < 3; i++) pool_destroy(pools[i]);
@@ -453,11 +472,14 @@ TEST(gemm_fold_cases) {
     int64_t M = cs[i].ta ? cs[i].a.dim[cs[i].a.rank - 1] : cs[i].a.dim[cs[i].a.rank - 2];
     int64_t N = cs[i].tb ? cs[i].b.dim[cs[i].b.rank - 2] : cs[i].b.dim[cs[i].b.rank - 1];
     Shape c = with_matrix(&cb, M, N);
-    for (int par = 0; par < 3; par++)
-      for (int beta = 0; beta < 2; beta++)
-        CHECK_MSG(run_gemm_case(p, (CpuGemmPar)par, &cs[i].a, cs[i].ta, &cs[i].b, cs[i].tb, &c,
-                                (float)beta, 0),
-                  "case %zu", i);
+    GemmLib libs[GEMM_LIB_COUNT];
+    int n_libs = installed_libs(libs);
+    for (int l = 0; l < n_libs; l++)
+      for (int par = 0; par < 3; par++)
+        for (int beta = 0; beta < 2; beta++)
+          CHECK_MSG(run_gemm_case(p, (CpuGemmPar)par, libs[l], &cs[i].a, cs[i].ta, &cs[i].b, cs[i].tb, &c,
+                                  (float)beta, 0),
+                    "case %zu, %s", i, gemm_lib_name(libs[l]));
   }
   pool_destroy(p);
 }
@@ -483,11 +505,14 @@ TEST(gemm_bert_shapes) {
       {shape_of(2, 64 * 19, 128), shape_of(2, 128, 20256), false, false, shape_of(2, 64 * 19, 20256),
        "MLM logits"},
   };
+  GemmLib libs[GEMM_LIB_COUNT];
+  int n_libs = installed_libs(libs);
   for (size_t i = 0; i < sizeof(cs) / sizeof(*cs); i++)
-    for (int par = 1; par < 3; par++)
-      CHECK_MSG(run_gemm_case(p, (CpuGemmPar)par, &cs[i].a, cs[i].ta, &cs[i].b, cs[i].tb, &cs[i].c,
-                              0.0f, 3000),
-                "%s", cs[i].what);
+    for (int l = 0; l < n_libs; l++)
+      for (int par = 1; par < 3; par++)
+        CHECK_MSG(run_gemm_case(p, (CpuGemmPar)par, libs[l], &cs[i].a, cs[i].ta, &cs[i].b, cs[i].tb, &cs[i].c,
+                                0.0f, 3000),
+                  "%s, %s", cs[i].what, gemm_lib_name(libs[l]));
   pool_destroy(p);
 }
 
@@ -505,7 +530,11 @@ TEST(gemm_reproducible) {
       {shape_of(3, 6, 100, 40), shape_of(3, 6, 40, 120), shape_of(3, 6, 100, 120)},
       {shape_of(2, 1000, 256), shape_of(2, 256, 650), shape_of(2, 1000, 650)},
   };
-  for (size_t ci = 0; ci < sizeof(cs) / sizeof(*cs); ci++) {
+  GemmLib libs[GEMM_LIB_COUNT];
+  int n_libs = installed_libs(libs);
+  for (size_t cl = 0; cl < sizeof(cs) / sizeof(*cs) * (size_t)n_libs; cl++) {
+    size_t ci = cl % (sizeof(cs) / sizeof(*cs));
+    GemmLib lib = libs[cl / (sizeof(cs) / sizeof(*cs))];
     int64_t na = shape_numel(&cs[ci].a), nb = shape_numel(&cs[ci].b), nc = shape_numel(&cs[ci].c);
     float *A = bc_malloc((size_t)na * 4), *B = bc_malloc((size_t)nb * 4);
     float *C1 = bc_malloc((size_t)nc * 4), *C2 = bc_malloc((size_t)nc * 4);
@@ -515,14 +544,15 @@ TEST(gemm_reproducible) {
     for (size_t ti = 0; ti < sizeof(threads) / sizeof(*threads); ti++) {
       int t = threads[ti];
       Pool *p1 = make_pool(t);
-      cpu_gemm(p1, CPU_GEMM_POOL, A, &cs[ci].a, false, B, &cs[ci].b, false, 0.0f, C1, &cs[ci].c);
+      cpu_gemm(p1, CPU_GEMM_POOL, lib, A, &cs[ci].a, false, B, &cs[ci].b, false, 0.0f, C1, &cs[ci].c);
       pool_destroy(p1);
       Pool *p = make_pool(t);
       for (int rep = 0; rep < 2; rep++) {
         memset(C2, 0xff, (size_t)nc * 4);
-        cpu_gemm(p, rep ? CPU_GEMM_AUTO : CPU_GEMM_POOL, A, &cs[ci].a, false, B, &cs[ci].b, false, 0.0f, C2,
-                 &cs[ci].c);
-        CHECK_MSG(memcmp(C1, C2, (size_t)nc * 4) == 0, "case %zu, threads %d, call %d", ci, t, rep);
+        cpu_gemm(p, rep ? CPU_GEMM_AUTO : CPU_GEMM_POOL, lib, A, &cs[ci].a, false, B, &cs[ci].b, false, 0.0f,
+                 C2, &cs[ci].c);
+        CHECK_MSG(memcmp(C1, C2, (size_t)nc * 4) == 0, "case %zu, threads %d, call %d, %s", ci, t, rep,
+                  gemm_lib_name(lib));
       }
       pool_destroy(p);
     }
@@ -549,14 +579,16 @@ static void scale_fn(void *ctx, int64_t b, int64_t e) { /* a memory-bound pool k
   for (int64_t i = b; i < e; i++) j->x[i] = j->x[i] * 0.5f + 1.0f;
 }
 
+static GemmLib bench_lib;
+
 static double time_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as, bool ta,
                         const float *B, const Shape *bs, bool tb, float *C, const Shape *cs,
                         double min_s) {
-  cpu_gemm(p, par, A, as, ta, B, bs, tb, 0.0f, C, cs); /* warm up */
+  cpu_gemm(p, par, bench_lib, A, as, ta, B, bs, tb, 0.0f, C, cs); /* warm up */
   double best = 1e30, total = 0;
   while (total < min_s) {
     double t0 = now_s();
-    cpu_gemm(p, par, A, as, ta, B, bs, tb, 0.0f, C, cs);
+    cpu_gemm(p, par, bench_lib, A, as, ta, B, bs, tb, 0.0f, C, cs);
     double t = now_s() - t0;
     total += t;
     if (t < best) best = t;
@@ -567,7 +599,14 @@ static double time_gemm(Pool *p, CpuGemmPar par, const float *A, const Shape *as
 TEST(bench) {
   if (!getenv("BC_BENCH")) TEST_SKIP("set BC_BENCH=1 to run the benchmark");
   Pool *p = make_pool(getenv("BC_THREADS") ? atoi(getenv("BC_THREADS")) : 0);
-  fprintf(stderr, "  %s; pool of %d threads\n", cpu_blas_info(), pool_n_threads(p));
+  char err[160];
+  if (!gemm_lib_select(&bench_lib, err, sizeof err)) {
+    fprintf(stderr, "  %s\n", err);
+    CHECK(0);
+    return;
+  }
+  fprintf(stderr, "  %s (%s); pool of %d threads\n", gemm_lib_name(bench_lib), gemm_lib_info(bench_lib),
+          pool_n_threads(p));
   struct {
     Shape a, b;
     bool ta, tb;
@@ -613,7 +652,7 @@ TEST(bench) {
     double best = 1e30;
     for (int rep = 0; rep < 30; rep++) {
       double t0 = now_s();
-      cpu_gemm(p, par, A, &as, false, B, &bs, false, 0.0f, C, &csh);
+      cpu_gemm(p, par, bench_lib, A, &as, false, B, &bs, false, 0.0f, C, &csh);
       for (int k = 0; k < 20; k++) pool_parallel_for(p, n, 4096, scale_fn, &sj);
       double t = now_s() - t0;
       if (t < best) best = t;

@@ -1,0 +1,58 @@
+/* gemm_lib.h — the SGEMM libraries the cpu backend's matmul can call, one
+ * thread per call (runtime/cpu_ops.c cuts GEMMs over the pool):
+ *  - openblas: cblas_sgemm, linked; its kernels are what OpenBLAS chose
+ *    for this CPU or what OPENBLAS_CORETYPE says;
+ *  - blis: bli_sgemm of BLIS (Debian libblis4), dlopen'ed: BLIS picks its
+ *    kernels from the CPU alone;
+ *  - onednn: dnnl_sgemm of oneDNN (Debian libdnnl2), dlopen'ed: JIT kernels
+ *    for the CPU.
+ * BC_GEMM=NAME chooses; the default is the first of GEMM_LIB_DEFAULT_ORDER
+ * that loads, from the measurements in bench/GEMM.md. A library named in
+ * BC_GEMM that does not load is an error at the first GEMM (no silent
+ * substitute).
+ *
+ * Not here: cutting a GEMM over threads, batch dims (cpu_ops.c). */
+#ifndef BC_GEMM_LIB_H
+#define BC_GEMM_LIB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum { GEMM_LIB_OPENBLAS, GEMM_LIB_BLIS, GEMM_LIB_ONEDNN, GEMM_LIB_COUNT } GemmLib;
+
+/* The library BC_GEMM names, else the default; loads it once (thread-safe).
+ * False, with a message in err, when BC_GEMM names an unknown or missing
+ * library. */
+bool gemm_lib_select(GemmLib *lib, char *err, int err_size);
+
+/* Loads `lib` if it is not yet; false when it is not installed. */
+bool gemm_lib_load(GemmLib lib);
+
+const char *gemm_lib_name(GemmLib lib);
+
+/* A line for logs and benchmarks: the library and its kernels ("OpenBLAS
+ * kernels: Haswell", "BLIS kernels: zen3"), or "not installed". */
+const char *gemm_lib_info(GemmLib lib);
+
+/* Threads of the library's calls made from now on: process-wide for
+ * OpenBLAS and BLIS, per calling thread for oneDNN (OpenMP). 1 for calls
+ * on the pool's threads. Callers serialize it (cpu_ops.c). */
+void gemm_lib_set_threads(GemmLib lib, int n);
+
+/* Makes OpenBLAS use the best kernels this CPU runs. OpenBLAS 0.3.21 does
+ * not know recent Xeons (family 6 model 207) and falls back to its SSE3
+ * "Prescott" kernels, ~5x slower; an AVX-512 CPU whose OpenBLAS chose AVX2
+ * kernels loses ~1.5x. Unless OPENBLAS_CORETYPE is set (the user's choice
+ * wins), this selects SkylakeX/Cooperlake (AVX-512, on Intel) or Haswell
+ * (AVX2) kernels again through OpenBLAS's exported gotoblas_dynamic_init.
+ * Idempotent; loading openblas calls it; call it before any other thread
+ * uses BLAS. Returns a line for logs ("OpenBLAS kernels: ..."). */
+const char *cpu_blas_init(void);
+
+/* C (m x n, ldc) = op(A) op(B) + beta C, row-major, on the calling thread;
+ * beta 0 or 1. A is m x k (k x m when ta), B k x n (n x k when tb). The
+ * library must be loaded. */
+void gemm_lib_sgemm(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *A, int64_t lda,
+                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+#endif
