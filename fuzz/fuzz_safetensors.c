@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < info.tensors.n; i++) {
       const CheckpointTensor *t = &info.tensors.data[i];
       if (t->begin > t->end || t->end > info.data_bytes) abort();
-      if (t->end - t->begin != (uint64_t)shape_numel(&t->shape) * 4) abort();
+      if (t->end - t->begin != (uint64_t)shape_numel(&t->shape) * (uint64_t)t->elem_bytes) abort();
     }
   }
   checkpoint_info_free(&info);

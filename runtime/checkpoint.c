@@ -165,6 +165,7 @@ static bool parse_tensor(const char *path, const char *name, const JsonValue *v,
     }
     t->dtype = DTYPE_F32; /* unused while other_dtype is set */
   }
+  t->elem_bytes = (int)elem;
   if (sh->kind != JSON_ARRAY) return tensor_fail(d, path, name, sh, "\"shape\" is not an array");
   if (sh->n > BC_MAX_RANK) {
     char what[96];

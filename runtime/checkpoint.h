@@ -67,6 +67,7 @@ typedef struct {
   const char *other_dtype;
   Shape shape;
   uint64_t begin, end; /* byte offsets in the data section, end exclusive */
+  int elem_bytes;      /* of the file's dtype: end - begin = numel * elem_bytes */
 } CheckpointTensor;
 
 /* The whole header of a checkpoint file (`bertrun eval` prints it). */
