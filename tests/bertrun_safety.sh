@@ -69,14 +69,19 @@ cmd=$(sed -n 's/^continue with: //p' "$tmp/int.log")
 check "SIGINT: the printed command resumes and finishes" bash -c "eval \"\${1/bertrun/\$2}\" >/dev/null 2>&1" _ "$cmd" "$BERTRUN"
 check "SIGINT: interrupted and resumed, the losses are bit-identical to the uninterrupted run" \
   bash -c "[ \$(wc -l <'$tmp/whole/metrics.jsonl') -eq 200 ] && diff <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\1 \2/' '$tmp/whole/metrics.jsonl') <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\1 \2/' '$tmp/int/metrics.jsonl') >/dev/null"
+# A long pretraining run into folder $1 (log $1.log), in the background
+# (pid), once its first step is done.
+start_long_run() {
+  "$BERTRUN" train --task pretrain --data "$DATA" --set vocab=51 --steps 1000 --batch 64 --report-every 1 \
+    --out "$1" >"$1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 1500); do
+    [ -f "$1/metrics.jsonl" ] && [ "$(wc -l <"$1/metrics.jsonl")" -ge 1 ] && break
+    sleep 0.02
+  done
+}
 # A second signal ends at once (the default action: 128 + 15 for SIGTERM).
-"$BERTRUN" train --task pretrain --data "$DATA" --set vocab=51 --steps 1000 --batch 64 --report-every 1 \
-  --out "$tmp/twice" >"$tmp/twice.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 1500); do
-  [ -f "$tmp/twice/metrics.jsonl" ] && [ "$(wc -l <"$tmp/twice/metrics.jsonl")" -ge 1 ] && break
-  sleep 0.02
-done
+start_long_run "$tmp/twice"
 kill -TERM $pid; sleep 0.02; kill -TERM $pid  # two signals, not one pending
 wait $pid; rc=$?
 check "SIGTERM twice: ends at once (exit 143, got $rc), no 'interrupted' message" \
@@ -89,13 +94,7 @@ check "SIGTERM twice: ends at once (exit 143, got $rc), no 'interrupted' message
 bad=0
 for delay in 0 0.03 0.06 0.09 0.12; do
   rm -rf "$tmp/term"
-  "$BERTRUN" train --task pretrain --data "$DATA" --set vocab=51 --steps 1000 --batch 64 --report-every 1 \
-    --out "$tmp/term" >"$tmp/term.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 1500); do
-    [ -f "$tmp/term/metrics.jsonl" ] && [ "$(wc -l <"$tmp/term/metrics.jsonl")" -ge 1 ] && break
-    sleep 0.02
-  done
+  start_long_run "$tmp/term"
   sleep "$delay"
   kill -TERM $pid
   wait $pid || { rc=$?; [ $rc -eq 130 ] || { bad=$((bad + 1)); echo "SIGTERM after ${delay}s: exit $rc" >&2; }; }
