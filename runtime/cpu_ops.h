@@ -1,5 +1,6 @@
 /* cpu_ops.h — the CPU backend's hand-written kernels, the ones that are not
- * generated from the kernel IR: matmul on OpenBLAS, gather, scatter-add,
+ * generated from the kernel IR: matmul on an SGEMM library (gemm_lib.h:
+ * oneDNN, OpenBLAS or BLIS), gather, scatter-add,
  * concat, and a strided copy that materializes a view. Data are in host
  * memory; arithmetic is f32, indices are i32, copies move 4-byte elements
  * (f32 or i32 alike).
@@ -15,7 +16,7 @@
  * the thread count), so runs on the same number of threads are
  * reproducible bit for bit. Only GEMMs cut into tiles (fewer batch GEMMs
  * than threads) can change bits with the thread count, and only under
- * OpenBLAS kernels that round by sub-matrix (Haswell's do). */
+ * kernels that round by sub-matrix (OpenBLAS's Haswell ones do). */
 #ifndef BC_CPU_OPS_H
 #define BC_CPU_OPS_H
 
@@ -26,18 +27,18 @@
 /* ---- matmul --------------------------------------------------------------
  *
  * How a GEMM uses the cores:
- *  - CPU_GEMM_POOL: OpenBLAS runs single-threaded, all parallelism is the
+ *  - CPU_GEMM_POOL: the library runs single-threaded, all parallelism is the
  *    pool's: independent batch GEMMs (attention heads) are spread over the
  *    threads; with fewer batch GEMMs than threads each is cut into a grid
  *    of tiles along M and N (one per thread; the grid that packs the least
  *    A and B in total).
- *  - CPU_GEMM_BLAS: batch GEMMs run one after another, each on OpenBLAS's
- *    own threads (as many as the pool has).
+ *  - CPU_GEMM_BLAS: batch GEMMs run one after another, each on the
+ *    library's own threads (as many as the pool has).
  *  - CPU_GEMM_AUTO: the measured rule in cpu_ops.c (cpu_gemm_choose):
  *    at present always the pool, which was as fast or faster on the BERT
  *    shapes and leaves no OpenBLAS threads spinning against the pool.
- * OpenBLAS's thread count is process-global state, so only one thread may
- * call cpu_gemm at a time. */
+ * The library's thread count is process-global state, so cpu_gemm calls
+ * take turns (a mutex). */
 typedef enum { CPU_GEMM_AUTO, CPU_GEMM_POOL, CPU_GEMM_BLAS } CpuGemmPar;
 
 /* C = op(A) op(B) + beta C, the MATMUL op of graph/ops.def exactly as
