@@ -16,8 +16,9 @@
 
 #include "../graph/base.h"
 
-/* Measured in bench/GEMM.md: on the BERT shapes BLIS and oneDNN pick the
- * CPU's own kernels whatever OPENBLAS_CORETYPE says. */
+/* oneDNN first: the fastest on every shape of the BERT step (bench/GEMM.md),
+ * with kernels it picks from the CPU whatever OPENBLAS_CORETYPE says;
+ * OpenBLAS where oneDNN is not installed. */
 static const GemmLib GEMM_LIB_DEFAULT_ORDER[] = {GEMM_LIB_ONEDNN, GEMM_LIB_OPENBLAS};
 
 static const char *const lib_names[GEMM_LIB_COUNT] = {"openblas", "blis", "onednn"};
