@@ -141,6 +141,11 @@ typedef struct {
   SrcLoc loc; /* the YAML line it came from; pass-made nodes inherit it */
   BlockId block; /* the block instance it belongs to (Graph.cur_block when made) */
   Attrs a;
+  bool stop_gradient; /* autodiff sends no gradient back through it (YAML
+                       * `stop_gradient: true`; PyTorch's detach) */
+  bool remat;         /* a copy made by passes/remat.c, recomputing a forward
+                       * value for the backward node after it: fuse puts it
+                       * in that node's kernel */
 } Node;
 
 /* One instance of a YAML block: one call, or one round of a `repeat`

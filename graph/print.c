@@ -46,6 +46,7 @@ static void print_attrs(FILE *f, const Graph *g, const Node *n) {
   case OP_SCATTER_ADD: fprintf(f, " shape=%s", shape_str(&n->a.shape, b)); break;
   default: break;
   }
+  if (n->stop_gradient) fprintf(f, " stop_gradient");
 }
 
 static void print_values(FILE *f, const Graph *g, const char *title, const ValueId *ids, int n) {

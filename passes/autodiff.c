@@ -85,7 +85,7 @@ bool autodiff_run(Graph *g, Diag *d) {
     needs[g->params.data[i]] = val(g, g->params.data[i])->dtype == DTYPE_F32;
   for (int i = 0; i < n_fwd_nodes; i++) {
     const Node *n = &g->nodes.data[i];
-    if (val(g, n->out)->dtype != DTYPE_F32) continue;
+    if (val(g, n->out)->dtype != DTYPE_F32 || n->stop_gradient) continue;
     for (int k = 0; k < n->n_in && !needs[n->out]; k++)
       needs[n->out] = needs[n->in[k]] && grad_rule_input_diff(n->op, k, n->n_in);
   }

@@ -99,6 +99,9 @@ bool expand_prim_check_attrs(Ctx *c, const NodeSpec *ns, const char *allowed, co
       ok = false;
     } else if (block_call && (!strcmp(p->key, "name") || !strcmp(p->key, "repeat"))) {
       continue;
+    } else if (block_call && !strcmp(p->key, "stop_gradient")) {
+      diag_error(c->d, p->key_loc, "'stop_gradient' applies to primitive ops, not to %s (set it on its nodes)", what);
+      ok = false;
     } else if (!has_word(allowed, p->key)) {
       if (*allowed)
         diag_error(c->d, p->key_loc, "unknown attribute '%s' for %s (expected %s)", p->key, what,
@@ -317,7 +320,12 @@ bool expand_prim_node(Ctx *c, Scope *s, NodeSpec *ns) {
   const char *what = arena_printf(&c->arena, "op '%s'", opn);
   const char *required;
   const char *allowed = prim_attrs(op, &required);
+  /* any primitive may be cut off from the backward pass */
+  allowed = arena_printf(&c->arena, "%s%sstop_gradient", allowed, *allowed ? " " : "");
   if (!expand_prim_check_attrs(c, ns, allowed, required, what, false)) return false;
+  bool stop_gradient = false;
+  const YNode *sg = ynode_get(ns->map, "stop_gradient");
+  if (sg && !decode_bool(c, s, sg, &stop_gradient)) return false;
   if (ns->n_out != 1) {
     diag_error(c->d, ns->out_loc[1], "op '%s' has one output, got %d names", opn, ns->n_out);
     return false;
@@ -434,6 +442,7 @@ bool expand_prim_node(Ctx *c, Scope *s, NodeSpec *ns) {
   }
   ValueId v = graph_op(g, op, ns->n_in, in, &a, c->d);
   if (v < 0) return false;
+  g->nodes.data[g->values.data[v].node].stop_gradient = stop_gradient;
   graph_set_name(g, v, name);
   expand_scope_bind(s, ns->out[0], v, ns->out_loc[0]);
   return true;

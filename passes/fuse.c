@@ -14,6 +14,8 @@
  *    value) joins the latest LOOP group whose domain equals its shape (or
  *    whose rows it is a per-row value of) if every input it reads is
  *    computed in that group or by an earlier group; else it opens a group.
+ *    A remat copy (remat.c) looks among the groups of its reader's inputs
+ *    instead of its own, so that it runs in its reader's kernel.
  *  - A reduction over the last axis joins the group of its input (a "row
  *    kernel": softmax, layer norm, cross-entropy); over another axis it is
  *    a column reduction of its own.
@@ -123,6 +125,18 @@ static void build_readers(Fuser *F) {
       F->readers[F->start[v] + fill[v]++] = i;
     }
   free(fill);
+}
+
+/* The node a remat copy (passes/remat.c) was made for: the first reader
+ * that is not itself a copy. */
+static const Node *remat_reader(const Fuser *F, NodeId i) {
+  const Graph *g = F->g;
+  while (g->nodes.data[i].remat) {
+    ValueId v = g->nodes.data[i].out;
+    BC_ASSERT(F->start[v] < F->start[v + 1]);
+    i = F->readers[F->start[v]];
+  }
+  return &g->nodes.data[i];
 }
 
 /* Pass 1: which views and generators fold into their readers. */
@@ -258,7 +272,7 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     if (F.folded[i]) {
       /* a broadcast of a per-row value computed in a LOOP group joins that
        * group: row values are already broadcast along their rows */
-      if (n->op == OP_BROADCAST && !no_fuse) {
+      if (n->op == OP_BROADCAST && !no_fuse && !n->remat) {
         NodeId p = producer(&F, n->in[0]);
         if (p >= 0 && !F.folded[p]) {
           int G = out->group_of[p];
@@ -300,11 +314,14 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     }
     default:
       if (!no_fuse && is_pointwise(n->op)) {
-        /* the latest group among the inputs' groups that can take it */
+        /* the latest group among the inputs' groups that can take it; a
+         * rematerialized copy, whose inputs are in memory anyway, among
+         * the groups of the inputs of the node it is made for */
         int best = -1;
-        for (int j = 0; j < n->n_in; j++) {
-          NodeId p = producer(&F, n->in[j]);
-          if (p < 0 || F.folded[p]) continue;
+        const Node *at = n->remat ? remat_reader(&F, i) : n;
+        for (int j = 0; j < at->n_in; j++) {
+          NodeId p = producer(&F, at->in[j]);
+          if (p < 0 || F.folded[p] || g->nodes.data[p].remat) continue;
           int gu = out->group_of[p];
           if (gu > best && can_join(&F, n, gu)) best = gu;
         }

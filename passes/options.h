@@ -15,6 +15,7 @@
   X(simplify, "SIMPLIFY", "skip the simplify pass (folding, identities, CSE, dead code)") \
   X(cse, "CSE", "simplify without common-subexpression elimination (duplicate nodes stay)") \
   X(schedule, "SCHEDULE", "skip the schedule pass (keep the expanded node order)") \
+  X(remat, "REMAT", "the backward reads stored forward values instead of recomputing cheap ones (passes/remat.c)") \
   X(fuse, "FUSE", "one kernel per node (views still fold into their readers)") \
   X(view_fold, "VIEW_FOLD", "broadcasts, permutes and slices become copy kernels instead of strided loads") \
   X(memplan, "MEMPLAN", "a buffer of its own for every value (no reuse, no in place)") \

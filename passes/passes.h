@@ -70,6 +70,12 @@ bool simplify_run(Graph *g, const OptSwitches *off, Diag *d);
  * (attention masks, gather indices) to the front so their readers fuse. */
 bool schedule_run(Graph *g, Diag *d);
 
+/* remat.c — rematerialization (plan stage, before fuse): pointwise forward
+ * values whose backward readers are pointwise or reductions and whose
+ * inputs are live there anyway are recomputed by copies of their nodes
+ * placed before those readers, instead of being stored. */
+bool remat_run(Graph *g, Diag *d);
+
 /* schedule.c — gradient buckets for data-parallel training (runtime/dist.c).
  * The parameter gradients (Value.grad of every parameter, each value once)
  * are grouped greedily in the order a run produces them into buckets of at

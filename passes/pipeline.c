@@ -1,8 +1,8 @@
 /* pipeline.c — the whole middle end as one ordered table of named stages,
  * all working on one Plan (passes.h):
  *
- *   expand  autodiff  optim  simplify  schedule | fuse  lower  memplan
- *   -------------- graph stages --------------- | --- plan stages ---
+ *   expand  autodiff  optim  simplify  schedule | remat  fuse  lower  memplan
+ *   -------------- graph stages --------------- | ------- plan stages -------
  *
  * The graph stages end in the Graph an Exec keeps (every backend); compiled
  * backends run the plan stages over a copy of it. `lower` is codegen's (the
@@ -113,6 +113,10 @@ static void dump_schedule(const Plan *p, FILE *f) {
 }
 
 /* ---- plan stages ---- */
+static bool run_remat(Plan *p, const CompileOptions *o, Diag *d) {
+  (void)o;
+  return remat_run(&p->graph, d);
+}
 
 static bool run_fuse(Plan *p, const CompileOptions *o, Diag *d) {
   Graph *g = &p->graph;
@@ -148,6 +152,7 @@ static const Stage stages[] = {
     {"optim", PHASE_GRAPH, true, -1, false, run_optim, check_graph, dump_graph},
     {"simplify", PHASE_GRAPH, false, OFF(simplify), true, run_simplify, check_graph, dump_graph},
     {"schedule", PHASE_GRAPH, false, OFF(schedule), true, run_schedule, check_graph, dump_schedule},
+    {"remat", PHASE_PLAN, false, OFF(remat), true, run_remat, check_graph, dump_graph},
     {"fuse", PHASE_PLAN, false, OFF(fuse), false, run_fuse, check_fuse, dump_fuse},
     {"lower", PHASE_PLAN, false, -1, false, run_lower, NULL, NULL},
     {"memplan", PHASE_PLAN, false, OFF(memplan), false, run_memplan, check_memplan, dump_memplan},

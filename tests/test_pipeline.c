@@ -107,7 +107,7 @@ TEST(every_stage_dumps) {
     free(text);
     compiled_free(&c);
   }
-  CHECK_EQ_INT(n_stages, 8);
+  CHECK_EQ_INT(n_stages, 9);
   CompileOptions o = tiny_options();
   o.dump_after = "all";
   char *text = NULL;
@@ -293,6 +293,44 @@ TEST(memory_switches) {
   }
   compiled_free(&on);
   compiled_free(&noinplace);
+  compiled_free(&off);
+}
+
+/* The memory kind of the value named `name` in c's plan (-1: no such value). */
+static int mem_kind_of(const Compiled *c, const char *name) {
+  for (int v = 0; v < c->eg.values.n; v++)
+    if (strcmp(c->eg.values.data[v].name, name) == 0) return c->mem.slots[v].kind;
+  return -1;
+}
+
+/* remat: the softmax numerators of the MLM cross-entropy (exp of the
+ * shifted logits, read by its backward) are recomputed there instead of
+ * stored, in the backward kernels themselves, and the intermediates
+ * shrink; BC_NO_REMAT stores them again. */
+TEST(remat_switch) {
+  CompileOptions o = tiny_options();
+  o.graph_name = "pretrain";
+  Compiled on = compile(&o);
+  o.off.remat = true;
+  Compiled off = compile(&o);
+  if (on.ok && off.ok) {
+    const char *e = "loss.mlm_loss.ce.e";
+    CHECK_EQ_INT(mem_kind_of(&off, e), MEM_ARENA);
+    CHECK_EQ_INT(mem_kind_of(&on, e), MEM_NONE);
+    /* each copy runs in its reader's kernel: never stored either */
+    int copies = 0;
+    for (int i = 0; i < on.eg.nodes.n; i++) {
+      const Node *n = &on.eg.nodes.data[i];
+      if (!n->remat) continue;
+      copies++;
+      CHECK_MSG(on.mem.slots[n->out].kind == MEM_NONE, "copy %s is stored", on.eg.values.data[n->out].name);
+    }
+    CHECK(copies > 0);
+    for (int i = 0; i < off.eg.nodes.n; i++) CHECK(!off.eg.nodes.data[i].remat);
+    CHECK_MSG(on.mem.sum_intermediate_bytes < off.mem.sum_intermediate_bytes, "intermediates %lld, without remat %lld",
+              (long long)on.mem.sum_intermediate_bytes, (long long)off.mem.sum_intermediate_bytes);
+  }
+  compiled_free(&on);
   compiled_free(&off);
 }
 

@@ -477,6 +477,65 @@ TEST(unreached_and_nondiff) {
   ctx_free(&c);
 }
 
+static int count_op(const Graph *g, Op op) {
+  int n = 0;
+  for (int i = 0; i < g->nodes.n; i++) n += g->nodes.data[i].op == op;
+  return n;
+}
+
+/* stop_gradient: autodiff treats the node's output as a constant. The
+ * shifted log-sum-exp, lse = m + log(sum(exp(x - m))), does not depend on
+ * m, so with m cut off its gradient still matches finite differences and
+ * the backward has no reduce_max VJP (its tie mask, an eq). Where the
+ * result does depend on the cut value, that path's gradient is gone:
+ * d/dx of x * stop_gradient(max(x)) is max(x), not max(x) + x at the max. */
+TEST(stop_gradient) {
+  for (int cut = 0; cut < 2; cut++) {
+    Ctx c;
+    ctx_init(&c, cut ? "log-sum-exp, max cut off" : "log-sum-exp");
+    Graph *g = &c.g;
+    ValueId x = param(&c, shape_of(2, 3, 5), DOM_DISTINCT);
+    ValueId m = graph_reduce(g, OP_REDUCE_MAX, x, 1);
+    g->nodes.data[g->values.data[m].node].stop_gradient = cut;
+    ValueId e = graph_unary(g, OP_EXP, graph_binary(g, OP_SUB, x, m));
+    ValueId lse = graph_binary(g, OP_ADD, m, graph_unary(g, OP_LOG, graph_reduce(g, OP_REDUCE_SUM, e, 1)));
+    int n_fwd = g->nodes.n;
+    check_grads(&c, lse);
+    int eqs = 0;
+    for (int i = n_fwd; i < g->nodes.n; i++) eqs += g->nodes.data[i].op == OP_EQ;
+    if (cut) CHECK_EQ_INT(eqs, 0);
+    else CHECK(eqs > 0);
+    ctx_free(&c);
+  }
+  Ctx c;
+  ctx_init(&c, "x * stop_gradient(max(x))");
+  Graph *g = &c.g;
+  double xv[4] = {0.5, -1.0, 2.0, 0.25};
+  ValueId x = param(&c, shape_of(2, 1, 4), DOM_ANY);
+  memcpy(c.slots[c.n_slots - 1].val, xv, sizeof xv);
+  ValueId m = graph_reduce(g, OP_REDUCE_MAX, x, 1);
+  g->nodes.data[g->values.data[m].node].stop_gradient = true;
+  ValueId y = graph_reduce(g, OP_REDUCE_SUM, graph_binary(g, OP_MUL, x, m), 1);
+  g->loss = y;
+  Diag d;
+  diag_init(&d);
+  CHECK(autodiff_run(g, &d));
+  CHECK_EQ_INT(count_op(g, OP_EQ), 0);
+  Exec *ex = exec_create(&backend_interp, g, &d);
+  CHECK(ex != NULL);
+  if (ex) {
+    double gx[4];
+    CHECK(exec_write(ex, x, xv, DTYPE_F64, &d));
+    run_loss(ex, &d);
+    CHECK(exec_read(ex, g->values.data[x].grad, gx, DTYPE_F64, &d));
+    for (int i = 0; i < 4; i++) CHECK_MSG(gx[i] == 2.0, "d/dx[%d] = %g, want max(x) = 2", i, gx[i]);
+    exec_destroy(ex);
+  }
+  diag_print(&d, stderr);
+  diag_free(&d);
+  ctx_free(&c);
+}
+
 /* Ties in reduce_max are not differentiable; the rule splits the gradient
  * evenly among the maxima (like PyTorch's amax), so it still sums to g. */
 TEST(reduce_max_ties) {
