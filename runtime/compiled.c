@@ -34,6 +34,7 @@ bool compiled_plan_init(CompiledPlan *p, const Graph *g, Diag *d) {
   int nk = p->plan.kernels.n;
   p->kernel_ns = bc_calloc((size_t)(nk ? nk : 1), sizeof(double));
   p->kernel_calls = bc_calloc((size_t)(nk ? nk : 1), sizeof(int64_t));
+  p->kernel_first_ns = bc_calloc((size_t)(nk ? nk : 1), sizeof(double));
   p->stats.n_kernels = nk;
   p->stats.pinned_bytes = p->mem.pinned_bytes;
   p->stats.arena_bytes = p->mem.arena_bytes;
@@ -50,6 +51,7 @@ void compiled_plan_free(CompiledPlan *p) {
   }
   free(p->kernel_ns);
   free(p->kernel_calls);
+  free(p->kernel_first_ns);
   free(p->shared);
   memset(p, 0, sizeof(*p));
 }
@@ -130,32 +132,44 @@ const GradBuckets *compiled_set_grad_sync(Exec *e, int64_t bucket_bytes, const G
 }
 
 void compiled_kernel_time(CompiledPlan *p, int i, double ns) {
+  if (p->kernel_calls[i] == 0) p->kernel_first_ns[i] = ns;
   p->kernel_ns[i] += ns;
   p->kernel_calls[i]++;
+}
+
+/* Kernel i's time per call, without its first call when it had others. */
+static double profile_ns(const CompiledPlan *p, int i) {
+  int64_t n = p->kernel_calls[i];
+  if (n == 0) return 0;
+  return n == 1 ? p->kernel_ns[i] : (p->kernel_ns[i] - p->kernel_first_ns[i]) / (double)(n - 1);
 }
 
 void compiled_print_profile(const CompiledPlan *p, const char *who) {
   int n = p->plan.kernels.n;
   if (!p->profile || !p->kernel_ns || n == 0) return;
   int *idx = bc_malloc(sizeof(int) * (size_t)n);
+  double *t = bc_malloc(sizeof(double) * (size_t)n);
   double total = 0;
   for (int i = 0; i < n; i++) {
     idx[i] = i;
-    total += p->kernel_ns[i];
+    t[i] = profile_ns(p, i);
+    total += t[i];
   }
   for (int i = 0; i < n; i++)
     for (int j = i + 1; j < n; j++)
-      if (p->kernel_ns[idx[j]] > p->kernel_ns[idx[i]]) {
-        int t = idx[i];
+      if (t[idx[j]] > t[idx[i]]) {
+        int x = idx[i];
         idx[i] = idx[j];
-        idx[j] = t;
+        idx[j] = x;
       }
-  int64_t runs = p->kernel_calls[0] ? p->kernel_calls[0] : 1; /* every kernel runs once a run */
-  fprintf(stderr, "%s profile: %d kernels, %.3f ms per run\n", who, n, total / 1e6 / (double)runs);
+  int64_t runs = p->kernel_calls[0]; /* every kernel runs once a run */
+  fprintf(stderr, "%s profile: %d kernels, %.3f ms per run (%s)\n", who, n, total / 1e6,
+          runs > 1 ? "runs after the first" : "one run");
   for (int i = 0; i < n && i < 25; i++) {
     int k = idx[i];
-    fprintf(stderr, "  %6.2f%% %9.4f ms  %s\n", total > 0 ? 100 * p->kernel_ns[k] / total : 0.0,
-            p->kernel_calls[k] ? p->kernel_ns[k] / 1e6 / (double)p->kernel_calls[k] : 0.0, p->plan.kernels.data[k].name);
+    fprintf(stderr, "  %6.2f%% %9.4f ms  %s\n", total > 0 ? 100 * t[k] / total : 0.0, t[k] / 1e6,
+            p->plan.kernels.data[k].name);
   }
+  free(t);
   free(idx);
 }

@@ -23,6 +23,9 @@ typedef struct {
   bool profile;        /* BC_PROFILE=1 */
   double *kernel_ns;   /* per kernel: time summed over kernel_calls runs */
   int64_t *kernel_calls;
+  double *kernel_first_ns; /* per kernel: its first call (page faults, the GEMM
+                            * library's code generation), left out of the
+                            * profile when there are later ones */
   ExecStats stats;
   bool have_sync; /* data-parallel hooks (runtime/dist.c) */
   GradSync sync;
@@ -64,7 +67,8 @@ const GradBuckets *compiled_set_grad_sync(Exec *e, int64_t bucket_bytes, const G
 /* Adds one timed call of kernel i (profile, GEMM times). */
 void compiled_kernel_time(CompiledPlan *p, int i, double ns);
 /* With BC_PROFILE: prints "<who> profile: N kernels, T ms per run" and the
- * 25 kernels that took longest, to stderr. */
+ * 25 kernels that took longest, to stderr; runs after the first when
+ * there are any (the first pays one-time costs). */
 void compiled_print_profile(const CompiledPlan *p, const char *who);
 
 /* Whether environment variable `name` is set, non-empty and not "0". */
