@@ -251,7 +251,7 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
 
   /* Arena: walk the schedule; at node i first place the output (its inputs
    * are still live, so it cannot land on them unless it reuses one that dies
-   * here), then free the buffers whose last owner dies at i. */
+   * here), then free the buffers whose last live value dies at i. */
   NodeId *last = last_uses(g, has_buf);
   int *n_dying = bc_calloc((size_t)g->nodes.n + 1, sizeof(int)); /* bucket starts, then cursors */
   ValueId *dying = bc_malloc(((size_t)nv + 1) * sizeof(ValueId));
@@ -264,8 +264,8 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
     if (last[v] >= 0) dying[cursor[last[v]]++] = v;
   free(cursor);
 
-  ValueId *owner = bc_malloc(((size_t)nv + 1) * sizeof(ValueId)); /* by root value: newest alias */
-  ValueId *root = bc_malloc(((size_t)nv + 1) * sizeof(ValueId));  /* the value that allocated it */
+  int *live = bc_calloc((size_t)nv + 1, sizeof(int));            /* by root value: live values on it */
+  ValueId *root = bc_malloc(((size_t)nv + 1) * sizeof(ValueId)); /* the value that allocated it */
   Allocator a = {{0}, 0};
   Cone cone;
   cone_init(&cone, g, has_buf);
@@ -301,10 +301,17 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
       bool may_alias = inplace_op(n->op) && (n->op == OP_RESHAPE || !no_inplace);
       for (int k = 0; !disable && src < 0 && may_alias && k < n->n_in; k++) {
         ValueId x = n->in[k];
-        if (s[x].kind == MEM_ARENA && last[x] == i && s[x].bytes == sy->bytes && owner[root[x]] == x &&
+        if (s[x].kind == MEM_ARENA && last[x] == i && s[x].bytes == sy->bytes && live[root[x]] == 1 &&
             cone_pointwise(&cone, n, x) && viewed_in[x] != kernel_at(kernel_of, i))
           src = x;
       }
+      /* a reshape of a buffer that is read later too is a view of it all
+       * the same: neither is written again while both live (in place needs
+       * a buffer with one live value), and the buffer is freed when the
+       * last value on it dies */
+      if (!disable && src < 0 && n->op == OP_RESHAPE && s[n->in[0]].kind == MEM_ARENA &&
+          s[n->in[0]].bytes == sy->bytes)
+        src = n->in[0];
       if (src >= 0) {
         sy->offset = s[src].offset;
         sy->alias_of = src;
@@ -315,14 +322,14 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
         sy->offset = alloc_bytes(&a, align_up(sy->bytes));
         root[y] = y;
       }
-      owner[root[y]] = y;
+      live[root[y]]++;
     }
     /* buffers whose last reader is in this kernel free when it ends */
     for (int k = n_dying[i]; !disable && k < n_dying[i + 1]; k++) vec_push(&pending, dying[k]);
     if (i + 1 == g->nodes.n || kernel_at(kernel_of, i + 1) != kernel_at(kernel_of, i)) {
       for (int k = 0; k < pending.n; k++) {
         ValueId x = pending.data[k];
-        if (s[x].kind == MEM_ARENA && owner[root[x]] == x)
+        if (s[x].kind == MEM_ARENA && --live[root[x]] == 0)
           free_bytes(&a, s[root[x]].offset, align_up(s[root[x]].bytes));
       }
       pending.n = 0;
@@ -342,7 +349,7 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
   out->disabled = disable;
   vec_free(&a.holes);
   cone_free(&cone);
-  free(owner);
+  free(live);
   free(root);
   free(dying);
   free(n_dying);
@@ -545,6 +552,17 @@ static void check_pinned_disjoint(Check *c, const MemPlan *p) {
   free(ids);
 }
 
+/* The value v is a reshape view of, through any chain of them (v if none). */
+static ValueId view_base(const Graph *g, const MemPlan *p, ValueId v) {
+  for (;;) {
+    const MemSlot *sv = &p->slots[v];
+    NodeId n = g->values.data[v].node;
+    if (sv->alias_of < 0 || n < 0 || g->nodes.data[n].op != OP_RESHAPE || sv->offset != p->slots[sv->alias_of].offset)
+      return v;
+    v = sv->alias_of;
+  }
+}
+
 bool memplan_check(const Graph *g, const MemPlan *p, Diag *d) {
   Check c = {g, d, true};
   if (p->n_values != g->values.n || !p->slots) {
@@ -576,6 +594,7 @@ bool memplan_check(const Graph *g, const MemPlan *p, Diag *d) {
       NodeId fv = kernel_at(p->kernel_of, g->values.data[v].node), lv = kernel_at(p->kernel_of, last[v]);
       if (sv->bytes == 0 || su->bytes == 0 || fu > lv || fv > lu) continue; /* disjoint in time */
       if ((sv->alias_of == u && lu == fv) || (su->alias_of == v && lv == fu)) continue;
+      if (view_base(g, p, u) == view_base(g, p, v)) continue; /* reshape views: read only */
       FAIL(&c, v, "'%s' (live [%d, %d]) overlaps '%s' (live [%d, %d]) in the arena", vname(g, v), (int)fv,
            (int)lv, vname(g, u), (int)fu, (int)lu);
     }

@@ -310,6 +310,7 @@ static ValueId rewrite(Builder *b, const Node *n, const ValueId *in, const Value
     /* reshape(reshape(x)) = reshape(x); broadcast(broadcast(x)) = broadcast(x) */
     if (is_op(g, in[0], n->op)) {
       ValueId inner = g->nodes.data[g->values.data[in[0]].node].in[0];
+      if (shape_eq(&g->values.data[inner].shape, &oldv->shape)) return inner; /* back to x's shape */
       Node m = *n;
       return emit(b, &m, &inner, oldv);
     }

@@ -132,6 +132,32 @@ TEST(in_place_and_views) {
   graph_free(&g);
 }
 
+/* a = exp(x); r = reshape(a) [a view, though a is read later]; f = neg(r)
+ * [not in place: a still lives on r's buffer]; t = tanh(a) [in place of a:
+ * r is dead by then]; out = reshape(f) + t. */
+TEST(reshape_of_a_live_buffer_is_a_view) {
+  Graph g;
+  graph_init(&g, "live view");
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(1, 64), SRCLOC_NONE);
+  ValueId a = graph_unary(&g, OP_EXP, x);
+  ValueId r = graph_reshape(&g, a, shape_of(2, 8, 8));
+  ValueId f = graph_unary(&g, OP_NEG, r);
+  ValueId t = graph_unary(&g, OP_TANH, a);
+  ValueId out = graph_binary(&g, OP_ADD, graph_reshape(&g, f, shape_of(1, 64)), t);
+  vec_push(&g.outputs, out);
+  MemPlan p;
+  CHECK(plan(&g, NULL, false, &p));
+  memplan_print(&g, &p, stderr);
+  const MemSlot *s = p.slots;
+  CHECK_EQ_INT(s[r].alias_of, a);
+  CHECK_EQ_INT(s[r].offset, s[a].offset);
+  CHECK_EQ_INT(s[f].alias_of, -1);
+  CHECK(s[f].offset != s[a].offset);
+  CHECK_EQ_INT(s[t].alias_of, a);
+  memplan_free(&p);
+  graph_free(&g);
+}
+
 /* a = exp(x); y = a - broadcast(reduce_max(a)): with the max and the
  * broadcast fused into y's kernel, y may not overwrite a (the kernel still
  * reads other elements of a's row); with only the broadcast fused, it may. */
