@@ -20,6 +20,9 @@
  *    the runtime's own loops (row copies).
  *  - KERNEL_ALIAS: a reshape of a materialized value: no work; the output
  *    shares the input's buffer (the memory plan places it so).
+ *  - KERNEL_ATTENTION: one attention or attention_grad node, run by the
+ *    runtime (runtime/attention.h): per (example, head) the [Tq, Tk]
+ *    weights live in a scratch block of their own, never in the arena.
  *
  * Memory access: every tensor a LOOP kernel reads or writes is a KView: an
  * element offset plus one stride per domain axis (0 = broadcast along that
@@ -42,6 +45,7 @@ typedef enum {
   KERNEL_SCATTER_ADD,
   KERNEL_CONCAT,
   KERNEL_ALIAS,
+  KERNEL_ATTENTION,
 } KernelKind;
 
 typedef struct {

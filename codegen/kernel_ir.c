@@ -365,6 +365,7 @@ bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d
     case GROUP_SCATTER_ADD: k.kind = KERNEL_SCATTER_ADD; break;
     case GROUP_CONCAT: k.kind = KERNEL_CONCAT; break;
     case GROUP_ALIAS: k.kind = KERNEL_ALIAS; break;
+    case GROUP_ATTENTION: k.kind = KERNEL_ATTENTION; break;
     }
     k.name = kernel_name(g, &k, G, &scratch);
     vec_push(&out->kernels, k);
@@ -506,7 +507,7 @@ int64_t kernel_work_items(const Kernel *k) {
   return n;
 }
 
-static const char *const kind_names[] = {"loop", "gemm", "gather", "scatter_add", "concat", "alias"};
+static const char *const kind_names[] = {"loop", "gemm", "gather", "scatter_add", "concat", "alias", "attention"};
 
 void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
   char b[96];

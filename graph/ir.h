@@ -34,6 +34,7 @@ enum {
   OPF_SIDE_EFFECT = 1 << 4, /* never removed (assign) */
   OPF_UNARY = 1 << 5,
   OPF_BINARY = 1 << 6,
+  OPF_INTERNAL = 1 << 7,    /* made by passes, not written in YAML (assign, attention_grad) */
 };
 
 typedef struct {
@@ -129,6 +130,8 @@ typedef struct {
   DType dtype;              /* cast, iota, constant */
   Shape key_shape;          /* random: the shape whose row-major index keys the
                              * stream (rank 0: its own; see random_key_map) */
+  int heads;                /* attention, attention_grad */
+  double dropout;           /* attention, attention_grad: the weights' dropout rate */
 } Attrs;
 
 typedef int32_t BlockId; /* index in Graph.blocks; -1 = the graph itself */

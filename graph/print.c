@@ -43,6 +43,11 @@ static void print_attrs(FILE *f, const Graph *g, const Node *n) {
     if (n->a.key_shape.rank > 0) fprintf(f, " key_shape=%s", shape_str(&n->a.key_shape, b));
     break;
   case OP_CONSTANT: fprintf(f, " value=%.9g", n->a.scalar); break;
+  case OP_ATTENTION:
+  case OP_ATTENTION_GRAD:
+    fprintf(f, " heads=%d dropout=%g key=%08x", n->a.heads, n->a.dropout, n->a.key);
+    if (n->a.key_shape.rank > 0) fprintf(f, " key_shape=%s", shape_str(&n->a.key_shape, b));
+    break;
   case OP_SCATTER_ADD: fprintf(f, " shape=%s", shape_str(&n->a.shape, b)); break;
   default: break;
   }

@@ -330,6 +330,41 @@ bool shape_infer(const Graph *g, Op op, int n_in, const ValueId *in, Attrs *a, D
     *out_s = a->shape;
     return true;
 
+  case OP_ATTENTION:
+  case OP_ATTENTION_GRAD: {
+    const Shape *q = &V(0)->shape, *k = &V(1)->shape, *v = &V(2)->shape, *vl = &V(3)->shape;
+    for (int i = 0; i < 3; i++)
+      if (V(i)->dtype != DTYPE_F32) return fail(d, loc, "%s: q, k and v must be f32", name);
+    if (q->rank != 3 || k->rank != 3 || v->rank != 3)
+      return fail(d, loc, "%s: q, k and v must be [batch, length, features], got %s %s %s", name,
+                  shape_str(q, b0), shape_str(k, b1), shape_str(v, b2));
+    if (k->dim[0] != q->dim[0] || v->dim[0] != q->dim[0] || k->dim[2] != q->dim[2] || !shape_eq(k, v))
+      return fail(d, loc, "%s: q %s, k %s and v %s disagree (same batch and features; k and v the same shape)",
+                  name, shape_str(q, b0), shape_str(k, b1), shape_str(v, b2));
+    if (V(3)->dtype != DTYPE_I32 || vl->rank != 1 || vl->dim[0] != q->dim[0])
+      return fail(d, loc, "%s: valid_len must be i32 [%lld], got %s %s", name, (long long)q->dim[0],
+                  dtype_name(V(3)->dtype), shape_str(vl, b0));
+    if (a->heads < 1 || q->dim[2] % a->heads != 0)
+      return fail(d, loc, "%s: heads (%d) must be at least 1 and divide the features (%lld)", name, a->heads,
+                  (long long)q->dim[2]);
+    if (!(a->dropout >= 0 && a->dropout < 1))
+      return fail(d, loc, "%s: dropout must be in [0, 1), got %g", name, a->dropout);
+    /* the weights' shape, which keys the dropout stream like a random op's */
+    a->shape.rank = 4;
+    a->shape.dim[0] = q->dim[0];
+    a->shape.dim[1] = a->heads;
+    a->shape.dim[2] = q->dim[1];
+    a->shape.dim[3] = k->dim[1];
+    *out_t = DTYPE_F32;
+    *out_s = *q;
+    if (op == OP_ATTENTION_GRAD) {
+      if (!shape_eq(&V(4)->shape, q) || V(4)->dtype != DTYPE_F32)
+        return fail(d, loc, "%s: the output gradient must be f32 %s", name, shape_str(q, b0));
+      out_s->dim[1] = q->dim[1] + 2 * k->dim[1];
+    }
+    return true;
+  }
+
   case OP_ASSIGN:
     if (V(0)->kind != VALUE_PARAM && V(0)->kind != VALUE_STATE)
       return fail(d, loc, "assign: target '%s' is not a parameter or state", V(0)->name);

@@ -68,7 +68,7 @@ const char *expand_prim_suggest(Ctx *c, const char *name) {
   int n = 0;
   for (int d = 1; d <= 2 && n == 0; d++) {
     for (int i = 0; i < OP_COUNT && n < 4; i++)
-      if (i != OP_ASSIGN && edit_distance(name, op_info[i].name, d) == d) best[n++] = op_info[i].name;
+      if (!(op_info[i].flags & OPF_INTERNAL) && edit_distance(name, op_info[i].name, d) == d) best[n++] = op_info[i].name;
     if (n < 4 && edit_distance(name, "param", d) == d) best[n++] = "param";
     for (int i = 0; i < c->blocks.n && n < 4; i++)
       if (edit_distance(name, c->blocks.data[i].name, d) == d) best[n++] = c->blocks.data[i].name;
@@ -80,7 +80,7 @@ const char *expand_prim_suggest(Ctx *c, const char *name) {
   }
   const char *s = "primitives:";
   for (int i = 0; i < OP_COUNT; i++)
-    if (i != OP_ASSIGN) s = arena_printf(&c->arena, "%s %s", s, op_info[i].name);
+    if (!(op_info[i].flags & OPF_INTERNAL)) s = arena_printf(&c->arena, "%s %s", s, op_info[i].name);
   return arena_printf(&c->arena, "%s, param, or a block", s);
 }
 
@@ -394,6 +394,26 @@ bool expand_prim_node(Ctx *c, Scope *s, NodeSpec *ns) {
     a.axis = -1;
     if ((x = ynode_get(m, "axis")) && !decode_axis(c, s, x, in0->rank, opn, &a.axis)) return false;
     break;
+  case OP_ATTENTION: {
+    int64_t h;
+    x = ynode_get(m, "heads");
+    if (!expr_int(c, s, x, "heads", &h)) return false;
+    if (h < 1 || h > INT32_MAX) {
+      diag_error(c->d, x->loc, "attention: heads must be at least 1, got %lld", (long long)h);
+      return false;
+    }
+    a.heads = (int)h;
+    if ((x = ynode_get(m, "dropout"))) {
+      Num p;
+      if (!expr_num(c, s, x, &p)) return false;
+      a.dropout = expr_num_f(p);
+      if (!(a.dropout >= 0 && a.dropout < 1)) {
+        diag_error(c->d, x->loc, "attention: dropout must be in [0, 1), got %g", a.dropout);
+        return false;
+      }
+    }
+    break;
+  }
   case OP_MATMUL:
     if ((x = ynode_get(m, "transpose_a")) && !decode_bool(c, s, x, &a.trans_a)) return false;
     if ((x = ynode_get(m, "transpose_b")) && !decode_bool(c, s, x, &a.trans_b)) return false;
@@ -420,7 +440,7 @@ bool expand_prim_node(Ctx *c, Scope *s, NodeSpec *ns) {
   }
 
   const char *name = expand_scope_full_name(c, s, ns->out[0]);
-  if (op == OP_RANDOM) a.key = bc_hash32(name);
+  if (op == OP_RANDOM || op == OP_ATTENTION) a.key = bc_hash32(name);
   if (bcast) {
     Shape target = g->values.data[in[0]].shape;
     for (int i = 1; i < ns->n_in; i++) {

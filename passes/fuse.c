@@ -19,8 +19,8 @@
  *  - A reduction over the last axis joins the group of its input (a "row
  *    kernel": softmax, layer norm, cross-entropy); over another axis it is
  *    a column reduction of its own.
- *  - matmul, gather, scatter_add, concat: one library kernel each; reshape of
- *    a buffer is an alias.
+ *  - matmul, gather, scatter_add, concat, attention, attention_grad: one
+ *    library kernel each; reshape of a buffer is an alias.
  *  - An assign joins the kernel computing its value when that kernel reads
  *    the target only elementwise before the store and nothing later reads
  *    the target (Adam: one kernel per parameter updates p, m and v in place).
@@ -290,6 +290,8 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     case OP_MATMUL: G = new_group(&F, GROUP_GEMM, *os, -1); break;
     case OP_GATHER: G = new_group(&F, GROUP_GATHER, *os, -1); break;
     case OP_SCATTER_ADD: G = new_group(&F, GROUP_SCATTER_ADD, *os, -1); break;
+    case OP_ATTENTION:
+    case OP_ATTENTION_GRAD: G = new_group(&F, GROUP_ATTENTION, *os, -1); break;
     case OP_CONCAT: G = new_group(&F, GROUP_CONCAT, *os, -1); break;
     case OP_RESHAPE: G = new_group(&F, GROUP_ALIAS, *os, -1); break;
     case OP_ASSIGN:
@@ -486,8 +488,8 @@ bool fusion_check(const Graph *g, const Fusion *f, Diag *d) {
   return d->n_errors == before;
 }
 
-static const char *const group_kind_names[] = {"loop", "column-reduce", "gemm", "gather",
-                                               "scatter_add", "concat", "alias", "assign"};
+static const char *const group_kind_names[] = {"loop",   "column-reduce", "gemm",   "gather",   "scatter_add",
+                                               "concat", "alias",         "assign", "attention"};
 
 void fusion_print(const Graph *g, const Fusion *f, FILE *out) {
   int counts[8] = {0};

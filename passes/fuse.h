@@ -21,6 +21,7 @@ typedef enum {
   GROUP_CONCAT,      /* one concat */
   GROUP_ALIAS,       /* one reshape of a materialized value: a view, no work */
   GROUP_ASSIGN,      /* an assign whose value could not be stored in place */
+  GROUP_ATTENTION,   /* one attention or attention_grad */
 } GroupKind;
 
 typedef struct {

@@ -199,6 +199,9 @@ bool grad_rule_input_diff(Op op, int k, int n_in) {
     return k == 0; /* the table, not the indices */
   case OP_SCATTER_ADD:
     return k == 1; /* the updates, not the indices */
+  case OP_ATTENTION:
+    return k < 3; /* q, k, v; not valid_len */
+  case OP_ATTENTION_GRAD: /* made by the backward pass itself */
   case OP_CAST:     /* f32 <-> i32: piecewise constant or integer */
   case OP_IOTA:
   case OP_RANDOM:
@@ -335,6 +338,18 @@ void grad_rule_apply(Graph *g, const Node *n, ValueId gy, const bool *want, Valu
   case OP_SCATTER_ADD: /* (idx, upd): each update row sees its target row's gradient */
     if (want[1]) gin[1] = graph_gather(g, gy, n->in[0]);
     return;
+  case OP_ATTENTION: {
+    /* one node computes d q, d k and d v (recomputing the weights), stacked
+     * along the length axis; each is a slice of it */
+    ValueId in[5] = {n->in[0], n->in[1], n->in[2], n->in[3], gy};
+    ValueId all = graph_op(g, OP_ATTENTION_GRAD, 5, in, &n->a, NULL);
+    int64_t tq = val(g, n->in[0])->shape.dim[1], tk = val(g, n->in[1])->shape.dim[1];
+    int64_t at[4] = {0, tq, tq + tk, tq + 2 * tk};
+    for (int k = 0; k < 3; k++)
+      if (want[k]) gin[k] = graph_slice(g, all, 1, at[k], at[k + 1]);
+    return;
+  }
+  case OP_ATTENTION_GRAD:
   case OP_CAST:
   case OP_IOTA:
   case OP_RANDOM:

@@ -64,6 +64,8 @@ static Attrs canon(const Attrs *a) {
   c.dtype = a->dtype;
   c.key_shape.rank = a->key_shape.rank;
   for (int i = 0; i < a->key_shape.rank && i < BC_MAX_RANK; i++) c.key_shape.dim[i] = a->key_shape.dim[i];
+  c.heads = a->heads;
+  c.dropout = a->dropout;
   return c;
 }
 

@@ -17,6 +17,7 @@
  * is a step: gradient buckets are issued after the kernel completing them
  * and waited for before the first kernel reading them. */
 #include "compiled.h"
+#include "cpu_attention.h"
 #include "cpu_ops.h"
 #include "threadpool.h"
 #include "../codegen/kernel_eval.h"
@@ -165,7 +166,7 @@ static void loop_call(void *ctx, int64_t begin, int64_t end) {
   else kernel_eval(lc->ck->k, (void *const *)lc->ck->bufs, begin, end, lc->info);
 }
 
-static bool run_library(Cpu *c, const Graph *g, const Kernel *k, Diag *d) {
+static bool run_library(Cpu *c, const Graph *g, const Kernel *k, const KernelRunInfo *info, Diag *d) {
   const Node *n = &g->nodes.data[k->first_node];
   const Value *o = &g->values.data[n->out];
   switch (k->kind) {
@@ -221,6 +222,15 @@ static bool run_library(Cpu *c, const Graph *g, const Kernel *k, Diag *d) {
     }
     return true;
   }
+  case KERNEL_ATTENTION: {
+    AttnDims a;
+    RunContext ctx = {info->seed, info->step, info->example_offset};
+    attn_dims(&a, g, n, &ctx);
+    bool grad = n->op == OP_ATTENTION_GRAD;
+    cpu_attention(c->pool, c->gemm, &a, addr_of(c, n->in[0]), addr_of(c, n->in[1]), addr_of(c, n->in[2]),
+                  addr_of(c, n->in[3]), grad ? addr_of(c, n->in[4]) : NULL, addr_of(c, n->out));
+    return true;
+  }
   case KERNEL_LOOP: break;
   }
   BC_ASSERT(!"not a library kernel");
@@ -243,7 +253,7 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
       LoopCall lc = {ck, &info};
       if (ck->n_items <= ck->grain) loop_call(&lc, 0, ck->n_items);
       else pool_parallel_for(c->pool, ck->n_items, ck->grain, loop_call, &lc);
-    } else if (!run_library(c, g, k, d)) {
+    } else if (!run_library(c, g, k, &info, d)) {
       return false;
     }
     if (timed || k->kind == KERNEL_GEMM) {

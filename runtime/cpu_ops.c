@@ -148,6 +148,14 @@ CpuGemmPar cpu_gemm_choose(int64_t n_batch, int64_t m, int64_t n, int64_t k, int
 }
 
 
+void cpu_gemm_lock(GemmLib lib, int n) {
+  BC_ASSERT(gemm_lib_load(lib));
+  pthread_mutex_lock(&blas_mu);
+  gemm_lib_set_threads(lib, n);
+}
+
+void cpu_gemm_unlock(void) { pthread_mutex_unlock(&blas_mu); }
+
 void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape *as, bool trans_a,
               const float *B, const Shape *bs, bool trans_b, float beta, float *C,
               const Shape *cs) {

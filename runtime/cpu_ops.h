@@ -55,6 +55,12 @@ void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape 
               const float *B, const Shape *b_shape, bool trans_b, float beta, float *C,
               const Shape *c_shape);
 
+/* For kernels that call the GEMM library themselves from the pool's
+ * threads: takes cpu_gemm's turn and sets the library's threads per
+ * calling thread to n; cpu_gemm_unlock gives the turn back. */
+void cpu_gemm_lock(GemmLib lib, int n);
+void cpu_gemm_unlock(void);
+
 /* The mode CPU_GEMM_AUTO picks for n_batch independent (m, n, k) GEMMs on
  * n_threads threads (after folding batch dims into M). */
 CpuGemmPar cpu_gemm_choose(int64_t n_batch, int64_t m, int64_t n, int64_t k, int n_threads);

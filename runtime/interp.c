@@ -13,6 +13,7 @@
  * order; elementwise forwards are the `ref` expressions of graph/ops.def.
  * With data-parallel hooks (set_grad_sync, runtime/dist.c) every node is a
  * step, and gradients are all-reduced as doubles. */
+#include "attention.h"
 #include "backend.h"
 #include "philox.h"
 
@@ -416,6 +417,15 @@ static bool run_node(const Step *s) {
   case OP_CONSTANT:
     run_constant(s);
     break;
+  case OP_ATTENTION:
+  case OP_ATTENTION_GRAD: {
+    AttnDims a;
+    attn_dims(&a, s->g, n, s->ctx);
+    const double *q = buf(s, n->in[0]), *k = buf(s, n->in[1]), *v = buf(s, n->in[2]), *vl = buf(s, n->in[3]);
+    if (n->op == OP_ATTENTION) attn_ref_forward(&a, q, k, v, vl, buf(s, n->out));
+    else attn_ref_backward(&a, q, k, v, vl, buf(s, n->in[4]), buf(s, n->out));
+    break;
+  }
   case OP_ASSIGN: /* the output mirrors the new value; the update waits for the end of the run */
     run_copy(s);
     break;

@@ -8,11 +8,6 @@
  * answers of Random123's kat_vectors. */
 #include "philox.h"
 
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u /* golden ratio */
-#define PHILOX_W1 0xBB67AE85u /* sqrt(3) - 1 */
-
 static inline uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
   uint64_t p = (uint64_t)a * (uint64_t)b;
   *hi = (uint32_t)(p >> 32);

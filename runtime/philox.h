@@ -10,6 +10,12 @@
 
 #include <stdint.h>
 
+/* Philox4x32's multipliers and key increments (Random123). */
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u /* golden ratio */
+#define PHILOX_W1 0xBB67AE85u /* sqrt(3) - 1 */
+
 void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 /* Uniform in [0, 1) as described above. */
 float philox_uniform(uint64_t seed, uint32_t step, uint32_t op_key, uint64_t index);

@@ -181,6 +181,14 @@ static const Setting reference[] = {{"batch", "2"}};
 TEST(reference_nli_step_matches_interp) { compare_step("nli", reference, 1, NULL); }
 TEST(reference_pretrain_step_matches_interp) { compare_step("pretrain", reference, 1, NULL); }
 
+/* Every op alone on odd shapes (backend_check.h's table), the library
+ * kernels (attention and its backward among them) included. */
+TEST(single_ops_match_interp) {
+  int n_failed = 0, n = check_single_ops("cpu", &n_failed);
+  CHECK(n >= 38);
+  CHECK_EQ_INT(n_failed, 0);
+}
+
 TEST(memplan_and_fusion_switches_agree) {
   Graph g;
   if (!check_compile(&g, "pretrain", tiny, N_TINY, true)) {

@@ -424,6 +424,23 @@ static void case_scatter_add(Ctx *c) {
   check_grads(c, graph_scatter_add(&c->g, idx, upd, out));
 }
 
+/* Self- and cross-attention with 1 or 2 heads, some keys masked, with and
+ * without dropout (its mask is fixed for a seed and step, so the loss
+ * stays smooth in q, k, v). */
+static void case_attention(Ctx *c) {
+  int B = rnd_int(1, 2), Tq = rnd_int(1, 4), Tk = rnd_int(1, 4), H = rnd_int(1, 2), F = H * rnd_int(1, 3);
+  ValueId q = param(c, shape_of(3, B, Tq, F), DOM_ANY), k = param(c, shape_of(3, B, Tk, F), DOM_ANY);
+  ValueId v = param(c, shape_of(3, B, Tk, F), DOM_ANY);
+  double vl[2] = {rnd_int(0, Tk + 1), rnd_int(1, Tk)};
+  ValueId len = fixed(c, DTYPE_I32, shape_of(1, B), vl);
+  Attrs a = {0};
+  a.heads = H;
+  a.dropout = rnd_int(0, 1) ? 0.3 : 0.0;
+  a.key = (uint32_t)rnd();
+  ValueId in[4] = {q, k, v, len};
+  check_grads(c, graph_op(&c->g, OP_ATTENTION, 4, in, &a, NULL));
+}
+
 static const struct {
   Op op;
   void (*fn)(Ctx *c);
@@ -434,7 +451,7 @@ static const struct {
     {OP_SLICE, case_slice, false},           {OP_CONCAT, case_concat, false},
     {OP_REDUCE_SUM, case_reduce_sum, false}, {OP_REDUCE_MAX, case_reduce_max, false},
     {OP_MATMUL, case_matmul, true},          {OP_GATHER, case_gather, false},
-    {OP_SCATTER_ADD, case_scatter_add, false},
+    {OP_SCATTER_ADD, case_scatter_add, false}, {OP_ATTENTION, case_attention, false},
 };
 #define N_OP_CASES (int)(sizeof op_cases / sizeof op_cases[0])
 
@@ -534,6 +551,102 @@ TEST(stop_gradient) {
   diag_print(&d, stderr);
   diag_free(&d);
   ctx_free(&c);
+}
+
+/* models/lib/nn.yaml's attention as it was written before the fused op:
+ * heads split by reshape and permute, scores scaled, masked by select,
+ * softmax, dropout from a random op keyed like the fused op's stream. */
+static ValueId composed_attention(Graph *g, ValueId q, ValueId k, ValueId v, ValueId len, int H, double p,
+                                  uint32_t key) {
+  const Shape *qs = &g->values.data[q].shape, *ks = &g->values.data[k].shape;
+  int B = (int)qs->dim[0], Tq = (int)qs->dim[1], Tk = (int)ks->dim[1], F = (int)qs->dim[2], d = F / H;
+  int perm[4] = {0, 2, 1, 3};
+  ValueId qh = graph_permute(g, graph_reshape(g, q, shape_of(4, B, Tq, H, d)), perm);
+  ValueId kh = graph_permute(g, graph_reshape(g, k, shape_of(4, B, Tk, H, d)), perm);
+  ValueId vh = graph_permute(g, graph_reshape(g, v, shape_of(4, B, Tk, H, d)), perm);
+  Shape ws = shape_of(4, B, H, Tq, Tk);
+  ValueId scores = graph_binary(g, OP_DIV, graph_matmul(g, qh, kh, false, true),
+                                graph_unary(g, OP_SQRT, graph_const(g, d, DTYPE_F32, shape_of(1, 1))));
+  ValueId keep = graph_cast(g, graph_binary(g, OP_LT, graph_iota(g, shape_of(1, Tk), 0, DTYPE_I32),
+                                            graph_reshape(g, len, shape_of(4, B, 1, 1, 1))),
+                            DTYPE_F32);
+  ValueId masked = graph_select(g, graph_broadcast(g, keep, ws), scores, graph_const(g, -1e6, DTYPE_F32, ws));
+  ValueId m = graph_reduce(g, OP_REDUCE_MAX, masked, 3);
+  g->nodes.data[g->values.data[m].node].stop_gradient = true;
+  ValueId e = graph_unary(g, OP_EXP, graph_binary(g, OP_SUB, masked, m));
+  ValueId w = graph_binary(g, OP_DIV, e, graph_reduce(g, OP_REDUCE_SUM, e, 3));
+  ValueId drop = graph_binary(g, OP_LT, graph_random(g, ws, key), graph_const(g, p, DTYPE_F32, ws));
+  ValueId wd = graph_select(g, drop, graph_const(g, 0, DTYPE_F32, ws),
+                            graph_binary(g, OP_MUL, w, graph_const(g, 1 / (1 - p), DTYPE_F32, ws)));
+  ValueId o = graph_permute(g, graph_matmul(g, wd, vh, false, false), perm);
+  return graph_reshape(g, o, shape_of(3, B, Tq, F));
+}
+
+/* The fused attention op against the composed ops it replaces, in double
+ * on the interpreter: the output and d loss / d q, k, v agree to rounding,
+ * dropout included (the same Philox stream). */
+TEST(attention_matches_composed_ops) {
+  enum { B = 2, Tq = 5, Tk = 4, H = 2, F = 6 };
+  double *vals[3], lens[B] = {3, 0}, w[B * Tq * F], got[2][4][B * (Tq + Tk) * F];
+  Shape shapes[3] = {shape_of(3, B, Tq, F), shape_of(3, B, Tk, F), shape_of(3, B, Tk, F)};
+  for (int i = 0; i < 3; i++) {
+    int64_t n = shape_numel(&shapes[i]);
+    vals[i] = malloc(sizeof(double) * (size_t)n);
+    fill(vals[i], n, DOM_ANY);
+  }
+  for (int i = 0; i < B * Tq * F; i++) w[i] = 2 * rnd_unit() - 1;
+  for (int fused = 0; fused < 2; fused++) {
+    Graph g;
+    graph_init(&g, "attention");
+    ValueId in[4];
+    for (int i = 0; i < 3; i++) {
+      char nm[8];
+      snprintf(nm, sizeof nm, "p%d", i);
+      in[i] = graph_add_param(&g, nm, DTYPE_F32, shapes[i], (Init){INIT_ZEROS, 0}, SRCLOC_NONE);
+    }
+    in[3] = graph_add_input(&g, "len", DTYPE_I32, shape_of(1, B), SRCLOC_NONE);
+    ValueId W = graph_add_input(&g, "w", DTYPE_F32, shapes[0], SRCLOC_NONE);
+    ValueId out;
+    if (fused) {
+      Attrs a = {0};
+      a.heads = H;
+      a.dropout = 0.25;
+      a.key = 99;
+      out = graph_op(&g, OP_ATTENTION, 4, in, &a, NULL);
+    } else {
+      out = composed_attention(&g, in[0], in[1], in[2], in[3], H, 0.25, 99);
+    }
+    vec_push(&g.outputs, out);
+    g.loss = graph_reduce(&g, OP_REDUCE_SUM, graph_reshape(&g, graph_binary(&g, OP_MUL, out, W), shape_of(1, B * Tq * F)), 0);
+    Diag d;
+    diag_init(&d);
+    CHECK(autodiff_run(&g, &d));
+    Exec *e = exec_create(&backend_interp, &g, &d);
+    CHECK(e != NULL);
+    if (e) {
+      for (int i = 0; i < 3; i++) CHECK(exec_write(e, in[i], vals[i], DTYPE_F64, &d));
+      CHECK(exec_write(e, in[3], lens, DTYPE_F64, &d));
+      CHECK(exec_write(e, W, w, DTYPE_F64, &d));
+      CHECK(exec_run(e, &(RunContext){.seed = 5, .step = 3}, &d));
+      CHECK(exec_read(e, out, got[fused][0], DTYPE_F64, &d));
+      for (int i = 0; i < 3; i++) CHECK(exec_read(e, g.values.data[in[i]].grad, got[fused][1 + i], DTYPE_F64, &d));
+      exec_destroy(e);
+    }
+    diag_print(&d, stderr);
+    diag_free(&d);
+    graph_free(&g);
+  }
+  static const char *const what[4] = {"output", "d q", "d k", "d v"};
+  int bad = 0;
+  for (int t = 0; t < 4; t++) {
+    int64_t n = t == 0 || t == 1 ? B * Tq * F : B * Tk * F;
+    for (int64_t i = 0; i < n; i++) {
+      if (fabs(got[0][t][i] - got[1][t][i]) > 1e-9 * (1 + fabs(got[0][t][i])) && bad++ < 5)
+        fprintf(stderr, "  %s[%lld]: composed %.15g, fused %.15g\n", what[t], (long long)i, got[0][t][i], got[1][t][i]);
+    }
+  }
+  CHECK_EQ_INT(bad, 0);
+  for (int i = 0; i < 3; i++) free(vals[i]);
 }
 
 /* Ties in reduce_max are not differentiable; the rule splits the gradient
