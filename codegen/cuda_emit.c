@@ -126,6 +126,8 @@ static const char prelude[] =
     "  if (e == 0) v.x = x; else if (e == 1) v.y = x; else if (e == 2) v.z = x; else v.w = x;\n"
     "}\n";
 
+const char *cuda_emit_prelude(void) { return prelude; }
+
 /* ---- errors ---------------------------------------------------------------------------- */
 
 void cuda_em_error(Em *E, int i, const char *what) {

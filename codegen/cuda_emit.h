@@ -57,6 +57,10 @@ typedef struct {
  * frees, or NULL with an error naming the kernel it cannot emit. */
 char *cuda_emit_plan(const Graph *g, const KernelPlan *p, CudaLaunch *launches, Diag *d);
 
+/* The prelude every emitted source starts with (the run info, Philox's
+ * bc_uniform, integer helpers); runtime/cuda.c's own kernels use it too. */
+const char *cuda_emit_prelude(void);
+
 /* Same for one kernel alone (prelude included): tests and `bertc -o`. */
 char *cuda_emit_kernel(const Graph *g, const Kernel *k, CudaLaunch *launch, Diag *d);
 

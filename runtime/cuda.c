@@ -28,6 +28,7 @@
  * precision.
  * Invariant: a run leaves the stream idle (it synchronizes), so reads and
  * writes between runs need no further ordering. */
+#include "attention.h"
 #include "compiled.h"
 #include "cuda.h"
 #include "cublas.h"
@@ -36,6 +37,7 @@
 #include "../codegen/cuda_emit.h"
 
 #include <dlfcn.h>
+#include <math.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +149,122 @@ static bool cu_check(CUresult r, const char *call, int line, Diag *d) {
   return false;
 }
 
+/* ---- attention --------------------------------------------------------------
+ * One block of ATT_BLOCK threads per (example, head, query row): the row's
+ * scores in shared memory (Tk floats), the arithmetic of runtime/attention.h
+ * in f32. The backward's block also recomputes its row; d k and d v sum
+ * over the query rows with atomics into zeroed buffers (so, like
+ * scatter-add, not bit-reproducible from run to run). */
+#define ATT_BLOCK 128
+#define ATTENTION_KERNELS \
+    "struct BcAttn { long long B, Tq, Tk, F, H, d; float sqrt_d, keep_scale, p; unsigned key;\n" \
+    "                long long s0, s1, s2, s3, per_example; };\n" \
+    "__device__ float bc_block_sum(float x, float *red) {\n" \
+    "  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);\n" \
+    "  __syncthreads();\n" \
+    "  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;\n" \
+    "  __syncthreads();\n" \
+    "  float t = 0.0f;\n" \
+    "  for (int w = 0; w < (int)(blockDim.x >> 5); w++) t += red[w];\n" \
+    "  return t;\n" \
+    "}\n" \
+    "__device__ float bc_block_max(float x, float *red) {\n" \
+    "  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));\n" \
+    "  __syncthreads();\n" \
+    "  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;\n" \
+    "  __syncthreads();\n" \
+    "  float t = -__int_as_float(0x7f800000); /* -inf */\n" \
+    "  for (int w = 0; w < (int)(blockDim.x >> 5); w++) t = fmaxf(t, red[w]);\n" \
+    "  return t;\n" \
+    "}\n" \
+    "/* w[j] = the weights of row (b, h, i); returns nothing, w in shared memory */\n" \
+    "__device__ void bc_attn_row(const BcAttn &a, const float *q, const float *k, const int *vl, long long b,\n" \
+    "                            long long h, long long i, float *w, float *red) {\n" \
+    "  const float *qi = q + (b * a.Tq + i) * a.F + h * a.d;\n" \
+    "  int len = vl[b];\n" \
+    "  float m = -__int_as_float(0x7f800000);\n" \
+    "  for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x) {\n" \
+    "    const float *kj = k + (b * a.Tk + j) * a.F + h * a.d;\n" \
+    "    float s = 0.0f;\n" \
+    "    for (long long c = 0; c < a.d; c++) s += qi[c] * kj[c];\n" \
+    "    s = j < len ? s / a.sqrt_d : -1e6f;\n" \
+    "    w[j] = s;\n" \
+    "    m = fmaxf(m, s);\n" \
+    "  }\n" \
+    "  m = bc_block_max(m, red);\n" \
+    "  float sum = 0.0f;\n" \
+    "  for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x) { w[j] = expf(w[j] - m); sum += w[j]; }\n" \
+    "  sum = bc_block_sum(sum, red);\n" \
+    "  for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x) w[j] = w[j] / sum;\n" \
+    "  __syncthreads();\n" \
+    "}\n" \
+    "__device__ float bc_attn_keep(const BcAttn &a, const BcRunInfo *info, long long b, long long h, long long i,\n" \
+    "                              long long j) {\n" \
+    "  if (a.p <= 0.0f) return 1.0f;\n" \
+    "  long long ix = b * a.s0 + h * a.s1 + i * a.s2 + j * a.s3 + info->example_offset * a.per_example;\n" \
+    "  return bc_uniform(info->seed, info->step, a.key, (unsigned long long)ix) < a.p ? 0.0f : a.keep_scale;\n" \
+    "}\n" \
+    "extern \"C\" __global__ void bc_attention(BcAttn a, const float *q, const float *k, const float *v,\n" \
+    "                                         const int *vl, float *out, const BcRunInfo *info) {\n" \
+    "  extern __shared__ float w[];\n" \
+    "  __shared__ float red[32];\n" \
+    "  long long r = blockIdx.x, i = r % a.Tq, h = (r / a.Tq) % a.H, b = r / (a.Tq * a.H);\n" \
+    "  bc_attn_row(a, q, k, vl, b, h, i, w, red);\n" \
+    "  for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x) w[j] *= bc_attn_keep(a, info, b, h, i, j);\n" \
+    "  __syncthreads();\n" \
+    "  for (long long c = threadIdx.x; c < a.d; c += blockDim.x) {\n" \
+    "    float o = 0.0f;\n" \
+    "    for (long long j = 0; j < a.Tk; j++) o += w[j] * v[(b * a.Tk + j) * a.F + h * a.d + c];\n" \
+    "    out[(b * a.Tq + i) * a.F + h * a.d + c] = o;\n" \
+    "  }\n" \
+    "}\n" \
+    "/* grad [B, Tq + 2 Tk, F] = d q, d k, d v; its d k and d v rows zeroed before */\n" \
+    "extern \"C\" __global__ void bc_attention_grad(BcAttn a, const float *q, const float *k, const float *v,\n" \
+    "                                              const int *vl, const float *dout, float *grad,\n" \
+    "                                              const BcRunInfo *info) {\n" \
+    "  extern __shared__ float sm[];\n" \
+    "  float *w = sm, *ds = sm + a.Tk;\n" \
+    "  __shared__ float red[32];\n" \
+    "  long long r = blockIdx.x, i = r % a.Tq, h = (r / a.Tq) % a.H, b = r / (a.Tq * a.H), T = a.Tq + 2 * a.Tk;\n" \
+    "  bc_attn_row(a, q, k, vl, b, h, i, w, red);\n" \
+    "  const float *doi = dout + (b * a.Tq + i) * a.F + h * a.d;\n" \
+    "  float *dq = grad + b * T * a.F + h * a.d, *dk = dq + a.Tq * a.F, *dv = dk + a.Tk * a.F;\n" \
+    "  float dot = 0.0f;\n" \
+    "  for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x) {\n" \
+    "    const float *vj = v + (b * a.Tk + j) * a.F + h * a.d;\n" \
+    "    float keep = bc_attn_keep(a, info, b, h, i, j), da = 0.0f;\n" \
+    "    for (long long c = 0; c < a.d; c++) {\n" \
+    "      da += doi[c] * vj[c];\n" \
+    "      atomicAdd(&dv[j * a.F + c], w[j] * keep * doi[c]);\n" \
+    "    }\n" \
+    "    ds[j] = da * keep;\n" \
+    "    dot += w[j] * ds[j];\n" \
+    "  }\n" \
+    "  dot = bc_block_sum(dot, red);\n" \
+    "  int len = vl[b];\n" \
+    "  for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x)\n" \
+    "    ds[j] = j < len ? w[j] * (ds[j] - dot) / a.sqrt_d : 0.0f;\n" \
+    "  __syncthreads();\n" \
+    "  const float *qi = q + (b * a.Tq + i) * a.F + h * a.d;\n" \
+    "  for (long long c = threadIdx.x; c < a.d; c += blockDim.x) {\n" \
+    "    float g = 0.0f;\n" \
+    "    for (long long j = 0; j < a.Tk; j++) g += ds[j] * k[(b * a.Tk + j) * a.F + h * a.d + c];\n" \
+    "    dq[i * a.F + c] = g;\n" \
+    "  }\n" \
+    "  for (long long x = threadIdx.x; x < a.Tk * a.d; x += blockDim.x) {\n" \
+    "    long long j = x / a.d, c = x - j * a.d;\n" \
+    "    atomicAdd(&dk[j * a.F + c], ds[j] * qi[c]);\n" \
+    "  }\n" \
+    "}\n"
+
+/* The kernels' BcAttn argument (mirrors the CUDA struct above). */
+typedef struct {
+  long long B, Tq, Tk, F, H, d;
+  float sqrt_d, keep_scale, p;
+  unsigned key;
+  long long s0, s1, s2, s3, per_example;
+} BcAttn;
+
 /* ---- our own row-copy kernels ---------------------------------------------
  * Gather, scatter-add and concat copy whole rows of 4-byte elements; a bad
  * index sets info->error to the kernel's code (first one wins) and is
@@ -155,8 +273,7 @@ static bool cu_check(CUresult r, const char *call, int line, Diag *d) {
  * gradients), the order of additions into it varies from run to run, so
  * (unlike on cpu) those sums are not bit-reproducible; with distinct
  * indices (the MLM positions of one batch) and everywhere else, runs are. */
-static const char lib_source[] =
-    "struct BcRunInfo { unsigned long long seed; unsigned int step; unsigned int error; long long example_offset; };\n"
+static const char lib_kernels[] =
     "/* out (n_idx, row) = table (n_rows, row)[idx] */\n"
     "extern \"C\" __global__ void bc_gather(const float *table, const int *idx, float *out, long long n_idx,\n"
     "                                      long long row, long long n_rows, BcRunInfo *info, unsigned code) {\n"
@@ -184,14 +301,27 @@ static const char lib_source[] =
     "  if (i >= n) return;\n"
     "  long long o = i / part;\n"
     "  out[o * total + off + (i - o * part)] = in[i];\n"
-    "}\n";
+    "}\n"
+    ATTENTION_KERNELS;
 
-const char *cuda_lib_source(void) { return lib_source; }
+/* The module of our own kernels: the emitter's prelude (run info, Philox),
+ * then the kernels above. */
+const char *cuda_lib_source(void) {
+  static char *src;
+  if (!src) {
+    const char *pre = cuda_emit_prelude();
+    src = bc_malloc(strlen(pre) + sizeof lib_kernels);
+    strcpy(src, pre);
+    strcat(src, lib_kernels);
+  }
+  return src;
+}
 
 /* ---- the backend ---------------------------------------------------------- */
 
-enum { LIB_GATHER, LIB_SCATTER, LIB_CONCAT, LIB_N };
-static const char *const lib_names[LIB_N] = {"bc_gather", "bc_scatter_add", "bc_concat_part"};
+enum { LIB_GATHER, LIB_SCATTER, LIB_CONCAT, LIB_ATTENTION, LIB_ATTENTION_GRAD, LIB_N };
+static const char *const lib_names[LIB_N] = {"bc_gather", "bc_scatter_add", "bc_concat_part", "bc_attention",
+                                             "bc_attention_grad"};
 
 typedef struct {
   const Kernel *k;
@@ -354,7 +484,8 @@ static bool prepare(Exec *e, Diag *d) {
     KernelKind kind = c->p.plan.kernels.data[i].kind;
     any_loop |= kind == KERNEL_LOOP;
     any_gemm |= kind == KERNEL_GEMM;
-    any_lib |= kind == KERNEL_GATHER || kind == KERNEL_SCATTER_ADD || kind == KERNEL_CONCAT;
+    any_lib |= kind == KERNEL_GATHER || kind == KERNEL_SCATTER_ADD || kind == KERNEL_CONCAT ||
+               kind == KERNEL_ATTENTION;
   }
   if (any_loop) {
     char *src = cuda_emit_plan(&c->p.graph, &c->p.plan, launches, d);
@@ -369,7 +500,7 @@ static bool prepare(Exec *e, Diag *d) {
     }
   }
   if (any_lib) {
-    if (!load_module(c, lib_source, "bertc_lib", &c->lib_module, d)) {
+    if (!load_module(c, cuda_lib_source(), "bertc_lib", &c->lib_module, d)) {
       free(launches);
       goto fail;
     }
@@ -510,6 +641,27 @@ static bool launch(Cuda *c, int i, Diag *d) {
       off += part;
     }
     return true;
+  }
+  case KERNEL_ATTENTION: {
+    AttnDims ad;
+    RunContext ctx = {0, 0, 0}; /* the stream's seed, step and offset come from the run info on the device */
+    attn_dims(&ad, g, n, &ctx);
+    BcAttn a = {ad.B, ad.Tq, ad.Tk, ad.F, ad.H, ad.d, sqrtf((float)ad.d), (float)ad.keep_scale, (float)ad.p,
+                ad.key, ad.stride[0], ad.stride[1], ad.stride[2], ad.stride[3], ad.per_example};
+    unsigned rows = (unsigned)(ad.B * ad.H * ad.Tq);
+    if (rows == 0) return true;
+    CUdeviceptr q = addr_of(c, n->in[0]), k = addr_of(c, n->in[1]), v = addr_of(c, n->in[2]);
+    CUdeviceptr vl = addr_of(c, n->in[3]), out = addr_of(c, n->out);
+    if (n->op == OP_ATTENTION) {
+      void *args[] = {&a, &q, &k, &v, &vl, &out, &c->info_dev};
+      return CU(D.p_cuLaunchKernel(c->lib[LIB_ATTENTION], rows, 1, 1, ATT_BLOCK, 1, 1,
+                                   (unsigned)(sizeof(float) * (size_t)ad.Tk), c->stream, args, NULL));
+    }
+    CUdeviceptr dout = addr_of(c, n->in[4]);
+    if (!CU(D.p_cuMemsetD8Async(out, 0, (size_t)shape_numel(&o->shape) * 4, c->stream))) return false;
+    void *args[] = {&a, &q, &k, &v, &vl, &dout, &out, &c->info_dev};
+    return CU(D.p_cuLaunchKernel(c->lib[LIB_ATTENTION_GRAD], rows, 1, 1, ATT_BLOCK, 1, 1,
+                                 (unsigned)(2 * sizeof(float) * (size_t)ad.Tk), c->stream, args, NULL));
   }
   case KERNEL_ALIAS: {
     CUdeviceptr src = addr_of(c, n->in[0]), dst = addr_of(c, n->out);

@@ -1000,11 +1000,13 @@ TEST(cublas_gemm_plans) {
   CHECK(p.n_outer == 1 && p.outer_dim[0] == 2 && p.outer_sa[0] == 60 && p.outer_sb[0] == 0 && p.outer_sc[0] == 72);
 }
 
-/* The cuda backend's own row-copy kernels (runtime/cuda.c) compile too. */
-TEST(runtime_row_copy_kernels_compile) {
+/* The cuda backend's own kernels (runtime/cuda.c: row copies, attention
+ * and its backward) compile too. */
+TEST(runtime_library_kernels_compile) {
   NEED_NVRTC();
   const char *src = cuda_lib_source();
   CHECK(strstr(src, "bc_gather") && strstr(src, "bc_scatter_add") && strstr(src, "bc_concat_part"));
+  CHECK(strstr(src, "void bc_attention(") && strstr(src, "void bc_attention_grad("));
   Diag d;
   diag_init(&d);
   void *cubin = NULL;
