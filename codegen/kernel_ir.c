@@ -511,7 +511,7 @@ static const char *const kind_names[] = {"loop", "gemm", "gather", "scatter_add"
 
 void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
   char b[96];
-  int counts[6] = {0};
+  int counts[sizeof kind_names / sizeof kind_names[0]] = {0};
   for (int i = 0; i < p->kernels.n; i++) {
     const Kernel *k = &p->kernels.data[i];
     counts[k->kind]++;
@@ -553,6 +553,6 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
       fputc('\n', f);
     }
   }
-  fprintf(f, "kernels: %d (loop %d, gemm %d, gather %d, scatter_add %d, concat %d, alias %d)\n",
-          p->kernels.n, counts[0], counts[1], counts[2], counts[3], counts[4], counts[5]);
+  fprintf(f, "kernels: %d (loop %d, gemm %d, gather %d, scatter_add %d, concat %d, alias %d, attention %d)\n",
+          p->kernels.n, counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6]);
 }

@@ -492,7 +492,7 @@ static const char *const group_kind_names[] = {"loop",   "column-reduce", "gemm"
                                                "concat", "alias",         "assign", "attention"};
 
 void fusion_print(const Graph *g, const Fusion *f, FILE *out) {
-  int counts[8] = {0};
+  int counts[sizeof group_kind_names / sizeof group_kind_names[0]] = {0};
   char b[96];
   for (int G = 0; G < f->n_groups; G++) {
     counts[f->kind[G]]++;
@@ -515,6 +515,7 @@ void fusion_print(const Graph *g, const Fusion *f, FILE *out) {
   int folded = 0;
   for (int i = 0; i < g->nodes.n; i++) folded += f->group_of[i] < 0;
   fprintf(out, "groups: %d (loop %d, column-reduce %d, gemm %d, gather %d, scatter_add %d, concat %d, alias %d, "
-               "assign %d); %d nodes folded into their readers\n",
-          f->n_groups, counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], folded);
+               "assign %d, attention %d); %d nodes folded into their readers\n",
+          f->n_groups, counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8],
+          folded);
 }

@@ -27,11 +27,32 @@ void attn_dims(AttnDims *a, const Graph *g, const Node *n, const RunContext *ctx
   random_key_map(&n->a.shape, &n->a.key_shape, a->stride, &a->per_example);
 }
 
+uint32_t attn_threshold(const AttnDims *a) { return (uint32_t)ceil(a->p * 16777216.0); }
+
+uint64_t attn_index(const AttnDims *a, int64_t b, int64_t h, int64_t i, int64_t j) {
+  int64_t ix = b * a->stride[0] + h * a->stride[1] + i * a->stride[2] + j * a->stride[3];
+  return (uint64_t)(ix + a->example_offset * a->per_example);
+}
+
+void attn_bits(const AttnDims *a, uint64_t ix0, int64_t n, uint32_t *bits) {
+  uint32_t key[2] = {(uint32_t)a->seed, (uint32_t)(a->seed >> 32)}, w[4];
+  uint64_t have = UINT64_MAX;
+  for (int64_t j = 0; j < n; j++) {
+    uint64_t ix = ix0 + (uint64_t)j;
+    if (ix >> 2 != have) {
+      have = ix >> 2;
+      uint32_t ctr[4] = {(uint32_t)have, (uint32_t)(have >> 32), a->key, a->step};
+      philox4x32_10(ctr, key, w);
+    }
+    bits[j] = w[ix & 3] >> 8;
+  }
+}
+
 double attn_keep(const AttnDims *a, int64_t b, int64_t h, int64_t i, int64_t j) {
   if (a->p <= 0) return 1.0;
-  int64_t ix = b * a->stride[0] + h * a->stride[1] + i * a->stride[2] + j * a->stride[3];
-  uint64_t gi = (uint64_t)(ix + a->example_offset * a->per_example);
-  return philox_uniform(a->seed, a->step, a->key, gi) < a->p ? 0.0 : a->keep_scale;
+  uint32_t bits;
+  attn_bits(a, attn_index(a, b, h, i, j), 1, &bits);
+  return bits < attn_threshold(a) ? 0.0 : a->keep_scale;
 }
 
 /* W (Tq x Tk) for example b, head h: the masked softmax of the scores. */

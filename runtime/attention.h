@@ -5,8 +5,10 @@
  * Per example b and head h (features [h*d, (h+1)*d) of q, k, v):
  *   S = q_h k_h^T / sqrt(d), keys j >= valid_len[b] scored -1e6 (d2l)
  *   W = softmax(S) over keys (row maximum subtracted, no gradient through it)
- *   A = W * keep / (1 - p), keep = Philox(seed, step, key, index of (b, h, i, j)
- *       in the op's key map) >= p
+ *   A = W * keep / (1 - p), keep = (u >= p) where u is the top 24 bits of
+ *       word (ix mod 4) of Philox(counter (ix / 4, key, step), key seed)
+ *       times 2^-24, ix the index of (b, h, i, j) in the op's key map: one
+ *       Philox call draws four weights' uniforms
  *   out_h = A v_h
  * and the backward, from d out:
  *   d v_h = A^T d out_h;  d A = d out_h v_h^T;  d W = d A * keep / (1 - p)
@@ -33,6 +35,13 @@ typedef struct {
 void attn_dims(AttnDims *a, const Graph *g, const Node *n, const RunContext *ctx);
 /* keep / (1 - p) for weight (b, h, i, j): 0 for a dropped one. */
 double attn_keep(const AttnDims *a, int64_t b, int64_t h, int64_t i, int64_t j);
+/* A weight is dropped when its 24-bit uniform is below this: ceil(p 2^24). */
+uint32_t attn_threshold(const AttnDims *a);
+/* The dropout stream's index of weight (b, h, i, j). */
+uint64_t attn_index(const AttnDims *a, int64_t b, int64_t h, int64_t i, int64_t j);
+/* The 24-bit uniforms of stream indices ix0 + j, j in [0, n) (four per
+ * Philox call). */
+void attn_bits(const AttnDims *a, uint64_t ix0, int64_t n, uint32_t *bits);
 
 /* The reference, in double: out [B, Tq, F]; grad: [B, Tq + 2 Tk, F]. */
 void attn_ref_forward(const AttnDims *a, const double *q, const double *k, const double *v, const double *valid_len,

@@ -7,11 +7,12 @@
  * permuted into a copy. The backward recomputes the weights and regenerates
  * the dropout mask from the same Philox stream.
  *
- * Speed: the row loops (scale, mask, max, exp, sum, dropout) are written
- * to vectorize; this file is compiled with -O3 and they are cloned for
- * AVX-512 and AVX2 (target_clones: the loader picks the widest the CPU
- * has), since the project's baseline ISA is SSE2. Their exp is a
- * polynomial (|rel err| < 2e-7), Philox is computed 16 lanes at a time.
+ * Speed: the row loops (scale, mask, max, exp, sum) work on 16-lane
+ * vectors with partial sums in a fixed order, cloned for AVX-512 and AVX2
+ * (target_clones: the loader picks the widest the CPU has), since the
+ * project's baseline ISA is SSE2; their exp is a polynomial (|rel err| <
+ * 2e-7). The dropout stream's Philox runs 16 counters (64 weights) at a
+ * time with AVX-512 when the CPU has it (else one at a time).
  *
  * Invariants: the same bits for the same inputs on any thread count (each
  * (example, head) is computed by one thread, alone, in a fixed order). */
@@ -28,61 +29,169 @@
 #else
 #define ROW_CLONES
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_PHILOX16 1
+#endif
 
-/* exp for x <= 0 (scores minus their row maximum): 2^n * p(r), r in
- * [-ln2/2, ln2/2], degree-6 Taylor polynomial; below -87 it is 0. */
-static inline float exp_nonpos(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  float t = x * 1.44269504088896341f + 12582912.0f; /* round to nearest via 1.5 * 2^23 */
-  float n = t - 12582912.0f;
-  float r = x - n * 0.693359375f - n * -2.12194440e-4f;
-  float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-  int32_t ti;
-  memcpy(&ti, &t, 4);
-  int32_t e = (ti - 0x4B400000 + 127) << 23; /* 2^n */
-  float s;
-  memcpy(&s, &e, 4);
-  return p * s;
+/* The 16-lane helpers below are inlined into their callers' clones, so the
+ * ABI of passing a 64-byte vector (GCC's -Wpsabi note) never applies. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+/* 16 lanes: GCC lowers them to the clone's vector width (1 AVX-512
+ * register, 2 AVX2, 4 SSE). */
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+#define LANES 16
+
+static inline v16f vload(const float *p) {
+  v16f v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void vstore(float *p, v16f v) { memcpy(p, &v, sizeof v); }
+static inline v16f vsplat(float x) { return (v16f){0} + x; }
+static inline v16f vsel(v16i mask, v16f a, v16f b) { return (v16f)(((v16i)a & mask) | ((v16i)b & ~mask)); }
+static inline v16f vmax(v16f a, v16f b) { return vsel(a > b, a, b); }
+static inline float hsum(v16f v) {
+  float s = 0;
+  for (int l = 0; l < LANES; l++) s += v[l];
+  return s;
+}
+static inline float hmax(v16f v) {
+  float m = v[0];
+  for (int l = 1; l < LANES; l++) m = v[l] > m ? v[l] : m;
+  return m;
 }
 
-/* The top 24 bits of Philox4x32-10's first word for counter (index, op
- * key, step), as philox_uniform, for n consecutive indices. */
-ROW_CLONES static void philox_row(uint64_t seed, uint32_t step, uint32_t key, uint64_t index0, int64_t stride,
-                                  int64_t n, uint32_t *bits) {
-  const uint32_t k0s = (uint32_t)seed, k1s = (uint32_t)(seed >> 32);
-  for (int64_t j = 0; j < n; j++) {
-    uint64_t ix = index0 + (uint64_t)(j * stride);
-    uint32_t c0 = (uint32_t)ix, c1 = (uint32_t)(ix >> 32), c2 = key, c3 = step, k0 = k0s, k1 = k1s;
+/* exp for x <= 0 (scores minus their row maximum): 2^n * p(r), r in
+ * [-ln2/2, ln2/2], degree-6 Taylor polynomial (|rel err| < 2e-7); below
+ * -87 it is 0. The scalar form does the same arithmetic for the tails. */
+#define EXP_NONPOS(T, x, splat, to_int, from_bits)                                                             \
+  do {                                                                                                         \
+    T t_ = x * splat(1.44269504088896341f) + splat(12582912.0f); /* round to nearest via 1.5 * 2^23 */        \
+    T n_ = t_ - splat(12582912.0f);                                                                            \
+    T r_ = x - n_ * splat(0.693359375f) - n_ * splat(-2.12194440e-4f);                                         \
+    T p_ = splat(1.0f / 720);                                                                                  \
+    p_ = p_ * r_ + splat(1.0f / 120);                                                                          \
+    p_ = p_ * r_ + splat(1.0f / 24);                                                                           \
+    p_ = p_ * r_ + splat(1.0f / 6);                                                                            \
+    p_ = p_ * r_ + splat(0.5f);                                                                                \
+    p_ = p_ * r_ + splat(1.0f);                                                                                \
+    p_ = p_ * r_ + splat(1.0f);                                                                                \
+    x = p_ * from_bits((to_int(t_) - 0x4B400000 + 127) << 23);                                                 \
+  } while (0)
+static inline float f_splat(float x) { return x; }
+static inline int32_t f_bits(float x) {
+  int32_t i;
+  memcpy(&i, &x, 4);
+  return i;
+}
+static inline float f_from(int32_t i) {
+  float x;
+  memcpy(&x, &i, 4);
+  return x;
+}
+static inline v16i v_bits(v16f x) { return (v16i)x; }
+static inline v16f v_from(v16i i) { return (v16f)i; }
+static inline float exp_nonpos(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  EXP_NONPOS(float, x, f_splat, f_bits, f_from);
+  return x;
+}
+static inline v16f vexp_nonpos(v16f x) {
+  x = vmax(x, vsplat(-87.0f));
+  EXP_NONPOS(v16f, x, vsplat, v_bits, v_from);
+  return x;
+}
+
+#ifdef HAVE_PHILOX16
+/* The dropout stream (attention.h) for n >= 64 indices from ix0, ix0 a
+ * multiple of 4: 16 Philox counters at once, each giving 4 uniforms. The
+ * 32 x 32 -> 64-bit products of even and odd lanes are one vpmuludq each.
+ * Returns how many indices it did (a multiple of 64). */
+__attribute__((target("avx512f"))) static int64_t bits_avx512(const AttnDims *a, uint64_t ix0, int64_t n,
+                                                              uint32_t *bits) {
+  const __m512i m0 = _mm512_set1_epi64(PHILOX_M0), m1 = _mm512_set1_epi64(PHILOX_M1);
+  const __m512i lo32 = _mm512_set1_epi64(0xFFFFFFFFll);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t j = 0;
+  for (; j + 64 <= n; j += 64) {
+    uint64_t ctr = (ix0 + (uint64_t)j) >> 2;
+    if ((uint32_t)ctr > 0xFFFFFFF0u) break; /* the low word would carry: the scalar path */
+    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)ctr), lane);
+    __m512i c1 = _mm512_set1_epi32((int)(uint32_t)(ctr >> 32)), c2 = _mm512_set1_epi32((int)a->key);
+    __m512i c3 = _mm512_set1_epi32((int)a->step);
+    uint32_t k0 = (uint32_t)a->seed, k1 = (uint32_t)(a->seed >> 32);
     for (int r = 0; r < 10; r++) {
-      uint64_t p0 = (uint64_t)PHILOX_M0 * c0, p1 = (uint64_t)PHILOX_M1 * c2;
-      uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-      c1 = (uint32_t)p1;
-      c3 = (uint32_t)p0;
-      c0 = n0;
-      c2 = n2;
+      __m512i e0 = _mm512_mul_epu32(c0, m0), o0 = _mm512_mul_epu32(_mm512_srli_epi64(c0, 32), m0);
+      __m512i e1 = _mm512_mul_epu32(c2, m1), o1 = _mm512_mul_epu32(_mm512_srli_epi64(c2, 32), m1);
+      __m512i lo0 = _mm512_or_si512(_mm512_and_si512(e0, lo32), _mm512_slli_epi64(o0, 32));
+      __m512i hi0 = _mm512_or_si512(_mm512_srli_epi64(e0, 32), _mm512_andnot_si512(lo32, o0));
+      __m512i lo1 = _mm512_or_si512(_mm512_and_si512(e1, lo32), _mm512_slli_epi64(o1, 32));
+      __m512i hi1 = _mm512_or_si512(_mm512_srli_epi64(e1, 32), _mm512_andnot_si512(lo32, o1));
+      c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32((int)k0));
+      c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32((int)k1));
+      c1 = lo1;
+      c3 = lo0;
       k0 += PHILOX_W0; /* before the next round, as Random123 */
       k1 += PHILOX_W1;
     }
-    bits[j] = c0 >> 8;
+    uint32_t w[4][16];
+    _mm512_storeu_si512(w[0], _mm512_srli_epi32(c0, 8));
+    _mm512_storeu_si512(w[1], _mm512_srli_epi32(c1, 8));
+    _mm512_storeu_si512(w[2], _mm512_srli_epi32(c2, 8));
+    _mm512_storeu_si512(w[3], _mm512_srli_epi32(c3, 8));
+    for (int l = 0; l < 16; l++)
+      for (int x = 0; x < 4; x++) bits[j + 4 * l + x] = w[x][l];
   }
+  return j;
+}
+#endif
+
+/* The dropout stream's 24-bit uniforms for indices ix0 + j, j in [0, n). */
+static void row_bits(const AttnDims *a, uint64_t ix0, int64_t n, uint32_t *bits) {
+  int64_t j = 0;
+#ifdef HAVE_PHILOX16
+  static int avx512 = -1;
+  if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512 && n >= 64) {
+    j = (int64_t)((4 - (ix0 & 3)) & 3); /* up to a counter's first word */
+    attn_bits(a, ix0, j, bits);
+    j += bits_avx512(a, ix0 + (uint64_t)j, n - j, bits + j);
+  }
+#endif
+  attn_bits(a, ix0 + (uint64_t)j, n - j, bits + j);
 }
 
-/* One row of scores s[0..tk) (q k^T, unscaled) into weights: scaled by
- * 1/sqrt_d, keys >= vl at -1e6, softmax. */
+/* One row of scores s[0..tk) (q k^T, unscaled) into weights: divided by
+ * sqrt_d, keys >= vl at -1e6, softmax. */
 ROW_CLONES static void softmax_row(float *s, int64_t tk, int64_t vl, float sqrt_d) {
-  float m = -INFINITY;
-  for (int64_t j = 0; j < tk; j++) {
+  int64_t j = 0;
+  v16f vm = vsplat(-INFINITY);
+  for (; j + LANES <= tk; j += LANES) {
+    v16i idx = (v16i){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15} + (int32_t)j;
+    v16f x = vsel(idx < (int32_t)(vl < tk ? vl : tk), vload(s + j) / vsplat(sqrt_d), vsplat(-1e6f));
+    vstore(s + j, x);
+    vm = vmax(vm, x);
+  }
+  float m = hmax(vm);
+  for (; j < tk; j++) {
     float x = j < vl ? s[j] / sqrt_d : -1e6f;
     s[j] = x;
     m = x > m ? x : m;
   }
-  float sum = 0;
-  for (int64_t j = 0; j < tk; j++) {
-    float e = exp_nonpos(s[j] - m);
-    s[j] = e;
-    sum += e;
+  v16f vs = vsplat(0.0f);
+  for (j = 0; j + LANES <= tk; j += LANES) {
+    v16f e = vexp_nonpos(vload(s + j) - m);
+    vstore(s + j, e);
+    vs += e;
   }
-  for (int64_t j = 0; j < tk; j++) s[j] = s[j] / sum;
+  float sum = hsum(vs);
+  for (; j < tk; j++) sum += s[j] = exp_nonpos(s[j] - m);
+  float inv = 1.0f / sum; /* one rounding more than dividing: within the op's tolerance */
+  for (j = 0; j + LANES <= tk; j += LANES) vstore(s + j, vload(s + j) * inv);
+  for (; j < tk; j++) s[j] = s[j] * inv;
 }
 
 /* a[j] = w[j] * keep[j] / (1 - p), keep from the dropout bits. */
@@ -91,12 +200,20 @@ ROW_CLONES static void dropout_row(const float *w, const uint32_t *bits, int64_t
   for (int64_t j = 0; j < tk; j++) a[j] = bits[j] < threshold ? 0.0f : w[j] * scale;
 }
 
-/* d S row from W, d W (in ds): W (d W - sum(W d W)) / sqrt_d, 0 at masked
- * keys. */
-ROW_CLONES static void softmax_grad_row(const float *w, float *ds, int64_t tk, int64_t vl, float sqrt_d) {
-  float dot = 0;
-  for (int64_t j = 0; j < tk; j++) dot += w[j] * ds[j];
-  for (int64_t j = 0; j < tk; j++) ds[j] = j < vl ? w[j] * (ds[j] - dot) / sqrt_d : 0.0f;
+/* d S row from W and d A (in ds), with A the dropped weights (a == w
+ * without dropout): d W = d A * keep / (1 - p) (0 where A is: dropped, or
+ * a weight of 0, whose d S is 0 anyway), then
+ * d S = W (d W - sum(W d W)) / sqrt_d, 0 at masked keys. */
+ROW_CLONES static void softmax_grad_row(const float *w, const float *a, float keep_scale, float *ds, int64_t tk,
+                                        int64_t vl, float sqrt_d) {
+  if (a != w)
+    for (int64_t j = 0; j < tk; j++) ds[j] = a[j] == 0.0f ? 0.0f : ds[j] * keep_scale;
+  int64_t j = 0;
+  v16f vd = vsplat(0.0f);
+  for (; j + LANES <= tk; j += LANES) vd += vload(w + j) * vload(ds + j);
+  float dot = hsum(vd);
+  for (; j < tk; j++) dot += w[j] * ds[j];
+  for (j = 0; j < tk; j++) ds[j] = j < vl ? w[j] * (ds[j] - dot) / sqrt_d : 0.0f;
 }
 
 typedef struct {
@@ -124,9 +241,7 @@ static void weights(const AttnJob *j, int64_t b, int64_t h, float *w, float **a,
     return;
   }
   for (int64_t i = 0; i < d->Tq; i++) {
-    int64_t ix = b * d->stride[0] + h * d->stride[1] + i * d->stride[2];
-    philox_row(d->seed, d->step, d->key, (uint64_t)(ix + d->example_offset * d->per_example), d->stride[3], d->Tk,
-               bits);
+    row_bits(d, attn_index(d, b, h, i, 0), d->Tk, bits);
     dropout_row(w + i * d->Tk, bits, d->Tk, j->threshold, j->keep_scale, *a + i * d->Tk);
   }
 }
@@ -162,10 +277,9 @@ static void backward_range(void *ctx, int64_t begin, int64_t end) {
     /* d v = A^T d out; d A = d out v^T */
     gemm_lib_sgemm(j->lib, true, false, d->Tk, d->d, d->Tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
     gemm_lib_sgemm(j->lib, false, true, d->Tq, d->Tk, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
-    if (d->p > 0) /* d W = d A * keep / (1 - p): the mask again, from A = W * keep / (1 - p) */
-      for (int64_t x = 0; x < blk; x++) ds[x] = ab[x] == 0.0f ? 0.0f : ds[x] * j->keep_scale;
     int64_t vl = j->vl[b];
-    for (int64_t i = 0; i < d->Tq; i++) softmax_grad_row(w + i * d->Tk, ds + i * d->Tk, d->Tk, vl, j->sqrt_d);
+    for (int64_t i = 0; i < d->Tq; i++)
+      softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, d->Tk, vl, j->sqrt_d);
     /* d q = d S k; d k = d S^T q */
     gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, d->Tk, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
     gemm_lib_sgemm(j->lib, true, false, d->Tk, d->d, d->Tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
@@ -179,8 +293,7 @@ void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, cons
   AttnJob j = {.a = a, .lib = lib, .q = q, .k = k, .v = v, .dout = dout, .vl = valid_len, .out = out};
   j.sqrt_d = sqrtf((float)a->d);
   j.keep_scale = (float)a->keep_scale;
-  /* u < p with u = bits * 2^-24 exactly: bits < p * 2^24, rounded up */
-  j.threshold = (uint32_t)ceil(a->p * 16777216.0);
+  j.threshold = attn_threshold(a);
   int64_t blk = a->Tq * a->Tk;
   j.scratch_floats = 3 * blk + a->Tk + 16; /* w, a, d S, one row of dropout bits */
   j.scratch = malloc(sizeof(float) * (size_t)(j.scratch_floats * n_threads));

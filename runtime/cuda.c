@@ -157,7 +157,7 @@ static bool cu_check(CUresult r, const char *call, int line, Diag *d) {
  * scatter-add, not bit-reproducible from run to run). */
 #define ATT_BLOCK 128
 #define ATTENTION_KERNELS \
-    "struct BcAttn { long long B, Tq, Tk, F, H, d; float sqrt_d, keep_scale, p; unsigned key;\n" \
+    "struct BcAttn { long long B, Tq, Tk, F, H, d; float sqrt_d, keep_scale, p; unsigned key, threshold;\n" \
     "                long long s0, s1, s2, s3, per_example; };\n" \
     "__device__ float bc_block_sum(float x, float *red) {\n" \
     "  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);\n" \
@@ -201,8 +201,11 @@ static bool cu_check(CUresult r, const char *call, int line, Diag *d) {
     "__device__ float bc_attn_keep(const BcAttn &a, const BcRunInfo *info, long long b, long long h, long long i,\n" \
     "                              long long j) {\n" \
     "  if (a.p <= 0.0f) return 1.0f;\n" \
-    "  long long ix = b * a.s0 + h * a.s1 + i * a.s2 + j * a.s3 + info->example_offset * a.per_example;\n" \
-    "  return bc_uniform(info->seed, info->step, a.key, (unsigned long long)ix) < a.p ? 0.0f : a.keep_scale;\n" \
+    "  unsigned long long ix = (unsigned long long)(b * a.s0 + h * a.s1 + i * a.s2 + j * a.s3 +\n" \
+    "                                               info->example_offset * a.per_example);\n" \
+    "  unsigned int w[4];\n" \
+    "  bc_philox4(info->seed, info->step, a.key, ix >> 2, w);\n" \
+    "  return (w[ix & 3] >> 8) < a.threshold ? 0.0f : a.keep_scale;\n" \
     "}\n" \
     "extern \"C\" __global__ void bc_attention(BcAttn a, const float *q, const float *k, const float *v,\n" \
     "                                         const int *vl, float *out, const BcRunInfo *info) {\n" \
@@ -261,7 +264,7 @@ static bool cu_check(CUresult r, const char *call, int line, Diag *d) {
 typedef struct {
   long long B, Tq, Tk, F, H, d;
   float sqrt_d, keep_scale, p;
-  unsigned key;
+  unsigned key, threshold;
   long long s0, s1, s2, s3, per_example;
 } BcAttn;
 
@@ -646,8 +649,9 @@ static bool launch(Cuda *c, int i, Diag *d) {
     AttnDims ad;
     RunContext ctx = {0, 0, 0}; /* the stream's seed, step and offset come from the run info on the device */
     attn_dims(&ad, g, n, &ctx);
-    BcAttn a = {ad.B, ad.Tq, ad.Tk, ad.F, ad.H, ad.d, sqrtf((float)ad.d), (float)ad.keep_scale, (float)ad.p,
-                ad.key, ad.stride[0], ad.stride[1], ad.stride[2], ad.stride[3], ad.per_example};
+    BcAttn a = {ad.B,         ad.Tq,        ad.Tk,        ad.F,         ad.H,           ad.d,
+                sqrtf((float)ad.d), (float)ad.keep_scale, (float)ad.p, ad.key, attn_threshold(&ad),
+                ad.stride[0], ad.stride[1], ad.stride[2], ad.stride[3], ad.per_example};
     unsigned rows = (unsigned)(ad.B * ad.H * ad.Tq);
     if (rows == 0) return true;
     CUdeviceptr q = addr_of(c, n->in[0]), k = addr_of(c, n->in[1]), v = addr_of(c, n->in[2]);

@@ -845,17 +845,19 @@ CHECK_FN bool op_case_build(int i, OpCase *c) {
   }
   case 36:
   case 37: {
-    /* 2 heads of 17 features, 37 queries over 29 keys, valid lengths in
-     * [0, 32) (some rows all masked, some none), dropout 0.3 */
-    c->name = i == 36 ? "attention [3, 37, 34] over [3, 29, 34], 2 heads" : "attention_grad (the same)";
-    c->tol = i == 36 ? 1e-5 : 2e-5; /* f32 dot products of <= 37 terms, the exp polynomial */
-    c->idx_rows = 32;
+    /* 2 heads of 17 features, 37 queries over 133 keys (rows of the
+     * dropout stream start anywhere in a Philox counter, and span whole
+     * 64-weight blocks and partial ones), valid lengths in [0, 140) (some
+     * rows all masked, some none), dropout 0.3 */
+    c->name = i == 36 ? "attention [3, 37, 34] over [3, 133, 34], 2 heads" : "attention_grad (the same)";
+    c->tol = i == 36 ? 1e-5 : 2e-5; /* f32 dot products of <= 133 terms, the exp polynomial */
+    c->idx_rows = 140;
     Attrs a = {0};
     a.heads = 2;
     a.dropout = 0.3;
     a.key = 77;
-    ValueId in[5] = {op_input(c, "x", DTYPE_F32, shape_of(3, 3, 37, 34)), op_input(c, "x2", DTYPE_F32, shape_of(3, 3, 29, 34)),
-                     op_input(c, "x3", DTYPE_F32, shape_of(3, 3, 29, 34)), op_input(c, "i", DTYPE_I32, shape_of(1, 3)),
+    ValueId in[5] = {op_input(c, "x", DTYPE_F32, shape_of(3, 3, 37, 34)), op_input(c, "x2", DTYPE_F32, shape_of(3, 3, 133, 34)),
+                     op_input(c, "x3", DTYPE_F32, shape_of(3, 3, 133, 34)), op_input(c, "i", DTYPE_I32, shape_of(1, 3)),
                      op_input(c, "x4", DTYPE_F32, shape_of(3, 3, 37, 34))};
     op_output(c, graph_op(g, i == 36 ? OP_ATTENTION : OP_ATTENTION_GRAD, i == 36 ? 4 : 5, in, &a, NULL));
     return true;

@@ -52,8 +52,15 @@ TEST(forward_kernels) {
     return;
   }
   int layers = 2;
-  /* masked softmax + dropout of the attention weights: one row kernel per layer */
-  CHECK_EQ_INT(count_with(&g, &p, OP_REDUCE_MAX, OP_EXP, OP_RANDOM), layers);
+  /* scores, masked softmax, dropout and the weighted sum: one fused
+   * attention kernel per layer, and no [B, heads, T, T] value anywhere */
+  CHECK_EQ_INT(kernel_plan_count(&p, KERNEL_ATTENTION), layers);
+  CHECK_EQ_INT(count_with(&g, &p, OP_REDUCE_MAX, OP_EXP, OP_RANDOM), 0);
+  for (int v = 0; v < g.values.n; v++) {
+    const Shape *s = &g.values.data[v].shape;
+    CHECK_MSG(!(s->rank == 4 && s->dim[2] > 1 && s->dim[2] == s->dim[3]), "%s has the attention weights' shape",
+              g.values.data[v].name);
+  }
   /* add & norm (residual, dropout, layer norm): one row kernel each */
   CHECK_EQ_INT(count_with(&g, &p, OP_RSQRT, OP_REDUCE_SUM, OP_RANDOM), 2 * layers);
   /* every matmul is one library call; nothing else is */

@@ -11,6 +11,7 @@
  * 0, max/min with a == b, repeated maxima) where the derivative jumps. */
 #include "passes/passes.h"
 #include "runtime/backend.h"
+#include "runtime/philox.h"
 #include "tests/test.h"
 
 /* Tolerance: with eps = 1e-6 in double, truncation error is ~eps^2 |f'''|
@@ -555,9 +556,9 @@ TEST(stop_gradient) {
 
 /* models/lib/nn.yaml's attention as it was written before the fused op:
  * heads split by reshape and permute, scores scaled, masked by select,
- * softmax, dropout from a random op keyed like the fused op's stream. */
-static ValueId composed_attention(Graph *g, ValueId q, ValueId k, ValueId v, ValueId len, int H, double p,
-                                  uint32_t key) {
+ * softmax, dropout as a product with keep_scaled (keep / (1 - p)). */
+static ValueId composed_attention(Graph *g, ValueId q, ValueId k, ValueId v, ValueId len, int H,
+                                  ValueId keep_scaled) {
   const Shape *qs = &g->values.data[q].shape, *ks = &g->values.data[k].shape;
   int B = (int)qs->dim[0], Tq = (int)qs->dim[1], Tk = (int)ks->dim[1], F = (int)qs->dim[2], d = F / H;
   int perm[4] = {0, 2, 1, 3};
@@ -575,19 +576,28 @@ static ValueId composed_attention(Graph *g, ValueId q, ValueId k, ValueId v, Val
   g->nodes.data[g->values.data[m].node].stop_gradient = true;
   ValueId e = graph_unary(g, OP_EXP, graph_binary(g, OP_SUB, masked, m));
   ValueId w = graph_binary(g, OP_DIV, e, graph_reduce(g, OP_REDUCE_SUM, e, 3));
-  ValueId drop = graph_binary(g, OP_LT, graph_random(g, ws, key), graph_const(g, p, DTYPE_F32, ws));
-  ValueId wd = graph_select(g, drop, graph_const(g, 0, DTYPE_F32, ws),
-                            graph_binary(g, OP_MUL, w, graph_const(g, 1 / (1 - p), DTYPE_F32, ws)));
+  ValueId wd = graph_binary(g, OP_MUL, w, keep_scaled);
   ValueId o = graph_permute(g, graph_matmul(g, wd, vh, false, false), perm);
   return graph_reshape(g, o, shape_of(3, B, Tq, F));
 }
 
 /* The fused attention op against the composed ops it replaces, in double
- * on the interpreter: the output and d loss / d q, k, v agree to rounding,
- * dropout included (the same Philox stream). */
+ * on the interpreter: the output and d loss / d q, k, v agree to rounding.
+ * The composed graph's dropout mask is drawn here from the stream's
+ * definition (runtime/attention.h: word ix % 4 of Philox(ix / 4)). */
 TEST(attention_matches_composed_ops) {
-  enum { B = 2, Tq = 5, Tk = 4, H = 2, F = 6 };
-  double *vals[3], lens[B] = {3, 0}, w[B * Tq * F], got[2][4][B * (Tq + Tk) * F];
+  enum { B = 2, Tq = 5, Tk = 4, H = 2, F = 6, NW = B * H * Tq * Tk };
+  const double p = 0.25;
+  double *vals[3], lens[B] = {3, 0}, w[B * Tq * F], got[2][4][B * (Tq + Tk) * F], keep[NW];
+  int n_dropped = 0;
+  for (int ix = 0; ix < NW; ix++) {
+    uint32_t ctr[4] = {(uint32_t)(ix / 4), 0, 99, 3}, key[2] = {5, 0}, word[4];
+    philox4x32_10(ctr, key, word);
+    double u = (double)(word[ix % 4] >> 8) / 16777216.0;
+    keep[ix] = u < p ? 0 : 1 / (1 - p);
+    n_dropped += u < p;
+  }
+  CHECK(n_dropped > 0 && n_dropped < NW);
   Shape shapes[3] = {shape_of(3, B, Tq, F), shape_of(3, B, Tk, F), shape_of(3, B, Tk, F)};
   for (int i = 0; i < 3; i++) {
     int64_t n = shape_numel(&shapes[i]);
@@ -606,15 +616,16 @@ TEST(attention_matches_composed_ops) {
     }
     in[3] = graph_add_input(&g, "len", DTYPE_I32, shape_of(1, B), SRCLOC_NONE);
     ValueId W = graph_add_input(&g, "w", DTYPE_F32, shapes[0], SRCLOC_NONE);
+    ValueId K = graph_add_input(&g, "keep", DTYPE_F32, shape_of(4, B, H, Tq, Tk), SRCLOC_NONE);
     ValueId out;
     if (fused) {
       Attrs a = {0};
       a.heads = H;
-      a.dropout = 0.25;
+      a.dropout = p;
       a.key = 99;
       out = graph_op(&g, OP_ATTENTION, 4, in, &a, NULL);
     } else {
-      out = composed_attention(&g, in[0], in[1], in[2], in[3], H, 0.25, 99);
+      out = composed_attention(&g, in[0], in[1], in[2], in[3], H, K);
     }
     vec_push(&g.outputs, out);
     g.loss = graph_reduce(&g, OP_REDUCE_SUM, graph_reshape(&g, graph_binary(&g, OP_MUL, out, W), shape_of(1, B * Tq * F)), 0);
@@ -627,6 +638,7 @@ TEST(attention_matches_composed_ops) {
       for (int i = 0; i < 3; i++) CHECK(exec_write(e, in[i], vals[i], DTYPE_F64, &d));
       CHECK(exec_write(e, in[3], lens, DTYPE_F64, &d));
       CHECK(exec_write(e, W, w, DTYPE_F64, &d));
+      CHECK(exec_write(e, K, keep, DTYPE_F64, &d));
       CHECK(exec_run(e, &(RunContext){.seed = 5, .step = 3}, &d));
       CHECK(exec_read(e, out, got[fused][0], DTYPE_F64, &d));
       for (int i = 0; i < 3; i++) CHECK(exec_read(e, g.values.data[in[i]].grad, got[fused][1 + i], DTYPE_F64, &d));
