@@ -302,7 +302,11 @@ void graph_print_dot(const Graph *g, DotLevel level, FILE *f) {
   }
   fprintf(f, "digraph ");
   dot_str(f, g->name);
-  fprintf(f, " {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n");
+  /* newrank: ranks over the whole graph, not per cluster; with edges from
+   * inside one nested cluster into another (a backward block reading the
+   * forward's values) dot's cluster ranking can fail ("trouble in
+   * init_rank") */
+  fprintf(f, " {\n  newrank=true;\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n");
   fprintf(f, "  edge [fontname=\"Helvetica\", fontsize=8];\n");
   if (level == DOT_BLOCKS) block_level(&D);
   else node_level(&D);

@@ -27,6 +27,15 @@ static int64_t value_bytes(const Value *v) {
 
 /* Whether an assign target, an input/param/state, a gradient, an output or
  * the loss: each gets a region of its own for the whole step. */
+/* A reshape of an intermediate (a node's value, not an assign): pinned,
+ * it is a view of that value, which pinned_set pins too. */
+static bool reshape_of_intermediate(const Graph *g, ValueId v) {
+  NodeId n = g->values.data[v].node;
+  if (n < 0 || g->nodes.data[n].op != OP_RESHAPE) return false;
+  NodeId src = g->values.data[g->nodes.data[n].in[0]].node;
+  return src >= 0 && g->nodes.data[src].op != OP_ASSIGN;
+}
+
 static bool *pinned_set(const Graph *g) {
   bool *pin = bc_calloc((size_t)g->values.n + 1, sizeof(bool));
   for (int v = 0; v < g->values.n; v++) {
@@ -45,6 +54,10 @@ static bool *pinned_set(const Graph *g) {
      * other intermediate */
     pin[n->in[0]] = true;
   }
+  /* a pinned reshape (an output [B, P, V] of logits computed as [B*P, V])
+   * pins its source and views it, so it costs no copy */
+  for (int i = g->nodes.n - 1; i >= 0; i--)
+    if (pin[g->nodes.data[i].out] && reshape_of_intermediate(g, g->nodes.data[i].out)) pin[g->nodes.data[i].in[0]] = true;
   return pin;
 }
 
@@ -235,13 +248,20 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
     s[v] = (MemSlot){-1, value_bytes(x), -1, MEM_NONE, -1, -1};
   }
 
-  /* Pinned block: one region each, in value order (deterministic). */
+  /* Pinned block: one region each, in value order (deterministic), but a
+   * reshape of an intermediate shares its source's (in node order: chains) */
   int64_t pinned = 0;
   for (int v = 0; v < nv; v++) {
-    if (!pin[v]) continue;
+    if (!pin[v] || reshape_of_intermediate(g, v)) continue;
     s[v].kind = MEM_PINNED;
     s[v].offset = pinned;
     pinned += align_up(s[v].bytes);
+  }
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    if (!pin[n->out] || !reshape_of_intermediate(g, n->out)) continue;
+    s[n->out] = (MemSlot){s[n->in[0]].offset, s[n->out].bytes, n->in[0], MEM_PINNED, -1, -1};
+    out->n_views++;
   }
   for (int i = 0; i < g->nodes.n; i++) { /* assign outputs: the target itself */
     const Node *n = &g->nodes.data[i];
@@ -498,8 +518,9 @@ static void check_slot(Check *c, Cone *cone, const MemPlan *p, ValueId v, bool m
   const MemSlot *s = &p->slots[v];
   const Value *x = &g->values.data[v];
   const char *nm = vname(g, v);
-  if (must_pin && (s->kind != MEM_PINNED || s->alias_of >= 0))
-    FAIL(c, v, "'%s' must be pinned with a region of its own", nm);
+  bool pinned_view = must_pin && reshape_of_intermediate(g, v);
+  if (must_pin && (s->kind != MEM_PINNED || (s->alias_of >= 0) != pinned_view))
+    FAIL(c, v, "'%s' must be pinned with a region of its own%s", nm, pinned_view ? ", its source's" : "");
   if (x->kind != VALUE_NODE && s->kind != MEM_PINNED)
     FAIL(c, v, "'%s' is not produced by a node yet not pinned", nm);
   if (s->kind == MEM_NONE) return;
@@ -528,7 +549,7 @@ static void check_slot(Check *c, Cone *cone, const MemPlan *p, ValueId v, bool m
   const Value *sv = &g->values.data[src];
   bool ok_op = n->op == OP_ASSIGN ? src == n->in[0] && s->kind == MEM_PINNED
                : s->kind == MEM_PINNED
-                   ? n->op == OP_RESHAPE && sv->kind != VALUE_PARAM && sv->kind != VALUE_STATE && !must_pin
+                   ? n->op == OP_RESHAPE && sv->kind != VALUE_PARAM && sv->kind != VALUE_STATE && (!must_pin || pinned_view)
                    : inplace_op(n->op) && cone_pointwise(cone, n, src);
   if (!ok_op)
     FAIL(c, v, "'%s': op '%s' may not reuse the buffer of '%s'", nm, op_info[n->op].name, vname(g, src));

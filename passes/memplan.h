@@ -4,7 +4,10 @@
  * Two address spaces, each meant to be one device allocation:
  *   pinned  values that outlive the step or are seen from outside it: inputs,
  *           parameters, states, parameter gradients (Value.grad), graph
- *           outputs, the loss, and the target of every assign. Each has its own region; no two overlap.
+ *           outputs, the loss, and the target of every assign. Each has its
+ *           own region; no two overlap. Except: one of these made by a
+ *           reshape of an intermediate (an output [B, P, V] of logits computed
+ *           as [B*P, V]) pins that intermediate too and is a view of it.
  *   arena   every other materialized value, placed by lifetime over the node
  *           order (the node array is the schedule): best fit among the free
  *           holes, 64-byte aligned, holes merged on free.
@@ -13,7 +16,9 @@
  * that input's buffer, unless the node's kernel also reads that input
  * through a fused non-pointwise value (a fused reduction or broadcast: the
  * kernel would read elements it already overwrote); a reshape whose input
- * dies there is a zero-copy view of it. Assign outputs never get a buffer: an assign's output is its target
+ * dies there is a zero-copy view of it, and so is one whose input lives on
+ * (neither is written again while both live; the buffer is freed when the
+ * last value on it dies). Assign outputs never get a buffer: an assign's output is its target
  * (which holds the old value until the step ends, as in runtime/interp.c), so
  * it aliases the target.
  *

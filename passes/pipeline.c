@@ -42,8 +42,9 @@ static bool expand_with(Graph *g, const CompileOptions *o, const Setting *sets, 
              : model_expand(g, o->model_path, o->graph_name, sets, n_sets, d);
 }
 
-/* Gives every random op of g the shape its namesake (same key) has in the
- * graph expanded with the key sets appended (CompileOptions.key_sets). */
+/* Gives every random op of g, and every attention op (its dropout stream),
+ * the shape its namesake (same op and key) has in the graph expanded with
+ * the key sets appended (CompileOptions.key_sets). */
 static bool key_randoms(Graph *g, const CompileOptions *o, Diag *d) {
   int n = o->n_sets + o->n_key_sets;
   Setting *all = bc_malloc(sizeof(Setting) * (size_t)n);
@@ -55,16 +56,17 @@ static bool key_randoms(Graph *g, const CompileOptions *o, Diag *d) {
   if (!ok) return false;
   for (int i = 0; ok && i < g->nodes.n; i++) {
     Node *r = &g->nodes.data[i];
-    if (r->op != OP_RANDOM) continue;
+    if (r->op != OP_RANDOM && r->op != OP_ATTENTION) continue;
     const Node *k = NULL;
     for (int j = 0; !k && j < keyed.nodes.n; j++)
-      if (keyed.nodes.data[j].op == OP_RANDOM && keyed.nodes.data[j].a.key == r->a.key) k = &keyed.nodes.data[j];
-    const Shape *ks = k ? &keyed.values.data[k->out].shape : NULL;
+      if (keyed.nodes.data[j].op == r->op && keyed.nodes.data[j].a.key == r->a.key) k = &keyed.nodes.data[j];
+    /* a random op's stream is keyed by its own shape, an attention's by its weights' */
+    const Shape *ks = !k ? NULL : r->op == OP_RANDOM ? &keyed.values.data[k->out].shape : &k->a.shape;
     bool fits = ks && ks->rank == r->a.shape.rank;
     for (int d2 = 0; fits && d2 < ks->rank; d2++) fits = ks->dim[d2] >= r->a.shape.dim[d2];
     if (!fits) {
-      diag_error(d, r->loc, "random '%s' has no counterpart of the same rank and no smaller dims in the graph its "
-                 "streams are keyed by", g->values.data[r->out].name);
+      diag_error(d, r->loc, "%s '%s' has no counterpart of the same rank and no smaller dims in the graph its "
+                 "streams are keyed by", op_info[r->op].name, g->values.data[r->out].name);
       ok = false;
     } else if (!shape_eq(ks, &r->a.shape)) {
       r->a.key_shape = *ks;

@@ -12,7 +12,8 @@
  *  - every backward reader is a loop-kind node (pointwise or a reduction):
  *    the copy then fuses into the reader's kernel and is never stored;
  *  - each input of the copy is free to read there: a graph input,
- *    parameter or state, a kept value, a value read at or after that reader
+ *    parameter or state, a kept value (or the source of a kept reshape),
+ *    a value read at or after that reader
  *    anyway, a value at most 1/8 of v's size (a row statistic, a bias:
  *    keeping it alive costs little), or a reshape of such a value; failing
  *    that, a pointwise node, view, constant or iota computing it is copied
@@ -137,6 +138,10 @@ bool remat_run(Graph *g, Diag *d) {
     ValueId gr = g->values.data[g->params.data[i]].grad;
     if (gr >= 0) R.kept[gr] = true;
   }
+  /* a kept reshape's source lives as long (the memory plan makes the
+   * reshape a view of it: the MLM logits computed as rows) */
+  for (int i = g->nodes.n - 1; i >= 0; i--)
+    if (g->nodes.data[i].op == OP_RESHAPE && R.kept[g->nodes.data[i].out]) R.kept[g->nodes.data[i].in[0]] = true;
 
   SrcLoc saved_loc = g->cur_loc;
   const char *saved_scope = g->cur_scope;

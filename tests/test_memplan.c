@@ -274,7 +274,17 @@ static bool compile(Graph *g, const char *graph, const Setting *sets, int n_sets
   return ok;
 }
 
-/* Which values must have a region of their own (as memplan.h lists them). */
+/* The intermediate pinned value v is a reshape of (a node's value, not an
+ * assign's), or -1: memplan.h makes v a view of it. */
+static ValueId pinned_view_source(const Graph *g, ValueId v) {
+  NodeId n = g->values.data[v].node;
+  if (n < 0 || g->nodes.data[n].op != OP_RESHAPE) return -1;
+  ValueId src = g->nodes.data[n].in[0];
+  NodeId p = g->values.data[src].node;
+  return p >= 0 && g->nodes.data[p].op != OP_ASSIGN ? src : -1;
+}
+
+/* Which values must be pinned (as memplan.h lists them). */
 static bool *must_pin(const Graph *g) {
   bool *pin = calloc((size_t)g->values.n, 1);
   for (int v = 0; v < g->values.n; v++) {
@@ -286,6 +296,11 @@ static bool *must_pin(const Graph *g) {
   pin[g->loss] = true;
   for (int i = 0; i < g->nodes.n; i++)
     if (g->nodes.data[i].op == OP_ASSIGN) pin[g->nodes.data[i].in[0]] = true; /* the target */
+  /* the intermediate a pinned reshape views (last node first: chains) */
+  for (int i = g->nodes.n - 1; i >= 0; i--) {
+    const Node *n = &g->nodes.data[i];
+    if (pin[n->out] && pinned_view_source(g, n->out) >= 0) pin[n->in[0]] = true;
+  }
   return pin;
 }
 
@@ -334,7 +349,12 @@ TEST(pinned_values_never_overlap) {
     if (!pin[u]) continue;
     n_pinned++;
     const MemSlot *a = &p.slots[u];
-    CHECK_MSG(a->kind == MEM_PINNED && a->alias_of < 0, "'%s' not pinned", g.values.data[u].name);
+    ValueId src = pinned_view_source(&g, u);
+    CHECK_MSG(a->kind == MEM_PINNED && a->alias_of == src, "'%s' not pinned", g.values.data[u].name);
+    if (src >= 0) { /* a view of its source's region */
+      CHECK_EQ_INT(a->offset, p.slots[src].offset);
+      continue;
+    }
     for (int v = u + 1; v < g.values.n; v++) {
       const MemSlot *b = &p.slots[v];
       if (b->kind != MEM_PINNED || b->alias_of >= 0) continue;
