@@ -125,9 +125,12 @@ typedef struct {
  * [begin, end) are:
  *   - col_axis < 0: rows of the domain, numel(domain) / domain[rank-1]; row r
  *     is the multi-index of the leading rank-1 axes in row-major order.
- *   - col_axis >= 0: rows of the output, numel(domain) / (domain[col_axis] *
- *     domain[rank-1]); each item reduces over col_axis for a whole last-axis
- *     row of outputs.
+ *   - col_axis >= 0: blocks of output columns: each row of the output
+ *     (numel(domain) / (domain[col_axis] * domain[rank-1]) of them) is cut
+ *     into blocks of kernel_col_block(k) columns along the last axis (one
+ *     block, the whole row, unless there are few rows); item = row *
+ *     blocks per row + block, and it reduces over col_axis for its columns.
+ *     A column's sum is the same, in the same order, whatever the cut.
  * Items are independent, so the runtime splits them over threads. */
 typedef struct {
   uint64_t seed;
@@ -137,6 +140,9 @@ typedef struct {
 typedef void (*KernelFn)(void *const *bufs, int64_t begin, int64_t end, const KernelRunInfo *info);
 /* Number of work items of a LOOP kernel, as above. */
 int64_t kernel_work_items(const Kernel *k);
+/* Columns per work item of a column kernel (the last axis, or blocks of a
+ * multiple of 64 columns when there are fewer than 16 output rows). */
+int64_t kernel_col_block(const Kernel *k);
 
 /* kernel_ir.c: lowers the fusion groups of g (passes/fuse.h) into kernels,
  * one per group, in group order. The plan refers to g's ids; free with

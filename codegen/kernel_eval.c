@@ -373,14 +373,15 @@ static void eval_cols(const Ev *e, int64_t begin, int64_t end) {
   int64_t idx[BC_MAX_RANK] = {0};
   const Num zero = {0};
 #define OPND(o) ((o) < 0 ? zero : v[o])
+  const int64_t blk = kernel_col_block(k), nb = blk > 0 ? (e->L + blk - 1) / blk : 1;
   for (int64_t item = begin; item < end; item++) {
-    int64_t rem = item;
+    int64_t rem = item / nb, j0 = item % nb * blk, j1 = j0 + blk < e->L ? j0 + blk : e->L;
     for (int d = r - 2; d >= 0; d--) {
       if (d == c) continue;
       idx[d] = rem % k->domain.dim[d];
       rem /= k->domain.dim[d];
     }
-    for (int64_t j = 0; j < e->L; j++) {
+    for (int64_t j = j0; j < j1; j++) {
       idx[r - 1] = j;
       for (int i = 0; i < n; i++)
         if (k->insts.data[i].kind == KI_REDUCE) acc[i] = reduce_init(k->insts.data[i].op, k->insts.data[i].dtype);

@@ -498,12 +498,34 @@ int kernel_plan_count(const KernelPlan *p, KernelKind kind) {
   return n;
 }
 
+/* Column kernels with fewer output rows than this cut them into blocks,
+ * so that every thread has work (a bias gradient over [B*T, vocab] has one
+ * output row). */
+enum { COL_ROWS_MIN = 16, COL_BLOCK_MIN = 256 };
+
+int64_t kernel_col_block(const Kernel *k) {
+  int r = k->domain.rank;
+  int64_t L = r ? k->domain.dim[r - 1] : 1;
+  if (k->col_axis < 0 || L <= COL_BLOCK_MIN || shape_numel(&k->domain) == 0) return L;
+  int64_t rows = shape_numel(&k->domain) / L / k->domain.dim[k->col_axis];
+  if (rows >= COL_ROWS_MIN) return L;
+  int64_t per_row = (COL_ROWS_MIN + rows - 1) / rows;
+  int64_t blk = ((L + per_row - 1) / per_row + 63) / 64 * 64;
+  if (blk < COL_BLOCK_MIN) blk = COL_BLOCK_MIN;
+  return blk < L ? blk : L;
+}
+
 int64_t kernel_work_items(const Kernel *k) {
   int64_t n = shape_numel(&k->domain);
   int r = k->domain.rank;
   if (r == 0) return 1;
-  n /= k->domain.dim[r - 1];
-  if (k->col_axis >= 0) n /= k->domain.dim[k->col_axis];
+  int64_t L = k->domain.dim[r - 1];
+  n /= L;
+  if (k->col_axis >= 0) {
+    n /= k->domain.dim[k->col_axis];
+    int64_t blk = kernel_col_block(k);
+    n *= blk > 0 ? (L + blk - 1) / blk : 1;
+  }
   return n;
 }
 

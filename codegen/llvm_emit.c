@@ -580,12 +580,12 @@ typedef struct {
 /* Output chunks of w lanes over [jlo, jhi): for each, a loop over col_axis
  * accumulates every reduction in registers, then the post-reduction values
  * are computed and stored at col index 0. */
-static bool emit_col_chunks(Em *E, ColPlan *cp, int w, int64_t jlo, int64_t jhi) {
+static bool emit_col_chunks(Em *E, ColPlan *cp, int w, LLVMValueRef jlo, LLVMValueRef jhi) {
   LLVMBuilderRef b = E->B;
   const Kernel *k = E->k;
   const int c = k->col_axis;
   Loop lj, lk;
-  E->j = loop_begin(E, &lj, cl(E, jlo, 1), cl(E, jhi, 1), w, w > 1 ? "jv" : "j");
+  E->j = loop_begin(E, &lj, jlo, jhi, w, w > 1 ? "jv" : "j");
   LLVMValueRef kk = loop_begin(E, &lk, cl(E, 0, 1), cl(E, k->domain.dim[c], 1), 1, "k");
   LLVMValueRef phi[64], next[64];
   for (int r = 0; r < cp->n_red; r++) phi[r] = loop_phi(E, &lk, reduce_init(E, inst(E, cp->red[r]), w));
@@ -653,7 +653,13 @@ static bool emit_col_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
   }
   Loop items;
   LLVMValueRef item = loop_begin(E, &items, begin, end, 1, "item");
-  LLVMValueRef rem = item;
+  /* the item's output row and block of columns (kernel.h) */
+  const int64_t L = E->L, blk = kernel_col_block(k), nb = blk > 0 ? (L + blk - 1) / blk : 1;
+  LLVMValueRef rem = nb > 1 ? LLVMBuildUDiv(b, item, cl(E, nb, 1), "row") : item;
+  LLVMValueRef jlo = nb > 1 ? LLVMBuildMul(b, LLVMBuildURem(b, item, cl(E, nb, 1), ""), cl(E, blk, 1), "jlo") : cl(E, 0, 1);
+  LLVMValueRef jend = nb > 1 ? LLVMBuildAdd(b, jlo, cl(E, blk, 1), "") : cl(E, L, 1);
+  LLVMValueRef jhi = nb > 1 ? LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, jend, cl(E, L, 1), ""), jend, cl(E, L, 1), "jhi")
+                            : cl(E, L, 1);
   cp.linb = cl(E, 0, 1);
   int outer = c == 0 ? 1 : 0; /* the outermost axis of the items */
   for (int d = r - 2; d >= 0; d--) {
@@ -669,14 +675,19 @@ static bool emit_col_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
       if (d != c) o = LLVMBuildAdd(b, o, LLVMBuildMul(b, E->idx[d], cl(E, k->views.data[v].stride[d], 1), ""), "");
     cp.base[v] = o;
   }
-  /* chunks of 4W lanes (four registers per operand), then W, then 1 */
-  const int64_t L = E->L;
+  /* chunks of 4W lanes (four registers per operand), then W, then 1, over
+   * [jlo, jhi): j1 and j2 where the wide chunks end */
   int w4 = E->W * 4 <= MAX_W ? E->W * 4 : E->W;
-  int64_t j1 = E->W > 1 ? L / w4 * w4 : 0;
-  int64_t j2 = E->W > 1 ? j1 + (L - j1) / E->W * E->W : 0;
-  if (ok && j1 > 0) ok = emit_col_chunks(E, &cp, w4, 0, j1);
-  if (ok && j2 > j1) ok = emit_col_chunks(E, &cp, E->W, j1, j2);
-  if (ok && L > j2) ok = emit_col_chunks(E, &cp, 1, j2, L);
+  LLVMValueRef j1 = jlo, j2 = jlo;
+  if (E->W > 1) {
+    LLVMValueRef n = LLVMBuildSub(b, jhi, jlo, "");
+    j1 = LLVMBuildAdd(b, jlo, LLVMBuildMul(b, LLVMBuildUDiv(b, n, cl(E, w4, 1), ""), cl(E, w4, 1), ""), "j1");
+    LLVMValueRef n2 = LLVMBuildSub(b, jhi, j1, "");
+    j2 = LLVMBuildAdd(b, j1, LLVMBuildMul(b, LLVMBuildUDiv(b, n2, cl(E, E->W, 1), ""), cl(E, E->W, 1), ""), "j2");
+    ok = emit_col_chunks(E, &cp, w4, jlo, j1);
+    if (ok) ok = emit_col_chunks(E, &cp, E->W, j1, j2);
+  }
+  if (ok) ok = emit_col_chunks(E, &cp, 1, j2, jhi);
   if (ok) loop_end(E, &items, NULL);
   free(cp.post);
   free(cp.need_pre);

@@ -638,6 +638,26 @@ TEST(column_reduce) {
   }
 }
 
+/* A bias gradient over many rows with one output row: the columns are cut
+ * into blocks (kernel_col_block) so threads share the work; every block
+ * runs 4W, W and single-lane chunks (1000 = 3 blocks of 256 + 232 =
+ * 3 x 64 + 2 x 16 + 8). Still bit-identical, and the blocks cover the
+ * columns exactly once (all outputs NaN-checked). */
+TEST(column_reduce_in_blocks) {
+  int64_t L = 1000, C = 37, N = C * L;
+  Case c = {0};
+  snprintf(c.name, sizeof c.name, "colblocks_L%lld", (long long)L);
+  Kernel *k = &c.k;
+  kinit(k, "k_colblocks", shape_of(2, (int)C, (int)L), 0);
+  addbuf(&c, N, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0); /* 0: g */
+  addbuf(&c, L, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);   /* 1: sum */
+  int g = kload(k, kview(k, 0, 0, ST(L, 1)), DTYPE_F32);
+  kstore(k, kview(k, 1, 0, ST(0, 1)), kreduce(k, OP_REDUCE_SUM, g));
+  CHECK_EQ_INT(kernel_col_block(k), 256);
+  CHECK_EQ_INT(kernel_work_items(k), 4);
+  check_case(&c);
+}
+
 /* A column reduction over the middle axis of [3, 5, L] (3 work items),
  * reading a permuted input (gather) and an i32 sum. Bit-identical. */
 TEST(column_reduce_middle_axis) {
