@@ -21,7 +21,6 @@
 #include "philox.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
@@ -286,20 +285,20 @@ static void backward_range(void *ctx, int64_t begin, int64_t end) {
   }
 }
 
+int64_t cpu_attention_scratch(const AttnDims *a) {
+  return 3 * a->Tq * a->Tk + a->Tk + 16; /* W, A, d S; one row of dropout bits */
+}
+
 void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, const float *k, const float *v,
-                   const int32_t *valid_len, const float *dout, float *out) {
+                   const int32_t *valid_len, const float *dout, float *out, float *scratch) {
   if (a->B * a->H == 0) return;
-  int n_threads = pool_n_threads(p);
   AttnJob j = {.a = a, .lib = lib, .q = q, .k = k, .v = v, .dout = dout, .vl = valid_len, .out = out};
   j.sqrt_d = sqrtf((float)a->d);
   j.keep_scale = (float)a->keep_scale;
   j.threshold = attn_threshold(a);
-  int64_t blk = a->Tq * a->Tk;
-  j.scratch_floats = 3 * blk + a->Tk + 16; /* w, a, d S, one row of dropout bits */
-  j.scratch = malloc(sizeof(float) * (size_t)(j.scratch_floats * n_threads));
-  BC_ASSERT(j.scratch);
+  j.scratch_floats = cpu_attention_scratch(a);
+  j.scratch = scratch;
   cpu_gemm_lock(lib, 1);
   pool_parallel_for(p, a->B * a->H, 1, dout ? backward_range : forward_range, &j);
   cpu_gemm_unlock();
-  free(j.scratch);
 }

@@ -7,9 +7,13 @@
 #include "attention.h"
 #include "cpu_ops.h"
 
+/* Floats of scratch one thread needs for a (forward or backward) of a. */
+int64_t cpu_attention_scratch(const AttnDims *a);
+
 /* dout NULL: the forward, out [B, Tq, F]. Else the backward from dout
- * [B, Tq, F]: out [B, Tq + 2 Tk, F] = d q, d k, d v. p may be NULL. */
+ * [B, Tq, F]: out [B, Tq + 2 Tk, F] = d q, d k, d v. p may be NULL;
+ * scratch: cpu_attention_scratch(a) floats per thread of p. */
 void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, const float *k, const float *v,
-                   const int32_t *valid_len, const float *dout, float *out);
+                   const int32_t *valid_len, const float *dout, float *out, float *scratch);
 
 #endif
