@@ -22,8 +22,7 @@
   X(inplace, "INPLACE", "plan memory without elementwise in-place writes (buffers are still reused)") \
   X(float4, "FLOAT4", "cuda: elementwise kernels load and store one element at a time, not float4/int4") \
   X(dedup, "DEDUP", "cuda: emit every kernel's code, also when it repeats an earlier kernel's") \
-  X(jit, "JIT", "cpu: run the kernels through the C kernel evaluator instead of LLVM") \
-  X(epilogue, "EPILOGUE", "cpu: a GEMM and the row kernel reading its output run one after the other, not block by block")
+  X(jit, "JIT", "cpu: run the kernels through the C kernel evaluator instead of LLVM")
 
 /* true = switched off. All false (every optimization on) when zeroed. */
 typedef struct {

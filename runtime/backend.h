@@ -73,7 +73,6 @@ typedef struct Exec {
  * `bertc compile`); zeros where a backend keeps no such record. */
 typedef struct {
   int n_kernels;
-  int n_epilogues; /* cpu: row kernels run with the GEMM before them */
   int64_t pinned_bytes, arena_bytes, sum_intermediate_bytes;
   int64_t n_runs;
   double total_ns, gemm_ns; /* summed over runs */

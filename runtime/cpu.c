@@ -4,13 +4,6 @@
  * thread pool, in one allocation planned by passes/memplan.c. Nothing is
  * allocated inside a step.
  *
- * GEMM epilogues: a GEMM whose output the next kernel (a row kernel: bias,
- * activation, residual, layer norm) reads row for row runs with it block of
- * rows by block of rows, each block's GEMM on one thread followed at once
- * by the kernel on those rows, while they are in that core's cache
- * (BC_NO_EPILOGUE: one after the other, whole). The profile then shows the
- * pair's time at the GEMM.
- *
  * Prepare: the plan stages of the pipeline (kernel_plan_compile: fuse ->
  * kernel IR -> memory plan, with the BC_NO_* switches of
  * compile_options_default) -> JIT (BC_NO_JIT=1: run the
@@ -42,8 +35,6 @@ typedef struct {
   void **bufs;      /* per view: base address */
   int64_t n_items;
   int64_t grain;
-  int epilogue;     /* GEMM: the index of the row kernel run with it, or -1 */
-  bool is_epilogue; /* LOOP: run by the GEMM before it */
 } CpuKernel;
 
 typedef struct {
@@ -77,100 +68,6 @@ static void release(Exec *e) {
   if (c->pool) pool_destroy(c->pool);
   free(c);
   e->impl = NULL;
-}
-
-/* ---- GEMM epilogues ---- */
-
-/* Whether view v of a LOOP kernel reads its value row-major as the domain
- * lies (the value's row r at the domain's row r). */
-static bool view_is_domain(const Kernel *k, const KView *v) {
-  int64_t s = 1;
-  for (int d = k->domain.rank - 1; d >= 0; d--) {
-    if (v->stride[d] != s && k->domain.dim[d] > 1) return false;
-    s *= k->domain.dim[d];
-  }
-  return v->offset == 0;
-}
-
-static bool overlaps(const void *a, int64_t an, const void *b, int64_t bn) {
-  const char *x = a, *y = b;
-  return x < y + bn && y < x + an;
-}
-
-/* Kernel i (a GEMM) runs kernel i + 1 as its epilogue when: the GEMM is one
- * [M, K] x [K, N] call (batch dims folded into M, A not transposed); the
- * next kernel is a row kernel over M rows of N, reading the GEMM's output
- * only row for row; and nothing it stores is the GEMM's A or B. */
-static void pair_epilogue(Cpu *c, int i) {
-  const Graph *g = &c->p.graph;
-  const Kernel *gk = &c->p.plan.kernels.data[i], *lk = &c->p.plan.kernels.data[i + 1];
-  if (gk->kind != KERNEL_GEMM || lk->kind != KERNEL_LOOP || lk->col_axis >= 0 || lk->domain.rank < 1) return;
-  const Node *n = &g->nodes.data[gk->first_node];
-  const Value *a = &g->values.data[n->in[0]], *b = &g->values.data[n->in[1]], *o = &g->values.data[n->out];
-  MatmulLayout l;
-  shape_matmul_layout(&a->shape, n->a.trans_a, &b->shape, n->a.trans_b, &o->shape, &l);
-  if (l.n_batch_dims > 0 || n->a.trans_a || b->shape.rank != 2) return;
-  if (shape_numel(&lk->domain) != l.M * l.N || lk->domain.dim[lk->domain.rank - 1] != l.N) return;
-  bool reads = false;
-  for (int v = 0; v < lk->views.n; v++)
-    if (lk->views.data[v].value == n->out) {
-      if (!view_is_domain(lk, &lk->views.data[v])) return;
-      reads = true;
-    }
-  if (!reads) return;
-  const void *A = addr_of(c, n->in[0]), *B = addr_of(c, n->in[1]);
-  int64_t a_bytes = shape_numel(&a->shape) * 4, b_bytes = shape_numel(&b->shape) * 4;
-  for (int s = 0; s < lk->insts.n; s++) {
-    const KInst *in = &lk->insts.data[s];
-    if (in->kind != KI_STORE) continue;
-    ValueId w = lk->views.data[in->view].value;
-    const void *at = addr_of(c, w);
-    int64_t bytes = shape_numel(&g->values.data[w].shape) * (int64_t)dtype_size(g->values.data[w].dtype);
-    if (overlaps(at, bytes, A, a_bytes) || overlaps(at, bytes, B, b_bytes)) return;
-  }
-  c->kernels[i].epilogue = i + 1;
-  c->kernels[i + 1].is_epilogue = true;
-  c->p.stats.n_epilogues++;
-}
-
-typedef struct {
-  const Cpu *c;
-  const CpuKernel *ep;
-  const KernelRunInfo *info;
-  bool tb;
-  int64_t M, N, K, rows;
-  const float *A, *B;
-  float *C;
-} EpilogueJob;
-
-static void epilogue_range(void *ctx, int64_t begin, int64_t end) {
-  const EpilogueJob *j = ctx;
-  for (int64_t blk = begin; blk < end; blk++) {
-    int64_t r0 = blk * j->rows, r1 = r0 + j->rows < j->M ? r0 + j->rows : j->M;
-    gemm_lib_sgemm(j->c->gemm, false, j->tb, r1 - r0, j->N, j->K, j->A + r0 * j->K, j->K, j->B, j->tb ? j->K : j->N,
-                   0.0f, j->C + r0 * j->N, j->N);
-    if (j->ep->fn) j->ep->fn((void *const *)j->ep->bufs, r0, r1, j->info);
-    else kernel_eval(j->ep->k, (void *const *)j->ep->bufs, r0, r1, j->info);
-  }
-}
-
-/* GEMM kernel ck and its epilogue, block of rows by block of rows: blocks
- * of about 256 KiB of output (in a core's L2), at least 4 per thread. */
-static void run_with_epilogue(const Cpu *c, const CpuKernel *ck, const KernelRunInfo *info) {
-  const Graph *g = &c->p.graph;
-  const Node *n = &g->nodes.data[ck->k->first_node];
-  MatmulLayout l;
-  shape_matmul_layout(&g->values.data[n->in[0]].shape, false, &g->values.data[n->in[1]].shape, n->a.trans_b,
-                      &g->values.data[n->out].shape, &l);
-  EpilogueJob j = {c, &c->kernels[ck->epilogue], info, n->a.trans_b, l.M, l.N, l.K, 0,
-                   addr_of(c, n->in[0]), addr_of(c, n->in[1]), addr_of(c, n->out)};
-  int64_t threads = pool_n_threads(c->pool);
-  j.rows = (256 * 1024 / 4) / (l.N ? l.N : 1);
-  if (j.rows * threads * 4 > l.M) j.rows = l.M / (threads * 4);
-  if (j.rows < 8) j.rows = 8;
-  cpu_gemm_lock(c->gemm, 1);
-  pool_parallel_for(c->pool, (l.M + j.rows - 1) / j.rows, 1, epilogue_range, &j);
-  cpu_gemm_unlock();
 }
 
 static bool prepare(Exec *e, Diag *d) {
@@ -213,7 +110,6 @@ static bool prepare(Exec *e, Diag *d) {
     const Kernel *k = &c->p.plan.kernels.data[i];
     CpuKernel *ck = &c->kernels[i];
     ck->k = k;
-    ck->epilogue = -1;
     if (k->kind == KERNEL_ATTENTION) {
       AttnDims a;
       const Graph *pg = &c->p.graph;
@@ -253,11 +149,7 @@ static bool prepare(Exec *e, Diag *d) {
   }
   free(loops);
   free(loop_at);
-  if (attn_floats > 0) {
-    c->attn_scratch = bc_malloc(sizeof(float) * (size_t)(attn_floats * pool_n_threads(c->pool)));
-  }
-  if (!c->p.opts.off.epilogue)
-    for (int i = 0; i + 1 < nk; i++) pair_epilogue(c, i);
+  if (attn_floats > 0) c->attn_scratch = bc_malloc(sizeof(float) * (size_t)(attn_floats * pool_n_threads(c->pool)));
   return true;
 fail:
   release(e);
@@ -367,12 +259,9 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
   for (int i = 0; i < c->p.plan.kernels.n; i++) {
     CpuKernel *ck = &c->kernels[i];
     const Kernel *k = ck->k;
-    if (ck->is_epilogue && !sync) continue; /* ran with the GEMM before it */
     if (sync) grad_sync_before(sync, i, NULL);
     double ts = (timed || k->kind == KERNEL_GEMM) ? compiled_now_ns() : 0;
-    if (ck->epilogue >= 0 && !sync) {
-      run_with_epilogue(c, ck, &info);
-    } else if (k->kind == KERNEL_LOOP) {
+    if (k->kind == KERNEL_LOOP) {
       LoopCall lc = {ck, &info};
       if (ck->n_items <= ck->grain) loop_call(&lc, 0, ck->n_items);
       else pool_parallel_for(c->pool, ck->n_items, ck->grain, loop_call, &lc);

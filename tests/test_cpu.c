@@ -189,41 +189,6 @@ TEST(single_ops_match_interp) {
   CHECK_EQ_INT(n_failed, 0);
 }
 
-/* GEMM epilogues: the nli step pairs GEMMs with the row kernels after them
- * (the bias adds of every linear), and five steps agree with the steps of
- * BC_NO_EPILOGUE: the same kernel code, run block by block. (A GEMM library
- * may round an element differently when the block of rows around it
- * changes, so not bit for bit; 5 Adam steps amplify ulps a little.) */
-TEST(gemm_epilogues) {
-  Graph g;
-  if (!check_compile(&g, "nli", tiny, N_TINY, true)) {
-    CHECK(0);
-    return;
-  }
-  Diag d;
-  diag_init(&d);
-  ExecStats st[2];
-  for (int off = 0; off < 2; off++) {
-    if (off) setenv("BC_NO_EPILOGUE", "1", 1);
-    Exec *e = exec_create(&backend_cpu, &g, &d);
-    CHECK(e && exec_stats(e, &st[off]));
-    exec_destroy(e);
-  }
-  unsetenv("BC_NO_EPILOGUE");
-  diag_print(&d, stderr);
-  diag_free(&d);
-  CHECK_MSG(st[0].n_epilogues >= 8, "%d GEMMs run with an epilogue", st[0].n_epilogues);
-  CHECK_EQ_INT(st[1].n_epilogues, 0);
-  enum { N = 4000 };
-  static double with[N], without[N];
-  check_run_steps("cpu", &g, 5, with, N);
-  setenv("BC_NO_EPILOGUE", "1", 1);
-  check_run_steps("cpu", &g, 5, without, N);
-  unsetenv("BC_NO_EPILOGUE");
-  for (int i = 0; i < N; i++) CHECK_NEAR(with[i], without[i], 1e-5, 1e-3);
-  graph_free(&g);
-}
-
 TEST(memplan_and_fusion_switches_agree) {
   Graph g;
   if (!check_compile(&g, "pretrain", tiny, N_TINY, true)) {
