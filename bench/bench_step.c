@@ -139,7 +139,10 @@ static double now_s(void) {
 /* FLOPs of one run of g: 2*M*N*K per matmul (times its batch dims), one per
  * output element of elementwise ops and select, one per input element of
  * reductions and per update element of scatter_add; layout ops, gathers,
- * random and constants count nothing. */
+ * random and constants count nothing. An attention counts as the matmuls
+ * it replaces, 2 * 2*B*heads*Tq*Tk*d (scores, weighted sum), its backward
+ * as their gradients' 4 (the scores it recomputes are not counted: PyTorch
+ * stores them instead), and the softmax rows as 1 per weight. */
 static void count_flops(const Graph *g, Result *r) {
   for (int i = 0; i < g->nodes.n; i++) {
     const Node *n = &g->nodes.data[i];
@@ -158,6 +161,12 @@ static void count_flops(const Graph *g, Result *r) {
       r->flops += shape_numel(&g->values.data[n->in[0]].shape);
     } else if (n->op == OP_SCATTER_ADD) {
       r->flops += shape_numel(&g->values.data[n->in[1]].shape);
+    } else if (n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) {
+      const Shape *q = &g->values.data[n->in[0]].shape, *w = &n->a.shape; /* [B, heads, Tq, Tk] */
+      int64_t weights = shape_numel(w), f = (n->op == OP_ATTENTION ? 2 : 4) * 2 * weights * (q->dim[2] / n->a.heads);
+      r->matmul_flops += f;
+      r->flops += f + weights;
+      r->n_matmul += n->op == OP_ATTENTION ? 2 : 4;
     }
   }
   r->n_nodes = g->nodes.n;
