@@ -33,10 +33,6 @@
 #define HAVE_PHILOX16 1
 #endif
 
-/* The 16-lane helpers below are inlined into their callers' clones, so the
- * ABI of passing a 64-byte vector (GCC's -Wpsabi note) never applies. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 /* 16 lanes: GCC lowers them to the clone's vector width (1 AVX-512
  * register, 2 AVX2, 4 SSE). */
 typedef float v16f __attribute__((vector_size(64)));
