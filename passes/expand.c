@@ -512,8 +512,7 @@ static bool parse_node(Ctx *c, const YNode *item, NodeSpec *ns) {
   ns->op_name = bc_intern(op->text);
   ns->op = op_from_name(op->text);
   if (ns->op != OP_COUNT && (op_info[ns->op].flags & OPF_INTERNAL)) {
-    diag_error(c->d, op->loc, "op '%s' is made by the compiler (%s), not available in YAML", op->text,
-               ns->op == OP_ASSIGN ? "the optimizer's updates" : "the backward pass");
+    diag_error(c->d, op->loc, "op '%s' is made by the compiler, not available in YAML", op->text);
     return false;
   } else if (ns->op != OP_COUNT) {
     ns->kind = NK_PRIM;
