@@ -18,8 +18,9 @@
  *    batched over the batch dims.
  *  - KERNEL_GATHER, KERNEL_SCATTER_ADD, KERNEL_CONCAT: one node each, run by
  *    the runtime's own loops (row copies).
- *  - KERNEL_ALIAS: a reshape of a materialized value: no work; the output
- *    shares the input's buffer (the memory plan places it so).
+ *  - KERNEL_ALIAS: a reshape of a materialized value, or a slice of its
+ *    rows: no work; the output shares the input's buffer (the memory plan
+ *    places it so; where it could not, the runtime copies).
  *  - KERNEL_ATTENTION: one attention or attention_grad node, run by the
  *    runtime (runtime/attention.h): per (example, head) the [Tq, Tk]
  *    weights live in a scratch block of their own, never in the arena.

@@ -70,6 +70,10 @@ bool shape_eq(const Shape *a, const Shape *b);
  * position, feature) draws the same number at every sequence length.
  * Returns whether the map is the plain row-major index of s. */
 bool random_key_map(const Shape *s, const Shape *key, int64_t stride[], int64_t *per_example);
+/* Where slice [start, end) along `axis` of a row-major tensor of shape s
+ * starts, in elements, when the slice is one contiguous run of it (every
+ * dim before axis is 1: slices of rows); else -1. */
+int64_t shape_slice_offset(const Shape *s, int axis, int64_t start);
 /* shape_of(2, 3, 4): dims passed as int. */
 Shape shape_of(int rank, ...);
 /* "[2, 128, 64]" into buf (at least 96 bytes); returns buf. */

@@ -39,6 +39,14 @@ bool random_key_map(const Shape *s, const Shape *key, int64_t stride[], int64_t 
   return true;
 }
 
+int64_t shape_slice_offset(const Shape *s, int axis, int64_t start) {
+  for (int d = 0; d < axis; d++)
+    if (s->dim[d] != 1) return -1;
+  int64_t inner = 1;
+  for (int d = axis + 1; d < s->rank; d++) inner *= s->dim[d];
+  return start * inner;
+}
+
 Shape shape_of(int rank, ...) {
   BC_ASSERT(rank >= 0 && rank <= BC_MAX_RANK);
   Shape s = {0};
@@ -360,7 +368,10 @@ bool shape_infer(const Graph *g, Op op, int n_in, const ValueId *in, Attrs *a, D
     if (op == OP_ATTENTION_GRAD) {
       if (!shape_eq(&V(4)->shape, q) || V(4)->dtype != DTYPE_F32)
         return fail(d, loc, "%s: the output gradient must be f32 %s", name, shape_str(q, b0));
-      out_s->dim[1] = q->dim[1] + 2 * k->dim[1];
+      /* rows: d q [B*Tq, F], then d k and d v [B*Tk, F] each */
+      out_s->rank = 2;
+      out_s->dim[0] = q->dim[0] * (q->dim[1] + 2 * k->dim[1]);
+      out_s->dim[1] = q->dim[2];
     }
     return true;
   }

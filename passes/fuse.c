@@ -20,7 +20,8 @@
  *    kernel": softmax, layer norm, cross-entropy); over another axis it is
  *    a column reduction of its own.
  *  - matmul, gather, scatter_add, concat, attention, attention_grad: one
- *    library kernel each; reshape of a buffer is an alias.
+ *    library kernel each; a reshape of a buffer, or a slice of its rows
+ *    (not folded into its readers), is an alias.
  *  - An assign joins the kernel computing its value when that kernel reads
  *    the target only elementwise before the store and nothing later reads
  *    the target (Adam: one kernel per parameter updates p, m and v in place).
@@ -294,6 +295,12 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     case OP_ATTENTION_GRAD: G = new_group(&F, GROUP_ATTENTION, *os, -1); break;
     case OP_CONCAT: G = new_group(&F, GROUP_CONCAT, *os, -1); break;
     case OP_RESHAPE: G = new_group(&F, GROUP_ALIAS, *os, -1); break;
+    case OP_SLICE: /* a run of rows of its input (attention_grad's d q, d k, d v): a view */
+      if (!no_fuse && shape_slice_offset(&g->values.data[n->in[0]].shape, n->a.axis, n->a.start) >= 0)
+        G = new_group(&F, GROUP_ALIAS, *os, -1);
+      else
+        G = new_group(&F, GROUP_LOOP, *os, -1);
+      break;
     case OP_ASSIGN:
       if (!no_fuse && assign_in_place(&F, i)) G = out->group_of[producer(&F, n->in[1])];
       else G = new_group(&F, GROUP_ASSIGN, *os, -1);

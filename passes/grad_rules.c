@@ -339,14 +339,15 @@ void grad_rule_apply(Graph *g, const Node *n, ValueId gy, const bool *want, Valu
     if (want[1]) gin[1] = graph_gather(g, gy, n->in[0]);
     return;
   case OP_ATTENTION: {
-    /* one node computes d q, d k and d v (recomputing the weights), stacked
-     * along the length axis; each is a slice of it */
+    /* one node computes d q, d k and d v (recomputing the weights), their
+     * rows one after the other; each is a slice of rows, reshaped */
     ValueId in[5] = {n->in[0], n->in[1], n->in[2], n->in[3], gy};
     ValueId all = graph_op(g, OP_ATTENTION_GRAD, 5, in, &n->a, NULL);
-    int64_t tq = val(g, n->in[0])->shape.dim[1], tk = val(g, n->in[1])->shape.dim[1];
-    int64_t at[4] = {0, tq, tq + tk, tq + 2 * tk};
+    const Shape *qs = &val(g, n->in[0])->shape, *ks = &val(g, n->in[1])->shape;
+    int64_t rq = qs->dim[0] * qs->dim[1], rk = ks->dim[0] * ks->dim[1];
+    int64_t at[4] = {0, rq, rq + rk, rq + 2 * rk};
     for (int k = 0; k < 3; k++)
-      if (want[k]) gin[k] = graph_slice(g, all, 1, at[k], at[k + 1]);
+      if (want[k]) gin[k] = graph_reshape(g, graph_slice(g, all, 0, at[k], at[k + 1]), k ? *ks : *qs);
     return;
   }
   case OP_ATTENTION_GRAD:

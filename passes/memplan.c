@@ -27,6 +27,17 @@ static int64_t value_bytes(const Value *v) {
 
 /* Whether an assign target, an input/param/state, a gradient, an output or
  * the loss: each gets a region of its own for the whole step. */
+/* Bytes from its input's start at which the value of node n, a view, begins:
+ * 0 for a reshape, the first row for a slice of rows
+ * (shape_slice_offset); -1 for other nodes. */
+static int64_t view_offset(const Graph *g, const Node *n) {
+  if (n->op == OP_RESHAPE) return 0;
+  if (n->op != OP_SLICE) return -1;
+  const Value *x = &g->values.data[n->in[0]];
+  int64_t e = shape_slice_offset(&x->shape, n->a.axis, n->a.start);
+  return e < 0 ? -1 : e * (int64_t)dtype_size(x->dtype);
+}
+
 /* A reshape of an intermediate (a node's value, not an assign): pinned,
  * it is a view of that value, which pinned_set pins too. */
 static bool reshape_of_intermediate(const Graph *g, ValueId v) {
@@ -325,18 +336,20 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
             cone_pointwise(&cone, n, x) && viewed_in[x] != kernel_at(kernel_of, i))
           src = x;
       }
-      /* a reshape of a buffer that is read later too is a view of it all
-       * the same: neither is written again while both live (in place needs
-       * a buffer with one live value), and the buffer is freed when the
-       * last value on it dies */
-      if (!disable && src < 0 && n->op == OP_RESHAPE && s[n->in[0]].kind == MEM_ARENA &&
-          s[n->in[0]].bytes == sy->bytes)
+      /* a reshape (or a slice of rows at an aligned offset) of a buffer
+       * that is read later too is a view of it all the same: neither is
+       * written again while both live (in place needs a buffer with one
+       * live value), and the buffer is freed when the last value on it
+       * dies */
+      int64_t voff = view_offset(g, n);
+      if (!disable && src < 0 && voff >= 0 && voff % ALIGN == 0 && s[n->in[0]].kind == MEM_ARENA &&
+          (n->op == OP_SLICE || s[n->in[0]].bytes == sy->bytes))
         src = n->in[0];
       if (src >= 0) {
-        sy->offset = s[src].offset;
+        sy->offset = s[src].offset + (voff > 0 ? voff : 0);
         sy->alias_of = src;
         root[y] = root[src];
-        if (n->op == OP_RESHAPE) out->n_views++;
+        if (voff >= 0) out->n_views++;
         else out->n_inplace++;
       } else {
         sy->offset = alloc_bytes(&a, align_up(sy->bytes));
@@ -459,7 +472,7 @@ void memplan_print(const Graph *g, const MemPlan *p, FILE *f) {
     fprintf(f, "%10" PRId64 " %10" PRId64 "  %-12s %s", s->offset, s->bytes, live, vname(g, ids[k]));
     if (s->alias_of >= 0) {
       NodeId nd = g->values.data[ids[k]].node;
-      bool view = nd >= 0 && g->nodes.data[nd].op == OP_RESHAPE;
+      bool view = nd >= 0 && view_offset(g, &g->nodes.data[nd]) >= 0;
       fprintf(f, "  (%s %s)", view ? "view of" : "in place of", vname(g, s->alias_of));
     }
     fputc('\n', f);
@@ -544,13 +557,14 @@ static void check_slot(Check *c, Cone *cone, const MemPlan *p, ValueId v, bool m
     return;
   }
   const MemSlot *t = &p->slots[src];
-  if (t->kind != s->kind || t->offset != s->offset || t->bytes < s->bytes)
+  int64_t voff = n->op == OP_SLICE ? view_offset(g, n) : 0; /* a slice of rows starts inside its source */
+  if (t->kind != s->kind || voff < 0 || t->offset + voff != s->offset || voff + s->bytes > t->bytes)
     FAIL(c, v, "'%s' aliases '%s' but not its buffer", nm, vname(g, src));
   const Value *sv = &g->values.data[src];
   bool ok_op = n->op == OP_ASSIGN ? src == n->in[0] && s->kind == MEM_PINNED
                : s->kind == MEM_PINNED
                    ? n->op == OP_RESHAPE && sv->kind != VALUE_PARAM && sv->kind != VALUE_STATE && (!must_pin || pinned_view)
-                   : inplace_op(n->op) && cone_pointwise(cone, n, src);
+                   : (inplace_op(n->op) && cone_pointwise(cone, n, src)) || (n->op == OP_SLICE && voff >= 0);
   if (!ok_op)
     FAIL(c, v, "'%s': op '%s' may not reuse the buffer of '%s'", nm, op_info[n->op].name, vname(g, src));
 }
@@ -573,13 +587,14 @@ static void check_pinned_disjoint(Check *c, const MemPlan *p) {
   free(ids);
 }
 
-/* The value v is a reshape view of, through any chain of them (v if none). */
+/* The value v is a view of (a reshape, a slice of rows), through any chain
+ * of them (v if none). */
 static ValueId view_base(const Graph *g, const MemPlan *p, ValueId v) {
   for (;;) {
     const MemSlot *sv = &p->slots[v];
     NodeId n = g->values.data[v].node;
-    if (sv->alias_of < 0 || n < 0 || g->nodes.data[n].op != OP_RESHAPE || sv->offset != p->slots[sv->alias_of].offset)
-      return v;
+    int64_t voff = n >= 0 ? view_offset(g, &g->nodes.data[n]) : -1;
+    if (sv->alias_of < 0 || voff < 0 || sv->offset != p->slots[sv->alias_of].offset + voff) return v;
     v = sv->alias_of;
   }
 }

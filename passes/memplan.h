@@ -18,7 +18,8 @@
  * kernel would read elements it already overwrote); a reshape whose input
  * dies there is a zero-copy view of it, and so is one whose input lives on
  * (neither is written again while both live; the buffer is freed when the
- * last value on it dies). Assign outputs never get a buffer: an assign's output is its target
+ * last value on it dies), and so is a slice of rows (graph/ir.h's
+ * shape_slice_offset) when it starts 64-byte aligned in its input. Assign outputs never get a buffer: an assign's output is its target
  * (which holds the old value until the step ends, as in runtime/interp.c), so
  * it aliases the target.
  *

@@ -95,15 +95,15 @@ void attn_ref_forward(const AttnDims *a, const double *q, const double *k, const
 
 void attn_ref_backward(const AttnDims *a, const double *q, const double *k, const double *v, const double *valid_len,
                        const double *dout, double *grad) {
-  int64_t T = a->Tq + 2 * a->Tk;
-  memset(grad, 0, sizeof(double) * (size_t)(a->B * T * a->F));
+  memset(grad, 0, sizeof(double) * (size_t)(a->B * (a->Tq + 2 * a->Tk) * a->F));
   double *w = malloc(sizeof(double) * (size_t)(a->Tq * a->Tk));
   double *ds = malloc(sizeof(double) * (size_t)(a->Tq * a->Tk));
   for (int64_t b = 0; b < a->B; b++)
     for (int64_t h = 0; h < a->H; h++) {
       int64_t vl = (int64_t)valid_len[b];
       ref_weights(a, q, k, valid_len, b, h, w);
-      double *dq = grad + b * T * a->F + h * a->d, *dk = dq + a->Tq * a->F, *dv = dk + a->Tk * a->F;
+      double *dq = grad + b * a->Tq * a->F + h * a->d;
+      double *dk = grad + (a->B * a->Tq + b * a->Tk) * a->F + h * a->d, *dv = dk + a->B * a->Tk * a->F;
       for (int64_t i = 0; i < a->Tq; i++) {
         const double *doi = dout + (b * a->Tq + i) * a->F + h * a->d;
         double dot = 0;

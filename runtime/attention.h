@@ -14,7 +14,7 @@
  *   d v_h = A^T d out_h;  d A = d out_h v_h^T;  d W = d A * keep / (1 - p)
  *   d S = W (d W - rowsum(W d W)), 0 at masked keys;  d S /= sqrt(d)
  *   d q_h = d S k_h;  d k_h = d S^T q_h
- * attention_grad's output stacks d q, d k, d v along the length axis. */
+ * attention_grad's output holds the rows of d q, then d k, then d v. */
 #ifndef BC_ATTENTION_H
 #define BC_ATTENTION_H
 
@@ -43,7 +43,7 @@ uint64_t attn_index(const AttnDims *a, int64_t b, int64_t h, int64_t i, int64_t 
  * Philox call). */
 void attn_bits(const AttnDims *a, uint64_t ix0, int64_t n, uint32_t *bits);
 
-/* The reference, in double: out [B, Tq, F]; grad: [B, Tq + 2 Tk, F]. */
+/* The reference, in double: out [B, Tq, F]; grad: [B*Tq + 2*B*Tk, F]. */
 void attn_ref_forward(const AttnDims *a, const double *q, const double *k, const double *v, const double *valid_len,
                       double *out);
 void attn_ref_backward(const AttnDims *a, const double *q, const double *k, const double *v, const double *valid_len,

@@ -223,8 +223,9 @@ static bool run_library(Cpu *c, const Graph *g, const Kernel *k, const KernelRun
     cpu_concat(c->pool, n->n_in, ins, lens, &o->shape, n->a.axis, addr_of(c, n->out));
     return true;
   }
-  case KERNEL_ALIAS: {
-    void *src = addr_of(c, n->in[0]), *dst = addr_of(c, n->out);
+  case KERNEL_ALIAS: { /* a reshape, or a slice of rows starting that many elements in */
+    int64_t from = n->op == OP_SLICE ? shape_slice_offset(&g->values.data[n->in[0]].shape, n->a.axis, n->a.start) : 0;
+    void *src = (char *)addr_of(c, n->in[0]) + from * (int64_t)dtype_size(o->dtype), *dst = addr_of(c, n->out);
     if (src != dst) { /* a reshape the memory plan made no view: a copy over the pool */
       BC_ASSERT(dtype_size(o->dtype) == 4);
       int64_t len = shape_numel(&o->shape);

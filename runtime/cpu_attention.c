@@ -259,7 +259,7 @@ static void forward_range(void *ctx, int64_t begin, int64_t end) {
 static void backward_range(void *ctx, int64_t begin, int64_t end) {
   const AttnJob *j = ctx;
   const AttnDims *d = j->a;
-  int64_t blk = d->Tq * d->Tk, T = d->Tq + 2 * d->Tk;
+  int64_t blk = d->Tq * d->Tk;
   float *w = j->scratch + pool_thread_index() * j->scratch_floats, *a = w + blk, *ds = a + blk;
   uint32_t *bits = (uint32_t *)(ds + blk);
   for (int64_t it = begin; it < end; it++) {
@@ -268,7 +268,8 @@ static void backward_range(void *ctx, int64_t begin, int64_t end) {
     weights(j, b, h, w, &ab, bits);
     const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
     const float *vh = j->v + b * d->Tk * d->F + h * d->d, *doh = j->dout + b * d->Tq * d->F + h * d->d;
-    float *dq = j->out + b * T * d->F + h * d->d, *dk = dq + d->Tq * d->F, *dv = dk + d->Tk * d->F;
+    float *dq = j->out + b * d->Tq * d->F + h * d->d;
+    float *dk = j->out + (d->B * d->Tq + b * d->Tk) * d->F + h * d->d, *dv = dk + d->B * d->Tk * d->F;
     /* d v = A^T d out; d A = d out v^T */
     gemm_lib_sgemm(j->lib, true, false, d->Tk, d->d, d->Tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
     gemm_lib_sgemm(j->lib, false, true, d->Tq, d->Tk, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);

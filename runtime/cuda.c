@@ -221,17 +221,18 @@ static bool cu_check(CUresult r, const char *call, int line, Diag *d) {
     "    out[(b * a.Tq + i) * a.F + h * a.d + c] = o;\n" \
     "  }\n" \
     "}\n" \
-    "/* grad [B, Tq + 2 Tk, F] = d q, d k, d v; its d k and d v rows zeroed before */\n" \
+    "/* grad [B*Tq + 2*B*Tk, F] = the rows of d q, d k, d v; zeroed before */\n" \
     "extern \"C\" __global__ void bc_attention_grad(BcAttn a, const float *q, const float *k, const float *v,\n" \
     "                                              const int *vl, const float *dout, float *grad,\n" \
     "                                              const BcRunInfo *info) {\n" \
     "  extern __shared__ float sm[];\n" \
     "  float *w = sm, *ds = sm + a.Tk;\n" \
     "  __shared__ float red[32];\n" \
-    "  long long r = blockIdx.x, i = r % a.Tq, h = (r / a.Tq) % a.H, b = r / (a.Tq * a.H), T = a.Tq + 2 * a.Tk;\n" \
+    "  long long r = blockIdx.x, i = r % a.Tq, h = (r / a.Tq) % a.H, b = r / (a.Tq * a.H);\n" \
     "  bc_attn_row(a, q, k, vl, b, h, i, w, red);\n" \
     "  const float *doi = dout + (b * a.Tq + i) * a.F + h * a.d;\n" \
-    "  float *dq = grad + b * T * a.F + h * a.d, *dk = dq + a.Tq * a.F, *dv = dk + a.Tk * a.F;\n" \
+    "  float *dq = grad + b * a.Tq * a.F + h * a.d;\n" \
+    "  float *dk = grad + (a.B * a.Tq + b * a.Tk) * a.F + h * a.d, *dv = dk + a.B * a.Tk * a.F;\n" \
     "  float dot = 0.0f;\n" \
     "  for (long long j = threadIdx.x; j < a.Tk; j += blockDim.x) {\n" \
     "    const float *vj = v + (b * a.Tk + j) * a.F + h * a.d;\n" \
@@ -667,8 +668,9 @@ static bool launch(Cuda *c, int i, Diag *d) {
     return CU(D.p_cuLaunchKernel(c->lib[LIB_ATTENTION_GRAD], rows, 1, 1, ATT_BLOCK, 1, 1,
                                  (unsigned)(2 * sizeof(float) * (size_t)ad.Tk), c->stream, args, NULL));
   }
-  case KERNEL_ALIAS: {
-    CUdeviceptr src = addr_of(c, n->in[0]), dst = addr_of(c, n->out);
+  case KERNEL_ALIAS: { /* a reshape, or a slice of rows starting that many elements in */
+    int64_t from = n->op == OP_SLICE ? shape_slice_offset(&g->values.data[n->in[0]].shape, n->a.axis, n->a.start) : 0;
+    CUdeviceptr src = addr_of(c, n->in[0]) + (CUdeviceptr)(from * (int64_t)dtype_size(o->dtype)), dst = addr_of(c, n->out);
     if (src == dst) return true;
     return CU(D.p_cuMemcpyDtoDAsync(dst, src, (size_t)shape_numel(&o->shape) * dtype_size(o->dtype), c->stream));
   }

@@ -158,6 +158,35 @@ TEST(reshape_of_a_live_buffer_is_a_view) {
   graph_free(&g);
 }
 
+/* A slice of rows is a view into its source at that row when the offset
+ * keeps the 64-byte alignment (x [8, 16]: rows 2..5 start 128 bytes in),
+ * with the source still read after it; a misaligned one ([8, 4]: row 1 is
+ * 16 bytes in) gets a buffer of its own. */
+TEST(slice_of_rows_is_a_view) {
+  for (int aligned = 0; aligned < 2; aligned++) {
+    Graph g;
+    graph_init(&g, "slice view");
+    int cols = aligned ? 16 : 4;
+    ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(2, 8, cols), SRCLOC_NONE);
+    ValueId a = graph_unary(&g, OP_EXP, x);
+    ValueId r = graph_slice(&g, a, 0, aligned ? 2 : 1, 5);
+    ValueId f = graph_unary(&g, OP_NEG, r);
+    ValueId t = graph_unary(&g, OP_TANH, a);
+    vec_push(&g.outputs, f);
+    vec_push(&g.outputs, t);
+    MemPlan p;
+    CHECK(plan(&g, NULL, false, &p));
+    if (aligned) {
+      CHECK_EQ_INT(p.slots[r].alias_of, a);
+      CHECK_EQ_INT(p.slots[r].offset, p.slots[a].offset + 2 * 16 * 4);
+    } else {
+      CHECK_EQ_INT(p.slots[r].alias_of, -1);
+    }
+    memplan_free(&p);
+    graph_free(&g);
+  }
+}
+
 /* a = exp(x); y = a - broadcast(reduce_max(a)): with the max and the
  * broadcast fused into y's kernel, y may not overwrite a (the kernel still
  * reads other elements of a's row); with only the broadcast fused, it may. */
