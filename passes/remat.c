@@ -34,7 +34,6 @@ enum { REMAT_DEPTH = 4 };
 
 typedef struct {
   Graph *g;
-  NodeId loss_node;
   NodeId *last_use; /* per value: index of its last reader, -1 none */
   bool *kept;       /* per value: lives to the end (output, loss, gradient) */
   NodeId *before;   /* per node: the original node a copy runs before, -1 for originals */
@@ -124,7 +123,7 @@ bool remat_run(Graph *g, Diag *d) {
   (void)d;
   NodeId L = loss_node(g);
   if (L < 0) return true;
-  Remat R = {.g = g, .loss_node = L, .n_orig = g->nodes.n};
+  Remat R = {.g = g, .n_orig = g->nodes.n};
   int nv = g->values.n;
   /* copies add values: room for them, which no original reads */
   R.last_use = bc_malloc(sizeof(NodeId) * (size_t)(nv ? nv : 1));
