@@ -22,6 +22,14 @@
  *  - matmul, gather, scatter_add, concat, attention, attention_grad: one
  *    library kernel each; a reshape of a buffer, or a slice of its rows
  *    (not folded into its readers), is an alias.
+ *  - A GEMM's epilogue: a bias add (a broadcast [N] vector along the rows),
+ *    relu, gelu, gelu_tanh, or the add of a value of the output's shape
+ *    already in memory (a residual) joins the GEMM's group when it is the
+ *    only reader of the group's last value, up to GEMM_EPILOGUE_MAX of
+ *    them: the library applies them to C before storing it (the cpu
+ *    backend's oneDNN post-ops), and the values between are never stored.
+ *    Only for a matmul without batch dims after folding them into M, and
+ *    not with off->epilogue (BC_NO_EPILOGUE, and the cuda backend).
  *  - An assign joins the kernel computing its value when that kernel reads
  *    the target only elementwise before the store and nothing later reads
  *    the target (Adam: one kernel per parameter updates p, m and v in place).
@@ -41,6 +49,11 @@ typedef struct {
   VEC(GroupKind) kinds;
   VEC(Shape) domains;
   VEC(int) cols;
+  /* per group: GEMM: the value it stores (the matmul's, then its
+   * epilogue's last), else -1; how many epilogue nodes joined, or -1 when
+   * the GEMM takes none */
+  VEC(ValueId) tails;
+  VEC(int) n_epilogue;
 } Fuser;
 
 /* Longest chain of folded views and index math (decide_folding). */
@@ -63,6 +76,8 @@ static int new_group(Fuser *F, GroupKind k, Shape dom, int col) {
   vec_push(&F->kinds, k);
   vec_push(&F->domains, dom);
   vec_push(&F->cols, col);
+  vec_push(&F->tails, -1);
+  vec_push(&F->n_epilogue, -1);
   return F->kinds.n - 1;
 }
 
@@ -218,6 +233,66 @@ static int folded_last_group(const Fuser *F, NodeId n) {
   return best;
 }
 
+/* A matmul that can take an epilogue: f32, no batch dims once A's are
+ * folded into M, so that C is one [M, N] matrix. */
+static bool gemm_takes_epilogue(const Fuser *F, const Node *n) {
+  const Value *a = val(F, n->in[0]), *b = val(F, n->in[1]), *c = val(F, n->out);
+  if (c->dtype != DTYPE_F32 || c->shape.rank < 1) return false;
+  MatmulLayout l;
+  shape_matmul_layout(&a->shape, n->a.trans_a, &b->shape, n->a.trans_b, &c->shape, &l);
+  return l.n_batch_dims == 0;
+}
+
+/* A value in memory before group G runs: a graph input, parameter or
+ * state, or computed (not folded) by an earlier group. */
+static bool in_memory_before(const Fuser *F, ValueId v, int G) {
+  NodeId p = producer(F, v);
+  return p < 0 || (!F->folded[p] && F->f->group_of[p] >= 0 && F->f->group_of[p] < G);
+}
+
+/* The GEMM group whose epilogue pointwise node i joins (the rule in the
+ * header), or -1. */
+static int epilogue_group(const Fuser *F, NodeId i) {
+  const Graph *g = F->g;
+  const Node *n = &g->nodes.data[i];
+  if (n->remat || n->stop_gradient) return -1;
+  int G = -1, at = -1;
+  for (int j = 0; j < n->n_in && G < 0; j++) {
+    NodeId p = producer(F, n->in[j]);
+    if (p < 0 || F->folded[p]) continue;
+    int gp = F->f->group_of[p];
+    if (F->kinds.data[gp] == GROUP_GEMM && F->n_epilogue.data[gp] >= 0 && F->tails.data[gp] == n->in[j]) {
+      G = gp;
+      at = j;
+    }
+  }
+  if (G < 0 || F->n_epilogue.data[G] >= GEMM_EPILOGUE_MAX) return -1;
+  ValueId t = n->in[at];
+  if (F->required[t] || F->start[t + 1] - F->start[t] != 1) return -1; /* stored anyway */
+  const Shape *cs = &val(F, t)->shape;
+  if (!shape_eq(&val(F, n->out)->shape, cs) || val(F, n->out)->dtype != DTYPE_F32) return -1;
+  switch (n->op) {
+  case OP_RELU:
+  case OP_GELU:
+  case OP_GELU_TANH: return G;
+  case OP_ADD: {
+    ValueId o = n->in[1 - at];
+    if (o == t) return -1;
+    NodeId po = producer(F, o);
+    if (po >= 0 && F->folded[po] && g->nodes.data[po].op == OP_BROADCAST) { /* a bias? */
+      ValueId b = g->nodes.data[po].in[0];
+      const Shape *bs = &val(F, b)->shape;
+      int64_t N = cs->dim[cs->rank - 1];
+      return bs->rank >= 1 && bs->dim[bs->rank - 1] == N && shape_numel(bs) == N && in_memory_before(F, b, G)
+                 ? G
+                 : -1;
+    }
+    return shape_eq(&val(F, o)->shape, cs) && in_memory_before(F, o, G) ? G : -1; /* a residual */
+  }
+  default: return -1;
+  }
+}
+
 /* Assign node a (target t, value v): can it store from v's group? */
 static bool assign_in_place(const Fuser *F, NodeId a) {
   const Graph *g = F->g;
@@ -245,7 +320,7 @@ static bool assign_in_place(const Fuser *F, NodeId a) {
 
 bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
   (void)d;
-  const bool no_fuse = off && off->fuse;
+  const bool no_fuse = off && off->fuse, no_epilogue = off && off->epilogue;
   memset(out, 0, sizeof(*out));
   int nn = g->nodes.n, nv = g->values.n;
   out->n_nodes = nn;
@@ -288,7 +363,11 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     }
     int G = -1;
     switch (n->op) {
-    case OP_MATMUL: G = new_group(&F, GROUP_GEMM, *os, -1); break;
+    case OP_MATMUL:
+      G = new_group(&F, GROUP_GEMM, *os, -1);
+      F.tails.data[G] = n->out;
+      if (!no_fuse && !no_epilogue && gemm_takes_epilogue(&F, n)) F.n_epilogue.data[G] = 0;
+      break;
     case OP_GATHER: G = new_group(&F, GROUP_GATHER, *os, -1); break;
     case OP_SCATTER_ADD: G = new_group(&F, GROUP_SCATTER_ADD, *os, -1); break;
     case OP_ATTENTION:
@@ -322,6 +401,11 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
       break;
     }
     default:
+      if (!no_fuse && !no_epilogue && (G = epilogue_group(&F, i)) >= 0) {
+        F.tails.data[G] = n->out;
+        F.n_epilogue.data[G]++;
+        break;
+      }
       if (!no_fuse && is_pointwise(n->op)) {
         /* the latest group among the inputs' groups that can take it; a
          * rematerialized copy, whose inputs are in memory anyway, among
@@ -353,7 +437,9 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     if (!m && F.folded[p]) continue; /* recomputed or viewed by its readers */
     if (!m) {
       int G = out->group_of[p];
-      if (F.kinds.data[G] != GROUP_LOOP && F.kinds.data[G] != GROUP_COLREDUCE) m = true;
+      if (F.kinds.data[G] != GROUP_LOOP && F.kinds.data[G] != GROUP_COLREDUCE && F.kinds.data[G] != GROUP_GEMM)
+        m = true;
+      if (F.kinds.data[G] == GROUP_GEMM && F.tails.data[G] == v) m = true; /* what the GEMM stores */
       if (F.kinds.data[G] == GROUP_COLREDUCE) m = true;
       if (g->nodes.data[p].op == OP_ASSIGN) m = false; /* the target is the buffer */
       for (int r = F.start[v]; r < F.start[v + 1] && !m; r++) {
@@ -367,6 +453,8 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
   out->kind = F.kinds.data;
   out->domain = F.domains.data;
   out->col_axis = F.cols.data;
+  vec_free(&F.tails);
+  vec_free(&F.n_epilogue);
   free(F.start);
   free(F.readers);
   free(F.folded);

@@ -15,7 +15,7 @@
 typedef enum {
   GROUP_LOOP,        /* elementwise chains, row reductions, folded views */
   GROUP_COLREDUCE,   /* a reduction over a non-last axis (+ elementwise prologue) */
-  GROUP_GEMM,        /* one matmul */
+  GROUP_GEMM,        /* one matmul, and its epilogue (bias, activation, residual) */
   GROUP_GATHER,      /* one gather */
   GROUP_SCATTER_ADD, /* one scatter_add */
   GROUP_CONCAT,      /* one concat */
@@ -23,6 +23,9 @@ typedef enum {
   GROUP_ASSIGN,      /* an assign whose value could not be stored in place */
   GROUP_ATTENTION,   /* one attention or attention_grad */
 } GroupKind;
+
+/* Most nodes a GEMM's epilogue takes (fuse.c). */
+enum { GEMM_EPILOGUE_MAX = 4 };
 
 typedef struct {
   int n_groups;

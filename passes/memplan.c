@@ -179,7 +179,8 @@ static bool pointwise(const Graph *g, const Node *n) {
  * x through pointwise nodes only; a fused reduction or broadcast of x would
  * read elements the kernel has already overwritten (a layer norm's mean).
  * reach(): 0 = z does not depend on x through fused values, 1 = only
- * pointwise, 2 = through some other node. memo/stamp: per value scratch. */
+ * pointwise, 2 = through some other node (or z is computed from a matmul
+ * in the kernel, a GEMM epilogue: never in place). memo/stamp: per value scratch. */
 typedef struct {
   const Graph *g;
   const bool *has_buf;
@@ -192,6 +193,10 @@ static int reach(Cone *c, ValueId z, ValueId x) {
   if (c->stamp[z] == c->query) return c->memo[z];
   const Node *m = &c->g->nodes.data[c->g->values.data[z].node];
   int pw = pointwise(c->g, m) ? 1 : 2, r = 0;
+  /* a GEMM's epilogue: the library may keep partial sums in C before it
+   * reads the epilogue's inputs, so none of them may share C's buffer
+   * (but see gemm_accumulates_into) */
+  if (m->op == OP_MATMUL) r = 2;
   for (int k = 0; k < m->n_in; k++) {
     ValueId w = m->in[k];
     int s = w == x ? 1 : (!c->has_buf[w] && c->g->values.data[w].node >= 0) ? reach(c, w, x) : 0;
@@ -203,7 +208,21 @@ static int reach(Cone *c, ValueId z, ValueId x) {
   return r;
 }
 
+/* A GEMM whose whole epilogue is adding x (a residual, a gradient sum):
+ * n = add(matmul output kept in registers, x), x not read by the matmul.
+ * The GEMM may accumulate into x's buffer (C = A B + C), so x may be
+ * written in place. */
+static bool gemm_accumulates_into(const Cone *c, const Node *n, ValueId x) {
+  if (n->op != OP_ADD || n->n_in != 2 || n->in[0] == n->in[1]) return false;
+  ValueId m = n->in[0] == x ? n->in[1] : n->in[0];
+  NodeId p = c->g->values.data[m].node;
+  if (m == x || c->has_buf[m] || p < 0 || c->g->nodes.data[p].op != OP_MATMUL) return false;
+  const Node *mm = &c->g->nodes.data[p];
+  return mm->in[0] != x && mm->in[1] != x;
+}
+
 static bool cone_pointwise(Cone *c, const Node *n, ValueId x) {
+  if (gemm_accumulates_into(c, n, x)) return true;
   c->query++;
   for (int k = 0; k < n->n_in; k++) {
     ValueId z = n->in[k];

@@ -17,6 +17,7 @@
   X(schedule, "SCHEDULE", "skip the schedule pass (keep the expanded node order)") \
   X(remat, "REMAT", "the backward reads stored forward values instead of recomputing cheap ones (passes/remat.c)") \
   X(fuse, "FUSE", "one kernel per node (views still fold into their readers)") \
+  X(epilogue, "EPILOGUE", "a GEMM's bias add, activation and residual add run as loop kernels after it, not in the GEMM") \
   X(view_fold, "VIEW_FOLD", "broadcasts, permutes and slices become copy kernels instead of strided loads") \
   X(memplan, "MEMPLAN", "a buffer of its own for every value (no reuse, no in place)") \
   X(inplace, "INPLACE", "plan memory without elementwise in-place writes (buffers are still reused)") \

@@ -86,6 +86,9 @@ struct Backend {
    * codegen/kernel.h), which `bertc compile` can show; false for the
    * interpreter, which runs the graph node by node. */
   bool compiled;
+  /* Its GEMM kernels take epilogues (passes/fuse.c); without, the plan is
+   * made with off.epilogue set and they stay loop kernels. */
+  bool gemm_epilogues;
   /* Its buffers are host memory: value_ptr gives addresses the host reads
    * and writes (data-parallel averaging in memory, MPI in place). */
   bool host_memory;

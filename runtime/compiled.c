@@ -24,10 +24,11 @@ double compiled_now_ns(void) {
   return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
 }
 
-bool compiled_plan_init(CompiledPlan *p, const Graph *g, Diag *d) {
+bool compiled_plan_init(CompiledPlan *p, const Graph *g, const Backend *b, Diag *d) {
   memset(p, 0, sizeof(*p));
   p->profile = compiled_env_on("BC_PROFILE");
   compile_options_default(&p->opts);
+  if (!b->gemm_epilogues) p->opts.off.epilogue = true;
   /* the plan stages run their checks themselves (BC_VERIFY) */
   if (!kernel_plan_compile(g, &p->opts, &p->graph, &p->plan, &p->mem, d)) return false;
   p->have_plan = true;
@@ -165,6 +166,27 @@ void compiled_print_profile(const CompiledPlan *p, const char *who) {
   int64_t runs = p->kernel_calls[0]; /* every kernel runs once a run */
   fprintf(stderr, "%s profile: %d kernels, %.3f ms per run (%s)\n", who, n, total / 1e6,
           runs > 1 ? "runs after the first" : "one run");
+  /* where the time goes, by kind of kernel */
+  static const char *const kind_names[] = {[KERNEL_LOOP] = "loop",          [KERNEL_GEMM] = "gemm",
+                                           [KERNEL_GATHER] = "gather",      [KERNEL_SCATTER_ADD] = "scatter_add",
+                                           [KERNEL_CONCAT] = "concat",      [KERNEL_ALIAS] = "alias",
+                                           [KERNEL_ATTENTION] = "attention"};
+  enum { N_KINDS = sizeof kind_names / sizeof kind_names[0] };
+  double by_kind[N_KINDS] = {0};
+  int count[N_KINDS] = {0};
+  for (int i = 0; i < n; i++) {
+    KernelKind kk = p->plan.kernels.data[i].kind;
+    if ((int)kk >= 0 && (int)kk < N_KINDS) {
+      by_kind[kk] += t[i];
+      count[kk]++;
+    }
+  }
+  fprintf(stderr, " ");
+  for (int i = 0; i < N_KINDS; i++)
+    if (count[i] && kind_names[i])
+      fprintf(stderr, " %s %d: %.3f ms (%.1f%%)", kind_names[i], count[i], by_kind[i] / 1e6,
+              total > 0 ? 100 * by_kind[i] / total : 0.0);
+  fprintf(stderr, "\n");
   for (int i = 0; i < n && i < 25; i++) {
     int k = idx[i];
     fprintf(stderr, "  %6.2f%% %9.4f ms  %s\n", total > 0 ? 100 * t[k] / total : 0.0, t[k] / 1e6,

@@ -35,9 +35,10 @@ typedef struct {
 } CompiledPlan;
 
 /* Runs the plan stages of the pipeline (fuse, lower, memplan) on g into p
- * with compile_options_default's switches, fills the plan's stats. On failure p holds
+ * with compile_options_default's switches (and off.epilogue where backend b
+ * takes no GEMM epilogues), fills the plan's stats. On failure p holds
  * what was made so far: compiled_plan_free it either way. */
-bool compiled_plan_init(CompiledPlan *p, const Graph *g, Diag *d);
+bool compiled_plan_init(CompiledPlan *p, const Graph *g, const Backend *b, Diag *d);
 void compiled_plan_free(CompiledPlan *p);
 /* Records which values live in e->owner's buffers (exec_shared_ptr) and
  * packs the pinned values that remain (the block then holds only those;

@@ -10,6 +10,9 @@
  * kernel IR through the C evaluator instead) -> one block for the pinned
  * values and the arena. Run: the kernels in order.
  *
+ * A GEMM kernel may carry an epilogue (bias, activation, residual add;
+ * passes/fuse.c), which the GEMM library applies to C (gemm_lib.h).
+ *
  * Only materialized values can be read back: inputs, parameters, optimizer
  * state, gradients, outputs, the loss, and whatever fusion left in memory.
  * BC_THREADS=N sets the thread count (default: one per core); BC_PROFILE=1
@@ -35,6 +38,8 @@ typedef struct {
   void **bufs;      /* per view: base address */
   int64_t n_items;
   int64_t grain;
+  GemmEpilogue epi; /* GEMM: its epilogue (n = 0: none) */
+  ValueId gemm_out; /* GEMM: the value it stores (the epilogue's last) */
 } CpuKernel;
 
 typedef struct {
@@ -70,6 +75,42 @@ static void release(Exec *e) {
   e->impl = NULL;
 }
 
+/* A GEMM kernel's epilogue: its nodes after the matmul (passes/fuse.c),
+ * each reading the value before it; a bias is a broadcast the kernel
+ * folded, an addend a value in memory. */
+static void gemm_epilogue_of(const Cpu *c, CpuKernel *ck) {
+  const Graph *g = &c->p.graph;
+  const Kernel *k = ck->k;
+  ValueId t = g->nodes.data[k->first_node].out;
+  ck->epi.n = 0;
+  for (int i = 1; i < k->nodes.n; i++) {
+    const Node *n = &g->nodes.data[k->nodes.data[i]];
+    BC_ASSERT(ck->epi.n < GEMM_EPILOGUE_MAX && (n->in[0] == t || (n->n_in > 1 && n->in[1] == t)));
+    GemmEpiStep *s = &ck->epi.step[ck->epi.n++];
+    switch (n->op) {
+    case OP_RELU: s->kind = GEMM_EPI_RELU; break;
+    case OP_GELU: s->kind = GEMM_EPI_GELU; break;
+    case OP_GELU_TANH: s->kind = GEMM_EPI_GELU_TANH; break;
+    case OP_ADD: {
+      ValueId o = n->in[0] == t ? n->in[1] : n->in[0];
+      NodeId p = g->values.data[o].node;
+      if (!c->p.plan.materialized[o] && p >= 0 && g->nodes.data[p].op == OP_BROADCAST) {
+        s->kind = GEMM_EPI_BIAS;
+        s->src = addr_of(c, g->nodes.data[p].in[0]);
+      } else {
+        s->kind = GEMM_EPI_ADD;
+        s->src = addr_of(c, o);
+      }
+      BC_ASSERT(s->src);
+      break;
+    }
+    default: BC_ASSERT(!"not a GEMM epilogue op");
+    }
+    t = n->out;
+  }
+  ck->gemm_out = t;
+}
+
 static bool prepare(Exec *e, Diag *d) {
   const Graph *g = e->graph;
   Cpu *c = bc_calloc(1, sizeof(*c));
@@ -77,7 +118,7 @@ static bool prepare(Exec *e, Diag *d) {
   int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (getenv("BC_THREADS")) threads = atoi(getenv("BC_THREADS"));
   if (threads < 1) threads = 1;
-  if (!compiled_plan_init(&c->p, g, d)) goto fail;
+  if (!compiled_plan_init(&c->p, g, &backend_cpu, d)) goto fail;
   compiled_share(&c->p, e);
   bool ok;
   /* a bucket's step runs between its owner's steps, never with them: it
@@ -117,6 +158,7 @@ static bool prepare(Exec *e, Diag *d) {
       int64_t f = cpu_attention_scratch(&a);
       attn_floats = f > attn_floats ? f : attn_floats;
     }
+    if (k->kind == KERNEL_GEMM) gemm_epilogue_of(c, ck);
     if (k->kind != KERNEL_LOOP) continue;
     ck->bufs = bc_malloc(sizeof(void *) * (size_t)(k->views.n ? k->views.n : 1));
     for (int j = 0; j < k->views.n; j++) {
@@ -178,14 +220,24 @@ static void loop_call(void *ctx, int64_t begin, int64_t end) {
   else kernel_eval(lc->ck->k, (void *const *)lc->ck->bufs, begin, end, lc->info);
 }
 
-static bool run_library(Cpu *c, const Graph *g, const Kernel *k, const KernelRunInfo *info, Diag *d) {
+static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const KernelRunInfo *info, Diag *d) {
+  const Kernel *k = ck->k;
   const Node *n = &g->nodes.data[k->first_node];
   const Value *o = &g->values.data[n->out];
   switch (k->kind) {
   case KERNEL_GEMM: {
     const Value *a = &g->values.data[n->in[0]], *b = &g->values.data[n->in[1]];
-    cpu_gemm(c->pool, CPU_GEMM_AUTO, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a,
-             addr_of(c, n->in[1]), &b->shape, n->a.trans_b, 0.0f, addr_of(c, n->out), &o->shape);
+    float *out = addr_of(c, ck->gemm_out);
+    if (ck->epi.n == 1 && ck->epi.step[0].kind == GEMM_EPI_ADD && ck->epi.step[0].src == out)
+      /* the addend's buffer is C (passes/memplan.c: gemm_accumulates_into) */
+      cpu_gemm(c->pool, CPU_GEMM_AUTO, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a,
+               addr_of(c, n->in[1]), &b->shape, n->a.trans_b, 1.0f, out, &o->shape);
+    else if (ck->epi.n > 0)
+      cpu_gemm_epilogue(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
+                        &b->shape, n->a.trans_b, out, &o->shape, &ck->epi);
+    else
+      cpu_gemm(c->pool, CPU_GEMM_AUTO, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a,
+               addr_of(c, n->in[1]), &b->shape, n->a.trans_b, 0.0f, addr_of(c, n->out), &o->shape);
     return true;
   }
   case KERNEL_GATHER: {
@@ -266,7 +318,7 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
       LoopCall lc = {ck, &info};
       if (ck->n_items <= ck->grain) loop_call(&lc, 0, ck->n_items);
       else pool_parallel_for(c->pool, ck->n_items, ck->grain, loop_call, &lc);
-    } else if (!run_library(c, g, k, &info, d)) {
+    } else if (!run_library(c, g, ck, &info, d)) {
       return false;
     }
     if (timed || k->kind == KERNEL_GEMM) {
@@ -294,6 +346,7 @@ static void *cpu_value_ptr(Exec *e, ValueId v, DType *t) {
 const Backend backend_cpu = {
     .name = "cpu",
     .compiled = true,
+    .gemm_epilogues = true,
     .host_memory = true,
     .supports_op = cpu_supports,
     .prepare = prepare,

@@ -42,6 +42,7 @@ typedef struct {
   int64_t cst; /* elements of C per outer batch */
   /* Each batch GEMM cut into a grid of gm x gn tiles of tm x tn. */
   int64_t gm, gn, tm, tn;
+  const GemmEpilogue *epi; /* NULL, or the epilogue of one [M, N] product (no batch dims) */
 } GemmJob;
 
 /* The library's thread count is process-global state (OpenBLAS's, BLIS's;
@@ -60,6 +61,14 @@ static void sgemm_block(const GemmJob *j, const float *A, const float *B, float 
   const float *a = j->ta ? A + m0 : A + m0 * lda;
   const float *b = j->tb ? B + n0 * ldb : B + n0;
   float *c = C + m0 * ldc + n0;
+  if (j->epi) { /* the tile's own rows and columns of the epilogue's operands */
+    GemmEpilogue e = *j->epi;
+    for (int s = 0; s < e.n; s++)
+      if (e.step[s].kind == GEMM_EPI_BIAS) e.step[s].src += n0;
+      else if (e.step[s].kind == GEMM_EPI_ADD) e.step[s].src += m0 * ldc + n0;
+    gemm_lib_sgemm_epilogue(j->lib, j->ta, j->tb, m1 - m0, n1 - n0, j->K, a, lda, b, ldb, c, ldc, &e);
+    return;
+  }
   if (j->K == 0) { /* sgemm may leave C alone when K == 0: define it */
     for (int64_t i = 0; i < m1 - m0; i++)
       for (int64_t q = 0; q < n1 - n0; q++) c[i * ldc + q] = j->beta == 0.0f ? 0.0f : c[i * ldc + q];
@@ -156,18 +165,19 @@ void cpu_gemm_lock(GemmLib lib, int n) {
 
 void cpu_gemm_unlock(void) { pthread_mutex_unlock(&blas_mu); }
 
-void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape *as, bool trans_a,
-              const float *B, const Shape *bs, bool trans_b, float beta, float *C,
-              const Shape *cs) {
+static void gemm_run(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape *as, bool trans_a,
+                     const float *B, const Shape *bs, bool trans_b, float beta, float *C, const Shape *cs,
+                     const GemmEpilogue *epi) {
   BC_ASSERT(beta == 0.0f || beta == 1.0f);
   MatmulLayout l;
   shape_matmul_layout(as, trans_a, bs, trans_b, cs, &l);
   int64_t N = l.N, K = l.K;
   if (shape_numel(cs) == 0) return;
   BC_ASSERT(gemm_lib_load(lib));
+  BC_ASSERT(!epi || (l.n_batch_dims == 0 && beta == 0.0f));
 
   GemmJob j = {.lib = lib, .A = A, .B = B, .C = C, .ta = trans_a, .tb = trans_b, .beta = beta,
-               .M = l.M, .N = N, .K = K, .rank = l.n_batch_dims};
+               .M = l.M, .N = N, .K = K, .rank = l.n_batch_dims, .epi = epi};
   int64_t n_batch = 1;
   for (int i = 0; i < l.n_batch_dims; i++) {
     j.dim[i] = l.dim[i];
@@ -204,6 +214,16 @@ void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape 
   int64_t grain = item_flops >= GEMM_MIN_PAR_FLOPS ? 1 : (int64_t)(GEMM_MIN_PAR_FLOPS / (item_flops + 1.0)) + 1;
   pool_parallel_for(p, n_batch * per, grain, gemm_range, &j);
   pthread_mutex_unlock(&blas_mu);
+}
+
+void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape *as, bool trans_a,
+              const float *B, const Shape *bs, bool trans_b, float beta, float *C, const Shape *cs) {
+  gemm_run(p, par, lib, A, as, trans_a, B, bs, trans_b, beta, C, cs, NULL);
+}
+
+void cpu_gemm_epilogue(Pool *p, GemmLib lib, const float *A, const Shape *as, bool trans_a, const float *B,
+                       const Shape *bs, bool trans_b, float *C, const Shape *cs, const GemmEpilogue *e) {
+  gemm_run(p, CPU_GEMM_AUTO, lib, A, as, trans_a, B, bs, trans_b, 0.0f, C, cs, e->n > 0 ? e : NULL);
 }
 
 /* ---- index checks ------------------------------------------------------ */

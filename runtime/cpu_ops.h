@@ -55,6 +55,12 @@ void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape 
               const float *B, const Shape *b_shape, bool trans_b, float beta, float *C,
               const Shape *c_shape);
 
+/* cpu_gemm (beta 0) of a product without batch dims once A's are folded
+ * into M, and the epilogue e on C (gemm_lib.h; its pointers at C[0][0]),
+ * each tile's part with the tile. */
+void cpu_gemm_epilogue(Pool *p, GemmLib lib, const float *A, const Shape *a_shape, bool trans_a, const float *B,
+                       const Shape *b_shape, bool trans_b, float *C, const Shape *c_shape, const GemmEpilogue *e);
+
 /* For kernels that call the GEMM library themselves from the pool's
  * threads: takes cpu_gemm's turn and sets the library's threads per
  * calling thread to n; cpu_gemm_unlock gives the turn back. */

@@ -457,7 +457,7 @@ static bool prepare(Exec *e, Diag *d) {
   if (!CU(D.p_cuCtxSetCurrent(c->ctx)) || !CU(D.p_cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING)))
     goto fail;
 
-  if (!compiled_plan_init(&c->p, g, d)) goto fail;
+  if (!compiled_plan_init(&c->p, g, &backend_cuda, d)) goto fail;
   compiled_share(&c->p, e);
   c->use_graph = !compiled_env_on("BC_NO_GRAPH") && !c->p.profile;
 
@@ -603,6 +603,7 @@ static bool launch(Cuda *c, int i, Diag *d) {
     return CU(D.p_cuLaunchKernel(ck->fn, (unsigned)ck->launch.grid, 1, 1, (unsigned)ck->launch.block, 1, 1,
                                  (unsigned)ck->launch.smem_bytes, c->stream, ck->params, NULL));
   case KERNEL_GEMM:
+    BC_ASSERT(k->nodes.n == 1 && "cuda takes no GEMM epilogues (backend_cuda.gemm_epilogues)");
     return cublas_run_gemm(c->blas, &ck->gemm, addr_of(c, n->in[0]), addr_of(c, n->in[1]),
                            addr_of(c, n->out), d);
   case KERNEL_GATHER: {

@@ -200,6 +200,14 @@ void gemm_lib_set_threads(GemmLib lib, int n) {
   }
 }
 
+void gemm_lib_thread_enter(GemmLib lib) {
+  /* OpenMP's thread count is per calling thread */
+  static __thread int threads_now;
+  if (lib == GEMM_LIB_ONEDNN && threads_now != onednn_threads && dnnl_omp_set_threads)
+    dnnl_omp_set_threads(onednn_threads);
+  threads_now = onednn_threads;
+}
+
 static int as_blasint(int64_t x) {
   BC_ASSERT(x >= 0 && x <= INT_MAX);
   return (int)x;
@@ -219,10 +227,7 @@ void gemm_lib_sgemm(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t
                  1);
     break;
   case GEMM_LIB_ONEDNN: {
-    /* OpenMP's thread count is per calling thread */
-    static __thread int threads_now;
-    if (threads_now != onednn_threads && dnnl_omp_set_threads) dnnl_omp_set_threads(onednn_threads);
-    threads_now = onednn_threads;
+    gemm_lib_thread_enter(lib);
     int st = dnnl_sgemm_fn(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, A, lda, B, ldb, beta, C, ldc);
     BC_ASSERT(st == 0);
     break;

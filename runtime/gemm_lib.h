@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../passes/fuse.h" /* GEMM_EPILOGUE_MAX */
+
 typedef enum { GEMM_LIB_OPENBLAS, GEMM_LIB_BLIS, GEMM_LIB_ONEDNN, GEMM_LIB_COUNT } GemmLib;
 
 /* The library BC_GEMM names, else the default; loads it once (thread-safe).
@@ -39,6 +41,11 @@ const char *gemm_lib_info(GemmLib lib);
  * on the pool's threads. Callers serialize it (cpu_ops.c). */
 void gemm_lib_set_threads(GemmLib lib, int n);
 
+/* Applies gemm_lib_set_threads to the calling thread where the setting is
+ * per thread (oneDNN's OpenMP): before a call into the library that did
+ * not go through gemm_lib_sgemm (gemm_epilogue.c). */
+void gemm_lib_thread_enter(GemmLib lib);
+
 /* Makes OpenBLAS use the best kernels this CPU runs. OpenBLAS 0.3.21 does
  * not know recent Xeons (family 6 model 207) and falls back to its SSE3
  * "Prescott" kernels, ~5x slower; an AVX-512 CPU whose OpenBLAS chose AVX2
@@ -54,5 +61,31 @@ const char *cpu_blas_init(void);
  * library must be loaded. */
 void gemm_lib_sgemm(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *A, int64_t lda,
                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* ---- epilogues (passes/fuse.c decides them) ---------------------------
+ *
+ * Steps applied in order to each element C[i][j] of the product before it
+ * is stored: GEMM_EPI_BIAS adds src[j] (N floats), GEMM_EPI_ADD adds
+ * src[i * ldc + j] (a matrix laid out like C, never C itself), the others
+ * are the activations of graph/ops.def (relu, gelu with erf, gelu_tanh).
+ * src points at the element of the call's C[0][0]. */
+typedef enum { GEMM_EPI_BIAS, GEMM_EPI_ADD, GEMM_EPI_RELU, GEMM_EPI_GELU, GEMM_EPI_GELU_TANH } GemmEpiKind;
+typedef struct {
+  GemmEpiKind kind;
+  const float *src; /* BIAS, ADD */
+} GemmEpiStep;
+typedef struct {
+  int n;
+  GemmEpiStep step[GEMM_EPILOGUE_MAX];
+} GemmEpilogue;
+
+/* gemm_lib_sgemm with beta 0 and then the epilogue e, on the calling
+ * thread. oneDNN (when its headers were there at build time): one matmul
+ * primitive with post-ops, made once per shape and epilogue and kept for
+ * the process, so the steps run on C in registers before it is stored.
+ * Other libraries: the product, then the steps over the rows of C just
+ * written. relu of NaN is 0 in both, as in graph/ops.def. */
+void gemm_lib_sgemm_epilogue(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *A,
+                             int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, const GemmEpilogue *e);
 
 #endif

@@ -617,6 +617,38 @@ CHECK_FN void check_long_chains(Graph *g, int n) {
   vec_push(&g->outputs, graph_binary(g, OP_ADD, p, p));
 }
 
+/* GEMMs with every kind of epilogue (passes/fuse.c), on M = 111 rows (tiles
+ * of 16 and a remainder) and their expected kernels: outputs
+ *   relu(x W + b), gelu(x W + b) + r, gelu_tanh(x W), -(x V^T + x W) (x W a
+ *   GEMM of its own, whose buffer the second accumulates into),
+ *   relu(p^T W + b), and -(s U + s) (s = neg(x): the addend is the GEMM's
+ *   own A, never C's buffer). The sums negated stay out of the outputs'
+ *   pinned buffers, where nothing is written in place.
+ * x [3, 37, 24], W [24, 40], b [40], r [3, 37, 40], V [40, 24], p [24, 50],
+ * U [24, 24]; all inputs. */
+enum { CHECK_EPILOGUE_GEMMS = 7 };
+CHECK_FN void check_epilogue_graph(Graph *g) {
+  graph_init(g, "epilogues");
+  ValueId x = graph_add_input(g, "x", DTYPE_F32, shape_of(3, 3, 37, 24), SRCLOC_NONE);
+  ValueId w = graph_add_input(g, "w", DTYPE_F32, shape_of(2, 24, 40), SRCLOC_NONE);
+  ValueId b = graph_add_input(g, "b", DTYPE_F32, shape_of(1, 40), SRCLOC_NONE);
+  ValueId r = graph_add_input(g, "r", DTYPE_F32, shape_of(3, 3, 37, 40), SRCLOC_NONE);
+  ValueId v = graph_add_input(g, "v", DTYPE_F32, shape_of(2, 40, 24), SRCLOC_NONE);
+  ValueId p = graph_add_input(g, "p", DTYPE_F32, shape_of(2, 24, 50), SRCLOC_NONE);
+  ValueId u = graph_add_input(g, "u", DTYPE_F32, shape_of(2, 24, 24), SRCLOC_NONE);
+  ValueId xw = graph_matmul(g, x, w, false, false);
+  vec_push(&g->outputs, graph_unary(g, OP_RELU, graph_binary(g, OP_ADD, xw, b)));
+  ValueId xw2 = graph_matmul(g, x, w, false, false);
+  vec_push(&g->outputs, graph_binary(g, OP_ADD, graph_unary(g, OP_GELU, graph_binary(g, OP_ADD, xw2, b)), r));
+  vec_push(&g->outputs, graph_unary(g, OP_GELU_TANH, graph_matmul(g, x, w, false, false)));
+  ValueId xw3 = graph_matmul(g, x, w, false, false); /* in memory, read once: by the add below */
+  ValueId acc = graph_binary(g, OP_ADD, graph_matmul(g, x, v, false, true), xw3);
+  vec_push(&g->outputs, graph_unary(g, OP_NEG, acc)); /* acc itself in the arena, not pinned as an output */
+  vec_push(&g->outputs, graph_unary(g, OP_RELU, graph_binary(g, OP_ADD, graph_matmul(g, p, w, true, false), b)));
+  ValueId s = graph_unary(g, OP_NEG, x);
+  vec_push(&g->outputs, graph_unary(g, OP_NEG, graph_binary(g, OP_ADD, graph_matmul(g, s, u, false, false), s)));
+}
+
 /* ---- every op alone ---- */
 
 /* Input domains, chosen by the first letter of an input's name, so that each

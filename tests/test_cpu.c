@@ -9,6 +9,7 @@
  *    parameter agrees within what its gradient's rounding allows (below);
  *  - fusion on/off and memory planning on/off give the same numbers
  *    (bit-identical with and without the memory plan: same kernels). */
+#include "runtime/gemm_lib.h"
 #include "tests/backend_check.h"
 
 /* Tolerance of every value: f32 against double through ~100 ops of a
@@ -240,6 +241,53 @@ TEST(long_folded_chains_match_interp) {
   }
   exec_destroy(ref);
   exec_destroy(dev);
+  graph_free(&g);
+}
+
+/* GEMM epilogues (passes/fuse.c) on each GEMM library: oneDNN's post-ops,
+ * the others' product then the steps; and the GEMM accumulating into its
+ * addend's buffer. Against interp, every output. */
+TEST(gemm_epilogues_match_interp) {
+  static const char *const libs[] = {"onednn", "openblas"};
+  Graph g;
+  check_epilogue_graph(&g);
+  for (int l = 0; l < 2; l++) {
+    GemmLib lib = l == 0 ? GEMM_LIB_ONEDNN : GEMM_LIB_OPENBLAS;
+    if (!gemm_lib_load(lib)) {
+      fprintf(stderr, "  %s is not installed: not checked\n", libs[l]);
+      continue;
+    }
+    setenv("BC_GEMM", libs[l], 1);
+    Exec *ref = check_make("interp", &g, 13), *dev = check_make("cpu", &g, 13);
+    unsetenv("BC_GEMM");
+    if (ref && dev) {
+      Diag d;
+      diag_init(&d);
+      uint32_t s = 99;
+      for (int k = 0; k < g.inputs.n; k++) {
+        int64_t m = shape_numel(&g.values.data[g.inputs.data[k]].shape);
+        double *buf = malloc(sizeof(double) * (size_t)m);
+        for (int64_t j = 0; j < m; j++) buf[j] = check_op_input('x', 0, &s);
+        CHECK(exec_write(ref, g.inputs.data[k], buf, DTYPE_F64, &d));
+        CHECK(exec_write(dev, g.inputs.data[k], buf, DTYPE_F64, &d));
+        free(buf);
+      }
+      RunContext ctx = {9, 2, 0};
+      CHECK(exec_run(ref, &ctx, &d));
+      CHECK(exec_run(dev, &ctx, &d));
+      diag_print(&d, stderr);
+      diag_free(&d);
+      StepResult r = {0, 0, 0, "", NAN, NAN};
+      /* f32 sums of 24 to 50 products against double; the outputs (the
+       * arena's values share buffers by the end of the step) */
+      check_values(dev, ref, &g, libs[l], CMP_PINNED, 1e-5, &r);
+      CHECK(r.n_checked >= g.outputs.n);
+      fprintf(stderr, "  %s: %d values, worst relative error %.3g (%s)\n", libs[l], r.n_checked, r.worst,
+              r.worst_name);
+    }
+    exec_destroy(ref);
+    exec_destroy(dev);
+  }
   graph_free(&g);
 }
 

@@ -189,4 +189,76 @@ TEST(long_folded_chains_are_cut) {
   graph_free(&g);
 }
 
+/* The epilogue graph's plan with every optimization on, or with
+ * off.epilogue: its kernels and memory plan. */
+static bool epilogue_plan(bool epilogue, Graph *eg, KernelPlan *kp, MemPlan *mem) {
+  Graph g;
+  check_epilogue_graph(&g);
+  CompileOptions o;
+  compile_options_default(&o);
+  memset(&o.off, 0, sizeof o.off);
+  o.off.epilogue = !epilogue;
+  o.verify = true;
+  o.dump_after = NULL;
+  Diag d;
+  diag_init(&d);
+  bool ok = kernel_plan_compile(&g, &o, eg, kp, mem, &d);
+  diag_print(&d, stderr);
+  diag_free(&d);
+  graph_free(&g);
+  return ok;
+}
+
+/* A GEMM takes its bias add, activation and residual add (passes/fuse.c):
+ * one kernel each, no loop kernel after it, and the values between never
+ * stored; the addend of a GEMM of its own shares C's buffer (the GEMM
+ * accumulates into it), the GEMM's own A never does. */
+TEST(gemm_epilogues) {
+  Graph g;
+  KernelPlan p;
+  MemPlan m;
+  if (!epilogue_plan(true, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  static const char *const want[CHECK_EPILOGUE_GEMMS] = {
+      "matmul_add_relu", "matmul_add_gelu_add", "matmul_gelu_tanh", "matmul", "matmul_add", "matmul_add_relu",
+      "matmul_add"};
+  int n_gemm = 0;
+  for (int i = 0; i < p.kernels.n; i++) {
+    const Kernel *k = &p.kernels.data[i];
+    if (k->kind != KERNEL_GEMM) continue;
+    const char *name = strchr(k->name, '_') + 1; /* after "k7_" */
+    if (n_gemm < CHECK_EPILOGUE_GEMMS) CHECK_MSG(!strcmp(name, want[n_gemm]), "GEMM %d is %s", n_gemm, k->name);
+    n_gemm++;
+    for (int j = 0; j + 1 < k->nodes.n; j++) /* the values between are in registers */
+      CHECK(!p.materialized[g.nodes.data[k->nodes.data[j]].out]);
+  }
+  CHECK_EQ_INT(n_gemm, CHECK_EPILOGUE_GEMMS);
+  CHECK_EQ_INT(kernel_plan_count(&p, KERNEL_LOOP), 3); /* s = neg(x) and the two negations */
+  /* x V^T + x W: in place of x W; s U + s: a buffer of its own */
+  ValueId acc = g.nodes.data[g.values.data[g.outputs.data[3]].node].in[0];
+  ValueId own = g.nodes.data[g.values.data[g.outputs.data[5]].node].in[0];
+  ValueId xw3 = g.nodes.data[g.values.data[acc].node].in[1];
+  CHECK_EQ_INT(m.slots[acc].kind, MEM_ARENA);
+  CHECK_EQ_INT(m.slots[own].kind, MEM_ARENA);
+  CHECK_EQ_INT(m.slots[acc].alias_of, xw3);
+  CHECK_EQ_INT(m.slots[own].alias_of, -1);
+  kernel_plan_free(&p);
+  memplan_free(&m);
+  graph_free(&g);
+
+  /* BC_NO_EPILOGUE: every GEMM alone, its epilogue in loop kernels */
+  if (!epilogue_plan(false, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  for (int i = 0; i < p.kernels.n; i++)
+    if (p.kernels.data[i].kind == KERNEL_GEMM) CHECK_EQ_INT(p.kernels.data[i].nodes.n, 1);
+  CHECK(kernel_plan_count(&p, KERNEL_LOOP) >= 6);
+  kernel_plan_free(&p);
+  memplan_free(&m);
+  graph_free(&g);
+}
+
 TEST_MAIN()
