@@ -27,6 +27,8 @@ options:
   --no-torch        skip PyTorch
   --no-pip          do not pip install torch when it is missing (skip it)
   --no-compile      PyTorch eager only (skip torch.compile)
+  --no-rss          skip the memory runs: PyTorch at each of bertc's
+                    (graph, batch) in a process of its own, for its peak RSS
   --device NAME     bertc backend (default cpu)
   --quick           a tiny model (hidden 8, 1 layer, max_len 16, vocab 100)
                     at batch 4 and 8 everywhere: checks the script end to end
@@ -41,7 +43,7 @@ EOF
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build="$root/build-bench"
 do_build=1 threads=$(nproc 2>/dev/null || echo 1) steps=10 warmup=2 torch_steps=4
-do_torch=1 do_pip=1 do_compile=1 device=cpu quick=0
+do_torch=1 do_pip=1 do_compile=1 do_rss=1 device=cpu quick=0
 out=${OUT:-$root/bench/results}
 
 need() { [ $# -ge 2 ] || { echo "run.sh: $1 needs a value (try --help)" >&2; exit 2; }; }
@@ -57,6 +59,7 @@ while [ $# -gt 0 ]; do
     --no-torch) do_torch=0; shift ;;
     --no-pip) do_pip=0; shift ;;
     --no-compile) do_compile=0; shift ;;
+    --no-rss) do_rss=0; shift ;;
     --device) need "$@"; device=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --out) need "$@"; out=$(realpath -m "$2"); shift 2 ;;
@@ -144,6 +147,20 @@ if [ $do_torch = 1 ]; then
     python3 "$root/bench/torch_ref.py" --threads "$threads" --steps "$torch_steps" "${modes[@]}" \
       "${sets[@]}" "${torch_batches[@]}" --json "$out/torch.json" ||
       { torch_note="torch_ref.py failed"; rc=1; }
+    # peak RSS: a process's peak is its first configuration's alone, so
+    # one process per (graph, batch, mode) at bertc's configurations
+    if [ $do_rss = 1 ] && [ -f "$out/bertc.json" ]; then
+      say "PyTorch peak RSS at bertc's batches (one process each)"
+      python3 -c 'import json,sys; [print(c["graph"], c["batch"]) for c in json.load(open(sys.argv[1]))["configs"]]' \
+        "$out/bertc.json" | while read -r g b; do
+        for m in "${modes[@]}"; do
+          [ "$m" = --mode ] && continue
+          python3 "$root/bench/torch_ref.py" --threads "$threads" --steps 1 --warmup 1 --graph "$g" --batch "$b" \
+            --mode "$m" "${sets[@]}" --json "$out/torch_rss_${g}_${b}_${m}.json" >/dev/null ||
+            echo "run.sh: the memory run of PyTorch $m at $g batch $b failed"
+        done
+      done
+    fi
   else
     torch_note="PyTorch is not installed; skipped"
     echo "run.sh: $torch_note"
@@ -207,6 +224,25 @@ if not rows:
 if merged["torch_note"]:
     print("PyTorch: " + merged["torch_note"])
 print("x eager / x compile: bertc examples/s over PyTorch's at PyTorch's best batch size;")
+rss_rows = []
+for c in (bertc or {}).get("configs", []):
+    g, b = c["graph"], c["batch"]
+    r = {"graph": g, "batch": b, "bertc_peak_rss_bytes": c.get("peak_rss_bytes")}
+    for mode in ("eager", "compile"):
+        t = load(f"torch_rss_{g}_{b}_{mode}.json") or {}
+        e = (((t.get("graphs") or {}).get(g) or {}).get(mode) or {}).get("by_batch", {}).get(str(b)) or {}
+        r[f"torch_{mode}_peak_rss_bytes"] = e.get("peak_rss_bytes") if e.get("error") is None else None
+    rss_rows.append(r)
+merged["peak_rss"] = rss_rows
+if any(r["torch_eager_peak_rss_bytes"] or r["torch_compile_peak_rss_bytes"] for r in rss_rows):
+    mib = lambda x: fmt(x / 2**20, "{:.0f}") if x else "-"
+    print()
+    print(f"{'graph':9s} {'batch':>5s} {'bertc RSS MiB':>13s} {'eager RSS MiB':>13s} {'compile RSS MiB':>15s}")
+    for r in rss_rows:
+        print(f"{r['graph']:9s} {r['batch']:5d} {mib(r['bertc_peak_rss_bytes']):>13s} "
+              f"{mib(r['torch_eager_peak_rss_bytes']):>13s} {mib(r['torch_compile_peak_rss_bytes']):>15s}")
+    print("peak RSS: each process's own (bertc: bench_step's child per configuration;")
+    print("PyTorch: torch_ref.py with one configuration, Python and torch included).")
 print("examples/s are of the median step. Results: " + os.path.join(out, "latest.json"))
 with open(os.path.join(out, "latest.json"), "w") as f:
     json.dump(merged, f, indent=2)

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import resource
 import sys
 import time
 import traceback
@@ -396,6 +397,10 @@ def run_mode(graph, mode, batch_sizes, cfg, args, log):
                 res.update(gpu_ms_per_step=1e3 * median(gpu_times),
                            gpu_step_ms=[round(1e3 * t, 3) for t in gpu_times],
                            max_memory_allocated_bytes=torch.cuda.max_memory_allocated(dev))
+            # the process's peak resident memory so far (Linux: KiB): this
+            # configuration's own when it is the first a process runs
+            # (bench/run.sh runs one per process for the memory table)
+            res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             if not math.isfinite(last):
                 res["error"] = f"loss is {last}"
         except Exception as e:  # torch.compile failures are reported, not fatal
