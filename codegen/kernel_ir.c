@@ -157,6 +157,14 @@ static int load_inst(Lower *L, ValueId v) {
   return push_inst(L, in);
 }
 
+/* s is a per-row value of domain d: d's shape with a last axis of 1. */
+static bool is_row_of(const Shape *s, const Shape *d) {
+  if (s->rank != d->rank || d->rank == 0) return false;
+  for (int i = 0; i + 1 < d->rank; i++)
+    if (s->dim[i] != d->dim[i]) return false;
+  return s->dim[d->rank - 1] == 1;
+}
+
 static int value_inst(Lower *L, ValueId v) {
   if (L->inst_of[v] >= 0) return L->inst_of[v];
   NodeId p = L->g->values.data[v].node;
@@ -164,6 +172,15 @@ static int value_inst(Lower *L, ValueId v) {
   Op pop = p >= 0 ? L->g->nodes.data[p].op : OP_COUNT;
   if (p >= 0 && L->f->group_of[p] < 0 && (pop == OP_CONSTANT || pop == OP_IOTA || pop == OP_RANDOM)) {
     r = generator_inst(L, &L->g->nodes.data[p]);
+  } else if (p >= 0 && L->f->group_of[p] < 0 && pop == OP_BROADCAST &&
+             L->inst_of[L->g->nodes.data[p].in[0]] >= 0 &&
+             shape_eq(&L->g->values.data[v].shape, &L->k->domain) &&
+             L->k->insts.data[L->inst_of[L->g->nodes.data[p].in[0]]].row &&
+             is_row_of(&L->g->values.data[L->g->nodes.data[p].in[0]].shape, &L->k->domain)) {
+    /* a row value this kernel computed, broadcast along its rows: the
+     * row's instruction is that already (fuse.c folds such a broadcast when
+     * other kernels read it too) */
+    r = L->inst_of[L->g->nodes.data[p].in[0]];
   } else if (p >= 0 && L->f->group_of[p] < 0 && pop != OP_BROADCAST && pop != OP_PERMUTE &&
              pop != OP_SLICE && !L->f->materialized[v]) {
     /* folded pointwise index math: recomputed here */

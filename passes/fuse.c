@@ -15,7 +15,9 @@
  *    whose rows it is a per-row value of) if every input it reads is
  *    computed in that group or by an earlier group; else it opens a group.
  *    A remat copy (remat.c) looks among the groups of its reader's inputs
- *    instead of its own, so that it runs in its reader's kernel.
+ *    instead of its own, so that it runs in its reader's kernel. A joined
+ *    broadcast that other groups read too is folded back: they read the
+ *    row value, stored at its own size, through it.
  *  - A reduction over the last axis joins the group of its input (a "row
  *    kernel": softmax, layer norm, cross-entropy); over another axis it is
  *    a column reduction of its own.
@@ -341,6 +343,7 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
   }
   build_readers(&F);
   decide_folding(&F, off && off->view_fold);
+  bool *joined = bc_calloc((size_t)(nn ? nn : 1), sizeof(bool)); /* broadcasts that joined a row group */
 
   for (int i = 0; i < nn; i++) {
     const Node *n = &g->nodes.data[i];
@@ -356,6 +359,7 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
               is_row_shape(&g->values.data[n->in[0]].shape, os)) {
             F.folded[i] = false;
             out->group_of[i] = G;
+            joined[i] = true;
           }
         }
       }
@@ -429,6 +433,26 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     out->group_of[i] = G;
   }
 
+  /* A per-row broadcast that joined its row group but is read by another
+   * group too (a layer norm's 1/std, by the backward) would be stored at
+   * full size: it is folded back instead, so that every reader reads the
+   * row value, stored at its own size, through the broadcast (its own
+   * group through the row value it already has: kernel_ir.c). */
+  for (int i = 0; i < nn; i++) {
+    const Node *n = &g->nodes.data[i];
+    int G = out->group_of[i];
+    if (!joined[i] || F.required[n->out]) continue;
+    bool outside = false;
+    for (int r = F.start[n->out]; r < F.start[n->out + 1] && !outside; r++) {
+      NodeId rn = F.readers[r];
+      outside = F.folded[rn] || out->group_of[rn] != G;
+    }
+    if (outside) {
+      F.folded[i] = true;
+      out->group_of[i] = -1;
+    }
+  }
+
   /* Materialized values: not computed by a node, required, produced by a
    * library kernel, or read from memory by another group or a view. */
   for (int v = 0; v < nv; v++) {
@@ -455,6 +479,7 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
   out->col_axis = F.cols.data;
   vec_free(&F.tails);
   vec_free(&F.n_epilogue);
+  free(joined);
   free(F.start);
   free(F.readers);
   free(F.folded);

@@ -73,6 +73,33 @@ TEST(forward_kernels) {
   graph_free(&g);
 }
 
+/* A per-row value broadcast inside its row kernel (a layer norm's 1/std)
+ * and read by the backward is kept at row size, [B, T, 1], and read
+ * through the broadcast there: never stored broadcast to [B, T, F]. */
+TEST(row_values_are_stored_at_row_size) {
+  Graph g;
+  KernelPlan p;
+  MemPlan m;
+  if (!build("nli", true, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  int joined = 0;
+  for (int i = 0; i < p.kernels.n; i++) {
+    const Kernel *k = &p.kernels.data[i];
+    for (int j = 0; k->kind == KERNEL_LOOP && j < k->nodes.n; j++) {
+      const Node *n = &g.nodes.data[k->nodes.data[j]];
+      if (n->op != OP_BROADCAST) continue;
+      joined++;
+      CHECK_MSG(!p.materialized[n->out], "%s stores the broadcast '%s'", k->name, g.values.data[n->out].name);
+    }
+  }
+  CHECK(joined > 0); /* the softmax and layer norm forwards still broadcast in their kernels */
+  kernel_plan_free(&p);
+  memplan_free(&m);
+  graph_free(&g);
+}
+
 TEST(adam_is_one_kernel_per_parameter) {
   Graph g;
   KernelPlan p;
