@@ -291,6 +291,15 @@ void grad_rule_apply(Graph *g, const Node *n, ValueId gy, const bool *want, Valu
     Shape s = val(g, x)->shape;
     int ax = n->a.axis;
     int64_t len = s.dim[ax];
+    if (n->a.end - n->a.start == 1 && len > 1) {
+      /* one index (BERT's [CLS] token): gy where the index is `start`, else
+       * 0, all index math and a broadcast, which fuse folds into the
+       * kernel reading the gradient: no [.., len, ..] buffer of zeros */
+      ValueId at = graph_binary(g, OP_EQ, graph_iota(g, s, ax, DTYPE_I32),
+                                graph_const(g, (double)n->a.start, DTYPE_I32, s));
+      gin[0] = graph_select(g, at, graph_broadcast(g, gy, s), zeros(g, gy, s));
+      return;
+    }
     ValueId parts[3];
     int np = 0;
     if (n->a.start > 0) {
