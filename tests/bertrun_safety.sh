@@ -70,19 +70,24 @@ check "SIGINT: the printed command resumes and finishes" bash -c "eval \"\${1/be
 check "SIGINT: interrupted and resumed, the losses are bit-identical to the uninterrupted run" \
   bash -c "[ \$(wc -l <'$tmp/whole/metrics.jsonl') -eq 200 ] && diff <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\1 \2/' '$tmp/whole/metrics.jsonl') <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\1 \2/' '$tmp/int/metrics.jsonl') >/dev/null"
 # A long pretraining run into folder $1 (log $1.log), in the background
-# (pid), once its first step is done.
+# (pid), once its first step is done; more flags after $1 are bertrun's.
 start_long_run() {
+  local out=$1
+  shift
   "$BERTRUN" train --task pretrain --data "$DATA" --set vocab=51 --steps 1000 --batch 64 --report-every 1 \
-    --out "$1" >"$1.log" 2>&1 &
+    "$@" --out "$out" >"$out.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 1500); do
-    [ -f "$1/metrics.jsonl" ] && [ "$(wc -l <"$1/metrics.jsonl")" -ge 1 ] && break
+    [ -f "$out/metrics.jsonl" ] && [ "$(wc -l <"$out/metrics.jsonl")" -ge 1 ] && break
     sleep 0.02
   done
 }
 # A second signal ends at once (the default action: 128 + 15 for SIGTERM).
-start_long_run "$tmp/twice"
-kill -TERM $pid; sleep 0.02; kill -TERM $pid  # two signals, not one pending
+# The second must land while the step the first one lets finish still runs:
+# steps of batch 256 padded to 128 tokens (about a second on 2 cores), not
+# the sample's 32-token bucket, whose steps of a few ms ended the run first.
+start_long_run "$tmp/twice" --batch 256 --pad-to-max
+kill -TERM $pid; sleep 0.1; kill -TERM $pid  # two signals, not one pending
 wait $pid; rc=$?
 check "SIGTERM twice: ends at once (exit 143, got $rc), no 'interrupted' message" \
   bash -c "[ $rc -eq 143 ] && ! grep -q '^interrupted' '$tmp/twice.log'"
