@@ -213,27 +213,33 @@ TEST(memplan_and_fusion_switches_agree) {
   graph_free(&g);
 }
 
+/* The same random inputs (check_op_input's 'x' domain, from seed) into
+ * both Execs of g, then one run of each. */
+static void run_both(Exec *ref, Exec *dev, const Graph *g, uint32_t seed) {
+  Diag d;
+  diag_init(&d);
+  for (int k = 0; k < g->inputs.n; k++) {
+    int64_t m = shape_numel(&g->values.data[g->inputs.data[k]].shape);
+    double *buf = malloc(sizeof(double) * (size_t)m);
+    for (int64_t j = 0; j < m; j++) buf[j] = check_op_input('x', 0, &seed);
+    CHECK(exec_write(ref, g->inputs.data[k], buf, DTYPE_F64, &d));
+    CHECK(exec_write(dev, g->inputs.data[k], buf, DTYPE_F64, &d));
+    free(buf);
+  }
+  RunContext ctx = {9, 2, 0};
+  CHECK(exec_run(ref, &ctx, &d));
+  CHECK(exec_run(dev, &ctx, &d));
+  diag_print(&d, stderr);
+  diag_free(&d);
+}
+
 /* Folded chains cut into pieces (passes/fuse.c) compute what interp does. */
 TEST(long_folded_chains_match_interp) {
   Graph g;
   check_long_chains(&g, 101);
   Exec *ref = check_make("interp", &g, 13), *dev = check_make("cpu", &g, 13);
   if (ref && dev) {
-    Diag d;
-    diag_init(&d);
-    uint32_t s = 77;
-    for (int k = 0; k < g.inputs.n; k++) {
-      double buf[16];
-      int64_t m = shape_numel(&g.values.data[g.inputs.data[k]].shape);
-      for (int64_t j = 0; j < m; j++) buf[j] = check_op_input('x', 0, &s);
-      CHECK(exec_write(ref, g.inputs.data[k], buf, DTYPE_F64, &d));
-      CHECK(exec_write(dev, g.inputs.data[k], buf, DTYPE_F64, &d));
-    }
-    RunContext ctx = {9, 2, 0};
-    CHECK(exec_run(ref, &ctx, &d));
-    CHECK(exec_run(dev, &ctx, &d));
-    diag_print(&d, stderr);
-    diag_free(&d);
+    run_both(ref, dev, &g, 77);
     StepResult r = {0, 0, 0, "", NAN, NAN};
     /* f32 exp against double: a few ulps per link, contracting */
     check_values(dev, ref, &g, "folded chains", CMP_KEPT, 1e-6, &r);
@@ -261,22 +267,7 @@ TEST(gemm_epilogues_match_interp) {
     Exec *ref = check_make("interp", &g, 13), *dev = check_make("cpu", &g, 13);
     unsetenv("BC_GEMM");
     if (ref && dev) {
-      Diag d;
-      diag_init(&d);
-      uint32_t s = 99;
-      for (int k = 0; k < g.inputs.n; k++) {
-        int64_t m = shape_numel(&g.values.data[g.inputs.data[k]].shape);
-        double *buf = malloc(sizeof(double) * (size_t)m);
-        for (int64_t j = 0; j < m; j++) buf[j] = check_op_input('x', 0, &s);
-        CHECK(exec_write(ref, g.inputs.data[k], buf, DTYPE_F64, &d));
-        CHECK(exec_write(dev, g.inputs.data[k], buf, DTYPE_F64, &d));
-        free(buf);
-      }
-      RunContext ctx = {9, 2, 0};
-      CHECK(exec_run(ref, &ctx, &d));
-      CHECK(exec_run(dev, &ctx, &d));
-      diag_print(&d, stderr);
-      diag_free(&d);
+      run_both(ref, dev, &g, 99);
       StepResult r = {0, 0, 0, "", NAN, NAN};
       /* f32 sums of 24 to 50 products against double; the outputs (the
        * arena's values share buffers by the end of the step) */
