@@ -86,9 +86,10 @@ struct Backend {
    * codegen/kernel.h), which `bertc compile` can show; false for the
    * interpreter, which runs the graph node by node. */
   bool compiled;
-  /* Its GEMM kernels take epilogues (passes/fuse.c); without, the plan is
-   * made with off.epilogue set and they stay loop kernels. */
-  bool gemm_epilogues;
+  /* Optional (NULL: never): whether its GEMM kernels take epilogues
+   * (passes/fuse.c) on this machine; where not, the plan is made with
+   * off.epilogue set and they stay loop kernels. */
+  bool (*gemm_epilogues)(void);
   /* Its buffers are host memory: value_ptr gives addresses the host reads
    * and writes (data-parallel averaging in memory, MPI in place). */
   bool host_memory;

@@ -36,7 +36,7 @@ typedef struct {
 
 /* Runs the plan stages of the pipeline (fuse, lower, memplan) on g into p
  * with compile_options_default's switches (and off.epilogue where backend b
- * takes no GEMM epilogues), fills the plan's stats. On failure p holds
+ * takes no GEMM epilogues: Backend.gemm_epilogues), fills the plan's stats. On failure p holds
  * what was made so far: compiled_plan_free it either way. */
 bool compiled_plan_init(CompiledPlan *p, const Graph *g, const Backend *b, Diag *d);
 void compiled_plan_free(CompiledPlan *p);

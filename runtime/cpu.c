@@ -111,6 +111,16 @@ static void gemm_epilogue_of(const Cpu *c, CpuKernel *ck) {
   ck->gemm_out = t;
 }
 
+/* Epilogues where the GEMM library (BC_GEMM or the default) applies them
+ * to C itself: oneDNN. On the others the steps would be a pass over C
+ * after the product, which measured slower than the loop kernels (bench/
+ * GEMM.md, "Epilogues"). */
+static bool cpu_gemm_epilogues(void) {
+  GemmLib lib;
+  char err[160];
+  return gemm_lib_select(&lib, err, sizeof err) && gemm_lib_fuses_epilogues(lib);
+}
+
 static bool prepare(Exec *e, Diag *d) {
   const Graph *g = e->graph;
   Cpu *c = bc_calloc(1, sizeof(*c));
@@ -346,7 +356,7 @@ static void *cpu_value_ptr(Exec *e, ValueId v, DType *t) {
 const Backend backend_cpu = {
     .name = "cpu",
     .compiled = true,
-    .gemm_epilogues = true,
+    .gemm_epilogues = cpu_gemm_epilogues,
     .host_memory = true,
     .supports_op = cpu_supports,
     .prepare = prepare,

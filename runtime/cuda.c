@@ -603,7 +603,7 @@ static bool launch(Cuda *c, int i, Diag *d) {
     return CU(D.p_cuLaunchKernel(ck->fn, (unsigned)ck->launch.grid, 1, 1, (unsigned)ck->launch.block, 1, 1,
                                  (unsigned)ck->launch.smem_bytes, c->stream, ck->params, NULL));
   case KERNEL_GEMM:
-    BC_ASSERT(k->nodes.n == 1 && "cuda takes no GEMM epilogues (backend_cuda.gemm_epilogues)");
+    BC_ASSERT(k->nodes.n == 1 && "cuda takes no GEMM epilogues (backend_cuda.gemm_epilogues is NULL)");
     return cublas_run_gemm(c->blas, &ck->gemm, addr_of(c, n->in[0]), addr_of(c, n->in[1]),
                            addr_of(c, n->out), d);
   case KERNEL_GATHER: {

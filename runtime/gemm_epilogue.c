@@ -273,6 +273,17 @@ static bool onednn_epilogue(bool ta, bool tb, int64_t m, int64_t n, int64_t k, c
 }
 #endif
 
+bool gemm_lib_fuses_epilogues(GemmLib lib) {
+#ifdef HAVE_ONEDNN_MATMUL
+  if (lib != GEMM_LIB_ONEDNN) return false;
+  pthread_once(&dn_once, dn_load);
+  return dn.ok;
+#else
+  (void)lib;
+  return false;
+#endif
+}
+
 void gemm_lib_sgemm_epilogue(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, const GemmEpilogue *e) {
   if (m <= 0 || n <= 0) return;

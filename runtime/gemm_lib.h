@@ -79,6 +79,11 @@ typedef struct {
   GemmEpiStep step[GEMM_EPILOGUE_MAX];
 } GemmEpilogue;
 
+/* Whether lib applies epilogues to C inside the product (oneDNN's post-ops,
+ * when its headers were there at build time and it loads), rather than in
+ * a pass over C after it. */
+bool gemm_lib_fuses_epilogues(GemmLib lib);
+
 /* gemm_lib_sgemm with beta 0 and then the epilogue e, on the calling
  * thread. oneDNN (when its headers were there at build time): one matmul
  * primitive with post-ops, made once per shape and epilogue and kept for

@@ -308,7 +308,7 @@ static int cmd_compile(int argc, char **argv) {
   if (!pipeline_run(&g, &o, &d)) goto done;
   have_graph = true;
   if (compiled) {
-    if (!backend->gemm_epilogues) o.off.epilogue = true;
+    if (!backend->gemm_epilogues || !backend->gemm_epilogues()) o.off.epilogue = true;
     if (!kernel_plan_compile(&g, &o, &eg, &plan, &mem, &d)) goto done;
     have_plan = true;
   }

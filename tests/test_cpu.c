@@ -250,9 +250,11 @@ TEST(long_folded_chains_match_interp) {
   graph_free(&g);
 }
 
-/* GEMM epilogues (passes/fuse.c) on each GEMM library: oneDNN's post-ops,
- * the others' product then the steps; and the GEMM accumulating into its
- * addend's buffer. Against interp, every output. */
+/* GEMM epilogues (passes/fuse.c) on each GEMM library: with oneDNN the
+ * plan has them (post-ops, and the GEMM accumulating into its addend's
+ * buffer), with OpenBLAS it keeps them as loop kernels (cpu.c:
+ * cpu_gemm_epilogues). Against interp, every output. The steps on each
+ * library alone: test_cpu_ops gemm_epilogue_steps_on_each_library. */
 TEST(gemm_epilogues_match_interp) {
   static const char *const libs[] = {"onednn", "openblas"};
   Graph g;

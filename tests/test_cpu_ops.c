@@ -444,6 +444,75 @@ TEST(gemm_random_shapes) {
   for (int i = 1; i < 3; i++) pool_destroy(pools[i]);
 }
 
+/* GEMM epilogues (gemm_lib.h) on every installed library, through
+ * cpu_gemm_epilogue's tiles (3 threads): oneDNN's post-ops, the product
+ * then the steps on the others. Every element against double. */
+static int epilogue_case(Pool *p, int M, int N, int K);
+TEST(gemm_epilogue_steps_on_each_library) {
+  Pool *p = make_pool(3);
+  /* tiles along M (3 of 100 rows), then along N (M too short to cut) */
+  CHECK_EQ_INT(epilogue_case(p, 300, 70, 80), 0);
+  CHECK_EQ_INT(epilogue_case(p, 40, 300, 200), 0);
+  pool_destroy(p);
+}
+
+/* Elements that differ, for one shape on every library and chain. */
+static int epilogue_case(Pool *p, int M, int N, int K) {
+  static const GemmEpiKind chains[][3] = {{GEMM_EPI_BIAS, GEMM_EPI_RELU},
+                                          {GEMM_EPI_BIAS, GEMM_EPI_GELU, GEMM_EPI_ADD},
+                                          {GEMM_EPI_GELU_TANH},
+                                          {GEMM_EPI_ADD, GEMM_EPI_RELU}};
+  static const int chain_len[] = {2, 3, 1, 2};
+  GemmLib libs[GEMM_LIB_COUNT];
+  int n_libs = installed_libs(libs), fails = 0;
+  float *A = bc_malloc(sizeof(float) * (size_t)(M * K)), *B = bc_malloc(sizeof(float) * (size_t)(K * N));
+  float *bias = bc_malloc(sizeof(float) * (size_t)N), *R = bc_malloc(sizeof(float) * (size_t)(M * N));
+  float *C = bc_malloc(sizeof(float) * (size_t)(M * N));
+  fill(A, M * K);
+  fill(B, K * N);
+  fill(bias, N);
+  fill(R, M * N);
+  for (int l = 0; l < n_libs; l++)
+    for (int c = 0; c < 4; c++)
+      for (int t = 0; t < 4; t++) { /* A and B transposed or not: the buffers read as [K, M], [N, K] */
+        bool ta = t & 1, tb = t & 2;
+        GemmEpilogue e = {chain_len[c], {{0}}};
+        for (int s = 0; s < e.n; s++) {
+          e.step[s].kind = chains[c][s];
+          e.step[s].src = chains[c][s] == GEMM_EPI_BIAS ? bias : chains[c][s] == GEMM_EPI_ADD ? R : NULL;
+        }
+        Shape as = ta ? shape_of(2, K, M) : shape_of(2, M, K), bs = tb ? shape_of(2, N, K) : shape_of(2, K, N);
+        Shape cs = shape_of(2, M, N);
+        for (int i = 0; i < M * N; i++) C[i] = NAN; /* every element must be written */
+        cpu_gemm_epilogue(p, libs[l], A, &as, ta, B, &bs, tb, C, &cs, &e);
+        for (int i = 0; i < M && fails < 5; i++)
+          for (int j = 0; j < N && fails < 5; j++) {
+            double x = 0;
+            for (int k = 0; k < K; k++) x += (double)A[ta ? k * M + i : i * K + k] * B[tb ? j * K + k : k * N + j];
+            for (int s = 0; s < e.n; s++) switch (e.step[s].kind) {
+              case GEMM_EPI_BIAS: x += bias[j]; break;
+              case GEMM_EPI_ADD: x += R[i * N + j]; break;
+              case GEMM_EPI_RELU: x = x > 0 ? x : 0; break;
+              case GEMM_EPI_GELU: x = 0.5 * x * (1 + erf(x / sqrt(2.0))); break;
+              case GEMM_EPI_GELU_TANH: x = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); break;
+              }
+            /* f32 sums of up to 200 products, then f32 activations
+             * (oneDNN's polynomial erf among them): ~1e-6 of the scale */
+            if (!(fabs(C[i * N + j] - x) <= 1e-5 * (1 + fabs(x)))) {
+              fprintf(stderr, "  %s, chain %d, ta %d tb %d: C[%d][%d] = %.8g, want %.8g\n", gemm_lib_name(libs[l]), c,
+                      ta, tb, i, j, C[i * N + j], x);
+              fails++;
+            }
+          }
+      }
+  free(A);
+  free(B);
+  free(bias);
+  free(R);
+  free(C);
+  return fails;
+}
+
 /* Batch-dims folding: B without batch (or broadcast over A's trailing
  * batch dims) makes one tall GEMM; check the cases around it. */
 TEST(gemm_fold_cases) {

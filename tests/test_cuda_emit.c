@@ -896,7 +896,7 @@ static void check_plan(const char *graph, const char *tag, const Setting *sets, 
   o.sets = sets;
   o.n_sets = n_sets;
   o.train = true;
-  o.off.epilogue = !backend_cuda.gemm_epilogues; /* the plan the cuda backend makes */
+  o.off.epilogue = backend_cuda.gemm_epilogues == NULL; /* the plan the cuda backend makes */
   Diag d;
   diag_init(&d);
   Graph g, eg;
