@@ -86,8 +86,17 @@ start_long_run() {
 # The second must land while the step the first one lets finish still runs:
 # steps of batch 256 padded to 128 tokens (about a second on 2 cores), not
 # the sample's 32-token bucket, whose steps of a few ms ended the run first.
+# Two signals, not one pending: the second is sent once the first has been
+# taken (no longer in the process's pending set, /proc/PID/status ShdPnd),
+# else a busy machine may hold both and merge them into one.
 start_long_run "$tmp/twice" --batch 256 --pad-to-max
-kill -TERM $pid; sleep 0.1; kill -TERM $pid  # two signals, not one pending
+kill -TERM $pid
+for _ in $(seq 1 200); do
+  pnd=$(sed -n 's/^ShdPnd:[[:space:]]*//p' /proc/$pid/status 2>/dev/null) || break
+  [ -n "$pnd" ] && (( (16#$pnd & 0x4000) == 0 )) && break  # SIGTERM is bit 15 - 1
+  sleep 0.01
+done
+kill -TERM $pid
 wait $pid; rc=$?
 check "SIGTERM twice: ends at once (exit 143, got $rc), no 'interrupted' message" \
   bash -c "[ $rc -eq 143 ] && ! grep -q '^interrupted' '$tmp/twice.log'"
