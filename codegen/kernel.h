@@ -172,6 +172,11 @@ bool kernel_plan_compile(const Graph *g, const CompileOptions *o, Graph *exec, K
 bool kernel_plan_check(const Graph *g, const KernelPlan *p, Diag *d);
 /* Readable listing: each kernel, its domain, ops and the YAML lines. */
 void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f);
+/* Whether LOOP kernels a and b have the same code up to their views'
+ * offsets (the layers of an encoder, the column blocks of passes/chunk.c):
+ * one compiled function then runs both, b's views given base addresses
+ * shifted by b's offset minus a's, since the code adds a's. */
+bool kernel_same_code(const Kernel *a, const Kernel *b);
 /* Number of kernels of a kind (KERNEL_LOOP etc.), for tests. */
 int kernel_plan_count(const KernelPlan *p, KernelKind kind);
 

@@ -509,6 +509,24 @@ void kernel_plan_free(KernelPlan *p) {
   memset(p, 0, sizeof(*p));
 }
 
+bool kernel_same_code(const Kernel *a, const Kernel *b) {
+  if (a->kind != KERNEL_LOOP || b->kind != KERNEL_LOOP || !shape_eq(&a->domain, &b->domain) ||
+      a->col_axis != b->col_axis || !shape_eq(&a->key_shape, &b->key_shape) || a->views.n != b->views.n ||
+      a->insts.n != b->insts.n)
+    return false;
+  for (int v = 0; v < a->views.n; v++)
+    for (int d = 0; d < a->domain.rank; d++)
+      if (a->views.data[v].stride[d] != b->views.data[v].stride[d]) return false;
+  for (int i = 0; i < a->insts.n; i++) {
+    const KInst *x = &a->insts.data[i], *y = &b->insts.data[i];
+    if (x->kind != y->kind || x->op != y->op || x->a != y->a || x->b != y->b || x->c != y->c ||
+        x->view != y->view || memcmp(&x->imm, &y->imm, sizeof x->imm) != 0 || x->axis != y->axis ||
+        x->key != y->key || x->dtype != y->dtype || x->row != y->row)
+      return false;
+  }
+  return true;
+}
+
 int kernel_plan_count(const KernelPlan *p, KernelKind kind) {
   int n = 0;
   for (int i = 0; i < p->kernels.n; i++) n += p->kernels.data[i].kind == kind;

@@ -47,6 +47,7 @@ typedef struct {
   int *start;   /* reader lists: CSR over values */
   NodeId *readers;
   bool *folded; /* per node: view/generator folded into readers */
+  bool *dead;   /* per node: computed by nothing (mark_dead); also folded */
   bool *required;
   VEC(GroupKind) kinds;
   VEC(Shape) domains;
@@ -128,17 +129,34 @@ static bool can_join(const Fuser *F, const Node *n, int G) {
   return true;
 }
 
+/* Dead nodes: a view, generator or pointwise node whose value nothing
+ * keeps and no live node reads (the originals chunk.c leaves behind) is
+ * never computed: folded, with no reader to recompute it. */
+static void mark_dead(Fuser *F) {
+  const Graph *g = F->g;
+  int *live_reads = bc_calloc((size_t)g->values.n + 1, sizeof(int));
+  for (int i = g->nodes.n - 1; i >= 0; i--) {
+    const Node *n = &g->nodes.data[i];
+    F->dead[i] = (is_view(n->op) || is_generator(n->op) || is_pointwise(n->op)) && !F->required[n->out] &&
+                 live_reads[n->out] == 0;
+    if (F->dead[i]) continue;
+    for (int j = 0; j < n->n_in; j++) live_reads[n->in[j]]++;
+  }
+  free(live_reads);
+}
+
+/* Reader lists of the live nodes. */
 static void build_readers(Fuser *F) {
   const Graph *g = F->g;
   int nv = g->values.n;
   F->start = bc_calloc((size_t)nv + 1, sizeof(int));
   for (int i = 0; i < g->nodes.n; i++)
-    for (int j = 0; j < g->nodes.data[i].n_in; j++) F->start[g->nodes.data[i].in[j] + 1]++;
+    for (int j = 0; j < g->nodes.data[i].n_in && !F->dead[i]; j++) F->start[g->nodes.data[i].in[j] + 1]++;
   for (int v = 0; v < nv; v++) F->start[v + 1] += F->start[v];
   F->readers = bc_malloc(sizeof(NodeId) * (size_t)(F->start[nv] ? F->start[nv] : 1));
   int *fill = bc_calloc((size_t)nv, sizeof(int));
   for (int i = 0; i < g->nodes.n; i++)
-    for (int j = 0; j < g->nodes.data[i].n_in; j++) {
+    for (int j = 0; j < g->nodes.data[i].n_in && !F->dead[i]; j++) {
       ValueId v = g->nodes.data[i].in[j];
       F->readers[F->start[v] + fill[v]++] = i;
     }
@@ -341,13 +359,17 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     ValueId gr = g->values.data[g->params.data[i]].grad;
     if (gr >= 0) F.required[gr] = true;
   }
+  F.dead = bc_calloc((size_t)(nn ? nn : 1), sizeof(bool));
+  mark_dead(&F);
   build_readers(&F);
   decide_folding(&F, off && off->view_fold);
+  for (int i = 0; i < nn; i++) F.folded[i] |= F.dead[i];
   bool *joined = bc_calloc((size_t)(nn ? nn : 1), sizeof(bool)); /* broadcasts that joined a row group */
 
   for (int i = 0; i < nn; i++) {
     const Node *n = &g->nodes.data[i];
     const Shape *os = &g->values.data[n->out].shape;
+    if (F.dead[i]) continue;
     if (F.folded[i]) {
       /* a broadcast of a per-row value computed in a LOOP group joins that
        * group: row values are already broadcast along their rows */
@@ -483,6 +505,7 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
   free(F.start);
   free(F.readers);
   free(F.folded);
+  free(F.dead);
   free(F.required);
   return true;
 }

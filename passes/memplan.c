@@ -152,6 +152,8 @@ static NodeId *last_uses(const Graph *g, const bool *has_buffer) {
   for (int i = g->nodes.n - 1; i >= 0; i--) {
     const Node *n = &g->nodes.data[i];
     NodeId t = i;
+    /* a dead node (fuse.c: unread, no buffer) is never computed: no reads */
+    if (!has_buffer[n->out] && last[n->out] == i) continue;
     if (!has_buffer[n->out] && last[n->out] > t) t = last[n->out];
     for (int k = 0; k < n->n_in; k++)
       if (last[n->in[k]] < t) last[n->in[k]] = t;

@@ -16,13 +16,14 @@
   X(cse, "CSE", "simplify without common-subexpression elimination (duplicate nodes stay)") \
   X(schedule, "SCHEDULE", "skip the schedule pass (keep the expanded node order)") \
   X(remat, "REMAT", "the backward reads stored forward values instead of recomputing cheap ones (passes/remat.c)") \
+  X(chunk, "CHUNK", "a large value read only by GEMMs and column sums is stored whole, not made by blocks of columns (passes/chunk.c)") \
   X(fuse, "FUSE", "one kernel per node (views still fold into their readers)") \
   X(epilogue, "EPILOGUE", "a GEMM's bias add, activation and residual add run as loop kernels after it, not in the GEMM") \
   X(view_fold, "VIEW_FOLD", "broadcasts, permutes and slices become copy kernels instead of strided loads") \
   X(memplan, "MEMPLAN", "a buffer of its own for every value (no reuse, no in place)") \
   X(inplace, "INPLACE", "plan memory without elementwise in-place writes (buffers are still reused)") \
   X(float4, "FLOAT4", "cuda: elementwise kernels load and store one element at a time, not float4/int4") \
-  X(dedup, "DEDUP", "cuda: emit every kernel's code, also when it repeats an earlier kernel's") \
+  X(dedup, "DEDUP", "cuda: emit every kernel's code, also when it repeats an earlier kernel's; cpu: JIT-compile every kernel, also one with the same code as an earlier one up to view offsets") \
   X(jit, "JIT", "cpu: run the kernels through the C kernel evaluator instead of LLVM")
 
 /* true = switched off. All false (every optimization on) when zeroed. */

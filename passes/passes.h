@@ -76,6 +76,13 @@ bool schedule_run(Graph *g, Diag *d);
  * placed before those readers, instead of being stored. */
 bool remat_run(Graph *g, Diag *d);
 
+/* chunk.c — column blocks (plan stage, after remat): a large pointwise
+ * value read only by GEMMs and column sums (the MLM logits' gradient) is
+ * made and consumed one block of columns at a time; the originals are left
+ * unread (fuse does not compute them). block_bytes <= 0: CHUNK_BYTES. */
+enum { CHUNK_BYTES = 4 << 20 };
+bool chunk_run(Graph *g, int64_t block_bytes, Diag *d);
+
 /* schedule.c — gradient buckets for data-parallel training (runtime/dist.c).
  * The parameter gradients (Value.grad of every parameter, each value once)
  * are grouped greedily in the order a run produces them into buckets of at
@@ -139,6 +146,7 @@ typedef struct {
   bool train;         /* autodiff + optimizer */
   AdamOptions adam;
   OptSwitches off;        /* optimizations switched off (BC_NO_<NAME>=1) */
+  int64_t chunk_bytes;    /* chunk.c's block size (BC_CHUNK_BYTES; 0 = CHUNK_BYTES) */
   bool verify;            /* check after every stage (BC_VERIFY=1; debug builds: unless BC_VERIFY=0) */
   const char *dump_after; /* stage name, "all", or NULL (BC_DUMP) */
   FILE *dump;             /* where dumps go (stdout when NULL) */

@@ -1,8 +1,8 @@
 /* pipeline.c — the whole middle end as one ordered table of named stages,
  * all working on one Plan (passes.h):
  *
- *   expand  autodiff  optim  simplify  schedule | remat  fuse  lower  memplan
- *   -------------- graph stages --------------- | ------- plan stages -------
+ *   expand  autodiff  optim  simplify  schedule | remat  chunk  fuse  lower  memplan
+ *   -------------- graph stages --------------- | ---------- plan stages ----------
  *
  * The graph stages end in the Graph an Exec keeps (every backend); compiled
  * backends run the plan stages over a copy of it. `lower` is codegen's (the
@@ -120,6 +120,8 @@ static bool run_remat(Plan *p, const CompileOptions *o, Diag *d) {
   return remat_run(&p->graph, d);
 }
 
+static bool run_chunk(Plan *p, const CompileOptions *o, Diag *d) { return chunk_run(&p->graph, o->chunk_bytes, d); }
+
 static bool run_fuse(Plan *p, const CompileOptions *o, Diag *d) {
   Graph *g = &p->graph;
   if (!fuse_run(g, &o->off, &p->fusion, d)) return false;
@@ -155,6 +157,7 @@ static const Stage stages[] = {
     {"simplify", PHASE_GRAPH, false, OFF(simplify), true, run_simplify, check_graph, dump_graph},
     {"schedule", PHASE_GRAPH, false, OFF(schedule), true, run_schedule, check_graph, dump_schedule},
     {"remat", PHASE_PLAN, false, OFF(remat), true, run_remat, check_graph, dump_graph},
+    {"chunk", PHASE_PLAN, false, OFF(chunk), true, run_chunk, check_graph, dump_graph},
     {"fuse", PHASE_PLAN, false, OFF(fuse), false, run_fuse, check_fuse, dump_fuse},
     {"lower", PHASE_PLAN, false, -1, false, run_lower, NULL, NULL},
     {"memplan", PHASE_PLAN, false, OFF(memplan), false, run_memplan, check_memplan, dump_memplan},
@@ -191,6 +194,8 @@ void compile_options_default(CompileOptions *o) {
 #else
   o->verify = env_on("BC_VERIFY");
 #endif
+  const char *chunk = getenv("BC_CHUNK_BYTES");
+  o->chunk_bytes = chunk && *chunk ? strtoll(chunk, NULL, 10) : 0;
   const char *dump = getenv("BC_DUMP");
   o->dump_after = dump && *dump ? dump : NULL;
 }

@@ -34,8 +34,11 @@
 
 typedef struct {
   const Kernel *k;
-  KernelFn fn;      /* NULL: evaluate the kernel IR (kernel_eval) */
-  void **bufs;      /* per view: base address */
+  const Kernel *code; /* LOOP: the kernel whose code runs it: k, or an earlier
+                       * one with the same code (kernel_same_code) */
+  KernelFn fn;      /* NULL: evaluate code's kernel IR (kernel_eval) */
+  void **bufs;      /* per view: base address, shifted by k's view offset
+                     * minus code's */
   int64_t n_items;
   int64_t grain;
   GemmEpilogue epi; /* GEMM: its epilogue (n = 0: none) */
@@ -170,15 +173,26 @@ static bool prepare(Exec *e, Diag *d) {
     }
     if (k->kind == KERNEL_GEMM) gemm_epilogue_of(c, ck);
     if (k->kind != KERNEL_LOOP) continue;
+    int twin = -1;
+    for (int t = 0; t < n_loops && twin < 0 && !c->p.opts.off.dedup; t++)
+      if (kernel_same_code(loops[t], k)) twin = loop_at[t];
+    ck->code = twin >= 0 ? c->kernels[twin].k : k;
     ck->bufs = bc_malloc(sizeof(void *) * (size_t)(k->views.n ? k->views.n : 1));
     for (int j = 0; j < k->views.n; j++) {
-      ck->bufs[j] = addr_of(c, k->views.data[j].value);
-      BC_ASSERT(ck->bufs[j] && "a kernel reads a value without a buffer");
+      ValueId v = k->views.data[j].value;
+      void *base = addr_of(c, v);
+      BC_ASSERT(base && "a kernel reads a value without a buffer");
+      int64_t shift = (k->views.data[j].offset - ck->code->views.data[j].offset) *
+                      (int64_t)dtype_size(c->p.graph.values.data[v].dtype);
+      /* integer arithmetic: the shifted base may lie outside the buffer;
+       * the code adds code's offset back before any access */
+      ck->bufs[j] = (void *)((uintptr_t)base + (uintptr_t)shift);
     }
     ck->n_items = kernel_work_items(k);
     int64_t per_item = shape_numel(&k->domain) / (ck->n_items ? ck->n_items : 1);
     /* aim for >= ~16K elements per chunk so dispatch stays negligible */
     ck->grain = per_item >= 16384 ? 1 : 16384 / (per_item ? per_item : 1);
+    if (twin >= 0) continue;
     loops[n_loops] = k;
     loop_at[n_loops++] = i;
   }
@@ -192,6 +206,10 @@ static bool prepare(Exec *e, Diag *d) {
     KernelFn *fns = bc_calloc((size_t)n_loops, sizeof(KernelFn));
     ok = llvm_jit_compile(c->jit, loops, n_loops, fns, d);
     for (int i = 0; ok && i < n_loops; i++) c->kernels[loop_at[i]].fn = fns[i];
+    for (int i = 0; ok && i < nk; i++) /* twins run their code's function */
+      if (c->kernels[i].code && c->kernels[i].code != c->kernels[i].k)
+        for (int t = 0; t < i; t++)
+          if (c->kernels[t].k == c->kernels[i].code) c->kernels[i].fn = c->kernels[t].fn;
     free(fns);
     if (!ok) {
       free(loops);
@@ -227,7 +245,7 @@ typedef struct {
 static void loop_call(void *ctx, int64_t begin, int64_t end) {
   const LoopCall *lc = ctx;
   if (lc->ck->fn) lc->ck->fn((void *const *)lc->ck->bufs, begin, end, lc->info);
-  else kernel_eval(lc->ck->k, (void *const *)lc->ck->bufs, begin, end, lc->info);
+  else kernel_eval(lc->ck->code, (void *const *)lc->ck->bufs, begin, end, lc->info);
 }
 
 static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const KernelRunInfo *info, Diag *d) {

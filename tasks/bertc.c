@@ -40,9 +40,9 @@ static const char usage[] =
     "  --dump-after STAGE  print what a stage of the pipeline made, or every\n"
     "                      stage's (all): the graph after expand, autodiff\n"
     "                      and optim (these two need --train), simplify,\n"
-    "                      schedule; the fusion groups after\n"
+    "                      schedule, remat and chunk; the fusion groups after\n"
     "                      fuse, the kernels after lower, the arena layout\n"
-    "                      after memplan (fuse, lower, memplan: cpu and cuda);\n"
+    "                      after memplan (remat to memplan: cpu and cuda);\n"
     "                      with --train, schedule and lower also list the\n"
     "                      gradient buckets data-parallel training all-reduces\n"
     "                      (their gradients, bytes, and the node or kernel\n"
@@ -291,7 +291,7 @@ static int cmd_compile(int argc, char **argv) {
   }
   o.sets = sets.data;
   o.n_sets = sets.n;
-  /* a compiled backend runs the plan stages (fuse, lower, memplan) after
+  /* a compiled backend runs the plan stages (remat to memplan) after
    * the graph stages; the interpreter runs the graph */
   bool compiled = backend->compiled;
   if (!compiled && o.dump_after && strcmp(o.dump_after, "all") != 0 && !pipeline_is_graph_stage(o.dump_after)) {

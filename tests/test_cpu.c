@@ -177,6 +177,17 @@ TEST(every_op_unfused_matches_interp) {
   unsetenv("BC_NO_FUSE");
 }
 
+/* The MLM logits' gradient by column blocks (passes/chunk.c), forced on
+ * the tiny model with 128-byte blocks: three blocks of its [8, 40], the
+ * last narrower; their kernels run one compiled function (twins whose
+ * views' bases are shifted, cpu.c). The blocks themselves:
+ * test_chunk. */
+TEST(column_blocks_match_interp) {
+  setenv("BC_CHUNK_BYTES", "128", 1);
+  compare_step("pretrain", tiny, N_TINY, NULL);
+  unsetenv("BC_CHUNK_BYTES");
+}
+
 /* The reference configuration at batch 2 (interp's double loops are slow). */
 static const Setting reference[] = {{"batch", "2"}};
 TEST(reference_nli_step_matches_interp) { compare_step("nli", reference, 1, NULL); }

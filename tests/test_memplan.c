@@ -229,6 +229,29 @@ TEST(no_in_place_under_a_fused_reduction) {
   graph_free(&g);
 }
 
+/* A dead node (no buffer, nothing reads it: what passes/chunk.c leaves
+ * for fuse not to compute) reads nothing: a = exp(x) dies at its last
+ * live reader b, not at the dead c after it. */
+TEST(dead_nodes_read_nothing) {
+  Graph g;
+  graph_init(&g, "dead");
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(1, 1024), SRCLOC_NONE);
+  ValueId a = graph_unary(&g, OP_EXP, x);
+  ValueId b = graph_unary(&g, OP_NEG, a);
+  ValueId c = graph_unary(&g, OP_LOG, a);
+  ValueId y = graph_unary(&g, OP_SQRT, b);
+  vec_push(&g.outputs, y);
+  bool *mat = calloc((size_t)g.values.n, 1);
+  mat[x] = mat[a] = mat[b] = mat[y] = true; /* c: none */
+  MemPlan p;
+  CHECK(plan(&g, mat, false, &p));
+  CHECK_EQ_INT(p.slots[a].last, g.values.data[b].node);
+  CHECK(g.values.data[c].node > g.values.data[b].node);
+  memplan_free(&p);
+  free(mat);
+  graph_free(&g);
+}
+
 TEST(disable_gives_every_value_its_own_region) {
   Graph g;
   Inplace v;

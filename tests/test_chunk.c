@@ -1,0 +1,171 @@
+/* test_chunk.c — column blocks (passes/chunk.c) and what they rest on: the
+ * MLM logits' gradient made and consumed block by block, never whole in
+ * the arena; nodes nothing reads not computed (fuse.c's dead nodes); the
+ * blocks' kernels sharing their code (codegen: kernel_same_code). Their
+ * values against interp: test_cpu column_blocks_match_interp. */
+#include "codegen/kernel.h"
+#include "passes/passes.h"
+#include "tests/test.h"
+
+static bool build(const char *graph, int64_t chunk_bytes, bool no_chunk, const char *batch, Graph *eg,
+                  KernelPlan *plan, MemPlan *mem) {
+  static Setting sets[1];
+  sets[0] = (Setting){"batch", batch};
+  CompileOptions o;
+  compile_options_default(&o);
+  o.model_path = BC_SOURCE_DIR "/models/bert.yaml";
+  o.graph_name = graph;
+  o.train = true;
+  o.sets = sets;
+  o.n_sets = 1;
+  o.chunk_bytes = chunk_bytes;
+  o.off.chunk = no_chunk;
+  Diag d;
+  diag_init(&d);
+  Graph g;
+  bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, &o, eg, plan, mem, &d);
+  if (!ok) diag_print(&d, stderr);
+  else graph_free(&g);
+  diag_free(&d);
+  return ok;
+}
+
+static void release(Graph *g, KernelPlan *p, MemPlan *m) {
+  memplan_free(m);
+  kernel_plan_free(p);
+  graph_free(g);
+}
+
+/* The largest arena buffer. */
+static int64_t largest_arena_buffer(const Graph *g, const MemPlan *m) {
+  int64_t big = 0;
+  for (int v = 0; v < g->values.n; v++)
+    if (m->slots[v].kind == MEM_ARENA && m->slots[v].alias_of < 0 && m->slots[v].bytes > big) big = m->slots[v].bytes;
+  return big;
+}
+
+/* Every node a kernel computes is read by some node, or kept. */
+static int computed_unread(const Graph *g, const KernelPlan *p) {
+  int *readers = calloc((size_t)g->values.n, sizeof(int));
+  for (int i = 0; i < g->nodes.n; i++)
+    for (int k = 0; k < g->nodes.data[i].n_in; k++) readers[g->nodes.data[i].in[k]]++;
+  int n = 0;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.data[i];
+    for (int j = 0; j < k->nodes.n; j++) {
+      const Node *nd = &g->nodes.data[k->nodes.data[j]];
+      if (readers[nd->out] == 0 && !p->materialized[nd->out] && nd->op != OP_ASSIGN) {
+        fprintf(stderr, "  %s computes '%s', which nothing reads\n", k->name, g->values.data[nd->out].name);
+        n++;
+      }
+    }
+  }
+  free(readers);
+  return n;
+}
+
+/* pretrain at batch 64: the logits' gradient is [1216, 20256], 98.5 MB.
+ * In blocks, no arena buffer is a fifth of that, the arena is at most a
+ * quarter of the intermediates, and it is smaller than without blocks by
+ * about the gradient's size. */
+TEST(mlm_logits_gradient_is_made_by_column_blocks) {
+  Graph g, g0;
+  KernelPlan p, p0;
+  MemPlan m, m0;
+  if (!build("pretrain", 0, false, "64", &g, &p, &m) || !build("pretrain", 0, true, "64", &g0, &p0, &m0)) {
+    CHECK(0);
+    return;
+  }
+  int64_t whole = (int64_t)1216 * 20256 * 4;
+  CHECK_MSG(largest_arena_buffer(&g0, &m0) >= whole, "without blocks the gradient is one buffer");
+  /* the largest is then an attention gradient, [3 B T, 128] */
+  CHECK_MSG(largest_arena_buffer(&g, &m) < whole / 5, "largest buffer %lld bytes", (long long)largest_arena_buffer(&g, &m));
+  CHECK_MSG(m.arena_bytes * 4 <= m.sum_intermediate_bytes, "arena %lld of %lld bytes", (long long)m.arena_bytes,
+            (long long)m.sum_intermediate_bytes);
+  CHECK(m0.arena_bytes - m.arena_bytes > whole / 2);
+  CHECK_EQ_INT(computed_unread(&g, &p), 0);
+  /* the readers: d h summed over the blocks, d W and d b concatenated */
+  CHECK_EQ_INT(kernel_plan_count(&p, KERNEL_CONCAT), kernel_plan_count(&p0, KERNEL_CONCAT) + 2);
+  release(&g, &p, &m);
+  release(&g0, &p0, &m0);
+}
+
+/* The blocks' kernels differ only in where they read and write: all but
+ * the last (narrower) block run one compiled function per kind. */
+TEST(column_blocks_share_code) {
+  Graph g;
+  KernelPlan p;
+  MemPlan m;
+  if (!build("pretrain", 0, false, "64", &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  int n_block = 0, n_codes = 0;
+  const Kernel *codes[64];
+  for (int i = 0; i < p.kernels.n; i++) {
+    const Kernel *k = &p.kernels.data[i];
+    if (k->kind != KERNEL_LOOP || k->domain.rank != 2 || k->domain.dim[0] != 1216 ||
+        k->domain.dim[1] <= 128 || k->domain.dim[1] >= 20256) /* not the MLM head's [1216, 128] */
+      continue;
+    n_block++;
+    int c = 0;
+    while (c < n_codes && !kernel_same_code(codes[c], k)) c++;
+    if (c == n_codes && n_codes < 64) codes[n_codes++] = k;
+  }
+  /* each block: its gradient (one kernel), its column sum; 2 codes each */
+  CHECK_MSG(n_block >= 16, "%d block kernels", n_block);
+  CHECK_MSG(n_codes <= 4, "%d codes for %d block kernels", n_codes, n_block);
+  release(&g, &p, &m);
+}
+
+/* Small blocks on the tiny model: three blocks of 16, 16 and 13 columns of
+ * the [8, 45] gradient (their column sums: the only [8, C] ones with
+ * 8 < C < 45); none without the switch. */
+TEST(small_blocks_and_the_switch) {
+  static const char *const tiny[][2] = {{"vocab", "45"}, {"hidden", "8"}, {"ffn", "16"}, {"heads", "2"},
+                                        {"layers", "2"}, {"max_len", "12"}, {"n_pred", "2"}};
+  for (int off = 0; off < 2; off++) {
+    Setting sets[8];
+    for (int i = 0; i < 7; i++) sets[i] = (Setting){tiny[i][0], tiny[i][1]};
+    sets[7] = (Setting){"batch", "4"};
+    CompileOptions o;
+    compile_options_default(&o);
+    o.model_path = BC_SOURCE_DIR "/models/bert.yaml";
+    o.graph_name = "pretrain";
+    o.train = true;
+    o.sets = sets;
+    o.n_sets = 8;
+    o.chunk_bytes = 128;
+    o.off.chunk = off;
+    Diag d;
+    diag_init(&d);
+    Graph g, eg;
+    KernelPlan p;
+    MemPlan m;
+    bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, &o, &eg, &p, &m, &d);
+    diag_print(&d, stderr);
+    diag_free(&d);
+    CHECK(ok);
+    if (!ok) return;
+    int widths[3] = {0, 0, 0}, n = 0;
+    for (int i = 0; i < p.kernels.n; i++) {
+      const Kernel *k = &p.kernels.data[i];
+      if (k->kind == KERNEL_LOOP && k->col_axis == 0 && k->domain.rank == 2 && k->domain.dim[0] == 8 &&
+          k->domain.dim[1] > 8 && k->domain.dim[1] < 45)
+        widths[n < 3 ? n++ : 2] = (int)k->domain.dim[1];
+    }
+    if (off) {
+      CHECK_EQ_INT(n, 0);
+    } else {
+      CHECK_EQ_INT(n, 3);
+      CHECK_EQ_INT(widths[0], 16);
+      CHECK_EQ_INT(widths[1], 16);
+      CHECK_EQ_INT(widths[2], 13);
+    }
+    CHECK_EQ_INT(computed_unread(&eg, &p), 0);
+    release(&eg, &p, &m);
+    graph_free(&g);
+  }
+}
+
+TEST_MAIN()
