@@ -270,47 +270,52 @@ static bool in_memory_before(const Fuser *F, ValueId v, int G) {
   return p < 0 || (!F->folded[p] && F->f->group_of[p] >= 0 && F->f->group_of[p] < G);
 }
 
-/* The GEMM group whose epilogue pointwise node i joins (the rule in the
- * header), or -1. */
-static int epilogue_group(const Fuser *F, NodeId i) {
+/* Whether pointwise node n can join GEMM group G, whose last value is n's
+ * input `at`, as an epilogue step. */
+static bool epilogue_fits(const Fuser *F, const Node *n, int G, int at) {
   const Graph *g = F->g;
-  const Node *n = &g->nodes.data[i];
-  if (n->remat || n->stop_gradient) return -1;
-  int G = -1, at = -1;
-  for (int j = 0; j < n->n_in && G < 0; j++) {
-    NodeId p = producer(F, n->in[j]);
-    if (p < 0 || F->folded[p]) continue;
-    int gp = F->f->group_of[p];
-    if (F->kinds.data[gp] == GROUP_GEMM && F->n_epilogue.data[gp] >= 0 && F->tails.data[gp] == n->in[j]) {
-      G = gp;
-      at = j;
-    }
-  }
-  if (G < 0 || F->n_epilogue.data[G] >= GEMM_EPILOGUE_MAX) return -1;
+  if (F->n_epilogue.data[G] >= GEMM_EPILOGUE_MAX) return false;
   ValueId t = n->in[at];
-  if (F->required[t] || F->start[t + 1] - F->start[t] != 1) return -1; /* stored anyway */
+  if (F->required[t] || F->start[t + 1] - F->start[t] != 1) return false; /* stored anyway */
   const Shape *cs = &val(F, t)->shape;
-  if (!shape_eq(&val(F, n->out)->shape, cs) || val(F, n->out)->dtype != DTYPE_F32) return -1;
+  if (!shape_eq(&val(F, n->out)->shape, cs) || val(F, n->out)->dtype != DTYPE_F32) return false;
   switch (n->op) {
   case OP_RELU:
   case OP_GELU:
-  case OP_GELU_TANH: return G;
+  case OP_GELU_TANH: return true;
   case OP_ADD: {
     ValueId o = n->in[1 - at];
-    if (o == t) return -1;
+    if (o == t) return false;
     NodeId po = producer(F, o);
     if (po >= 0 && F->folded[po] && g->nodes.data[po].op == OP_BROADCAST) { /* a bias? */
       ValueId b = g->nodes.data[po].in[0];
       const Shape *bs = &val(F, b)->shape;
       int64_t N = cs->dim[cs->rank - 1];
-      return bs->rank >= 1 && bs->dim[bs->rank - 1] == N && shape_numel(bs) == N && in_memory_before(F, b, G)
-                 ? G
-                 : -1;
+      return bs->rank >= 1 && bs->dim[bs->rank - 1] == N && shape_numel(bs) == N && in_memory_before(F, b, G);
     }
-    return shape_eq(&val(F, o)->shape, cs) && in_memory_before(F, o, G) ? G : -1; /* a residual */
+    return shape_eq(&val(F, o)->shape, cs) && in_memory_before(F, o, G); /* a residual */
   }
-  default: return -1;
+  default: return false;
   }
+}
+
+/* The GEMM group whose epilogue pointwise node i joins (the rule in the
+ * header), or -1. Of an add of two GEMMs' values (a sum of products, as
+ * chunk.c makes), the later GEMM takes it: the other's value is in memory
+ * by then. */
+static int epilogue_group(const Fuser *F, NodeId i) {
+  const Graph *g = F->g;
+  const Node *n = &g->nodes.data[i];
+  if (n->remat || n->stop_gradient) return -1;
+  for (int j = 0; j < n->n_in; j++) {
+    NodeId p = producer(F, n->in[j]);
+    if (p < 0 || F->folded[p]) continue;
+    int gp = F->f->group_of[p];
+    if (F->kinds.data[gp] == GROUP_GEMM && F->n_epilogue.data[gp] >= 0 && F->tails.data[gp] == n->in[j] &&
+        epilogue_fits(F, n, gp, j))
+      return gp;
+  }
+  return -1;
 }
 
 /* Assign node a (target t, value v): can it store from v's group? */

@@ -19,6 +19,8 @@
 #include <string.h>
 
 #define ALIGN 64
+/* Buffers of at most this many bytes come from the small allocator. */
+#define SMALL_BYTES (256 * 1024)
 static int64_t align_up(int64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 
 static int64_t value_bytes(const Value *v) {
@@ -318,7 +320,8 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
 
   int *live = bc_calloc((size_t)nv + 1, sizeof(int));            /* by root value: live values on it */
   ValueId *root = bc_malloc(((size_t)nv + 1) * sizeof(ValueId)); /* the value that allocated it */
-  Allocator a = {{0}, 0};
+  Allocator a = {{0}, 0}, sa = {{0}, 0};
+  bool *small = bc_calloc((size_t)nv + 1, sizeof(bool)); /* by root value: in sa */
   Cone cone;
   cone_init(&cone, g, has_buf);
   int64_t sum = 0;
@@ -373,7 +376,11 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
         if (voff >= 0) out->n_views++;
         else out->n_inplace++;
       } else {
-        sy->offset = alloc_bytes(&a, align_up(sy->bytes));
+        /* small buffers (row statistics, bias gradients) have an
+         * allocator of their own, after the large ones: in a large hole
+         * they would keep it from taking a large buffer later */
+        small[y] = !disable && sy->bytes <= SMALL_BYTES;
+        sy->offset = alloc_bytes(small[y] ? &sa : &a, align_up(sy->bytes));
         root[y] = y;
       }
       live[root[y]]++;
@@ -384,7 +391,7 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
       for (int k = 0; k < pending.n; k++) {
         ValueId x = pending.data[k];
         if (s[x].kind == MEM_ARENA && --live[root[x]] == 0)
-          free_bytes(&a, s[root[x]].offset, align_up(s[root[x]].bytes));
+          free_bytes(small[root[x]] ? &sa : &a, s[root[x]].offset, align_up(s[root[x]].bytes));
       }
       pending.n = 0;
     }
@@ -395,13 +402,19 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
     out->kernel_of = bc_malloc(sizeof(int) * (size_t)(g->nodes.n ? g->nodes.n : 1));
     memcpy(out->kernel_of, kernel_of, sizeof(int) * (size_t)g->nodes.n);
   }
+  /* the small buffers' block starts where the large ones' ends */
+  int64_t small_base = align_up(a.top);
+  for (int v = 0; v < nv; v++)
+    if (s[v].kind == MEM_ARENA && small[root[v]]) s[v].offset += small_base;
   out->slots = s;
   out->n_values = nv;
   out->pinned_bytes = pinned;
-  out->arena_bytes = a.top;
+  out->arena_bytes = sa.top > 0 ? small_base + sa.top : a.top;
   out->sum_intermediate_bytes = sum;
   out->disabled = disable;
   vec_free(&a.holes);
+  vec_free(&sa.holes);
+  free(small);
   cone_free(&cone);
   free(live);
   free(root);

@@ -10,7 +10,10 @@
  *           as [B*P, V]) pins that intermediate too and is a view of it.
  *   arena   every other materialized value, placed by lifetime over the node
  *           order (the node array is the schedule): best fit among the free
- *           holes, 64-byte aligned, holes merged on free.
+ *           holes, 64-byte aligned, holes merged on free. Buffers of at
+ *           most 256 KiB (row statistics, bias gradients) are placed the
+ *           same way in a block of their own after the large ones, so that
+ *           none sits in a large hole a later large buffer needs.
  * In place: an elementwise op (OPF_ELEMENTWISE, select, cast) whose input dies
  * at that node, lives in the arena and has the output's byte size writes into
  * that input's buffer, unless the node's kernel also reads that input

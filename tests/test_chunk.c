@@ -64,6 +64,16 @@ static int computed_unread(const Graph *g, const KernelPlan *p) {
   return n;
 }
 
+/* GEMM kernels whose epilogue is one add. */
+static int gemms_adding(const Graph *g, const KernelPlan *p) {
+  int n = 0;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.data[i];
+    n += k->kind == KERNEL_GEMM && k->nodes.n == 2 && g->nodes.data[k->nodes.data[1]].op == OP_ADD;
+  }
+  return n;
+}
+
 /* pretrain at batch 64: the logits' gradient is [1216, 20256], 98.5 MB.
  * In blocks, no arena buffer is a fifth of that, the arena is at most a
  * quarter of the intermediates, and it is smaller than without blocks by
@@ -86,6 +96,13 @@ TEST(mlm_logits_gradient_is_made_by_column_blocks) {
   CHECK_EQ_INT(computed_unread(&g, &p), 0);
   /* the readers: d h summed over the blocks, d W and d b concatenated */
   CHECK_EQ_INT(kernel_plan_count(&p, KERNEL_CONCAT), kernel_plan_count(&p0, KERNEL_CONCAT) + 2);
+  int n_blocks = 0;
+  for (int i = 0; i < p.kernels.n; i++)
+    if (p.kernels.data[i].kind == KERNEL_CONCAT) n_blocks = g.nodes.data[p.kernels.data[i].first_node].n_in;
+  CHECK(n_blocks >= 8);
+  /* each block's product after the first adds itself to the sum in its
+   * GEMM (an epilogue: accumulating into it) */
+  CHECK_EQ_INT(gemms_adding(&g, &p) - gemms_adding(&g0, &p0), n_blocks - 1);
   release(&g, &p, &m);
   release(&g0, &p0, &m0);
 }

@@ -252,6 +252,29 @@ TEST(dead_nodes_read_nothing) {
   graph_free(&g);
 }
 
+/* A small buffer does not take a piece of a large hole: a (1 MiB) dies,
+ * then s (4 KiB) and b (1 MiB) are made while c (1 MiB) lives. With one
+ * allocator s would sit at a's old place and b go above c (3 MiB); with
+ * small buffers apart b takes a's place (2 MiB and the 4 KiB). */
+TEST(small_buffers_keep_out_of_large_holes) {
+  Graph g;
+  graph_init(&g, "holes");
+  int perm[2] = {1, 0};
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(2, 512, 512), SRCLOC_NONE);
+  ValueId a = graph_permute(&g, x, perm);
+  ValueId c = graph_permute(&g, a, perm);
+  ValueId s_ = graph_reduce(&g, OP_REDUCE_SUM, c, 1);
+  ValueId b = graph_permute(&g, c, perm);
+  ValueId y = graph_binary(&g, OP_ADD, b, graph_broadcast(&g, s_, shape_of(2, 512, 512)));
+  vec_push(&g.outputs, y);
+  MemPlan p;
+  CHECK(plan(&g, NULL, false, &p));
+  CHECK_MSG(p.arena_bytes <= 2 * 1048576 + 65536, "arena %lld bytes", (long long)p.arena_bytes);
+  CHECK_EQ_INT(p.slots[b].offset, p.slots[a].offset);
+  memplan_free(&p);
+  graph_free(&g);
+}
+
 TEST(disable_gives_every_value_its_own_region) {
   Graph g;
   Inplace v;
