@@ -7,17 +7,17 @@
 #include "passes/passes.h"
 #include "tests/test.h"
 
-static bool build(const char *graph, int64_t chunk_bytes, bool no_chunk, const char *batch, Graph *eg,
-                  KernelPlan *plan, MemPlan *mem) {
-  static Setting sets[1];
-  sets[0] = (Setting){"batch", batch};
+/* The pretrain training step's plan with these settings and block size
+ * (0: the default), column blocks on or off. */
+static bool build(const Setting *sets, int n_sets, int64_t chunk_bytes, bool no_chunk, Graph *eg, KernelPlan *plan,
+                  MemPlan *mem) {
   CompileOptions o;
   compile_options_default(&o);
   o.model_path = BC_SOURCE_DIR "/models/bert.yaml";
-  o.graph_name = graph;
+  o.graph_name = "pretrain";
   o.train = true;
   o.sets = sets;
-  o.n_sets = 1;
+  o.n_sets = n_sets;
   o.chunk_bytes = chunk_bytes;
   o.off.chunk = no_chunk;
   Diag d;
@@ -29,6 +29,8 @@ static bool build(const char *graph, int64_t chunk_bytes, bool no_chunk, const c
   diag_free(&d);
   return ok;
 }
+
+static const Setting batch64[] = {{"batch", "64"}};
 
 static void release(Graph *g, KernelPlan *p, MemPlan *m) {
   memplan_free(m);
@@ -82,7 +84,7 @@ TEST(mlm_logits_gradient_is_made_by_column_blocks) {
   Graph g, g0;
   KernelPlan p, p0;
   MemPlan m, m0;
-  if (!build("pretrain", 0, false, "64", &g, &p, &m) || !build("pretrain", 0, true, "64", &g0, &p0, &m0)) {
+  if (!build(batch64, 1, 0, false, &g, &p, &m) || !build(batch64, 1, 0, true, &g0, &p0, &m0)) {
     CHECK(0);
     return;
   }
@@ -113,7 +115,7 @@ TEST(column_blocks_share_code) {
   Graph g;
   KernelPlan p;
   MemPlan m;
-  if (!build("pretrain", 0, false, "64", &g, &p, &m)) {
+  if (!build(batch64, 1, 0, false, &g, &p, &m)) {
     CHECK(0);
     return;
   }
@@ -139,29 +141,13 @@ TEST(column_blocks_share_code) {
  * the [8, 45] gradient (their column sums: the only [8, C] ones with
  * 8 < C < 45); none without the switch. */
 TEST(small_blocks_and_the_switch) {
-  static const char *const tiny[][2] = {{"vocab", "45"}, {"hidden", "8"}, {"ffn", "16"}, {"heads", "2"},
-                                        {"layers", "2"}, {"max_len", "12"}, {"n_pred", "2"}};
+  static const Setting tiny[] = {{"vocab", "45"}, {"hidden", "8"},  {"ffn", "16"},   {"heads", "2"},
+                                 {"layers", "2"},  {"max_len", "12"}, {"n_pred", "2"}, {"batch", "4"}};
   for (int off = 0; off < 2; off++) {
-    Setting sets[8];
-    for (int i = 0; i < 7; i++) sets[i] = (Setting){tiny[i][0], tiny[i][1]};
-    sets[7] = (Setting){"batch", "4"};
-    CompileOptions o;
-    compile_options_default(&o);
-    o.model_path = BC_SOURCE_DIR "/models/bert.yaml";
-    o.graph_name = "pretrain";
-    o.train = true;
-    o.sets = sets;
-    o.n_sets = 8;
-    o.chunk_bytes = 128;
-    o.off.chunk = off;
-    Diag d;
-    diag_init(&d);
-    Graph g, eg;
+    Graph eg;
     KernelPlan p;
     MemPlan m;
-    bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, &o, &eg, &p, &m, &d);
-    diag_print(&d, stderr);
-    diag_free(&d);
+    bool ok = build(tiny, 8, 128, off, &eg, &p, &m);
     CHECK(ok);
     if (!ok) return;
     int widths[3] = {0, 0, 0}, n = 0;
@@ -181,7 +167,6 @@ TEST(small_blocks_and_the_switch) {
     }
     CHECK_EQ_INT(computed_unread(&eg, &p), 0);
     release(&eg, &p, &m);
-    graph_free(&g);
   }
 }
 
