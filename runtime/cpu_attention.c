@@ -48,15 +48,38 @@ static inline void vstore(float *p, v16f v) { memcpy(p, &v, sizeof v); }
 static inline v16f vsplat(float x) { return (v16f){0} + x; }
 static inline v16f vsel(v16i mask, v16f a, v16f b) { return (v16f)(((v16i)a & mask) | ((v16i)b & ~mask)); }
 static inline v16f vmax(v16f a, v16f b) { return vsel(a > b, a, b); }
-static inline float hsum(v16f v) {
-  float s = 0;
-  for (int l = 0; l < LANES; l++) s += v[l];
-  return s;
+/* Horizontal sum and max as trees of halves (16 -> 8 -> 4 -> 2 -> 1): a
+ * few dependent vector ops, where one lane at a time was 15 dependent
+ * scalar ones per row. The sum's order is fixed (deterministic); a max
+ * is the same in any order. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+static inline v8f half8(v16f v, int hi) {
+  v8f r;
+  memcpy(&r, (const char *)&v + (hi ? 32 : 0), sizeof r);
+  return r;
 }
+static inline v4f half4(v8f v, int hi) {
+  v4f r;
+  memcpy(&r, (const char *)&v + (hi ? 16 : 0), sizeof r);
+  return r;
+}
+static inline float hsum(v16f v) {
+  v8f s8 = half8(v, 0) + half8(v, 1);
+  v4f s4 = half4(s8, 0) + half4(s8, 1);
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef int32_t v4i __attribute__((vector_size(16)));
 static inline float hmax(v16f v) {
-  float m = v[0];
-  for (int l = 1; l < LANES; l++) m = v[l] > m ? v[l] : m;
-  return m;
+  v8f a = half8(v, 0), b = half8(v, 1);
+  v8i k8 = a > b;
+  v8f m8 = (v8f)(((v8i)a & k8) | ((v8i)b & ~k8));
+  v4f c = half4(m8, 0), d = half4(m8, 1);
+  v4i k4 = c > d;
+  v4f m4 = (v4f)(((v4i)c & k4) | ((v4i)d & ~k4));
+  float x = m4[0] > m4[2] ? m4[0] : m4[2], y = m4[1] > m4[3] ? m4[1] : m4[3];
+  return x > y ? x : y;
 }
 
 /* exp for x <= 0 (scores minus their row maximum): 2^n * p(r), r in
@@ -159,20 +182,30 @@ static void row_bits(const AttnDims *a, uint64_t ix0, int64_t n, uint32_t *bits)
   attn_bits(a, ix0 + (uint64_t)j, n - j, bits + j);
 }
 
+/* x / sqrt_d, as a product where that is exact: sqrt_d a power of two
+ * (d = 64: 8), whose reciprocal inv is exact too. */
+#define SCALED(x, sqrt_d, inv, splat) ((inv) != 0.0f ? (x) * splat(inv) : (x) / splat(sqrt_d))
+
+/* The reciprocal of sqrt_d when it is a power of two, else 0. */
+static float exact_inverse(float sqrt_d) {
+  int e;
+  return frexpf(sqrt_d, &e) == 0.5f ? 1.0f / sqrt_d : 0.0f;
+}
+
 /* One row of scores s[0..tk) (q k^T, unscaled) into weights: divided by
- * sqrt_d, keys >= vl at -1e6, softmax. */
-ROW_CLONES static void softmax_row(float *s, int64_t tk, int64_t vl, float sqrt_d) {
+ * sqrt_d (inv_sqrt_d: exact_inverse), keys >= vl at -1e6, softmax. */
+ROW_CLONES static void softmax_row(float *s, int64_t tk, int64_t vl, float sqrt_d, float inv_sqrt_d) {
   int64_t j = 0;
   v16f vm = vsplat(-INFINITY);
   for (; j + LANES <= tk; j += LANES) {
     v16i idx = (v16i){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15} + (int32_t)j;
-    v16f x = vsel(idx < (int32_t)(vl < tk ? vl : tk), vload(s + j) / vsplat(sqrt_d), vsplat(-1e6f));
+    v16f x = vsel(idx < (int32_t)(vl < tk ? vl : tk), SCALED(vload(s + j), sqrt_d, inv_sqrt_d, vsplat), vsplat(-1e6f));
     vstore(s + j, x);
     vm = vmax(vm, x);
   }
   float m = hmax(vm);
   for (; j < tk; j++) {
-    float x = j < vl ? s[j] / sqrt_d : -1e6f;
+    float x = j < vl ? SCALED(s[j], sqrt_d, inv_sqrt_d, f_splat) : -1e6f;
     s[j] = x;
     m = x > m ? x : m;
   }
@@ -200,7 +233,7 @@ ROW_CLONES static void dropout_row(const float *w, const uint32_t *bits, int64_t
  * a weight of 0, whose d S is 0 anyway), then
  * d S = W (d W - sum(W d W)) / sqrt_d, 0 at masked keys. */
 ROW_CLONES static void softmax_grad_row(const float *w, const float *a, float keep_scale, float *ds, int64_t tk,
-                                        int64_t vl, float sqrt_d) {
+                                        int64_t vl, float sqrt_d, float inv) {
   if (a != w)
     for (int64_t j = 0; j < tk; j++) ds[j] = a[j] == 0.0f ? 0.0f : ds[j] * keep_scale;
   int64_t j = 0;
@@ -208,7 +241,7 @@ ROW_CLONES static void softmax_grad_row(const float *w, const float *a, float ke
   for (; j + LANES <= tk; j += LANES) vd += vload(w + j) * vload(ds + j);
   float dot = hsum(vd);
   for (; j < tk; j++) dot += w[j] * ds[j];
-  for (j = 0; j < tk; j++) ds[j] = j < vl ? w[j] * (ds[j] - dot) / sqrt_d : 0.0f;
+  for (j = 0; j < tk; j++) ds[j] = j < vl ? SCALED(w[j] * (ds[j] - dot), sqrt_d, inv, f_splat) : 0.0f;
 }
 
 typedef struct {
@@ -219,7 +252,7 @@ typedef struct {
   float *out;
   float *scratch; /* per thread: scratch_floats */
   int64_t scratch_floats;
-  float sqrt_d, keep_scale;
+  float sqrt_d, inv_sqrt_d, keep_scale; /* inv_sqrt_d: exact_inverse */
   uint32_t threshold; /* dropout: 24-bit uniforms below it are dropped */
 } AttnJob;
 
@@ -230,7 +263,7 @@ static void weights(const AttnJob *j, int64_t b, int64_t h, float *w, float **a,
   const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
   gemm_lib_sgemm(j->lib, false, true, d->Tq, d->Tk, d->d, qh, d->F, kh, d->F, 0.0f, w, d->Tk);
   int64_t vl = j->vl[b];
-  for (int64_t i = 0; i < d->Tq; i++) softmax_row(w + i * d->Tk, d->Tk, vl, j->sqrt_d);
+  for (int64_t i = 0; i < d->Tq; i++) softmax_row(w + i * d->Tk, d->Tk, vl, j->sqrt_d, j->inv_sqrt_d);
   if (d->p <= 0) {
     *a = w;
     return;
@@ -275,7 +308,7 @@ static void backward_range(void *ctx, int64_t begin, int64_t end) {
     gemm_lib_sgemm(j->lib, false, true, d->Tq, d->Tk, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
     int64_t vl = j->vl[b];
     for (int64_t i = 0; i < d->Tq; i++)
-      softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, d->Tk, vl, j->sqrt_d);
+      softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, d->Tk, vl, j->sqrt_d, j->inv_sqrt_d);
     /* d q = d S k; d k = d S^T q */
     gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, d->Tk, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
     gemm_lib_sgemm(j->lib, true, false, d->Tk, d->d, d->Tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
@@ -291,6 +324,7 @@ void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, cons
   if (a->B * a->H == 0) return;
   AttnJob j = {.a = a, .lib = lib, .q = q, .k = k, .v = v, .dout = dout, .vl = valid_len, .out = out};
   j.sqrt_d = sqrtf((float)a->d);
+  j.inv_sqrt_d = exact_inverse(j.sqrt_d);
   j.keep_scale = (float)a->keep_scale;
   j.threshold = attn_threshold(a);
   j.scratch_floats = cpu_attention_scratch(a);
