@@ -9,7 +9,8 @@
  *    `nli`) at a small batch: fused with the memory plan (the loss, every
  *    gradient, parameter, moment and output), fused with BC_NO_MEMPLAN (every
  *    kernel's output: every fused kernel), BC_NO_FUSE (every op's output),
- *    and unfused with the memory plan (tiny only);
+ *    and unfused with the memory plan (tiny only); pretrain with the MLM
+ *    logits' gradient made by column blocks (passes/chunk.c);
  *  - Adam: every updated parameter and moment is Adam applied to the
  *    device's own gradient (which the step checks compare with interp);
  *  - determinism: two runs of the same steps give the same bits, except the
@@ -207,6 +208,18 @@ TEST(reference_nli_step_matches_interp) {
 TEST(reference_pretrain_step_matches_interp) {
   NEED_DEVICE(spec);
   steps_case(spec, "reference", "pretrain", reference, 1, 3, 300);
+}
+
+/* The MLM logits' gradient by column blocks (passes/chunk.c), forced by
+ * small blocks: three of the tiny [8, 40]; 32 of the reference [38,
+ * 20256], the most there are. */
+TEST(column_blocks_pretrain_step_matches_interp) {
+  NEED_DEVICE(spec);
+  setenv("BC_CHUNK_BYTES", "128", 1);
+  steps_case(spec, "tiny, column blocks", "pretrain", tiny, N_TINY, 2, 300);
+  setenv("BC_CHUNK_BYTES", "65536", 1);
+  steps_case(spec, "reference, column blocks", "pretrain", reference, 1, 2, 300);
+  unsetenv("BC_CHUNK_BYTES");
 }
 
 /* ---- the update ---- */
