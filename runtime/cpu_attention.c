@@ -5,7 +5,9 @@
  * of the GEMM library reading q, k, v and writing the result in place in
  * their [B, T, features] layout (leading dimension F), so no head is ever
  * permuted into a copy. The backward recomputes the weights and regenerates
- * the dropout mask from the same Philox stream.
+ * the dropout mask from the same Philox stream. Only the keys an example's
+ * valid length leaves (rounded up to 16) are computed: a masked key's
+ * weight is exactly 0, and its rows of d k and d v are written as zeros.
  *
  * Speed: the row loops (scale, mask, max, exp, sum) work on 16-lane
  * vectors with partial sums in a fixed order, cloned for AVX-512 and AVX2
@@ -256,22 +258,43 @@ typedef struct {
   uint32_t threshold; /* dropout: 24-bit uniforms below it are dropped */
 } AttnJob;
 
-/* The weights W of (b, h) into w (Tq x Tk), and when there is dropout the
- * dropped and scaled A into a (else a = w). */
-static void weights(const AttnJob *j, int64_t b, int64_t h, float *w, float **a, uint32_t *bits) {
+/* The GEMM libraries' kernels are slower on a ragged number of columns:
+ * the live keys are rounded up to a multiple of this (the extra ones
+ * masked, their weights 0). */
+enum { LIVE_KEYS_ALIGN = 16 };
+
+/* The keys of example b that weigh anything: its first valid_len; all Tk
+ * when it has none (every score is then -1e6 and the weights uniform). A
+ * masked key's weight is exactly 0 otherwise (exp of -1e6 less the row's
+ * maximum), and so are its terms in out, d q, and its rows of d k and d v:
+ * the kernels compute the first kv columns of each [Tq, Tk] block only. */
+static int64_t live_keys(const AttnJob *j, int64_t b) {
+  int64_t vl = j->vl[b], tk = j->a->Tk, kv = (vl + LIVE_KEYS_ALIGN - 1) / LIVE_KEYS_ALIGN * LIVE_KEYS_ALIGN;
+  return vl <= 0 || kv >= tk ? tk : kv;
+}
+
+/* The weights W of (b, h) into w (Tq x Tk, the first kv columns of each
+ * row), and when there is dropout the dropped and scaled A into a (else
+ * a = w). */
+static void weights(const AttnJob *j, int64_t b, int64_t h, int64_t kv, float *w, float **a, uint32_t *bits) {
   const AttnDims *d = j->a;
   const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
-  gemm_lib_sgemm(j->lib, false, true, d->Tq, d->Tk, d->d, qh, d->F, kh, d->F, 0.0f, w, d->Tk);
+  gemm_lib_sgemm(j->lib, false, true, d->Tq, kv, d->d, qh, d->F, kh, d->F, 0.0f, w, d->Tk);
   int64_t vl = j->vl[b];
-  for (int64_t i = 0; i < d->Tq; i++) softmax_row(w + i * d->Tk, d->Tk, vl, j->sqrt_d, j->inv_sqrt_d);
+  for (int64_t i = 0; i < d->Tq; i++) softmax_row(w + i * d->Tk, kv, vl, j->sqrt_d, j->inv_sqrt_d);
   if (d->p <= 0) {
     *a = w;
     return;
   }
   for (int64_t i = 0; i < d->Tq; i++) {
-    row_bits(d, attn_index(d, b, h, i, 0), d->Tk, bits);
-    dropout_row(w + i * d->Tk, bits, d->Tk, j->threshold, j->keep_scale, *a + i * d->Tk);
+    row_bits(d, attn_index(d, b, h, i, 0), kv, bits);
+    dropout_row(w + i * d->Tk, bits, kv, j->threshold, j->keep_scale, *a + i * d->Tk);
   }
+}
+
+/* Rows [from, n) of a [n, d] block at stride F: zeros. */
+static void zero_rows(float *x, int64_t from, int64_t n, int64_t d, int64_t F) {
+  for (int64_t r = from; r < n; r++) memset(x + r * F, 0, sizeof(float) * (size_t)d);
 }
 
 static void forward_range(void *ctx, int64_t begin, int64_t end) {
@@ -280,11 +303,11 @@ static void forward_range(void *ctx, int64_t begin, int64_t end) {
   float *w = j->scratch + pool_thread_index() * j->scratch_floats, *a = w + d->Tq * d->Tk;
   uint32_t *bits = (uint32_t *)(a + d->Tq * d->Tk);
   for (int64_t it = begin; it < end; it++) {
-    int64_t b = it / d->H, h = it % d->H;
+    int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
     float *ab = a;
-    weights(j, b, h, w, &ab, bits);
+    weights(j, b, h, kv, w, &ab, bits);
     const float *vh = j->v + b * d->Tk * d->F + h * d->d;
-    gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, d->Tk, ab, d->Tk, vh, d->F, 0.0f,
+    gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ab, d->Tk, vh, d->F, 0.0f,
                    j->out + b * d->Tq * d->F + h * d->d, d->F);
   }
 }
@@ -296,22 +319,25 @@ static void backward_range(void *ctx, int64_t begin, int64_t end) {
   float *w = j->scratch + pool_thread_index() * j->scratch_floats, *a = w + blk, *ds = a + blk;
   uint32_t *bits = (uint32_t *)(ds + blk);
   for (int64_t it = begin; it < end; it++) {
-    int64_t b = it / d->H, h = it % d->H;
+    int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
     float *ab = a;
-    weights(j, b, h, w, &ab, bits);
+    weights(j, b, h, kv, w, &ab, bits);
     const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
     const float *vh = j->v + b * d->Tk * d->F + h * d->d, *doh = j->dout + b * d->Tq * d->F + h * d->d;
     float *dq = j->out + b * d->Tq * d->F + h * d->d;
     float *dk = j->out + (d->B * d->Tq + b * d->Tk) * d->F + h * d->d, *dv = dk + d->B * d->Tk * d->F;
     /* d v = A^T d out; d A = d out v^T */
-    gemm_lib_sgemm(j->lib, true, false, d->Tk, d->d, d->Tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
-    gemm_lib_sgemm(j->lib, false, true, d->Tq, d->Tk, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
+    gemm_lib_sgemm(j->lib, true, false, kv, d->d, d->Tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
+    gemm_lib_sgemm(j->lib, false, true, d->Tq, kv, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
     int64_t vl = j->vl[b];
     for (int64_t i = 0; i < d->Tq; i++)
-      softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, d->Tk, vl, j->sqrt_d, j->inv_sqrt_d);
+      softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, kv, vl, j->sqrt_d,
+                       j->inv_sqrt_d);
     /* d q = d S k; d k = d S^T q */
-    gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, d->Tk, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
-    gemm_lib_sgemm(j->lib, true, false, d->Tk, d->d, d->Tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
+    gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
+    gemm_lib_sgemm(j->lib, true, false, kv, d->d, d->Tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
+    zero_rows(dk, kv, d->Tk, d->d, d->F);
+    zero_rows(dv, kv, d->Tk, d->d, d->F);
   }
 }
 
