@@ -145,7 +145,8 @@ static ValueId block_of(Chunker *C, ValueId u, int64_t c0, int64_t c1, int block
         C->index_row[u] = graph_iota(g, shape_of(2, (int64_t)1, C->N), 1, p.a.dtype);
         graph_set_name(g, C->index_row[u], arena_printf(&g->arena, "%s.row", name));
       }
-      r = graph_broadcast(g, named(g, graph_slice(g, C->index_row[u], 1, c0, c1), name, block), bs);
+      r = graph_broadcast(
+          g, named(g, graph_slice(g, C->index_row[u], 1, c0, c1), g->values.data[C->index_row[u]].name, block), bs);
       break;
     case OP_BROADCAST: {
       ValueId in = p.in[0];
