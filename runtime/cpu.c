@@ -208,8 +208,7 @@ static bool prepare(Exec *e, Diag *d) {
     for (int i = 0; ok && i < n_loops; i++) c->kernels[loop_at[i]].fn = fns[i];
     for (int i = 0; ok && i < nk; i++) /* twins run their code's function */
       if (c->kernels[i].code && c->kernels[i].code != c->kernels[i].k)
-        for (int t = 0; t < i; t++)
-          if (c->kernels[t].k == c->kernels[i].code) c->kernels[i].fn = c->kernels[t].fn;
+        c->kernels[i].fn = c->kernels[c->kernels[i].code - c->p.plan.kernels.data].fn;
     free(fns);
     if (!ok) {
       free(loops);
