@@ -5,6 +5,9 @@
  * iteration domain, per value whether it needs a buffer.
  *
  * Rules, applied in node order:
+ *  - A view, generator or pointwise node whose value nothing keeps and no
+ *    live node reads is dead (mark_dead): no kernel computes it (the
+ *    originals chunk.c leaves behind).
  *  - Views (broadcast, permute, slice) and generators (constant, iota,
  *    random) whose readers are all loop-kind nodes are folded into their
  *    readers: a view becomes strides on a load, a generator is recomputed;
