@@ -13,8 +13,9 @@
  * vectors with partial sums in a fixed order, cloned for AVX-512 and AVX2
  * (target_clones: the loader picks the widest the CPU has), since the
  * project's baseline ISA is SSE2; their exp is a polynomial (|rel err| <
- * 2e-7). The dropout stream's Philox runs 16 counters (64 weights) at a
- * time with AVX-512 when the CPU has it (else one at a time).
+ * 2e-7). With AVX-512, a row's dropout runs 16 Philox counters (64
+ * weights) at a time and applies their uniforms as a mask in registers,
+ * the row's ragged end included; else one counter at a time.
  *
  * Invariants: the same bits for the same inputs on any thread count (each
  * (example, head) is computed by one thread, alone, in a fixed order). */
@@ -126,17 +127,23 @@ static inline v16f vexp_nonpos(v16f x) {
 }
 
 #ifdef HAVE_PHILOX16
-/* The dropout stream (attention.h) for n >= 64 indices from ix0, ix0 a
- * multiple of 4: 16 Philox counters at once, each giving 4 uniforms. The
+/* A row's dropout (dropout_row) for stream indices ix0 + j, j in [0, n),
+ * ix0 a multiple of 4: 16 Philox counters at once give 64 uniforms; the
  * 32 x 32 -> 64-bit products of even and odd lanes are one vpmuludq each.
- * Returns how many indices it did (a multiple of 64). */
-__attribute__((target("avx512f"))) static int64_t bits_avx512(const AttnDims *a, uint64_t ix0, int64_t n,
-                                                              uint32_t *bits) {
+ * The counters' four words are transposed into index order, compared with
+ * the threshold and applied as a mask (the last block's extra uniforms
+ * unused). Returns how many indices it did: all n, or fewer (a multiple
+ * of 64) where the counter's low word would carry, which the scalar path
+ * then does. */
+__attribute__((target("avx512f"))) static int64_t dropout_avx512(const AttnDims *a, uint64_t ix0, int64_t n,
+                                                                 uint32_t threshold, float scale, const float *w,
+                                                                 float *out) {
   const __m512i m0 = _mm512_set1_epi64(PHILOX_M0), m1 = _mm512_set1_epi64(PHILOX_M1);
-  const __m512i lo32 = _mm512_set1_epi64(0xFFFFFFFFll);
+  const __m512i lo32 = _mm512_set1_epi64(0xFFFFFFFFll), thr = _mm512_set1_epi32((int)threshold);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 vscale = _mm512_set1_ps(scale);
   int64_t j = 0;
-  for (; j + 64 <= n; j += 64) {
+  for (; j < n; j += 64) {
     uint64_t ctr = (ix0 + (uint64_t)j) >> 2;
     if ((uint32_t)ctr > 0xFFFFFFF0u) break; /* the low word would carry: the scalar path */
     __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)ctr), lane);
@@ -157,31 +164,54 @@ __attribute__((target("avx512f"))) static int64_t bits_avx512(const AttnDims *a,
       k0 += PHILOX_W0; /* before the next round, as Random123 */
       k1 += PHILOX_W1;
     }
-    uint32_t w[4][16];
-    _mm512_storeu_si512(w[0], _mm512_srli_epi32(c0, 8));
-    _mm512_storeu_si512(w[1], _mm512_srli_epi32(c1, 8));
-    _mm512_storeu_si512(w[2], _mm512_srli_epi32(c2, 8));
-    _mm512_storeu_si512(w[3], _mm512_srli_epi32(c3, 8));
-    for (int l = 0; l < 16; l++)
-      for (int x = 0; x < 4; x++) bits[j + 4 * l + x] = w[x][l];
+    /* Index 4l + x is word x of counter l (lane l of cx). Per 128-bit
+     * lane L, the 4 x 4 transpose gives r_m = counter 4L + m's words;
+     * then vector q (indices 16q..16q+15) is lane q of r0, r1, r2, r3. */
+    __m512i t0 = _mm512_unpacklo_epi32(c0, c1), t1 = _mm512_unpacklo_epi32(c2, c3);
+    __m512i t2 = _mm512_unpackhi_epi32(c0, c1), t3 = _mm512_unpackhi_epi32(c2, c3);
+    __m512i r0 = _mm512_unpacklo_epi64(t0, t1), r1 = _mm512_unpackhi_epi64(t0, t1);
+    __m512i r2 = _mm512_unpacklo_epi64(t2, t3), r3 = _mm512_unpackhi_epi64(t2, t3);
+    __m512i s0 = _mm512_shuffle_i32x4(r0, r1, 0x44), s1 = _mm512_shuffle_i32x4(r2, r3, 0x44);
+    __m512i s2 = _mm512_shuffle_i32x4(r0, r1, 0xEE), s3 = _mm512_shuffle_i32x4(r2, r3, 0xEE);
+    __m512i words[4] = {_mm512_shuffle_i32x4(s0, s1, 0x88), _mm512_shuffle_i32x4(s0, s1, 0xDD),
+                        _mm512_shuffle_i32x4(s2, s3, 0x88), _mm512_shuffle_i32x4(s2, s3, 0xDD)};
+    for (int q = 0; q < 4 && j + 16 * q < n; q++) {
+      int64_t at = j + 16 * q, left = n - at;
+      __mmask16 in = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+      __mmask16 keep = _mm512_mask_cmpge_epu32_mask(in, _mm512_srli_epi32(words[q], 8), thr);
+      __m512 x = _mm512_maskz_loadu_ps(in, w + at);
+      _mm512_mask_storeu_ps(out + at, in, _mm512_maskz_mul_ps(keep, x, vscale));
+    }
   }
-  return j;
+  return j < n ? j : n;
 }
 #endif
 
-/* The dropout stream's 24-bit uniforms for indices ix0 + j, j in [0, n). */
-static void row_bits(const AttnDims *a, uint64_t ix0, int64_t n, uint32_t *bits) {
+/* a[j] = w[j] * keep[j] / (1 - p), keep from the dropout stream's
+ * uniforms bits[j]. */
+ROW_CLONES static void dropout_bits(const float *w, const uint32_t *bits, int64_t n, uint32_t threshold, float scale,
+                                    float *a) {
+  for (int64_t j = 0; j < n; j++) a[j] = bits[j] < threshold ? 0.0f : w[j] * scale;
+}
+
+/* One row's dropout: a[j] = w[j] * keep / (1 - p) for stream indices
+ * ix0 + j, j in [0, n); bits: n words of scratch for the scalar path. */
+static void dropout_row(const AttnDims *d, uint64_t ix0, const float *w, int64_t n, uint32_t threshold, float scale,
+                        float *a, uint32_t *bits) {
   int64_t j = 0;
 #ifdef HAVE_PHILOX16
   static int avx512 = -1;
   if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512 && n >= 64) {
+  if (avx512) {
     j = (int64_t)((4 - (ix0 & 3)) & 3); /* up to a counter's first word */
-    attn_bits(a, ix0, j, bits);
-    j += bits_avx512(a, ix0 + (uint64_t)j, n - j, bits + j);
+    j = j < n ? j : n;
+    attn_bits(d, ix0, j, bits);
+    dropout_bits(w, bits, j, threshold, scale, a);
+    j += dropout_avx512(d, ix0 + (uint64_t)j, n - j, threshold, scale, w + j, a + j);
   }
 #endif
-  attn_bits(a, ix0 + (uint64_t)j, n - j, bits + j);
+  attn_bits(d, ix0 + (uint64_t)j, n - j, bits + j);
+  dropout_bits(w + j, bits + j, n - j, threshold, scale, a + j);
 }
 
 /* x / sqrt_d, as a product where that is exact: sqrt_d a power of two
@@ -222,12 +252,6 @@ ROW_CLONES static void softmax_row(float *s, int64_t tk, int64_t vl, float sqrt_
   float inv = 1.0f / sum; /* one rounding more than dividing: within the op's tolerance */
   for (j = 0; j + LANES <= tk; j += LANES) vstore(s + j, vload(s + j) * inv);
   for (; j < tk; j++) s[j] = s[j] * inv;
-}
-
-/* a[j] = w[j] * keep[j] / (1 - p), keep from the dropout bits. */
-ROW_CLONES static void dropout_row(const float *w, const uint32_t *bits, int64_t tk, uint32_t threshold, float scale,
-                                   float *a) {
-  for (int64_t j = 0; j < tk; j++) a[j] = bits[j] < threshold ? 0.0f : w[j] * scale;
 }
 
 /* d S row from W and d A (in ds), with A the dropped weights (a == w
@@ -287,8 +311,8 @@ static void weights(const AttnJob *j, int64_t b, int64_t h, int64_t kv, float *w
     return;
   }
   for (int64_t i = 0; i < d->Tq; i++) {
-    row_bits(d, attn_index(d, b, h, i, 0), kv, bits);
-    dropout_row(w + i * d->Tk, bits, kv, j->threshold, j->keep_scale, *a + i * d->Tk);
+    dropout_row(d, attn_index(d, b, h, i, 0), w + i * d->Tk, kv, j->threshold, j->keep_scale, *a + i * d->Tk,
+                bits);
   }
 }
 

@@ -4,27 +4,44 @@
  * that buffer holds what earlier kernels left there, so every element the
  * kernel does not compute (the rows of d k and d v of masked keys, which it
  * writes as zeros) would show. Valid lengths: none (uniform weights), a
- * ragged one, one a multiple of 16, all. Every installed GEMM library. */
+ * ragged one, one a multiple of 16, all. Every installed GEMM library,
+ * without dropout and with it: rows long enough for the 64-weight blocks
+ * of the vector dropout stream and a ragged last block, and an odd row
+ * length with an example offset, so that rows start inside a Philox
+ * counter. */
 #include "../runtime/cpu_attention.h"
 #include "../runtime/threadpool.h"
 #include "test.h"
 
-enum { B = 4, T = 40, F = 32, H = 2 };
+enum { B = 4, F = 32, H = 2, T_MAX = 100 };
 
 static float rnd(uint32_t *s) {
   *s = *s * 1664525u + 1013904223u;
   return (float)((*s >> 8) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
 }
 
-static void check_lib(GemmLib lib, Pool *pool) {
-  static const int32_t valid[B] = {0, 17, 32, T};
+/* Rows of T keys; dropout p (0: none); offset: the example offset of
+ * the dropout stream. */
+typedef struct {
+  int T;
+  double p;
+  int64_t offset;
+} Case;
+
+static void check_lib(GemmLib lib, Pool *pool, Case c) {
+  const int T = c.T;
+  const int32_t valid[B] = {0, T / 2 - 3, T / 16 * 16, T};
   AttnDims a = {0};
   a.B = B, a.Tq = T, a.Tk = T, a.F = F, a.H = H, a.d = F / H;
   a.inv_sqrt_d = 1.0 / sqrt((double)a.d);
-  a.p = 0, a.keep_scale = 1;
-  enum { N = B * T * F, NG = 3 * B * T * F };
-  static float q[N], k[N], v[N], dout[N], out[N], grad[NG];
-  static double qd[N], kd[N], vd[N], doutd[N], vld[B], outd[N], gradd[NG];
+  a.p = c.p, a.keep_scale = 1 / (1 - c.p);
+  a.seed = 0x1234567890ull, a.step = 5, a.key = 11;
+  a.stride[0] = H * T * T, a.stride[1] = T * T, a.stride[2] = T, a.stride[3] = 1; /* random_key_map of [B, H, T, T] */
+  a.per_example = H * T * T, a.example_offset = c.offset;
+  enum { NMAX = B * T_MAX * F, NGMAX = 3 * NMAX };
+  static float q[NMAX], k[NMAX], v[NMAX], dout[NMAX], out[NMAX], grad[NGMAX];
+  static double qd[NMAX], kd[NMAX], vd[NMAX], doutd[NMAX], vld[B], outd[NMAX], gradd[NGMAX];
+  const int N = B * T * F, NG = 3 * N;
   uint32_t s = 7;
   for (int i = 0; i < N; i++) {
     qd[i] = q[i] = 2 * rnd(&s), kd[i] = k[i] = 2 * rnd(&s), vd[i] = v[i] = rnd(&s), doutd[i] = dout[i] = rnd(&s);
@@ -42,10 +59,11 @@ static void check_lib(GemmLib lib, Pool *pool) {
   for (int i = 0; i < N + NG; i++) {
     double x = i < N ? out[i] : grad[i - N], r = i < N ? outd[i] : gradd[i - N];
     double e = fabs(x - r) / (fabs(r) + 1e-2);
-    if (!(e <= 1e-4)) bad++; /* f32 dot products of <= 40 terms and the exp polynomial */
+    if (!(e <= 1e-4)) bad++; /* f32 dot products of <= 100 terms and the exp polynomial */
     if (e > worst || x != x) worst = x != x ? INFINITY : e;
   }
-  fprintf(stderr, "  %s: forward and backward, worst relative error %.3g\n", gemm_lib_name(lib), worst);
+  fprintf(stderr, "  %s, T %d, p %g, offset %lld: forward and backward, worst relative error %.3g\n",
+          gemm_lib_name(lib), T, c.p, (long long)c.offset, worst);
   CHECK_EQ_INT(bad, 0);
   free(scratch);
 }
@@ -58,7 +76,8 @@ TEST(attention_writes_every_element) {
   int n = 0;
   for (int l = 0; pool && l < GEMM_LIB_COUNT; l++)
     if (gemm_lib_load((GemmLib)l)) {
-      check_lib((GemmLib)l, pool);
+      static const Case cases[] = {{40, 0, 0}, {T_MAX, 0.1, 0}, {37, 0.25, 3}};
+      for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_lib((GemmLib)l, pool, cases[i]);
       n++;
     }
   CHECK(n >= 1);
