@@ -1,5 +1,7 @@
 /* cpu_attention.c — the cpu backend's fused attention (attention.h for the
- * arithmetic): the pool runs one (example, head) at a time per thread; its
+ * arithmetic): each thread of the pool claims one (example, head) at a
+ * time, the examples with the most live keys first (the last units to
+ * finish are then the shortest, and no thread waits long for another); its
  * [Tq, Tk] score block lives in a per-thread scratch buffer (in cache at
  * BERT's lengths), never in the arena. The GEMMs are single-threaded calls
  * of the GEMM library reading q, k, v and writing the result in place in
@@ -24,6 +26,8 @@
 #include "philox.h"
 
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
@@ -280,6 +284,8 @@ typedef struct {
   int64_t scratch_floats;
   float sqrt_d, inv_sqrt_d, keep_scale; /* inv_sqrt_d: exact_inverse */
   uint32_t threshold; /* dropout: 24-bit uniforms below it are dropped */
+  const int32_t *order; /* the (example, head) units, b * H + h, longest first */
+  atomic_llong next;    /* the next unit of order to claim */
 } AttnJob;
 
 /* The GEMM libraries' kernels are slower on a ragged number of columns:
@@ -321,48 +327,75 @@ static void zero_rows(float *x, int64_t from, int64_t n, int64_t d, int64_t F) {
   for (int64_t r = from; r < n; r++) memset(x + r * F, 0, sizeof(float) * (size_t)d);
 }
 
-static void forward_range(void *ctx, int64_t begin, int64_t end) {
-  const AttnJob *j = ctx;
+/* Unit it = b * H + h of the forward, in scratch: W, A, a row of bits. */
+static void forward_unit(const AttnJob *j, int64_t it, float *scratch) {
   const AttnDims *d = j->a;
-  float *w = j->scratch + pool_thread_index() * j->scratch_floats, *a = w + d->Tq * d->Tk;
+  float *w = scratch, *a = w + d->Tq * d->Tk;
   uint32_t *bits = (uint32_t *)(a + d->Tq * d->Tk);
-  for (int64_t it = begin; it < end; it++) {
-    int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
-    float *ab = a;
-    weights(j, b, h, kv, w, &ab, bits);
-    const float *vh = j->v + b * d->Tk * d->F + h * d->d;
-    gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ab, d->Tk, vh, d->F, 0.0f,
-                   j->out + b * d->Tq * d->F + h * d->d, d->F);
+  int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
+  float *ab = a;
+  weights(j, b, h, kv, w, &ab, bits);
+  const float *vh = j->v + b * d->Tk * d->F + h * d->d;
+  gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ab, d->Tk, vh, d->F, 0.0f,
+                 j->out + b * d->Tq * d->F + h * d->d, d->F);
+}
+
+/* Unit it = b * H + h of the backward, in scratch: W, A, d S, a row of
+ * bits. */
+static void backward_unit(const AttnJob *j, int64_t it, float *scratch) {
+  const AttnDims *d = j->a;
+  int64_t blk = d->Tq * d->Tk;
+  float *w = scratch, *a = w + blk, *ds = a + blk;
+  uint32_t *bits = (uint32_t *)(ds + blk);
+  int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
+  float *ab = a;
+  weights(j, b, h, kv, w, &ab, bits);
+  const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
+  const float *vh = j->v + b * d->Tk * d->F + h * d->d, *doh = j->dout + b * d->Tq * d->F + h * d->d;
+  float *dq = j->out + b * d->Tq * d->F + h * d->d;
+  float *dk = j->out + (d->B * d->Tq + b * d->Tk) * d->F + h * d->d, *dv = dk + d->B * d->Tk * d->F;
+  /* d v = A^T d out; d A = d out v^T */
+  gemm_lib_sgemm(j->lib, true, false, kv, d->d, d->Tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
+  gemm_lib_sgemm(j->lib, false, true, d->Tq, kv, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
+  int64_t vl = j->vl[b];
+  for (int64_t i = 0; i < d->Tq; i++)
+    softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, kv, vl, j->sqrt_d,
+                     j->inv_sqrt_d);
+  /* d q = d S k; d k = d S^T q */
+  gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
+  gemm_lib_sgemm(j->lib, true, false, kv, d->d, d->Tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
+  zero_rows(dk, kv, d->Tk, d->d, d->F);
+  zero_rows(dv, kv, d->Tk, d->d, d->F);
+}
+
+/* One item per thread: each claims units one at a time, longest first,
+ * so that no thread is left with a long one at the end. */
+static void run_units(void *ctx, int64_t begin, int64_t end) {
+  AttnJob *j = ctx;
+  float *scratch = j->scratch + pool_thread_index() * j->scratch_floats;
+  (void)begin, (void)end;
+  for (;;) {
+    long long u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+    if (u >= j->a->B * j->a->H) break;
+    if (j->dout) backward_unit(j, j->order[u], scratch);
+    else forward_unit(j, j->order[u], scratch);
   }
 }
 
-static void backward_range(void *ctx, int64_t begin, int64_t end) {
-  const AttnJob *j = ctx;
-  const AttnDims *d = j->a;
-  int64_t blk = d->Tq * d->Tk;
-  float *w = j->scratch + pool_thread_index() * j->scratch_floats, *a = w + blk, *ds = a + blk;
-  uint32_t *bits = (uint32_t *)(ds + blk);
-  for (int64_t it = begin; it < end; it++) {
-    int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
-    float *ab = a;
-    weights(j, b, h, kv, w, &ab, bits);
-    const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
-    const float *vh = j->v + b * d->Tk * d->F + h * d->d, *doh = j->dout + b * d->Tq * d->F + h * d->d;
-    float *dq = j->out + b * d->Tq * d->F + h * d->d;
-    float *dk = j->out + (d->B * d->Tq + b * d->Tk) * d->F + h * d->d, *dv = dk + d->B * d->Tk * d->F;
-    /* d v = A^T d out; d A = d out v^T */
-    gemm_lib_sgemm(j->lib, true, false, kv, d->d, d->Tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
-    gemm_lib_sgemm(j->lib, false, true, d->Tq, kv, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
-    int64_t vl = j->vl[b];
-    for (int64_t i = 0; i < d->Tq; i++)
-      softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, kv, vl, j->sqrt_d,
-                       j->inv_sqrt_d);
-    /* d q = d S k; d k = d S^T q */
-    gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
-    gemm_lib_sgemm(j->lib, true, false, kv, d->d, d->Tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
-    zero_rows(dk, kv, d->Tk, d->d, d->F);
-    zero_rows(dv, kv, d->Tk, d->d, d->F);
-  }
+static int ascending(const void *x, const void *y) {
+  int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+  return (a > b) - (a < b);
+}
+
+/* The units b * H + h into order, their examples by live keys, most
+ * first, then by index. */
+static void longest_first(const AttnJob *j, int32_t *order) {
+  const AttnDims *a = j->a;
+  int64_t *key = malloc(sizeof(int64_t) * (size_t)a->B);
+  for (int64_t b = 0; b < a->B; b++) key[b] = (a->Tk - live_keys(j, b)) * a->B + b;
+  qsort(key, (size_t)a->B, sizeof *key, ascending);
+  for (int64_t u = 0; u < a->B * a->H; u++) order[u] = (int32_t)(key[u / a->H] % a->B * a->H + u % a->H);
+  free(key);
 }
 
 int64_t cpu_attention_scratch(const AttnDims *a) {
@@ -379,7 +412,12 @@ void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, cons
   j.threshold = attn_threshold(a);
   j.scratch_floats = cpu_attention_scratch(a);
   j.scratch = scratch;
+  int32_t *order = malloc(sizeof(int32_t) * (size_t)(a->B * a->H));
+  longest_first(&j, order);
+  j.order = order;
+  atomic_init(&j.next, 0);
   cpu_gemm_lock(lib, 1);
-  pool_parallel_for(p, a->B * a->H, 1, dout ? backward_range : forward_range, &j);
+  pool_parallel_for(p, pool_n_threads(p), 1, run_units, &j);
   cpu_gemm_unlock();
+  free(order);
 }
