@@ -28,7 +28,8 @@ typedef union {
 /* ---- Philox4x32-10 (the layout of runtime/philox.h) -------------------- */
 
 float kernel_eval_philox_uniform(uint64_t seed, uint32_t step, uint32_t op_key, uint64_t index) {
-  uint32_t c0 = (uint32_t)index, c1 = (uint32_t)(index >> 32), c2 = op_key, c3 = step;
+  uint64_t c = index >> 2; /* word index % 4 of counter index / 4 */
+  uint32_t c0 = (uint32_t)c, c1 = (uint32_t)(c >> 32), c2 = op_key, c3 = step;
   uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
   for (int r = 0; r < 10; r++) {
     if (r > 0) { /* the key is bumped between rounds, never before the first */
@@ -42,7 +43,8 @@ float kernel_eval_philox_uniform(uint64_t seed, uint32_t step, uint32_t op_key, 
     c0 = n0;
     c2 = n2;
   }
-  return (float)(c0 >> 8) * (1.0f / 16777216.0f); /* top 24 bits: exact, < 1 */
+  uint32_t word[4] = {c0, c1, c2, c3};
+  return (float)(word[index & 3] >> 8) * (1.0f / 16777216.0f); /* top 24 bits: exact, < 1 */
 }
 
 /* ---- scalar semantics --------------------------------------------------- */

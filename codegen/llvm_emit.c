@@ -285,7 +285,7 @@ static LLVMValueRef emit_inst(Em *E, int i, int w) {
       return x;
     }
     LLVMValueRef base = LLVMBuildAdd(b, LLVMBuildAdd(b, E->lin0, E->j, ""), E->ex_base, "");
-    LLVMValueRef u = llvm_emit_philox(E, lanes64(E, base, 1, w), in->key, w);
+    LLVMValueRef u = llvm_emit_uniforms(E, base, in->key, w);
     if (p) LLVMSetAlignment(LLVMBuildStore(b, u, p), 4);
     return u;
   }

@@ -128,9 +128,10 @@ LLVMValueRef llvm_emit_erf(Em *E, LLVMValueRef x, int w);
 LLVMValueRef llvm_emit_pow(Em *E, LLVMValueRef a, LLVMValueRef y, int w);
 /* f32 -> i32 like kernel_eval.c: truncate, wrap; NaN, inf, |x| >= 2^63 -> 0. */
 LLVMValueRef llvm_emit_f2i(Em *E, LLVMValueRef x, int w);
-/* Philox uniform in [0, 1) for the i64 global indices gi and stream key;
- * needs E->round_key and E->step (set by llvm_emit_kernel). */
-LLVMValueRef llvm_emit_philox(Em *E, LLVMValueRef gi, uint32_t key, int w);
+/* Philox uniforms in [0, 1) for the stream indices base + l, l in [0, w)
+ * (base: i64 scalar) of stream key; needs E->round_key and E->step (set by
+ * llvm_emit_kernel). Vectors of 4 lanes or more end in a new block. */
+LLVMValueRef llvm_emit_uniforms(Em *E, LLVMValueRef base, uint32_t key, int w);
 
 /* ---- llvm_emit.c: kernels into a module ------------------------------------ */
 

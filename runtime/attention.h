@@ -7,8 +7,9 @@
  *   W = softmax(S) over keys (row maximum subtracted, no gradient through it)
  *   A = W * keep / (1 - p), keep = (u >= p) where u is the top 24 bits of
  *       word (ix mod 4) of Philox(counter (ix / 4, key, step), key seed)
- *       times 2^-24, ix the index of (b, h, i, j) in the op's key map: one
- *       Philox call draws four weights' uniforms
+ *       times 2^-24, ix the index of (b, h, i, j) in the op's key map:
+ *       `random`'s stream (runtime/philox.h), one Philox call drawing four
+ *       weights' uniforms
  *   out_h = A v_h
  * and the backward, from d out:
  *   d v_h = A^T d out_h;  d A = d out_h v_h^T;  d W = d A * keep / (1 - p)

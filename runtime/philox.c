@@ -39,11 +39,12 @@ void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]
 }
 
 float philox_uniform(uint64_t seed, uint32_t step, uint32_t op_key, uint64_t index) {
-  uint32_t ctr[4] = {(uint32_t)index, (uint32_t)(index >> 32), op_key, step};
+  uint64_t c = index >> 2;
+  uint32_t ctr[4] = {(uint32_t)c, (uint32_t)(c >> 32), op_key, step};
   uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
   uint32_t out[4];
   philox4x32_10(ctr, key, out);
   /* 24 bits fit a float's mantissa exactly, so the value is the same in
    * f32 and f64 and never rounds up to 1. */
-  return (float)(out[0] >> 8) * (1.0f / 16777216.0f);
+  return (float)(out[index & 3] >> 8) * (1.0f / 16777216.0f);
 }

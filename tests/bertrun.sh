@@ -81,10 +81,12 @@ check "resumed losses are bit-identical to the uninterrupted run (240 steps)" ba
   "[ \"\$(wc -l <'$tmp/a/metrics.jsonl')\" -eq 240 ] && diff <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/' '$tmp/a/metrics.jsonl') \
    <(sed -E 's/.*\"step\":([0-9]+).*\"loss\":([^,}]*).*/\\1 \\2/' '$tmp/b/metrics.jsonl') >/dev/null"
 # ... and those are numbers: finite, with the MLM loss falling from about
-# ln(51) = 3.9 (uniform over the sample's 51 words) to ~2.7 in 240 steps
-check "resumed run: steps 1..240, finite losses, the MLM loss falls by a fifth" metrics "$tmp/b" \
+# ln(51) = 3.9 (uniform over the sample's 51 words): the mean of the last 40
+# steps was 0.78-0.85 of the first 20's over seeds 0-3 (a model that does
+# not learn stays near 1)
+check "resumed run: steps 1..240, finite losses, the MLM loss falls by a tenth" metrics "$tmp/b" \
   '[r["step"] for r in rows] == list(range(1, 241)) and all(map(finite, rows)) and
-   mean(r["mlm_loss"] for r in rows[-40:]) < 0.8 * mean(r["mlm_loss"] for r in rows[:20])'
+   mean(r["mlm_loss"] for r in rows[-40:]) < 0.9 * mean(r["mlm_loss"] for r in rows[:20])'
 
 # Resume under a schedule, weight decay and clipping: stopped by SIGINT
 # (a checkpoint at the step it reached) and resumed, the losses and rates

@@ -298,7 +298,12 @@ TEST(steps_are_deterministic) {
  * steps 10-39, with LLVM kernels or with the C kernel evaluator alike.
  * Tolerance: 1e-4 relative over the first 10 steps and 1e-3 after, ~100x
  * and ~60x that; a wrong kernel or dropout mask moves the loss by > 1e-2
- * within a step or two. */
+ * within a step or two. The curves depend on the seed: over seeds 7-16,
+ * nli's loss ended at 0.22-0.92 of its start, and in 3 of the 10 cpu and
+ * interp drifted past 1e-3 after step 9 (an Adam step of a near-zero
+ * gradient taking the other sign, then the difference growing; with the
+ * earlier dropout stream 1 of 7 seeds did). Seed 13 learns and stays
+ * within 1e-5 (check_train_losses). */
 static double curve_tol(int step) { return step < 10 ? 1e-4 : 1e-3; }
 
 static void curve_case(const char *spec, const char *graph) {

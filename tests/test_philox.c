@@ -27,13 +27,23 @@ TEST(kat_pi) {
   check_kat(ctr, key, want);
 }
 
-/* The counter layout of philox.h: (index lo, index hi, op key, step), key
- * (seed lo, seed hi); the uniform is the first word's top 24 bits. */
+/* The counter layout of philox.h: index i is word i % 4 of counter
+ * (i / 4 lo, i / 4 hi, op key, step), key (seed lo, seed hi); the uniform
+ * is that word's top 24 bits. Zero's known answer is indices 0 to 3; the
+ * pi vector's counter is too large for an index (its high word would need
+ * bits 64 and 65 of i), so the test draws the words of that counter with
+ * its top bit cleared. */
 TEST(uniform_layout) {
-  uint64_t seed = 0x299f31d0a4093822ull, index = 0x85a308d3243f6a88ull;
-  float u = philox_uniform(seed, 0x03707344, 0x13198a2e, index);
-  CHECK(u == (float)(0xd16cfe09u >> 8) / 16777216.0f);
-  CHECK(philox_uniform(0, 0, 0, 0) == (float)(0x6627e8d5u >> 8) / 16777216.0f);
+  uint64_t seed = 0x299f31d0a4093822ull;
+  uint32_t pi_ctr[4] = {0x243f6a88, 0x05a308d3, 0x13198a2e, 0x03707344}, pi_key[2] = {0xa4093822, 0x299f31d0};
+  uint32_t want[4];
+  philox4x32_10(pi_ctr, pi_key, want);
+  for (uint32_t x = 0; x < 4; x++) {
+    uint64_t index = (0x05a308d3243f6a88ull << 2) | x;
+    CHECK(philox_uniform(seed, 0x03707344, 0x13198a2e, index) == (float)(want[x] >> 8) / 16777216.0f);
+  }
+  static const uint32_t zero[4] = {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8};
+  for (uint32_t x = 0; x < 4; x++) CHECK(philox_uniform(0, 0, 0, x) == (float)(zero[x] >> 8) / 16777216.0f);
 }
 
 /* 10^6 draws: mean 1/2 and variance 1/12 within ~5 standard errors
