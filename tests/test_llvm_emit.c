@@ -1223,7 +1223,7 @@ TEST(ir_text) {
  * Not a check: ns per element, one thread, of the dropout kernels of the BERT
  * training step and of the same kernels without dropout, at the host width
  * and at W = 8. The minimum of repeated runs (the machine is shared). These
- * numbers chose llvm_emit_philox's form (llvm_math.c). BC_DUMP=1 also prints the
+ * numbers chose llvm_emit_uniforms's form (llvm_math.c). BC_DUMP=1 also prints the
  * random-only kernel's optimized IR. */
 
 static double now_s(void) {
