@@ -1218,6 +1218,32 @@ TEST(ir_text) {
   diag_free(&d);
 }
 
+/* A column block of rows that lie apart (a [5, 40] block of a [5, 2048]
+ * matrix, as the MLM logits' column blocks): the values match the C
+ * evaluator at every width, and the IR prefetches the next row's points;
+ * whole rows read contiguously are left to the hardware prefetchers. */
+TEST(rows_apart_prefetch_next_row) {
+  if (!have_jits()) TEST_SKIP("no LLVM JIT");
+  enum { R = 5, C = 40, N = 2048 };
+  for (int apart = 0; apart < 2; apart++) {
+    Case c = {0};
+    snprintf(c.name, sizeof c.name, "rows_%s", apart ? "apart" : "whole");
+    kinit(&c.k, c.name, shape_of(2, R, apart ? C : N), -1);
+    addbuf(&c, R * N, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0);
+    addbuf(&c, R * (apart ? C : N), DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
+    int x = kload(&c.k, kview(&c.k, 0, apart ? 7 : 0, ST(N, 1)), DTYPE_F32);
+    kstore(&c.k, kview(&c.k, 1, 0, ST(apart ? C : N, 1)), kbin(&c.k, OP_MUL, x, x));
+    Diag d;
+    diag_init(&d);
+    char *ir = llvm_emit_ir_text(&c.k, &d);
+    CHECK_MSG(ir != NULL, "%s", diag_first(&d));
+    if (ir) CHECK_MSG((strstr(ir, "@llvm.prefetch") != NULL) == (apart == 1), "%s", c.name);
+    free(ir);
+    diag_free(&d);
+    check_case(&c);
+  }
+}
+
 /* ---- benchmark (BC_BENCH=1 test_llvm_emit bench) ----------------------------------
  *
  * Not a check: ns per element, one thread, of the dropout kernels of the BERT
