@@ -11,7 +11,9 @@
  * values and the arena. Run: the kernels in order.
  *
  * A GEMM kernel may carry an epilogue (bias, activation, residual add;
- * passes/fuse.c), which the GEMM library applies to C (gemm_lib.h).
+ * passes/fuse.c), which the GEMM library applies to C (gemm_lib.h). One
+ * without runs over its operand's live rows (cpu_gemm_live_rows, unless
+ * BC_NO_ZERO_ROWS), in a scratch block sized at prepare.
  *
  * Only materialized values can be read back: inputs, parameters, optimizer
  * state, gradients, outputs, the loss, and whatever fusion left in memory.
@@ -53,6 +55,7 @@ typedef struct {
   unsigned char *block; /* pinned block, then the arena */
   CpuKernel *kernels;
   float *attn_scratch; /* per thread: the largest attention kernel's blocks */
+  CpuRowsScratch rows;  /* GEMMs over their live rows (cpu_gemm_live_rows) */
 } Cpu;
 
 static void *addr_of(const Cpu *c, ValueId v) { return (void *)compiled_addr(&c->p, (uintptr_t)c->block, v); }
@@ -71,6 +74,9 @@ static void release(Exec *e) {
   free(c->kernels);
   free(c->block);
   free(c->attn_scratch);
+  free(c->rows.buf);
+  free(c->rows.live);
+  free(c->rows.seg);
   compiled_plan_free(&c->p);
   if (c->jit) llvm_jit_free(c->jit);
   if (c->pool) pool_destroy(c->pool);
@@ -124,6 +130,24 @@ static bool cpu_gemm_epilogues(void) {
   return gemm_lib_select(&lib, err, sizeof err) && gemm_lib_fuses_epilogues(lib);
 }
 
+/* Copies of the live rows a GEMM without an epilogue may make
+ * (cpu_gemm_live_rows), at most this many floats for all of them. */
+#define LIVE_ROWS_MAX_FLOATS ((int64_t)4 << 20)
+
+/* Grows s to what GEMM kernel k needs: its rows, and the copies of its
+ * operands' rows (capped at LIVE_ROWS_MAX_FLOATS). */
+static void live_rows_need(const Graph *g, const Kernel *k, CpuRowsScratch *s) {
+  const Node *n = &g->nodes.data[k->first_node];
+  MatmulLayout l;
+  shape_matmul_layout(&g->values.data[n->in[0]].shape, n->a.trans_a, &g->values.data[n->in[1]].shape,
+                      n->a.trans_b, &g->values.data[n->out].shape, &l);
+  if (l.n_batch_dims > 0 || (n->a.trans_a && n->a.trans_b)) return;
+  int64_t rows = n->a.trans_a ? l.K : l.M, floats = rows * ((n->a.trans_a ? l.M : l.K) + l.N);
+  if (floats > LIVE_ROWS_MAX_FLOATS) floats = LIVE_ROWS_MAX_FLOATS;
+  if (rows > s->rows) s->rows = rows;
+  if (floats > s->floats) s->floats = floats;
+}
+
 static bool prepare(Exec *e, Diag *d) {
   const Graph *g = e->graph;
   Cpu *c = bc_calloc(1, sizeof(*c));
@@ -171,7 +195,10 @@ static bool prepare(Exec *e, Diag *d) {
       int64_t f = cpu_attention_scratch(&a);
       attn_floats = f > attn_floats ? f : attn_floats;
     }
-    if (k->kind == KERNEL_GEMM) gemm_epilogue_of(c, ck);
+    if (k->kind == KERNEL_GEMM) {
+      gemm_epilogue_of(c, ck);
+      if (!c->p.opts.off.zero_rows) live_rows_need(&c->p.graph, k, &c->rows);
+    }
     if (k->kind != KERNEL_LOOP) continue;
     int twin = -1;
     for (int t = 0; t < n_loops && twin < 0 && !c->p.opts.off.dedup; t++)
@@ -218,6 +245,11 @@ static bool prepare(Exec *e, Diag *d) {
   }
   free(loops);
   free(loop_at);
+  if (c->rows.rows > 0) {
+    c->rows.buf = bc_malloc(sizeof(float) * (size_t)(c->rows.floats > 0 ? c->rows.floats : 1));
+    c->rows.live = bc_malloc((size_t)c->rows.rows);
+    c->rows.seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * c->rows.rows + 2));
+  }
   if (attn_floats > 0) c->attn_scratch = bc_malloc(sizeof(float) * (size_t)(attn_floats * pool_n_threads(c->pool)));
   return true;
 fail:
@@ -255,16 +287,17 @@ static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const Kerne
   case KERNEL_GEMM: {
     const Value *a = &g->values.data[n->in[0]], *b = &g->values.data[n->in[1]];
     float *out = addr_of(c, ck->gemm_out);
+    const CpuRowsScratch *rows = c->rows.rows > 0 ? &c->rows : NULL;
     if (ck->epi.n == 1 && ck->epi.step[0].kind == GEMM_EPI_ADD && ck->epi.step[0].src == out)
       /* the addend's buffer is C (passes/memplan.c: gemm_accumulates_into) */
-      cpu_gemm(c->pool, CPU_GEMM_AUTO, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a,
-               addr_of(c, n->in[1]), &b->shape, n->a.trans_b, 1.0f, out, &o->shape);
+      cpu_gemm_live_rows(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
+                         &b->shape, n->a.trans_b, 1.0f, out, &o->shape, rows);
     else if (ck->epi.n > 0)
       cpu_gemm_epilogue(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
                         &b->shape, n->a.trans_b, out, &o->shape, &ck->epi);
     else
-      cpu_gemm(c->pool, CPU_GEMM_AUTO, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a,
-               addr_of(c, n->in[1]), &b->shape, n->a.trans_b, 0.0f, addr_of(c, n->out), &o->shape);
+      cpu_gemm_live_rows(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
+                         &b->shape, n->a.trans_b, 0.0f, addr_of(c, n->out), &o->shape, rows);
     return true;
   }
   case KERNEL_GATHER: {
@@ -320,7 +353,8 @@ static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const Kerne
     attn_dims(&a, g, n, &ctx);
     bool grad = n->op == OP_ATTENTION_GRAD;
     cpu_attention(c->pool, c->gemm, &a, addr_of(c, n->in[0]), addr_of(c, n->in[1]), addr_of(c, n->in[2]),
-                  addr_of(c, n->in[3]), grad ? addr_of(c, n->in[4]) : NULL, addr_of(c, n->out), c->attn_scratch);
+                  addr_of(c, n->in[3]), grad ? addr_of(c, n->in[4]) : NULL, addr_of(c, n->out), c->attn_scratch,
+                  c->p.opts.off.zero_rows);
     return true;
   }
   case KERNEL_LOOP: break;

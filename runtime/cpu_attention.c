@@ -10,6 +10,9 @@
  * the dropout mask from the same Philox stream. Only the keys an example's
  * valid length leaves (rounded up to 16) are computed: a masked key's
  * weight is exactly 0, and its rows of d k and d v are written as zeros.
+ * The backward stops at a unit's last query row whose d out is nonzero:
+ * the rows after it (padding; every row but <cls> in a classifier's last
+ * layer) add nothing to d k and d v, and their d q is zero.
  *
  * Speed: the row loops (scale, mask, max, exp, sum) work on 16-lane
  * vectors with partial sums in a fixed order, cloned for AVX-512 and AVX2
@@ -284,6 +287,7 @@ typedef struct {
   int64_t scratch_floats;
   float sqrt_d, inv_sqrt_d, keep_scale; /* inv_sqrt_d: exact_inverse */
   uint32_t threshold; /* dropout: 24-bit uniforms below it are dropped */
+  bool all_queries;   /* backward: every query row, also those after the last live one */
   const int32_t *order; /* the (example, head) units, b * H + h, longest first */
   atomic_llong next;    /* the next unit of order to claim */
 } AttnJob;
@@ -303,20 +307,21 @@ static int64_t live_keys(const AttnJob *j, int64_t b) {
   return vl <= 0 || kv >= tk ? tk : kv;
 }
 
-/* The weights W of (b, h) into w (Tq x Tk, the first kv columns of each
- * row), and when there is dropout the dropped and scaled A into a (else
+/* The weights W of (b, h) into w (its first tq rows of Tk, the first kv
+ * columns of each row), and when there is dropout the dropped and scaled A into a (else
  * a = w). */
-static void weights(const AttnJob *j, int64_t b, int64_t h, int64_t kv, float *w, float **a, uint32_t *bits) {
+static void weights(const AttnJob *j, int64_t b, int64_t h, int64_t tq, int64_t kv, float *w, float **a,
+                    uint32_t *bits) {
   const AttnDims *d = j->a;
   const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
-  gemm_lib_sgemm(j->lib, false, true, d->Tq, kv, d->d, qh, d->F, kh, d->F, 0.0f, w, d->Tk);
+  gemm_lib_sgemm(j->lib, false, true, tq, kv, d->d, qh, d->F, kh, d->F, 0.0f, w, d->Tk);
   int64_t vl = j->vl[b];
-  for (int64_t i = 0; i < d->Tq; i++) softmax_row(w + i * d->Tk, kv, vl, j->sqrt_d, j->inv_sqrt_d);
+  for (int64_t i = 0; i < tq; i++) softmax_row(w + i * d->Tk, kv, vl, j->sqrt_d, j->inv_sqrt_d);
   if (d->p <= 0) {
     *a = w;
     return;
   }
-  for (int64_t i = 0; i < d->Tq; i++) {
+  for (int64_t i = 0; i < tq; i++) {
     dropout_row(d, attn_index(d, b, h, i, 0), w + i * d->Tk, kv, j->threshold, j->keep_scale, *a + i * d->Tk,
                 bits);
   }
@@ -334,36 +339,61 @@ static void forward_unit(const AttnJob *j, int64_t it, float *scratch) {
   uint32_t *bits = (uint32_t *)(a + d->Tq * d->Tk);
   int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
   float *ab = a;
-  weights(j, b, h, kv, w, &ab, bits);
+  weights(j, b, h, d->Tq, kv, w, &ab, bits);
   const float *vh = j->v + b * d->Tk * d->F + h * d->d;
   gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ab, d->Tk, vh, d->F, 0.0f,
                  j->out + b * d->Tq * d->F + h * d->d, d->F);
 }
 
+/* The query rows of a [tq, d] block at stride F up to its last nonzero
+ * row: the rows of d out after it are zero (padding, or rows no loss
+ * reads), and so are their terms in d q, d k and d v. */
+static int64_t live_queries(const float *dout, int64_t tq, int64_t d, int64_t F) {
+  for (; tq > 0; tq--) {
+    const float *row = dout + (tq - 1) * F;
+    uint32_t any = 0;
+    for (int64_t c = 0; c < d; c++) {
+      uint32_t u;
+      memcpy(&u, row + c, sizeof u);
+      any |= u << 1; /* -0 is zero too */
+    }
+    if (any) break;
+  }
+  return tq;
+}
+
 /* Unit it = b * H + h of the backward, in scratch: W, A, d S, a row of
- * bits. */
+ * bits. Only the query rows up to the last with a nonzero d out
+ * (live_queries) are computed; d q is zero after them. */
 static void backward_unit(const AttnJob *j, int64_t it, float *scratch) {
   const AttnDims *d = j->a;
   int64_t blk = d->Tq * d->Tk;
   float *w = scratch, *a = w + blk, *ds = a + blk;
   uint32_t *bits = (uint32_t *)(ds + blk);
   int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
-  float *ab = a;
-  weights(j, b, h, kv, w, &ab, bits);
   const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
   const float *vh = j->v + b * d->Tk * d->F + h * d->d, *doh = j->dout + b * d->Tq * d->F + h * d->d;
   float *dq = j->out + b * d->Tq * d->F + h * d->d;
   float *dk = j->out + (d->B * d->Tq + b * d->Tk) * d->F + h * d->d, *dv = dk + d->B * d->Tk * d->F;
+  int64_t tq = j->all_queries ? d->Tq : live_queries(doh, d->Tq, d->d, d->F);
+  zero_rows(dq, tq, d->Tq, d->d, d->F);
+  if (tq == 0) {
+    zero_rows(dk, 0, d->Tk, d->d, d->F);
+    zero_rows(dv, 0, d->Tk, d->d, d->F);
+    return;
+  }
+  float *ab = a;
+  weights(j, b, h, tq, kv, w, &ab, bits);
   /* d v = A^T d out; d A = d out v^T */
-  gemm_lib_sgemm(j->lib, true, false, kv, d->d, d->Tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
-  gemm_lib_sgemm(j->lib, false, true, d->Tq, kv, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
+  gemm_lib_sgemm(j->lib, true, false, kv, d->d, tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
+  gemm_lib_sgemm(j->lib, false, true, tq, kv, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
   int64_t vl = j->vl[b];
-  for (int64_t i = 0; i < d->Tq; i++)
+  for (int64_t i = 0; i < tq; i++)
     softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, kv, vl, j->sqrt_d,
                      j->inv_sqrt_d);
   /* d q = d S k; d k = d S^T q */
-  gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
-  gemm_lib_sgemm(j->lib, true, false, kv, d->d, d->Tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
+  gemm_lib_sgemm(j->lib, false, false, tq, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
+  gemm_lib_sgemm(j->lib, true, false, kv, d->d, tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
   zero_rows(dk, kv, d->Tk, d->d, d->F);
   zero_rows(dv, kv, d->Tk, d->d, d->F);
 }
@@ -403,9 +433,10 @@ int64_t cpu_attention_scratch(const AttnDims *a) {
 }
 
 void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, const float *k, const float *v,
-                   const int32_t *valid_len, const float *dout, float *out, float *scratch) {
+                   const int32_t *valid_len, const float *dout, float *out, float *scratch, bool all_queries) {
   if (a->B * a->H == 0) return;
-  AttnJob j = {.a = a, .lib = lib, .q = q, .k = k, .v = v, .dout = dout, .vl = valid_len, .out = out};
+  AttnJob j = {.a = a, .lib = lib, .q = q, .k = k, .v = v, .dout = dout, .vl = valid_len, .out = out,
+               .all_queries = all_queries};
   j.sqrt_d = sqrtf((float)a->d);
   j.inv_sqrt_d = exact_inverse(j.sqrt_d);
   j.keep_scale = (float)a->keep_scale;

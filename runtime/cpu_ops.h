@@ -1,6 +1,7 @@
 /* cpu_ops.h — the CPU backend's hand-written kernels, the ones that are not
  * generated from the kernel IR: matmul on an SGEMM library (gemm_lib.h:
- * oneDNN, OpenBLAS or BLIS), gather, scatter-add,
+ * oneDNN, OpenBLAS or BLIS), also over an operand's live rows
+ * (cpu_gemm_rows.c), gather, scatter-add,
  * concat, and a strided copy that materializes a view. Data are in host
  * memory; arithmetic is f32, indices are i32, copies move 4-byte elements
  * (f32 or i32 alike).
@@ -60,6 +61,27 @@ void cpu_gemm(Pool *p, CpuGemmPar par, GemmLib lib, const float *A, const Shape 
  * each tile's part with the tile. */
 void cpu_gemm_epilogue(Pool *p, GemmLib lib, const float *A, const Shape *a_shape, bool trans_a, const float *B,
                        const Shape *b_shape, bool trans_b, float *C, const Shape *c_shape, const GemmEpilogue *e);
+
+/* cpu_gemm over the rows that can be nonzero (cpu_gemm_rows.c): the rows
+ * of A of C = A B (A not transposed), or the K rows of C = A^T B (B not
+ * transposed) where both A and B have a nonzero, found by a scan; the
+ * rows a zero row of A makes are written as zeros (beta 0) or left as
+ * they are (beta 1). Other GEMMs, and any with a batch dim left after
+ * folding, run as cpu_gemm. The scratch is the caller's: `rows` bytes in
+ * live and 2 rows + 2 ints in seg (GEMMs over more rows run densely), and
+ * `floats` in buf for copying the live rows of the operands (a GEMM whose
+ * copies would not fit is not compacted). Returns how it ran. */
+typedef enum { CPU_ROWS_DENSE, CPU_ROWS_RUNS, CPU_ROWS_COMPACTED } CpuRowsWay;
+typedef struct {
+  float *buf;
+  int64_t floats;
+  uint8_t *live;
+  int32_t *seg;
+  int64_t rows;
+} CpuRowsScratch;
+CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape *a_shape, bool trans_a,
+                              const float *B, const Shape *b_shape, bool trans_b, float beta, float *C,
+                              const Shape *c_shape, const CpuRowsScratch *s);
 
 /* For kernels that call the GEMM library themselves from the pool's
  * threads: takes cpu_gemm's turn and sets the library's threads per

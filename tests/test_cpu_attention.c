@@ -8,7 +8,7 @@
  * without dropout and with it: rows long enough for the 64-weight blocks
  * of the vector dropout stream and a ragged last block, and an odd row
  * length with an example offset, so that rows start inside a Philox
- * counter. */
+ * counter; and both with d out zero after some query rows. */
 #include "../runtime/cpu_attention.h"
 #include "../runtime/threadpool.h"
 #include "test.h"
@@ -21,11 +21,14 @@ static float rnd(uint32_t *s) {
 }
 
 /* Rows of T keys; dropout p (0: none); offset: the example offset of
- * the dropout stream. */
+ * the dropout stream; zero_tail: d out is zero after a number of query
+ * rows per example (none, the first only, half, all), as the rows of
+ * padding and of tokens no loss reads are, which the backward leaves out. */
 typedef struct {
   int T;
   double p;
   int64_t offset;
+  bool zero_tail;
 } Case;
 
 static void check_lib(GemmLib lib, Pool *pool, Case c) {
@@ -49,9 +52,13 @@ static void check_lib(GemmLib lib, Pool *pool, Case c) {
   }
   for (int i = 0; i < NG; i++) grad[i] = NAN;
   for (int b = 0; b < B; b++) vld[b] = valid[b];
+  const int live_rows[B] = {0, 1, T / 2, T};
+  for (int b = 0; c.zero_tail && b < B; b++)
+    for (int t = live_rows[b]; t < T; t++)
+      for (int f = 0; f < F; f++) doutd[(b * T + t) * F + f] = dout[(b * T + t) * F + f] = 0;
   float *scratch = malloc(sizeof(float) * (size_t)(cpu_attention_scratch(&a) * pool_n_threads(pool)));
-  cpu_attention(pool, lib, &a, q, k, v, valid, NULL, out, scratch);
-  cpu_attention(pool, lib, &a, q, k, v, valid, dout, grad, scratch);
+  cpu_attention(pool, lib, &a, q, k, v, valid, NULL, out, scratch, false);
+  cpu_attention(pool, lib, &a, q, k, v, valid, dout, grad, scratch, false);
   attn_ref_forward(&a, qd, kd, vd, vld, outd);
   attn_ref_backward(&a, qd, kd, vd, vld, doutd, gradd);
   double worst = 0;
@@ -62,8 +69,8 @@ static void check_lib(GemmLib lib, Pool *pool, Case c) {
     if (!(e <= 1e-4)) bad++; /* f32 dot products of <= 100 terms and the exp polynomial */
     if (e > worst || x != x) worst = x != x ? INFINITY : e;
   }
-  fprintf(stderr, "  %s, T %d, p %g, offset %lld: forward and backward, worst relative error %.3g\n",
-          gemm_lib_name(lib), T, c.p, (long long)c.offset, worst);
+  fprintf(stderr, "  %s, T %d, p %g, offset %lld%s: forward and backward, worst relative error %.3g\n",
+          gemm_lib_name(lib), T, c.p, (long long)c.offset, c.zero_tail ? ", zero rows of d out" : "", worst);
   CHECK_EQ_INT(bad, 0);
   free(scratch);
 }
@@ -76,7 +83,8 @@ TEST(attention_writes_every_element) {
   int n = 0;
   for (int l = 0; pool && l < GEMM_LIB_COUNT; l++)
     if (gemm_lib_load((GemmLib)l)) {
-      static const Case cases[] = {{40, 0, 0}, {T_MAX, 0.1, 0}, {37, 0.25, 3}};
+      static const Case cases[] = {{40, 0, 0, false},   {T_MAX, 0.1, 0, false}, {37, 0.25, 3, false},
+                                   {T_MAX, 0.1, 0, true}, {37, 0.25, 3, true}};
       for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_lib((GemmLib)l, pool, cases[i]);
       n++;
     }

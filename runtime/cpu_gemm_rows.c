@@ -1,0 +1,248 @@
+/* cpu_gemm_rows.c — GEMMs that leave out an operand's zero rows
+ * (cpu_ops.h: cpu_gemm_live_rows).
+ *
+ * A training step's backward GEMMs read gradients, and many rows of a
+ * gradient are exactly zero: the rows of padding tokens (nothing the loss
+ * reads depends on them), every token row but <cls> in the last encoder
+ * layer of a classifier, the MLM slots of weight 0. A zero row of A makes
+ * a zero row of C = A B; a zero row of either operand of C = A^T B adds
+ * nothing to C. So the rows are scanned first (a live row stops the scan
+ * at its first nonzero element, a zero row costs one read per element),
+ * and the GEMM runs over the live rows in one of two ways, whichever a
+ * cost model in rows of work says is cheapest, or densely when neither
+ * saves at least a tenth:
+ *  - runs: one library call per run of consecutive live rows (long runs:
+ *    the padding tails of examples);
+ *  - compacted: the live rows copied into a scratch block, one dense GEMM
+ *    there, its rows copied back (short runs: MLM slots, the rows of <cls>
+ *    tokens).
+ *
+ * Not here: dense GEMMs and the pool's tiling of them (cpu_ops.c), which
+ * GEMMs are eligible (cpu.c: those without an epilogue).
+ *
+ * Invariants: the result equals the dense GEMM's up to the order of the
+ * K sums (C = A^T B adds its runs one after another), except where the
+ * other operand holds an infinity or NaN: 0 times it is NaN densely and
+ * no term here. The choice depends only on the data and the thread count,
+ * so runs on the same thread count give the same bits. */
+#include "cpu_ops.h"
+
+#include <string.h>
+
+/* Fewer rows than this: always dense (the scan would not pay). */
+enum { MIN_ROWS = 256 };
+/* A library call's fixed cost (packing its other operand, the call) in
+ * rows of work, and a copied row's cost in rows of work per (K + N) / (K N)
+ * (copying 4 bytes against 2 flops per pair of elements). Estimates;
+ * `BC_BENCH=1 test_cpu_gemm_rows bench` times the way they choose against
+ * the dense GEMM on the BERT step's shapes (bench/RESULTS.md). */
+#define RUN_COST_ROWS 24.0
+#define COPY_COST 20.0
+
+typedef struct {
+  GemmLib lib;
+  const float *A, *B;
+  float *C;
+  bool ta, tb;
+  float beta;
+  int64_t M, N, K;     /* of the whole GEMM */
+  int64_t la, lb;      /* row lengths of A and B along the scanned rows */
+  uint8_t *live;       /* per scanned row */
+  const int32_t *seg;  /* [start, end) pairs: runs or pieces of runs */
+  int64_t n_seg;
+  const int32_t *rows; /* compacted: the live rows in order */
+  float *As, *Bs, *Cs; /* compacted operands */
+  int64_t tn;          /* C = A^T B by runs: columns per tile */
+} RowsJob;
+
+/* Whether x[0..len) has an element other than +-0: 32 at a time (one
+ * test per block, so the compiler vectorizes the block), then the rest. */
+static bool row_nonzero(const float *x, int64_t len) {
+  int64_t q = 0;
+  for (; q + 32 <= len; q += 32) {
+    uint32_t any = 0;
+    for (int i = 0; i < 32; i++) {
+      uint32_t u;
+      memcpy(&u, x + q + i, sizeof u);
+      any |= u << 1; /* drops the sign: -0 is zero too */
+    }
+    if (any) return true;
+  }
+  for (; q < len; q++)
+    if (x[q] != 0.0f) return true;
+  return false;
+}
+
+/* live[r]: row r of A (C = A B) or of both A and B (C = A^T B) has a
+ * nonzero element. B is scanned first: it is the gradient. */
+static void scan_range(void *ctx, int64_t begin, int64_t end) {
+  RowsJob *j = ctx;
+  for (int64_t r = begin; r < end; r++)
+    j->live[r] = j->ta ? row_nonzero(j->B + r * j->lb, j->lb) && row_nonzero(j->A + r * j->la, j->la)
+                       : row_nonzero(j->A + r * j->la, j->la);
+}
+
+/* C = A B by runs: segment s is rows [seg[2s], seg[2s+1]) of A and C. */
+static void runs_m_range(void *ctx, int64_t begin, int64_t end) {
+  const RowsJob *j = ctx;
+  int64_t ldb = j->tb ? j->K : j->N;
+  for (int64_t s = begin; s < end; s++) {
+    int64_t r0 = j->seg[2 * s], r1 = j->seg[2 * s + 1];
+    gemm_lib_sgemm(j->lib, false, j->tb, r1 - r0, j->N, j->K, j->A + r0 * j->K, j->K, j->B, ldb, j->beta,
+                   j->C + r0 * j->N, j->N);
+  }
+}
+
+/* C = A^T B by runs: item t is columns [t tn, (t + 1) tn) of C, summed
+ * over the runs one after another. */
+static void runs_k_range(void *ctx, int64_t begin, int64_t end) {
+  const RowsJob *j = ctx;
+  for (int64_t t = begin; t < end; t++) {
+    int64_t n0 = t * j->tn, n1 = n0 + j->tn < j->N ? n0 + j->tn : j->N;
+    for (int64_t s = 0; s < j->n_seg; s++) {
+      int64_t r0 = j->seg[2 * s], r1 = j->seg[2 * s + 1];
+      gemm_lib_sgemm(j->lib, true, false, j->M, n1 - n0, r1 - r0, j->A + r0 * j->M, j->M, j->B + r0 * j->N + n0,
+                     j->N, s == 0 ? j->beta : 1.0f, j->C + n0, j->N);
+    }
+  }
+}
+
+/* Rows of C that a zero row of A leaves zero (beta 0; beta 1 keeps C). */
+static void zero_dead_range(void *ctx, int64_t begin, int64_t end) {
+  const RowsJob *j = ctx;
+  for (int64_t r = begin; r < end; r++)
+    if (!j->live[r]) memset(j->C + r * j->N, 0, sizeof(float) * (size_t)j->N);
+}
+
+/* Compacted: the live rows of A (and of B for C = A^T B) into As (Bs). */
+static void compact_range(void *ctx, int64_t begin, int64_t end) {
+  const RowsJob *j = ctx;
+  for (int64_t i = begin; i < end; i++) {
+    int64_t r = j->rows[i];
+    memcpy(j->As + i * j->la, j->A + r * j->la, sizeof(float) * (size_t)j->la);
+    if (j->ta) memcpy(j->Bs + i * j->lb, j->B + r * j->lb, sizeof(float) * (size_t)j->lb);
+  }
+}
+
+/* Compacted C = A B: Cs's rows back into the live rows of C. */
+static void expand_range(void *ctx, int64_t begin, int64_t end) {
+  const RowsJob *j = ctx;
+  for (int64_t i = begin; i < end; i++) {
+    float *c = j->C + (int64_t)j->rows[i] * j->N;
+    const float *cs = j->Cs + i * j->N;
+    if (j->beta == 0.0f) memcpy(c, cs, sizeof(float) * (size_t)j->N);
+    else
+      for (int64_t q = 0; q < j->N; q++) c[q] += cs[q];
+  }
+}
+
+static int64_t rows_grain(int64_t floats_per_row) {
+  int64_t g = (16 << 10) / (floats_per_row > 0 ? floats_per_row : 1);
+  return g < 1 ? 1 : g;
+}
+
+CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape *as, bool trans_a, const float *B,
+                              const Shape *bs, bool trans_b, float beta, float *C, const Shape *cs,
+                              const CpuRowsScratch *s) {
+  MatmulLayout l;
+  shape_matmul_layout(as, trans_a, bs, trans_b, cs, &l);
+  bool k_rows = trans_a && !trans_b; /* C = A^T B: the rows are K's */
+  int64_t R = k_rows ? l.K : l.M;
+  if (!s || l.n_batch_dims > 0 || (trans_a && trans_b) || R < MIN_ROWS || R > s->rows || shape_numel(cs) == 0) {
+    cpu_gemm(p, CPU_GEMM_AUTO, lib, A, as, trans_a, B, bs, trans_b, beta, C, cs);
+    return CPU_ROWS_DENSE;
+  }
+  RowsJob j = {.lib = lib, .A = A, .B = B, .C = C, .ta = trans_a, .tb = trans_b, .beta = beta,
+               .M = l.M, .N = l.N, .K = l.K, .la = k_rows ? l.M : l.K, .lb = l.N, .live = s->live};
+  pool_parallel_for(p, R, rows_grain(j.la), scan_range, &j);
+
+  /* the runs of live rows as [start, end) pairs in s->seg */
+  int32_t *seg = s->seg;
+  int64_t n = 0, runs = 0;
+  for (int64_t r = 0; r < R; r++) {
+    if (!j.live[r]) continue;
+    n++;
+    if (r == 0 || !j.live[r - 1]) seg[2 * runs++] = (int32_t)r;
+    seg[2 * runs - 1] = (int32_t)r + 1;
+  }
+  if (n == R) {
+    cpu_gemm(p, CPU_GEMM_AUTO, lib, A, as, trans_a, B, bs, trans_b, beta, C, cs);
+    return CPU_ROWS_DENSE;
+  }
+  if (n == 0) { /* C = beta C */
+    if (beta == 0.0f) memset(C, 0, sizeof(float) * (size_t)(l.M * l.N));
+    return CPU_ROWS_RUNS;
+  }
+
+  /* the cost of each way, in rows of work */
+  double other = k_rows ? (double)l.M : (double)l.K; /* with N: a row's work is 2 other N flops */
+  double by_runs = (double)n + RUN_COST_ROWS * (double)runs;
+  double by_copy = (double)n * (1.0 + COPY_COST * (other + (double)l.N) / (other * (double)l.N));
+  bool fits = n * (int64_t)(other + (double)l.N) <= s->floats;
+  CpuRowsWay way = CPU_ROWS_DENSE;
+  double best = 0.9 * (double)R;
+  if (by_runs < best) way = CPU_ROWS_RUNS, best = by_runs;
+  if (fits && by_copy < best) way = CPU_ROWS_COMPACTED;
+  if (way == CPU_ROWS_DENSE) {
+    cpu_gemm(p, CPU_GEMM_AUTO, lib, A, as, trans_a, B, bs, trans_b, beta, C, cs);
+    return way;
+  }
+  int nt = pool_n_threads(p);
+
+  if (way == CPU_ROWS_COMPACTED) {
+    /* the live rows' indices, in order, after the runs in seg */
+    int32_t *rows = seg + 2 * runs;
+    for (int64_t r = 0, i = 0; r < R; r++)
+      if (j.live[r]) rows[i++] = (int32_t)r;
+    j.rows = rows;
+    j.As = s->buf;
+    j.Bs = j.Cs = s->buf + n * j.la;
+    pool_parallel_for(p, n, rows_grain(j.la + (k_rows ? j.lb : 0)), compact_range, &j);
+    if (k_rows) {
+      Shape sa = shape_of(2, (int)n, (int)l.M), sb = shape_of(2, (int)n, (int)l.N);
+      cpu_gemm(p, CPU_GEMM_AUTO, lib, j.As, &sa, true, j.Bs, &sb, false, beta, C, cs);
+    } else {
+      Shape sa = shape_of(2, (int)n, (int)l.K), sc = shape_of(2, (int)n, (int)l.N);
+      cpu_gemm(p, CPU_GEMM_AUTO, lib, j.As, &sa, false, B, bs, trans_b, 0.0f, j.Cs, &sc);
+      pool_parallel_for(p, n, rows_grain(l.N), expand_range, &j);
+      if (beta == 0.0f) pool_parallel_for(p, R, rows_grain(l.N), zero_dead_range, &j);
+    }
+    return way;
+  }
+
+  cpu_gemm_lock(lib, 1);
+  if (k_rows) {
+    /* column tiles, a multiple of 16 wide, one or more per thread */
+    int64_t tn = (l.N + nt - 1) / nt;
+    tn = tn < l.N ? (tn + 15) / 16 * 16 : tn;
+    j.tn = tn > 0 ? tn : 1;
+    j.seg = seg;
+    j.n_seg = runs;
+    pool_parallel_for(p, (l.N + j.tn - 1) / j.tn, 1, runs_k_range, &j);
+  } else {
+    /* runs cut into pieces of at most `piece` rows, so that every thread
+     * has several; the pieces overwrite seg from the end of the runs */
+    int64_t piece = (n + 4 * nt - 1) / (4 * nt);
+    piece = piece < 64 ? 64 : (piece + 15) / 16 * 16;
+    int64_t pieces = 0;
+    for (int64_t q = 0; q < runs; q++)
+      pieces += (seg[2 * q + 1] - seg[2 * q] + piece - 1) / piece;
+    /* pieces >= runs: fill from the last piece backwards, never past a run
+     * not yet read */
+    int64_t out = pieces;
+    for (int64_t q = runs - 1; q >= 0; q--) {
+      int64_t r0 = seg[2 * q], r1 = seg[2 * q + 1], np = (r1 - r0 + piece - 1) / piece;
+      for (int64_t t = np - 1; t >= 0; t--) {
+        out--;
+        seg[2 * out] = (int32_t)(r0 + t * piece);
+        seg[2 * out + 1] = (int32_t)(r0 + (t + 1) * piece < r1 ? r0 + (t + 1) * piece : r1);
+      }
+    }
+    j.seg = seg;
+    j.n_seg = pieces;
+    pool_parallel_for(p, pieces, 1, runs_m_range, &j);
+  }
+  cpu_gemm_unlock();
+  if (!k_rows && beta == 0.0f) pool_parallel_for(p, R, rows_grain(l.N), zero_dead_range, &j);
+  return way;
+}

@@ -1,0 +1,223 @@
+/* test_cpu_gemm_rows.c — GEMMs over an operand's live rows
+ * (runtime/cpu_gemm_rows.c: cpu_gemm_live_rows) against a double
+ * reference, every element, with C full of NaN first when beta is 0 (a row
+ * left unwritten shows). Row patterns as a training step makes them: none
+ * zero, padding tails (long runs), one live row in 128 (<cls>), all zero,
+ * and rows whose only nonzero is late in the row or is -0; C = A B,
+ * C = A B^T and C = A^T B, beta 0 and 1, pools of 1 to 3 threads. Each
+ * pattern must also take the way it is there for (runs, compacted,
+ * dense).
+ *
+ * BC_BENCH=1 test_cpu_gemm_rows bench times each way against the dense
+ * GEMM on the BERT step's shapes: the measurements behind the cost model's
+ * constants. */
+#include "../runtime/cpu_ops.h"
+#include "../runtime/threadpool.h"
+#include "test.h"
+
+#include <float.h>
+#include <time.h>
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static float rnd_f(void) { /* xorshift64*, in [-1, 1) */
+  rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
+  return (float)((double)((rng * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* Which rows of the scanned operand are zero. */
+typedef enum { NONE_ZERO, TAILS, ONE_IN_128, ALL_ZERO, LATE_ONLY } Pattern;
+static const char *pattern_name[] = {"no zero rows", "padding tails", "one live row in 128", "all zero",
+                                     "live rows with one late nonzero or -0"};
+
+/* Zeroes the rows of x [R, len] the pattern says; LATE_ONLY leaves -0
+ * everywhere but one element of every 7th row, in the middle or at the
+ * end of the row by turns. */
+static void apply(Pattern pt, float *x, int64_t R, int64_t len) {
+  for (int64_t r = 0; r < R; r++) {
+    float *row = x + r * len;
+    bool zero = pt == ALL_ZERO || (pt == TAILS && r % 128 >= 90 - r / 128 % 3 * 20) ||
+                (pt == ONE_IN_128 && r % 128 != 5);
+    if (pt == LATE_ONLY) {
+      for (int64_t q = 0; q < len; q++) row[q] = -0.0f;
+      if (r % 7 == 0) row[r / 7 % 2 ? len - 1 : len / 2 + 1] = 0.5f;
+    } else if (zero) {
+      memset(row, 0, sizeof(float) * (size_t)len);
+    }
+  }
+}
+
+/* C = op(A) op(B) (+ C0) for a [M, K]/[K, M], b [K, N]/[N, K], in
+ * double, against C; every element within the dot-product bound. */
+static bool check(const float *A, bool ta, const float *B, bool tb, const float *C0, float beta, const float *C,
+                  int64_t M, int64_t N, int64_t K) {
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) {
+      double acc = 0, mag = 0;
+      for (int64_t k = 0; k < K; k++) {
+        double x = ta ? A[k * M + i] : A[i * K + k], y = tb ? B[j * K + k] : B[k * N + j];
+        acc += x * y;
+        mag += fabs(x * y);
+      }
+      if (beta != 0.0f) acc += C0[i * N + j], mag += fabs(C0[i * N + j]);
+      double tol = (double)(K + 2) * FLT_EPSILON * mag + 1e-30;
+      if (!(fabs(C[i * N + j] - acc) <= tol)) {
+        fprintf(stderr, "  C[%lld,%lld] = %.9g, want %.9g\n", (long long)i, (long long)j, C[i * N + j], acc);
+        return false;
+      }
+    }
+  return true;
+}
+
+typedef struct {
+  int64_t M, N, K;
+  bool ta, tb;
+} Gemm;
+
+/* One GEMM with the pattern on its scanned operand (A's rows of C = A B;
+ * B's rows, and A's for TAILS, of C = A^T B); returns the way it ran, or
+ * -1 when an element is wrong. */
+static int run_case(Pool *p, GemmLib lib, Gemm g, Pattern pt, float beta, const CpuRowsScratch *s) {
+  int64_t na = g.M * g.K, nb = g.K * g.N, nc = g.M * g.N;
+  float *A = bc_malloc(sizeof(float) * (size_t)na), *B = bc_malloc(sizeof(float) * (size_t)nb);
+  float *C = bc_malloc(sizeof(float) * (size_t)nc), *C0 = bc_malloc(sizeof(float) * (size_t)nc);
+  for (int64_t i = 0; i < na; i++) A[i] = rnd_f();
+  for (int64_t i = 0; i < nb; i++) B[i] = rnd_f();
+  for (int64_t i = 0; i < nc; i++) C0[i] = beta != 0.0f ? rnd_f() : NAN;
+  memcpy(C, C0, sizeof(float) * (size_t)nc);
+  if (g.ta) { /* rows are K's: B [K, N] the gradient, A [K, M] zero too on tails */
+    apply(pt, B, g.K, g.N);
+    if (pt == TAILS) apply(ONE_IN_128, A + 64 * g.M, 1, g.M); /* one row of A zero where B's is live */
+  } else {
+    apply(pt, A, g.M, g.K);
+  }
+  Shape as = g.ta ? shape_of(2, (int)g.K, (int)g.M) : shape_of(2, (int)g.M, (int)g.K);
+  Shape bs = g.tb ? shape_of(2, (int)g.N, (int)g.K) : shape_of(2, (int)g.K, (int)g.N);
+  Shape cs = shape_of(2, (int)g.M, (int)g.N);
+  int way = (int)cpu_gemm_live_rows(p, lib, A, &as, g.ta, B, &bs, g.tb, beta, C, &cs, s);
+  if (!check(A, g.ta, B, g.tb, C0, beta, C, g.M, g.N, g.K)) way = -1;
+  free(A), free(B), free(C), free(C0);
+  return way;
+}
+
+static CpuRowsScratch scratch_for(int64_t rows, int64_t floats) {
+  CpuRowsScratch s = {bc_malloc(sizeof(float) * (size_t)floats), floats, bc_malloc((size_t)rows),
+                      bc_malloc(sizeof(int32_t) * (size_t)(2 * rows + 2)), rows};
+  return s;
+}
+static void scratch_free(CpuRowsScratch *s) { free(s->buf), free(s->live), free(s->seg); }
+
+TEST(live_rows_match_the_dense_product) {
+  /* rows = 1024: 8 "examples" of 128 */
+  static const Gemm gemms[] = {
+      {1024, 48, 200, false, false}, /* d x = d y W (K not a multiple of 32: late nonzeros) */
+      {1024, 40, 72, false, true},   /* d x = d y W^T */
+      {56, 40, 1024, true, false},   /* d W = x^T d y */
+  };
+  /* the way each pattern must take (a 0 % live product runs no GEMM: RUNS) */
+  static const CpuRowsWay want[] = {CPU_ROWS_DENSE, CPU_ROWS_RUNS, CPU_ROWS_COMPACTED, CPU_ROWS_RUNS,
+                                    CPU_ROWS_COMPACTED};
+  CpuRowsScratch s = scratch_for(1024, 1 << 20);
+  GemmLib lib;
+  char err[160];
+  CHECK(gemm_lib_select(&lib, err, sizeof err));
+  for (int threads = 1; threads <= 3; threads++) {
+    Diag d;
+    diag_init(&d);
+    Pool *p = pool_create(threads, &d);
+    CHECK(p != NULL);
+    for (size_t gi = 0; p && gi < sizeof gemms / sizeof gemms[0]; gi++)
+      for (int pt = NONE_ZERO; pt <= LATE_ONLY; pt++)
+        for (int bi = 0; bi < 2; bi++) {
+          int way = run_case(p, lib, gemms[gi], (Pattern)pt, bi ? 1.0f : 0.0f, &s);
+          if (way != (int)want[pt])
+            fprintf(stderr, "  %d threads, gemm %zu, %s, beta %d: way %d, want %d\n", threads, gi,
+                    pattern_name[pt], bi, way, (int)want[pt]);
+          CHECK_EQ_INT(way, (int)want[pt]);
+        }
+    if (p) pool_destroy(p);
+    diag_free(&d);
+  }
+  scratch_free(&s);
+}
+
+TEST(small_or_unfit_products_run_densely) {
+  GemmLib lib;
+  char err[160];
+  CHECK(gemm_lib_select(&lib, err, sizeof err));
+  Diag d;
+  diag_init(&d);
+  Pool *p = pool_create(2, &d);
+  CHECK(p != NULL);
+  CpuRowsScratch s = scratch_for(1024, 1 << 20), tiny = scratch_for(1024, 64), few = scratch_for(512, 1 << 20);
+  if (p) {
+    /* fewer rows than the scan pays for */
+    CHECK_EQ_INT(run_case(p, lib, (Gemm){128, 32, 64, false, false}, ONE_IN_128, 0.0f, &s), CPU_ROWS_DENSE);
+    /* the copies do not fit the scratch: runs instead (one row per run
+     * costs more than dense, so dense) */
+    CHECK_EQ_INT(run_case(p, lib, (Gemm){1024, 32, 64, false, false}, LATE_ONLY, 0.0f, &tiny), CPU_ROWS_DENSE);
+    /* more rows than the scratch has flags for */
+    CHECK_EQ_INT(run_case(p, lib, (Gemm){1024, 32, 64, false, false}, ONE_IN_128, 0.0f, &few), CPU_ROWS_DENSE);
+    /* no scratch */
+    CHECK_EQ_INT(run_case(p, lib, (Gemm){1024, 32, 64, false, false}, ONE_IN_128, 0.0f, NULL), CPU_ROWS_DENSE);
+    pool_destroy(p);
+  }
+  scratch_free(&s), scratch_free(&tiny), scratch_free(&few);
+  diag_free(&d);
+}
+
+/* ---- benchmark (BC_BENCH=1 test_cpu_gemm_rows bench) ---- */
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + 1e-6 * (double)t.tv_nsec;
+}
+
+TEST(bench) {
+  if (!getenv("BC_BENCH")) TEST_SKIP("set BC_BENCH=1 to run the benchmark");
+  GemmLib lib;
+  char err[160];
+  CHECK(gemm_lib_select(&lib, err, sizeof err));
+  Diag d;
+  diag_init(&d);
+  Pool *p = pool_create(2, &d);
+  CHECK(p != NULL);
+  /* nli b64's backward (8192 token rows) and pretrain b64's MLM blocks
+   * (1216 slots, 848 columns) */
+  static const Gemm gemms[] = {{8192, 128, 128, false, false}, {128, 128, 8192, true, false},
+                               {1216, 128, 848, false, true},  {128, 848, 1216, true, false}};
+  CpuRowsScratch s = scratch_for(8192, 4 << 20);
+  for (size_t gi = 0; p && gi < sizeof gemms / sizeof gemms[0]; gi++) {
+    Gemm g = gemms[gi];
+    int64_t R = g.ta ? g.K : g.M, len = g.ta ? g.N : g.K;
+    float *A = bc_malloc(sizeof(float) * (size_t)(g.M * g.K)), *B = bc_malloc(sizeof(float) * (size_t)(g.K * g.N));
+    float *C = bc_malloc(sizeof(float) * (size_t)(g.M * g.N));
+    for (int64_t i = 0; i < g.M * g.K; i++) A[i] = rnd_f();
+    for (int64_t i = 0; i < g.K * g.N; i++) B[i] = rnd_f();
+    Shape as = g.ta ? shape_of(2, (int)g.K, (int)g.M) : shape_of(2, (int)g.M, (int)g.K);
+    Shape bs = g.tb ? shape_of(2, (int)g.N, (int)g.K) : shape_of(2, (int)g.K, (int)g.N);
+    Shape cs = shape_of(2, (int)g.M, (int)g.N);
+    for (int pt = NONE_ZERO; pt <= ONE_IN_128; pt++) {
+      apply((Pattern)pt, g.ta ? B : A, R, len);
+      double t[2] = {1e30, 1e30};
+      int way = 0;
+      for (int rep = 0; rep < 20; rep++)
+        for (int live = 0; live < 2; live++) {
+          double t0 = now_ms();
+          if (live) way = (int)cpu_gemm_live_rows(p, lib, A, &as, g.ta, B, &bs, g.tb, 0.0f, C, &cs, &s);
+          else cpu_gemm(p, CPU_GEMM_AUTO, lib, A, &as, g.ta, B, &bs, g.tb, 0.0f, C, &cs);
+          double dt = now_ms() - t0;
+          t[live] = dt < t[live] ? dt : t[live];
+        }
+      fprintf(stderr, "  [%lld,%lld,%lld]%s%s %-20s dense %.3f ms, live rows %.3f ms (way %d)\n", (long long)g.M,
+              (long long)g.N, (long long)g.K, g.ta ? " A^T" : "", g.tb ? " B^T" : "", pattern_name[pt], t[0], t[1],
+              way);
+    }
+    free(A), free(B), free(C);
+  }
+  scratch_free(&s);
+  if (p) pool_destroy(p);
+  diag_free(&d);
+}
+
+TEST_MAIN()
