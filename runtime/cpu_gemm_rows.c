@@ -32,11 +32,15 @@
 /* Fewer rows than this: always dense (the scan would not pay). */
 enum { MIN_ROWS = 256 };
 /* A library call's fixed cost (packing its other operand, the call) in
- * rows of work, and a copied row's cost in rows of work per (K + N) / (K N)
- * (copying 4 bytes against 2 flops per pair of elements). Estimates;
- * `BC_BENCH=1 test_cpu_gemm_rows bench` times the way they choose against
- * the dense GEMM on the BERT step's shapes (bench/RESULTS.md). */
+ * rows of work: a run of C = A^T B adds into every tile of C, so it costs
+ * about twice one of C = A B. A copied row's cost in rows of work per
+ * (K + N) / (K N) (copying 4 bytes against 2 flops per pair of elements).
+ * Fitted to the backward GEMMs of pretrain at batches 64 and 256
+ * (`BC_PROFILE`, against BC_NO_ZERO_ROWS=1); `BC_BENCH=1
+ * test_cpu_gemm_rows bench` times the way they choose against the dense
+ * GEMM on the BERT step's shapes. */
 #define RUN_COST_ROWS 24.0
+#define RUN_COST_ROWS_K 48.0
 #define COPY_COST 20.0
 
 typedef struct {
@@ -176,7 +180,7 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
 
   /* the cost of each way, in rows of work */
   double other = k_rows ? (double)l.M : (double)l.K; /* with N: a row's work is 2 other N flops */
-  double by_runs = (double)n + RUN_COST_ROWS * (double)runs;
+  double by_runs = (double)n + (k_rows ? RUN_COST_ROWS_K : RUN_COST_ROWS) * (double)runs;
   double by_copy = (double)n * (1.0 + COPY_COST * (other + (double)l.N) / (other * (double)l.N));
   bool fits = n * (int64_t)(other + (double)l.N) <= s->floats;
   CpuRowsWay way = CPU_ROWS_DENSE;

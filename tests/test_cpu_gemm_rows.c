@@ -29,13 +29,14 @@ typedef enum { NONE_ZERO, TAILS, ONE_IN_128, ALL_ZERO, LATE_ONLY } Pattern;
 static const char *pattern_name[] = {"no zero rows", "padding tails", "one live row in 128", "all zero",
                                      "live rows with one late nonzero or -0"};
 
-/* Zeroes the rows of x [R, len] the pattern says; LATE_ONLY leaves -0
- * everywhere but one element of every 7th row, in the middle or at the
- * end of the row by turns. */
-static void apply(Pattern pt, float *x, int64_t R, int64_t len) {
+/* Zeroes the rows of x [R, len] the pattern says, for examples of `ex`
+ * rows (TAILS: the last 30, 45 or 60% of an example's rows by turns);
+ * LATE_ONLY leaves -0 everywhere but one element of every 7th row, in the
+ * middle or at the end of the row by turns. */
+static void apply(Pattern pt, float *x, int64_t R, int64_t len, int64_t ex) {
   for (int64_t r = 0; r < R; r++) {
     float *row = x + r * len;
-    bool zero = pt == ALL_ZERO || (pt == TAILS && r % 128 >= 90 - r / 128 % 3 * 20) ||
+    bool zero = pt == ALL_ZERO || (pt == TAILS && r % ex >= ex * (90 - r / ex % 3 * 20) / 128) ||
                 (pt == ONE_IN_128 && r % 128 != 5);
     if (pt == LATE_ONLY) {
       for (int64_t q = 0; q < len; q++) row[q] = -0.0f;
@@ -84,11 +85,13 @@ static int run_case(Pool *p, GemmLib lib, Gemm g, Pattern pt, float beta, const 
   for (int64_t i = 0; i < nb; i++) B[i] = rnd_f();
   for (int64_t i = 0; i < nc; i++) C0[i] = beta != 0.0f ? rnd_f() : NAN;
   memcpy(C, C0, sizeof(float) * (size_t)nc);
-  if (g.ta) { /* rows are K's: B [K, N] the gradient, A [K, M] zero too on tails */
-    apply(pt, B, g.K, g.N);
-    if (pt == TAILS) apply(ONE_IN_128, A + 64 * g.M, 1, g.M); /* one row of A zero where B's is live */
+  /* rows are K's for C = A^T B: B [K, N] is the gradient; a run there adds
+   * into all of C, so it pays for longer examples than C = A B's */
+  if (g.ta) {
+    apply(pt, B, g.K, g.N, 512);
+    if (pt == TAILS) apply(ALL_ZERO, A + 64 * g.M, 1, g.M, 512); /* a zero row of A where B's is live */
   } else {
-    apply(pt, A, g.M, g.K);
+    apply(pt, A, g.M, g.K, 128);
   }
   Shape as = g.ta ? shape_of(2, (int)g.K, (int)g.M) : shape_of(2, (int)g.M, (int)g.K);
   Shape bs = g.tb ? shape_of(2, (int)g.N, (int)g.K) : shape_of(2, (int)g.K, (int)g.N);
@@ -107,16 +110,16 @@ static CpuRowsScratch scratch_for(int64_t rows, int64_t floats) {
 static void scratch_free(CpuRowsScratch *s) { free(s->buf), free(s->live), free(s->seg); }
 
 TEST(live_rows_match_the_dense_product) {
-  /* rows = 1024: 8 "examples" of 128 */
+  /* 1024 or 2048 rows: examples of 128 or 512 */
   static const Gemm gemms[] = {
       {1024, 48, 200, false, false}, /* d x = d y W (K not a multiple of 32: late nonzeros) */
       {1024, 40, 72, false, true},   /* d x = d y W^T */
-      {56, 40, 1024, true, false},   /* d W = x^T d y */
+      {56, 40, 2048, true, false},   /* d W = x^T d y */
   };
   /* the way each pattern must take (a 0 % live product runs no GEMM: RUNS) */
   static const CpuRowsWay want[] = {CPU_ROWS_DENSE, CPU_ROWS_RUNS, CPU_ROWS_COMPACTED, CPU_ROWS_RUNS,
                                     CPU_ROWS_COMPACTED};
-  CpuRowsScratch s = scratch_for(1024, 1 << 20);
+  CpuRowsScratch s = scratch_for(2048, 1 << 20);
   GemmLib lib;
   char err[160];
   CHECK(gemm_lib_select(&lib, err, sizeof err));
@@ -198,7 +201,7 @@ TEST(bench) {
     Shape bs = g.tb ? shape_of(2, (int)g.N, (int)g.K) : shape_of(2, (int)g.K, (int)g.N);
     Shape cs = shape_of(2, (int)g.M, (int)g.N);
     for (int pt = NONE_ZERO; pt <= ONE_IN_128; pt++) {
-      apply((Pattern)pt, g.ta ? B : A, R, len);
+      apply((Pattern)pt, g.ta ? B : A, R, len, 128);
       double t[2] = {1e30, 1e30};
       int way = 0;
       for (int rep = 0; rep < 20; rep++)
