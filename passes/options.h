@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 #define BC_OPT_SWITCHES(X) \
+  X(narrow, "NARROW", "compute every row of a value read only through slices of it (passes/narrow.c)") \
   X(simplify, "SIMPLIFY", "skip the simplify pass (folding, identities, CSE, dead code)") \
   X(cse, "CSE", "simplify without common-subexpression elimination (duplicate nodes stay)") \
   X(schedule, "SCHEDULE", "skip the schedule pass (keep the expanded node order)") \

@@ -38,6 +38,13 @@ bool model_expand_sources(Graph *out, const SourceFile *files, int n_files, cons
  * strings, caller frees the array); -1 with diagnostics on failure. */
 int model_graph_names(const char *path, const char ***names, Diag *d);
 
+/* narrow.c — computations whose value is read only through slices of one
+ * range along one axis (directly or row by row) compute that range only:
+ * a classifier's last encoder layer on its <cls> rows. Every value keeps
+ * its elements' values (random streams keyed by the unsliced shape).
+ * Requires: an expanded graph, before autodiff. */
+bool narrow_run(Graph *g, Diag *d);
+
 /* autodiff.c — reverse mode from g->loss (f32, one element): appends the
  * backward nodes and sets Value.grad of every parameter that the loss
  * depends on (parameters it does not depend on get a zero gradient).
@@ -122,8 +129,8 @@ void grad_buckets_print(const Graph *g, const GradBuckets *b, const char *const 
 int64_t grad_bucket_bytes_default(void);
 
 /* pipeline.c — the stages, in order; each a row of one table:
- *   graph stages (every backend): expand, autodiff and optim (with
- *   `train`), simplify, schedule;
+ *   graph stages (every backend): expand, narrow, autodiff and optim
+ *   (with `train`), simplify, schedule;
  *   plan stages (compiled backends): fuse, lower, memplan.
  * pipeline_run runs the graph stages into a Graph, which an Exec keeps;
  * a compiled backend then runs the plan stages over a copy of it

@@ -1,8 +1,8 @@
 /* pipeline.c — the whole middle end as one ordered table of named stages,
  * all working on one Plan (passes.h):
  *
- *   expand  autodiff  optim  simplify  schedule | remat  chunk  fuse  lower  memplan
- *   -------------- graph stages --------------- | ---------- plan stages ----------
+ *   expand  narrow  autodiff  optim  simplify  schedule | remat  chunk  fuse  lower  memplan
+ *   ------------------- graph stages ------------------ | ---------- plan stages ----------
  *
  * The graph stages end in the Graph an Exec keeps (every backend); compiled
  * backends run the plan stages over a copy of it. `lower` is codegen's (the
@@ -89,6 +89,10 @@ static bool run_autodiff(Plan *p, const CompileOptions *o, Diag *d) {
   }
   return autodiff_run(&p->graph, d);
 }
+static bool run_narrow(Plan *p, const CompileOptions *o, Diag *d) {
+  (void)o;
+  return narrow_run(&p->graph, d);
+}
 static bool run_optim(Plan *p, const CompileOptions *o, Diag *d) { return optim_adam_run(&p->graph, &o->adam, d); }
 static bool run_simplify(Plan *p, const CompileOptions *o, Diag *d) { return simplify_run(&p->graph, &o->off, d); }
 static bool run_schedule(Plan *p, const CompileOptions *o, Diag *d) {
@@ -152,6 +156,7 @@ static void dump_memplan(const Plan *p, FILE *f) { memplan_print(&p->graph, &p->
 #define OFF(field) (int)offsetof(OptSwitches, field)
 static const Stage stages[] = {
     {"expand", PHASE_GRAPH, false, -1, false, run_expand, check_graph, dump_graph},
+    {"narrow", PHASE_GRAPH, false, OFF(narrow), true, run_narrow, check_graph, dump_graph},
     {"autodiff", PHASE_GRAPH, true, -1, false, run_autodiff, check_graph, dump_graph},
     {"optim", PHASE_GRAPH, true, -1, false, run_optim, check_graph, dump_graph},
     {"simplify", PHASE_GRAPH, false, OFF(simplify), true, run_simplify, check_graph, dump_graph},
