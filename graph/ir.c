@@ -229,6 +229,58 @@ ValueId *graph_compact(Graph *g, const bool *keep) {
   return map;
 }
 
+void graph_drop_dead(Graph *g) {
+  bool *live = bc_calloc((size_t)(g->values.n ? g->values.n : 1), sizeof(bool));
+  bool *keep = bc_calloc((size_t)(g->nodes.n ? g->nodes.n : 1), sizeof(bool));
+  for (int i = 0; i < g->outputs.n; i++) live[g->outputs.data[i]] = true;
+  if (g->loss >= 0) live[g->loss] = true;
+  for (int i = 0; i < g->params.n; i++) {
+    ValueId gr = g->values.data[g->params.data[i]].grad;
+    if (gr >= 0) live[gr] = true;
+  }
+  for (int i = g->nodes.n - 1; i >= 0; i--) {
+    const Node *n = &g->nodes.data[i];
+    if (!live[n->out] && !(op_info[n->op].flags & OPF_SIDE_EFFECT)) continue;
+    keep[i] = true;
+    for (int j = 0; j < n->n_in; j++) live[n->in[j]] = true;
+  }
+  free(graph_compact(g, keep));
+  free(live);
+  free(keep);
+}
+
+ValueId *graph_rebuild_begin(Graph *ng, const Graph *g) {
+  graph_init(ng, g->name);
+  for (int i = 0; i < g->blocks.n; i++) vec_push(&ng->blocks, g->blocks.data[i]); /* nodes keep their ids */
+  ValueId *map = bc_malloc(sizeof(ValueId) * (size_t)(g->values.n ? g->values.n : 1));
+  for (int i = 0; i < g->values.n; i++) map[i] = -1;
+  for (int i = 0; i < g->inputs.n; i++) {
+    const Value *v = &g->values.data[g->inputs.data[i]];
+    map[g->inputs.data[i]] = graph_add_input(ng, v->name, v->dtype, v->shape, v->loc);
+  }
+  for (int i = 0; i < g->params.n; i++) {
+    const Value *v = &g->values.data[g->params.data[i]];
+    map[g->params.data[i]] = graph_add_param(ng, v->name, v->dtype, v->shape, v->init, v->loc);
+  }
+  for (int i = 0; i < g->states.n; i++) {
+    const Value *v = &g->values.data[g->states.data[i]];
+    map[g->states.data[i]] = graph_add_state(ng, v->name, v->dtype, v->shape, v->init, v->loc);
+  }
+  return map;
+}
+
+void graph_rebuild_end(Graph *ng, const Graph *g, const ValueId *map) {
+  for (int i = 0; i < g->params.n; i++) {
+    const Value *v = &g->values.data[g->params.data[i]];
+    if (v->grad >= 0) ng->values.data[map[g->params.data[i]]].grad = map[v->grad];
+  }
+  for (int i = 0; i < g->outputs.n; i++) vec_push(&ng->outputs, map[g->outputs.data[i]]);
+  ng->loss = g->loss >= 0 ? map[g->loss] : -1;
+  for (int i = 0; i < g->hparams.n; i++) vec_push(&ng->hparams, g->hparams.data[i]);
+  graph_set_sources(ng, g->sources.data, g->sources.n);
+  ng->cur_block = -1;
+}
+
 void graph_reorder(Graph *g, const NodeId *order) {
   int nn = g->nodes.n;
   Node *nodes = bc_malloc(sizeof(Node) * (size_t)(nn ? nn : 1));

@@ -232,6 +232,18 @@ BlockId graph_block_common(const Graph *g, BlockId a, BlockId b);
  * returned map (old id -> new id or -1), which the caller frees; may be NULL. */
 ValueId *graph_compact(Graph *g, const bool *keep);
 
+/* Removes the nodes that no root (outputs, the loss, parameter gradients)
+ * reaches; nodes with side effects (assign) stay. */
+void graph_drop_dead(Graph *g);
+
+/* A pass that rebuilds g into a new graph: graph_rebuild_begin makes *ng
+ * with g's name, block instances, inputs, parameters and states, and
+ * returns the map of g's value ids to ng's (-1 until the pass emits the
+ * value; the caller frees it); graph_rebuild_end gives ng g's outputs,
+ * loss and parameter gradients through the map, its hparams and sources. */
+ValueId *graph_rebuild_begin(Graph *ng, const Graph *g);
+void graph_rebuild_end(Graph *ng, const Graph *g, const ValueId *map);
+
 /* Reorders the nodes: new node k is old node order[k]. Value ids stay; the
  * order must be topological (BC_ASSERT). */
 void graph_reorder(Graph *g, const NodeId *order);

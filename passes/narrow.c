@@ -130,23 +130,9 @@ bool narrow_run(Graph *g, Diag *d) {
 
   /* the rebuild: full copies of every node, narrowed copies beside them */
   Graph ng;
-  graph_init(&ng, g->name);
-  for (int i = 0; i < g->blocks.n; i++) vec_push(&ng.blocks, g->blocks.data[i]);
-  ValueId *full = bc_malloc(sizeof(ValueId) * (size_t)(nv ? nv : 1));
+  ValueId *full = graph_rebuild_begin(&ng, g);
   ValueId *part = bc_malloc(sizeof(ValueId) * (size_t)(nv ? nv : 1)); /* the narrowed copy, or -1 */
-  for (int i = 0; i < nv; i++) full[i] = part[i] = -1;
-  for (int i = 0; i < g->inputs.n; i++) {
-    const Value *v = &g->values.data[g->inputs.data[i]];
-    full[g->inputs.data[i]] = graph_add_input(&ng, v->name, v->dtype, v->shape, v->loc);
-  }
-  for (int i = 0; i < g->params.n; i++) {
-    const Value *v = &g->values.data[g->params.data[i]];
-    full[g->params.data[i]] = graph_add_param(&ng, v->name, v->dtype, v->shape, v->init, v->loc);
-  }
-  for (int i = 0; i < g->states.n; i++) {
-    const Value *v = &g->values.data[g->states.data[i]];
-    full[g->states.data[i]] = graph_add_state(&ng, v->name, v->dtype, v->shape, v->init, v->loc);
-  }
+  for (int i = 0; i < nv; i++) part[i] = -1;
   int narrowed = 0;
   ValueId in[64];
   for (int i = 0; i < g->nodes.n; i++) {
@@ -188,11 +174,7 @@ bool narrow_run(Graph *g, Diag *d) {
     ng.values.data[part[n->out]].loc = ov->loc;
     narrowed++;
   }
-  for (int i = 0; i < g->outputs.n; i++) vec_push(&ng.outputs, full[g->outputs.data[i]]);
-  ng.loss = g->loss >= 0 ? full[g->loss] : -1;
-  for (int i = 0; i < g->hparams.n; i++) vec_push(&ng.hparams, g->hparams.data[i]);
-  graph_set_sources(&ng, g->sources.data, g->sources.n);
-  ng.cur_block = -1;
+  graph_rebuild_end(&ng, g, full);
   free(full);
   free(part);
   free(dem);
@@ -201,20 +183,7 @@ bool narrow_run(Graph *g, Diag *d) {
     return true;
   }
 
-  /* dead code: the full copies whose readers all read narrowed ones */
-  bool *live = bc_calloc((size_t)(ng.values.n ? ng.values.n : 1), sizeof(bool));
-  bool *keep = bc_calloc((size_t)(ng.nodes.n ? ng.nodes.n : 1), sizeof(bool));
-  for (int i = 0; i < ng.outputs.n; i++) live[ng.outputs.data[i]] = true;
-  if (ng.loss >= 0) live[ng.loss] = true;
-  for (int i = ng.nodes.n - 1; i >= 0; i--) {
-    const Node *n = &ng.nodes.data[i];
-    if (!live[n->out] && !(op_info[n->op].flags & OPF_SIDE_EFFECT)) continue;
-    keep[i] = true;
-    for (int j = 0; j < n->n_in; j++) live[n->in[j]] = true;
-  }
-  free(graph_compact(&ng, keep));
-  free(live);
-  free(keep);
+  graph_drop_dead(&ng); /* the full copies whose readers all read narrowed ones */
   graph_free(g);
   *g = ng;
   return true;

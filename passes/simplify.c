@@ -328,9 +328,7 @@ static ValueId rewrite(Builder *b, const Node *n, const ValueId *in, const Value
 bool simplify_run(Graph *g, const OptSwitches *off, Diag *d) {
   (void)d;
   Graph ng;
-  graph_init(&ng, g->name);
-  /* the blocks stay: nodes keep their ids */
-  for (int i = 0; i < g->blocks.n; i++) vec_push(&ng.blocks, g->blocks.data[i]);
+  ValueId *map = graph_rebuild_begin(&ng, g);
   bool *old_root = bc_calloc((size_t)g->values.n + 1, sizeof(bool));
   for (int i = 0; i < g->outputs.n; i++) old_root[g->outputs.data[i]] = true;
   if (g->loss >= 0) old_root[g->loss] = true;
@@ -339,20 +337,6 @@ bool simplify_run(Graph *g, const OptSwitches *off, Diag *d) {
     if (gr >= 0) old_root[gr] = true;
   }
   Builder b = {&ng, NULL, 0, off && off->cse, g, old_root, NULL, 0};
-  ValueId *map = bc_malloc(sizeof(ValueId) * (size_t)(g->values.n ? g->values.n : 1));
-  for (int i = 0; i < g->values.n; i++) map[i] = -1;
-  for (int i = 0; i < g->inputs.n; i++) {
-    const Value *v = &g->values.data[g->inputs.data[i]];
-    map[g->inputs.data[i]] = graph_add_input(&ng, v->name, v->dtype, v->shape, v->loc);
-  }
-  for (int i = 0; i < g->params.n; i++) {
-    const Value *v = &g->values.data[g->params.data[i]];
-    map[g->params.data[i]] = graph_add_param(&ng, v->name, v->dtype, v->shape, v->init, v->loc);
-  }
-  for (int i = 0; i < g->states.n; i++) {
-    const Value *v = &g->values.data[g->states.data[i]];
-    map[g->states.data[i]] = graph_add_state(&ng, v->name, v->dtype, v->shape, v->init, v->loc);
-  }
   ValueId in[64];
   ValueId *big = NULL;
   for (int i = 0; i < g->nodes.n; i++) {
@@ -368,38 +352,12 @@ bool simplify_run(Graph *g, const OptSwitches *off, Diag *d) {
     map[n->out] = r >= 0 ? r : emit(&b, n, ins, oldv);
   }
   free(big);
-  for (int i = 0; i < g->params.n; i++) {
-    const Value *v = &g->values.data[g->params.data[i]];
-    if (v->grad >= 0) ng.values.data[map[g->params.data[i]]].grad = map[v->grad];
-  }
-  for (int i = 0; i < g->outputs.n; i++) vec_push(&ng.outputs, map[g->outputs.data[i]]);
-  ng.loss = g->loss >= 0 ? map[g->loss] : -1;
-  for (int i = 0; i < g->hparams.n; i++) vec_push(&ng.hparams, g->hparams.data[i]);
-  graph_set_sources(&ng, g->sources.data, g->sources.n);
+  graph_rebuild_end(&ng, g, map);
   free(map);
   free(b.table);
   free(b.root);
   free(old_root);
-  ng.cur_block = -1;
-
-  /* dead code: keep what the roots need */
-  bool *live = bc_calloc((size_t)(ng.values.n ? ng.values.n : 1), sizeof(bool));
-  bool *keep = bc_calloc((size_t)(ng.nodes.n ? ng.nodes.n : 1), sizeof(bool));
-  for (int i = 0; i < ng.outputs.n; i++) live[ng.outputs.data[i]] = true;
-  if (ng.loss >= 0) live[ng.loss] = true;
-  for (int i = 0; i < ng.params.n; i++) {
-    ValueId gr = ng.values.data[ng.params.data[i]].grad;
-    if (gr >= 0) live[gr] = true;
-  }
-  for (int i = ng.nodes.n - 1; i >= 0; i--) {
-    const Node *n = &ng.nodes.data[i];
-    if (!live[n->out] && !(op_info[n->op].flags & OPF_SIDE_EFFECT)) continue;
-    keep[i] = true;
-    for (int j = 0; j < n->n_in; j++) live[n->in[j]] = true;
-  }
-  free(graph_compact(&ng, keep));
-  free(live);
-  free(keep);
+  graph_drop_dead(&ng); /* dead code: keep what the roots need */
   graph_free(g);
   *g = ng;
   return true;

@@ -109,6 +109,17 @@ static CpuRowsScratch scratch_for(int64_t rows, int64_t floats) {
 }
 static void scratch_free(CpuRowsScratch *s) { free(s->buf), free(s->live), free(s->seg); }
 
+/* The default GEMM library and a pool of n threads (NULL, with a failed
+ * CHECK, when there is none). */
+static Pool *setup(int n, GemmLib *lib, Diag *d) {
+  char err[160];
+  CHECK(gemm_lib_select(lib, err, sizeof err));
+  diag_init(d);
+  Pool *p = pool_create(n, d);
+  CHECK(p != NULL);
+  return p;
+}
+
 TEST(live_rows_match_the_dense_product) {
   /* 1024 or 2048 rows: examples of 128 or 512 */
   static const Gemm gemms[] = {
@@ -120,14 +131,10 @@ TEST(live_rows_match_the_dense_product) {
   static const CpuRowsWay want[] = {CPU_ROWS_DENSE, CPU_ROWS_RUNS, CPU_ROWS_COMPACTED, CPU_ROWS_RUNS,
                                     CPU_ROWS_COMPACTED};
   CpuRowsScratch s = scratch_for(2048, 1 << 20);
-  GemmLib lib;
-  char err[160];
-  CHECK(gemm_lib_select(&lib, err, sizeof err));
   for (int threads = 1; threads <= 3; threads++) {
+    GemmLib lib;
     Diag d;
-    diag_init(&d);
-    Pool *p = pool_create(threads, &d);
-    CHECK(p != NULL);
+    Pool *p = setup(threads, &lib, &d);
     for (size_t gi = 0; p && gi < sizeof gemms / sizeof gemms[0]; gi++)
       for (int pt = NONE_ZERO; pt <= LATE_ONLY; pt++)
         for (int bi = 0; bi < 2; bi++) {
@@ -145,12 +152,8 @@ TEST(live_rows_match_the_dense_product) {
 
 TEST(small_or_unfit_products_run_densely) {
   GemmLib lib;
-  char err[160];
-  CHECK(gemm_lib_select(&lib, err, sizeof err));
   Diag d;
-  diag_init(&d);
-  Pool *p = pool_create(2, &d);
-  CHECK(p != NULL);
+  Pool *p = setup(2, &lib, &d);
   CpuRowsScratch s = scratch_for(1024, 1 << 20), tiny = scratch_for(1024, 64), few = scratch_for(512, 1 << 20);
   if (p) {
     /* fewer rows than the scan pays for */
@@ -179,12 +182,8 @@ static double now_ms(void) {
 TEST(bench) {
   if (!getenv("BC_BENCH")) TEST_SKIP("set BC_BENCH=1 to run the benchmark");
   GemmLib lib;
-  char err[160];
-  CHECK(gemm_lib_select(&lib, err, sizeof err));
   Diag d;
-  diag_init(&d);
-  Pool *p = pool_create(2, &d);
-  CHECK(p != NULL);
+  Pool *p = setup(2, &lib, &d);
   /* nli b64's backward (8192 token rows) and pretrain b64's MLM blocks
    * (1216 slots, 848 columns) */
   static const Gemm gemms[] = {{8192, 128, 128, false, false}, {128, 128, 8192, true, false},
