@@ -10,9 +10,10 @@
  * the dropout mask from the same Philox stream. Only the keys an example's
  * valid length leaves (rounded up to 16) are computed: a masked key's
  * weight is exactly 0, and its rows of d k and d v are written as zeros.
- * The backward stops at a unit's last query row whose d out is nonzero:
- * the rows after it (padding; every row but <cls> in a classifier's last
- * layer) add nothing to d k and d v, and their d q is zero.
+ * The backward leaves out the query rows whose d out is zero (padding;
+ * the tokens no loss reads, as in pretraining's last layer all but <cls>
+ * and the masked positions): they add nothing to d k and d v, and their d
+ * q is zero.
  *
  * Speed: the row loops (scale, mask, max, exp, sum) work on 16-lane
  * vectors with partial sums in a fixed order, cloned for AVX-512 and AVX2
@@ -287,7 +288,7 @@ typedef struct {
   int64_t scratch_floats;
   float sqrt_d, inv_sqrt_d, keep_scale; /* inv_sqrt_d: exact_inverse */
   uint32_t threshold; /* dropout: 24-bit uniforms below it are dropped */
-  bool all_queries;   /* backward: every query row, also those after the last live one */
+  bool all_queries;   /* backward: every query row, also those whose d out is zero */
   const int32_t *order; /* the (example, head) units, b * H + h, longest first */
   atomic_llong next;    /* the next unit of order to claim */
 } AttnJob;
@@ -307,14 +308,15 @@ static int64_t live_keys(const AttnJob *j, int64_t b) {
   return vl <= 0 || kv >= tk ? tk : kv;
 }
 
-/* The weights W of (b, h) into w (its first tq rows of Tk, the first kv
- * columns of each row), and when there is dropout the dropped and scaled A into a (else
- * a = w). */
-static void weights(const AttnJob *j, int64_t b, int64_t h, int64_t tq, int64_t kv, float *w, float **a,
-                    uint32_t *bits) {
+/* The weights W of (b, h) for tq query rows (q: their first, ldq apart;
+ * rows[i] the query row of row i, NULL: i) into w (a row of Tk each, the
+ * first kv columns), and when there is dropout the dropped and scaled A
+ * into a (else a = w). */
+static void weights(const AttnJob *j, int64_t b, int64_t h, const float *q, int64_t ldq, int64_t tq,
+                    const int32_t *rows, int64_t kv, float *w, float **a, uint32_t *bits) {
   const AttnDims *d = j->a;
-  const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
-  gemm_lib_sgemm(j->lib, false, true, tq, kv, d->d, qh, d->F, kh, d->F, 0.0f, w, d->Tk);
+  const float *kh = j->k + b * d->Tk * d->F + h * d->d;
+  gemm_lib_sgemm(j->lib, false, true, tq, kv, d->d, q, ldq, kh, d->F, 0.0f, w, d->Tk);
   int64_t vl = j->vl[b];
   for (int64_t i = 0; i < tq; i++) softmax_row(w + i * d->Tk, kv, vl, j->sqrt_d, j->inv_sqrt_d);
   if (d->p <= 0) {
@@ -322,8 +324,8 @@ static void weights(const AttnJob *j, int64_t b, int64_t h, int64_t tq, int64_t 
     return;
   }
   for (int64_t i = 0; i < tq; i++) {
-    dropout_row(d, attn_index(d, b, h, i, 0), w + i * d->Tk, kv, j->threshold, j->keep_scale, *a + i * d->Tk,
-                bits);
+    dropout_row(d, attn_index(d, b, h, rows ? rows[i] : i, 0), w + i * d->Tk, kv, j->threshold, j->keep_scale,
+                *a + i * d->Tk, bits);
   }
 }
 
@@ -339,61 +341,87 @@ static void forward_unit(const AttnJob *j, int64_t it, float *scratch) {
   uint32_t *bits = (uint32_t *)(a + d->Tq * d->Tk);
   int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
   float *ab = a;
-  weights(j, b, h, d->Tq, kv, w, &ab, bits);
+  weights(j, b, h, j->q + b * d->Tq * d->F + h * d->d, d->F, d->Tq, NULL, kv, w, &ab, bits);
   const float *vh = j->v + b * d->Tk * d->F + h * d->d;
   gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ab, d->Tk, vh, d->F, 0.0f,
                  j->out + b * d->Tq * d->F + h * d->d, d->F);
 }
 
-/* The query rows of a [tq, d] block at stride F up to its last nonzero
- * row: the rows of d out after it are zero (padding, or rows no loss
- * reads), and so are their terms in d q, d k and d v. */
-static int64_t live_queries(const float *dout, int64_t tq, int64_t d, int64_t F) {
-  for (; tq > 0; tq--) {
-    const float *row = dout + (tq - 1) * F;
-    uint32_t any = 0;
-    for (int64_t c = 0; c < d; c++) {
-      uint32_t u;
-      memcpy(&u, row + c, sizeof u);
-      any |= u << 1; /* -0 is zero too */
-    }
-    if (any) break;
+/* Whether row x[0..d) has an element other than +-0. */
+static bool row_live(const float *x, int64_t d) {
+  uint32_t any = 0;
+  for (int64_t c = 0; c < d; c++) {
+    uint32_t u;
+    memcpy(&u, x + c, sizeof u);
+    any |= u << 1; /* -0 is zero too */
   }
-  return tq;
+  return any != 0;
+}
+
+/* Copies rows[0..n) of a [., d] block at stride F into a dense [n, d]
+ * block (gather), or back (scatter: from the dense block). */
+static void gather_rows(const float *x, int64_t F, const int32_t *rows, int64_t n, int64_t d, float *out) {
+  for (int64_t i = 0; i < n; i++) memcpy(out + i * d, x + rows[i] * F, sizeof(float) * (size_t)d);
+}
+static void scatter_rows(const float *x, const int32_t *rows, int64_t n, int64_t d, float *out, int64_t F) {
+  for (int64_t i = 0; i < n; i++) memcpy(out + rows[i] * F, x + i * d, sizeof(float) * (size_t)d);
 }
 
 /* Unit it = b * H + h of the backward, in scratch: W, A, d S, a row of
- * bits. Only the query rows up to the last with a nonzero d out
- * (live_queries) are computed; d q is zero after them. */
+ * bits, then (query rows compacted) q, d out and d q rows and their
+ * indices. A query row whose d out is zero adds nothing to d k and d v
+ * and has a zero d q, so only the others are computed: the rows up to the
+ * last live one in place, or, where they are few (under 3/4 of those),
+ * copied together first. */
 static void backward_unit(const AttnJob *j, int64_t it, float *scratch) {
   const AttnDims *d = j->a;
   int64_t blk = d->Tq * d->Tk;
   float *w = scratch, *a = w + blk, *ds = a + blk;
   uint32_t *bits = (uint32_t *)(ds + blk);
+  float *qc = (float *)(bits + d->Tk + 16), *doc = qc + d->Tq * d->d, *dqc = doc + d->Tq * d->d;
+  int32_t *rows = (int32_t *)(dqc + d->Tq * d->d);
   int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
   const float *qh = j->q + b * d->Tq * d->F + h * d->d, *kh = j->k + b * d->Tk * d->F + h * d->d;
   const float *vh = j->v + b * d->Tk * d->F + h * d->d, *doh = j->dout + b * d->Tq * d->F + h * d->d;
   float *dq = j->out + b * d->Tq * d->F + h * d->d;
   float *dk = j->out + (d->B * d->Tq + b * d->Tk) * d->F + h * d->d, *dv = dk + d->B * d->Tk * d->F;
-  int64_t tq = j->all_queries ? d->Tq : live_queries(doh, d->Tq, d->d, d->F);
+  int64_t tq = d->Tq, n = d->Tq;
+  if (!j->all_queries) {
+    while (tq > 0 && !row_live(doh + (tq - 1) * d->F, d->d)) tq--;
+    n = 0;
+    for (int64_t i = 0; i < tq; i++)
+      if (i == tq - 1 || row_live(doh + i * d->F, d->d)) rows[n++] = (int32_t)i;
+  }
   zero_rows(dq, tq, d->Tq, d->d, d->F);
   if (tq == 0) {
     zero_rows(dk, 0, d->Tk, d->d, d->F);
     zero_rows(dv, 0, d->Tk, d->d, d->F);
     return;
   }
+  /* the rows computed: the first tq in place, or the n live ones copied */
+  bool compact = 4 * n < 3 * tq;
+  const float *q = qh, *dout = doh;
+  int64_t ld = d->F, m = tq;
+  float *dqm = dq;
+  if (compact) {
+    gather_rows(qh, d->F, rows, n, d->d, qc);
+    gather_rows(doh, d->F, rows, n, d->d, doc);
+    zero_rows(dq, 0, tq, d->d, d->F);
+    q = qc, dout = doc, ld = d->d, m = n, dqm = dqc;
+  }
   float *ab = a;
-  weights(j, b, h, tq, kv, w, &ab, bits);
+  weights(j, b, h, q, ld, m, compact ? rows : NULL, kv, w, &ab, bits);
   /* d v = A^T d out; d A = d out v^T */
-  gemm_lib_sgemm(j->lib, true, false, kv, d->d, tq, ab, d->Tk, doh, d->F, 0.0f, dv, d->F);
-  gemm_lib_sgemm(j->lib, false, true, tq, kv, d->d, doh, d->F, vh, d->F, 0.0f, ds, d->Tk);
+  gemm_lib_sgemm(j->lib, true, false, kv, d->d, m, ab, d->Tk, dout, ld, 0.0f, dv, d->F);
+  gemm_lib_sgemm(j->lib, false, true, m, kv, d->d, dout, ld, vh, d->F, 0.0f, ds, d->Tk);
   int64_t vl = j->vl[b];
-  for (int64_t i = 0; i < tq; i++)
+  for (int64_t i = 0; i < m; i++)
     softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, kv, vl, j->sqrt_d,
                      j->inv_sqrt_d);
   /* d q = d S k; d k = d S^T q */
-  gemm_lib_sgemm(j->lib, false, false, tq, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dq, d->F);
-  gemm_lib_sgemm(j->lib, true, false, kv, d->d, tq, ds, d->Tk, qh, d->F, 0.0f, dk, d->F);
+  gemm_lib_sgemm(j->lib, false, false, m, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dqm, compact ? d->d : d->F);
+  gemm_lib_sgemm(j->lib, true, false, kv, d->d, m, ds, d->Tk, q, ld, 0.0f, dk, d->F);
+  if (compact) scatter_rows(dqc, rows, n, d->d, dq, d->F);
   zero_rows(dk, kv, d->Tk, d->d, d->F);
   zero_rows(dv, kv, d->Tk, d->d, d->F);
 }
@@ -429,7 +457,9 @@ static void longest_first(const AttnJob *j, int32_t *order) {
 }
 
 int64_t cpu_attention_scratch(const AttnDims *a) {
-  return 3 * a->Tq * a->Tk + a->Tk + 16; /* W, A, d S; one row of dropout bits */
+  /* W, A, d S; one row of dropout bits; compacted q, d out, d q rows and
+   * their indices */
+  return 3 * a->Tq * a->Tk + a->Tk + 16 + 3 * a->Tq * a->d + a->Tq;
 }
 
 void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, const float *k, const float *v,

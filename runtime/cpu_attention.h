@@ -12,8 +12,8 @@ int64_t cpu_attention_scratch(const AttnDims *a);
 
 /* dout NULL: the forward, out [B, Tq, F]. Else the backward from dout
  * [B, Tq, F]: out [B*Tq + 2*B*Tk, F] = the rows of d q, d k, d v; it
- * leaves out an (example, head)'s query rows after its last with a
- * nonzero d out (their terms are zero) unless all_queries. p may be NULL;
+ * leaves out an (example, head)'s query rows whose d out is zero (their
+ * terms are zero) unless all_queries. p may be NULL;
  * scratch: cpu_attention_scratch(a) floats per thread of p. */
 void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, const float *k, const float *v,
                    const int32_t *valid_len, const float *dout, float *out, float *scratch, bool all_queries);
