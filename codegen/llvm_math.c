@@ -34,7 +34,7 @@ static LLVMValueRef pow2i(Em *E, LLVMValueRef n, int w) {
 /* ---- math: exp, log, tanh, erf as inline polynomials ----------------------
  *
  * Cephes' single-precision algorithms (S. Moshier), evaluated with fmuladd.
- * Measured against double libm by tests/test_llvm_emit.c (math_* cases) on
+ * Measured against double libm by tests/test_llvm_math.c (math_* cases) on
  * an AVX-512 host (W = 16, FMA), over ~4 million points each:
  *   exp:  x in [-87.3, 88.72] (normal results):   max rel err 8.3e-8 (0.99 ulp)
  *   log:  every 1021st float from 1.4e-45 (denormals) to FLT_MAX, and
@@ -187,7 +187,7 @@ LLVMValueRef llvm_emit_f2i(Em *E, LLVMValueRef x, int w) {
  * two three-way xors (vpternlog). The first version kept the words in i32
  * lanes with a zext to i64 around each multiply, and LLVM packed and
  * unpacked every round: 2.4 ns per element against 1.2 at W = 16
- * (tests/test_llvm_emit.c, bench).
+ * (tests/test_llvm_math.c, bench).
  *
  * Loop-invariant parts: round 1's product of the op key is folded here; the
  * key schedule and the splats of the step and key words depend only on the

@@ -140,7 +140,7 @@ static char *nvrtc_log(const char *src) {
   return log ? log : bc_strdup("cannot create a program");
 }
 
-/* ---- building kernels by hand (as tests/test_llvm_emit.c) ---------------------------- */
+/* ---- building kernels by hand (as tests/llvm_kernels.h) ------------------------------ */
 
 static void kinit(Kernel *k, const char *name, Shape dom, int col_axis) {
   memset(k, 0, sizeof *k);
