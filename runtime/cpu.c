@@ -56,6 +56,7 @@ typedef struct {
   CpuKernel *kernels;
   float *attn_scratch; /* per thread: the largest attention kernel's blocks */
   CpuRowsScratch rows;  /* GEMMs over their live rows (cpu_gemm_live_rows) */
+  bool rows_borrowed;   /* rows is the owner's (a length bucket's step) */
 } Cpu;
 
 static void *addr_of(const Cpu *c, ValueId v) { return (void *)compiled_addr(&c->p, (uintptr_t)c->block, v); }
@@ -74,9 +75,11 @@ static void release(Exec *e) {
   free(c->kernels);
   free(c->block);
   free(c->attn_scratch);
-  free(c->rows.buf);
-  free(c->rows.live);
-  free(c->rows.seg);
+  if (!c->rows_borrowed) {
+    free(c->rows.buf);
+    free(c->rows.live);
+    free(c->rows.seg);
+  }
   compiled_plan_free(&c->p);
   if (c->jit) llvm_jit_free(c->jit);
   if (c->pool) pool_destroy(c->pool);
@@ -245,7 +248,10 @@ static bool prepare(Exec *e, Diag *d) {
   }
   free(loops);
   free(loop_at);
-  if (c->rows.rows > 0) {
+  if (c->rows.rows > 0 && owner && owner->rows.rows >= c->rows.rows && owner->rows.floats >= c->rows.floats) {
+    c->rows = owner->rows; /* like the arena: the owner's steps never run at once with this one */
+    c->rows_borrowed = true;
+  } else if (c->rows.rows > 0) {
     c->rows.buf = bc_malloc(sizeof(float) * (size_t)(c->rows.floats > 0 ? c->rows.floats : 1));
     c->rows.live = bc_malloc((size_t)c->rows.rows);
     c->rows.seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * c->rows.rows + 2));
