@@ -24,7 +24,6 @@
 #include "passes.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 typedef enum { DEMAND_NONE, DEMAND_RANGE, DEMAND_ALL } DemandKind;
 typedef struct {
