@@ -72,6 +72,8 @@ static bool side_make(Side *s, const CompileOptions *base, const Backend *be, in
   co.sets = base->sets;
   co.n_sets = base->n_sets;
   co.train = true;
+  static const char *const no_outputs[] = {NULL};
+  co.outputs = no_outputs; /* as bench_step */
   if (!pipeline_run(&s->g, &co, d)) return false;
   s->have_graph = true;
   s->e = exec_create_on(be, device, &s->g, d);

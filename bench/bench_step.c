@@ -222,6 +222,8 @@ static void run_config(const Options *opt, const Config *c, const Backend *be, R
   co.sets = sets;
   co.n_sets = opt->n_sets + 1;
   co.train = true;
+  static const char *const no_outputs[] = {NULL};
+  co.outputs = no_outputs; /* the step reads its loss, as a trainer reads only scalars */
 
   double t0 = now_s();
   if (!pipeline_run(&g, &co, &d)) {

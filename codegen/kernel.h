@@ -108,6 +108,12 @@ typedef struct {
   VEC(KView) views;
   VEC(KInst) insts;
   VEC(NodeId) nodes; /* every graph node computed here, in order */
+  /* LOOP (rows of the domain: work items) and GEMM (rows of C = A B): a
+   * graph input whose zero entries mark rows the runtime may write as
+   * zeros in every output instead of computing (passes/row_guard.c), or
+   * -1. Set only where each output cuts into one contiguous block per
+   * row. */
+  ValueId guard;
 } Kernel;
 
 typedef struct {

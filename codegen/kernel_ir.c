@@ -337,6 +337,48 @@ static const char *kernel_name(const Graph *g, const Kernel *k, int index, Arena
   return bc_intern(buf);
 }
 
+/* Whether KI_STORE view v of LOOP kernel k writes row r of the domain's
+ * work items to block r of its value, `row_len` elements each (offset 0,
+ * row-major strides). */
+static bool stores_by_rows(const Kernel *k, const KView *v, bool row_value, int64_t row_len) {
+  const Shape *d = &k->domain;
+  if (v->offset != 0 || d->rank == 0 || row_len != (row_value ? 1 : d->dim[d->rank - 1])) return false;
+  int64_t want = row_value ? 0 : 1, step = 1;
+  for (int a = d->rank - 1; a >= 0; a--) {
+    if (v->stride[a] != want && d->dim[a] != 1) return false;
+    if (a == d->rank - 1) want = row_value ? 1 : d->dim[a], step = want;
+    else want = (step *= d->dim[a]);
+  }
+  return true;
+}
+
+/* k's row guard (Kernel.guard) from the values' (row_guards). */
+static ValueId kernel_guard(const Graph *g, const Kernel *k, const ValueId *guard) {
+  if (k->kind == KERNEL_GEMM) {
+    const Node *n = &g->nodes.data[k->first_node];
+    ValueId out = g->nodes.data[k->nodes.data[k->nodes.n - 1]].out, w = guard[out];
+    const Shape *a = &g->values.data[n->in[0]].shape, *b = &g->values.data[n->in[1]].shape;
+    bool ok = w >= 0 && !n->a.trans_a && a->rank == 2 && b->rank == 2 &&
+              a->dim[0] == shape_numel(&g->values.data[w].shape);
+    return ok ? w : -1;
+  }
+  if (k->kind != KERNEL_LOOP || k->col_axis >= 0 || k->domain.rank == 0) return -1;
+  ValueId w = -1;
+  for (int i = 0; i < k->insts.n; i++) {
+    const KInst *in = &k->insts.data[i];
+    if (in->kind != KI_STORE) continue;
+    ValueId v = k->views.data[in->view].value, gv = guard[v];
+    if (gv < 0 || (w >= 0 && gv != w)) return -1;
+    w = gv;
+    int64_t rows = shape_numel(&g->values.data[w].shape);
+    if (kernel_work_items(k) != rows ||
+        !stores_by_rows(k, &k->views.data[in->view], k->insts.data[in->a].row,
+                        shape_numel(&g->values.data[v].shape) / rows))
+      return -1;
+  }
+  return w;
+}
+
 bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d) {
   (void)d;
   memset(out, 0, sizeof(*out));
@@ -359,6 +401,8 @@ bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d
     if (f->group_of[i] >= 0) order[count[f->group_of[i]] + fill[f->group_of[i]]++] = i;
   Arena scratch;
   arena_init(&scratch);
+  ValueId *guard = bc_malloc(sizeof(ValueId) * (size_t)(g->values.n ? g->values.n : 1));
+  row_guards(g, guard, NULL);
   for (int G = 0; G < f->n_groups; G++) {
     Kernel k = {0};
     k.col_axis = -1;
@@ -385,8 +429,10 @@ bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d
     case GROUP_ATTENTION: k.kind = KERNEL_ATTENTION; break;
     }
     k.name = kernel_name(g, &k, G, &scratch);
+    k.guard = kernel_guard(g, &k, guard);
     vec_push(&out->kernels, k);
   }
+  free(guard);
   arena_free(&scratch);
   free(count);
   free(fill);
@@ -586,6 +632,7 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
       }
       fprintf(f, " loads %d stores %d", nl, ns);
     }
+    if (k->guard >= 0) fprintf(f, " rows guarded by %s", g->values.data[k->guard].name);
     fputc('\n', f);
     for (int j = 0; j < k->nodes.n; j++) {
       const Node *n = &g->nodes.data[k->nodes.data[j]];

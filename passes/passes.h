@@ -45,6 +45,18 @@ int model_graph_names(const char *path, const char ***names, Diag *d);
  * Requires: an expanded graph, before autodiff. */
 bool narrow_run(Graph *g, Diag *d);
 
+/* row_guard.c — rows of values that need no computing, by the data:
+ * guard[v] (per value of g; -1: none) is a graph input w, f32 with at
+ * least two elements, such that a kernel may write zeros into the rows of
+ * v (its elements cut into numel(w) equal blocks) where w is 0, instead
+ * of computing them, and every output, the loss and every gradient stays
+ * as computed densely (given finite values there): the slots of weight 0
+ * of a weighted loss, their logits, and their gradients. zero (NULL: not
+ * wanted) gets the guards under which the rows are exactly 0 in the
+ * reference too (gradients); the others' rows are merely unread. An
+ * analysis: g is unchanged. */
+void row_guards(const Graph *g, ValueId *guard, ValueId *zero);
+
 /* autodiff.c — reverse mode from g->loss (f32, one element): appends the
  * backward nodes and sets Value.grad of every parameter that the loss
  * depends on (parameters it does not depend on get a zero gradient).
@@ -150,6 +162,10 @@ typedef struct {
    * the same (example, position, feature); see random_key_map. */
   const Setting *key_sets;
   int n_key_sets;
+  /* NULL: every output the graph declares. Else the outputs the caller
+   * reads (NULL-terminated names, possibly none): expand drops the others,
+   * so nothing computes what no one reads (the loss is kept either way). */
+  const char *const *outputs;
   bool train;         /* autodiff + optimizer */
   AdamOptions adam;
   OptSwitches off;        /* optimizations switched off (BC_NO_<NAME>=1) */

@@ -76,9 +76,30 @@ static bool key_randoms(Graph *g, const CompileOptions *o, Diag *d) {
   return ok;
 }
 
+/* Keeps the outputs of g that o->outputs names; each name must be one. */
+static bool keep_outputs(Graph *g, const CompileOptions *o, Diag *d) {
+  for (int k = 0; o->outputs[k]; k++) {
+    bool found = false;
+    for (int i = 0; i < g->outputs.n && !found; i++) found = !strcmp(g->values.data[g->outputs.data[i]].name, o->outputs[k]);
+    if (!found) {
+      diag_error(d, (SrcLoc){bc_intern(o->model_path), 0, 0}, "graph '%s' has no output '%s'", g->name, o->outputs[k]);
+      return false;
+    }
+  }
+  int n = 0;
+  for (int i = 0; i < g->outputs.n; i++) {
+    bool keep = false;
+    for (int k = 0; o->outputs[k] && !keep; k++) keep = !strcmp(g->values.data[g->outputs.data[i]].name, o->outputs[k]);
+    if (keep) g->outputs.data[n++] = g->outputs.data[i];
+  }
+  g->outputs.n = n;
+  return true;
+}
+
 static bool run_expand(Plan *p, const CompileOptions *o, Diag *d) {
   if (!expand_with(&p->graph, o, o->sets, o->n_sets, d)) return false;
   p->have_graph = true;
+  if (o->outputs && !keep_outputs(&p->graph, o, d)) return false;
   return o->n_key_sets == 0 || key_randoms(&p->graph, o, d);
 }
 static bool run_autodiff(Plan *p, const CompileOptions *o, Diag *d) {

@@ -45,7 +45,20 @@ typedef struct {
   int64_t grain;
   GemmEpilogue epi; /* GEMM: its epilogue (n = 0: none) */
   ValueId gemm_out; /* GEMM: the value it stores (the epilogue's last) */
+  int guard;        /* index in Cpu.guards (Kernel.guard), or -1 */
+  int n_outs;       /* guarded LOOP: its stored values, zeroed in dead rows */
+  char **out_base;
+  int64_t *out_row_bytes;
 } CpuKernel;
+
+/* A row guard's rows this step (Kernel.guard): live where the input is
+ * nonzero. */
+typedef struct {
+  ValueId w;
+  int64_t rows, n_live;
+  uint8_t *live;
+  int32_t *idx; /* the live rows, ascending */
+} CpuGuard;
 
 typedef struct {
   CompiledPlan p; /* first: compiled.c reaches it through e->impl */
@@ -55,8 +68,11 @@ typedef struct {
   unsigned char *block; /* pinned block, then the arena */
   CpuKernel *kernels;
   float *attn_scratch; /* per thread: the largest attention kernel's blocks */
-  CpuRowsScratch rows;  /* GEMMs over their live rows (cpu_gemm_live_rows) */
+  CpuRowsScratch rows;  /* GEMMs over their live rows (cpu_gemm_live_rows,
+                         * cpu_gemm_given_rows) */
   bool rows_borrowed;   /* rows is the owner's (a length bucket's step) */
+  CpuGuard *guards;
+  int n_guards;
 } Cpu;
 
 static void *addr_of(const Cpu *c, ValueId v) { return (void *)compiled_addr(&c->p, (uintptr_t)c->block, v); }
@@ -71,7 +87,16 @@ static void release(Exec *e) {
   if (!c) return;
   if (c->kernels) compiled_print_profile(&c->p, "cpu");
   if (c->kernels)
-    for (int i = 0; i < c->p.plan.kernels.n; i++) free(c->kernels[i].bufs);
+    for (int i = 0; i < c->p.plan.kernels.n; i++) {
+      free(c->kernels[i].bufs);
+      free(c->kernels[i].out_base);
+      free(c->kernels[i].out_row_bytes);
+    }
+  for (int i = 0; i < c->n_guards; i++) {
+    free(c->guards[i].live);
+    free(c->guards[i].idx);
+  }
+  free(c->guards);
   free(c->kernels);
   free(c->block);
   free(c->attn_scratch);
@@ -151,6 +176,43 @@ static void live_rows_need(const Graph *g, const Kernel *k, CpuRowsScratch *s) {
   if (floats > s->floats) s->floats = floats;
 }
 
+/* Kernel k's row guard as ck->guard (a CpuGuard shared by the kernels of
+ * the same input); a LOOP kernel also gets its stored values' rows. */
+static void guard_setup(Cpu *c, CpuKernel *ck) {
+  const Kernel *k = ck->k;
+  const Graph *g = &c->p.graph;
+  ck->guard = -1;
+  if (k->guard < 0 || c->p.opts.off.row_guards) return;
+  int64_t rows = shape_numel(&g->values.data[k->guard].shape);
+  if (k->kind == KERNEL_GEMM) {
+    for (int s = 0; s < ck->epi.n; s++)
+      if (ck->epi.step[s].kind == GEMM_EPI_ADD) return; /* an addend, or C accumulating */
+    const Node *n = &g->nodes.data[k->first_node];
+    const Shape *b = &g->values.data[n->in[1]].shape;
+    int64_t K = g->values.data[n->in[0]].shape.dim[1], N = n->a.trans_b ? b->dim[0] : b->dim[1];
+    int64_t need = cpu_gemm_given_rows_scratch(rows, N, K, pool_n_threads(c->pool));
+    if (need > LIVE_ROWS_MAX_FLOATS) return;
+    if (need > c->rows.floats) c->rows.floats = need;
+  } else {
+    for (int i = 0; i < k->insts.n; i++) {
+      const KInst *in = &k->insts.data[i];
+      if (in->kind != KI_STORE) continue;
+      ValueId v = k->views.data[in->view].value;
+      ck->out_base = bc_realloc(ck->out_base, sizeof(char *) * (size_t)(ck->n_outs + 1));
+      ck->out_row_bytes = bc_realloc(ck->out_row_bytes, sizeof(int64_t) * (size_t)(ck->n_outs + 1));
+      ck->out_base[ck->n_outs] = addr_of(c, v);
+      ck->out_row_bytes[ck->n_outs++] =
+          shape_numel(&g->values.data[v].shape) / rows * (int64_t)dtype_size(g->values.data[v].dtype);
+    }
+  }
+  for (int i = 0; i < c->n_guards && ck->guard < 0; i++)
+    if (c->guards[i].w == k->guard) ck->guard = i;
+  if (ck->guard >= 0) return;
+  c->guards = bc_realloc(c->guards, sizeof(CpuGuard) * (size_t)(c->n_guards + 1));
+  c->guards[c->n_guards] = (CpuGuard){k->guard, rows, 0, bc_malloc((size_t)rows), bc_malloc(sizeof(int32_t) * (size_t)rows)};
+  ck->guard = c->n_guards++;
+}
+
 static bool prepare(Exec *e, Diag *d) {
   const Graph *g = e->graph;
   Cpu *c = bc_calloc(1, sizeof(*c));
@@ -202,6 +264,7 @@ static bool prepare(Exec *e, Diag *d) {
       gemm_epilogue_of(c, ck);
       if (!c->p.opts.off.zero_rows) live_rows_need(&c->p.graph, k, &c->rows);
     }
+    guard_setup(c, ck);
     if (k->kind != KERNEL_LOOP) continue;
     int twin = -1;
     for (int t = 0; t < n_loops && twin < 0 && !c->p.opts.off.dedup; t++)
@@ -248,12 +311,13 @@ static bool prepare(Exec *e, Diag *d) {
   }
   free(loops);
   free(loop_at);
-  if (c->rows.rows > 0 && owner && owner->rows.rows >= c->rows.rows && owner->rows.floats >= c->rows.floats) {
+  if ((c->rows.rows > 0 || c->rows.floats > 0) && owner && owner->rows.rows >= c->rows.rows &&
+      owner->rows.floats >= c->rows.floats) {
     c->rows = owner->rows; /* like the arena: the owner's steps never run at once with this one */
     c->rows_borrowed = true;
-  } else if (c->rows.rows > 0) {
+  } else if (c->rows.rows > 0 || c->rows.floats > 0) {
     c->rows.buf = bc_malloc(sizeof(float) * (size_t)(c->rows.floats > 0 ? c->rows.floats : 1));
-    c->rows.live = bc_malloc((size_t)c->rows.rows);
+    c->rows.live = bc_malloc((size_t)(c->rows.rows > 0 ? c->rows.rows : 1));
     c->rows.seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * c->rows.rows + 2));
   }
   if (attn_floats > 0) c->attn_scratch = bc_malloc(sizeof(float) * (size_t)(attn_floats * pool_n_threads(c->pool)));
@@ -285,6 +349,36 @@ static void loop_call(void *ctx, int64_t begin, int64_t end) {
   else kernel_eval(lc->ck->code, (void *const *)lc->ck->bufs, begin, end, lc->info);
 }
 
+/* A guarded LOOP kernel's items: runs of live rows computed, runs of dead
+ * ones zeroed in every stored value. */
+typedef struct {
+  LoopCall lc;
+  const CpuGuard *gd;
+} GuardedCall;
+
+static void guarded_call(void *ctx, int64_t begin, int64_t end) {
+  const GuardedCall *gc = ctx;
+  const CpuKernel *ck = gc->lc.ck;
+  for (int64_t r = begin; r < end;) {
+    bool live = gc->gd->live[r];
+    int64_t e = r + 1;
+    while (e < end && gc->gd->live[e] == live) e++;
+    if (live) loop_call((void *)&gc->lc, r, e);
+    else
+      for (int o = 0; o < ck->n_outs; o++)
+        memset(ck->out_base[o] + r * ck->out_row_bytes[o], 0, (size_t)((e - r) * ck->out_row_bytes[o]));
+    r = e;
+  }
+}
+
+/* Whether a guarded kernel should leave out its dead rows: a tenth of the
+ * rows at least (else the gathers and copies would not pay). */
+static const CpuGuard *guard_worth(const Cpu *c, const CpuKernel *ck) {
+  if (ck->guard < 0) return NULL;
+  const CpuGuard *gd = &c->guards[ck->guard];
+  return gd->n_live * 10 <= gd->rows * 9 ? gd : NULL;
+}
+
 static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const KernelRunInfo *info, Diag *d) {
   const Kernel *k = ck->k;
   const Node *n = &g->nodes.data[k->first_node];
@@ -294,7 +388,11 @@ static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const Kerne
     const Value *a = &g->values.data[n->in[0]], *b = &g->values.data[n->in[1]];
     float *out = addr_of(c, ck->gemm_out);
     const CpuRowsScratch *rows = c->rows.rows > 0 ? &c->rows : NULL;
-    if (ck->epi.n == 1 && ck->epi.step[0].kind == GEMM_EPI_ADD && ck->epi.step[0].src == out)
+    const CpuGuard *gd = guard_worth(c, ck);
+    if (gd)
+      cpu_gemm_given_rows(c->pool, c->gemm, addr_of(c, n->in[0]), gd->rows, a->shape.dim[1], addr_of(c, n->in[1]),
+                          n->a.trans_b, o->shape.dim[1], out, &ck->epi, gd->live, gd->idx, gd->n_live, c->rows.buf);
+    else if (ck->epi.n == 1 && ck->epi.step[0].kind == GEMM_EPI_ADD && ck->epi.step[0].src == out)
       /* the addend's buffer is C (passes/memplan.c: gemm_accumulates_into) */
       cpu_gemm_live_rows(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
                          &b->shape, n->a.trans_b, 1.0f, out, &o->shape, rows);
@@ -376,12 +474,23 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
   double t0 = compiled_now_ns(), gemm = 0;
   const GradSync *sync = c->p.have_sync ? &c->p.sync : NULL;
   bool timed = c->p.profile || (sync && sync->hooks.step);
+  for (int i = 0; i < c->n_guards; i++) { /* this step's live rows */
+    CpuGuard *gd = &c->guards[i];
+    const float *w = addr_of(c, gd->w);
+    gd->n_live = 0;
+    for (int64_t r = 0; r < gd->rows; r++)
+      if ((gd->live[r] = w[r] != 0.0f)) gd->idx[gd->n_live++] = (int32_t)r;
+  }
   for (int i = 0; i < c->p.plan.kernels.n; i++) {
     CpuKernel *ck = &c->kernels[i];
     const Kernel *k = ck->k;
     if (sync) grad_sync_before(sync, i, NULL);
     double ts = (timed || k->kind == KERNEL_GEMM) ? compiled_now_ns() : 0;
-    if (k->kind == KERNEL_LOOP) {
+    const CpuGuard *gd = k->kind == KERNEL_LOOP ? guard_worth(c, ck) : NULL;
+    if (gd) {
+      GuardedCall gc = {{ck, &info}, gd};
+      pool_parallel_for(c->pool, ck->n_items, ck->grain, guarded_call, &gc);
+    } else if (k->kind == KERNEL_LOOP) {
       LoopCall lc = {ck, &info};
       if (ck->n_items <= ck->grain) loop_call(&lc, 0, ck->n_items);
       else pool_parallel_for(c->pool, ck->n_items, ck->grain, loop_call, &lc);

@@ -83,6 +83,19 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
                               const float *B, const Shape *b_shape, bool trans_b, float beta, float *C,
                               const Shape *c_shape, const CpuRowsScratch *s);
 
+/* C (M x N) = A (M x K) B (K x N, or N x K when trans_b), then the
+ * epilogue e (NULL or n = 0: none; no GEMM_EPI_ADD), over the n rows
+ * idx[0..n) (ascending; live[r] marks them), the other rows of C written
+ * as zeros (a row guard: runtime/cpu.c). The live rows of A are copied
+ * together (rounded up to a multiple of 32 with zero rows), and the
+ * product runs by blocks of columns, one per item of the pool, each
+ * thread's block in cache until copied out. buf: at least
+ * cpu_gemm_given_rows_scratch(M, N, K, threads) floats. */
+void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
+                         int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
+                         int64_t n, float *buf);
+int64_t cpu_gemm_given_rows_scratch(int64_t M, int64_t N, int64_t K, int threads);
+
 /* For kernels that call the GEMM library themselves from the pool's
  * threads: takes cpu_gemm's turn and sets the library's threads per
  * calling thread to n; cpu_gemm_unlock gives the turn back. */

@@ -31,6 +31,9 @@ static const char usage[] =
     "  --batch N           same as --set batch=N\n"
     "  --train             compile the whole training step: forward, loss,\n"
     "                      backward (autodiff) and the Adam update\n"
+    "  --outputs A,B,..    keep only these of the graph's outputs (default: all;\n"
+    "                      empty: none but the loss), as a trainer that reads\n"
+    "                      only them compiles it: what no one reads is not computed\n"
     "  --beta1 X --beta2 X --eps X --weight-decay X --clip X\n"
     "                      Adam settings (defaults 0.9, 0.999, 1e-8, 0, 0; weight\n"
     "                      decay is AdamW's, on parameters of rank 2+; clip > 0\n"
@@ -179,6 +182,8 @@ static int cmd_compile(int argc, char **argv) {
   compile_options_default(&o);
   VEC(Setting) sets = {0};
   VEC(char *) owned = {0};
+  VEC(const char *) keep = {0};
+  bool keep_set = false;
   const char *dot_path = NULL, *out_dir = NULL, *device = "cpu", *dot_level_arg = NULL;
   bool dump = false;
   int rc = 2;
@@ -224,6 +229,12 @@ static int cmd_compile(int argc, char **argv) {
       vec_push(&sets, ((Setting){"batch", val}));
     } else if (strcmp(a, "--train") == 0) {
       o.train = true;
+    } else if (strcmp(a, "--outputs") == 0) {
+      NEED_VAL();
+      keep_set = true;
+      char *names = bc_strdup(val);
+      vec_push(&owned, names);
+      for (char *s = strtok(names, ","); s; s = strtok(NULL, ",")) vec_push(&keep, s);
     } else if (strcmp(a, "--beta1") == 0 || strcmp(a, "--beta2") == 0 || strcmp(a, "--eps") == 0 ||
                strcmp(a, "--weight-decay") == 0 || strcmp(a, "--clip") == 0) {
       NEED_VAL();
@@ -292,6 +303,10 @@ static int cmd_compile(int argc, char **argv) {
   }
   o.sets = sets.data;
   o.n_sets = sets.n;
+  if (keep_set) {
+    vec_push(&keep, NULL);
+    o.outputs = keep.data;
+  }
   /* a compiled backend runs the plan stages (remat to memplan) after
    * the graph stages; the interpreter runs the graph */
   bool compiled = backend->compiled;
@@ -373,6 +388,7 @@ done:
   if (have_graph) graph_free(&g);
   for (int i = 0; i < owned.n; i++) free(owned.data[i]);
   vec_free(&owned);
+  vec_free(&keep);
   vec_free(&sets);
   return rc;
 }

@@ -28,7 +28,7 @@ bool bucket_plans_get(BucketPlans *bp, int len, const Graph **g, Exec ***es, Dia
   double t0 = now_s();
   BucketPlan *p = bc_calloc(1, sizeof *p);
   p->len = len;
-  if (!train_compile_bucket(&p->g, bp->model, bp->graph, bp->sets, len, bp->max_len, bp->adam, d)) {
+  if (!train_compile_bucket(&p->g, bp->model, bp->graph, bp->sets, len, bp->max_len, bp->adam, bp->outputs, d)) {
     free(p);
     return false;
   }

@@ -28,6 +28,7 @@ typedef struct {
   const TrainSets *sets;
   const Split *sp; /* the local replicas; NULL: one (evaluation) */
   const AdamOptions *adam; /* training steps' optimizer; NULL: inference (evaluation, prediction) */
+  const char *const *outputs; /* what the steps read (train_compile); NULL: every output */
   int max_len;
   const Graph *owner_g; /* the step at max_len, and its replicas */
   Exec **owner;

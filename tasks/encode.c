@@ -173,7 +173,7 @@ bool train_encode(const char *checkpoint, const TrainOptions *o, const char *inp
       train_sets_add(&bs_sets, "seq", Tb);
       graph_init(&g, "encode");
       have_graph = true;
-      bool made = train_compile(&g, &m, "encode", &bs_sets, NULL, d);
+      bool made = train_compile(&g, &m, "encode", &bs_sets, NULL, NULL, d);
       train_sets_free(&bs_sets);
       if (!made || !(e = exec_create_spec(o->device ? o->device : "cpu", &g, d))) goto done;
       CheckpointLoadOptions lo = {CHECKPOINT_LOAD_PARAMS_PRESENT, NULL};

@@ -154,7 +154,7 @@ bool eval_load_nli(const char *checkpoint, const char *model, const char *device
   train_sets_add(&m->sets, "dropout", 0);
   vocab_free(&m->vocab);
   if (!train_origin_vocab(&s, &m->vocab, d)) goto done;
-  if (!train_compile(&m->g, &m->model, graph, &m->sets, NULL, d)) goto done;
+  if (!train_compile(&m->g, &m->model, graph, &m->sets, NULL, NULL, d)) goto done;
   have_graph = true;
   m->steps.g = &m->g;
   m->steps.e = exec_create_spec(device, &m->g, d); /* evaluation, prediction: one device */

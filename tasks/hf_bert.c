@@ -547,7 +547,7 @@ bool hf_import(const char *dir, const char *out, const char *model, Diag *d) {
   }
   graph_init(&g, "encode");
   have_graph = true;
-  if (!train_compile(&g, &m, "encode", &sets, NULL, d)) goto done;
+  if (!train_compile(&g, &m, "encode", &sets, NULL, NULL, d)) goto done;
   if (!(e = exec_create_spec("interp", &g, d))) goto done;
   if (!import_tensors(st_file, &info, e, (int)c.layers, d)) goto done;
   if (!train_make_dir(out, d)) goto done;

@@ -383,7 +383,7 @@ TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d) {
   if (train_is_root(o) && !vocab_save(r.vocab, vpath, d)) goto done;
   AdamOptions adam;
   train_adam_options(o, &adam);
-  if (!train_compile(&r.g, &r.model, r.contract.graph, &r.sets, &adam, d)) goto done;
+  if (!train_compile(&r.g, &r.model, r.contract.graph, &r.sets, &adam, r.contract.outputs, d)) goto done;
   r.have_graph = true;
   if (t->setup && !t->setup(&r, d)) goto done;
   if (!split_make_execs(&r.sp, &r.g, r.es, d)) goto done;
@@ -407,7 +407,7 @@ TrainStatus train_run(const TrainOptions *o, const TrainTask *t, Diag *d) {
     const char *pb = getenv("BC_PAD_BUCKETS");
     r.pad_buckets = pb && *pb && strcmp(pb, "0") != 0;
     r.bp = (BucketPlans){.model = &r.model, .graph = r.contract.graph, .sets = &r.sets, .sp = &r.sp,
-                         .adam = &adam, .max_len = r.max_len, .owner_g = &r.g, .owner = r.es};
+                         .adam = &adam, .outputs = r.contract.outputs, .max_len = r.max_len, .owner_g = &r.g, .owner = r.es};
   }
   data_batch_init(&r.db, r.data, o->batch);
   r.have_batch = true;

@@ -219,16 +219,17 @@ static void compile_options(CompileOptions *c, const TrainModel *m, const char *
 }
 
 bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, const AdamOptions *adam,
-                   Diag *d) {
+                   const char *const *outputs, Diag *d) {
   CompileOptions c;
   compile_options(&c, m, graph, s);
+  c.outputs = outputs;
   c.train = adam != NULL;
   if (adam) c.adam = *adam;
   return pipeline_run(g, &c, d);
 }
 
 bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, int seq, int max_len,
-                          const AdamOptions *adam, Diag *d) {
+                          const AdamOptions *adam, const char *const *outputs, Diag *d) {
   char max_s[16];
   snprintf(max_s, sizeof max_s, "%d", max_len);
   Setting keyed[1] = {{"seq", max_s}};
@@ -237,6 +238,7 @@ bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, cons
   train_sets_add(&all, "seq", seq);
   CompileOptions c;
   compile_options(&c, m, graph, &all);
+  c.outputs = outputs;
   c.train = adam != NULL;
   if (adam) c.adam = *adam;
   c.key_sets = keyed;

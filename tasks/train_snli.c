@@ -134,7 +134,7 @@ static bool snli_task_load(TrainRun *r, Diag *d) {
 /* The evaluation graph, on replica 0's device. */
 static bool snli_task_setup(TrainRun *r, Diag *d) {
   Snli *s = r->state;
-  s->have_ge = train_compile(&s->ge, &r->model, r->contract.graph, &s->se, NULL, d);
+  s->have_ge = train_compile(&s->ge, &r->model, r->contract.graph, &s->se, NULL, NULL, d);
   if (!s->have_ge) return false;
   s->ee = exec_create_on(r->sp.backend, r->sp.devices[0], &s->ge, d);
   s->es = (EvalSteps){s->ee, &s->ge, NULL};

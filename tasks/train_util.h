@@ -96,14 +96,16 @@ bool train_origin_model(TrainOrigin *s, const char *model_flag, TrainModel *m, T
 bool train_origin_check_shapes(const TrainOrigin *s, const Graph *g, const TrainSets *sets, Diag *d);
 
 /* Graph `graph` of the model compiled with the settings, for training
- * (forward, backward and Adam with `adam`) or, with adam NULL, inference. */
+ * (forward, backward and Adam with `adam`) or, with adam NULL, inference;
+ * `outputs` NULL keeps every output, else only those named
+ * (CompileOptions.outputs: a training step computes no more than it reads). */
 bool train_compile(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, const AdamOptions *adam,
-                   Diag *d);
+                   const char *const *outputs, Diag *d);
 /* train_compile of one length bucket: hparam seq = `seq`, random streams
  * keyed as in the graph padded to `max_len` (CompileOptions.key_sets);
- * adam as for train_compile. */
+ * adam and outputs as for train_compile. */
 bool train_compile_bucket(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, int seq, int max_len,
-                          const AdamOptions *adam, Diag *d);
+                          const AdamOptions *adam, const char *const *outputs, Diag *d);
 /* Only expanded (graph NULL: the model's first graph; s may be NULL). */
 bool train_expand(Graph *g, const TrainModel *m, const char *graph, const TrainSets *s, Diag *d);
 

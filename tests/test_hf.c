@@ -135,7 +135,7 @@ static bool run_encode(const char *ckpt, const char *device, const Refs *r, doub
   train_sets_add(&sets, "dropout", 0); /* inference, as transformers' eval mode */
   if (!train_origin_read(&o, ckpt, &d) ||
       !train_origin_model(&o, NULL, &m, &sets, (const char *[]){"batch", "seq", "dropout", NULL}, &d) ||
-      !train_compile(&g, &m, "encode", &sets, NULL, &d))
+      !train_compile(&g, &m, "encode", &sets, NULL, NULL, &d))
     goto done;
   if (!(e = exec_create_spec(device, &g, &d))) {
     ok = strcmp(device, "interp") != 0; /* a build without the cpu JIT skips it */
