@@ -176,8 +176,18 @@ static void live_rows_need(const Graph *g, const Kernel *k, CpuRowsScratch *s) {
   if (floats > s->floats) s->floats = floats;
 }
 
-/* Kernel k's row guard as ck->guard (a CpuGuard shared by the kernels of
- * the same input); a LOOP kernel also gets its stored values' rows. */
+/* The index in c->guards of guard input w, added if new. */
+static int guard_index(Cpu *c, ValueId w) {
+  for (int i = 0; i < c->n_guards; i++)
+    if (c->guards[i].w == w) return i;
+  int64_t rows = shape_numel(&c->p.graph.values.data[w].shape);
+  c->guards = bc_realloc(c->guards, sizeof(CpuGuard) * (size_t)(c->n_guards + 1));
+  c->guards[c->n_guards] = (CpuGuard){w, rows, 0, bc_malloc((size_t)rows), bc_malloc(sizeof(int32_t) * (size_t)rows)};
+  return c->n_guards++;
+}
+
+/* Kernel k's row guard as ck->guard; a guarded LOOP kernel also gets its
+ * stored values' rows. */
 static void guard_setup(Cpu *c, CpuKernel *ck) {
   const Kernel *k = ck->k;
   const Graph *g = &c->p.graph;
@@ -205,12 +215,7 @@ static void guard_setup(Cpu *c, CpuKernel *ck) {
           shape_numel(&g->values.data[v].shape) / rows * (int64_t)dtype_size(g->values.data[v].dtype);
     }
   }
-  for (int i = 0; i < c->n_guards && ck->guard < 0; i++)
-    if (c->guards[i].w == k->guard) ck->guard = i;
-  if (ck->guard >= 0) return;
-  c->guards = bc_realloc(c->guards, sizeof(CpuGuard) * (size_t)(c->n_guards + 1));
-  c->guards[c->n_guards] = (CpuGuard){k->guard, rows, 0, bc_malloc((size_t)rows), bc_malloc(sizeof(int32_t) * (size_t)rows)};
-  ck->guard = c->n_guards++;
+  ck->guard = guard_index(c, k->guard);
 }
 
 static bool prepare(Exec *e, Diag *d) {
