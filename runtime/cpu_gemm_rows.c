@@ -253,7 +253,7 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
 
 /* ---- rows given by the caller (a row guard) ---- */
 
-/* Compacted rows per call are rounded up to this (zero rows added): a
+/* Compacted rows per call are rounded up to this (rows not copied out): a
  * oneDNN primitive is made per shape, so the shapes stay few. */
 enum { GIVEN_ROUND = 32 };
 /* Floats of one thread's block of the compacted product, kept in cache
@@ -265,51 +265,62 @@ typedef struct {
   const float *A, *B;
   float *As, *C, *Cs;
   bool tb;
-  int64_t M, N, K, n, n_pad, nb; /* nb: columns per block */
+  int64_t M, N, K, n, n_pad;
+  int64_t mb, nb, n_col_blocks; /* rows and columns per block */
   const uint8_t *live;
   const int32_t *idx;
   const GemmEpilogue *e;
 } GivenJob;
 
-static int64_t given_block(int64_t n_pad, int64_t N) {
-  int64_t nb = GIVEN_BLOCK_FLOATS / n_pad / 16 * 16;
-  if (nb < 64) nb = 64;
-  return nb < N ? nb : N;
+/* The blocks of the compacted product (n_pad x N): at most
+ * GIVEN_BLOCK_FLOATS each, columns a multiple of 16 (all of them when
+ * few), rows a multiple of GIVEN_ROUND, and at least two per thread. */
+static void given_blocks(int64_t n_pad, int64_t N, int threads, int64_t *mb, int64_t *nb) {
+  *nb = N < 256 ? N : 256;
+  int64_t rows = GIVEN_BLOCK_FLOATS / *nb, col_blocks = (N + *nb - 1) / *nb;
+  int64_t want = (2 * threads + col_blocks - 1) / col_blocks; /* row blocks for two items per thread */
+  int64_t split = (n_pad + want - 1) / want;
+  if (split < rows) rows = split;
+  rows = (rows + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
+  *mb = rows < n_pad ? rows : n_pad;
 }
 
 int64_t cpu_gemm_given_rows_scratch(int64_t M, int64_t N, int64_t K, int threads) {
-  int64_t n_pad = (M + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
-  return n_pad * K + (int64_t)threads * n_pad * given_block(n_pad, N);
+  int64_t n_pad = (M + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND, mb, nb;
+  given_blocks(n_pad, N, threads, &mb, &nb);
+  return n_pad * K + (int64_t)threads * (mb + GIVEN_ROUND) * nb;
 }
 
 static void given_gather_range(void *ctx, int64_t begin, int64_t end) {
   const GivenJob *j = ctx;
-  for (int64_t i = begin; i < end; i++)
+  for (int64_t i = begin; i < end; i++) /* the rounding's rows: whatever they hold, their products go nowhere */
     if (i < j->n) memcpy(j->As + i * j->K, j->A + (int64_t)j->idx[i] * j->K, sizeof(float) * (size_t)j->K);
-    else memset(j->As + i * j->K, 0, sizeof(float) * (size_t)j->K);
 }
 
-/* Item b: columns [b nb, (b + 1) nb) of C: the compacted product into this
- * thread's block, its rows copied to the live rows, the others zeroed. */
+/* Item b: compacted rows [i0, i1) by columns [n0, n0 + w) of the product,
+ * into this thread's block, then copied to their live rows of C; the
+ * first row block's item also zeroes those columns of the dead rows. */
 static void given_block_range(void *ctx, int64_t begin, int64_t end) {
   const GivenJob *j = ctx;
-  float *Cs = j->Cs + (int64_t)pool_thread_index() * j->n_pad * j->nb;
+  float *Cs = j->Cs + (int64_t)pool_thread_index() * (j->mb + GIVEN_ROUND) * j->nb;
   for (int64_t b = begin; b < end; b++) {
-    int64_t n0 = b * j->nb, w = n0 + j->nb < j->N ? j->nb : j->N - n0;
+    int64_t i0 = b / j->n_col_blocks * j->mb, n0 = b % j->n_col_blocks * j->nb;
+    int64_t m = i0 + j->mb < j->n_pad ? j->mb : j->n_pad - i0, w = n0 + j->nb < j->N ? j->nb : j->N - n0;
     const float *B = j->tb ? j->B + n0 * j->K : j->B + n0;
     int64_t ldb = j->tb ? j->K : j->N;
     if (j->e && j->e->n > 0) {
       GemmEpilogue e = *j->e;
       for (int s = 0; s < e.n; s++)
         if (e.step[s].kind == GEMM_EPI_BIAS) e.step[s].src += n0;
-      gemm_lib_sgemm_epilogue(j->lib, false, j->tb, j->n_pad, w, j->K, j->As, j->K, B, ldb, Cs, w, &e);
+      gemm_lib_sgemm_epilogue(j->lib, false, j->tb, m, w, j->K, j->As + i0 * j->K, j->K, B, ldb, Cs, w, &e);
     } else {
-      gemm_lib_sgemm(j->lib, false, j->tb, j->n_pad, w, j->K, j->As, j->K, B, ldb, 0.0f, Cs, w);
+      gemm_lib_sgemm(j->lib, false, j->tb, m, w, j->K, j->As + i0 * j->K, j->K, B, ldb, 0.0f, Cs, w);
     }
-    for (int64_t i = 0; i < j->n; i++)
-      memcpy(j->C + (int64_t)j->idx[i] * j->N + n0, Cs + i * w, sizeof(float) * (size_t)w);
-    for (int64_t r = 0; r < j->M; r++)
-      if (!j->live[r]) memset(j->C + r * j->N + n0, 0, sizeof(float) * (size_t)w);
+    for (int64_t i = i0; i < i0 + m && i < j->n; i++)
+      memcpy(j->C + (int64_t)j->idx[i] * j->N + n0, Cs + (i - i0) * w, sizeof(float) * (size_t)w);
+    if (i0 == 0)
+      for (int64_t r = 0; r < j->M; r++)
+        if (!j->live[r]) memset(j->C + r * j->N + n0, 0, sizeof(float) * (size_t)w);
   }
 }
 
@@ -322,9 +333,11 @@ void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
   }
   int64_t n_pad = (n + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
   GivenJob j = {.lib = lib, .A = A, .B = B, .As = buf, .C = C, .Cs = buf + n_pad * K, .tb = trans_b, .M = M,
-                .N = N, .K = K, .n = n, .n_pad = n_pad, .nb = given_block(n_pad, N), .live = live, .idx = idx, .e = e};
+                .N = N, .K = K, .n = n, .n_pad = n_pad, .live = live, .idx = idx, .e = e};
+  given_blocks(n_pad, N, pool_n_threads(p), &j.mb, &j.nb);
+  j.n_col_blocks = (N + j.nb - 1) / j.nb;
   pool_parallel_for(p, n_pad, rows_grain(K), given_gather_range, &j);
   cpu_gemm_lock(lib, 1);
-  pool_parallel_for(p, (N + j.nb - 1) / j.nb, 1, given_block_range, &j);
+  pool_parallel_for(p, (n_pad + j.mb - 1) / j.mb * j.n_col_blocks, 1, given_block_range, &j);
   cpu_gemm_unlock();
 }

@@ -87,7 +87,7 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
  * epilogue e (NULL or n = 0: none; no GEMM_EPI_ADD), over the n rows
  * idx[0..n) (ascending; live[r] marks them), the other rows of C written
  * as zeros (a row guard: runtime/cpu.c). The live rows of A are copied
- * together (rounded up to a multiple of 32 with zero rows), and the
+ * together (rounded up to a multiple of 32 rows), and the
  * product runs by blocks of columns, one per item of the pool, each
  * thread's block in cache until copied out. buf: at least
  * cpu_gemm_given_rows_scratch(M, N, K, threads) floats. */

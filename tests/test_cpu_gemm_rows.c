@@ -1,5 +1,6 @@
 /* test_cpu_gemm_rows.c — GEMMs over an operand's live rows
- * (runtime/cpu_gemm_rows.c: cpu_gemm_live_rows) against a double
+ * (runtime/cpu_gemm_rows.c: cpu_gemm_live_rows, and cpu_gemm_given_rows
+ * over rows a row guard gives, with a bias and relu) against a double
  * reference, every element, with C full of NaN first when beta is 0 (a row
  * left unwritten shows). Row patterns as a training step makes them: none
  * zero, padding tails (long runs), one live row in 128 (<cls>), all zero,
@@ -169,6 +170,66 @@ TEST(small_or_unfit_products_run_densely) {
   }
   scratch_free(&s), scratch_free(&tiny), scratch_free(&few);
   diag_free(&d);
+}
+
+/* ---- rows given by a row guard (cpu_gemm_given_rows) ---- */
+
+/* C = A B (+ bias, relu) over the rows r with live[r] = (r % period) <
+ * keep, against double; the other rows of C, NaN before, must be 0. */
+static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bool tb, bool epi, int period,
+                       int keep) {
+  float *A = bc_malloc(sizeof(float) * (size_t)(M * K)), *B = bc_malloc(sizeof(float) * (size_t)(K * N));
+  float *C = bc_malloc(sizeof(float) * (size_t)(M * N)), *bias = bc_malloc(sizeof(float) * (size_t)N);
+  uint8_t *live = bc_malloc((size_t)M);
+  int32_t *idx = bc_malloc(sizeof(int32_t) * (size_t)M);
+  for (int64_t i = 0; i < M * K; i++) A[i] = rnd_f();
+  for (int64_t i = 0; i < K * N; i++) B[i] = rnd_f();
+  for (int64_t i = 0; i < M * N; i++) C[i] = NAN;
+  for (int64_t i = 0; i < N; i++) bias[i] = rnd_f();
+  int64_t n = 0;
+  for (int64_t r = 0; r < M; r++)
+    if ((live[r] = r % period < keep)) idx[n++] = (int32_t)r;
+  GemmEpilogue e = {2, {{GEMM_EPI_BIAS, bias}, {GEMM_EPI_RELU, NULL}}};
+  int64_t floats = cpu_gemm_given_rows_scratch(M, N, K, pool_n_threads(p));
+  float *buf = bc_malloc(sizeof(float) * (size_t)floats);
+  for (int64_t i = 0; i < floats; i++) buf[i] = NAN; /* the rounding's rows hold NaN: they must go nowhere */
+  cpu_gemm_given_rows(p, lib, A, M, K, B, tb, N, C, epi ? &e : NULL, live, idx, n, buf);
+  bool ok = true;
+  for (int64_t i = 0; i < M && ok; i++)
+    for (int64_t j = 0; j < N && ok; j++) {
+      double acc = 0, mag = 0;
+      for (int64_t k = 0; live[i] && k < K; k++) {
+        double x = A[i * K + k], y = tb ? B[j * K + k] : B[k * N + j];
+        acc += x * y, mag += fabs(x * y);
+      }
+      if (live[i] && epi) acc += bias[j], mag += fabs(bias[j]), acc = acc > 0 ? acc : 0;
+      ok = fabs(C[i * N + j] - acc) <= (double)(K + 2) * FLT_EPSILON * mag + 1e-30;
+      if (!ok)
+        fprintf(stderr, "  given rows %lldx%lldx%lld, %d of %d live: C[%lld,%lld] = %.9g, want %.9g\n",
+                (long long)M, (long long)N, (long long)K, keep, period, (long long)i, (long long)j, C[i * N + j],
+                acc);
+    }
+  free(A), free(B), free(C), free(bias), free(live), free(idx), free(buf);
+  return ok;
+}
+
+TEST(given_rows_match_the_dense_product) {
+  for (int threads = 1; threads <= 3; threads += 2) {
+    GemmLib lib;
+    Diag d;
+    Pool *p = setup(threads, &lib, &d);
+    if (p) {
+      /* MLM slots: 12 of every 19 live, a vocabulary wider than a block */
+      CHECK(given_case(p, lib, 190, 700, 24, false, false, 19, 12));
+      CHECK(given_case(p, lib, 190, 700, 24, true, true, 19, 12));
+      /* few columns: the rows are cut into blocks for the threads */
+      CHECK(given_case(p, lib, 333, 40, 56, false, true, 7, 5));
+      CHECK(given_case(p, lib, 64, 16, 8, true, false, 4, 1));
+      CHECK(given_case(p, lib, 64, 16, 8, false, true, 4, 0)); /* none live: all zero */
+      pool_destroy(p);
+    }
+    diag_free(&d);
+  }
 }
 
 /* ---- benchmark (BC_BENCH=1 test_cpu_gemm_rows bench) ---- */
