@@ -108,12 +108,12 @@ typedef struct {
   VEC(KView) views;
   VEC(KInst) insts;
   VEC(NodeId) nodes; /* every graph node computed here, in order */
-  /* LOOP (rows of the domain: work items) and GEMM (rows of C = A B): a
-   * graph input whose zero entries mark rows the runtime may write as
-   * zeros in every output instead of computing (passes/row_guard.c), or
+  /* LOOP (rows of the domain: work items) and GEMM (rows of C = A B): the
+   * row guard (KernelPlan.guards; passes/row_guard.c) whose dead rows the
+   * runtime may write as zeros in every output instead of computing, or
    * -1. Set only where each output cuts into one contiguous block per
    * row. */
-  ValueId guard;
+  int guard;
 } Kernel;
 
 typedef struct {
@@ -121,6 +121,7 @@ typedef struct {
   bool *materialized; /* per graph value: has a buffer (else lives in registers) */
   int n_values;
   OptSwitches off;    /* what the emitters must not do (off.float4, off.dedup: cuda_emit.c) */
+  RowGuards guards;   /* of the graph's values (Kernel.guard) */
 } KernelPlan;
 
 /* ---- CPU ABI of a compiled LOOP kernel (llvm_emit.c builds it, cpu.c calls it)

@@ -27,7 +27,7 @@
   X(dedup, "DEDUP", "cuda: emit every kernel's code, also when it repeats an earlier kernel's; cpu: JIT-compile every kernel, also one with the same code as an earlier one up to view offsets") \
   X(jit, "JIT", "cpu: run the kernels through the C kernel evaluator instead of LLVM") \
   X(zero_rows, "ZERO_ROWS", "cpu: GEMMs and the attention backward compute every row, also those an operand's zero rows leave zero (runtime/cpu_gemm_rows.c)") \
-  X(row_guards, "ROW_GUARDS", "cpu: kernels compute every row, also those a loss weight of 0 leaves unread or zero (passes/row_guard.c)")
+  X(row_guards, "ROW_GUARDS", "cpu: kernels compute every row, also those a loss weight of 0 or the padding leaves unread or zero (passes/row_guard.c)")
 
 /* true = switched off. All false (every optimization on) when zeroed. */
 typedef struct {

@@ -45,17 +45,39 @@ int model_graph_names(const char *path, const char ***names, Diag *d);
  * Requires: an expanded graph, before autodiff. */
 bool narrow_run(Graph *g, Diag *d);
 
-/* row_guard.c — rows of values that need no computing, by the data:
- * guard[v] (per value of g; -1: none) is a graph input w, f32 with at
- * least two elements, such that a kernel may write zeros into the rows of
- * v (its elements cut into numel(w) equal blocks) where w is 0, instead
- * of computing them, and every output, the loss and every gradient stays
- * as computed densely (given finite values there): the slots of weight 0
- * of a weighted loss, their logits, and their gradients. zero (NULL: not
- * wanted) gets the guards under which the rows are exactly 0 in the
- * reference too (gradients); the others' rows are merely unread. An
- * analysis: g is unchanged. */
-void row_guards(const Graph *g, ValueId *guard, ValueId *zero);
+/* row_guard.c — rows of values that need no computing, by the data. A
+ * guard names a graph input whose entries mark rows dead: weights (f32,
+ * two elements or more: row r dead where 0) or lengths (an attention's
+ * valid_len, i32 [B], with seq = T: row (b, t) of B*T dead where t >=
+ * valid_len[b]), and the rows live whatever it says (rows a gather reads:
+ * the i32 values read_rows; positions t a slice reads: t_live's [start,
+ * end) pairs). A kernel may write zeros into the dead rows of a guarded
+ * value (its elements cut into row_guard_rows equal blocks) instead of
+ * computing them, and every output, the loss and every gradient stays as
+ * computed densely (given finite values there): MLM slots of weight 0,
+ * padding tokens, and their gradients. */
+typedef struct {
+  ValueId input;
+  int64_t seq; /* 0: weights; else lengths over seq positions */
+  VEC(ValueId) read_rows;
+  VEC(int64_t) t_live;
+} RowGuard;
+typedef struct {
+  VEC(RowGuard) list;
+  int *guard; /* per value: index in list, or -1 */
+  int *zero;  /* per value: the guard under which its dead rows are exactly 0
+               * in the reference too (gradients), or -1; the others'
+               * dead rows are merely unread */
+} RowGuards;
+/* An analysis: g is unchanged. Free with row_guards_free. */
+void row_guards(const Graph *g, RowGuards *out);
+void row_guards_free(RowGuards *r);
+int64_t row_guard_rows(const Graph *g, const RowGuard *rg);
+/* live[r] for each of rg's rows, from the input's data and the data of
+ * its read_rows (read_rows[k]: rg->read_rows.data[k]'s); returns how many
+ * are live. An example of length <= 0 is live whole. */
+int64_t row_guard_live(const Graph *g, const RowGuard *rg, const void *input, const int32_t *const *read_rows,
+                       uint8_t *live);
 
 /* autodiff.c — reverse mode from g->loss (f32, one element): appends the
  * backward nodes and sets Value.grad of every parameter that the loss

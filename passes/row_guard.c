@@ -1,54 +1,78 @@
-/* row_guard.c — which rows of a value need no computing, by the data: a
- * row guard of value v is a graph input w (f32, at least two elements)
- * whose zero entries mark rows of v that a kernel may write as zeros
- * instead of computing. v's rows are its flat elements cut into numel(w)
- * equal blocks: row r is elements [r C, (r + 1) C), C = numel(v) / numel(w).
- *
- * A training step's MLM loss weighs each slot's cross-entropy by its
- * weight, 0 for the padding slots (pred_weights): the slot's logits, its
- * softmax statistics, the hidden rows of its head, and every gradient of
- * them are then guarded by pred_weights, so the head's GEMMs and loss
- * kernels run on the real slots alone.
+/* row_guard.c — which rows of a value need no computing, by the data. A
+ * row guard (passes.h: RowGuard) names an input and how its entries mark
+ * rows dead:
+ *  - weights (f32, at least two elements): row r is dead where input[r]
+ *    is 0: pretraining's MLM slots of weight 0;
+ *  - lengths (an attention's valid_len, i32 [B]) with a sequence length T:
+ *    row (b, t) of B*T is dead where t >= input[b]: padding tokens.
+ * Rows that some reader picks out (the indices of a gather of the value's
+ * rows, a slice of positions t) are live whatever the input says. A
+ * value's rows are its flat elements cut into as many equal blocks as the
+ * guard has rows.
  *
  * Two facts, each a guard:
- *  - zero (forward, in node order): the rows are exactly 0 where w is.
- *    w itself; a product with a zero-guarded factor; neg, relu, tanh and
- *    the other activations that keep 0; a sum or select of two
- *    zero-guarded values; a quotient with a zero-guarded numerator; the
- *    rows of a GEMM's zero-guarded A; reshapes, broadcasts, slices,
- *    concats and reductions that stay within rows.
+ *  - zero (forward, in node order): the dead rows are exactly 0. The
+ *    weights themselves; a constant 0; a product with a zero-guarded
+ *    factor; neg, relu, tanh and the other activations that keep 0; a sum
+ *    or select of zero-guarded values; a quotient with a zero-guarded
+ *    numerator; the rows of a GEMM's zero-guarded A; reshapes,
+ *    broadcasts, slices, concats and reductions that stay within rows.
+ *    And, of an attention's backward, the gradients of masked keys and
+ *    values, and of queries whose output gradient is zero-guarded; a
+ *    scatter-add's rows no index hits (its indices made live); a select
+ *    of one position t, 0 elsewhere (that t made live: a slice's
+ *    gradient).
  *  - no-matter (backward, in reverse node order): every reader of the
- *    value's rows where w is 0 makes nothing but guarded rows of its own
- *    output, or multiplies them by zeros: a product with a zero-guarded
- *    factor, a GEMM C = A^T B summing them against zero rows of the other
- *    operand, or a row-wise op (the zero rules' shapes) whose output is
- *    guarded. Graph outputs, the loss and parameter gradients never are
- *    (the caller reads them).
- * A value's guard is its zero fact, else its no-matter fact. Writing
- * zeros into the guarded rows of every kernel output keeps every value
- * the caller reads exactly as computed densely, given finite values
- * there (0 times a finite number is 0; the reference's rows guarded by
- * no-matter may hold anything finite, these hold 0).
+ *    value's dead rows makes nothing but dead rows of its own output, or
+ *    multiplies them by zeros: a product with a zero-guarded factor, a
+ *    GEMM C = A^T B summing them against zero rows of the other operand, a
+ *    row-wise op (the zero rules' shapes) whose output is guarded, an
+ *    attention reading them as masked keys or values, or as queries (its
+ *    backward: queries whose output gradient is zero), a gather or a
+ *    slice of positions whose rows are made live. Graph outputs, the loss
+ *    and parameter gradients never are (the caller reads them).
+ * A value's guard is its zero fact, else its no-matter fact. Writing zeros
+ * into the dead rows of every kernel output keeps every value the caller
+ * reads exactly as computed densely, given finite values there (0 times a
+ * finite number is 0; the reference's no-matter rows may hold anything
+ * finite, these hold 0: codegen keeps a kernel that would make an
+ * infinity of such a 0 from zeroing them). A masked key weighs exactly 0: its score is -1e6
+ * below the others (an example of length 0 or less has no dead rows).
  *
  * Requires: a graph of any stage (the final one: the kernels' values).
- * Produces: nothing in the graph; guard[v] per value (-1: none), and
- * the zero facts alone where asked. */
+ * Produces: nothing in the graph; RowGuards. */
 #include "passes.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+enum { ANY = -2 }; /* zero fact of a constant 0: zero under every guard */
 
 typedef struct {
   const Graph *g;
-  ValueId *zero, *guard;
+  RowGuards *r;
+  int *zero, *guard;
 } Guards;
 
 static int64_t numel_of(const Graph *g, ValueId v) { return shape_numel(&g->values.data[v].shape); }
 
-/* Elements per row of v under guard w, or 0 when v does not cut into
- * numel(w) rows. */
-static int64_t row_len(const Graph *g, ValueId v, ValueId w) {
+int64_t row_guard_rows(const Graph *g, const RowGuard *rg) {
+  return rg->seq > 0 ? g->values.data[rg->input].shape.dim[0] * rg->seq : numel_of(g, rg->input);
+}
+
+/* The guard of (input, seq), added if new. */
+static int guard_id(Guards *G, ValueId input, int64_t seq) {
+  for (int i = 0; i < G->r->list.n; i++)
+    if (G->r->list.data[i].input == input && G->r->list.data[i].seq == seq) return i;
+  vec_push(&G->r->list, ((RowGuard){.input = input, .seq = seq}));
+  return G->r->list.n - 1;
+}
+
+/* Elements per row of v under guard w, or 0 when v does not cut into its
+ * rows. */
+static int64_t row_len(const Guards *G, ValueId v, int w) {
   if (w < 0) return 0;
-  int64_t n = numel_of(g, v), r = numel_of(g, w);
+  int64_t n = numel_of(G->g, v), r = row_guard_rows(G->g, &G->r->list.data[w]);
   return r > 0 && n % r == 0 ? n / r : 0;
 }
 
@@ -60,12 +84,22 @@ static bool within_rows(const Shape *s, int axis, int64_t c) {
   return c > 0 && inner > 0 && c % inner == 0;
 }
 
+/* Whether axis `axis` of v is the position t of lengths guard w: v is
+ * [B, T, ..] as w's rows are. */
+static bool is_position_axis(const Guards *G, ValueId v, int axis, int w) {
+  const RowGuard *rg = &G->r->list.data[w];
+  const Shape *s = &G->g->values.data[v].shape;
+  return rg->seq > 0 && axis == 1 && s->rank >= 2 && s->dim[1] == rg->seq &&
+         s->dim[0] == G->g->values.data[rg->input].shape.dim[0];
+}
+
 /* Whether node n keeps the rows of its input `i` apart under guard w:
  * each row of n's output depends only on the same row of that input
  * (the shapes of the zero rules). */
-static bool rowwise(const Graph *g, const Node *n, int i, ValueId w) {
+static bool rowwise(const Guards *G, const Node *n, int i, int w) {
+  const Graph *g = G->g;
   ValueId x = n->in[i];
-  int64_t cx = row_len(g, x, w), co = row_len(g, n->out, w);
+  int64_t cx = row_len(G, x, w), co = row_len(G, n->out, w);
   if (!cx || !co) return false;
   const Shape *xs = &g->values.data[x].shape, *os = &g->values.data[n->out].shape;
   if (op_info[n->op].flags & OPF_ELEMENTWISE || n->op == OP_SELECT || n->op == OP_CAST || n->op == OP_RESHAPE)
@@ -81,10 +115,10 @@ static bool rowwise(const Graph *g, const Node *n, int i, ValueId w) {
   case OP_REDUCE_MAX:
   case OP_SLICE:
   case OP_CONCAT: return within_rows(xs, n->a.axis, cx);
-  case OP_MATMUL: /* the rows of C = A B (or A B^T) are rows of A */
-    return i == 0 && !n->a.trans_a && xs->rank == 2 && g->values.data[n->in[1]].shape.rank == 2 &&
-           cx % xs->dim[1] == 0;
+  case OP_MATMUL: /* the rows of C = A B (or A B^T) are rows of A, batch dims folded */
+    return i == 0 && !n->a.trans_a && g->values.data[n->in[1]].shape.rank == 2 && cx % xs->dim[xs->rank - 1] == 0;
   case OP_GATHER: return i == 1; /* a row of indices gathers a row */
+  case OP_ATTENTION: return i == 0 && cx == co; /* a query row makes an output row */
   default: return false;
   }
 }
@@ -104,16 +138,82 @@ static bool keeps_zero(Op op) {
   }
 }
 
-/* The zero fact of node n's output, from its inputs': the guard w and
- * the inputs whose zero rows under w make the output's (each must keep
- * its rows apart), or -1. */
-static ValueId zero_of(const Guards *G, const Node *n) {
+/* Both guards, as one: ANY yields to the other; -1 when they differ. */
+static int meet(int a, int b) { return a == ANY ? b : b == ANY || a == b ? a : -1; }
+
+/* The lengths guard of an attention or attention_grad node over T
+ * positions, or -1 when its valid_len is not an i32 vector of B. */
+static int attention_guard(Guards *G, const Node *n, int64_t T) {
+  const Value *vl = &G->g->values.data[n->in[3]], *q = &G->g->values.data[n->in[0]];
+  if (vl->dtype != DTYPE_I32 || vl->shape.rank != 1 || vl->shape.dim[0] != q->shape.dim[0]) return -1;
+  return guard_id(G, n->in[3], T);
+}
+
+/* Zero facts that need an op's meaning: of an attention backward's parts,
+ * a scatter-add, a select of one position. -1: none of these. */
+static int zero_special(Guards *G, const Node *n) {
   const Graph *g = G->g;
-  const ValueId *z = G->zero;
+  if (n->op == OP_SLICE && n->a.axis == 0 && g->values.data[n->in[0]].node >= 0) {
+    const Node *p = &g->nodes.data[g->values.data[n->in[0]].node];
+    if (p->op != OP_ATTENTION_GRAD) return -1;
+    const Shape *q = &g->values.data[p->in[0]].shape, *k = &g->values.data[p->in[1]].shape;
+    int64_t dq = q->dim[0] * q->dim[1], dk = k->dim[0] * k->dim[1];
+    if (n->a.start == 0 && n->a.end == dq) { /* d q: zero where d out is */
+      int w = attention_guard(G, p, q->dim[1]);
+      return w >= 0 && G->zero[p->in[4]] == w ? w : -1;
+    }
+    if ((n->a.start == dq || n->a.start == dq + dk) && n->a.end - n->a.start == dk) /* d k, d v */
+      return attention_guard(G, p, k->dim[1]);
+    return -1;
+  }
+  if (n->op == OP_SCATTER_ADD) { /* rows no index hits are 0: a guard over as many rows, the indices live */
+    int64_t rows = n->a.shape.dim[0];
+    for (int w = 0; w < G->r->list.n; w++) {
+      RowGuard *rg = &G->r->list.data[w];
+      if (row_guard_rows(g, rg) != rows) continue;
+      bool have = false;
+      for (int k = 0; k < rg->read_rows.n && !have; k++) have = rg->read_rows.data[k] == n->in[0];
+      if (!have) vec_push(&rg->read_rows, n->in[0]);
+      return w;
+    }
+    return -1;
+  }
+  if (n->op == OP_SELECT && G->zero[n->in[2]] == ANY && g->values.data[n->in[0]].node >= 0) {
+    /* select(iota along t == s, x, 0): 0 but at position s, made live */
+    const Node *eq = &g->nodes.data[g->values.data[n->in[0]].node];
+    if (eq->op != OP_EQ) return -1;
+    const Value *a = &g->values.data[eq->in[0]], *b = &g->values.data[eq->in[1]];
+    if (a->node < 0 || b->node < 0) return -1;
+    const Node *io = &g->nodes.data[a->node], *c = &g->nodes.data[b->node];
+    if (io->op == OP_CONSTANT) {
+      const Node *t = io;
+      io = c, c = t;
+    }
+    if (io->op != OP_IOTA || c->op != OP_CONSTANT) return -1;
+    for (int w = 0; w < G->r->list.n; w++) {
+      if (!row_len(G, n->out, w) || !is_position_axis(G, n->out, io->a.axis, w)) continue;
+      int64_t t = (int64_t)c->a.scalar;
+      vec_push(&G->r->list.data[w].t_live, t);
+      vec_push(&G->r->list.data[w].t_live, t + 1);
+      return w;
+    }
+  }
+  return -1;
+}
+
+/* The zero fact of node n's output, from its inputs': the guard w (or
+ * ANY) and the inputs whose zero rows under w make the output's (each
+ * must keep its rows apart), or -1. */
+static int zero_of(Guards *G, const Node *n) {
+  const Graph *g = G->g;
+  const int *z = G->zero;
   if (g->values.data[n->out].dtype != DTYPE_F32) return -1;
+  if (n->op == OP_CONSTANT) return n->a.scalar == 0.0 ? ANY : -1;
+  int special = zero_special(G, n);
+  if (special >= 0) return special;
   int from = 0, to = 1; /* the inputs [from, to) that must be zero-guarded by w */
   switch (n->op) {
-  case OP_MUL: from = z[n->in[0]] >= 0 ? 0 : 1, to = from + 1; break; /* one zero factor does */
+  case OP_MUL: from = z[n->in[0]] != -1 ? 0 : 1, to = from + 1; break; /* one zero factor does */
   case OP_ADD:
   case OP_SUB:
   case OP_MAX:
@@ -131,34 +231,87 @@ static ValueId zero_of(const Guards *G, const Node *n) {
   default:
     if (!keeps_zero(n->op)) return -1;
   }
-  ValueId w = z[n->in[from]];
-  for (int i = from; i < to && w >= 0; i++)
-    if (z[n->in[i]] != w || !rowwise(g, n, i, w)) w = -1;
+  int w = ANY;
+  for (int i = from; i < to && w != -1; i++) w = meet(w, z[n->in[i]]);
+  if (w == ANY || w < 0) return w;
+  for (int i = from; i < to; i++)
+    if (z[n->in[i]] != ANY && !rowwise(G, n, i, w)) return -1;
   return w;
 }
 
-/* Whether reading v as input i of node n leaves n's output as it would be
- * whatever v's rows under w hold (finite). */
-static bool reader_ok(const Guards *G, const Node *n, int i, ValueId w) {
+/* A reader that accepts any guard over the value's rows, by making live
+ * what it reads: a gather of the value's rows (its indices), a slice of
+ * positions t. False when it does not, or cannot under w. */
+static bool reads_live_rows(Guards *G, const Node *n, int i, int w, bool commit) {
+  RowGuard *rg = &G->r->list.data[w];
+  if (n->op == OP_GATHER && i == 0 && row_guard_rows(G->g, rg) == G->g->values.data[n->in[0]].shape.dim[0]) {
+    if (commit) vec_push(&rg->read_rows, n->in[1]);
+    return true;
+  }
+  if (n->op == OP_SLICE && is_position_axis(G, n->in[0], n->a.axis, w) && row_len(G, n->in[0], w)) {
+    if (commit) {
+      vec_push(&rg->t_live, n->a.start);
+      vec_push(&rg->t_live, n->a.end);
+    }
+    return true;
+  }
+  return false;
+}
+
+/* The guard reader n offers value v read as input i, or -1. */
+static int offered(Guards *G, const Node *n, int i) {
   const Graph *g = G->g;
-  const ValueId *z = G->zero;
-  if (n->op == OP_MUL && z[n->in[1 - i]] == w && row_len(g, n->in[1 - i], w) == row_len(g, n->in[i], w))
+  int z = n->n_in > 1 && i < 2 ? G->zero[n->in[1 - i]] : -1;
+  if (n->op == OP_MUL && z >= 0) return z;
+  if (n->op == OP_MATMUL && n->a.trans_a && z >= 0) return z;
+  if ((n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) && i < 3)
+    return attention_guard(G, n, g->values.data[n->in[i]].shape.dim[1]);
+  return n->op == OP_GATHER && i == 0 ? -1 : G->guard[n->out]; /* a gather's table rows are not its output's */
+}
+
+/* Whether reading v as input i of node n leaves n's output as it would be
+ * whatever v's rows dead under w hold, as long as they are 0 or finite. */
+static bool reader_ok(Guards *G, const Node *n, int i, int w) {
+  const Graph *g = G->g;
+  const int *z = G->zero;
+  if (n->op == OP_MUL && z[n->in[1 - i]] == w && row_len(G, n->in[1 - i], w) == row_len(G, n->in[i], w))
     return true; /* times zero rows */
   if (n->op == OP_MATMUL && n->a.trans_a && !n->a.trans_b && i < 2) { /* C = A^T B sums over the rows */
     const Shape *a = &g->values.data[n->in[0]].shape, *b = &g->values.data[n->in[1]].shape;
-    return a->rank == 2 && b->rank == 2 && a->dim[0] == numel_of(g, w) && z[n->in[1 - i]] == w;
+    return a->rank == 2 && b->rank == 2 && a->dim[0] == row_guard_rows(g, &G->r->list.data[w]) &&
+           z[n->in[1 - i]] == w;
   }
-  return G->guard[n->out] == w && rowwise(g, n, i, w);
+  if ((n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) && (i == 1 || i == 2)) /* masked keys, values */
+    return attention_guard(G, n, g->values.data[n->in[i]].shape.dim[1]) == w;
+  if (n->op == OP_ATTENTION_GRAD && i == 0) /* queries whose output gradient is zero */
+    return attention_guard(G, n, g->values.data[n->in[0]].shape.dim[1]) == w && z[n->in[4]] == w;
+  if (reads_live_rows(G, n, i, w, false)) return true;
+  return G->guard[n->out] == w && rowwise(G, n, i, w);
 }
 
-void row_guards(const Graph *g, ValueId *guard, ValueId *zero) {
+/* Whether every reader of v (the list from head[v]) accepts guard w. */
+static bool accepted_by_all(Guards *G, ValueId v, int w, const int *head, const int *next, const int *use_node,
+                            const int *use_slot) {
+  if (row_len(G, v, w) <= 0) return false;
+  for (int u = head[v]; u >= 0; u = next[u])
+    if (!reader_ok(G, &G->g->nodes.data[use_node[u]], use_slot[u], w)) return false;
+  return true;
+}
+
+void row_guards(const Graph *g, RowGuards *r) {
   int nv = g->values.n;
-  Guards G = {g, zero ? zero : bc_malloc(sizeof(ValueId) * (size_t)(nv ? nv : 1)), guard};
-  for (int v = 0; v < nv; v++) G.zero[v] = guard[v] = -1;
+  memset(r, 0, sizeof *r);
+  r->guard = bc_malloc(sizeof(int) * (size_t)(nv ? nv : 1));
+  r->zero = bc_malloc(sizeof(int) * (size_t)(nv ? nv : 1));
+  Guards G = {g, r, r->zero, r->guard};
+  for (int v = 0; v < nv; v++) G.zero[v] = G.guard[v] = -1;
   for (int i = 0; i < g->inputs.n; i++) {
     ValueId w = g->inputs.data[i];
-    if (g->values.data[w].dtype == DTYPE_F32 && numel_of(g, w) >= 2) G.zero[w] = w;
+    if (g->values.data[w].dtype == DTYPE_F32 && numel_of(g, w) >= 2) G.zero[w] = guard_id(&G, w, 0);
   }
+  for (int i = 0; i < g->nodes.n; i++) /* lengths guards first: scatter-adds look for them */
+    if (g->nodes.data[i].op == OP_ATTENTION)
+      attention_guard(&G, &g->nodes.data[i], g->values.data[g->nodes.data[i].in[1]].shape.dim[1]);
   for (int i = 0; i < g->nodes.n; i++) G.zero[g->nodes.data[i].out] = zero_of(&G, &g->nodes.data[i]);
 
   /* no-matter facts, readers first; a value any root reads has none */
@@ -182,24 +335,66 @@ void row_guards(const Graph *g, ValueId *guard, ValueId *zero) {
     const Node *n = &g->nodes.data[i];
     ValueId v = n->out;
     if (G.zero[v] >= 0) {
-      guard[v] = G.zero[v];
+      G.guard[v] = G.zero[v];
       continue;
     }
     if (root[v] || head[v] < 0 || op_info[n->op].flags & OPF_SIDE_EFFECT) continue;
-    /* the guard a reader offers: the first reader's zero factor or output guard */
-    const Node *r0 = &g->nodes.data[use_node[head[v]]];
-    int s0 = use_slot[head[v]];
-    ValueId w = r0->op == OP_MUL && G.zero[r0->in[1 - s0]] >= 0 ? G.zero[r0->in[1 - s0]]
-                : r0->op == OP_MATMUL && r0->a.trans_a && s0 < 2 ? G.zero[r0->in[1 - s0]]
-                                                                 : guard[r0->out];
-    bool ok = w >= 0 && row_len(g, v, w) > 0;
-    for (int u = head[v]; ok && u >= 0; u = next[u]) ok = reader_ok(&G, &g->nodes.data[use_node[u]], use_slot[u], w);
-    if (ok) guard[v] = w;
+    /* the guards the readers offer, then every guard: the first that every reader accepts */
+    int w = -1;
+    for (int u = head[v]; u >= 0 && w < 0; u = next[u]) {
+      int c = offered(&G, &g->nodes.data[use_node[u]], use_slot[u]);
+      if (c >= 0 && accepted_by_all(&G, v, c, head, next, use_node, use_slot)) w = c;
+    }
+    for (int c = 0; c < G.r->list.n && w < 0; c++)
+      if (accepted_by_all(&G, v, c, head, next, use_node, use_slot)) w = c;
+    if (w < 0) continue;
+    for (int u = head[v]; u >= 0; u = next[u]) reads_live_rows(&G, &g->nodes.data[use_node[u]], use_slot[u], w, true);
+    G.guard[v] = w;
   }
+  for (int v = 0; v < nv; v++)
+    if (G.zero[v] == ANY) G.zero[v] = -1;
   free(root);
   free(head);
   free(next);
   free(use_node);
   free(use_slot);
-  if (!zero) free(G.zero);
+}
+
+void row_guards_free(RowGuards *r) {
+  for (int i = 0; i < r->list.n; i++) {
+    vec_free(&r->list.data[i].read_rows);
+    vec_free(&r->list.data[i].t_live);
+  }
+  vec_free(&r->list);
+  free(r->guard);
+  free(r->zero);
+  memset(r, 0, sizeof *r);
+}
+
+int64_t row_guard_live(const Graph *g, const RowGuard *rg, const void *input, const int32_t *const *read_rows,
+                       uint8_t *live) {
+  int64_t rows = row_guard_rows(g, rg);
+  if (rg->seq > 0) {
+    const int32_t *len = input;
+    for (int64_t b = 0; b < rows / rg->seq; b++) {
+      int64_t n = len[b] <= 0 || len[b] > rg->seq ? rg->seq : len[b];
+      memset(live + b * rg->seq, 1, (size_t)n);
+      memset(live + b * rg->seq + n, 0, (size_t)(rg->seq - n));
+    }
+    for (int k = 0; k + 1 < rg->t_live.n; k += 2)
+      for (int64_t b = 0; b < rows / rg->seq; b++)
+        for (int64_t t = rg->t_live.data[k]; t < rg->t_live.data[k + 1] && t < rg->seq; t++)
+          if (t >= 0) live[b * rg->seq + t] = 1;
+  } else {
+    const float *w = input;
+    for (int64_t r = 0; r < rows; r++) live[r] = w[r] != 0.0f;
+  }
+  for (int k = 0; k < rg->read_rows.n; k++) {
+    int64_t n = numel_of(g, rg->read_rows.data[k]);
+    for (int64_t i = 0; i < n; i++)
+      if (read_rows[k][i] >= 0 && read_rows[k][i] < rows) live[read_rows[k][i]] = 1;
+  }
+  int64_t n_live = 0;
+  for (int64_t r = 0; r < rows; r++) n_live += live[r];
+  return n_live;
 }

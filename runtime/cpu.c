@@ -13,7 +13,9 @@
  * A GEMM kernel may carry an epilogue (bias, activation, residual add;
  * passes/fuse.c), which the GEMM library applies to C (gemm_lib.h). One
  * without runs over its operand's live rows (cpu_gemm_live_rows, unless
- * BC_NO_ZERO_ROWS), in a scratch block sized at prepare.
+ * BC_NO_ZERO_ROWS), in a scratch block sized at prepare. A kernel with a
+ * row guard (Kernel.guard) computes the guard's live rows only and writes
+ * zeros into the others (unless BC_NO_ROW_GUARDS).
  *
  * Only materialized values can be read back: inputs, parameters, optimizer
  * state, gradients, outputs, the loss, and whatever fusion left in memory.
@@ -45,19 +47,22 @@ typedef struct {
   int64_t grain;
   GemmEpilogue epi; /* GEMM: its epilogue (n = 0: none) */
   ValueId gemm_out; /* GEMM: the value it stores (the epilogue's last) */
-  int guard;        /* index in Cpu.guards (Kernel.guard), or -1 */
+  int guard;        /* Kernel.guard, or -1 where not used */
+  bool given_compact; /* guarded GEMM: may compact its rows (scratch sized for it) */
   int n_outs;       /* guarded LOOP: its stored values, zeroed in dead rows */
   char **out_base;
   int64_t *out_row_bytes;
 } CpuKernel;
 
-/* A row guard's rows this step (Kernel.guard): live where the input is
- * nonzero. */
+/* A row guard's rows this step (KernelPlan.guards: row_guard_live), found
+ * before the first kernel using it, when the indices it reads are made. */
 typedef struct {
-  ValueId w;
-  int64_t rows, n_live;
-  uint8_t *live;
-  int32_t *idx; /* the live rows, ascending */
+  int64_t rows, n_live, n_runs;
+  uint8_t *live; /* NULL: no kernel uses it */
+  int32_t *idx;  /* the live rows, ascending */
+  int32_t *seg;  /* GEMMs' scratch: pieces of the runs of live rows */
+  const int32_t **read_rows;
+  int first_kernel;
 } CpuGuard;
 
 typedef struct {
@@ -71,8 +76,7 @@ typedef struct {
   CpuRowsScratch rows;  /* GEMMs over their live rows (cpu_gemm_live_rows,
                          * cpu_gemm_given_rows) */
   bool rows_borrowed;   /* rows is the owner's (a length bucket's step) */
-  CpuGuard *guards;
-  int n_guards;
+  CpuGuard *guards; /* per KernelPlan.guards */
 } Cpu;
 
 static void *addr_of(const Cpu *c, ValueId v) { return (void *)compiled_addr(&c->p, (uintptr_t)c->block, v); }
@@ -92,9 +96,11 @@ static void release(Exec *e) {
       free(c->kernels[i].out_base);
       free(c->kernels[i].out_row_bytes);
     }
-  for (int i = 0; i < c->n_guards; i++) {
+  for (int i = 0; c->guards && i < c->p.plan.guards.list.n; i++) {
     free(c->guards[i].live);
     free(c->guards[i].idx);
+    free(c->guards[i].read_rows);
+    free(c->guards[i].seg);
   }
   free(c->guards);
   free(c->kernels);
@@ -176,33 +182,25 @@ static void live_rows_need(const Graph *g, const Kernel *k, CpuRowsScratch *s) {
   if (floats > s->floats) s->floats = floats;
 }
 
-/* The index in c->guards of guard input w, added if new. */
-static int guard_index(Cpu *c, ValueId w) {
-  for (int i = 0; i < c->n_guards; i++)
-    if (c->guards[i].w == w) return i;
-  int64_t rows = shape_numel(&c->p.graph.values.data[w].shape);
-  c->guards = bc_realloc(c->guards, sizeof(CpuGuard) * (size_t)(c->n_guards + 1));
-  c->guards[c->n_guards] = (CpuGuard){w, rows, 0, bc_malloc((size_t)rows), bc_malloc(sizeof(int32_t) * (size_t)rows)};
-  return c->n_guards++;
-}
-
-/* Kernel k's row guard as ck->guard; a guarded LOOP kernel also gets its
- * stored values' rows. */
-static void guard_setup(Cpu *c, CpuKernel *ck) {
+/* Kernel k's row guard as ck->guard (kernel index i); a guarded LOOP kernel
+ * also gets its stored values' rows. */
+static void guard_setup(Cpu *c, CpuKernel *ck, int i) {
   const Kernel *k = ck->k;
   const Graph *g = &c->p.graph;
   ck->guard = -1;
   if (k->guard < 0 || c->p.opts.off.row_guards) return;
-  int64_t rows = shape_numel(&g->values.data[k->guard].shape);
+  const RowGuard *rg = &c->p.plan.guards.list.data[k->guard];
+  int64_t rows = row_guard_rows(g, rg);
   if (k->kind == KERNEL_GEMM) {
     for (int s = 0; s < ck->epi.n; s++)
       if (ck->epi.step[s].kind == GEMM_EPI_ADD) return; /* an addend, or C accumulating */
     const Node *n = &g->nodes.data[k->first_node];
     const Shape *b = &g->values.data[n->in[1]].shape;
-    int64_t K = g->values.data[n->in[0]].shape.dim[1], N = n->a.trans_b ? b->dim[0] : b->dim[1];
+    const Shape *a = &g->values.data[n->in[0]].shape;
+    int64_t K = a->dim[a->rank - 1], N = n->a.trans_b ? b->dim[0] : b->dim[1];
     int64_t need = cpu_gemm_given_rows_scratch(rows, N, K, pool_n_threads(c->pool));
-    if (need > LIVE_ROWS_MAX_FLOATS) return;
-    if (need > c->rows.floats) c->rows.floats = need;
+    ck->given_compact = need <= LIVE_ROWS_MAX_FLOATS; /* else by runs always */
+    if (ck->given_compact && need > c->rows.floats) c->rows.floats = need;
   } else {
     for (int i = 0; i < k->insts.n; i++) {
       const KInst *in = &k->insts.data[i];
@@ -215,7 +213,37 @@ static void guard_setup(Cpu *c, CpuKernel *ck) {
           shape_numel(&g->values.data[v].shape) / rows * (int64_t)dtype_size(g->values.data[v].dtype);
     }
   }
-  ck->guard = guard_index(c, k->guard);
+  ck->guard = k->guard;
+  CpuGuard *gd = &c->guards[k->guard];
+  if (gd->live) return;
+  gd->rows = rows;
+  gd->live = bc_malloc((size_t)rows);
+  gd->idx = bc_malloc(sizeof(int32_t) * (size_t)rows);
+  gd->seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * rows + 2));
+  gd->read_rows = bc_calloc((size_t)rg->read_rows.n + 1, sizeof(int32_t *));
+  for (int r = 0; r < rg->read_rows.n; r++) gd->read_rows[r] = addr_of(c, rg->read_rows.data[r]);
+  gd->first_kernel = i;
+}
+
+/* Drops the guards whose read rows are made by a kernel at or after the
+ * first one using the guard (their rows would not be known in time). */
+static void guards_check_order(Cpu *c) {
+  const Graph *g = &c->p.graph;
+  const KernelPlan *kp = &c->p.plan;
+  int *made_by = bc_malloc(sizeof(int) * (size_t)(g->values.n ? g->values.n : 1));
+  for (int v = 0; v < g->values.n; v++) made_by[v] = -1;
+  for (int i = 0; i < kp->kernels.n; i++)
+    for (int j = 0; j < kp->kernels.data[i].nodes.n; j++) made_by[g->nodes.data[kp->kernels.data[i].nodes.data[j]].out] = i;
+  for (int w = 0; w < kp->guards.list.n; w++) {
+    if (!c->guards[w].live) continue;
+    const RowGuard *rg = &kp->guards.list.data[w];
+    bool in_time = made_by[rg->input] < 0; /* an input */
+    for (int r = 0; r < rg->read_rows.n; r++) in_time = in_time && made_by[rg->read_rows.data[r]] < c->guards[w].first_kernel;
+    if (in_time) continue;
+    for (int i = 0; i < kp->kernels.n; i++)
+      if (c->kernels[i].guard == w) c->kernels[i].guard = -1;
+  }
+  free(made_by);
 }
 
 static bool prepare(Exec *e, Diag *d) {
@@ -250,6 +278,7 @@ static bool prepare(Exec *e, Diag *d) {
 
   int nk = c->p.plan.kernels.n;
   c->kernels = bc_calloc((size_t)(nk ? nk : 1), sizeof(CpuKernel));
+  c->guards = bc_calloc((size_t)c->p.plan.guards.list.n + 1, sizeof(CpuGuard));
   const Kernel **loops = bc_malloc(sizeof(Kernel *) * (size_t)(nk ? nk : 1));
   int *loop_at = bc_malloc(sizeof(int) * (size_t)(nk ? nk : 1));
   int n_loops = 0;
@@ -269,7 +298,7 @@ static bool prepare(Exec *e, Diag *d) {
       gemm_epilogue_of(c, ck);
       if (!c->p.opts.off.zero_rows) live_rows_need(&c->p.graph, k, &c->rows);
     }
-    guard_setup(c, ck);
+    guard_setup(c, ck, i);
     if (k->kind != KERNEL_LOOP) continue;
     int twin = -1;
     for (int t = 0; t < n_loops && twin < 0 && !c->p.opts.off.dedup; t++)
@@ -316,6 +345,7 @@ static bool prepare(Exec *e, Diag *d) {
   }
   free(loops);
   free(loop_at);
+  guards_check_order(c);
   if ((c->rows.rows > 0 || c->rows.floats > 0) && owner && owner->rows.rows >= c->rows.rows &&
       owner->rows.floats >= c->rows.floats) {
     c->rows = owner->rows; /* like the arena: the owner's steps never run at once with this one */
@@ -395,8 +425,9 @@ static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const Kerne
     const CpuRowsScratch *rows = c->rows.rows > 0 ? &c->rows : NULL;
     const CpuGuard *gd = guard_worth(c, ck);
     if (gd)
-      cpu_gemm_given_rows(c->pool, c->gemm, addr_of(c, n->in[0]), gd->rows, a->shape.dim[1], addr_of(c, n->in[1]),
-                          n->a.trans_b, o->shape.dim[1], out, &ck->epi, gd->live, gd->idx, gd->n_live, c->rows.buf);
+      cpu_gemm_given_rows(c->pool, c->gemm, addr_of(c, n->in[0]), gd->rows, a->shape.dim[a->shape.rank - 1],
+                          addr_of(c, n->in[1]), n->a.trans_b, o->shape.dim[o->shape.rank - 1], out, &ck->epi, gd->live,
+                          gd->idx, gd->n_live, gd->n_runs, gd->seg, ck->given_compact ? c->rows.buf : NULL);
     else if (ck->epi.n == 1 && ck->epi.step[0].kind == GEMM_EPI_ADD && ck->epi.step[0].src == out)
       /* the addend's buffer is C (passes/memplan.c: gemm_accumulates_into) */
       cpu_gemm_live_rows(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
@@ -457,13 +488,14 @@ static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const Kerne
     return true;
   }
   case KERNEL_ATTENTION: {
+    const CpuGuard *gd = guard_worth(c, ck);
     AttnDims a;
     RunContext ctx = {info->seed, info->step, info->example_offset};
     attn_dims(&a, g, n, &ctx);
     bool grad = n->op == OP_ATTENTION_GRAD;
     cpu_attention(c->pool, c->gemm, &a, addr_of(c, n->in[0]), addr_of(c, n->in[1]), addr_of(c, n->in[2]),
                   addr_of(c, n->in[3]), grad ? addr_of(c, n->in[4]) : NULL, addr_of(c, n->out), c->attn_scratch,
-                  c->p.opts.off.zero_rows);
+                  c->p.opts.off.zero_rows, gd ? gd->live : NULL);
     return true;
   }
   case KERNEL_LOOP: break;
@@ -479,16 +511,21 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
   double t0 = compiled_now_ns(), gemm = 0;
   const GradSync *sync = c->p.have_sync ? &c->p.sync : NULL;
   bool timed = c->p.profile || (sync && sync->hooks.step);
-  for (int i = 0; i < c->n_guards; i++) { /* this step's live rows */
-    CpuGuard *gd = &c->guards[i];
-    const float *w = addr_of(c, gd->w);
-    gd->n_live = 0;
-    for (int64_t r = 0; r < gd->rows; r++)
-      if ((gd->live[r] = w[r] != 0.0f)) gd->idx[gd->n_live++] = (int32_t)r;
-  }
   for (int i = 0; i < c->p.plan.kernels.n; i++) {
     CpuKernel *ck = &c->kernels[i];
     const Kernel *k = ck->k;
+    for (int w = 0; w < c->p.plan.guards.list.n; w++) { /* the live rows of the guards used from here on */
+      CpuGuard *gd = &c->guards[w];
+      if (!gd->live || gd->first_kernel != i) continue;
+      const RowGuard *rg = &c->p.plan.guards.list.data[w];
+      row_guard_live(g, rg, addr_of(c, rg->input), gd->read_rows, gd->live);
+      gd->n_live = gd->n_runs = 0;
+      for (int64_t r = 0; r < gd->rows; r++)
+        if (gd->live[r]) {
+          gd->n_runs += r == 0 || !gd->live[r - 1];
+          gd->idx[gd->n_live++] = (int32_t)r;
+        }
+    }
     if (sync) grad_sync_before(sync, i, NULL);
     double ts = (timed || k->kind == KERNEL_GEMM) ? compiled_now_ns() : 0;
     const CpuGuard *gd = k->kind == KERNEL_LOOP ? guard_worth(c, ck) : NULL;

@@ -289,6 +289,7 @@ typedef struct {
   float sqrt_d, inv_sqrt_d, keep_scale; /* inv_sqrt_d: exact_inverse */
   uint32_t threshold; /* dropout: 24-bit uniforms below it are dropped */
   bool all_queries;   /* backward: every query row, also those whose d out is zero */
+  const uint8_t *live_q; /* forward: the query rows (b * Tq + t) whose output is read; NULL: all */
   const int32_t *order; /* the (example, head) units, b * H + h, longest first */
   atomic_llong next;    /* the next unit of order to claim */
 } AttnJob;
@@ -334,17 +335,22 @@ static void zero_rows(float *x, int64_t from, int64_t n, int64_t d, int64_t F) {
   for (int64_t r = from; r < n; r++) memset(x + r * F, 0, sizeof(float) * (size_t)d);
 }
 
-/* Unit it = b * H + h of the forward, in scratch: W, A, a row of bits. */
+/* Unit it = b * H + h of the forward, in scratch: W, A, a row of bits.
+ * With live_q, the query rows up to the last live one only, the others'
+ * outputs zero. */
 static void forward_unit(const AttnJob *j, int64_t it, float *scratch) {
   const AttnDims *d = j->a;
   float *w = scratch, *a = w + d->Tq * d->Tk;
   uint32_t *bits = (uint32_t *)(a + d->Tq * d->Tk);
-  int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b);
+  int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b), tq = d->Tq;
+  while (j->live_q && tq > 0 && !j->live_q[b * d->Tq + tq - 1]) tq--;
+  float *out = j->out + b * d->Tq * d->F + h * d->d;
+  zero_rows(out, tq, d->Tq, d->d, d->F);
+  if (tq == 0) return;
   float *ab = a;
-  weights(j, b, h, j->q + b * d->Tq * d->F + h * d->d, d->F, d->Tq, NULL, kv, w, &ab, bits);
+  weights(j, b, h, j->q + b * d->Tq * d->F + h * d->d, d->F, tq, NULL, kv, w, &ab, bits);
   const float *vh = j->v + b * d->Tk * d->F + h * d->d;
-  gemm_lib_sgemm(j->lib, false, false, d->Tq, d->d, kv, ab, d->Tk, vh, d->F, 0.0f,
-                 j->out + b * d->Tq * d->F + h * d->d, d->F);
+  gemm_lib_sgemm(j->lib, false, false, tq, d->d, kv, ab, d->Tk, vh, d->F, 0.0f, out, d->F);
 }
 
 /* Whether row x[0..d) has an element other than +-0. */
@@ -463,10 +469,11 @@ int64_t cpu_attention_scratch(const AttnDims *a) {
 }
 
 void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, const float *k, const float *v,
-                   const int32_t *valid_len, const float *dout, float *out, float *scratch, bool all_queries) {
+                   const int32_t *valid_len, const float *dout, float *out, float *scratch, bool all_queries,
+                   const uint8_t *live_q) {
   if (a->B * a->H == 0) return;
   AttnJob j = {.a = a, .lib = lib, .q = q, .k = k, .v = v, .dout = dout, .vl = valid_len, .out = out,
-               .all_queries = all_queries};
+               .all_queries = all_queries, .live_q = live_q};
   j.sqrt_d = sqrtf((float)a->d);
   j.inv_sqrt_d = exact_inverse(j.sqrt_d);
   j.keep_scale = (float)a->keep_scale;

@@ -269,6 +269,7 @@ typedef struct {
   int64_t mb, nb, n_col_blocks; /* rows and columns per block */
   const uint8_t *live;
   const int32_t *idx;
+  const int32_t *seg; /* by runs: [start, end) pairs */
   const GemmEpilogue *e;
 } GivenJob;
 
@@ -324,9 +325,55 @@ static void given_block_range(void *ctx, int64_t begin, int64_t end) {
   }
 }
 
+/* Dead rows of C zeroed. */
+static void given_zero_range(void *ctx, int64_t begin, int64_t end) {
+  const GivenJob *j = ctx;
+  for (int64_t r = begin; r < end; r++)
+    if (!j->live[r]) memset(j->C + r * j->N, 0, sizeof(float) * (size_t)j->N);
+}
+
+/* Piece s: rows [seg[2s], seg[2s+1]) of A and C, one library call. */
+static void given_runs_range(void *ctx, int64_t begin, int64_t end) {
+  const GivenJob *j = ctx;
+  for (int64_t s = begin; s < end; s++) {
+    int64_t r0 = j->seg[2 * s], m = j->seg[2 * s + 1] - r0, ldb = j->tb ? j->K : j->N;
+    if (j->e && j->e->n > 0)
+      gemm_lib_sgemm_epilogue(j->lib, false, j->tb, m, j->N, j->K, j->A + r0 * j->K, j->K, j->B, ldb, j->C + r0 * j->N,
+                              j->N, j->e);
+    else
+      gemm_lib_sgemm(j->lib, false, j->tb, m, j->N, j->K, j->A + r0 * j->K, j->K, j->B, ldb, 0.0f, j->C + r0 * j->N,
+                     j->N);
+  }
+}
+
+/* The runs of live rows cut into pieces of at most `piece` rows, each
+ * rounded up to a multiple of 16 rows into the dead rows after it (fewer
+ * shapes for the library; those rows are computed from finite dead rows of
+ * A and then hold finite values); returns the number of pieces. */
+static int64_t given_pieces(const uint8_t *live, int64_t M, int64_t piece, int32_t *seg) {
+  int64_t n = 0;
+  for (int64_t r = 0; r < M;) {
+    if (!live[r]) {
+      r++;
+      continue;
+    }
+    int64_t e = r;
+    while (e < M && live[e]) e++;
+    int64_t next = e; /* the next live row, or M */
+    while (next < M && !live[next]) next++;
+    for (int64_t s = r; s < e; s += piece) {
+      int64_t end = s + piece < e ? s + piece : (s + (e - s + 15) / 16 * 16 < next ? s + (e - s + 15) / 16 * 16 : next);
+      seg[2 * n] = (int32_t)s, seg[2 * n + 1] = (int32_t)end;
+      n++;
+    }
+    r = e;
+  }
+  return n;
+}
+
 void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
-                         int64_t n, float *buf) {
+                         int64_t n, int64_t n_runs, int32_t *seg, float *buf) {
   if (n == 0) {
     memset(C, 0, sizeof(float) * (size_t)(M * N));
     return;
@@ -334,6 +381,21 @@ void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
   int64_t n_pad = (n + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
   GivenJob j = {.lib = lib, .A = A, .B = B, .As = buf, .C = C, .Cs = buf + n_pad * K, .tb = trans_b, .M = M,
                 .N = N, .K = K, .n = n, .n_pad = n_pad, .live = live, .idx = idx, .e = e};
+  /* the cost of each way in rows of work, as cpu_gemm_live_rows's */
+  int nt = pool_n_threads(p);
+  int64_t piece = (n + 4 * nt - 1) / (4 * nt);
+  piece = piece < 64 ? 64 : (piece + 15) / 16 * 16;
+  double by_runs = (double)n + RUN_COST_ROWS * (double)(n_runs + n / piece);
+  double by_copy = (double)n * (1.0 + COPY_COST * (double)(K + N) / (double)(K * N));
+  if (!buf || by_runs < by_copy) {
+    j.seg = seg;
+    int64_t pieces = given_pieces(live, M, piece, seg);
+    pool_parallel_for(p, M, rows_grain(N), given_zero_range, &j);
+    cpu_gemm_lock(lib, 1);
+    pool_parallel_for(p, pieces, 1, given_runs_range, &j);
+    cpu_gemm_unlock();
+    return;
+  }
   given_blocks(n_pad, N, pool_n_threads(p), &j.mb, &j.nb);
   j.n_col_blocks = (N + j.nb - 1) / j.nb;
   pool_parallel_for(p, n_pad, rows_grain(K), given_gather_range, &j);

@@ -85,15 +85,21 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
 
 /* C (M x N) = A (M x K) B (K x N, or N x K when trans_b), then the
  * epilogue e (NULL or n = 0: none; no GEMM_EPI_ADD), over the n rows
- * idx[0..n) (ascending; live[r] marks them), the other rows of C written
- * as zeros (a row guard: runtime/cpu.c). The live rows of A are copied
- * together (rounded up to a multiple of 32 rows), and the
- * product runs by blocks of columns, one per item of the pool, each
- * thread's block in cache until copied out. buf: at least
- * cpu_gemm_given_rows_scratch(M, N, K, threads) floats. */
+ * idx[0..n) (ascending, in n_runs runs; live[r] marks them), the other
+ * rows of C written as zeros or, next to a live run, as the product of
+ * A's rows there (a row guard: runtime/cpu.c, which A's dead rows must
+ * hold finite values for). Whichever way the cost model of
+ * cpu_gemm_live_rows prefers:
+ *  - by runs: one call per piece of a run (pieces listed in seg, 2 M + 2
+ *    ints);
+ *  - compacted: the live rows of A copied together (rounded up to a
+ *    multiple of 32 rows), the product by blocks of rows and columns, one
+ *    per item of the pool, each thread's block in cache until copied out.
+ *    buf: cpu_gemm_given_rows_scratch(M, N, K, threads) floats; NULL: by
+ *    runs always. */
 void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
-                         int64_t n, float *buf);
+                         int64_t n, int64_t n_runs, int32_t *seg, float *buf);
 int64_t cpu_gemm_given_rows_scratch(int64_t M, int64_t N, int64_t K, int threads);
 
 /* For kernels that call the GEMM library themselves from the pool's

@@ -155,6 +155,29 @@ static double check_zero_rms;
  * graph order point at it. */
 enum { CHECK_MAX_REPORTS = 25 };
 
+/* The live rows of row guard rg after ref's step (row_guard_live on ref's
+ * values), malloc'ed. */
+CHECK_FN uint8_t *check_guard_live(Exec *ref, const Graph *g, const RowGuard *rg) {
+  Diag d;
+  diag_init(&d);
+  const Value *in = &g->values.data[rg->input];
+  void *input = malloc((size_t)shape_numel(&in->shape) * 4);
+  CHECK(exec_read(ref, rg->input, input, in->dtype, &d));
+  int32_t **rows = calloc((size_t)rg->read_rows.n + 1, sizeof(int32_t *));
+  for (int k = 0; k < rg->read_rows.n; k++) {
+    rows[k] = malloc((size_t)shape_numel(&g->values.data[rg->read_rows.data[k]].shape) * 4);
+    CHECK(exec_read(ref, rg->read_rows.data[k], rows[k], DTYPE_I32, &d));
+  }
+  uint8_t *live = malloc((size_t)row_guard_rows(g, rg));
+  row_guard_live(g, rg, input, (const int32_t *const *)rows, live);
+  for (int k = 0; k < rg->read_rows.n; k++) free(rows[k]);
+  free(rows);
+  free(input);
+  diag_print(&d, stderr);
+  diag_free(&d);
+  return live;
+}
+
 /* Compares the values of dev with those of ref (which must keep every value:
  * the interpreter, or a backend without the memory plan) after the same
  * step: rel_err <= tol for each. `label` prefixes every message. Adds to r. */
@@ -167,8 +190,9 @@ CHECK_FN void check_values(Exec *dev, Exec *ref, const Graph *g, const char *lab
   /* rows a loss weight of 0 leaves unread (passes/row_guard.c) may hold
    * anything on dev: compared only where the weight is nonzero. Rows that
    * are exactly 0 (gradients) are compared whole. */
-  ValueId *guard = malloc(sizeof(ValueId) * (size_t)g->values.n), *zero = malloc(sizeof(ValueId) * (size_t)g->values.n);
-  row_guards(g, guard, zero);
+  RowGuards rg;
+  row_guards(g, &rg);
+  uint8_t **live = calloc((size_t)rg.list.n + 1, sizeof(uint8_t *));
   for (int v = 0; v < g->values.n; v++) {
     const Value *val = &g->values.data[v];
     /* an assign's output is its target, which compiled backends update in
@@ -194,14 +218,13 @@ CHECK_FN void check_values(Exec *dev, Exec *ref, const Graph *g, const char *lab
     diag_free(&q);
     if (kept) {
       CHECK(exec_read(ref, v, b, DTYPE_F64, &d));
-      if (guard[v] >= 0 && zero[v] < 0) {
-        int64_t rows = shape_numel(&g->values.data[guard[v]].shape), len = n / rows;
-        double *w = malloc(sizeof(double) * (size_t)rows);
-        CHECK(exec_read(ref, guard[v], w, DTYPE_F64, &d));
+      int w = rg.guard[v];
+      if (w >= 0 && rg.zero[v] < 0) {
+        if (!live[w]) live[w] = check_guard_live(ref, g, &rg.list.data[w]);
+        int64_t rows = row_guard_rows(g, &rg.list.data[w]), len = n / rows;
         for (int64_t r = 0; r < rows; r++)
-          if (w[r] == 0)
+          if (!live[w][r])
             for (int64_t j = r * len; j < (r + 1) * len; j++) a[j] = b[j];
-        free(w);
         n_masked++;
       }
       double e = rel_err(a, b, n);
@@ -248,8 +271,9 @@ CHECK_FN void check_values(Exec *dev, Exec *ref, const Graph *g, const char *lab
             n_failed - n_reported);
   if (n_masked > 0 && verbose)
     fprintf(stderr, "  %s: %d values compared on the rows their loss weight reads\n", label, n_masked);
-  free(guard);
-  free(zero);
+  for (int i = 0; i < rg.list.n; i++) free(live[i]);
+  free(live);
+  row_guards_free(&rg);
   r->n_failed += n_failed;
   diag_print(&d, stderr);
   diag_free(&d);

@@ -219,8 +219,20 @@ TEST(memplan_and_fusion_switches_agree) {
   /* same kernels, other addresses: bit-identical */
   CHECK(memcmp(planned, unplanned, sizeof planned) == 0);
   /* other kernels: elementwise math is the same f32 code, but fused row
-   * reductions may sum in another order; 5 Adam steps amplify ulps a little */
-  for (int i = 0; i < N; i++) CHECK_NEAR(unfused[i], planned[i], 1e-5, 1e-3);
+   * reductions may sum in another order, and GEMMs over the rows a row
+   * guard leaves live cut them otherwise; 5 Adam steps amplify ulps a
+   * little. Not compared: the key biases, whose gradient is 0 in exact
+   * arithmetic (softmax ignores a per-query constant), so Adam moves them
+   * by lr times the sign of rounding noise, whichever order sums it */
+  bool *key_bias = calloc(N, sizeof(bool));
+  for (int i = 0, k = 5; i < g.params.n && k < N; i++) { /* check_run_steps: 5 losses, then the parameters */
+    int64_t n = shape_numel(&g.values.data[g.params.data[i]].shape);
+    bool kb = strstr(g.values.data[g.params.data[i]].name, "W_k.b") != NULL;
+    for (int64_t j = 0; j < n && k < N; j++) key_bias[k++] = kb;
+  }
+  for (int i = 0; i < N; i++)
+    if (!key_bias[i]) CHECK_NEAR(unfused[i], planned[i], 1e-5, 1e-3);
+  free(key_bias);
   graph_free(&g);
 }
 

@@ -175,9 +175,11 @@ TEST(small_or_unfit_products_run_densely) {
 /* ---- rows given by a row guard (cpu_gemm_given_rows) ---- */
 
 /* C = A B (+ bias, relu) over the rows r with live[r] = (r % period) <
- * keep, against double; the other rows of C, NaN before, must be 0. */
+ * keep, against double, compacted where the cost model says (by runs when
+ * `runs`); the other rows of C, NaN before, must be 0, or the product of
+ * A's rows there where a run's last piece was rounded up into them. */
 static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bool tb, bool epi, int period,
-                       int keep) {
+                       int keep, bool runs) {
   float *A = bc_malloc(sizeof(float) * (size_t)(M * K)), *B = bc_malloc(sizeof(float) * (size_t)(K * N));
   float *C = bc_malloc(sizeof(float) * (size_t)(M * N)), *bias = bc_malloc(sizeof(float) * (size_t)N);
   uint8_t *live = bc_malloc((size_t)M);
@@ -186,30 +188,40 @@ static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bo
   for (int64_t i = 0; i < K * N; i++) B[i] = rnd_f();
   for (int64_t i = 0; i < M * N; i++) C[i] = NAN;
   for (int64_t i = 0; i < N; i++) bias[i] = rnd_f();
-  int64_t n = 0;
+  int64_t n = 0, n_runs = 0;
   for (int64_t r = 0; r < M; r++)
-    if ((live[r] = r % period < keep)) idx[n++] = (int32_t)r;
+    if ((live[r] = r % period < keep)) {
+      n_runs += r == 0 || !live[r - 1];
+      idx[n++] = (int32_t)r;
+    }
+  int32_t *seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * M + 2));
   GemmEpilogue e = {2, {{GEMM_EPI_BIAS, bias}, {GEMM_EPI_RELU, NULL}}};
   int64_t floats = cpu_gemm_given_rows_scratch(M, N, K, pool_n_threads(p));
   float *buf = bc_malloc(sizeof(float) * (size_t)floats);
   for (int64_t i = 0; i < floats; i++) buf[i] = NAN; /* the rounding's rows hold NaN: they must go nowhere */
-  cpu_gemm_given_rows(p, lib, A, M, K, B, tb, N, C, epi ? &e : NULL, live, idx, n, buf);
+  cpu_gemm_given_rows(p, lib, A, M, K, B, tb, N, C, epi ? &e : NULL, live, idx, n, n_runs, seg, runs ? NULL : buf);
   bool ok = true;
-  for (int64_t i = 0; i < M && ok; i++)
+  for (int64_t i = 0; i < M && ok; i++) {
+    /* a dead row within 15 of the live row before it may hold the product */
+    int64_t back = 0;
+    while (back < 16 && i - back - 1 >= 0 && !live[i - back - 1]) back++;
+    bool rounded = false; /* a row computed as a rounded piece's: any nonzero */
+    for (int64_t j = 0; j < N && !live[i] && back < 15 && i - back - 1 >= 0; j++) rounded |= C[i * N + j] != 0.0f;
     for (int64_t j = 0; j < N && ok; j++) {
       double acc = 0, mag = 0;
-      for (int64_t k = 0; live[i] && k < K; k++) {
+      for (int64_t k = 0; (live[i] || rounded) && k < K; k++) {
         double x = A[i * K + k], y = tb ? B[j * K + k] : B[k * N + j];
         acc += x * y, mag += fabs(x * y);
       }
-      if (live[i] && epi) acc += bias[j], mag += fabs(bias[j]), acc = acc > 0 ? acc : 0;
+      if ((live[i] || rounded) && epi) acc += bias[j], mag += fabs(bias[j]), acc = acc > 0 ? acc : 0;
       ok = fabs(C[i * N + j] - acc) <= (double)(K + 2) * FLT_EPSILON * mag + 1e-30;
       if (!ok)
-        fprintf(stderr, "  given rows %lldx%lldx%lld, %d of %d live: C[%lld,%lld] = %.9g, want %.9g\n",
-                (long long)M, (long long)N, (long long)K, keep, period, (long long)i, (long long)j, C[i * N + j],
-                acc);
+        fprintf(stderr, "  given rows %lldx%lldx%lld, %d of %d live%s: C[%lld,%lld] = %.9g, want %.9g\n",
+                (long long)M, (long long)N, (long long)K, keep, period, runs ? ", by runs" : "", (long long)i,
+                (long long)j, C[i * N + j], acc);
     }
-  free(A), free(B), free(C), free(bias), free(live), free(idx), free(buf);
+  }
+  free(A), free(B), free(C), free(bias), free(live), free(idx), free(buf), free(seg);
   return ok;
 }
 
@@ -219,13 +231,17 @@ TEST(given_rows_match_the_dense_product) {
     Diag d;
     Pool *p = setup(threads, &lib, &d);
     if (p) {
-      /* MLM slots: 12 of every 19 live, a vocabulary wider than a block */
-      CHECK(given_case(p, lib, 190, 700, 24, false, false, 19, 12));
-      CHECK(given_case(p, lib, 190, 700, 24, true, true, 19, 12));
-      /* few columns: the rows are cut into blocks for the threads */
-      CHECK(given_case(p, lib, 333, 40, 56, false, true, 7, 5));
-      CHECK(given_case(p, lib, 64, 16, 8, true, false, 4, 1));
-      CHECK(given_case(p, lib, 64, 16, 8, false, true, 4, 0)); /* none live: all zero */
+      for (int runs = 0; runs < 2; runs++) {
+        /* MLM slots: 12 of every 19 live, a vocabulary wider than a block */
+        CHECK(given_case(p, lib, 190, 700, 24, false, false, 19, 12, runs));
+        CHECK(given_case(p, lib, 190, 700, 24, true, true, 19, 12, runs));
+        /* few columns: the rows are cut into blocks for the threads */
+        CHECK(given_case(p, lib, 333, 40, 56, false, true, 7, 5, runs));
+        CHECK(given_case(p, lib, 64, 16, 8, true, false, 4, 1, runs));
+        CHECK(given_case(p, lib, 64, 16, 8, false, true, 4, 0, runs)); /* none live: all zero */
+        /* padding tails: runs of 100 rows in 128, cut into pieces */
+        CHECK(given_case(p, lib, 1024, 48, 40, false, true, 128, 100, runs));
+      }
       pool_destroy(p);
     }
     diag_free(&d);

@@ -1,14 +1,16 @@
-/* test_row_guard.c — rows a loss weight of 0 leaves unread or zero
- * (passes/row_guard.c), and the cpu kernels that leave them out
- * (runtime/cpu.c, cpu_gemm_given_rows):
- *  - which kernels are guarded: pretrain's MLM head and loss once its
- *    logits are no output (CompileOptions.outputs), none while they are,
- *    none in nli;
- *  - a pretrain step with half its MLM slots of weight 0 on cpu, every
- *    buffer filled with NaN first, against interp: loss, gradients and
- *    Adam's state as the reference computes them densely. A kernel that
- *    left a dead row unwritten, or wrote a live row's result elsewhere,
- *    leaves NaN or a wrong value in a gradient. */
+/* test_row_guard.c — rows that a loss weight of 0 or the padding leaves
+ * unread or zero (passes/row_guard.c), and the cpu kernels that leave them
+ * out (runtime/cpu.c, cpu_gemm_given_rows):
+ *  - which kernels are guarded: pretrain's MLM head and loss by
+ *    pred_weights once its logits are no output (CompileOptions.outputs),
+ *    not while they are; the encoders' GEMMs and row kernels by valid_len,
+ *    in pretrain and nli;
+ *  - steps on cpu, every buffer filled with NaN first, against interp:
+ *    loss, gradients, outputs and Adam's state as the reference computes
+ *    them densely, with half the MLM slots of weight 0 and lengths of 4 to
+ *    12 tokens of 12. A kernel that left a dead row unwritten, wrote a live
+ *    row's result elsewhere, or left out a row a gather or slice reads,
+ *    leaves NaN or a wrong value behind. */
 #include "tests/test.h"
 #include "tests/backend_check.h"
 #include "tests/bert_batch.h"
@@ -42,8 +44,9 @@ static bool compile_step(Graph *g, const char *graph, const char *const *outputs
 }
 
 typedef struct {
-  int guarded, vocab_gemm_guard_ok, vocab_gemms; /* forward C = X W over the vocabulary */
-  int guarded_row_reductions;
+  int by_weights, by_lengths; /* guarded kernels, by the kind of guard */
+  int vocab_gemms, vocab_gemm_guard_ok; /* forward C = X W over the vocabulary */
+  int guarded_row_reductions, encoder_gemms, encoder_gemms_guarded;
 } Counts;
 
 /* Guarded kernels of g's plan; the forward vocabulary GEMM's guard is
@@ -60,22 +63,29 @@ static Counts count_guards(const Graph *g0, bool expect_vocab) {
   diag_free(&d);
   CHECK(ok);
   if (!ok) return c;
-  ValueId w = graph_find(&eg, "pred_weights");
   for (int i = 0; i < plan.kernels.n; i++) {
     const Kernel *k = &plan.kernels.data[i];
-    if (k->guard >= 0) {
-      c.guarded++;
-      CHECK(k->guard == w);
+    const RowGuard *rg = k->guard >= 0 ? &plan.guards.list.data[k->guard] : NULL;
+    if (rg) {
+      const char *in = eg.values.data[rg->input].name;
+      CHECK(rg->seq > 0 ? !strcmp(in, "valid_len") && rg->seq == 12 : !strcmp(in, "pred_weights"));
+      c.by_lengths += rg->seq > 0;
+      c.by_weights += rg->seq == 0;
     }
     if (k->kind == KERNEL_GEMM) {
       const Node *n = &eg.nodes.data[k->first_node];
       const Value *b = &eg.values.data[n->in[1]];
-      if (b->kind == VALUE_PARAM && !n->a.trans_a && !n->a.trans_b && b->shape.dim[b->shape.rank - 1] == 40) {
+      bool forward = b->kind == VALUE_PARAM && !n->a.trans_a && !n->a.trans_b;
+      if (forward && b->shape.dim[b->shape.rank - 1] == 40) {
         c.vocab_gemms++;
-        c.vocab_gemm_guard_ok += expect_vocab ? k->guard == w : k->guard < 0;
+        c.vocab_gemm_guard_ok += expect_vocab ? rg && rg->seq == 0 : !rg;
+      }
+      if (forward && strstr(b->name, "encoder.blk.0.")) {
+        c.encoder_gemms++;
+        c.encoder_gemms_guarded += rg && rg->seq > 0;
       }
     }
-    if (k->kind == KERNEL_LOOP && k->guard >= 0)
+    if (k->kind == KERNEL_LOOP && rg)
       for (int j = 0; j < k->insts.n; j++)
         if (k->insts.data[j].kind == KI_REDUCE) {
           c.guarded_row_reductions++;
@@ -88,24 +98,29 @@ static Counts count_guards(const Graph *g0, bool expect_vocab) {
   return c;
 }
 
-TEST(the_mlm_head_is_guarded_once_its_logits_are_no_output) {
+TEST(the_mlm_head_and_the_padding_are_guarded) {
   Graph g;
   CHECK(compile_step(&g, "pretrain", losses_only));
   Counts c = count_guards(&g, true);
   CHECK_EQ_INT(c.vocab_gemms, 1);
   CHECK_EQ_INT(c.vocab_gemm_guard_ok, 1);
-  CHECK(c.guarded_row_reductions >= 2); /* the softmax statistics and their gradient */
+  CHECK(c.guarded_row_reductions >= 4); /* layer norms, softmax statistics and their gradients */
+  /* the first layer's forward GEMMs leave out padding tokens */
+  CHECK(c.encoder_gemms >= 4);
+  CHECK_EQ_INT(c.encoder_gemms_guarded, c.encoder_gemms);
   graph_free(&g);
 
   CHECK(compile_step(&g, "pretrain", NULL)); /* mlm_logits read: computed whole */
   c = count_guards(&g, false);
   CHECK_EQ_INT(c.vocab_gemm_guard_ok, 1);
-  CHECK(c.guarded > 0); /* the loss's own rows still are */
+  CHECK(c.by_weights > 0); /* the loss's own rows still are */
   graph_free(&g);
 
-  CHECK(compile_step(&g, "nli", NULL)); /* no weight input */
+  CHECK(compile_step(&g, "nli", NULL)); /* no weights; padding */
   c = count_guards(&g, false);
-  CHECK_EQ_INT(c.guarded, 0);
+  CHECK_EQ_INT(c.by_weights, 0);
+  CHECK(c.by_lengths > 10);
+  CHECK_EQ_INT(c.encoder_gemms_guarded, c.encoder_gemms);
   graph_free(&g);
 }
 
@@ -171,9 +186,30 @@ static void half_the_slots(Exec *e, const Graph *g) {
   diag_free(&d);
 }
 
-TEST(a_step_leaving_out_dead_slots_matches_interp) {
+/* The first MLM slot of the first example predicts its last position,
+ * past its valid length: a gather of a padding row, which must then be
+ * computed. */
+static void predict_padding(Exec *e, const Graph *g) {
+  ValueId pos = graph_find(g, "pred_positions"), vl = graph_find(g, "valid_len");
+  int32_t p[64], l[16];
+  int64_t np = shape_numel(&g->values.data[pos].shape), T = (int64_t)graph_hparam(g, "max_len", 12);
+  Diag d;
+  diag_init(&d);
+  CHECK(np <= 64 && g->values.data[vl].shape.dim[0] <= 16);
+  CHECK(exec_read(e, pos, p, DTYPE_I32, &d) && exec_read(e, vl, l, DTYPE_I32, &d));
+  CHECK(l[0] < T); /* bert_batch_fill's seed 17 pads the first example */
+  p[0] = (int32_t)T - 1;
+  CHECK(exec_write(e, pos, p, DTYPE_I32, &d));
+  diag_print(&d, stderr);
+  diag_free(&d);
+}
+
+/* One step of `graph` (reading `outputs`) on interp and on cpu, every
+ * buffer of cpu's NaN first; slots: half the MLM slots dead. The loss,
+ * gradients and outputs must match (f32 against double, as test_cpu). */
+static void compare_step(const char *graph, const char *const *outputs, bool slots) {
   Graph g;
-  if (!compile_step(&g, "pretrain", losses_only)) {
+  if (!compile_step(&g, graph, outputs)) {
     CHECK(0);
     return;
   }
@@ -182,8 +218,12 @@ TEST(a_step_leaving_out_dead_slots_matches_interp) {
     poison(dev, &g);
     bert_batch_fill(&ref, 1, &g, 17, 0.0); /* lr 0: see backend_check.h (RefStep) */
     bert_batch_fill(&dev, 1, &g, 17, 0.0);
-    half_the_slots(ref, &g);
-    half_the_slots(dev, &g);
+    if (slots) {
+      half_the_slots(ref, &g);
+      half_the_slots(dev, &g);
+      predict_padding(ref, &g);
+      predict_padding(dev, &g);
+    }
     Diag d;
     diag_init(&d);
     CHECK(exec_run(ref, &check_step_ctx, &d) && exec_run(dev, &check_step_ctx, &d));
@@ -192,8 +232,9 @@ TEST(a_step_leaving_out_dead_slots_matches_interp) {
     StepResult r = {0};
     r.worst_name = "";
     /* the gradients and the loss: f32 against double, as test_cpu */
-    check_values(dev, ref, &g, "pretrain, half the slots dead", CMP_PINNED, 5e-3, &r);
-    fprintf(stderr, "  %d values compared, worst relative error %.3g (%s)\n", r.n_checked, r.worst, r.worst_name);
+    check_values(dev, ref, &g, graph, CMP_PINNED, 5e-3, &r);
+    fprintf(stderr, "  %s: %d values compared, worst relative error %.3g (%s)\n", graph, r.n_checked, r.worst,
+            r.worst_name);
     CHECK(r.n_checked > 40);
     CHECK_EQ_INT(r.n_failed, 0);
   }
@@ -201,5 +242,12 @@ TEST(a_step_leaving_out_dead_slots_matches_interp) {
   if (dev) exec_destroy(dev);
   graph_free(&g);
 }
+
+/* bert_batch_fill's lengths: 4 to 12 tokens of 12 */
+TEST(a_pretrain_step_leaving_out_dead_slots_and_padding_matches_interp) {
+  compare_step("pretrain", losses_only, true);
+}
+TEST(a_pretrain_step_reading_the_logits_matches_interp) { compare_step("pretrain", NULL, true); }
+TEST(an_nli_step_leaving_out_padding_matches_interp) { compare_step("nli", NULL, false); }
 
 TEST_MAIN()
