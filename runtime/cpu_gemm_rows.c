@@ -111,11 +111,28 @@ static void runs_k_range(void *ctx, int64_t begin, int64_t end) {
   }
 }
 
-/* Rows of C that a zero row of A leaves zero (beta 0; beta 1 keeps C). */
+static int64_t rows_grain(int64_t floats_per_row) {
+  int64_t g = (16 << 10) / (floats_per_row > 0 ? floats_per_row : 1);
+  return g < 1 ? 1 : g;
+}
+
+/* The dead rows of C [., N]: zeros (a zero row of A leaves one zero, a
+ * row guard's dead row is written as one). */
+typedef struct {
+  float *C;
+  int64_t N;
+  const uint8_t *live;
+} DeadRows;
+
 static void zero_dead_range(void *ctx, int64_t begin, int64_t end) {
-  const RowsJob *j = ctx;
+  const DeadRows *j = ctx;
   for (int64_t r = begin; r < end; r++)
     if (!j->live[r]) memset(j->C + r * j->N, 0, sizeof(float) * (size_t)j->N);
+}
+
+static void zero_dead_rows(Pool *p, float *C, int64_t M, int64_t N, const uint8_t *live) {
+  DeadRows z = {C, N, live};
+  pool_parallel_for(p, M, rows_grain(N), zero_dead_range, &z);
 }
 
 /* Compacted: the live rows of A (and of B for C = A^T B) into As (Bs). */
@@ -138,11 +155,6 @@ static void expand_range(void *ctx, int64_t begin, int64_t end) {
     else
       for (int64_t q = 0; q < j->N; q++) c[q] += cs[q];
   }
-}
-
-static int64_t rows_grain(int64_t floats_per_row) {
-  int64_t g = (16 << 10) / (floats_per_row > 0 ? floats_per_row : 1);
-  return g < 1 ? 1 : g;
 }
 
 CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape *as, bool trans_a, const float *B,
@@ -209,7 +221,7 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
       Shape sa = shape_of(2, (int)n, (int)l.K), sc = shape_of(2, (int)n, (int)l.N);
       cpu_gemm(p, CPU_GEMM_AUTO, lib, j.As, &sa, false, B, bs, trans_b, 0.0f, j.Cs, &sc);
       pool_parallel_for(p, n, rows_grain(l.N), expand_range, &j);
-      if (beta == 0.0f) pool_parallel_for(p, R, rows_grain(l.N), zero_dead_range, &j);
+      if (beta == 0.0f) zero_dead_rows(p, C, R, l.N, j.live);
     }
     return way;
   }
@@ -247,7 +259,7 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
     pool_parallel_for(p, pieces, 1, runs_m_range, &j);
   }
   cpu_gemm_unlock();
-  if (!k_rows && beta == 0.0f) pool_parallel_for(p, R, rows_grain(l.N), zero_dead_range, &j);
+  if (!k_rows && beta == 0.0f) zero_dead_rows(p, C, R, l.N, j.live);
   return way;
 }
 
@@ -325,13 +337,6 @@ static void given_block_range(void *ctx, int64_t begin, int64_t end) {
   }
 }
 
-/* Dead rows of C zeroed. */
-static void given_zero_range(void *ctx, int64_t begin, int64_t end) {
-  const GivenJob *j = ctx;
-  for (int64_t r = begin; r < end; r++)
-    if (!j->live[r]) memset(j->C + r * j->N, 0, sizeof(float) * (size_t)j->N);
-}
-
 /* Piece s: rows [seg[2s], seg[2s+1]) of A and C, one library call. */
 static void given_runs_range(void *ctx, int64_t begin, int64_t end) {
   const GivenJob *j = ctx;
@@ -390,7 +395,7 @@ void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
   if (!buf || by_runs < by_copy) {
     j.seg = seg;
     int64_t pieces = given_pieces(live, M, piece, seg);
-    pool_parallel_for(p, M, rows_grain(N), given_zero_range, &j);
+    zero_dead_rows(p, C, M, N, live);
     cpu_gemm_lock(lib, 1);
     pool_parallel_for(p, pieces, 1, given_runs_range, &j);
     cpu_gemm_unlock();

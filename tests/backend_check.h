@@ -37,9 +37,10 @@ CHECK_FN double check_now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The graph compiled for training with `adam` (NULL: inference). */
-CHECK_FN bool check_compile_adam(Graph *g, const char *graph, const Setting *sets, int n_sets,
-                                 const AdamOptions *adam) {
+/* The graph compiled for training with `adam` (NULL: inference), keeping
+ * the outputs named (NULL: all; CompileOptions.outputs). */
+CHECK_FN bool check_compile_outputs(Graph *g, const char *graph, const Setting *sets, int n_sets,
+                                    const AdamOptions *adam, const char *const *outputs) {
   CompileOptions o;
   compile_options_default(&o);
   o.model_path = CHECK_MODEL;
@@ -48,12 +49,19 @@ CHECK_FN bool check_compile_adam(Graph *g, const char *graph, const Setting *set
   o.n_sets = n_sets;
   o.train = adam != NULL;
   if (adam) o.adam = *adam;
+  o.outputs = outputs;
   Diag d;
   diag_init(&d);
   bool ok = pipeline_run(g, &o, &d);
   if (!ok) diag_print(&d, stderr);
   diag_free(&d);
   return ok;
+}
+
+/* The graph compiled for training with `adam` (NULL: inference). */
+CHECK_FN bool check_compile_adam(Graph *g, const char *graph, const Setting *sets, int n_sets,
+                                 const AdamOptions *adam) {
+  return check_compile_outputs(g, graph, sets, n_sets, adam, NULL);
 }
 
 /* The graph compiled with Adam's defaults (train) or for inference. */
