@@ -153,10 +153,13 @@ int64_t kernel_work_items(const Kernel *k);
 int64_t kernel_col_block(const Kernel *k);
 
 /* kernel_ir.c: lowers the fusion groups of g (passes/fuse.h) into kernels,
- * one per group, in group order. The plan refers to g's ids; free with
+ * one per group, in group order, with their row guards
+ * (kernel_plan_guards). The plan refers to g's ids; free with
  * kernel_plan_free. */
 bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d);
 void kernel_plan_free(KernelPlan *p);
+/* kernel_guard.c: p->guards (passes/row_guard.c) and each kernel's guard. */
+void kernel_plan_guards(const Graph *g, KernelPlan *p);
 
 /* The `lower` stage of the pipeline (passes/pipeline.c), handed to it in
  * Plan.lowering: run = kernel_plan_build of p->graph and p->fusion into a
