@@ -23,6 +23,16 @@ check "nli has 2,842,371 parameters" test "$(count --graph nli)" = 2842371
 check "BERT-base nli has 109,087,747 parameters" test "$(count --graph nli --set vocab=30522 --set hidden=768 \
   --set ffn=3072 --set heads=12 --set layers=12 --set max_len=512 --batch 2)" = 109087747
 check "training step keeps the parameter count" test "$(count --graph nli --train)" = 2842371
+# --outputs: the outputs kept (the step bertrun trains drops mlm_logits,
+# and its MLM head then runs on the slots of nonzero weight); a name that
+# is no output is an error naming it
+check "--outputs keeps the outputs named" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph pretrain --train --outputs mlm_loss,nsp_loss | grep -qx 'outputs: mlm_loss nsp_loss'"
+check "--outputs lets the MLM head's GEMM leave out dead slots" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph pretrain --train --outputs mlm_loss,nsp_loss --dump-after lower | grep -A1 '^kernel k[0-9]*_matmul[a-z_]* \[gemm\] rows guarded by pred_weights' | grep -q 'mlm.dense2.xw = matmul' &&
+   ! '$BERTC' compile models/bert.yaml --graph pretrain --train --dump-after lower | grep -A1 '^kernel k[0-9]*_matmul[a-z_]* \[gemm\] rows guarded by pred_weights' | grep -q 'mlm.dense2.xw = matmul'"
+check "--outputs with a name that is no output is an error naming it" bash -c \
+  "'$BERTC' compile models/bert.yaml --graph pretrain --outputs mlm_loss,nope 2>&1 >/dev/null | grep -q \"has no output 'nope'\""
 
 check "dump lists values with dtype, shape and location" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --dump | grep -Eq 'f32\[[0-9, ]+\] = matmul\(.*@ .*models/.*\.yaml:[0-9]+:[0-9]+'"
