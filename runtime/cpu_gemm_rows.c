@@ -1,5 +1,8 @@
-/* cpu_gemm_rows.c — GEMMs that leave out an operand's zero rows
- * (cpu_ops.h: cpu_gemm_live_rows).
+/* cpu_gemm_rows.c — GEMMs that leave out rows: an operand's zero rows,
+ * found by a scan (cpu_ops.h: cpu_gemm_live_rows), or the rows a row
+ * guard gives (cpu_gemm_given_rows: the dead rows of C written as zeros,
+ * the same two ways and cost model, its compaction by blocks of rows and
+ * columns kept in cache).
  *
  * A training step's backward GEMMs read gradients, and many rows of a
  * gradient are exactly zero: the rows of padding tokens (nothing the loss
@@ -18,7 +21,7 @@
  *    tokens).
  *
  * Not here: dense GEMMs and the pool's tiling of them (cpu_ops.c), which
- * GEMMs are eligible (cpu.c: those without an epilogue).
+ * GEMMs are eligible and which rows a guard leaves live (cpu.c).
  *
  * Invariants: the result equals the dense GEMM's up to the order of the
  * K sums (C = A^T B adds its runs one after another), except where the

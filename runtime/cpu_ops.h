@@ -1,7 +1,7 @@
 /* cpu_ops.h — the CPU backend's hand-written kernels, the ones that are not
  * generated from the kernel IR: matmul on an SGEMM library (gemm_lib.h:
- * oneDNN, OpenBLAS or BLIS), also over an operand's live rows
- * (cpu_gemm_rows.c), gather, scatter-add,
+ * oneDNN, OpenBLAS or BLIS), also over an operand's live rows or the
+ * rows a row guard gives (cpu_gemm_rows.c), gather, scatter-add,
  * concat, and a strided copy that materializes a view. Data are in host
  * memory; arithmetic is f32, indices are i32, copies move 4-byte elements
  * (f32 or i32 alike).
