@@ -50,8 +50,11 @@ static int kernel_guard(const Graph *g, const Kernel *k, const RowGuards *rg) {
     if (in->kind != KI_STORE) continue;
     ValueId v = k->views.data[in->view].value;
     int gv = rg->guard[v];
-    if (gv < 0 || (w >= 0 && gv != w)) return -1;
-    w = gv;
+    if (gv < 0) return -1;
+    /* values under a guard and one refining it: the coarser one's dead
+     * rows are dead in both */
+    if (w < 0 || row_guard_finer(rg, w, gv)) w = gv;
+    else if (!row_guard_finer(rg, gv, w)) return -1;
     int64_t rows = row_guard_rows(g, &rg->list.data[w]);
     if (kernel_work_items(k) != rows ||
         !stores_by_rows(k, &k->views.data[in->view], k->insts.data[in->a].row,
@@ -100,7 +103,7 @@ static void guards_keep_finite(const Graph *g, KernelPlan *p) {
         const KInst *in = &k->insts.data[j];
         if (in->kind == KI_LOAD) {
           int z = zeroed[k->views.data[in->view].value];
-          taint[j] = z >= 0 && z != k->guard;
+          taint[j] = z >= 0 && !row_guard_finer(&p->guards, k->guard, z); /* rows it computes, zeroed */
         }
         for (int s = 0; s < kinst_n_operands(in->kind); s++) {
           int a = kinst_operand(in, s);
@@ -114,7 +117,7 @@ static void guards_keep_finite(const Graph *g, KernelPlan *p) {
       for (int j = 0; j < k->insts.n; j++) /* un-guard the producers of what it loads */
         if (k->insts.data[j].kind == KI_LOAD) {
           int z = zeroed[k->views.data[k->insts.data[j].view].value];
-          if (z < 0 || z == k->guard) continue;
+          if (z < 0 || row_guard_finer(&p->guards, k->guard, z)) continue;
           for (int q = 0; q < p->kernels.n; q++) {
             Kernel *w = &p->kernels.data[q];
             if (w->guard != z) continue;

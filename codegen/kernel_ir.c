@@ -591,7 +591,7 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
     }
     if (k->guard >= 0) {
       const RowGuard *rg = &p->guards.list.data[k->guard];
-      fprintf(f, " rows guarded by %s", g->values.data[rg->input].name);
+      fprintf(f, " rows guarded by %s%s", rg->parent >= 0 ? "the rows read of " : "", g->values.data[rg->input].name);
       if (rg->seq > 0) fprintf(f, " (positions of %lld)", (long long)rg->seq);
     }
     fputc('\n', f);

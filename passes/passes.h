@@ -55,10 +55,17 @@ bool narrow_run(Graph *g, Diag *d);
  * value (its elements cut into row_guard_rows equal blocks) instead of
  * computing them, and every output, the loss and every gradient stays as
  * computed densely (given finite values there): MLM slots of weight 0,
- * padding tokens, and their gradients. */
+ * padding tokens, the rows of a last encoder layer that no gather or
+ * slice reads, and their gradients. */
 typedef struct {
   ValueId input;
   int64_t seq; /* 0: weights; else lengths over seq positions */
+  /* picked: over the same rows as the lengths guard `parent` (input's
+   * data unused), live only where read (read_rows, t_live): an encoder's
+   * last layer, whose output is read at the MLM positions and <cls>. Every
+   * row read live here is live in the parent too, so a zero fact under a
+   * picked guard is one under its parent. -1: not picked. */
+  int parent;
   VEC(ValueId) read_rows;
   VEC(int64_t) t_live;
 } RowGuard;
@@ -73,6 +80,10 @@ typedef struct {
 void row_guards(const Graph *g, RowGuards *out);
 void row_guards_free(RowGuards *r);
 int64_t row_guard_rows(const Graph *g, const RowGuard *rg);
+/* Whether guard a's dead rows include all of guard b's (a is b, or a
+ * picked guard whose parent is b): a value guarded by a may be zeroed
+ * where b says. */
+bool row_guard_finer(const RowGuards *r, int a, int b);
 /* live[r] for each of rg's rows, from the input's data and the data of
  * its read_rows (read_rows[k]: rg->read_rows.data[k]'s); returns how many
  * are live. An example of length <= 0 is live whole. */

@@ -4,11 +4,17 @@
  *  - weights (f32, at least two elements): row r is dead where input[r]
  *    is 0: pretraining's MLM slots of weight 0;
  *  - lengths (an attention's valid_len, i32 [B]) with a sequence length T:
- *    row (b, t) of B*T is dead where t >= input[b]: padding tokens.
+ *    row (b, t) of B*T is dead where t >= input[b]: padding tokens;
+ *  - picked, over the rows of a lengths guard (its parent): every row is
+ *    dead but those picked out below. An encoder's last layer, read at
+ *    the MLM positions and <cls> only. Each has its parent, and comes
+ *    first wherever the first guard that fits is taken.
  * Rows that some reader picks out (the indices of a gather of the value's
- * rows, a slice of positions t) are live whatever the input says. A
- * value's rows are its flat elements cut into as many equal blocks as the
- * guard has rows.
+ * rows, a slice of positions t) are live whatever the input says, in a
+ * picked guard and its parent both: a zero fact under a picked guard is
+ * then one under its parent too (row_guard_finer), and facts under both
+ * meet in the parent. A value's rows are its flat elements cut into as
+ * many equal blocks as the guard has rows.
  *
  * Two facts, each a guard:
  *  - zero (forward, in node order): the dead rows are exactly 0. The
@@ -60,13 +66,40 @@ int64_t row_guard_rows(const Graph *g, const RowGuard *rg) {
   return rg->seq > 0 ? g->values.data[rg->input].shape.dim[0] * rg->seq : numel_of(g, rg->input);
 }
 
-/* The guard of (input, seq), added if new. */
+/* The (not picked) guard of (input, seq), added if new. */
 static int guard_id(Guards *G, ValueId input, int64_t seq) {
   for (int i = 0; i < G->r->list.n; i++)
-    if (G->r->list.data[i].input == input && G->r->list.data[i].seq == seq) return i;
-  vec_push(&G->r->list, ((RowGuard){.input = input, .seq = seq}));
+    if (G->r->list.data[i].input == input && G->r->list.data[i].seq == seq && G->r->list.data[i].parent < 0)
+      return i;
+  vec_push(&G->r->list, ((RowGuard){.input = input, .seq = seq, .parent = -1}));
   return G->r->list.n - 1;
 }
+
+bool row_guard_finer(const RowGuards *r, int a, int b) {
+  return a >= 0 && b >= 0 && (a == b || r->list.data[a].parent == b);
+}
+
+/* Rows made live in guard w: a gather's indices, positions [t0, t1); in
+ * its parent too, which keeps a picked guard's live rows among the
+ * parent's. */
+static void add_read_rows(Guards *G, int w, ValueId idx) {
+  for (; w >= 0; w = G->r->list.data[w].parent) {
+    RowGuard *rg = &G->r->list.data[w];
+    bool have = false;
+    for (int k = 0; k < rg->read_rows.n && !have; k++) have = rg->read_rows.data[k] == idx;
+    if (!have) vec_push(&rg->read_rows, idx);
+  }
+}
+static void add_t_live(Guards *G, int w, int64_t t0, int64_t t1) {
+  for (; w >= 0; w = G->r->list.data[w].parent) {
+    vec_push(&G->r->list.data[w].t_live, t0);
+    vec_push(&G->r->list.data[w].t_live, t1);
+  }
+}
+
+/* Whether v's dead rows under w are exactly 0: its zero fact is w or a
+ * guard finer than w. */
+static bool zero_under(const Guards *G, ValueId v, int w) { return row_guard_finer(G->r, G->zero[v], w); }
 
 /* Elements per row of v under guard w, or 0 when v does not cut into its
  * rows. */
@@ -138,8 +171,12 @@ static bool keeps_zero(Op op) {
   }
 }
 
-/* Both guards, as one: ANY yields to the other; -1 when they differ. */
-static int meet(int a, int b) { return a == ANY ? b : b == ANY || a == b ? a : -1; }
+/* Both zero facts, as one: ANY yields to the other, a finer guard to the
+ * one it refines; -1 when they differ otherwise. */
+static int meet(const Guards *G, int a, int b) {
+  if (a == ANY || b == ANY) return a == ANY ? b : a;
+  return row_guard_finer(G->r, a, b) ? b : row_guard_finer(G->r, b, a) ? a : -1;
+}
 
 /* The lengths guard of an attention or attention_grad node over T
  * positions, or -1 when its valid_len is not an i32 vector of B. */
@@ -147,6 +184,13 @@ static int attention_guard(Guards *G, const Node *n, int64_t T) {
   const Value *vl = &G->g->values.data[n->in[3]], *q = &G->g->values.data[n->in[0]];
   if (vl->dtype != DTYPE_I32 || vl->shape.rank != 1 || vl->shape.dim[0] != q->shape.dim[0]) return -1;
   return guard_id(G, n->in[3], T);
+}
+
+/* Whether w is over the rows of node n's (an attention's or its
+ * backward's) queries: their lengths guard or one refining it. */
+static bool query_guard(Guards *G, const Node *n, int w) {
+  int q = attention_guard(G, n, G->g->values.data[n->in[0]].shape.dim[1]);
+  return q >= 0 && (w == q || G->r->list.data[w].parent == q);
 }
 
 /* Zero facts that need an op's meaning: of an attention backward's parts,
@@ -159,8 +203,8 @@ static int zero_special(Guards *G, const Node *n) {
     const Shape *q = &g->values.data[p->in[0]].shape, *k = &g->values.data[p->in[1]].shape;
     int64_t dq = q->dim[0] * q->dim[1], dk = k->dim[0] * k->dim[1];
     if (n->a.start == 0 && n->a.end == dq) { /* d q: zero where d out is */
-      int w = attention_guard(G, p, q->dim[1]);
-      return w >= 0 && G->zero[p->in[4]] == w ? w : -1;
+      int w = G->zero[p->in[4]];
+      return w >= 0 && query_guard(G, p, w) ? w : -1;
     }
     if ((n->a.start == dq || n->a.start == dq + dk) && n->a.end - n->a.start == dk) /* d k, d v */
       return attention_guard(G, p, k->dim[1]);
@@ -168,12 +212,9 @@ static int zero_special(Guards *G, const Node *n) {
   }
   if (n->op == OP_SCATTER_ADD) { /* rows no index hits are 0: a guard over as many rows, the indices live */
     int64_t rows = n->a.shape.dim[0];
-    for (int w = 0; w < G->r->list.n; w++) {
-      RowGuard *rg = &G->r->list.data[w];
-      if (row_guard_rows(g, rg) != rows) continue;
-      bool have = false;
-      for (int k = 0; k < rg->read_rows.n && !have; k++) have = rg->read_rows.data[k] == n->in[0];
-      if (!have) vec_push(&rg->read_rows, n->in[0]);
+    for (int w = 0; w < G->r->list.n; w++) { /* a picked guard comes before its parent */
+      if (row_guard_rows(g, &G->r->list.data[w]) != rows) continue;
+      add_read_rows(G, w, n->in[0]);
       return w;
     }
     return -1;
@@ -193,8 +234,7 @@ static int zero_special(Guards *G, const Node *n) {
     for (int w = 0; w < G->r->list.n; w++) {
       if (!row_len(G, n->out, w) || !is_position_axis(G, n->out, io->a.axis, w)) continue;
       int64_t t = (int64_t)c->a.scalar;
-      vec_push(&G->r->list.data[w].t_live, t);
-      vec_push(&G->r->list.data[w].t_live, t + 1);
+      add_t_live(G, w, t, t + 1);
       return w;
     }
   }
@@ -232,7 +272,7 @@ static int zero_of(Guards *G, const Node *n) {
     if (!keeps_zero(n->op)) return -1;
   }
   int w = ANY;
-  for (int i = from; i < to && w != -1; i++) w = meet(w, z[n->in[i]]);
+  for (int i = from; i < to && w != -1; i++) w = meet(G, w, z[n->in[i]]);
   if (w == ANY || w < 0) return w;
   for (int i = from; i < to; i++)
     if (z[n->in[i]] != ANY && !rowwise(G, n, i, w)) return -1;
@@ -245,14 +285,11 @@ static int zero_of(Guards *G, const Node *n) {
 static bool reads_live_rows(Guards *G, const Node *n, int i, int w, bool commit) {
   RowGuard *rg = &G->r->list.data[w];
   if (n->op == OP_GATHER && i == 0 && row_guard_rows(G->g, rg) == G->g->values.data[n->in[0]].shape.dim[0]) {
-    if (commit) vec_push(&rg->read_rows, n->in[1]);
+    if (commit) add_read_rows(G, w, n->in[1]);
     return true;
   }
   if (n->op == OP_SLICE && is_position_axis(G, n->in[0], n->a.axis, w) && row_len(G, n->in[0], w)) {
-    if (commit) {
-      vec_push(&rg->t_live, n->a.start);
-      vec_push(&rg->t_live, n->a.end);
-    }
+    if (commit) add_t_live(G, w, n->a.start, n->a.end);
     return true;
   }
   return false;
@@ -273,20 +310,20 @@ static int offered(Guards *G, const Node *n, int i) {
  * whatever v's rows dead under w hold, as long as they are 0 or finite. */
 static bool reader_ok(Guards *G, const Node *n, int i, int w) {
   const Graph *g = G->g;
-  const int *z = G->zero;
-  if (n->op == OP_MUL && z[n->in[1 - i]] == w && row_len(G, n->in[1 - i], w) == row_len(G, n->in[i], w))
+  if (n->op == OP_MUL && zero_under(G, n->in[1 - i], w) && row_len(G, n->in[1 - i], w) == row_len(G, n->in[i], w))
     return true; /* times zero rows */
   if (n->op == OP_MATMUL && n->a.trans_a && !n->a.trans_b && i < 2) { /* C = A^T B sums over the rows */
     const Shape *a = &g->values.data[n->in[0]].shape, *b = &g->values.data[n->in[1]].shape;
     return a->rank == 2 && b->rank == 2 && a->dim[0] == row_guard_rows(g, &G->r->list.data[w]) &&
-           z[n->in[1 - i]] == w;
+           zero_under(G, n->in[1 - i], w);
   }
   if ((n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) && (i == 1 || i == 2)) /* masked keys, values */
     return attention_guard(G, n, g->values.data[n->in[i]].shape.dim[1]) == w;
   if (n->op == OP_ATTENTION_GRAD && i == 0) /* queries whose output gradient is zero */
-    return attention_guard(G, n, g->values.data[n->in[0]].shape.dim[1]) == w && z[n->in[4]] == w;
+    return query_guard(G, n, w) && zero_under(G, n->in[4], w);
   if (reads_live_rows(G, n, i, w, false)) return true;
-  return G->guard[n->out] == w && rowwise(G, n, i, w);
+  /* a row-wise reader dead where w is: its output's guard is w or finer */
+  return row_guard_finer(G->r, G->guard[n->out], w) && rowwise(G, n, i, w);
 }
 
 /* Whether every reader of v (the list from head[v]) accepts guard w. */
@@ -309,9 +346,17 @@ void row_guards(const Graph *g, RowGuards *r) {
     ValueId w = g->inputs.data[i];
     if (g->values.data[w].dtype == DTYPE_F32 && numel_of(g, w) >= 2) G.zero[w] = guard_id(&G, w, 0);
   }
-  for (int i = 0; i < g->nodes.n; i++) /* lengths guards first: scatter-adds look for them */
-    if (g->nodes.data[i].op == OP_ATTENTION)
-      attention_guard(&G, &g->nodes.data[i], g->values.data[g->nodes.data[i].in[1]].shape.dim[1]);
+  /* lengths guards first, each after the picked guard refining it:
+   * scatter-adds and the candidates below take the first that fits */
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    if (n->op != OP_ATTENTION) continue;
+    int64_t T = g->values.data[n->in[1]].shape.dim[1];
+    int have = G.r->list.n;
+    if (attention_guard(&G, n, T) != have) continue; /* none, or not new */
+    vec_push(&G.r->list, G.r->list.data[have]);
+    G.r->list.data[have] = (RowGuard){.input = n->in[3], .seq = T, .parent = have + 1};
+  }
   for (int i = 0; i < g->nodes.n; i++) G.zero[g->nodes.data[i].out] = zero_of(&G, &g->nodes.data[i]);
 
   /* no-matter facts, readers first; a value any root reads has none */
@@ -339,11 +384,14 @@ void row_guards(const Graph *g, RowGuards *r) {
       continue;
     }
     if (root[v] || head[v] < 0 || op_info[n->op].flags & OPF_SIDE_EFFECT) continue;
-    /* the guards the readers offer, then every guard: the first that every reader accepts */
+    /* the guards the readers offer (a picked guard refining one before
+     * it), then every guard: the first that every reader accepts */
     int w = -1;
     for (int u = head[v]; u >= 0 && w < 0; u = next[u]) {
       int c = offered(&G, &g->nodes.data[use_node[u]], use_slot[u]);
-      if (c >= 0 && accepted_by_all(&G, v, c, head, next, use_node, use_slot)) w = c;
+      for (int p = 0; c >= 0 && p < G.r->list.n && w < 0; p++)
+        if (G.r->list.data[p].parent == c && accepted_by_all(&G, v, p, head, next, use_node, use_slot)) w = p;
+      if (w < 0 && c >= 0 && accepted_by_all(&G, v, c, head, next, use_node, use_slot)) w = c;
     }
     for (int c = 0; c < G.r->list.n && w < 0; c++)
       if (accepted_by_all(&G, v, c, head, next, use_node, use_slot)) w = c;
@@ -377,7 +425,7 @@ int64_t row_guard_live(const Graph *g, const RowGuard *rg, const void *input, co
   if (rg->seq > 0) {
     const int32_t *len = input;
     for (int64_t b = 0; b < rows / rg->seq; b++) {
-      int64_t n = len[b] <= 0 || len[b] > rg->seq ? rg->seq : len[b];
+      int64_t n = rg->parent >= 0 ? 0 : len[b] <= 0 || len[b] > rg->seq ? rg->seq : len[b];
       memset(live + b * rg->seq, 1, (size_t)n);
       memset(live + b * rg->seq + n, 0, (size_t)(rg->seq - n));
     }

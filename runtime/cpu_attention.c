@@ -335,22 +335,52 @@ static void zero_rows(float *x, int64_t from, int64_t n, int64_t d, int64_t F) {
   for (int64_t r = from; r < n; r++) memset(x + r * F, 0, sizeof(float) * (size_t)d);
 }
 
-/* Unit it = b * H + h of the forward, in scratch: W, A, a row of bits.
- * With live_q, the query rows up to the last live one only, the others'
- * outputs zero. */
+/* Copies rows[0..n) of a [., d] block at stride F into a dense [n, d]
+ * block (gather), or back (scatter: from the dense block). */
+static void gather_rows(const float *x, int64_t F, const int32_t *rows, int64_t n, int64_t d, float *out) {
+  for (int64_t i = 0; i < n; i++) memcpy(out + i * d, x + rows[i] * F, sizeof(float) * (size_t)d);
+}
+static void scatter_rows(const float *x, const int32_t *rows, int64_t n, int64_t d, float *out, int64_t F) {
+  for (int64_t i = 0; i < n; i++) memcpy(out + rows[i] * F, x + i * d, sizeof(float) * (size_t)d);
+}
+
+/* Unit it = b * H + h of the forward, in scratch: W, A, a row of bits,
+ * then (query rows compacted) q and out rows and their indices. With
+ * live_q, the live query rows only, the others' outputs zero: the rows up
+ * to the last live one in place (the dead among them zeroed after), or,
+ * where the live are few (under 3/4 of those), copied together first. */
 static void forward_unit(const AttnJob *j, int64_t it, float *scratch) {
   const AttnDims *d = j->a;
   float *w = scratch, *a = w + d->Tq * d->Tk;
   uint32_t *bits = (uint32_t *)(a + d->Tq * d->Tk);
-  int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b), tq = d->Tq;
-  while (j->live_q && tq > 0 && !j->live_q[b * d->Tq + tq - 1]) tq--;
+  float *qc = (float *)(bits + d->Tk + 16), *oc = qc + d->Tq * d->d;
+  int32_t *rows = (int32_t *)(oc + 2 * d->Tq * d->d);
+  int64_t b = it / d->H, h = it % d->H, kv = live_keys(j, b), tq = d->Tq, n = d->Tq;
+  const uint8_t *live = j->live_q ? j->live_q + b * d->Tq : NULL;
+  if (live) {
+    while (tq > 0 && !live[tq - 1]) tq--;
+    n = 0;
+    for (int64_t i = 0; i < tq; i++)
+      if (live[i]) rows[n++] = (int32_t)i;
+  }
+  const float *qh = j->q + b * d->Tq * d->F + h * d->d, *vh = j->v + b * d->Tk * d->F + h * d->d;
   float *out = j->out + b * d->Tq * d->F + h * d->d;
-  zero_rows(out, tq, d->Tq, d->d, d->F);
-  if (tq == 0) return;
+  bool compact = 4 * n < 3 * tq;
+  zero_rows(out, compact ? 0 : tq, d->Tq, d->d, d->F);
+  if (n == 0) return;
+  const float *q = qh;
+  int64_t ld = d->F, m = tq;
+  if (compact) {
+    gather_rows(qh, d->F, rows, n, d->d, qc);
+    q = qc, ld = d->d, m = n;
+  }
   float *ab = a;
-  weights(j, b, h, j->q + b * d->Tq * d->F + h * d->d, d->F, tq, NULL, kv, w, &ab, bits);
-  const float *vh = j->v + b * d->Tk * d->F + h * d->d;
-  gemm_lib_sgemm(j->lib, false, false, tq, d->d, kv, ab, d->Tk, vh, d->F, 0.0f, out, d->F);
+  weights(j, b, h, q, ld, m, compact ? rows : NULL, kv, w, &ab, bits);
+  gemm_lib_sgemm(j->lib, false, false, m, d->d, kv, ab, d->Tk, vh, d->F, 0.0f, compact ? oc : out,
+                 compact ? d->d : d->F);
+  if (compact) scatter_rows(oc, rows, n, d->d, out, d->F);
+  for (int64_t i = 0; !compact && live && i < tq; i++)
+    if (!live[i]) memset(out + i * d->F, 0, sizeof(float) * (size_t)d->d);
 }
 
 /* Whether row x[0..d) has an element other than +-0. */
@@ -362,15 +392,6 @@ static bool row_live(const float *x, int64_t d) {
     any |= u << 1; /* -0 is zero too */
   }
   return any != 0;
-}
-
-/* Copies rows[0..n) of a [., d] block at stride F into a dense [n, d]
- * block (gather), or back (scatter: from the dense block). */
-static void gather_rows(const float *x, int64_t F, const int32_t *rows, int64_t n, int64_t d, float *out) {
-  for (int64_t i = 0; i < n; i++) memcpy(out + i * d, x + rows[i] * F, sizeof(float) * (size_t)d);
-}
-static void scatter_rows(const float *x, const int32_t *rows, int64_t n, int64_t d, float *out, int64_t F) {
-  for (int64_t i = 0; i < n; i++) memcpy(out + rows[i] * F, x + i * d, sizeof(float) * (size_t)d);
 }
 
 /* Unit it = b * H + h of the backward, in scratch: W, A, d S, a row of

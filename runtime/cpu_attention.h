@@ -11,8 +11,8 @@
 int64_t cpu_attention_scratch(const AttnDims *a);
 
 /* dout NULL: the forward, out [B, Tq, F]; with live_q (per query row
- * b * Tq + t; NULL: all), an example's rows past its last live one are
- * written as zeros instead (a row guard: runtime/cpu.c). Else the
+ * b * Tq + t; NULL: all), the rows not live are written as zeros
+ * instead (a row guard: runtime/cpu.c). Else the
  * backward from dout [B, Tq, F]: out [B*Tq + 2*B*Tk, F] = the rows of
  * d q, d k, d v; it leaves out an (example, head)'s query rows whose
  * d out is zero (their terms are zero) unless all_queries. p may be NULL;

@@ -4,7 +4,8 @@
  *  - which kernels are guarded: pretrain's MLM head and loss by
  *    pred_weights once its logits are no output (CompileOptions.outputs),
  *    not while they are; the encoders' GEMMs and row kernels by valid_len,
- *    in pretrain and nli;
+ *    in pretrain and nli; pretrain's last layer (but its keys and values)
+ *    by the rows the MLM gather and the <cls> slice read;
  *  - steps on cpu, every buffer filled with NaN first, against interp:
  *    loss, gradients, outputs and Adam's state as the reference computes
  *    them densely, with half the MLM slots of weight 0 and lengths of 4 to
@@ -35,6 +36,7 @@ typedef struct {
   int by_weights, by_lengths; /* guarded kernels, by the kind of guard */
   int vocab_gemms, vocab_gemm_guard_ok; /* forward C = X W over the vocabulary */
   int guarded_row_reductions, encoder_gemms, encoder_gemms_guarded;
+  int last_picked, last_kv_by_lengths; /* the last layer's forward GEMMs */
 } Counts;
 
 /* Guarded kernels of g's plan; the forward vocabulary GEMM's guard is
@@ -72,6 +74,11 @@ static Counts count_guards(const Graph *g0, bool expect_vocab) {
         c.encoder_gemms++;
         c.encoder_gemms_guarded += rg && rg->seq > 0;
       }
+      bool kv = strstr(b->name, ".W_k.") || strstr(b->name, ".W_v.");
+      if (forward && strstr(b->name, "encoder.blk.1.")) {
+        c.last_picked += !kv && rg && rg->parent >= 0;
+        c.last_kv_by_lengths += kv && rg && rg->seq > 0 && rg->parent < 0;
+      }
     }
     if (k->kind == KERNEL_LOOP && rg)
       for (int j = 0; j < k->insts.n; j++)
@@ -96,6 +103,11 @@ TEST(the_mlm_head_and_the_padding_are_guarded) {
   /* the first layer's forward GEMMs leave out padding tokens */
   CHECK(c.encoder_gemms >= 4);
   CHECK_EQ_INT(c.encoder_gemms_guarded, c.encoder_gemms);
+  /* the last layer's are read at the MLM positions and <cls> only: its
+   * queries, attention output and FFN compute those rows; its keys and
+   * values the whole of each example */
+  CHECK_EQ_INT(c.last_picked, 4);
+  CHECK_EQ_INT(c.last_kv_by_lengths, 2);
   graph_free(&g);
 
   CHECK(compile_step(&g, "pretrain", NULL)); /* mlm_logits read: computed whole */
