@@ -32,11 +32,12 @@
  *    value's dead rows makes nothing but dead rows of its own output, or
  *    multiplies them by zeros: a product with a zero-guarded factor, a
  *    GEMM C = A^T B summing them against zero rows of the other operand, a
- *    row-wise op (the zero rules' shapes) whose output is guarded, an
- *    attention reading them as masked keys or values, or as queries (its
- *    backward: queries whose output gradient is zero), a gather or a
- *    slice of positions whose rows are made live. Graph outputs, the loss
- *    and parameter gradients never are (the caller reads them).
+ *    row-wise op (the zero rules' shapes) whose output is guarded alike
+ *    or finer, an attention reading them as masked keys or values, or as
+ *    queries (its backward: queries whose output gradient is zero), a
+ *    gather or a slice of positions whose rows are made live. Graph
+ *    outputs, the loss and parameter gradients never are (the caller
+ *    reads them).
  * A value's guard is its zero fact, else its no-matter fact. Writing zeros
  * into the dead rows of every kernel output keeps every value the caller
  * reads exactly as computed densely, given finite values there (0 times a
