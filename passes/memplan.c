@@ -11,6 +11,9 @@
  * at the node where the input dies. A buffer is owned by the newest value in
  * its chain of aliases and freed when that value dies.
  *
+ * Small buffers are planned by an allocator of their own, then placed
+ * where the large block has room over their lifetimes (place_small).
+ *
  * Not here: device allocation, and any attempt at a better order (the planner
  * takes the schedule as given). Best fit is greedy, not optimal. */
 #include "memplan.h"
@@ -248,6 +251,98 @@ static void cone_free(Cone *c) {
   free(c->stamp);
 }
 
+/* ---- the small buffers' places ------------------------------------------- */
+
+/* Kernel of node i (the node itself without a kernel map). */
+static int kernel_at(const int *kernel_of, NodeId i) { return kernel_of && i >= 0 ? kernel_of[i] : i; }
+
+/* A buffer of the arena (a root and the values on it): its kernels
+ * [first, last] and bytes [off, end). */
+typedef struct {
+  ValueId root;
+  int first, last;
+  int64_t off, end;
+} Placed;
+
+static int by_off(const void *x, const void *y) {
+  const Placed *a = x, *b = y;
+  return (a->off > b->off) - (a->off < b->off);
+}
+
+/* Larger first, then earlier. */
+static int by_size(const void *x, const void *y) {
+  const Placed *a = x, *b = y;
+  int64_t sa = a->end - a->off, sb = b->end - b->off;
+  if (sa != sb) return (sa < sb) - (sa > sb);
+  return (a->first > b->first) - (a->first < b->first);
+}
+
+/* The lowest offset where `bytes` fit beside the placed buffers live at
+ * some kernel of [first, last]; tmp: scratch for n. */
+static int64_t lowest_free(const Placed *placed, int n, int first, int last, int64_t bytes, Placed *tmp) {
+  int k = 0;
+  for (int i = 0; i < n; i++)
+    if (placed[i].first <= last && first <= placed[i].last) tmp[k++] = placed[i];
+  qsort(tmp, (size_t)k, sizeof *tmp, by_off);
+  int64_t at = 0;
+  for (int i = 0; i < k && tmp[i].off < at + bytes; i++)
+    if (tmp[i].end > at) at = tmp[i].end;
+  return at;
+}
+
+/* The small buffers were planned in a block of their own (small_top
+ * bytes) after the large ones' (large_top): each buffer whose lifetime
+ * leaves room in the large block, or above it beside the other small
+ * ones, goes there instead: the lowest offset free over its lifetime,
+ * largest first. Kept only when the arena comes out smaller. Returns the
+ * arena's size; the values on each small buffer move with it. */
+static int64_t place_small(MemSlot *s, int nv, const ValueId *root, const bool *small, const int *kernel_of,
+                           int64_t large_top, int64_t small_top) {
+  int64_t base = align_up(large_top);
+  for (int v = 0; v < nv; v++)
+    if (s[v].kind == MEM_ARENA && small[root[v]]) s[v].offset += base;
+  if (small_top == 0) return large_top;
+  Placed *all = bc_malloc(sizeof(Placed) * (size_t)(nv + 1)), *tmp = bc_malloc(sizeof(Placed) * (size_t)(nv + 1));
+  int *at = bc_malloc(sizeof(int) * (size_t)(nv + 1)); /* per root: its index in all */
+  int n = 0;
+  for (int v = 0; v < nv; v++)
+    if (s[v].kind == MEM_ARENA && root[v] == v) {
+      at[v] = n;
+      all[n++] = (Placed){v, kernel_at(kernel_of, s[v].first), kernel_at(kernel_of, s[v].last), s[v].offset,
+                          s[v].offset + align_up(s[v].bytes)};
+    }
+  for (int v = 0; v < nv; v++) /* a buffer lives until the last value on it dies */
+    if (s[v].kind == MEM_ARENA && root[v] != v && kernel_at(kernel_of, s[v].last) > all[at[root[v]]].last)
+      all[at[root[v]]].last = kernel_at(kernel_of, s[v].last);
+  /* the large ones stay; the small ones placed one by one after them */
+  int n_large = 0;
+  for (int i = 0; i < n; i++)
+    if (!small[all[i].root]) {
+      Placed t = all[n_large];
+      all[n_large++] = all[i];
+      all[i] = t;
+    }
+  qsort(all + n_large, (size_t)(n - n_large), sizeof *all, by_size);
+  int64_t top = large_top;
+  for (int i = n_large; i < n; i++) {
+    int64_t bytes = all[i].end - all[i].off;
+    all[i].off = lowest_free(all, i, all[i].first, all[i].last, bytes, tmp);
+    all[i].end = all[i].off + bytes;
+    if (all[i].end > top) top = all[i].end;
+  }
+  if (top < base + small_top)
+    for (int i = n_large; i < n; i++) {
+      ValueId r = all[i].root;
+      int64_t old = s[r].offset;
+      for (int v = 0; v < nv; v++)
+        if (s[v].kind == MEM_ARENA && root[v] == r) s[v].offset += all[i].off - old;
+    }
+  free(all);
+  free(tmp);
+  free(at);
+  return top < base + small_top ? top : base + small_top;
+}
+
 /* ---- planning ------------------------------------------------------------ */
 
 bool memplan_run(const Graph *g, const bool *materialized, bool disable, MemPlan *out, Diag *d) {
@@ -256,8 +351,6 @@ bool memplan_run(const Graph *g, const bool *materialized, bool disable, MemPlan
   return memplan_run_kernels(g, materialized, NULL, &off, out, d);
 }
 
-/* Kernel of node i (the node itself without a kernel map). */
-static int kernel_at(const int *kernel_of, NodeId i) { return kernel_of && i >= 0 ? kernel_of[i] : i; }
 
 bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *kernel_of, const OptSwitches *off,
                          MemPlan *out, Diag *d) {
@@ -402,14 +495,10 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
     out->kernel_of = bc_malloc(sizeof(int) * (size_t)(g->nodes.n ? g->nodes.n : 1));
     memcpy(out->kernel_of, kernel_of, sizeof(int) * (size_t)g->nodes.n);
   }
-  /* the small buffers' block starts where the large ones' ends */
-  int64_t small_base = align_up(a.top);
-  for (int v = 0; v < nv; v++)
-    if (s[v].kind == MEM_ARENA && small[root[v]]) s[v].offset += small_base;
   out->slots = s;
   out->n_values = nv;
   out->pinned_bytes = pinned;
-  out->arena_bytes = sa.top > 0 ? small_base + sa.top : a.top;
+  out->arena_bytes = place_small(s, nv, root, small, kernel_of, a.top, sa.top);
   out->sum_intermediate_bytes = sum;
   out->disabled = disable;
   vec_free(&a.holes);

@@ -275,6 +275,31 @@ TEST(small_buffers_keep_out_of_large_holes) {
   graph_free(&g);
 }
 
+/* A small buffer goes where the large block has room for its whole
+ * lifetime: a (1 MiB) dies as b (2 MiB, two copies of a) is made above
+ * it, s (4 KiB, b's row sums) takes a's place, and s broadcast (2 MiB)
+ * goes above b: the arena is the large buffers' 5 MiB, not 5 MiB and a
+ * block of small buffers after it. */
+TEST(small_buffers_fill_holes_the_large_leave) {
+  Graph g;
+  graph_init(&g, "hole");
+  int perm[2] = {1, 0};
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(2, 512, 512), SRCLOC_NONE);
+  ValueId a = graph_permute(&g, x, perm);
+  ValueId parts[2] = {a, a};
+  ValueId b = graph_concat(&g, 2, parts, 0);
+  ValueId s_ = graph_reduce(&g, OP_REDUCE_SUM, b, 1);
+  ValueId y = graph_binary(&g, OP_ADD, b, graph_broadcast(&g, s_, shape_of(2, 1024, 512)));
+  vec_push(&g.outputs, y);
+  MemPlan p;
+  CHECK(plan(&g, NULL, false, &p));
+  memplan_print(&g, &p, stderr);
+  CHECK_EQ_INT(p.arena_bytes, 5 * 1048576);
+  CHECK(p.slots[s_].offset + p.slots[s_].bytes <= p.slots[b].offset);
+  memplan_free(&p);
+  graph_free(&g);
+}
+
 TEST(disable_gives_every_value_its_own_region) {
   Graph g;
   Inplace v;
