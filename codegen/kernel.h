@@ -114,6 +114,10 @@ typedef struct {
    * -1. Set only where each output cuts into one contiguous block per
    * row. */
   int guard;
+  /* Guarded, and no kernel reads its outputs' dead rows (each reader is
+   * a LOOP kernel under the same guard that reads row r at work item r
+   * only): the runtime may leave them unwritten, not zeroed. */
+  bool dead_unread;
 } Kernel;
 
 typedef struct {

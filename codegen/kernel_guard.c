@@ -3,7 +3,8 @@
  * store is a guarded value written one block per work item, a GEMM whose
  * C rows are its A rows, an attention forward's query rows. Then no
  * kernel that computes rows another one zeroed may make an infinity of
- * them (guards_keep_finite). */
+ * them (guards_keep_finite), and a kernel whose outputs' dead rows no
+ * kernel reads need not write them (Kernel.dead_unread). */
 #include "kernel.h"
 
 #include <stdlib.h>
@@ -138,8 +139,67 @@ static void guards_keep_finite(const Graph *g, KernelPlan *p) {
   free(zeroed);
 }
 
+/* Whether LOOP kernel k's view v reads row r of its value (rows of
+ * `row_len` elements) at work item r only, within that row. */
+static bool loads_by_rows(const Kernel *k, const KView *v, int64_t row_len) {
+  const Shape *d = &k->domain;
+  if (d->rank == 0 || k->col_axis >= 0) return false;
+  int64_t last = d->dim[d->rank - 1], s = v->stride[d->rank - 1];
+  if (v->offset < 0 || s < 0 || v->offset + s * (last - 1) >= row_len) return false;
+  int64_t want = row_len; /* the stride item r's axes must have */
+  for (int a = d->rank - 2; a >= 0; a--) {
+    if (v->stride[a] != want && d->dim[a] != 1) return false;
+    want *= d->dim[a];
+  }
+  return true;
+}
+
+/* Whether the dead rows of value v, an output of guarded kernel k, are
+ * read by no kernel: it is no output, loss or gradient, and every kernel
+ * reading it is a LOOP kernel under the same guard (so guarded in the
+ * same steps) reading each row at its own work item. */
+static bool dead_rows_unread(const Graph *g, const KernelPlan *p, int ki, ValueId v) {
+  const Kernel *k = &p->kernels.data[ki];
+  if (g->values.data[v].kind != VALUE_NODE || v == g->loss) return false;
+  for (int i = 0; i < g->outputs.n; i++)
+    if (g->outputs.data[i] == v) return false;
+  for (int i = 0; i < g->params.n; i++)
+    if (g->values.data[g->params.data[i]].grad == v) return false;
+  int64_t rows = row_guard_rows(g, &p->guards.list.data[k->guard]);
+  int64_t row_len = shape_numel(&g->values.data[v].shape) / rows;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *r = &p->kernels.data[i];
+    bool reads = false;
+    for (int j = 0; j < r->nodes.n && !reads; j++) {
+      const Node *n = &g->nodes.data[r->nodes.data[j]];
+      for (int s = 0; s < n->n_in; s++) reads |= n->in[s] == v;
+    }
+    if (!reads || i == ki) continue;
+    if (r->kind != KERNEL_LOOP || r->guard != k->guard || kernel_work_items(r) != rows) return false;
+    for (int j = 0; j < r->views.n; j++)
+      if (r->views.data[j].value == v && !loads_by_rows(r, &r->views.data[j], row_len)) return false;
+  }
+  return true;
+}
+
+/* Kernel.dead_unread of each guarded kernel. */
+static void kernels_dead_unread(const Graph *g, KernelPlan *p) {
+  for (int i = 0; i < p->kernels.n; i++) {
+    Kernel *k = &p->kernels.data[i];
+    k->dead_unread = false;
+    if (k->guard < 0 || (k->kind != KERNEL_LOOP && k->kind != KERNEL_GEMM)) continue;
+    bool unread = true;
+    if (k->kind == KERNEL_GEMM)
+      unread = dead_rows_unread(g, p, i, g->nodes.data[k->nodes.data[k->nodes.n - 1]].out);
+    for (int j = 0; j < k->insts.n && unread; j++)
+      if (k->insts.data[j].kind == KI_STORE) unread = dead_rows_unread(g, p, i, k->views.data[k->insts.data[j].view].value);
+    k->dead_unread = unread;
+  }
+}
+
 void kernel_plan_guards(const Graph *g, KernelPlan *p) {
   row_guards(g, &p->guards);
   for (int i = 0; i < p->kernels.n; i++) p->kernels.data[i].guard = kernel_guard(g, &p->kernels.data[i], &p->guards);
   guards_keep_finite(g, p);
+  kernels_dead_unread(g, p);
 }

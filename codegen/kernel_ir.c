@@ -386,6 +386,7 @@ bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d
     }
     k.name = kernel_name(g, &k, G, &scratch);
     k.guard = -1;
+    k.dead_unread = false;
     vec_push(&out->kernels, k);
   }
   kernel_plan_guards(g, out);
@@ -593,6 +594,7 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
       const RowGuard *rg = &p->guards.list.data[k->guard];
       fprintf(f, " rows guarded by %s%s", rg->parent >= 0 ? "the rows read of " : "", g->values.data[rg->input].name);
       if (rg->seq > 0) fprintf(f, " (positions of %lld)", (long long)rg->seq);
+      if (k->dead_unread) fprintf(f, ", dead rows unread");
     }
     fputc('\n', f);
     for (int j = 0; j < k->nodes.n; j++) {

@@ -385,7 +385,7 @@ static void loop_call(void *ctx, int64_t begin, int64_t end) {
 }
 
 /* A guarded LOOP kernel's items: runs of live rows computed, runs of dead
- * ones zeroed in every stored value. */
+ * ones zeroed in every stored value (but where no kernel reads them). */
 typedef struct {
   LoopCall lc;
   const CpuGuard *gd;
@@ -399,7 +399,7 @@ static void guarded_call(void *ctx, int64_t begin, int64_t end) {
     int64_t e = r + 1;
     while (e < end && gc->gd->live[e] == live) e++;
     if (live) loop_call((void *)&gc->lc, r, e);
-    else
+    else if (!ck->k->dead_unread)
       for (int o = 0; o < ck->n_outs; o++)
         memset(ck->out_base[o] + r * ck->out_row_bytes[o], 0, (size_t)((e - r) * ck->out_row_bytes[o]));
     r = e;
@@ -427,7 +427,8 @@ static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const Kerne
     if (gd)
       cpu_gemm_given_rows(c->pool, c->gemm, addr_of(c, n->in[0]), gd->rows, a->shape.dim[a->shape.rank - 1],
                           addr_of(c, n->in[1]), n->a.trans_b, o->shape.dim[o->shape.rank - 1], out, &ck->epi, gd->live,
-                          gd->idx, gd->n_live, gd->n_runs, gd->seg, ck->given_compact ? c->rows.buf : NULL);
+                          gd->idx, gd->n_live, gd->n_runs, gd->seg, ck->given_compact ? c->rows.buf : NULL,
+                          !k->dead_unread);
     else if (ck->epi.n == 1 && ck->epi.step[0].kind == GEMM_EPI_ADD && ck->epi.step[0].src == out)
       /* the addend's buffer is C (passes/memplan.c: gemm_accumulates_into) */
       cpu_gemm_live_rows(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),

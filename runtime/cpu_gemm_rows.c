@@ -286,6 +286,7 @@ typedef struct {
   const int32_t *idx;
   const int32_t *seg; /* by runs: [start, end) pairs */
   const GemmEpilogue *e;
+  bool zero_dead;     /* write the dead rows as zeros */
 } GivenJob;
 
 /* The blocks of the compacted product (n_pad x N): at most
@@ -334,7 +335,7 @@ static void given_block_range(void *ctx, int64_t begin, int64_t end) {
     }
     for (int64_t i = i0; i < i0 + m && i < j->n; i++)
       memcpy(j->C + (int64_t)j->idx[i] * j->N + n0, Cs + (i - i0) * w, sizeof(float) * (size_t)w);
-    if (i0 == 0)
+    if (i0 == 0 && j->zero_dead)
       for (int64_t r = 0; r < j->M; r++)
         if (!j->live[r]) memset(j->C + r * j->N + n0, 0, sizeof(float) * (size_t)w);
   }
@@ -381,14 +382,14 @@ static int64_t given_pieces(const uint8_t *live, int64_t M, int64_t piece, int32
 
 void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
-                         int64_t n, int64_t n_runs, int32_t *seg, float *buf) {
+                         int64_t n, int64_t n_runs, int32_t *seg, float *buf, bool zero_dead) {
   if (n == 0) {
-    memset(C, 0, sizeof(float) * (size_t)(M * N));
+    if (zero_dead) memset(C, 0, sizeof(float) * (size_t)(M * N));
     return;
   }
   int64_t n_pad = (n + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
   GivenJob j = {.lib = lib, .A = A, .B = B, .As = buf, .C = C, .Cs = buf + n_pad * K, .tb = trans_b, .M = M,
-                .N = N, .K = K, .n = n, .n_pad = n_pad, .live = live, .idx = idx, .e = e};
+                .N = N, .K = K, .n = n, .n_pad = n_pad, .live = live, .idx = idx, .e = e, .zero_dead = zero_dead};
   /* the cost of each way in rows of work, as cpu_gemm_live_rows's */
   int nt = pool_n_threads(p);
   int64_t piece = (n + 4 * nt - 1) / (4 * nt);
@@ -398,7 +399,7 @@ void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
   if (!buf || by_runs < by_copy) {
     j.seg = seg;
     int64_t pieces = given_pieces(live, M, piece, seg);
-    zero_dead_rows(p, C, M, N, live);
+    if (zero_dead) zero_dead_rows(p, C, M, N, live);
     cpu_gemm_lock(lib, 1);
     pool_parallel_for(p, pieces, 1, given_runs_range, &j);
     cpu_gemm_unlock();

@@ -96,10 +96,12 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
  *    multiple of 32 rows), the product by blocks of rows and columns, one
  *    per item of the pool, each thread's block in cache until copied out.
  *    buf: cpu_gemm_given_rows_scratch(M, N, K, threads) floats; NULL: by
- *    runs always. */
+ *    runs always.
+ * zero_dead false: the dead rows no one reads are left as they are (those
+ * next to a live run may still be written). */
 void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
-                         int64_t n, int64_t n_runs, int32_t *seg, float *buf);
+                         int64_t n, int64_t n_runs, int32_t *seg, float *buf, bool zero_dead);
 int64_t cpu_gemm_given_rows_scratch(int64_t M, int64_t N, int64_t K, int threads);
 
 /* For kernels that call the GEMM library themselves from the pool's
