@@ -116,7 +116,8 @@ typedef struct {
   int guard;
   /* Guarded, and no kernel reads its outputs' dead rows (each reader is
    * a LOOP kernel under the same guard that reads row r at work item r
-   * only): the runtime may leave them unwritten, not zeroed. */
+   * only; no output is zero-guarded): the runtime may leave them
+   * unwritten, not zeroed. */
   bool dead_unread;
 } Kernel;
 

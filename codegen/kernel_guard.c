@@ -155,12 +155,13 @@ static bool loads_by_rows(const Kernel *k, const KView *v, int64_t row_len) {
 }
 
 /* Whether the dead rows of value v, an output of guarded kernel k, are
- * read by no kernel: it is no output, loss or gradient, and every kernel
- * reading it is a LOOP kernel under the same guard (so guarded in the
- * same steps) reading each row at its own work item. */
+ * read by no kernel: it is no output, loss or gradient, not zero-guarded
+ * (those hold their zeros, as the reference), and every kernel reading it
+ * is a LOOP kernel under the same guard (so guarded in the same steps)
+ * reading each row at its own work item. */
 static bool dead_rows_unread(const Graph *g, const KernelPlan *p, int ki, ValueId v) {
   const Kernel *k = &p->kernels.data[ki];
-  if (g->values.data[v].kind != VALUE_NODE || v == g->loss) return false;
+  if (g->values.data[v].kind != VALUE_NODE || v == g->loss || p->guards.zero[v] >= 0) return false;
   for (int i = 0; i < g->outputs.n; i++)
     if (g->outputs.data[i] == v) return false;
   for (int i = 0; i < g->params.n; i++)
