@@ -4,7 +4,9 @@
  * C rows are its A rows, an attention forward's query rows. Then no
  * kernel that computes rows another one zeroed may make an infinity of
  * them (guards_keep_finite), and a kernel whose outputs' dead rows no
- * kernel reads need not write them (Kernel.dead_unread). */
+ * kernel reads need not write them (Kernel.dead_unread). A GEMM's
+ * operand rows that a guard's zero fact covers need no scan
+ * (Kernel.zero_rows_guard). */
 #include "kernel.h"
 
 #include <stdlib.h>
@@ -198,9 +200,27 @@ static void kernels_dead_unread(const Graph *g, KernelPlan *p) {
   }
 }
 
+/* GEMM k's Kernel.zero_rows_guard: the zero fact of A (C = A B, rows M)
+ * or of A or B (C = A^T B, rows K), over as many rows. */
+static int zero_rows_guard(const Graph *g, const Kernel *k, const RowGuards *rg) {
+  if (k->kind != KERNEL_GEMM) return -1;
+  const Node *n = &g->nodes.data[k->first_node];
+  const Shape *a = &g->values.data[n->in[0]].shape, *b = &g->values.data[n->in[1]].shape;
+  if (a->rank != 2 || b->rank != 2 || (n->a.trans_a && n->a.trans_b)) return -1;
+  for (int s = 0; s < (n->a.trans_a ? 2 : 1); s++) {
+    int w = rg->zero[n->in[s]];
+    if (w >= 0 && a->dim[0] == row_guard_rows(g, &rg->list.data[w])) return w;
+  }
+  return -1;
+}
+
 void kernel_plan_guards(const Graph *g, KernelPlan *p) {
   row_guards(g, &p->guards);
-  for (int i = 0; i < p->kernels.n; i++) p->kernels.data[i].guard = kernel_guard(g, &p->kernels.data[i], &p->guards);
+  for (int i = 0; i < p->kernels.n; i++) {
+    Kernel *k = &p->kernels.data[i];
+    k->guard = kernel_guard(g, k, &p->guards);
+    k->zero_rows_guard = zero_rows_guard(g, k, &p->guards);
+  }
   guards_keep_finite(g, p);
   kernels_dead_unread(g, p);
 }

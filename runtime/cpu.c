@@ -13,9 +13,13 @@
  * A GEMM kernel may carry an epilogue (bias, activation, residual add;
  * passes/fuse.c), which the GEMM library applies to C (gemm_lib.h). One
  * without runs over its operand's live rows (cpu_gemm_live_rows, unless
- * BC_NO_ZERO_ROWS), in a scratch block sized at prepare. A kernel with a
- * row guard (Kernel.guard) computes the guard's live rows only and writes
- * zeros into the others (unless BC_NO_ROW_GUARDS).
+ * BC_NO_ZERO_ROWS), in a scratch block sized at prepare: the rows a row
+ * guard's zero fact covers (Kernel.zero_rows_guard) without a scan, and
+ * the gradient's live rows the GEMM before compacted taken from the
+ * scratch as it left them (Cpu.compacted). A kernel with a row guard
+ * (Kernel.guard) computes the guard's live rows only and writes zeros
+ * into the others, or nothing where no kernel reads them (unless
+ * BC_NO_ROW_GUARDS).
  *
  * Only materialized values can be read back: inputs, parameters, optimizer
  * state, gradients, outputs, the loss, and whatever fusion left in memory.
@@ -48,6 +52,7 @@ typedef struct {
   GemmEpilogue epi; /* GEMM: its epilogue (n = 0: none) */
   ValueId gemm_out; /* GEMM: the value it stores (the epilogue's last) */
   int guard;        /* Kernel.guard, or -1 where not used */
+  int zero_guard;   /* Kernel.zero_rows_guard, or -1 where not used */
   bool given_compact; /* guarded GEMM: may compact its rows (scratch sized for it) */
   int n_outs;       /* guarded LOOP: its stored values, zeroed in dead rows */
   char **out_base;
@@ -77,6 +82,13 @@ typedef struct {
                          * cpu_gemm_given_rows) */
   bool rows_borrowed;   /* rows is the owner's (a length bucket's step) */
   CpuGuard *guards; /* per KernelPlan.guards */
+  /* What a GEMM left compacted at the start of rows.buf: the live rows
+   * (of guard) of src, len floats each, by kernel (-1: nothing) */
+  struct {
+    int kernel, guard;
+    const float *src;
+    int64_t len;
+  } compacted;
 } Cpu;
 
 static void *addr_of(const Cpu *c, ValueId v) { return (void *)compiled_addr(&c->p, (uintptr_t)c->block, v); }
@@ -182,13 +194,33 @@ static void live_rows_need(const Graph *g, const Kernel *k, CpuRowsScratch *s) {
   if (floats > s->floats) s->floats = floats;
 }
 
-/* Kernel k's row guard as ck->guard (kernel index i); a guarded LOOP kernel
- * also gets its stored values' rows. */
+/* Guard w's live rows, found before kernel i (the first to use it). */
+static void guard_use(Cpu *c, int w, int i) {
+  CpuGuard *gd = &c->guards[w];
+  if (gd->live) return;
+  const RowGuard *rg = &c->p.plan.guards.list.data[w];
+  int64_t rows = row_guard_rows(&c->p.graph, rg);
+  gd->rows = rows;
+  gd->live = bc_malloc((size_t)rows);
+  gd->idx = bc_malloc(sizeof(int32_t) * (size_t)rows);
+  gd->seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * rows + 2));
+  gd->read_rows = bc_calloc((size_t)rg->read_rows.n + 1, sizeof(int32_t *));
+  for (int r = 0; r < rg->read_rows.n; r++) gd->read_rows[r] = addr_of(c, rg->read_rows.data[r]);
+  gd->first_kernel = i;
+}
+
+/* Kernel k's row guards as ck->guard and ck->zero_guard (kernel index
+ * i); a guarded LOOP kernel also gets its stored values' rows. */
 static void guard_setup(Cpu *c, CpuKernel *ck, int i) {
   const Kernel *k = ck->k;
   const Graph *g = &c->p.graph;
-  ck->guard = -1;
-  if (k->guard < 0 || c->p.opts.off.row_guards) return;
+  ck->guard = ck->zero_guard = -1;
+  if (c->p.opts.off.row_guards) return;
+  if (k->zero_rows_guard >= 0) {
+    ck->zero_guard = k->zero_rows_guard;
+    guard_use(c, k->zero_rows_guard, i);
+  }
+  if (k->guard < 0) return;
   const RowGuard *rg = &c->p.plan.guards.list.data[k->guard];
   int64_t rows = row_guard_rows(g, rg);
   if (k->kind == KERNEL_GEMM) {
@@ -214,15 +246,7 @@ static void guard_setup(Cpu *c, CpuKernel *ck, int i) {
     }
   }
   ck->guard = k->guard;
-  CpuGuard *gd = &c->guards[k->guard];
-  if (gd->live) return;
-  gd->rows = rows;
-  gd->live = bc_malloc((size_t)rows);
-  gd->idx = bc_malloc(sizeof(int32_t) * (size_t)rows);
-  gd->seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * rows + 2));
-  gd->read_rows = bc_calloc((size_t)rg->read_rows.n + 1, sizeof(int32_t *));
-  for (int r = 0; r < rg->read_rows.n; r++) gd->read_rows[r] = addr_of(c, rg->read_rows.data[r]);
-  gd->first_kernel = i;
+  guard_use(c, k->guard, i);
 }
 
 /* Drops the guards whose read rows are made by a kernel at or after the
@@ -240,8 +264,10 @@ static void guards_check_order(Cpu *c) {
     bool in_time = made_by[rg->input] < 0; /* an input */
     for (int r = 0; r < rg->read_rows.n; r++) in_time = in_time && made_by[rg->read_rows.data[r]] < c->guards[w].first_kernel;
     if (in_time) continue;
-    for (int i = 0; i < kp->kernels.n; i++)
+    for (int i = 0; i < kp->kernels.n; i++) {
       if (c->kernels[i].guard == w) c->kernels[i].guard = -1;
+      if (c->kernels[i].zero_guard == w) c->kernels[i].zero_guard = -1;
+    }
   }
   free(made_by);
 }
@@ -422,23 +448,42 @@ static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const Kerne
   case KERNEL_GEMM: {
     const Value *a = &g->values.data[n->in[0]], *b = &g->values.data[n->in[1]];
     float *out = addr_of(c, ck->gemm_out);
+    const float *A = addr_of(c, n->in[0]), *B = addr_of(c, n->in[1]);
     const CpuRowsScratch *rows = c->rows.rows > 0 ? &c->rows : NULL;
     const CpuGuard *gd = guard_worth(c, ck);
-    if (gd)
-      cpu_gemm_given_rows(c->pool, c->gemm, addr_of(c, n->in[0]), gd->rows, a->shape.dim[a->shape.rank - 1],
-                          addr_of(c, n->in[1]), n->a.trans_b, o->shape.dim[o->shape.rank - 1], out, &ck->epi, gd->live,
-                          gd->idx, gd->n_live, gd->n_runs, gd->seg, ck->given_compact ? c->rows.buf : NULL,
-                          !k->dead_unread);
-    else if (ck->epi.n == 1 && ck->epi.step[0].kind == GEMM_EPI_ADD && ck->epi.step[0].src == out)
+    int ki = (int)(ck - c->kernels);
+    /* the gradient operand whose live rows a GEMM over them compacts
+     * first (B of A^T B, else A), and whether the kernel before left them
+     * at the start of the scratch */
+    bool k_rows = n->a.trans_a;
+    const float *grad = k_rows ? B : A;
+    int64_t grad_len = k_rows ? o->shape.dim[o->shape.rank - 1] : a->shape.dim[a->shape.rank - 1];
+    const uint8_t *given = ck->zero_guard >= 0 ? c->guards[ck->zero_guard].live : NULL;
+    bool ready = given && c->compacted.kernel == ki - 1 && c->compacted.guard == ck->zero_guard &&
+                 c->compacted.src == grad && c->compacted.len == grad_len;
+    CpuRowsWay way = CPU_ROWS_DENSE;
+    c->compacted.kernel = -1;
+    if (gd) {
+      if (cpu_gemm_given_rows(c->pool, c->gemm, A, gd->rows, a->shape.dim[a->shape.rank - 1], B, n->a.trans_b,
+                              o->shape.dim[o->shape.rank - 1], out, &ck->epi, gd->live, gd->idx, gd->n_live,
+                              gd->n_runs, gd->seg, ck->given_compact ? c->rows.buf : NULL, !k->dead_unread))
+        c->compacted.kernel = ki, c->compacted.guard = ck->guard, c->compacted.src = A,
+        c->compacted.len = a->shape.dim[a->shape.rank - 1];
+      return true;
+    }
+    if (ck->epi.n == 1 && ck->epi.step[0].kind == GEMM_EPI_ADD && ck->epi.step[0].src == out)
       /* the addend's buffer is C (passes/memplan.c: gemm_accumulates_into) */
-      cpu_gemm_live_rows(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
-                         &b->shape, n->a.trans_b, 1.0f, out, &o->shape, rows);
+      way = cpu_gemm_live_rows(c->pool, c->gemm, A, &a->shape, n->a.trans_a, B, &b->shape, n->a.trans_b, 1.0f, out,
+                               &o->shape, rows, given, ready);
     else if (ck->epi.n > 0)
-      cpu_gemm_epilogue(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
-                        &b->shape, n->a.trans_b, out, &o->shape, &ck->epi);
+      cpu_gemm_epilogue(c->pool, c->gemm, A, &a->shape, n->a.trans_a, B, &b->shape, n->a.trans_b, out, &o->shape,
+                        &ck->epi);
     else
-      cpu_gemm_live_rows(c->pool, c->gemm, addr_of(c, n->in[0]), &a->shape, n->a.trans_a, addr_of(c, n->in[1]),
-                         &b->shape, n->a.trans_b, 0.0f, addr_of(c, n->out), &o->shape, rows);
+      way = cpu_gemm_live_rows(c->pool, c->gemm, A, &a->shape, n->a.trans_a, B, &b->shape, n->a.trans_b, 0.0f,
+                               addr_of(c, n->out), &o->shape, rows, given, ready);
+    if (way == CPU_ROWS_COMPACTED && given)
+      c->compacted.kernel = ki, c->compacted.guard = ck->zero_guard, c->compacted.src = grad,
+      c->compacted.len = grad_len;
     return true;
   }
   case KERNEL_GATHER: {
@@ -512,6 +557,7 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
   double t0 = compiled_now_ns(), gemm = 0;
   const GradSync *sync = c->p.have_sync ? &c->p.sync : NULL;
   bool timed = c->p.profile || (sync && sync->hooks.step);
+  c->compacted.kernel = -1;
   for (int i = 0; i < c->p.plan.kernels.n; i++) {
     CpuKernel *ck = &c->kernels[i];
     const Kernel *k = ck->k;

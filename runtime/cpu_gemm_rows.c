@@ -19,6 +19,10 @@
  *  - compacted: the live rows copied into a scratch block, one dense GEMM
  *    there, its rows copied back (short runs: MLM slots, the rows of <cls>
  *    tokens).
+ * Where a row guard's zero fact covers the scanned rows, its live rows
+ * stand for the scan (`given`), and the gradient's compacted rows, first
+ * in the scratch, may be the ones the GEMM before left there (`ready`:
+ * the MLM head's d X then d W GEMMs of one column block).
  *
  * Not here: dense GEMMs and the pool's tiling of them (cpu_ops.c), which
  * GEMMs are eligible and which rows a guard leaves live (cpu.c).
@@ -59,6 +63,7 @@ typedef struct {
   int64_t n_seg;
   const int32_t *rows; /* compacted: the live rows in order */
   float *As, *Bs, *Cs; /* compacted operands */
+  bool ready;          /* compacted: the gradient's rows (B's of A^T B, else A's) are there already */
   int64_t tn;          /* C = A^T B by runs: columns per tile */
 } RowsJob;
 
@@ -138,13 +143,14 @@ static void zero_dead_rows(Pool *p, float *C, int64_t M, int64_t N, const uint8_
   pool_parallel_for(p, M, rows_grain(N), zero_dead_range, &z);
 }
 
-/* Compacted: the live rows of A (and of B for C = A^T B) into As (Bs). */
+/* Compacted: the live rows of A (and of B for C = A^T B) into As (Bs),
+ * but those already there. */
 static void compact_range(void *ctx, int64_t begin, int64_t end) {
   const RowsJob *j = ctx;
   for (int64_t i = begin; i < end; i++) {
     int64_t r = j->rows[i];
-    memcpy(j->As + i * j->la, j->A + r * j->la, sizeof(float) * (size_t)j->la);
-    if (j->ta) memcpy(j->Bs + i * j->lb, j->B + r * j->lb, sizeof(float) * (size_t)j->lb);
+    if (j->ta || !j->ready) memcpy(j->As + i * j->la, j->A + r * j->la, sizeof(float) * (size_t)j->la);
+    if (j->ta && !j->ready) memcpy(j->Bs + i * j->lb, j->B + r * j->lb, sizeof(float) * (size_t)j->lb);
   }
 }
 
@@ -162,7 +168,7 @@ static void expand_range(void *ctx, int64_t begin, int64_t end) {
 
 CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape *as, bool trans_a, const float *B,
                               const Shape *bs, bool trans_b, float beta, float *C, const Shape *cs,
-                              const CpuRowsScratch *s) {
+                              const CpuRowsScratch *s, const uint8_t *given, bool ready) {
   MatmulLayout l;
   shape_matmul_layout(as, trans_a, bs, trans_b, cs, &l);
   bool k_rows = trans_a && !trans_b; /* C = A^T B: the rows are K's */
@@ -173,7 +179,8 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
   }
   RowsJob j = {.lib = lib, .A = A, .B = B, .C = C, .ta = trans_a, .tb = trans_b, .beta = beta,
                .M = l.M, .N = l.N, .K = l.K, .la = k_rows ? l.M : l.K, .lb = l.N, .live = s->live};
-  pool_parallel_for(p, R, rows_grain(j.la), scan_range, &j);
+  if (given) memcpy(j.live, given, (size_t)R);
+  else pool_parallel_for(p, R, rows_grain(j.la), scan_range, &j);
 
   /* the runs of live rows as [start, end) pairs in s->seg */
   int32_t *seg = s->seg;
@@ -214,8 +221,12 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
     for (int64_t r = 0, i = 0; r < R; r++)
       if (j.live[r]) rows[i++] = (int32_t)r;
     j.rows = rows;
-    j.As = s->buf;
-    j.Bs = j.Cs = s->buf + n * j.la;
+    j.ready = ready && given;
+    /* the gradient's rows first (B's of A^T B), where a GEMM before may
+     * have left them */
+    j.As = k_rows ? s->buf + n * j.lb : s->buf;
+    j.Bs = k_rows ? s->buf : s->buf + n * j.la;
+    j.Cs = j.Bs;
     pool_parallel_for(p, n, rows_grain(j.la + (k_rows ? j.lb : 0)), compact_range, &j);
     if (k_rows) {
       Shape sa = shape_of(2, (int)n, (int)l.M), sb = shape_of(2, (int)n, (int)l.N);
@@ -380,12 +391,12 @@ static int64_t given_pieces(const uint8_t *live, int64_t M, int64_t piece, int32
   return n;
 }
 
-void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
+bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
                          int64_t n, int64_t n_runs, int32_t *seg, float *buf, bool zero_dead) {
   if (n == 0) {
     if (zero_dead) memset(C, 0, sizeof(float) * (size_t)(M * N));
-    return;
+    return false;
   }
   int64_t n_pad = (n + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
   GivenJob j = {.lib = lib, .A = A, .B = B, .As = buf, .C = C, .Cs = buf + n_pad * K, .tb = trans_b, .M = M,
@@ -403,7 +414,7 @@ void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
     cpu_gemm_lock(lib, 1);
     pool_parallel_for(p, pieces, 1, given_runs_range, &j);
     cpu_gemm_unlock();
-    return;
+    return false;
   }
   given_blocks(n_pad, N, pool_n_threads(p), &j.mb, &j.nb);
   j.n_col_blocks = (N + j.nb - 1) / j.nb;
@@ -411,4 +422,5 @@ void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
   cpu_gemm_lock(lib, 1);
   pool_parallel_for(p, (n_pad + j.mb - 1) / j.mb * j.n_col_blocks, 1, given_block_range, &j);
   cpu_gemm_unlock();
+  return true;
 }

@@ -70,7 +70,11 @@ void cpu_gemm_epilogue(Pool *p, GemmLib lib, const float *A, const Shape *a_shap
  * folding, run as cpu_gemm. The scratch is the caller's: `rows` bytes in
  * live and 2 rows + 2 ints in seg (GEMMs over more rows run densely), and
  * `floats` in buf for copying the live rows of the operands (a GEMM whose
- * copies would not fit is not compacted). Returns how it ran. */
+ * copies would not fit is not compacted). given: the live rows instead of
+ * the scan (a row guard's, where the rows it leaves out are zero in the
+ * scanned operands). Compacted, buf starts with the live rows of the
+ * gradient, in order: B's of C = A^T B, else A's; ready (with given):
+ * they are there already, a GEMM before left them. Returns how it ran. */
 typedef enum { CPU_ROWS_DENSE, CPU_ROWS_RUNS, CPU_ROWS_COMPACTED } CpuRowsWay;
 typedef struct {
   float *buf;
@@ -81,7 +85,7 @@ typedef struct {
 } CpuRowsScratch;
 CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape *a_shape, bool trans_a,
                               const float *B, const Shape *b_shape, bool trans_b, float beta, float *C,
-                              const Shape *c_shape, const CpuRowsScratch *s);
+                              const Shape *c_shape, const CpuRowsScratch *s, const uint8_t *given, bool ready);
 
 /* C (M x N) = A (M x K) B (K x N, or N x K when trans_b), then the
  * epilogue e (NULL or n = 0: none; no GEMM_EPI_ADD), over the n rows
@@ -98,8 +102,9 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
  *    buf: cpu_gemm_given_rows_scratch(M, N, K, threads) floats; NULL: by
  *    runs always.
  * zero_dead false: the dead rows no one reads are left as they are (those
- * next to a live run may still be written). */
-void cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
+ * next to a live run may still be written). Returns whether it compacted:
+ * then buf starts with the n live rows of A, in order. */
+bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
                          int64_t n, int64_t n_runs, int32_t *seg, float *buf, bool zero_dead);
 int64_t cpu_gemm_given_rows_scratch(int64_t M, int64_t N, int64_t K, int threads);

@@ -97,7 +97,7 @@ static int run_case(Pool *p, GemmLib lib, Gemm g, Pattern pt, float beta, const 
   Shape as = g.ta ? shape_of(2, (int)g.K, (int)g.M) : shape_of(2, (int)g.M, (int)g.K);
   Shape bs = g.tb ? shape_of(2, (int)g.N, (int)g.K) : shape_of(2, (int)g.K, (int)g.N);
   Shape cs = shape_of(2, (int)g.M, (int)g.N);
-  int way = (int)cpu_gemm_live_rows(p, lib, A, &as, g.ta, B, &bs, g.tb, beta, C, &cs, s);
+  int way = (int)cpu_gemm_live_rows(p, lib, A, &as, g.ta, B, &bs, g.tb, beta, C, &cs, s, NULL, false);
   if (!check(A, g.ta, B, g.tb, C0, beta, C, g.M, g.N, g.K)) way = -1;
   free(A), free(B), free(C), free(C0);
   return way;
@@ -169,6 +169,58 @@ TEST(small_or_unfit_products_run_densely) {
     pool_destroy(p);
   }
   scratch_free(&s), scratch_free(&tiny), scratch_free(&few);
+  diag_free(&d);
+}
+
+/* Rows a guard gives stand for the scan: a gradient G [R, 848] whose rows
+ * r % 19 >= 12 are dead (12 of 19 MLM slots) but not zero, so that only
+ * a GEMM keeping to the given rows gets the product over them. C1 = G W
+ * (the MLM head's shapes) compacts G's live rows first in the scratch;
+ * C2 = X^T G then takes them from there (`ready`): G's live rows are
+ * overwritten with NaN in between, and X's dead rows hold NaN
+ * throughout. */
+TEST(given_rows_stand_for_the_scan_and_carry_over) {
+  enum { R = 1216, NG = 848, NW = 128, NX = 128 };
+  GemmLib lib;
+  Diag d;
+  Pool *p = setup(2, &lib, &d);
+  CpuRowsScratch s = scratch_for(R, 1 << 20);
+  float *G = bc_malloc(sizeof(float) * R * NG), *G0 = bc_malloc(sizeof(float) * R * NG);
+  float *W = bc_malloc(sizeof(float) * NG * NW), *X = bc_malloc(sizeof(float) * R * NX);
+  float *C1 = bc_malloc(sizeof(float) * R * NW), *C2 = bc_malloc(sizeof(float) * NX * NG);
+  uint8_t live[R];
+  for (int r = 0; r < R; r++) live[r] = r % 19 < 12;
+  for (int i = 0; i < R * NG; i++) G[i] = G0[i] = rnd_f();
+  for (int i = 0; i < NG * NW; i++) W[i] = rnd_f();
+  for (int i = 0; i < R * NX; i++) X[i] = live[i / NX] ? rnd_f() : NAN;
+  for (int i = 0; i < R * NW; i++) C1[i] = NAN;
+  Shape gs = shape_of(2, R, NG), ws = shape_of(2, NG, NW), xs = shape_of(2, R, NX);
+  Shape c1s = shape_of(2, R, NW), c2s = shape_of(2, NX, NG);
+  if (p) {
+    CHECK_EQ_INT(cpu_gemm_live_rows(p, lib, G, &gs, false, W, &ws, false, 0.0f, C1, &c1s, &s, live, false),
+                 CPU_ROWS_COMPACTED);
+    for (int i = 0; i < R * NG; i++) G[i] = live[i / NG] ? NAN : G0[i];
+    CHECK_EQ_INT(cpu_gemm_live_rows(p, lib, X, &xs, true, G, &gs, false, 0.0f, C2, &c2s, &s, live, true),
+                 CPU_ROWS_COMPACTED);
+    int bad = 0;
+    for (int i = 0; i < R; i++)
+      for (int j = 0; j < NW; j++) {
+        double acc = 0, mag = 0;
+        for (int k = 0; live[i] && k < NG; k++) acc += (double)G0[i * NG + k] * W[k * NW + j], mag += fabs(acc);
+        bad += !(fabs(C1[i * NW + j] - acc) <= (NG + 2) * FLT_EPSILON * (mag + 1) * 4);
+      }
+    for (int i = 0; i < NX; i++)
+      for (int j = 0; j < NG; j++) {
+        double acc = 0, mag = 0;
+        for (int r = 0; r < R; r++)
+          if (live[r]) acc += (double)X[r * NX + i] * G0[r * NG + j], mag += fabs((double)X[r * NX + i] * G0[r * NG + j]);
+        bad += !(fabs(C2[i * NG + j] - acc) <= (R + 2) * FLT_EPSILON * mag + 1e-30);
+      }
+    CHECK_EQ_INT(bad, 0);
+    pool_destroy(p);
+  }
+  free(G), free(G0), free(W), free(X), free(C1), free(C2);
+  scratch_free(&s);
   diag_free(&d);
 }
 
@@ -291,7 +343,7 @@ TEST(bench) {
       for (int rep = 0; rep < 20; rep++)
         for (int live = 0; live < 2; live++) {
           double t0 = now_ms();
-          if (live) way = (int)cpu_gemm_live_rows(p, lib, A, &as, g.ta, B, &bs, g.tb, 0.0f, C, &cs, &s);
+          if (live) way = (int)cpu_gemm_live_rows(p, lib, A, &as, g.ta, B, &bs, g.tb, 0.0f, C, &cs, &s, NULL, false);
           else cpu_gemm(p, CPU_GEMM_AUTO, lib, A, &as, g.ta, B, &bs, g.tb, 0.0f, C, &cs);
           double dt = now_ms() - t0;
           t[live] = dt < t[live] ? dt : t[live];

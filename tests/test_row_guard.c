@@ -254,4 +254,67 @@ TEST(a_pretrain_step_leaving_out_dead_slots_and_padding_matches_interp) {
 TEST(a_pretrain_step_reading_the_logits_matches_interp) { compare_step("pretrain", NULL, true); }
 TEST(an_nli_step_leaving_out_padding_matches_interp) { compare_step("nli", NULL, false); }
 
+/* At a size where the guarded GEMMs take their compacted paths (MLM rows
+ * and encoder rows in the hundreds; cpu_gemm_rows.c's MIN_ROWS) and the
+ * vocabulary's gradient is made in column blocks (chunk.c), each block's
+ * d W GEMM taking the rows its d X GEMM compacted (cpu.c: compacted): one
+ * step with the row guards against one without (BC_NO_ROW_GUARDS), both
+ * cpu, every buffer of the guarded one NaN first. */
+TEST(guards_at_a_compacting_size_match_the_unguarded_step) {
+  static const Setting mid[] = {
+      {"hidden", "32"}, {"ffn", "64"}, {"heads", "2"}, {"layers", "2"}, {"max_len", "64"}, {"batch", "16"},
+  };
+  AdamOptions a;
+  adam_options_default(&a);
+  Graph g;
+  if (!check_compile_outputs(&g, "pretrain", mid, sizeof mid / sizeof mid[0], &a, losses_only)) {
+    CHECK(0);
+    return;
+  }
+  Exec *dev = check_make("cpu", &g, 5);
+  bool had = check_setenv("BC_NO_ROW_GUARDS", true);
+  Exec *ref = check_make("cpu", &g, 5);
+  check_setenv("BC_NO_ROW_GUARDS", had);
+  if (ref && dev) {
+    poison(dev, &g);
+    bert_batch_fill(&ref, 1, &g, 23, 0.0);
+    bert_batch_fill(&dev, 1, &g, 23, 0.0);
+    Diag d;
+    diag_init(&d);
+    CHECK(exec_run(ref, &check_step_ctx, &d) && exec_run(dev, &check_step_ctx, &d));
+    diag_print(&d, stderr);
+    diag_free(&d);
+    /* the key biases' gradients are 0 in exact arithmetic (softmax
+     * ignores a per-query constant): rounding noise in either, and so
+     * their Adam moments; not compared (set to 0 in both) */
+    for (int i = 0; i < g.params.n; i++) {
+      const Value *pv = &g.values.data[g.params.data[i]];
+      if (!strstr(pv->name, "W_k.b")) continue;
+      char name[256];
+      ValueId noise[3] = {pv->grad, -1, -1};
+      snprintf(name, sizeof name, "%s.adam_m", pv->name);
+      noise[1] = graph_find(&g, name);
+      snprintf(name, sizeof name, "%s.adam_v", pv->name);
+      noise[2] = graph_find(&g, name);
+      double zero[64] = {0};
+      CHECK(shape_numel(&pv->shape) <= 64);
+      diag_init(&d);
+      for (int k = 0; k < 3; k++)
+        CHECK(noise[k] >= 0 && exec_write(ref, noise[k], zero, DTYPE_F64, &d) &&
+              exec_write(dev, noise[k], zero, DTYPE_F64, &d));
+      diag_free(&d);
+    }
+    StepResult r = {0};
+    r.worst_name = "";
+    /* f32 both: sums over other row sets and in other orders */
+    check_values(dev, ref, &g, "guarded vs not", CMP_PINNED, 1e-4, &r);
+    fprintf(stderr, "  %d values compared, worst relative error %.3g (%s)\n", r.n_checked, r.worst, r.worst_name);
+    CHECK(r.n_checked > 40);
+    CHECK_EQ_INT(r.n_failed, 0);
+  }
+  if (ref) exec_destroy(ref);
+  if (dev) exec_destroy(dev);
+  graph_free(&g);
+}
+
 TEST_MAIN()
