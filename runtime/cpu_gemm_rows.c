@@ -285,6 +285,9 @@ enum { GIVEN_ROUND = 32 };
 /* Floats of one thread's block of the compacted product, kept in cache
  * until its rows are copied out. */
 enum { GIVEN_BLOCK_FLOATS = 128 << 10 };
+/* Floats of A's compacted rows at a time: more live rows than fit are
+ * compacted and multiplied a chunk of rows after another. */
+enum { GIVEN_CHUNK_FLOATS = 2 << 20 };
 
 typedef struct {
   GemmLib lib;
@@ -293,6 +296,7 @@ typedef struct {
   bool tb;
   int64_t M, N, K, n, n_pad;
   int64_t mb, nb, n_col_blocks; /* rows and columns per block */
+  int64_t c0, cn;               /* the chunk of compacted rows [c0, c0 + cn) in As */
   const uint8_t *live;
   const int32_t *idx;
   const int32_t *seg; /* by runs: [start, end) pairs */
@@ -313,27 +317,40 @@ static void given_blocks(int64_t n_pad, int64_t N, int threads, int64_t *mb, int
   *mb = rows < n_pad ? rows : n_pad;
 }
 
+/* Compacted rows per chunk: all n_pad, or as many whole row blocks of mb
+ * as GIVEN_CHUNK_FLOATS holds (one at least). */
+static int64_t given_chunk(int64_t n_pad, int64_t K, int64_t mb) {
+  int64_t rows = GIVEN_CHUNK_FLOATS / (K > 0 ? K : 1) / mb * mb;
+  rows = rows < mb ? mb : rows;
+  return rows < n_pad ? rows : n_pad;
+}
+
 int64_t cpu_gemm_given_rows_scratch(int64_t M, int64_t N, int64_t K, int threads) {
-  int64_t n_pad = (M + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND, mb, nb;
-  given_blocks(n_pad, N, threads, &mb, &nb);
-  return n_pad * K + (int64_t)threads * (mb + GIVEN_ROUND) * nb;
+  int64_t n_pad = (M + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND, nb = N < 256 ? N : 256;
+  /* a chunk's rows (blocks of at most GIVEN_BLOCK_FLOATS / nb rows), then
+   * each thread's block */
+  int64_t mb_max = (GIVEN_BLOCK_FLOATS / nb + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
+  int64_t rows = GIVEN_CHUNK_FLOATS / (K > 0 ? K : 1) + mb_max;
+  return (rows < n_pad ? rows : n_pad) * K + (int64_t)threads * (mb_max + GIVEN_ROUND) * nb;
 }
 
 static void given_gather_range(void *ctx, int64_t begin, int64_t end) {
   const GivenJob *j = ctx;
   for (int64_t i = begin; i < end; i++) /* the rounding's rows: whatever they hold, their products go nowhere */
-    if (i < j->n) memcpy(j->As + i * j->K, j->A + (int64_t)j->idx[i] * j->K, sizeof(float) * (size_t)j->K);
+    if (j->c0 + i < j->n)
+      memcpy(j->As + i * j->K, j->A + (int64_t)j->idx[j->c0 + i] * j->K, sizeof(float) * (size_t)j->K);
 }
 
-/* Item b: compacted rows [i0, i1) by columns [n0, n0 + w) of the product,
- * into this thread's block, then copied to their live rows of C; the
- * first row block's item also zeroes those columns of the dead rows. */
+/* Item b: the chunk's compacted rows [i0, i1) by columns [n0, n0 + w) of
+ * the product, into this thread's block, then copied to their live rows
+ * of C; the first chunk's first row block's item also zeroes those
+ * columns of the dead rows. */
 static void given_block_range(void *ctx, int64_t begin, int64_t end) {
   const GivenJob *j = ctx;
   float *Cs = j->Cs + (int64_t)pool_thread_index() * (j->mb + GIVEN_ROUND) * j->nb;
   for (int64_t b = begin; b < end; b++) {
     int64_t i0 = b / j->n_col_blocks * j->mb, n0 = b % j->n_col_blocks * j->nb;
-    int64_t m = i0 + j->mb < j->n_pad ? j->mb : j->n_pad - i0, w = n0 + j->nb < j->N ? j->nb : j->N - n0;
+    int64_t m = i0 + j->mb < j->cn ? j->mb : j->cn - i0, w = n0 + j->nb < j->N ? j->nb : j->N - n0;
     const float *B = j->tb ? j->B + n0 * j->K : j->B + n0;
     int64_t ldb = j->tb ? j->K : j->N;
     if (j->e && j->e->n > 0) {
@@ -344,9 +361,9 @@ static void given_block_range(void *ctx, int64_t begin, int64_t end) {
     } else {
       gemm_lib_sgemm(j->lib, false, j->tb, m, w, j->K, j->As + i0 * j->K, j->K, B, ldb, 0.0f, Cs, w);
     }
-    for (int64_t i = i0; i < i0 + m && i < j->n; i++)
-      memcpy(j->C + (int64_t)j->idx[i] * j->N + n0, Cs + (i - i0) * w, sizeof(float) * (size_t)w);
-    if (i0 == 0 && j->zero_dead)
+    for (int64_t i = i0; i < i0 + m && j->c0 + i < j->n; i++)
+      memcpy(j->C + (int64_t)j->idx[j->c0 + i] * j->N + n0, Cs + (i - i0) * w, sizeof(float) * (size_t)w);
+    if (j->c0 == 0 && i0 == 0 && j->zero_dead)
       for (int64_t r = 0; r < j->M; r++)
         if (!j->live[r]) memset(j->C + r * j->N + n0, 0, sizeof(float) * (size_t)w);
   }
@@ -399,7 +416,7 @@ bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
     return false;
   }
   int64_t n_pad = (n + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
-  GivenJob j = {.lib = lib, .A = A, .B = B, .As = buf, .C = C, .Cs = buf + n_pad * K, .tb = trans_b, .M = M,
+  GivenJob j = {.lib = lib, .A = A, .B = B, .As = buf, .C = C, .tb = trans_b, .M = M,
                 .N = N, .K = K, .n = n, .n_pad = n_pad, .live = live, .idx = idx, .e = e, .zero_dead = zero_dead};
   /* the cost of each way in rows of work, as cpu_gemm_live_rows's */
   int nt = pool_n_threads(p);
@@ -418,9 +435,14 @@ bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
   }
   given_blocks(n_pad, N, pool_n_threads(p), &j.mb, &j.nb);
   j.n_col_blocks = (N + j.nb - 1) / j.nb;
-  pool_parallel_for(p, n_pad, rows_grain(K), given_gather_range, &j);
-  cpu_gemm_lock(lib, 1);
-  pool_parallel_for(p, (n_pad + j.mb - 1) / j.mb * j.n_col_blocks, 1, given_block_range, &j);
-  cpu_gemm_unlock();
-  return true;
+  int64_t chunk = given_chunk(n_pad, K, j.mb);
+  j.Cs = buf + chunk * K;
+  for (j.c0 = 0; j.c0 < n_pad; j.c0 += chunk) {
+    j.cn = n_pad - j.c0 < chunk ? n_pad - j.c0 : chunk;
+    pool_parallel_for(p, j.cn, rows_grain(K), given_gather_range, &j);
+    cpu_gemm_lock(lib, 1);
+    pool_parallel_for(p, (j.cn + j.mb - 1) / j.mb * j.n_col_blocks, 1, given_block_range, &j);
+    cpu_gemm_unlock();
+  }
+  return chunk >= n_pad; /* one chunk: all the live rows are in buf */
 }

@@ -97,13 +97,14 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
  *  - by runs: one call per piece of a run (pieces listed in seg, 2 M + 2
  *    ints);
  *  - compacted: the live rows of A copied together (rounded up to a
- *    multiple of 32 rows), the product by blocks of rows and columns, one
- *    per item of the pool, each thread's block in cache until copied out.
- *    buf: cpu_gemm_given_rows_scratch(M, N, K, threads) floats; NULL: by
- *    runs always.
+ *    multiple of 32 rows; a chunk of 2M floats of them at a time), the
+ *    product by blocks of rows and columns, one per item of the pool, each
+ *    thread's block in cache until copied out. buf:
+ *    cpu_gemm_given_rows_scratch(M, N, K, threads) floats; NULL: by runs
+ *    always.
  * zero_dead false: the dead rows no one reads are left as they are (those
- * next to a live run may still be written). Returns whether it compacted:
- * then buf starts with the n live rows of A, in order. */
+ * next to a live run may still be written). Returns whether it compacted
+ * in one chunk: then buf starts with the n live rows of A, in order. */
 bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
                          int64_t n, int64_t n_runs, int32_t *seg, float *buf, bool zero_dead);

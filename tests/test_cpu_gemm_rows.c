@@ -298,6 +298,9 @@ TEST(given_rows_match_the_dense_product) {
         CHECK(given_case(p, lib, 64, 16, 8, false, true, 4, 0, runs, true)); /* none live: all zero */
         /* padding tails: runs of 100 rows in 128, cut into pieces */
         CHECK(given_case(p, lib, 1024, 48, 40, false, true, 128, 100, runs, true));
+        /* more live rows than one chunk of copies holds (2M floats): K
+         * of 4096, 288-row chunks */
+        CHECK(given_case(p, lib, 1500, 48, 4096, false, true, 19, 12, runs, true));
         /* dead rows no one reads: left unwritten */
         CHECK(given_case(p, lib, 190, 700, 24, false, true, 19, 12, runs, false));
         CHECK(given_case(p, lib, 1024, 48, 40, false, true, 128, 100, runs, false));
