@@ -119,6 +119,10 @@ typedef struct {
    * only; no output is zero-guarded): the runtime may leave them
    * unwritten, not zeroed. */
   bool dead_unread;
+  /* GEMM with dead_unread: the runtime may write C compacted (the
+   * guard's live rows in order, at C's start), which its readers (LOOP
+   * kernels under the same guard) then read so. */
+  bool compact_out;
   /* GEMM: a guard whose dead rows are zero in the operand rows a GEMM
    * over live rows would scan (A's of C = A B; the K rows of C = A^T B,
    * in A or B): the guard's live rows stand for the scan. -1: none. */

@@ -185,11 +185,11 @@ static bool dead_rows_unread(const Graph *g, const KernelPlan *p, int ki, ValueI
   return true;
 }
 
-/* Kernel.dead_unread of each guarded kernel. */
+/* Kernel.dead_unread and compact_out of each guarded kernel. */
 static void kernels_dead_unread(const Graph *g, KernelPlan *p) {
   for (int i = 0; i < p->kernels.n; i++) {
     Kernel *k = &p->kernels.data[i];
-    k->dead_unread = false;
+    k->dead_unread = k->compact_out = false;
     if (k->guard < 0 || (k->kind != KERNEL_LOOP && k->kind != KERNEL_GEMM)) continue;
     bool unread = true;
     if (k->kind == KERNEL_GEMM)
@@ -197,6 +197,7 @@ static void kernels_dead_unread(const Graph *g, KernelPlan *p) {
     for (int j = 0; j < k->insts.n && unread; j++)
       if (k->insts.data[j].kind == KI_STORE) unread = dead_rows_unread(g, p, i, k->views.data[k->insts.data[j].view].value);
     k->dead_unread = unread;
+    k->compact_out = unread && k->kind == KERNEL_GEMM; /* its readers read row r at item r: so they can be led */
   }
 }
 

@@ -386,7 +386,7 @@ bool kernel_plan_build(const Graph *g, const Fusion *f, KernelPlan *out, Diag *d
     }
     k.name = kernel_name(g, &k, G, &scratch);
     k.guard = -1;
-    k.dead_unread = false;
+    k.dead_unread = k.compact_out = false;
     k.zero_rows_guard = -1;
     vec_push(&out->kernels, k);
   }
@@ -596,6 +596,7 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
       fprintf(f, " rows guarded by %s%s", rg->parent >= 0 ? "the rows read of " : "", g->values.data[rg->input].name);
       if (rg->seq > 0) fprintf(f, " (positions of %lld)", (long long)rg->seq);
       if (k->dead_unread) fprintf(f, ", dead rows unread");
+      if (k->compact_out) fprintf(f, ", written compacted");
     }
     if (k->zero_rows_guard >= 0) {
       const RowGuard *rg = &p->guards.list.data[k->zero_rows_guard];

@@ -18,8 +18,9 @@
  * the gradient's live rows the GEMM before compacted taken from the
  * scratch as it left them (Cpu.compacted). A kernel with a row guard
  * (Kernel.guard) computes the guard's live rows only and writes zeros
- * into the others, or nothing where no kernel reads them (unless
- * BC_NO_ROW_GUARDS).
+ * into the others, or nothing where no kernel reads them; a GEMM whose C
+ * only such kernels read writes its live rows compacted, and they read
+ * them there (Cpu.compact) (unless BC_NO_ROW_GUARDS).
  *
  * Only materialized values can be read back: inputs, parameters, optimizer
  * state, gradients, outputs, the loss, and whatever fusion left in memory.
@@ -57,6 +58,10 @@ typedef struct {
   int n_outs;       /* guarded LOOP: its stored values, zeroed in dead rows */
   char **out_base;
   int64_t *out_row_bytes;
+  bool compacts;    /* Kernel.compact_out, and no reader writes over C in place */
+  int n_compact;    /* guarded LOOP: its views of values written compacted */
+  int *compact_view;
+  int64_t *compact_row_bytes;
 } CpuKernel;
 
 /* A row guard's rows this step (KernelPlan.guards: row_guard_live), found
@@ -65,6 +70,7 @@ typedef struct {
   int64_t rows, n_live, n_runs;
   uint8_t *live; /* NULL: no kernel uses it */
   int32_t *idx;  /* the live rows, ascending */
+  int32_t *rank; /* per row: the live rows before it */
   int32_t *seg;  /* GEMMs' scratch: pieces of the runs of live rows */
   const int32_t **read_rows;
   int first_kernel;
@@ -82,6 +88,9 @@ typedef struct {
                          * cpu_gemm_given_rows) */
   bool rows_borrowed;   /* rows is the owner's (a length bucket's step) */
   CpuGuard *guards; /* per KernelPlan.guards */
+  /* per value: the guard whose live rows it holds compacted this step
+   * (Kernel.compact_out), else -1 */
+  int *compact;
   /* What a GEMM left compacted at the start of rows.buf: the live rows
    * (of guard) of src, len floats each, by kernel (-1: nothing) */
   struct {
@@ -107,14 +116,18 @@ static void release(Exec *e) {
       free(c->kernels[i].bufs);
       free(c->kernels[i].out_base);
       free(c->kernels[i].out_row_bytes);
+      free(c->kernels[i].compact_view);
+      free(c->kernels[i].compact_row_bytes);
     }
   for (int i = 0; c->guards && i < c->p.plan.guards.list.n; i++) {
     free(c->guards[i].live);
     free(c->guards[i].idx);
+    free(c->guards[i].rank);
     free(c->guards[i].read_rows);
     free(c->guards[i].seg);
   }
   free(c->guards);
+  free(c->compact);
   free(c->kernels);
   free(c->block);
   free(c->attn_scratch);
@@ -203,6 +216,7 @@ static void guard_use(Cpu *c, int w, int i) {
   gd->rows = rows;
   gd->live = bc_malloc((size_t)rows);
   gd->idx = bc_malloc(sizeof(int32_t) * (size_t)rows);
+  gd->rank = bc_malloc(sizeof(int32_t) * (size_t)rows);
   gd->seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * rows + 2));
   gd->read_rows = bc_calloc((size_t)rg->read_rows.n + 1, sizeof(int32_t *));
   for (int r = 0; r < rg->read_rows.n; r++) gd->read_rows[r] = addr_of(c, rg->read_rows.data[r]);
@@ -270,6 +284,39 @@ static void guards_check_order(Cpu *c) {
     }
   }
   free(made_by);
+}
+
+/* The views each guarded LOOP kernel has of values a GEMM under the same
+ * guard may write compacted (Kernel.compact_out); Cpu.compact, all -1. */
+static void compact_setup(Cpu *c) {
+  const Graph *g = &c->p.graph;
+  const KernelPlan *kp = &c->p.plan;
+  c->compact = bc_malloc(sizeof(int) * (size_t)(g->values.n ? g->values.n : 1));
+  for (int v = 0; v < g->values.n; v++) c->compact[v] = -1;
+  int *by = bc_malloc(sizeof(int) * (size_t)(g->values.n ? g->values.n : 1)); /* value: its compacting kernel's guard */
+  for (int v = 0; v < g->values.n; v++) by[v] = -1;
+  for (int i = 0; i < kp->kernels.n; i++)
+    if (kp->kernels.data[i].compact_out && c->kernels[i].guard >= 0) by[c->kernels[i].gemm_out] = c->kernels[i].guard;
+  /* a reader writing its rows over the value's buffer (in place) would
+   * overwrite compacted rows not yet read */
+  for (int w = 0; w < g->values.n; w++)
+    if (c->p.mem.slots[w].alias_of >= 0) by[c->p.mem.slots[w].alias_of] = -1;
+  for (int i = 0; i < kp->kernels.n; i++)
+    c->kernels[i].compacts = kp->kernels.data[i].compact_out && by[c->kernels[i].gemm_out] >= 0;
+  for (int i = 0; i < kp->kernels.n; i++) {
+    CpuKernel *ck = &c->kernels[i];
+    if (ck->k->kind != KERNEL_LOOP || ck->guard < 0) continue;
+    for (int j = 0; j < ck->k->views.n; j++) {
+      ValueId v = ck->k->views.data[j].value;
+      if (by[v] != ck->guard) continue;
+      ck->compact_view = bc_realloc(ck->compact_view, sizeof(int) * (size_t)(ck->n_compact + 1));
+      ck->compact_row_bytes = bc_realloc(ck->compact_row_bytes, sizeof(int64_t) * (size_t)(ck->n_compact + 1));
+      ck->compact_view[ck->n_compact] = j;
+      ck->compact_row_bytes[ck->n_compact++] = shape_numel(&g->values.data[v].shape) / c->guards[ck->guard].rows *
+                                               (int64_t)dtype_size(g->values.data[v].dtype);
+    }
+  }
+  free(by);
 }
 
 static bool prepare(Exec *e, Diag *d) {
@@ -372,6 +419,7 @@ static bool prepare(Exec *e, Diag *d) {
   free(loops);
   free(loop_at);
   guards_check_order(c);
+  compact_setup(c);
   if ((c->rows.rows > 0 || c->rows.floats > 0) && owner && owner->rows.rows >= c->rows.rows &&
       owner->rows.floats >= c->rows.floats) {
     c->rows = owner->rows; /* like the arena: the owner's steps never run at once with this one */
@@ -394,7 +442,19 @@ static bool cpu_write(Exec *e, ValueId v, const void *src, DType t, Diag *d) {
   return compiled_transfer(e, (uintptr_t)((Cpu *)e->impl)->block, NULL, NULL, v, (void *)src, t, false, d);
 }
 static bool cpu_read(Exec *e, ValueId v, void *dst, DType t, Diag *d) {
-  return compiled_transfer(e, (uintptr_t)((Cpu *)e->impl)->block, NULL, NULL, v, dst, t, true, d);
+  Cpu *c = e->impl;
+  if (c->compact && c->compact[v] >= 0) { /* its live rows compacted: read back in their places, 0 elsewhere */
+    const CpuGuard *gd = &c->guards[c->compact[v]];
+    int64_t n = shape_numel(&e->graph->values.data[v].shape), len = n / gd->rows;
+    float *x = bc_calloc((size_t)(n ? n : 1), sizeof(float));
+    const float *src = addr_of(c, v);
+    for (int64_t i = 0; i < gd->n_live; i++)
+      memcpy(x + (int64_t)gd->idx[i] * len, src + i * len, sizeof(float) * (size_t)len);
+    exec_convert(x, DTYPE_F32, dst, t, n);
+    free(x);
+    return true;
+  }
+  return compiled_transfer(e, (uintptr_t)c->block, NULL, NULL, v, dst, t, true, d);
 }
 
 /* ---- run ---- */
@@ -415,7 +475,26 @@ static void loop_call(void *ctx, int64_t begin, int64_t end) {
 typedef struct {
   LoopCall lc;
   const CpuGuard *gd;
+  const int *compact; /* Cpu.compact */
 } GuardedCall;
+
+/* Live rows [r, e) of a guarded LOOP kernel that reads values written
+ * compacted: their bases led so that row r reads compacted row rank[r]. */
+static void led_call(const GuardedCall *gc, const int *compact, int64_t r, int64_t e) {
+  const CpuKernel *ck = gc->lc.ck;
+  enum { MAX_VIEWS = 128 };
+  void *bufs[MAX_VIEWS];
+  BC_ASSERT(ck->k->views.n <= MAX_VIEWS);
+  memcpy(bufs, ck->bufs, sizeof(void *) * (size_t)ck->k->views.n);
+  for (int q = 0; q < ck->n_compact; q++) {
+    int j = ck->compact_view[q];
+    if (compact[ck->k->views.data[j].value] < 0) continue;
+    int64_t shift = ((int64_t)gc->gd->rank[r] - r) * ck->compact_row_bytes[q];
+    bufs[j] = (void *)((uintptr_t)bufs[j] + (uintptr_t)shift); /* integer arithmetic, as prepare's */
+  }
+  if (ck->fn) ck->fn((void *const *)bufs, r, e, gc->lc.info);
+  else kernel_eval(ck->code, (void *const *)bufs, r, e, gc->lc.info);
+}
 
 static void guarded_call(void *ctx, int64_t begin, int64_t end) {
   const GuardedCall *gc = ctx;
@@ -424,7 +503,8 @@ static void guarded_call(void *ctx, int64_t begin, int64_t end) {
     bool live = gc->gd->live[r];
     int64_t e = r + 1;
     while (e < end && gc->gd->live[e] == live) e++;
-    if (live) loop_call((void *)&gc->lc, r, e);
+    if (live && ck->n_compact > 0) led_call(gc, gc->compact, r, e);
+    else if (live) loop_call((void *)&gc->lc, r, e);
     else if (!ck->k->dead_unread)
       for (int o = 0; o < ck->n_outs; o++)
         memset(ck->out_base[o] + r * ck->out_row_bytes[o], 0, (size_t)((e - r) * ck->out_row_bytes[o]));
@@ -463,6 +543,15 @@ static bool run_library(Cpu *c, const Graph *g, const CpuKernel *ck, const Kerne
                  c->compacted.src == grad && c->compacted.len == grad_len;
     CpuRowsWay way = CPU_ROWS_DENSE;
     c->compacted.kernel = -1;
+    c->compact[ck->gemm_out] = -1;
+    if (gd && ck->compacts && ck->given_compact) { /* its readers follow Cpu.compact */
+      if (cpu_gemm_rows_into(c->pool, c->gemm, A, gd->rows, a->shape.dim[a->shape.rank - 1], B, n->a.trans_b,
+                             o->shape.dim[o->shape.rank - 1], out, &ck->epi, gd->idx, gd->n_live, c->rows.buf))
+        c->compacted.kernel = ki, c->compacted.guard = ck->guard, c->compacted.src = A,
+        c->compacted.len = a->shape.dim[a->shape.rank - 1];
+      c->compact[ck->gemm_out] = ck->guard;
+      return true;
+    }
     if (gd) {
       if (cpu_gemm_given_rows(c->pool, c->gemm, A, gd->rows, a->shape.dim[a->shape.rank - 1], B, n->a.trans_b,
                               o->shape.dim[o->shape.rank - 1], out, &ck->epi, gd->live, gd->idx, gd->n_live,
@@ -567,17 +656,19 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
       const RowGuard *rg = &c->p.plan.guards.list.data[w];
       row_guard_live(g, rg, addr_of(c, rg->input), gd->read_rows, gd->live);
       gd->n_live = gd->n_runs = 0;
-      for (int64_t r = 0; r < gd->rows; r++)
+      for (int64_t r = 0; r < gd->rows; r++) {
+        gd->rank[r] = (int32_t)gd->n_live;
         if (gd->live[r]) {
           gd->n_runs += r == 0 || !gd->live[r - 1];
           gd->idx[gd->n_live++] = (int32_t)r;
         }
+      }
     }
     if (sync) grad_sync_before(sync, i, NULL);
     double ts = (timed || k->kind == KERNEL_GEMM) ? compiled_now_ns() : 0;
     const CpuGuard *gd = k->kind == KERNEL_LOOP ? guard_worth(c, ck) : NULL;
     if (gd) {
-      GuardedCall gc = {{ck, &info}, gd};
+      GuardedCall gc = {{ck, &info}, gd, c->compact};
       pool_parallel_for(c->pool, ck->n_items, ck->grain, guarded_call, &gc);
     } else if (k->kind == KERNEL_LOOP) {
       LoopCall lc = {ck, &info};

@@ -408,6 +408,25 @@ static int64_t given_pieces(const uint8_t *live, int64_t M, int64_t piece, int32
   return n;
 }
 
+bool cpu_gemm_rows_into(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
+                        int64_t N, float *C, const GemmEpilogue *e, const int32_t *idx, int64_t n, float *buf) {
+  int64_t n_pad = (n + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
+  GivenJob j = {.A = A, .As = buf, .K = K, .n = n, .idx = idx};
+  int64_t chunk = given_chunk(n_pad, K, GIVEN_ROUND);
+  Shape bs = trans_b ? shape_of(2, (int)N, (int)K) : shape_of(2, (int)K, (int)N);
+  for (j.c0 = 0; j.c0 < n; j.c0 += chunk) {
+    /* rows rounded up within the chunk and C (fewer shapes for the
+     * library; the extra rows, past n, no one reads) */
+    j.cn = n_pad - j.c0 < chunk ? n_pad - j.c0 : chunk;
+    if (j.c0 + j.cn > M) j.cn = M - j.c0;
+    pool_parallel_for(p, j.cn, rows_grain(K), given_gather_range, &j);
+    Shape as = shape_of(2, (int)j.cn, (int)K), cs = shape_of(2, (int)j.cn, (int)N);
+    if (e && e->n > 0) cpu_gemm_epilogue(p, lib, buf, &as, false, B, &bs, trans_b, C + j.c0 * N, &cs, e);
+    else cpu_gemm(p, CPU_GEMM_AUTO, lib, buf, &as, false, B, &bs, trans_b, 0.0f, C + j.c0 * N, &cs);
+  }
+  return chunk >= n_pad;
+}
+
 bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
                          int64_t n, int64_t n_runs, int32_t *seg, float *buf, bool zero_dead) {

@@ -109,6 +109,14 @@ bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
                          int64_t N, float *C, const GemmEpilogue *e, const uint8_t *live, const int32_t *idx,
                          int64_t n, int64_t n_runs, int32_t *seg, float *buf, bool zero_dead);
 int64_t cpu_gemm_given_rows_scratch(int64_t M, int64_t N, int64_t K, int threads);
+/* The first n rows of C (M x N) = A's rows idx[0..n) times B, then the
+ * epilogue e (no GEMM_EPI_ADD): a compacted product written in place (a
+ * row guard's dead rows no kernel reads: runtime/cpu.c), its rows past n
+ * (up to a multiple of 32, within M) anything. A's rows are copied into
+ * buf (cpu_gemm_given_rows_scratch floats) a chunk at a time; returns
+ * whether in one: then buf starts with the n rows, in order. */
+bool cpu_gemm_rows_into(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t K, const float *B, bool trans_b,
+                        int64_t N, float *C, const GemmEpilogue *e, const int32_t *idx, int64_t n, float *buf);
 
 /* For kernels that call the GEMM library themselves from the pool's
  * threads: takes cpu_gemm's turn and sets the library's threads per
