@@ -33,6 +33,8 @@
 #include "cpu_attention.h"
 #include "cpu_ops.h"
 #include "threadpool.h"
+
+#include <sys/mman.h>
 #include "../codegen/kernel_eval.h"
 #include "../codegen/llvm_emit.h"
 
@@ -101,6 +103,20 @@ typedef struct {
 } Cpu;
 
 static void *addr_of(const Cpu *c, ValueId v) { return (void *)compiled_addr(&c->p, (uintptr_t)c->block, v); }
+
+/* A buffer of at least `bytes` (free() frees it) on 2 MiB pages where
+ * the kernel gives them (transparent huge pages on request: the arena's
+ * GEMM operands then cost fewer TLB misses), unless BC_NO_HUGE_PAGES. */
+static void *huge_alloc(size_t bytes) {
+  size_t huge = (size_t)2 << 20;
+  if (compiled_env_on("BC_NO_HUGE_PAGES") || bytes < huge) return aligned_alloc(64, (bytes + 63) / 64 * 64);
+  bytes = (bytes + huge - 1) / huge * huge;
+  void *p = aligned_alloc(huge, bytes);
+#ifdef MADV_HUGEPAGE
+  if (p) madvise(p, bytes, MADV_HUGEPAGE); /* advice: no matter if refused */
+#endif
+  return p;
+}
 
 static bool cpu_supports(Op op) {
   (void)op;
@@ -335,7 +351,7 @@ static bool prepare(Exec *e, Diag *d) {
   if (owner && owner->p.mem.arena_bytes >= c->p.mem.arena_bytes)
     c->p.arena = (uintptr_t)owner->block + (uintptr_t)owner->p.mem.pinned_bytes;
   int64_t total = c->p.mem.pinned_bytes + (c->p.arena ? 0 : c->p.mem.arena_bytes);
-  c->block = aligned_alloc(64, (size_t)((total + 63) / 64 * 64 + 64));
+  c->block = huge_alloc((size_t)total + 64);
   if (!c->block) {
     diag_error(d, SRCLOC_NONE, "cpu: cannot allocate %lld bytes for the plan", (long long)total);
     goto fail;
@@ -425,7 +441,11 @@ static bool prepare(Exec *e, Diag *d) {
     c->rows = owner->rows; /* like the arena: the owner's steps never run at once with this one */
     c->rows_borrowed = true;
   } else if (c->rows.rows > 0 || c->rows.floats > 0) {
-    c->rows.buf = bc_malloc(sizeof(float) * (size_t)(c->rows.floats > 0 ? c->rows.floats : 1));
+    c->rows.buf = huge_alloc(sizeof(float) * (size_t)(c->rows.floats > 0 ? c->rows.floats : 1));
+    if (!c->rows.buf) {
+      diag_error(d, SRCLOC_NONE, "cpu: cannot allocate the GEMMs' row scratch");
+      goto fail;
+    }
     c->rows.live = bc_malloc((size_t)(c->rows.rows > 0 ? c->rows.rows : 1));
     c->rows.seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * c->rows.rows + 2));
   }
