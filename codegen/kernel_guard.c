@@ -197,7 +197,8 @@ static void kernels_dead_unread(const Graph *g, KernelPlan *p) {
     for (int j = 0; j < k->insts.n && unread; j++)
       if (k->insts.data[j].kind == KI_STORE) unread = dead_rows_unread(g, p, i, k->views.data[k->insts.data[j].view].value);
     k->dead_unread = unread;
-    k->compact_out = unread && k->kind == KERNEL_GEMM; /* its readers read row r at item r: so they can be led */
+    /* its readers read row r at work item r: they can be pointed at C's rows compacted */
+    k->compact_out = unread && k->kind == KERNEL_GEMM;
   }
 }
 
