@@ -4,8 +4,10 @@
 # backend (bench_step), times the same steps in PyTorch eager and
 # torch.compile (torch_ref.py), and prints bertc against PyTorch side by side.
 # Writes peak_fma.json, bertc.json, torch.json and the merged latest.json to
-# $OUT (when set) or bench/results/. See bench/README.md for what each number
-# means. Not here: correctness checks (ctest) or the GPU benchmark.
+# $OUT (when set) or bench/results/; with --rounds N, bertc and PyTorch in
+# turn N times (bertc_rK.json, torch_rK.json), each side's best round kept.
+# See bench/README.md for what each number means. Not here: correctness
+# checks (ctest) or the GPU benchmark.
 set -u -o pipefail
 
 usage() {
@@ -24,6 +26,11 @@ options:
   --steps N         timed steps per bertc configuration (default 10)
   --warmup N        untimed steps first (default 2)
   --torch-steps N   timed steps per PyTorch batch size (default 4)
+  --rounds N        time bertc and PyTorch N times, alternately (bertc,
+                    PyTorch, bertc, ...), and keep each configuration's
+                    best round on both sides (default 1): on a machine
+                    whose speed drifts (a VM sharing its cores) one round
+                    may catch a slow spell on one side only
   --no-torch        skip PyTorch
   --no-pip          do not pip install torch when it is missing (skip it)
   --no-compile      PyTorch eager only (skip torch.compile)
@@ -42,7 +49,7 @@ EOF
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build="$root/build-bench"
-do_build=1 threads=$(nproc 2>/dev/null || echo 1) steps=10 warmup=2 torch_steps=4
+do_build=1 threads=$(nproc 2>/dev/null || echo 1) steps=10 warmup=2 torch_steps=4 rounds=1
 do_torch=1 do_pip=1 do_compile=1 do_rss=1 device=cpu quick=0
 out=${OUT:-$root/bench/results}
 
@@ -56,6 +63,7 @@ while [ $# -gt 0 ]; do
     --steps) need "$@"; steps=$2; shift 2 ;;
     --warmup) need "$@"; warmup=$2; shift 2 ;;
     --torch-steps) need "$@"; torch_steps=$2; shift 2 ;;
+    --rounds) need "$@"; rounds=$2; shift 2 ;;
     --no-torch) do_torch=0; shift ;;
     --no-pip) do_pip=0; shift ;;
     --no-compile) do_compile=0; shift ;;
@@ -66,9 +74,10 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
-for n in "$threads" "$steps" "$warmup" "$torch_steps"; do
+for n in "$threads" "$steps" "$warmup" "$torch_steps" "$rounds"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "run.sh: not a count: '$n'" >&2; exit 2; }
 done
+[ "$rounds" -ge 1 ] || { echo "run.sh: --rounds must be at least 1" >&2; exit 2; }
 
 mkdir -p "$out" || exit 1
 say() { printf '\n== %s\n' "$*"; }
@@ -115,58 +124,116 @@ else
   echo "run.sh: $build/peak_fma not built; fractions of peak will be null"
 fi
 
-# ---- bertc ----
-say "bertc training steps on $device ($threads threads)"
-rm -f "$out/bertc.json"
-"$build/bench_step" --device "$device" --threads "$threads" --steps "$steps" --warmup "$warmup" \
-  "${sets[@]}" "${batches[@]}" "${peak_args[@]}" --model "$root/models/bert.yaml" \
-  --json "$out/bertc.json"
-st=$?
+# ---- bertc and PyTorch, round after round ----
+# One round of bertc's steps into $out/bertc$1.json.
 bertc_note=""
-case $st in
-  0) ;;
-  3) bertc_note="backend '$device' is not available in this build"
-     echo "run.sh: $bertc_note" ;;
-  *) bertc_note="bench_step exited with status $st"; rc=1 ;;
-esac
+bertc_round() {
+  say "bertc training steps on $device ($threads threads)${2:+, round $2 of $rounds}"
+  rm -f "$out/bertc$1.json"
+  "$build/bench_step" --device "$device" --threads "$threads" --steps "$steps" --warmup "$warmup" \
+    "${sets[@]}" "${batches[@]}" "${peak_args[@]}" --model "$root/models/bert.yaml" \
+    --json "$out/bertc$1.json"
+  local st=$?
+  case $st in
+    0) ;;
+    3) bertc_note="backend '$device' is not available in this build"
+       echo "run.sh: $bertc_note" ;;
+    *) bertc_note="bench_step exited with status $st"; rc=1 ;;
+  esac
+}
 
-# ---- PyTorch ----
 torch_note=""
-rm -f "$out/torch.json"
+have_torch=0
 if [ $do_torch = 1 ]; then
-  say "PyTorch ($threads threads)"
-  if ! python3 -c 'import torch' 2>/dev/null; then
-    if [ $do_pip = 1 ]; then
-      echo "run.sh: installing PyTorch with pip (large download)"
-      python3 -m pip install torch >"$out/pip.log" 2>&1 || echo "run.sh: pip install torch failed (see $out/pip.log)"
-    fi
+  if ! python3 -c 'import torch' 2>/dev/null && [ $do_pip = 1 ]; then
+    echo "run.sh: installing PyTorch with pip (large download)"
+    python3 -m pip install torch >"$out/pip.log" 2>&1 || echo "run.sh: pip install torch failed (see $out/pip.log)"
   fi
   if python3 -c 'import torch' 2>/dev/null; then
-    modes=(--mode eager)
-    [ $do_compile = 1 ] && modes+=(--mode compile)
-    python3 "$root/bench/torch_ref.py" --threads "$threads" --steps "$torch_steps" "${modes[@]}" \
-      "${sets[@]}" "${torch_batches[@]}" --json "$out/torch.json" ||
-      { torch_note="torch_ref.py failed"; rc=1; }
-    # peak RSS: a process's peak is its first configuration's alone, so
-    # one process per (graph, batch, mode) at bertc's configurations
-    if [ $do_rss = 1 ] && [ -f "$out/bertc.json" ]; then
-      say "PyTorch peak RSS at bertc's batches (one process each)"
-      python3 -c 'import json,sys; [print(c["graph"], c["batch"]) for c in json.load(open(sys.argv[1]))["configs"]]' \
-        "$out/bertc.json" | while read -r g b; do
-        for m in "${modes[@]}"; do
-          [ "$m" = --mode ] && continue
-          python3 "$root/bench/torch_ref.py" --threads "$threads" --steps 1 --warmup 1 --graph "$g" --batch "$b" \
-            --mode "$m" "${sets[@]}" --json "$out/torch_rss_${g}_${b}_${m}.json" >/dev/null ||
-            echo "run.sh: the memory run of PyTorch $m at $g batch $b failed"
-        done
-      done
-    fi
+    have_torch=1
   else
     torch_note="PyTorch is not installed; skipped"
     echo "run.sh: $torch_note"
   fi
 else
   torch_note="skipped (--no-torch)"
+fi
+modes=(--mode eager)
+[ $do_compile = 1 ] && modes+=(--mode compile)
+# One round of PyTorch's steps into $out/torch$1.json.
+torch_round() {
+  say "PyTorch ($threads threads)${2:+, round $2 of $rounds}"
+  rm -f "$out/torch$1.json"
+  python3 "$root/bench/torch_ref.py" --threads "$threads" --steps "$torch_steps" "${modes[@]}" \
+    "${sets[@]}" "${torch_batches[@]}" --json "$out/torch$1.json" ||
+    { torch_note="torch_ref.py failed"; rc=1; }
+}
+
+rm -f "$out/bertc.json" "$out/torch.json"
+if [ "$rounds" = 1 ]; then
+  bertc_round ""
+  [ $have_torch = 1 ] && torch_round ""
+else
+  for r in $(seq 1 "$rounds"); do
+    bertc_round "_r$r" "$r"
+    [ $have_torch = 1 ] && torch_round "_r$r" "$r"
+  done
+  # each configuration's best round (its median step) on each side
+  python3 - "$out" "$rounds" <<'EOF'
+import json, os, sys
+out, n = sys.argv[1], int(sys.argv[2])
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+ex = lambda c: c.get("examples_per_s") or 0
+runs = [r for r in (load(f"bertc_r{i}.json") for i in range(1, n + 1)) if r]
+if runs:
+    best = runs[0]
+    for i, c in enumerate(best["configs"]):
+        same = [x for r in runs for x in r["configs"] if (x["graph"], x["batch"]) == (c["graph"], c["batch"])]
+        top = dict(max(same, key=ex))
+        top["examples_per_s_rounds"] = [x.get("examples_per_s") for x in same]
+        best["configs"][i] = top
+    best["rounds"] = len(runs)
+    with open(os.path.join(out, "bertc.json"), "w") as f:
+        json.dump(best, f, indent=2)
+runs = [r for r in (load(f"torch_r{i}.json") for i in range(1, n + 1)) if r]
+if runs:
+    best = runs[0]
+    for g, modes in (best.get("graphs") or {}).items():
+        for m, e in modes.items():
+            for b in list((e.get("by_batch") or {}).keys()):
+                same = [(((r.get("graphs") or {}).get(g) or {}).get(m) or {}).get("by_batch", {}).get(b) for r in runs]
+                same = [x for x in same if x]
+                top = dict(max(same, key=ex))
+                top["examples_per_s_rounds"] = [x.get("examples_per_s") for x in same]
+                e["by_batch"][b] = top
+            ok = [x for x in e["by_batch"].values() if x.get("examples_per_s")]
+            if ok:
+                top = max(ok, key=ex)
+                e["best_batch"], e["best_examples_per_s"] = top["batch"], top["examples_per_s"]
+    best["rounds"] = len(runs)
+    with open(os.path.join(out, "torch.json"), "w") as f:
+        json.dump(best, f, indent=2)
+EOF
+fi
+
+# peak RSS: a process's peak is its first configuration's alone, so one
+# PyTorch process per (graph, batch, mode) at bertc's configurations
+if [ $have_torch = 1 ] && [ $do_rss = 1 ] && [ -f "$out/bertc.json" ]; then
+  say "PyTorch peak RSS at bertc's batches (one process each)"
+  python3 -c 'import json,sys; [print(c["graph"], c["batch"]) for c in json.load(open(sys.argv[1]))["configs"]]' \
+    "$out/bertc.json" | while read -r g b; do
+    for m in "${modes[@]}"; do
+      [ "$m" = --mode ] && continue
+      python3 "$root/bench/torch_ref.py" --threads "$threads" --steps 1 --warmup 1 --graph "$g" --batch "$b" \
+        --mode "$m" "${sets[@]}" --json "$out/torch_rss_${g}_${b}_${m}.json" >/dev/null ||
+        echo "run.sh: the memory run of PyTorch $m at $g batch $b failed"
+    done
+  done
 fi
 
 # ---- side by side ----
