@@ -178,55 +178,16 @@ else
     bertc_round "_r$r" "$r"
     [ $have_torch = 1 ] && torch_round "_r$r" "$r"
   done
-  # each configuration's best round (its median step) on each side
-  python3 - "$out" "$rounds" <<'EOF'
-import json, os, sys
-out, n = sys.argv[1], int(sys.argv[2])
-def load(name):
-    try:
-        with open(os.path.join(out, name)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-ex = lambda c: c.get("examples_per_s") or 0
-runs = [r for r in (load(f"bertc_r{i}.json") for i in range(1, n + 1)) if r]
-if runs:
-    best = runs[0]
-    for i, c in enumerate(best["configs"]):
-        same = [x for r in runs for x in r["configs"] if (x["graph"], x["batch"]) == (c["graph"], c["batch"])]
-        top = dict(max(same, key=ex))
-        top["examples_per_s_rounds"] = [x.get("examples_per_s") for x in same]
-        best["configs"][i] = top
-    best["rounds"] = len(runs)
-    with open(os.path.join(out, "bertc.json"), "w") as f:
-        json.dump(best, f, indent=2)
-runs = [r for r in (load(f"torch_r{i}.json") for i in range(1, n + 1)) if r]
-if runs:
-    best = runs[0]
-    for g, modes in (best.get("graphs") or {}).items():
-        for m, e in modes.items():
-            for b in list((e.get("by_batch") or {}).keys()):
-                same = [(((r.get("graphs") or {}).get(g) or {}).get(m) or {}).get("by_batch", {}).get(b) for r in runs]
-                same = [x for x in same if x]
-                top = dict(max(same, key=ex))
-                top["examples_per_s_rounds"] = [x.get("examples_per_s") for x in same]
-                e["by_batch"][b] = top
-            ok = [x for x in e["by_batch"].values() if x.get("examples_per_s")]
-            if ok:
-                top = max(ok, key=ex)
-                e["best_batch"], e["best_examples_per_s"] = top["batch"], top["examples_per_s"]
-    best["rounds"] = len(runs)
-    with open(os.path.join(out, "torch.json"), "w") as f:
-        json.dump(best, f, indent=2)
-EOF
 fi
 
 # peak RSS: a process's peak is its first configuration's alone, so one
 # PyTorch process per (graph, batch, mode) at bertc's configurations
-if [ $have_torch = 1 ] && [ $do_rss = 1 ] && [ -f "$out/bertc.json" ]; then
+first="$out/bertc.json"
+[ "$rounds" = 1 ] || first="$out/bertc_r1.json"
+if [ $have_torch = 1 ] && [ $do_rss = 1 ] && [ -f "$first" ]; then
   say "PyTorch peak RSS at bertc's batches (one process each)"
   python3 -c 'import json,sys; [print(c["graph"], c["batch"]) for c in json.load(open(sys.argv[1]))["configs"]]' \
-    "$out/bertc.json" | while read -r g b; do
+    "$first" | while read -r g b; do
     for m in "${modes[@]}"; do
       [ "$m" = --mode ] && continue
       python3 "$root/bench/torch_ref.py" --threads "$threads" --steps 1 --warmup 1 --graph "$g" --batch "$b" \
@@ -238,9 +199,9 @@ fi
 
 # ---- side by side ----
 say "bertc vs PyTorch"
-BERTC_NOTE="$bertc_note" TORCH_NOTE="$torch_note" python3 - "$out" <<'EOF'
+BERTC_NOTE="$bertc_note" TORCH_NOTE="$torch_note" python3 - "$out" "$rounds" <<'EOF'
 import json, os, sys, time
-out = sys.argv[1]
+out, n_rounds = sys.argv[1], int(sys.argv[2])
 
 def load(name):
     try:
@@ -248,6 +209,42 @@ def load(name):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+def save(name, x):
+    with open(os.path.join(out, name), "w") as f:
+        json.dump(x, f, indent=2)
+
+# --rounds: each configuration's best round (its median step) on each
+# side, the rounds' examples/s listed with it
+ex = lambda c: c.get("examples_per_s") or 0
+def best_of(same):
+    top = dict(max(same, key=ex))
+    top["examples_per_s_rounds"] = [x.get("examples_per_s") for x in same]
+    return top
+if n_rounds > 1:
+    runs = [r for r in (load(f"bertc_r{i}.json") for i in range(1, n_rounds + 1)) if r]
+    if runs:
+        best = runs[0]
+        best["configs"] = [best_of([x for r in runs for x in r["configs"]
+                                    if (x["graph"], x["batch"]) == (c["graph"], c["batch"])])
+                           for c in best["configs"]]
+        best["rounds"] = len(runs)
+        save("bertc.json", best)
+    runs = [r for r in (load(f"torch_r{i}.json") for i in range(1, n_rounds + 1)) if r]
+    if runs:
+        best = runs[0]
+        for g, modes in (best.get("graphs") or {}).items():
+            for m, e in modes.items():
+                by = e.get("by_batch") or {}
+                for b in list(by):
+                    by[b] = best_of([x for x in ((((r.get("graphs") or {}).get(g) or {}).get(m) or {})
+                                                 .get("by_batch", {}).get(b) for r in runs) if x])
+                ok = [x for x in by.values() if x.get("examples_per_s")]
+                if ok:
+                    top = max(ok, key=ex)
+                    e["best_batch"], e["best_examples_per_s"] = top["batch"], top["examples_per_s"]
+        best["rounds"] = len(runs)
+        save("torch.json", best)
 
 bertc, torch_r, peak = load("bertc.json"), load("torch.json"), load("peak_fma.json")
 merged = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "bertc": bertc, "torch": torch_r,
