@@ -595,6 +595,7 @@ void kernel_plan_print(const Graph *g, const KernelPlan *p, FILE *f) {
       const RowGuard *rg = &p->guards.list.data[k->guard];
       fprintf(f, " rows guarded by %s%s", rg->parent >= 0 ? "the rows read of " : "", g->values.data[rg->input].name);
       if (rg->seq > 0) fprintf(f, " (positions of %lld)", (long long)rg->seq);
+      if (rg->n_rows > 0) fprintf(f, " (rows %lld to %lld)", (long long)rg->row0, (long long)(rg->row0 + rg->n_rows));
       if (k->dead_unread) fprintf(f, ", dead rows unread");
       if (k->compact_out) fprintf(f, ", written compacted");
     }

@@ -5,9 +5,9 @@
  * iteration domain, per value whether it needs a buffer.
  *
  * Rules, applied in node order:
- *  - A view, generator or pointwise node whose value nothing keeps and no
- *    live node reads is dead (mark_dead): no kernel computes it (the
- *    originals chunk.c leaves behind).
+ *  - A node without side effects whose value nothing keeps and no live
+ *    node reads is dead (mark_dead): no kernel computes it (the originals
+ *    row_blocks.c and chunk.c leave behind).
  *  - Views (broadcast, permute, slice) and generators (constant, iota,
  *    random) whose readers are all loop-kind nodes are folded into their
  *    readers: a view becomes strides on a load, a generator is recomputed;
@@ -132,16 +132,15 @@ static bool can_join(const Fuser *F, const Node *n, int G) {
   return true;
 }
 
-/* Dead nodes: a view, generator or pointwise node whose value nothing
- * keeps and no live node reads (the originals chunk.c leaves behind) is
- * never computed: folded, with no reader to recompute it. */
+/* Dead nodes: a node without side effects whose value nothing keeps and
+ * no live node reads (the originals row_blocks.c and chunk.c leave behind)
+ * is never computed: folded, with no reader to recompute it. */
 static void mark_dead(Fuser *F) {
   const Graph *g = F->g;
   int *live_reads = bc_calloc((size_t)g->values.n + 1, sizeof(int));
   for (int i = g->nodes.n - 1; i >= 0; i--) {
     const Node *n = &g->nodes.data[i];
-    F->dead[i] = (is_view(n->op) || is_generator(n->op) || is_pointwise(n->op)) && !F->required[n->out] &&
-                 live_reads[n->out] == 0;
+    F->dead[i] = !(op_info[n->op].flags & OPF_SIDE_EFFECT) && !F->required[n->out] && live_reads[n->out] == 0;
     if (F->dead[i]) continue;
     for (int j = 0; j < n->n_in; j++) live_reads[n->in[j]]++;
   }

@@ -60,6 +60,10 @@ bool narrow_run(Graph *g, Diag *d);
 typedef struct {
   ValueId input;
   int64_t seq; /* 0: weights; else lengths over seq positions */
+  /* weights: over the input's elements [row0, row0 + n_rows) (n_rows 0:
+   * all of them); a slice of the rows of a value guarded by all of them
+   * (row_blocks.c's blocks) */
+  int64_t row0, n_rows;
   /* picked: over the same rows as the lengths guard `parent` (input's
    * data unused), live only where read (read_rows, t_live): an encoder's
    * last layer, whose output is read at the MLM positions and <cls>. Every
@@ -127,6 +131,15 @@ bool schedule_run(Graph *g, Diag *d);
  * inputs are live there anyway are recomputed by copies of their nodes
  * placed before those readers, instead of being stored. */
 bool remat_run(Graph *g, Diag *d);
+
+/* row_blocks.c — row blocks (plan stage, after remat): a large GEMM output
+ * and what is computed from it row by row (the MLM logits, their
+ * cross-entropy and its gradient) are made one block of rows at a time,
+ * where the GEMM ran; the readers that sum over the rows get the blocks'
+ * sum, the others the blocks concatenated. block_bytes <= 0:
+ * ROW_BLOCK_BYTES. */
+enum { ROW_BLOCK_BYTES = 48 << 20 };
+bool row_blocks_run(Graph *g, int64_t block_bytes, Diag *d);
 
 /* chunk.c — column blocks (plan stage, after remat): a large pointwise
  * value read only by GEMMs and column sums (the MLM logits' gradient) is
@@ -202,6 +215,7 @@ typedef struct {
   bool train;         /* autodiff + optimizer */
   AdamOptions adam;
   OptSwitches off;        /* optimizations switched off (BC_NO_<NAME>=1) */
+  int64_t row_block_bytes; /* row_blocks.c's block size (BC_ROW_BLOCK_BYTES; 0 = ROW_BLOCK_BYTES) */
   int64_t chunk_bytes;    /* chunk.c's block size (BC_CHUNK_BYTES; 0 = CHUNK_BYTES) */
   bool verify;            /* check after every stage (BC_VERIFY=1; debug builds: unless BC_VERIFY=0) */
   const char *dump_after; /* stage name, "all", or NULL (BC_DUMP) */

@@ -1,7 +1,7 @@
 /* pipeline.c — the whole middle end as one ordered table of named stages,
  * all working on one Plan (passes.h):
  *
- *   expand  narrow  autodiff  optim  simplify  schedule | remat  chunk  fuse  lower  memplan
+ *   expand  narrow  autodiff  optim  simplify  schedule | remat  row_blocks  chunk  fuse  lower  memplan
  *   ------------------- graph stages ------------------ | ---------- plan stages ----------
  *
  * The graph stages end in the Graph an Exec keeps (every backend); compiled
@@ -145,6 +145,10 @@ static bool run_remat(Plan *p, const CompileOptions *o, Diag *d) {
   return remat_run(&p->graph, d);
 }
 
+static bool run_row_blocks(Plan *p, const CompileOptions *o, Diag *d) {
+  return row_blocks_run(&p->graph, o->row_block_bytes, d);
+}
+
 static bool run_chunk(Plan *p, const CompileOptions *o, Diag *d) { return chunk_run(&p->graph, o->chunk_bytes, d); }
 
 static bool run_fuse(Plan *p, const CompileOptions *o, Diag *d) {
@@ -183,6 +187,7 @@ static const Stage stages[] = {
     {"simplify", PHASE_GRAPH, false, OFF(simplify), true, run_simplify, check_graph, dump_graph},
     {"schedule", PHASE_GRAPH, false, OFF(schedule), true, run_schedule, check_graph, dump_schedule},
     {"remat", PHASE_PLAN, false, OFF(remat), true, run_remat, check_graph, dump_graph},
+    {"row_blocks", PHASE_PLAN, false, OFF(row_blocks), true, run_row_blocks, check_graph, dump_graph},
     {"chunk", PHASE_PLAN, false, OFF(chunk), true, run_chunk, check_graph, dump_graph},
     {"fuse", PHASE_PLAN, false, OFF(fuse), false, run_fuse, check_fuse, dump_fuse},
     {"lower", PHASE_PLAN, false, -1, false, run_lower, NULL, NULL},
@@ -220,6 +225,8 @@ void compile_options_default(CompileOptions *o) {
 #else
   o->verify = env_on("BC_VERIFY");
 #endif
+  const char *row_block = getenv("BC_ROW_BLOCK_BYTES");
+  o->row_block_bytes = row_block && *row_block ? strtoll(row_block, NULL, 10) : 0;
   const char *chunk = getenv("BC_CHUNK_BYTES");
   o->chunk_bytes = chunk && *chunk ? strtoll(chunk, NULL, 10) : 0;
   const char *dump = getenv("BC_DUMP");

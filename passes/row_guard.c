@@ -2,7 +2,8 @@
  * row guard (passes.h: RowGuard) names an input and how its entries mark
  * rows dead:
  *  - weights (f32, at least two elements): row r is dead where input[r]
- *    is 0: pretraining's MLM slots of weight 0;
+ *    is 0: pretraining's MLM slots of weight 0; or where input[row0 + r]
+ *    is 0, over a slice of them (row_blocks.c's blocks of those slots);
  *  - lengths (an attention's valid_len, i32 [B]) with a sequence length T:
  *    row (b, t) of B*T is dead where t >= input[b]: padding tokens;
  *  - picked, over the rows of a lengths guard (its parent): every row is
@@ -64,17 +65,21 @@ typedef struct {
 static int64_t numel_of(const Graph *g, ValueId v) { return shape_numel(&g->values.data[v].shape); }
 
 int64_t row_guard_rows(const Graph *g, const RowGuard *rg) {
-  return rg->seq > 0 ? g->values.data[rg->input].shape.dim[0] * rg->seq : numel_of(g, rg->input);
+  if (rg->seq > 0) return g->values.data[rg->input].shape.dim[0] * rg->seq;
+  return rg->n_rows > 0 ? rg->n_rows : numel_of(g, rg->input);
 }
 
-/* The (not picked) guard of (input, seq), added if new. */
-static int guard_id(Guards *G, ValueId input, int64_t seq) {
-  for (int i = 0; i < G->r->list.n; i++)
-    if (G->r->list.data[i].input == input && G->r->list.data[i].seq == seq && G->r->list.data[i].parent < 0)
-      return i;
-  vec_push(&G->r->list, ((RowGuard){.input = input, .seq = seq, .parent = -1}));
+/* The (not picked) guard of (input, seq) over rows [row0, row0 + n_rows)
+ * of weights, added if new. */
+static int guard_id_rows(Guards *G, ValueId input, int64_t seq, int64_t row0, int64_t n_rows) {
+  for (int i = 0; i < G->r->list.n; i++) {
+    const RowGuard *rg = &G->r->list.data[i];
+    if (rg->input == input && rg->seq == seq && rg->parent < 0 && rg->row0 == row0 && rg->n_rows == n_rows) return i;
+  }
+  vec_push(&G->r->list, ((RowGuard){.input = input, .seq = seq, .parent = -1, .row0 = row0, .n_rows = n_rows}));
   return G->r->list.n - 1;
 }
+static int guard_id(Guards *G, ValueId input, int64_t seq) { return guard_id_rows(G, input, seq, 0, 0); }
 
 bool row_guard_finer(const RowGuards *r, int a, int b) {
   return a >= 0 && b >= 0 && (a == b || r->list.data[a].parent == b);
@@ -198,6 +203,13 @@ static bool query_guard(Guards *G, const Node *n, int w) {
  * a scatter-add, a select of one position. -1: none of these. */
 static int zero_special(Guards *G, const Node *n) {
   const Graph *g = G->g;
+  int wz = n->op == OP_SLICE && n->a.axis == 0 ? G->zero[n->in[0]] : -1;
+  if (wz >= 0 && G->r->list.data[wz].seq == 0 && G->r->list.data[wz].read_rows.n == 0 &&
+      g->values.data[n->in[0]].shape.dim[0] == row_guard_rows(g, &G->r->list.data[wz])) {
+    /* rows [start, end) of a value zero under weights: zero under those weights */
+    const RowGuard *rg = &G->r->list.data[wz];
+    return guard_id_rows(G, rg->input, 0, rg->row0 + n->a.start, n->a.end - n->a.start);
+  }
   if (n->op == OP_SLICE && n->a.axis == 0 && g->values.data[n->in[0]].node >= 0) {
     const Node *p = &g->nodes.data[g->values.data[n->in[0]].node];
     if (p->op != OP_ATTENTION_GRAD) return -1;
@@ -435,7 +447,7 @@ int64_t row_guard_live(const Graph *g, const RowGuard *rg, const void *input, co
         for (int64_t t = rg->t_live.data[k]; t < rg->t_live.data[k + 1] && t < rg->seq; t++)
           if (t >= 0) live[b * rg->seq + t] = 1;
   } else {
-    const float *w = input;
+    const float *w = (const float *)input + rg->row0;
     for (int64_t r = 0; r < rows; r++) live[r] = w[r] != 0.0f;
   }
   for (int k = 0; k < rg->read_rows.n; k++) {

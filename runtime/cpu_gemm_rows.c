@@ -288,6 +288,10 @@ enum { GIVEN_BLOCK_FLOATS = 128 << 10 };
 /* Floats of A's compacted rows at a time: more live rows than fit are
  * compacted and multiplied a chunk of rows after another. */
 enum { GIVEN_CHUNK_FLOATS = 2 << 20 };
+/* K from which B's packing per call outweighs C's blocks staying in cache:
+ * one block per thread, and chunks of at least as many rows as the
+ * threads' blocks together. */
+enum { GIVEN_LONG_K = 2048 };
 
 typedef struct {
   GemmLib lib;
@@ -307,10 +311,13 @@ typedef struct {
 /* The blocks of the compacted product (n_pad x N): at most
  * GIVEN_BLOCK_FLOATS each, columns a multiple of 16 (all of them when
  * few), rows a multiple of GIVEN_ROUND, and at least two per thread. */
-static void given_blocks(int64_t n_pad, int64_t N, int threads, int64_t *mb, int64_t *nb) {
+static void given_blocks(int64_t n_pad, int64_t N, int64_t K, int threads, int64_t *mb, int64_t *nb) {
   *nb = N < 256 ? N : 256;
   int64_t rows = GIVEN_BLOCK_FLOATS / *nb, col_blocks = (N + *nb - 1) / *nb;
-  int64_t want = (2 * threads + col_blocks - 1) / col_blocks; /* row blocks for two items per thread */
+  /* row blocks for two items per thread; one where K is long (each call
+   * packs its K x nb block of B anew) */
+  int64_t per_thread = K >= GIVEN_LONG_K ? 1 : 2;
+  int64_t want = (per_thread * threads + col_blocks - 1) / col_blocks;
   int64_t split = (n_pad + want - 1) / want;
   if (split < rows) rows = split;
   rows = (rows + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
@@ -319,9 +326,10 @@ static void given_blocks(int64_t n_pad, int64_t N, int threads, int64_t *mb, int
 
 /* Compacted rows per chunk: all n_pad, or as many whole row blocks of mb
  * as GIVEN_CHUNK_FLOATS holds (one at least). */
-static int64_t given_chunk(int64_t n_pad, int64_t K, int64_t mb) {
+static int64_t given_chunk(int64_t n_pad, int64_t K, int64_t mb, int threads) {
   int64_t rows = GIVEN_CHUNK_FLOATS / (K > 0 ? K : 1) / mb * mb;
-  rows = rows < mb ? mb : rows;
+  int64_t least = K >= GIVEN_LONG_K ? threads * mb : mb;
+  rows = rows < least ? least : rows;
   return rows < n_pad ? rows : n_pad;
 }
 
@@ -412,7 +420,7 @@ bool cpu_gemm_rows_into(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t
                         int64_t N, float *C, const GemmEpilogue *e, const int32_t *idx, int64_t n, float *buf) {
   int64_t n_pad = (n + GIVEN_ROUND - 1) / GIVEN_ROUND * GIVEN_ROUND;
   GivenJob j = {.A = A, .As = buf, .K = K, .n = n, .idx = idx};
-  int64_t chunk = given_chunk(n_pad, K, GIVEN_ROUND);
+  int64_t chunk = given_chunk(n_pad, K, GIVEN_ROUND, 1);
   Shape bs = trans_b ? shape_of(2, (int)N, (int)K) : shape_of(2, (int)K, (int)N);
   for (j.c0 = 0; j.c0 < n; j.c0 += chunk) {
     /* rows rounded up within the chunk and C (fewer shapes for the
@@ -452,9 +460,9 @@ bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
     cpu_gemm_unlock();
     return false;
   }
-  given_blocks(n_pad, N, pool_n_threads(p), &j.mb, &j.nb);
+  given_blocks(n_pad, N, K, pool_n_threads(p), &j.mb, &j.nb);
   j.n_col_blocks = (N + j.nb - 1) / j.nb;
-  int64_t chunk = given_chunk(n_pad, K, j.mb);
+  int64_t chunk = given_chunk(n_pad, K, j.mb, pool_n_threads(p));
   j.Cs = buf + chunk * K;
   for (j.c0 = 0; j.c0 < n_pad; j.c0 += chunk) {
     j.cn = n_pad - j.c0 < chunk ? n_pad - j.c0 : chunk;

@@ -1,0 +1,150 @@
+/* test_row_blocks.c — row blocks (passes/row_blocks.c) and what they rest
+ * on: the MLM logits made, reduced and differentiated a block of rows at a
+ * time, never whole in the arena; each block's kernels guarded by its
+ * slice of the loss weights (row_guard.c); the original nodes, matmuls and
+ * reductions among them, computed by no kernel (fuse.c's dead nodes).
+ * Their values against interp: test_cpu row_blocks_match_interp. */
+#include "codegen/kernel.h"
+#include "passes/passes.h"
+#include "tests/test.h"
+
+/* The pretrain training step's plan with these settings and row block size
+ * (0: the default), row blocks on or off. */
+static bool build(const Setting *sets, int n_sets, int64_t block_bytes, bool off, Graph *eg, KernelPlan *plan,
+                  MemPlan *mem) {
+  CompileOptions o;
+  compile_options_default(&o);
+  o.model_path = BC_SOURCE_DIR "/models/bert.yaml";
+  o.graph_name = "pretrain";
+  o.train = true;
+  o.sets = sets;
+  o.n_sets = n_sets;
+  o.row_block_bytes = block_bytes;
+  static const char *const none[] = {NULL}; /* as the trainer: the logits would be stored whole */
+  o.outputs = none;
+  o.off.row_blocks = off;
+  Diag d;
+  diag_init(&d);
+  Graph g;
+  bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, &o, eg, plan, mem, &d);
+  if (!ok) diag_print(&d, stderr);
+  else graph_free(&g);
+  diag_free(&d);
+  return ok;
+}
+
+static void release(Graph *g, KernelPlan *p, MemPlan *m) {
+  memplan_free(m);
+  kernel_plan_free(p);
+  graph_free(g);
+}
+
+static int64_t largest_arena_buffer(const Graph *g, const MemPlan *m) {
+  int64_t big = 0;
+  for (int v = 0; v < g->values.n; v++)
+    if (m->slots[v].kind == MEM_ARENA && m->slots[v].alias_of < 0 && m->slots[v].bytes > big) big = m->slots[v].bytes;
+  return big;
+}
+
+/* Kernels computing a node whose value nothing reads and nothing keeps. */
+static int computed_unread(const Graph *g, const KernelPlan *p) {
+  int *readers = calloc((size_t)g->values.n, sizeof(int));
+  for (int i = 0; i < g->nodes.n; i++)
+    for (int k = 0; k < g->nodes.data[i].n_in; k++) readers[g->nodes.data[i].in[k]]++;
+  int n = 0;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.data[i];
+    for (int j = 0; j < k->nodes.n; j++) {
+      const Node *nd = &g->nodes.data[k->nodes.data[j]];
+      if (readers[nd->out] == 0 && !p->materialized[nd->out] && nd->op != OP_ASSIGN) {
+        fprintf(stderr, "  %s computes '%s', which nothing reads\n", k->name, g->values.data[nd->out].name);
+        n++;
+      }
+    }
+  }
+  free(readers);
+  return n;
+}
+
+/* The GEMM kernels making [rows, vocab] logits, in order: their rows and
+ * the first weight row of their guard (-1: none). */
+static int logits_gemms(const Graph *g, const KernelPlan *p, int64_t vocab, int64_t *rows, int64_t *row0, int max) {
+  int n = 0;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.data[i];
+    const Node *nd = &g->nodes.data[k->first_node];
+    const Shape *s = &g->values.data[nd->out].shape;
+    if (k->kind != KERNEL_GEMM || nd->a.trans_a || s->rank != 2 || s->dim[1] != vocab) continue;
+    if (n < max) {
+      rows[n] = s->dim[0];
+      const RowGuard *rg = k->guard >= 0 ? &p->guards.list.data[k->guard] : NULL;
+      row0[n] = rg && rg->seq == 0 && rg->n_rows == s->dim[0] ? rg->row0 : -1;
+    }
+    n++;
+  }
+  return n;
+}
+
+/* pretrain at batch 64: the logits are [1216, 20256], 98.5 MB; two blocks
+ * of 608 rows, each GEMM guarded by its half of the loss weights. The
+ * arena is at most a quarter of the intermediates (the goal), and smaller
+ * than without blocks by more than a quarter of the logits. */
+TEST(mlm_logits_are_made_by_row_blocks) {
+  static const Setting batch64[] = {{"batch", "64"}};
+  Graph g, g0;
+  KernelPlan p, p0;
+  MemPlan m, m0;
+  if (!build(batch64, 1, 0, false, &g, &p, &m) || !build(batch64, 1, 0, true, &g0, &p0, &m0)) {
+    CHECK(0);
+    return;
+  }
+  int64_t whole = (int64_t)1216 * 20256 * 4, rows[4], row0[4];
+  CHECK_MSG(largest_arena_buffer(&g0, &m0) >= whole, "without blocks the logits are one buffer");
+  CHECK_EQ_INT(logits_gemms(&g0, &p0, 20256, rows, row0, 4), 1);
+  CHECK_EQ_INT(logits_gemms(&g, &p, 20256, rows, row0, 4), 2);
+  CHECK_EQ_INT(rows[0], 608);
+  CHECK_EQ_INT(rows[1], 608);
+  CHECK_EQ_INT(row0[0], 0);
+  CHECK_EQ_INT(row0[1], 608);
+  CHECK_MSG(largest_arena_buffer(&g, &m) <= whole / 2, "largest buffer %lld bytes",
+            (long long)largest_arena_buffer(&g, &m));
+  CHECK_MSG(m.arena_bytes * 4 <= m.sum_intermediate_bytes, "arena %lld of %lld bytes", (long long)m.arena_bytes,
+            (long long)m.sum_intermediate_bytes);
+  CHECK_MSG(m0.arena_bytes - m.arena_bytes > whole / 4, "arena %lld bytes, %lld without blocks",
+            (long long)m.arena_bytes, (long long)m0.arena_bytes);
+  CHECK_EQ_INT(computed_unread(&g, &p), 0);
+  release(&g, &p, &m);
+  release(&g0, &p0, &m0);
+}
+
+/* The tiny model with a vocabulary of 64 and 768-byte blocks: its [8, 64]
+ * logits in blocks of 3, 3 and 2 rows, guarded by weight rows 0, 3 and 6
+ * on; one GEMM without the switch. */
+TEST(small_blocks_and_the_switch) {
+  static const Setting tiny[] = {{"vocab", "64"}, {"hidden", "8"},  {"ffn", "16"},   {"heads", "2"},
+                                 {"layers", "2"},  {"max_len", "12"}, {"n_pred", "2"}, {"batch", "4"}};
+  for (int off = 0; off < 2; off++) {
+    Graph g;
+    KernelPlan p;
+    MemPlan m;
+    bool ok = build(tiny, 8, 768, off, &g, &p, &m);
+    CHECK(ok);
+    if (!ok) return;
+    int64_t rows[4], row0[4];
+    int n = logits_gemms(&g, &p, 64, rows, row0, 4);
+    if (off) {
+      CHECK_EQ_INT(n, 1);
+      CHECK_EQ_INT(rows[0], 8);
+    } else {
+      CHECK_EQ_INT(n, 3);
+      for (int b = 0; b < 3 && b < n; b++) {
+        CHECK_EQ_INT(rows[b], b < 2 ? 3 : 2);
+        CHECK_EQ_INT(row0[b], 3 * b);
+      }
+    }
+    CHECK_EQ_INT(computed_unread(&g, &p), 0);
+    release(&g, &p, &m);
+  }
+}
+
+TEST_MAIN()
