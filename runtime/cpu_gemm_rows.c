@@ -289,8 +289,8 @@ enum { GIVEN_BLOCK_FLOATS = 128 << 10 };
  * compacted and multiplied a chunk of rows after another. */
 enum { GIVEN_CHUNK_FLOATS = 2 << 20 };
 /* K from which B's packing per call outweighs C's blocks staying in cache:
- * one block per thread, and chunks of at least as many rows as the
- * threads' blocks together. */
+ * one block per thread, and chunks of a block more than fits in
+ * GIVEN_CHUNK_FLOATS where that leaves a thread idle. */
 enum { GIVEN_LONG_K = 2048 };
 
 typedef struct {
@@ -328,7 +328,9 @@ static void given_blocks(int64_t n_pad, int64_t N, int64_t K, int threads, int64
  * as GIVEN_CHUNK_FLOATS holds (one at least). */
 static int64_t given_chunk(int64_t n_pad, int64_t K, int64_t mb, int threads) {
   int64_t rows = GIVEN_CHUNK_FLOATS / (K > 0 ? K : 1) / mb * mb;
-  int64_t least = K >= GIVEN_LONG_K ? threads * mb : mb;
+  /* long K: a block more when the threads' blocks need it (the scratch
+   * holds GIVEN_CHUNK_FLOATS / K rows and a block of at most mb_max) */
+  int64_t least = K >= GIVEN_LONG_K && rows < threads * mb ? rows + mb : mb;
   rows = rows < least ? least : rows;
   return rows < n_pad ? rows : n_pad;
 }

@@ -249,12 +249,15 @@ static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bo
     }
   int32_t *seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * M + 2));
   GemmEpilogue e = {2, {{GEMM_EPI_BIAS, bias}, {GEMM_EPI_RELU, NULL}}};
-  int64_t floats = cpu_gemm_given_rows_scratch(M, N, K, pool_n_threads(p));
-  float *buf = bc_malloc(sizeof(float) * (size_t)floats);
+  int64_t floats = cpu_gemm_given_rows_scratch(M, N, K, pool_n_threads(p)), canary = 1 << 18;
+  float *buf = bc_malloc(sizeof(float) * (size_t)(floats + canary));
   for (int64_t i = 0; i < floats; i++) buf[i] = NAN; /* the rounding's rows hold NaN: they must go nowhere */
+  for (int64_t i = floats; i < floats + canary; i++) buf[i] = 1234.5f; /* past the scratch: untouched */
   cpu_gemm_given_rows(p, lib, A, M, K, B, tb, N, C, epi ? &e : NULL, live, idx, n, n_runs, seg, runs ? NULL : buf,
                       zero_dead);
   bool ok = true;
+  for (int64_t i = floats; i < floats + canary && ok; i++)
+    if (buf[i] != 1234.5f) ok = false, fprintf(stderr, "  M %lld K %lld: wrote past the scratch\n", (long long)M, (long long)K);
   for (int64_t i = 0; i < M && ok; i++) {
     bool unwritten = !live[i] && !zero_dead;
     for (int64_t j = 0; j < N && unwritten; j++) unwritten = C[i * N + j] != C[i * N + j];
@@ -301,6 +304,9 @@ TEST(given_rows_match_the_dense_product) {
         /* more live rows than one chunk of copies holds (2M floats): K
          * of 4096, 288-row chunks */
         CHECK(given_case(p, lib, 1500, 48, 4096, false, true, 19, 12, runs, true));
+        /* long K, all rows live: one block per thread, chunks no larger
+         * than the scratch holds (3 blocks of 544 rows would not fit) */
+        if (threads == 3 && !runs) CHECK(given_case(p, lib, 1600, 128, 4096, false, false, 1, 1, runs, true));
         /* dead rows no one reads: left unwritten */
         CHECK(given_case(p, lib, 190, 700, 24, false, true, 19, 12, runs, false));
         CHECK(given_case(p, lib, 1024, 48, 40, false, true, 128, 100, runs, false));
