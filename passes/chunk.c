@@ -26,7 +26,11 @@
  *    columns or rows (d W = h^T X; d b = sum(X, 0)), the block of the
  *    output, the blocks concatenated.
  * The reader node itself becomes a reshape of the sum or concatenation,
- * so every value id keeps its meaning. X and the copies' originals are
+ * so every value id keeps its meaning. Where a concatenated reader's
+ * output is only added to another reader's blocks concatenated alike (d W
+ * of row_blocks.c's blocks, summed over them), each block is added to its
+ * namesake instead (its GEMM accumulating into it), and the add becomes a
+ * reshape: one concatenation, no pass adding the wholes. X and the copies' originals are
  * left unread: fuse does not compute them (dead nodes).
  *
  * X qualifies when it is f32 [M, N], not kept (an output, the loss, a
@@ -60,6 +64,11 @@ typedef struct {
   int slice_axis;  /* its axis along X's columns */
   ValueId acc;     /* READ_SUM: the sum so far */
   VEC(ValueId) parts; /* READ_CONCAT*: the blocks */
+  /* READ_CONCAT*: the add that sums the output with an earlier reader's
+   * blocks concatenated alike (row_blocks.c's sum over row blocks), and
+   * those blocks; each block is then added to its namesake (-1: none) */
+  NodeId fold;
+  const ValueId *fold_parts;
 } Reader;
 
 typedef struct {
@@ -222,6 +231,48 @@ static void mark_kept(const Chunker *C, bool *kept) {
     if (g->nodes.data[i].op == OP_RESHAPE && kept[g->nodes.data[i].out]) kept[g->nodes.data[i].in[0]] = true;
 }
 
+/* The value v through reshapes of its own shape. */
+static ValueId through_reshapes(const Graph *g, ValueId v) {
+  const Shape *s = &g->values.data[v].shape;
+  for (;;) {
+    NodeId p = g->values.data[v].node;
+    if (p < 0 || g->nodes.data[p].op != OP_RESHAPE) return v;
+    ValueId in = g->nodes.data[p].in[0];
+    if (!shape_eq(&g->values.data[in].shape, s)) return v;
+    v = in;
+  }
+}
+
+/* For a READ_CONCAT reader whose output one add alone reads, with an
+ * earlier reader's blocks concatenated alike (n_blocks of them, along the
+ * same axis) as its other operand: that add, and R->fold_parts those
+ * blocks. -1: none. */
+static NodeId find_fold(const Chunker *C, Reader *R, int n_blocks, int64_t cols) {
+  const Graph *g = C->g;
+  ValueId out = g->nodes.data[R->node].out;
+  if (C->n_readers[out] != 1 || C->kept[out]) return -1;
+  for (NodeId i = R->node + 1; i < g->nodes.n; i++) {
+    const Node *a = &g->nodes.data[i];
+    int slot = a->n_in == 2 && a->in[0] == out ? 0 : a->n_in == 2 && a->in[1] == out ? 1 : -1;
+    if (slot < 0) continue;
+    if (a->op != OP_ADD || a->in[0] == a->in[1] || !shape_eq(&g->values.data[a->in[1 - slot]].shape,
+                                                               &g->values.data[out].shape))
+      return -1;
+    NodeId cn = g->values.data[through_reshapes(g, a->in[1 - slot])].node;
+    const Node *c = cn >= 0 ? &g->nodes.data[cn] : NULL;
+    int axis = R->kind == READ_CONCAT0 ? 0 : 1;
+    if (!c || c->op != OP_CONCAT || c->n_in != n_blocks || c->a.axis != axis) return -1;
+    for (int b = 0; b < n_blocks; b++) { /* the blocks alike: the same columns of X each */
+      Shape want = g->values.data[out].shape;
+      want.dim[axis] = b * cols + cols < C->N ? cols : C->N - b * cols;
+      if (!shape_eq(&g->values.data[c->in[b]].shape, &want)) return -1;
+    }
+    R->fold_parts = c->in;
+    return i;
+  }
+  return -1;
+}
+
 /* Rewrites X (computed by node xi) by blocks when it qualifies. */
 static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
   Graph *g = C->g;
@@ -266,6 +317,8 @@ static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
     return false;
   }
 
+  for (int i = 0; i < rd.n; i++)
+    rd.data[i].fold = rd.data[i].kind == READ_SUM ? -1 : find_fold(C, &rd.data[i], n_blocks, cols);
   int n_orig = g->nodes.n;
   for (int b = 0; b < n_blocks; b++) {
     int64_t c0 = b * cols, c1 = c0 + cols < C->N ? c0 + cols : C->N;
@@ -281,6 +334,10 @@ static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
         in[R->slice_slot] =
             named(g, graph_slice(g, n.in[R->slice_slot], R->slice_axis, c0, c1), g->values.data[in[R->slice_slot]].name, b);
       ValueId part = named(g, graph_op(g, n.op, n.n_in, in, &n.a, NULL), name, b);
+      if (R->fold >= 0) { /* added to the earlier reader's block: the GEMM accumulates into it */
+        part = graph_binary(g, OP_ADD, R->fold_parts[b], part);
+        graph_set_name(g, part, arena_printf(&g->arena, "%s.sum.block%d", name, b));
+      }
       if (R->kind != READ_SUM) {
         vec_push(&R->parts, part);
       } else if (R->acc < 0) {
@@ -310,6 +367,14 @@ static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
     Shape s = g->values.data[n->out].shape;
     memset(&n->a, 0, sizeof(n->a));
     n->a.shape = s;
+    if (R->fold >= 0) { /* the add: the sum is in the blocks now */
+      Node *a = &g->nodes.data[R->fold];
+      a->op = OP_RESHAPE;
+      a->n_in = 1;
+      a->in[0] = n->out;
+      memset(&a->a, 0, sizeof(a->a));
+      a->a.shape = s;
+    }
   }
   vec_free(&rd);
 

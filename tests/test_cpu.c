@@ -197,18 +197,24 @@ TEST(column_blocks_match_interp) {
 }
 
 /* The MLM logits, their cross-entropy and its gradient by row blocks
- * (passes/row_blocks.c), forced on the tiny model with a vocabulary of 64
- * and 768-byte blocks: three blocks of 3, 3 and 2 of its 8 rows, each
- * guarded by its slice of the loss weights (row_guard.c). As the trainer
+ * (passes/row_blocks.c), forced on the tiny model with a vocabulary of
+ * 128, 3 slots and 2048-byte blocks: three blocks of 4 of its 12 rows,
+ * each guarded by its slice of the loss weights (row_guard.c), each
+ * block's gradient by 8 column blocks (192 bytes: 16 columns), whose d W
+ * blocks the next row block's add to (chunk.c's fold). As the trainer
  * compiles it: no output kept (the logits would be stored whole). The
  * blocks themselves: test_row_blocks. */
 TEST(row_blocks_match_interp) {
   Setting sets[N_TINY];
   memcpy(sets, tiny, sizeof sets);
-  sets[0].value = "64"; /* vocab: the dense gradient (8 wide) narrow beside it */
+  sets[0].value = "128"; /* vocab: the dense gradient (8 wide) narrow beside it, 8 blocks of 16 */
+  CHECK(strcmp(sets[7].key, "n_pred") == 0);
+  sets[7].value = "3";
   static const char *const none[] = {NULL};
-  setenv("BC_ROW_BLOCK_BYTES", "768", 1);
+  setenv("BC_ROW_BLOCK_BYTES", "2048", 1);
+  setenv("BC_CHUNK_BYTES", "192", 1);
   compare_step_outputs("pretrain", sets, N_TINY, none, NULL);
+  unsetenv("BC_CHUNK_BYTES");
   unsetenv("BC_ROW_BLOCK_BYTES");
 }
 

@@ -10,8 +10,8 @@
 
 /* The pretrain training step's plan with these settings and row block size
  * (0: the default), row blocks on or off. */
-static bool build(const Setting *sets, int n_sets, int64_t block_bytes, bool off, Graph *eg, KernelPlan *plan,
-                  MemPlan *mem) {
+static bool build_chunked(const Setting *sets, int n_sets, int64_t block_bytes, bool off, int64_t chunk_bytes,
+                          Graph *eg, KernelPlan *plan, MemPlan *mem) {
   CompileOptions o;
   compile_options_default(&o);
   o.model_path = BC_SOURCE_DIR "/models/bert.yaml";
@@ -20,6 +20,7 @@ static bool build(const Setting *sets, int n_sets, int64_t block_bytes, bool off
   o.sets = sets;
   o.n_sets = n_sets;
   o.row_block_bytes = block_bytes;
+  o.chunk_bytes = chunk_bytes;
   static const char *const none[] = {NULL}; /* as the trainer: the logits would be stored whole */
   o.outputs = none;
   o.off.row_blocks = off;
@@ -31,6 +32,11 @@ static bool build(const Setting *sets, int n_sets, int64_t block_bytes, bool off
   else graph_free(&g);
   diag_free(&d);
   return ok;
+}
+
+static bool build(const Setting *sets, int n_sets, int64_t block_bytes, bool off, Graph *eg, KernelPlan *plan,
+                  MemPlan *mem) {
+  return build_chunked(sets, n_sets, block_bytes, off, 0, eg, plan, mem);
 }
 
 static void release(Graph *g, KernelPlan *p, MemPlan *m) {
@@ -145,6 +151,47 @@ TEST(small_blocks_and_the_switch) {
     CHECK_EQ_INT(computed_unread(&g, &p), 0);
     release(&g, &p, &m);
   }
+}
+
+/* GEMM kernels whose epilogue is one add, making [rows, cols]. */
+static int gemms_adding(const Graph *g, const KernelPlan *p, int64_t rows, int64_t cols) {
+  int n = 0;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.data[i];
+    const Shape *s = &g->values.data[g->nodes.data[k->first_node].out].shape;
+    n += k->kind == KERNEL_GEMM && k->nodes.n == 2 && g->nodes.data[k->nodes.data[1]].op == OP_ADD &&
+         s->rank == 2 && s->dim[0] == rows && s->dim[1] == cols;
+  }
+  return n;
+}
+
+/* Row blocks whose gradient chunk.c makes by column blocks: the [12, 128]
+ * logits in three blocks of 4 rows, each block's gradient in 8 of 16
+ * columns. The d W of each column block of the second and third row
+ * blocks adds itself to the one before (its GEMM accumulating), and d W
+ * is concatenated once, not per row block. */
+TEST(column_blocks_of_row_blocks_sum_in_place) {
+  static const Setting tiny[] = {{"vocab", "128"}, {"hidden", "8"},   {"ffn", "16"},   {"heads", "2"},
+                                 {"layers", "2"},   {"max_len", "12"}, {"n_pred", "3"}, {"batch", "4"}};
+  Graph g;
+  KernelPlan p;
+  MemPlan m;
+  if (!build_chunked(tiny, 8, 2048, false, 192, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  int64_t rows[4], row0[4];
+  CHECK_EQ_INT(logits_gemms(&g, &p, 128, rows, row0, 4), 3);
+  CHECK_EQ_INT(gemms_adding(&g, &p, 8, 16), 2 * 8); /* d W's blocks, [hidden, 16] */
+  int concat_dw = 0;
+  for (int i = 0; i < p.kernels.n; i++) {
+    const Kernel *k = &p.kernels.data[i];
+    const Shape *s = &g.values.data[g.nodes.data[k->first_node].out].shape;
+    concat_dw += k->kind == KERNEL_CONCAT && s->rank == 2 && s->dim[0] == 8 && s->dim[1] == 128;
+  }
+  CHECK_EQ_INT(concat_dw, 1);
+  CHECK_EQ_INT(computed_unread(&g, &p), 0);
+  release(&g, &p, &m);
 }
 
 TEST_MAIN()
