@@ -71,10 +71,12 @@ void compiled_share(CompiledPlan *p, const Exec *e) {
       s[v].offset = at;
       at += (s[v].bytes + 63) / 64 * 64;
     }
-  for (int v = 0; v < n; v++)
+  for (int v = 0; v < n; v++) /* a chain of views may run to higher ids: each from its root */
     if (s[v].kind == MEM_PINNED && s[v].alias_of >= 0) {
-      p->shared[v] = p->shared[s[v].alias_of];
-      s[v].offset = s[s[v].alias_of].offset;
+      ValueId root = s[v].alias_of;
+      while (s[root].alias_of >= 0) root = s[root].alias_of;
+      p->shared[v] = p->shared[root];
+      s[v].offset = s[root].offset;
     }
   p->mem.pinned_bytes = p->stats.pinned_bytes = at;
 }
