@@ -297,6 +297,44 @@ void graph_reorder(Graph *g, const NodeId *order) {
   free(done);
 }
 
+void graph_move_to(Graph *g, NodeId first_new, NodeId at) {
+  NodeId *order = bc_malloc(sizeof(NodeId) * (size_t)(g->nodes.n ? g->nodes.n : 1));
+  int k = 0;
+  for (NodeId i = 0; i < at; i++) order[k++] = i;
+  for (NodeId i = first_new; i < g->nodes.n; i++) order[k++] = i;
+  for (NodeId i = at; i < first_new; i++) order[k++] = i;
+  graph_reorder(g, order);
+  free(order);
+}
+
+void graph_at_node(Graph *g, const Node *n) {
+  g->cur_loc = n->loc;
+  g->cur_block = n->block;
+  g->cur_scope = NULL;
+}
+
+void graph_node_to_reshape(Graph *g, NodeId n, ValueId src) {
+  Node *nd = &g->nodes.data[n];
+  BC_ASSERT(nd->n_in >= 1 && shape_numel(&g->values.data[src].shape) == shape_numel(&g->values.data[nd->out].shape));
+  nd->op = OP_RESHAPE;
+  nd->n_in = 1;
+  nd->in[0] = src;
+  nd->remat = false;
+  memset(&nd->a, 0, sizeof(nd->a));
+  nd->a.shape = g->values.data[nd->out].shape;
+}
+
+void graph_kept_values(const Graph *g, bool *kept) {
+  for (int i = 0; i < g->outputs.n; i++) kept[g->outputs.data[i]] = true;
+  if (g->loss >= 0) kept[g->loss] = true;
+  for (int i = 0; i < g->params.n; i++) {
+    ValueId gr = g->values.data[g->params.data[i]].grad;
+    if (gr >= 0) kept[gr] = true;
+  }
+  for (int i = g->nodes.n - 1; i >= 0; i--)
+    if (g->nodes.data[i].op == OP_RESHAPE && kept[g->nodes.data[i].out]) kept[g->nodes.data[i].in[0]] = true;
+}
+
 /* ---- builders for passes ---- */
 
 ValueId graph_unary(Graph *g, Op op, ValueId a) {

@@ -49,6 +49,9 @@ typedef struct {
 extern const OpInfo op_info[OP_COUNT];
 /* Op by YAML name, or OP_COUNT when there is none. */
 Op op_from_name(const char *name);
+/* Elementwise, select or cast: each output element from the same element
+ * of each input. */
+bool op_is_pointwise(Op op);
 
 /* F64 appears only as a host transfer type (runtime read/write) and inside
  * the reference interpreter; graph values are F32 or I32. */
@@ -247,6 +250,20 @@ void graph_rebuild_end(Graph *ng, const Graph *g, const ValueId *map);
 /* Reorders the nodes: new node k is old node order[k]. Value ids stay; the
  * order must be topological (BC_ASSERT). */
 void graph_reorder(Graph *g, const NodeId *order);
+/* Moves the nodes from first_new to the end to run just before node `at`
+ * (a pass's rewrite placed where its first reader ran). */
+void graph_move_to(Graph *g, NodeId first_new, NodeId at);
+/* New nodes get node n's YAML line and block instance, and names under
+ * no scope (a pass's copies of n). */
+void graph_at_node(Graph *g, const Node *n);
+/* Node n becomes a reshape of src (n's output keeps its id and shape): a
+ * rewritten value's old producer, so that every id keeps its meaning. */
+void graph_node_to_reshape(Graph *g, NodeId n, ValueId src);
+/* kept[v] (values.n entries, cleared by the caller) for the values that
+ * live to the end of a step: outputs, the loss, parameter gradients, and
+ * the source of a reshape that is one of those (the memory plan makes it a
+ * view). */
+void graph_kept_values(const Graph *g, bool *kept);
 
 /* Builders for passes: they assert on errors (a pass that builds a bad node
  * is a bug). Binary builders broadcast operands with numpy rules. */

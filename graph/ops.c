@@ -19,6 +19,8 @@ Op op_from_name(const char *name) {
   return OP_COUNT;
 }
 
+bool op_is_pointwise(Op op) { return (op_info[op].flags & OPF_ELEMENTWISE) || op == OP_SELECT || op == OP_CAST; }
+
 const char *dtype_name(DType t) {
   switch (t) {
   case DTYPE_F32: return "f32";

@@ -74,17 +74,13 @@ typedef struct {
 typedef struct {
   Graph *g;
   int *n_readers; /* per value */
-  bool *kept;     /* per value: mark_kept */
+  bool *kept;     /* per value: graph_kept_values */
   ValueId x;
   int64_t M, N;
   ValueId *copy; /* per value: its copy for the current block, or -1 */
   ValueId *index_row; /* per iota along the columns: its [1, N] row, or -1 */
   VEC(ValueId) touched;
 } Chunker;
-
-static bool is_pointwise(Op op) {
-  return (op_info[op].flags & OPF_ELEMENTWISE) || op == OP_SELECT || op == OP_CAST;
-}
 
 static bool is_block_shape(const Chunker *C, const Shape *s) {
   return s->rank == 2 && s->dim[0] == C->M && s->dim[1] == C->N;
@@ -107,7 +103,7 @@ static bool can_copy(const Chunker *C, ValueId u, int *budget) {
     int64_t last = s->rank ? s->dim[s->rank - 1] : 1;
     return last == 1 || last == C->N;
   }
-  if (!is_pointwise(p->op)) return true; /* sliced */
+  if (!op_is_pointwise(p->op)) return true; /* sliced */
   for (int k = 0; k < p->n_in; k++)
     if (!can_copy(C, p->in[k], budget)) return false;
   return true;
@@ -116,12 +112,6 @@ static bool can_copy(const Chunker *C, ValueId u, int *budget) {
 static ValueId named(Graph *g, ValueId v, const char *base, int block) {
   graph_set_name(g, v, arena_printf(&g->arena, "%s.block%d", base, block));
   return v;
-}
-
-static void at_node(Graph *g, const Node *n) {
-  g->cur_loc = n->loc;
-  g->cur_block = n->block;
-  g->cur_scope = NULL;
 }
 
 /* u's columns [c0, c1) as a value of the current block (copies memoized
@@ -134,13 +124,13 @@ static ValueId block_of(Chunker *C, ValueId u, int64_t c0, int64_t c1, int block
   NodeId pn = x->node;
   ValueId r;
   Shape bs = shape_of(2, C->M, c1 - c0);
-  if (pn < 0 || C->kept[u] || !(is_pointwise(g->nodes.data[pn].op) || g->nodes.data[pn].op == OP_BROADCAST ||
+  if (pn < 0 || C->kept[u] || !(op_is_pointwise(g->nodes.data[pn].op) || g->nodes.data[pn].op == OP_BROADCAST ||
                   g->nodes.data[pn].op == OP_IOTA || g->nodes.data[pn].op == OP_CONSTANT)) {
-    if (pn >= 0) at_node(g, &g->nodes.data[pn]);
+    if (pn >= 0) graph_at_node(g, &g->nodes.data[pn]);
     r = named(g, graph_slice(g, u, 1, c0, c1), name, block);
   } else {
     Node p = g->nodes.data[pn]; /* a copy: graph_op appends */
-    at_node(g, &p);
+    graph_at_node(g, &p);
     switch (p.op) {
     case OP_CONSTANT: r = graph_const(g, p.a.scalar, p.a.dtype, bs); break;
     case OP_IOTA:
@@ -169,7 +159,7 @@ static ValueId block_of(Chunker *C, ValueId u, int64_t c0, int64_t c1, int block
       ValueId in[4];
       BC_ASSERT(p.n_in <= 4);
       for (int k = 0; k < p.n_in; k++) in[k] = block_of(C, p.in[k], c0, c1, block);
-      at_node(g, &p);
+      graph_at_node(g, &p);
       r = graph_op(g, p.op, p.n_in, in, &p.a, NULL);
       g->nodes.data[g->values.data[r].node].remat = p.remat;
       break;
@@ -215,21 +205,6 @@ static bool classify(const Chunker *C, NodeId r, Reader *out) {
 
 /* The node computing value v runs before position `at` (or v is not a node's). */
 static bool ready_before(const Graph *g, ValueId v, NodeId at) { return g->values.data[v].node < at; }
-
-/* Values that live to the end of the step: outputs, the loss, gradients,
- * and the source of a reshape that is one of those (a view of it). */
-static void mark_kept(const Chunker *C, bool *kept) {
-  const Graph *g = C->g;
-  memset(kept, 0, (size_t)g->values.n);
-  for (int i = 0; i < g->outputs.n; i++) kept[g->outputs.data[i]] = true;
-  if (g->loss >= 0) kept[g->loss] = true;
-  for (int i = 0; i < g->params.n; i++) {
-    ValueId gr = g->values.data[g->params.data[i]].grad;
-    if (gr >= 0) kept[gr] = true;
-  }
-  for (int i = g->nodes.n - 1; i >= 0; i--)
-    if (g->nodes.data[i].op == OP_RESHAPE && kept[g->nodes.data[i].out]) kept[g->nodes.data[i].in[0]] = true;
-}
 
 /* The value v through reshapes of its own shape. */
 static ValueId through_reshapes(const Graph *g, ValueId v) {
@@ -279,7 +254,7 @@ static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
   const Node *xn = &g->nodes.data[xi];
   ValueId x = xn->out;
   const Value *xv = &g->values.data[x];
-  if (!is_pointwise(xn->op) || xv->dtype != DTYPE_F32 || xv->shape.rank != 2 || C->kept[x]) return false;
+  if (!op_is_pointwise(xn->op) || xv->dtype != DTYPE_F32 || xv->shape.rank != 2 || C->kept[x]) return false;
   C->x = x;
   C->M = xv->shape.dim[0];
   C->N = xv->shape.dim[1];
@@ -327,7 +302,7 @@ static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
       Reader *R = &rd.data[i];
       Node n = g->nodes.data[R->node];
       const char *name = g->values.data[n.out].name;
-      at_node(g, &n);
+      graph_at_node(g, &n);
       ValueId in[2] = {n.in[0], n.in[1]};
       in[R->x_slot] = xb;
       if (R->slice_slot >= 0)
@@ -352,47 +327,27 @@ static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
   }
   for (int i = 0; i < rd.n; i++) {
     Reader *R = &rd.data[i];
-    Node *n = &g->nodes.data[R->node];
-    at_node(g, n);
-    ValueId total = R->acc;
+    graph_at_node(g, &g->nodes.data[R->node]);
+    ValueId total = R->acc, out = g->nodes.data[R->node].out;
     if (R->kind != READ_SUM) {
       total = graph_concat(g, R->parts.n, R->parts.data, R->kind == READ_CONCAT0 ? 0 : 1);
-      graph_set_name(g, total, arena_printf(&g->arena, "%s.blocks", g->values.data[n->out].name));
+      graph_set_name(g, total, arena_printf(&g->arena, "%s.blocks", g->values.data[out].name));
     }
     vec_free(&R->parts);
-    n = &g->nodes.data[R->node]; /* graph_op may have moved the nodes */
-    n->op = OP_RESHAPE;
-    n->n_in = 1;
-    n->in[0] = total;
-    Shape s = g->values.data[n->out].shape;
-    memset(&n->a, 0, sizeof(n->a));
-    n->a.shape = s;
-    if (R->fold >= 0) { /* the add: the sum is in the blocks now */
-      Node *a = &g->nodes.data[R->fold];
-      a->op = OP_RESHAPE;
-      a->n_in = 1;
-      a->in[0] = n->out;
-      memset(&a->a, 0, sizeof(a->a));
-      a->a.shape = s;
-    }
+    graph_node_to_reshape(g, R->node, total);
+    if (R->fold >= 0) /* the add: the sum is in the blocks now */
+      graph_node_to_reshape(g, R->fold, out);
   }
   vec_free(&rd);
-
-  /* the blocks' nodes run where the first reader did */
-  NodeId *order = bc_malloc(sizeof(NodeId) * (size_t)g->nodes.n);
-  int k = 0;
-  for (NodeId i = 0; i < first; i++) order[k++] = i;
-  for (NodeId i = n_orig; i < g->nodes.n; i++) order[k++] = i;
-  for (NodeId i = first; i < n_orig; i++) order[k++] = i;
-  graph_reorder(g, order);
-  free(order);
+  graph_move_to(g, n_orig, first); /* the blocks' nodes run where the first reader did */
   return true;
 }
 
 static void count_readers(Chunker *C) {
   Graph *g = C->g;
   C->kept = bc_realloc(C->kept, (size_t)(g->values.n ? g->values.n : 1));
-  mark_kept(C, C->kept);
+  memset(C->kept, 0, (size_t)g->values.n);
+  graph_kept_values(g, C->kept);
   C->n_readers = bc_realloc(C->n_readers, sizeof(int) * (size_t)(g->values.n ? g->values.n : 1));
   memset(C->n_readers, 0, sizeof(int) * (size_t)g->values.n);
   for (int i = 0; i < g->nodes.n; i++)

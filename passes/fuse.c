@@ -67,12 +67,9 @@ enum { FOLD_DEPTH_MAX = 32 };
 
 static bool is_view(Op op) { return op == OP_BROADCAST || op == OP_PERMUTE || op == OP_SLICE; }
 static bool is_generator(Op op) { return op == OP_CONSTANT || op == OP_IOTA || op == OP_RANDOM; }
-static bool is_pointwise(Op op) {
-  return (op_info[op].flags & OPF_ELEMENTWISE) || op == OP_SELECT || op == OP_CAST;
-}
 /* Nodes that run inside LOOP kernels and can read folded views. */
 static bool is_loop_kind(Op op) {
-  return is_pointwise(op) || is_view(op) || op == OP_REDUCE_SUM || op == OP_REDUCE_MAX;
+  return op_is_pointwise(op) || is_view(op) || op == OP_REDUCE_SUM || op == OP_REDUCE_MAX;
 }
 
 static const Value *val(const Fuser *F, ValueId v) { return &F->g->values.data[v]; }
@@ -194,7 +191,7 @@ static void decide_folding(Fuser *F, bool no_view_fold) {
        * only readers iterating exactly their shape can do that */
       if ((n->op == OP_IOTA || n->op == OP_RANDOM) &&
           (is_view(rn->op) ||
-           !shape_eq(&g->values.data[is_pointwise(rn->op) ? rn->out : rn->in[0]].shape,
+           !shape_eq(&g->values.data[op_is_pointwise(rn->op) ? rn->out : rn->in[0]].shape,
                      &g->values.data[n->out].shape)))
         ok = false;
       /* a view read by a view that is not itself folded becomes a copy
@@ -208,7 +205,7 @@ static void decide_folding(Fuser *F, bool no_view_fold) {
    * instead of being stored (a [B*P, vocab] one-hot would be 100 MB). */
   for (int i = 0; i < g->nodes.n; i++) {
     const Node *n = &g->nodes.data[i];
-    if (!is_pointwise(n->op) || F->required[n->out]) continue;
+    if (!op_is_pointwise(n->op) || F->required[n->out]) continue;
     int lo = F->start[n->out], hi = F->start[n->out + 1];
     bool ok = lo < hi;
     for (int j = 0; j < n->n_in && ok; j++) {
@@ -218,7 +215,7 @@ static void decide_folding(Fuser *F, bool no_view_fold) {
     }
     for (int r = lo; r < hi && ok; r++) {
       Op rop = g->nodes.data[F->readers[r]].op;
-      if (!is_pointwise(rop) && rop != OP_REDUCE_SUM && rop != OP_REDUCE_MAX) ok = false;
+      if (!op_is_pointwise(rop) && rop != OP_REDUCE_SUM && rop != OP_REDUCE_MAX) ok = false;
     }
     F->folded[i] = ok;
   }
@@ -238,7 +235,7 @@ static void decide_folding(Fuser *F, bool no_view_fold) {
       else if (depth[p] > depth[i]) depth[i] = depth[p];
     }
     depth[i]++;
-    if (depth[i] > FOLD_DEPTH_MAX || (is_pointwise(n->op) && !inputs_folded)) F->folded[i] = false;
+    if (depth[i] > FOLD_DEPTH_MAX || (op_is_pointwise(n->op) && !inputs_folded)) F->folded[i] = false;
   }
   free(depth);
 }
@@ -439,7 +436,7 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
         F.n_epilogue.data[G]++;
         break;
       }
-      if (!no_fuse && is_pointwise(n->op)) {
+      if (!no_fuse && op_is_pointwise(n->op)) {
         /* the latest group among the inputs' groups that can take it; a
          * rematerialized copy, whose inputs are in memory anyway, among
          * the groups of the inputs of the node it is made for */
@@ -608,7 +605,7 @@ bool fusion_check(const Graph *g, const Fusion *f, Diag *d) {
       continue;
     }
     if (G < 0) {
-      if (!is_view(n->op) && !is_generator(n->op) && !is_pointwise(n->op))
+      if (!is_view(n->op) && !is_generator(n->op) && !op_is_pointwise(n->op))
         diag_error(d, n->loc, "internal: node %d (%s) is folded but cannot be recomputed by its readers", i,
                    op_info[n->op].name);
       continue;

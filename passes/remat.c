@@ -40,11 +40,8 @@ typedef struct {
   int n_orig;
 } Remat;
 
-static bool is_pointwise(Op op) {
-  return (op_info[op].flags & OPF_ELEMENTWISE) || op == OP_SELECT || op == OP_CAST;
-}
 static bool is_view(Op op) { return op == OP_BROADCAST || op == OP_PERMUTE || op == OP_SLICE; }
-static bool is_loop_kind(Op op) { return is_pointwise(op) || op == OP_REDUCE_SUM || op == OP_REDUCE_MAX; }
+static bool is_loop_kind(Op op) { return op_is_pointwise(op) || op == OP_REDUCE_SUM || op == OP_REDUCE_MAX; }
 
 /* Computed from graph inputs, constants and iotas only (one-hot labels,
  * masks): fuse already recomputes such values in each reader. */
@@ -54,7 +51,7 @@ static bool index_math(const Graph *g, ValueId u, int depth) {
   if (x->node < 0) return x->kind == VALUE_INPUT;
   const Node *p = &g->nodes.data[x->node];
   if (p->op == OP_CONSTANT || p->op == OP_IOTA) return true;
-  if (!is_pointwise(p->op) && !is_view(p->op) && p->op != OP_RESHAPE) return false;
+  if (!op_is_pointwise(p->op) && !is_view(p->op) && p->op != OP_RESHAPE) return false;
   for (int k = 0; k < p->n_in; k++)
     if (!index_math(g, p->in[k], depth + 1)) return false;
   return true;
@@ -74,7 +71,7 @@ static bool free_to_read(const Remat *R, ValueId u, NodeId r, int64_t numel) {
 static bool can_copy(const Remat *R, ValueId u, NodeId r, int64_t numel, int depth) {
   if (depth > 0 && free_to_read(R, u, r, numel)) return true;
   const Node *p = &R->g->nodes.data[R->g->values.data[u].node];
-  bool copyable = is_pointwise(p->op) || is_view(p->op) || p->op == OP_CONSTANT || p->op == OP_IOTA;
+  bool copyable = op_is_pointwise(p->op) || is_view(p->op) || p->op == OP_CONSTANT || p->op == OP_IOTA;
   if (!copyable || depth >= REMAT_DEPTH) return false;
   for (int k = 0; k < p->n_in; k++)
     if (!can_copy(R, p->in[k], r, numel, depth + 1)) return false;
@@ -131,16 +128,7 @@ bool remat_run(Graph *g, Diag *d) {
   for (int i = 0; i < g->nodes.n; i++) R.before[i] = -1;
   count_uses(&R);
   R.kept = bc_calloc((size_t)(nv ? nv : 1), sizeof(bool));
-  for (int i = 0; i < g->outputs.n; i++) R.kept[g->outputs.data[i]] = true;
-  R.kept[g->loss] = true;
-  for (int i = 0; i < g->params.n; i++) {
-    ValueId gr = g->values.data[g->params.data[i]].grad;
-    if (gr >= 0) R.kept[gr] = true;
-  }
-  /* a kept reshape's source lives as long (the memory plan makes the
-   * reshape a view of it: the MLM logits computed as rows) */
-  for (int i = g->nodes.n - 1; i >= 0; i--)
-    if (g->nodes.data[i].op == OP_RESHAPE && R.kept[g->nodes.data[i].out]) R.kept[g->nodes.data[i].in[0]] = true;
+  graph_kept_values(g, R.kept); /* a kept reshape's source too: the MLM logits computed as rows */
 
   SrcLoc saved_loc = g->cur_loc;
   const char *saved_scope = g->cur_scope;
@@ -149,7 +137,7 @@ bool remat_run(Graph *g, Diag *d) {
   for (NodeId i = 0; i < L; i++) {
     const Node *n = &g->nodes.data[i];
     ValueId v = n->out;
-    if (!is_pointwise(n->op) || R.kept[v] || R.last_use[v] <= L || index_math(g, v, 0)) continue;
+    if (!op_is_pointwise(n->op) || R.kept[v] || R.last_use[v] <= L || index_math(g, v, 0)) continue;
     int64_t numel = shape_numel(&g->values.data[v].shape);
     bool ok = true;
     for (NodeId r = L + 1; r < R.n_orig && ok; r++) {

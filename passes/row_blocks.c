@@ -111,16 +111,12 @@ static bool region_shape(const Rows *R, ValueId v) {
          (s->rank == 1 && s->dim[0] == R->M);
 }
 
-static bool is_pointwise(Op op) {
-  return (op_info[op].flags & OPF_ELEMENTWISE) || op == OP_SELECT || op == OP_CAST;
-}
-
 /* Whether each row of node n's output (M rows) is made from the same row
  * of its inputs read per_row, and from inputs without rows. */
 static bool row_local(const Rows *R, const Node *n) {
   const Graph *g = R->g;
   if (!has_rows(R, n->out) || n->op == OP_RANDOM) return false;
-  if (is_pointwise(n->op) || n->op == OP_BROADCAST || n->op == OP_CONSTANT) return true;
+  if (op_is_pointwise(n->op) || n->op == OP_BROADCAST || n->op == OP_CONSTANT) return true;
   switch (n->op) {
   case OP_IOTA: return n->a.axis != 0;
   case OP_RESHAPE: return has_rows(R, n->in[0]);
@@ -155,12 +151,6 @@ static ValueId named(Graph *g, ValueId v, const char *base, int block) {
   return v;
 }
 
-static void at_node(Graph *g, const Node *n) {
-  g->cur_loc = n->loc;
-  g->cur_block = n->block;
-  g->cur_scope = NULL;
-}
-
 static Shape block_shape(const Shape *s, int64_t rows) {
   Shape b = *s;
   b.dim[0] = rows;
@@ -177,7 +167,7 @@ static bool is_generator(const Rows *R, ValueId u, int *budget) {
   if (p->op == OP_CONSTANT) return true;
   if (p->op == OP_IOTA) return p->a.axis != 0;
   if (p->op == OP_BROADCAST) return !per_row(R, p, 0) || cols_of(R, p->in[0]) <= 1;
-  if (!is_pointwise(p->op)) return false;
+  if (!op_is_pointwise(p->op)) return false;
   for (int k = 0; k < p->n_in; k++)
     if (per_row(R, p, k) && !is_generator(R, p->in[k], budget)) return false;
   return true;
@@ -200,7 +190,7 @@ static ValueId block_of(Rows *R, ValueId u, int64_t r0, int64_t r1, int block) {
   ValueId r;
   if (!copy) {
     if (pn >= R->at) R->failed = true; /* made after the blocks run */
-    if (pn >= 0) at_node(g, &g->nodes.data[pn]);
+    if (pn >= 0) graph_at_node(g, &g->nodes.data[pn]);
     r = named(g, graph_slice(g, u, 0, r0, r1), name, block);
   } else {
     Node p = g->nodes.data[pn]; /* a copy: graph_op appends */
@@ -208,7 +198,7 @@ static ValueId block_of(Rows *R, ValueId u, int64_t r0, int64_t r1, int block) {
     ValueId in[4];
     BC_ASSERT(p.n_in <= 4);
     for (int k = 0; k < p.n_in; k++) in[k] = per_row(R, &p, k) ? block_of(R, p.in[k], r0, r1, block) : p.in[k];
-    at_node(g, &p);
+    graph_at_node(g, &p);
     switch (p.op) {
     case OP_CONSTANT: r = graph_const(g, p.a.scalar, p.a.dtype, bs); break;
     case OP_IOTA: r = graph_iota(g, bs, p.a.axis, p.a.dtype); break;
@@ -224,19 +214,6 @@ static ValueId block_of(Rows *R, ValueId u, int64_t r0, int64_t r1, int block) {
   R->copy[u] = r;
   vec_push(&R->touched, u);
   return r;
-}
-
-/* Values that live to the end of the step: outputs, the loss, gradients,
- * and the source of a reshape that is one of those (a view of it). */
-static void mark_kept(const Graph *g, bool *kept) {
-  for (int i = 0; i < g->outputs.n; i++) kept[g->outputs.data[i]] = true;
-  if (g->loss >= 0) kept[g->loss] = true;
-  for (int i = 0; i < g->params.n; i++) {
-    ValueId gr = g->values.data[g->params.data[i]].grad;
-    if (gr >= 0) kept[gr] = true;
-  }
-  for (int i = g->nodes.n - 1; i >= 0; i--)
-    if (g->nodes.data[i].op == OP_RESHAPE && kept[g->nodes.data[i].out]) kept[g->nodes.data[i].in[0]] = true;
 }
 
 /* The region of GEMM node pi and the sinks reading it; false when the
@@ -319,7 +296,7 @@ static bool block_rows(Rows *R, NodeId pi, int64_t block_bytes) {
       const char *name = g->values.data[n.out].name;
       ValueId in[2];
       for (int k = 0; k < n.n_in; k++) in[k] = per_row(R, &n, k) ? block_of(R, n.in[k], r0, r1, b) : n.in[k];
-      at_node(g, &n);
+      graph_at_node(g, &n);
       ValueId part = named(g, graph_op(g, n.op, n.n_in, in, &n.a, NULL), name, b);
       if (S->acc < 0) {
         S->acc = part;
@@ -342,32 +319,16 @@ static bool block_rows(Rows *R, NodeId pi, int64_t block_bytes) {
   }
   for (int i = 0; i < sinks.n; i++) {
     Sink *S = &sinks.data[i];
-    Node *n = &g->nodes.data[S->node];
-    at_node(g, n);
+    graph_at_node(g, &g->nodes.data[S->node]);
     ValueId total = S->acc;
     if (S->kind == SINK_CONCAT) {
       total = graph_concat(g, S->parts.n, S->parts.data, 0);
       graph_set_name(g, total, arena_printf(&g->arena, "%s.blocks", g->values.data[S->value].name));
     }
-    n = &g->nodes.data[S->node]; /* graph_op may have moved the nodes */
-    n->op = OP_RESHAPE;
-    n->n_in = 1;
-    n->in[0] = total;
-    n->remat = false;
-    Shape s = g->values.data[n->out].shape;
-    memset(&n->a, 0, sizeof(n->a));
-    n->a.shape = s;
+    graph_node_to_reshape(g, S->node, total);
   }
   free_sinks(&sinks);
-
-  /* the blocks run where the GEMM did */
-  NodeId *order = bc_malloc(sizeof(NodeId) * (size_t)g->nodes.n);
-  int k = 0;
-  for (NodeId i = 0; i < pi; i++) order[k++] = i;
-  for (NodeId i = n_orig; i < g->nodes.n; i++) order[k++] = i;
-  for (NodeId i = pi; i < n_orig; i++) order[k++] = i;
-  graph_reorder(g, order);
-  free(order);
+  graph_move_to(g, n_orig, pi); /* the blocks run where the GEMM did */
   return true;
 }
 
@@ -384,7 +345,7 @@ bool row_blocks_run(Graph *g, int64_t block_bytes, Diag *d) {
     R.region = bc_realloc(R.region, (size_t)g->values.n);
     R.kept = bc_realloc(R.kept, (size_t)g->values.n);
     memset(R.kept, 0, (size_t)g->values.n);
-    mark_kept(g, R.kept);
+    graph_kept_values(g, R.kept);
     R.copy = bc_realloc(R.copy, sizeof(ValueId) * (size_t)g->values.n);
     for (int u = 0; u < g->values.n; u++) R.copy[u] = -1;
     int n_before = g->nodes.n;

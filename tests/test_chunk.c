@@ -3,9 +3,8 @@
  * the arena; nodes nothing reads not computed (fuse.c's dead nodes); the
  * blocks' kernels sharing their code (codegen: kernel_same_code). Their
  * values against interp: test_cpu column_blocks_match_interp. */
-#include "codegen/kernel.h"
-#include "passes/passes.h"
 #include "tests/test.h"
+#include "tests/plan_check.h"
 
 /* The pretrain training step's plan with these settings and block size
  * (0: the default), column blocks on or off. */
@@ -20,51 +19,10 @@ static bool build(const Setting *sets, int n_sets, int64_t chunk_bytes, bool no_
   o.n_sets = n_sets;
   o.chunk_bytes = chunk_bytes;
   o.off.chunk = no_chunk;
-  Diag d;
-  diag_init(&d);
-  Graph g;
-  bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, &o, eg, plan, mem, &d);
-  if (!ok) diag_print(&d, stderr);
-  else graph_free(&g);
-  diag_free(&d);
-  return ok;
+  return plan_build(&o, eg, plan, mem);
 }
 
 static const Setting batch64[] = {{"batch", "64"}};
-
-static void release(Graph *g, KernelPlan *p, MemPlan *m) {
-  memplan_free(m);
-  kernel_plan_free(p);
-  graph_free(g);
-}
-
-/* The largest arena buffer. */
-static int64_t largest_arena_buffer(const Graph *g, const MemPlan *m) {
-  int64_t big = 0;
-  for (int v = 0; v < g->values.n; v++)
-    if (m->slots[v].kind == MEM_ARENA && m->slots[v].alias_of < 0 && m->slots[v].bytes > big) big = m->slots[v].bytes;
-  return big;
-}
-
-/* Every node a kernel computes is read by some node, or kept. */
-static int computed_unread(const Graph *g, const KernelPlan *p) {
-  int *readers = calloc((size_t)g->values.n, sizeof(int));
-  for (int i = 0; i < g->nodes.n; i++)
-    for (int k = 0; k < g->nodes.data[i].n_in; k++) readers[g->nodes.data[i].in[k]]++;
-  int n = 0;
-  for (int i = 0; i < p->kernels.n; i++) {
-    const Kernel *k = &p->kernels.data[i];
-    for (int j = 0; j < k->nodes.n; j++) {
-      const Node *nd = &g->nodes.data[k->nodes.data[j]];
-      if (readers[nd->out] == 0 && !p->materialized[nd->out] && nd->op != OP_ASSIGN) {
-        fprintf(stderr, "  %s computes '%s', which nothing reads\n", k->name, g->values.data[nd->out].name);
-        n++;
-      }
-    }
-  }
-  free(readers);
-  return n;
-}
 
 /* GEMM kernels whose epilogue is one add. */
 static int gemms_adding(const Graph *g, const KernelPlan *p) {
@@ -89,13 +47,13 @@ TEST(mlm_logits_gradient_is_made_by_column_blocks) {
     return;
   }
   int64_t whole = (int64_t)1216 * 20256 * 4;
-  CHECK_MSG(largest_arena_buffer(&g0, &m0) >= whole, "without blocks the gradient is one buffer");
+  CHECK_MSG(plan_largest_arena_buffer(&g0, &m0) >= whole, "without blocks the gradient is one buffer");
   /* the largest is then an attention gradient, [3 B T, 128] */
-  CHECK_MSG(largest_arena_buffer(&g, &m) < whole / 5, "largest buffer %lld bytes", (long long)largest_arena_buffer(&g, &m));
+  CHECK_MSG(plan_largest_arena_buffer(&g, &m) < whole / 5, "largest buffer %lld bytes", (long long)plan_largest_arena_buffer(&g, &m));
   CHECK_MSG(m.arena_bytes * 4 <= m.sum_intermediate_bytes, "arena %lld of %lld bytes", (long long)m.arena_bytes,
             (long long)m.sum_intermediate_bytes);
   CHECK(m0.arena_bytes - m.arena_bytes > whole / 2);
-  CHECK_EQ_INT(computed_unread(&g, &p), 0);
+  CHECK_EQ_INT(plan_computed_unread(&g, &p), 0);
   /* the readers: d h summed over the blocks, d W and d b concatenated */
   CHECK_EQ_INT(kernel_plan_count(&p, KERNEL_CONCAT), kernel_plan_count(&p0, KERNEL_CONCAT) + 2);
   int n_blocks = 0;
@@ -105,8 +63,8 @@ TEST(mlm_logits_gradient_is_made_by_column_blocks) {
   /* each block's product after the first adds itself to the sum in its
    * GEMM (an epilogue: accumulating into it) */
   CHECK_EQ_INT(gemms_adding(&g, &p) - gemms_adding(&g0, &p0), n_blocks - 1);
-  release(&g, &p, &m);
-  release(&g0, &p0, &m0);
+  plan_release(&g, &p, &m);
+  plan_release(&g0, &p0, &m0);
 }
 
 /* The blocks' kernels differ only in where they read and write: all but
@@ -134,7 +92,7 @@ TEST(column_blocks_share_code) {
   /* each block: its gradient (one kernel), its column sum; 2 codes each */
   CHECK_MSG(n_block >= 16, "%d block kernels", n_block);
   CHECK_MSG(n_codes <= 4, "%d codes for %d block kernels", n_codes, n_block);
-  release(&g, &p, &m);
+  plan_release(&g, &p, &m);
 }
 
 /* Small blocks on the tiny model: three blocks of 16, 16 and 13 columns of
@@ -165,8 +123,8 @@ TEST(small_blocks_and_the_switch) {
       CHECK_EQ_INT(widths[1], 16);
       CHECK_EQ_INT(widths[2], 13);
     }
-    CHECK_EQ_INT(computed_unread(&eg, &p), 0);
-    release(&eg, &p, &m);
+    CHECK_EQ_INT(plan_computed_unread(&eg, &p), 0);
+    plan_release(&eg, &p, &m);
   }
 }
 

@@ -2,10 +2,9 @@
  * and shapes of the kernels that matter (softmax, layer norm, Adam), and a
  * golden listing of the nli training step's kernels and memory plan
  * (tests/golden/; BC_UPDATE_GOLDEN=1 rewrites it, review the diff). */
-#include "codegen/kernel.h"
-#include "passes/passes.h"
 #include "tests/test.h"
 #include "tests/backend_check.h"
+#include "tests/plan_check.h"
 
 static bool build(const char *graph, bool train, Graph *eg, KernelPlan *plan, MemPlan *mem) {
   CompileOptions o;
@@ -13,14 +12,7 @@ static bool build(const char *graph, bool train, Graph *eg, KernelPlan *plan, Me
   o.model_path = "models/bert.yaml"; /* relative: golden text names it so */
   o.graph_name = graph;
   o.train = train;
-  Diag d;
-  diag_init(&d);
-  Graph g;
-  bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, &o, eg, plan, mem, &d);
-  if (!ok) diag_print(&d, stderr);
-  else graph_free(&g);
-  diag_free(&d);
-  return ok;
+  return plan_build(&o, eg, plan, mem);
 }
 
 /* Whether kernel k computes op: one of its nodes, or (for the generators

@@ -4,9 +4,9 @@
  * slice of the loss weights (row_guard.c); the original nodes, matmuls and
  * reductions among them, computed by no kernel (fuse.c's dead nodes).
  * Their values against interp: test_cpu row_blocks_match_interp. */
-#include "codegen/kernel.h"
-#include "passes/passes.h"
+#include "tests/test.h"
 #include "tests/backend_check.h"
+#include "tests/plan_check.h"
 
 /* The pretrain training step's plan with these settings and row block size
  * (0: the default), row blocks on or off. */
@@ -24,52 +24,12 @@ static bool build_chunked(const Setting *sets, int n_sets, int64_t block_bytes, 
   static const char *const none[] = {NULL}; /* as the trainer: the logits would be stored whole */
   o.outputs = none;
   o.off.row_blocks = off;
-  Diag d;
-  diag_init(&d);
-  Graph g;
-  bool ok = pipeline_run(&g, &o, &d) && kernel_plan_compile(&g, &o, eg, plan, mem, &d);
-  if (!ok) diag_print(&d, stderr);
-  else graph_free(&g);
-  diag_free(&d);
-  return ok;
+  return plan_build(&o, eg, plan, mem);
 }
 
 static bool build(const Setting *sets, int n_sets, int64_t block_bytes, bool off, Graph *eg, KernelPlan *plan,
                   MemPlan *mem) {
   return build_chunked(sets, n_sets, block_bytes, off, 0, eg, plan, mem);
-}
-
-static void release(Graph *g, KernelPlan *p, MemPlan *m) {
-  memplan_free(m);
-  kernel_plan_free(p);
-  graph_free(g);
-}
-
-static int64_t largest_arena_buffer(const Graph *g, const MemPlan *m) {
-  int64_t big = 0;
-  for (int v = 0; v < g->values.n; v++)
-    if (m->slots[v].kind == MEM_ARENA && m->slots[v].alias_of < 0 && m->slots[v].bytes > big) big = m->slots[v].bytes;
-  return big;
-}
-
-/* Kernels computing a node whose value nothing reads and nothing keeps. */
-static int computed_unread(const Graph *g, const KernelPlan *p) {
-  int *readers = calloc((size_t)g->values.n, sizeof(int));
-  for (int i = 0; i < g->nodes.n; i++)
-    for (int k = 0; k < g->nodes.data[i].n_in; k++) readers[g->nodes.data[i].in[k]]++;
-  int n = 0;
-  for (int i = 0; i < p->kernels.n; i++) {
-    const Kernel *k = &p->kernels.data[i];
-    for (int j = 0; j < k->nodes.n; j++) {
-      const Node *nd = &g->nodes.data[k->nodes.data[j]];
-      if (readers[nd->out] == 0 && !p->materialized[nd->out] && nd->op != OP_ASSIGN) {
-        fprintf(stderr, "  %s computes '%s', which nothing reads\n", k->name, g->values.data[nd->out].name);
-        n++;
-      }
-    }
-  }
-  free(readers);
-  return n;
 }
 
 /* The GEMM kernels making [rows, vocab] logits, in order: their rows and
@@ -105,22 +65,22 @@ TEST(mlm_logits_are_made_by_row_blocks) {
     return;
   }
   int64_t whole = (int64_t)1216 * 20256 * 4, rows[4], row0[4];
-  CHECK_MSG(largest_arena_buffer(&g0, &m0) >= whole, "without blocks the logits are one buffer");
+  CHECK_MSG(plan_largest_arena_buffer(&g0, &m0) >= whole, "without blocks the logits are one buffer");
   CHECK_EQ_INT(logits_gemms(&g0, &p0, 20256, rows, row0, 4), 1);
   CHECK_EQ_INT(logits_gemms(&g, &p, 20256, rows, row0, 4), 2);
   CHECK_EQ_INT(rows[0], 608);
   CHECK_EQ_INT(rows[1], 608);
   CHECK_EQ_INT(row0[0], 0);
   CHECK_EQ_INT(row0[1], 608);
-  CHECK_MSG(largest_arena_buffer(&g, &m) <= whole / 2, "largest buffer %lld bytes",
-            (long long)largest_arena_buffer(&g, &m));
+  CHECK_MSG(plan_largest_arena_buffer(&g, &m) <= whole / 2, "largest buffer %lld bytes",
+            (long long)plan_largest_arena_buffer(&g, &m));
   CHECK_MSG(m.arena_bytes * 4 <= m.sum_intermediate_bytes, "arena %lld of %lld bytes", (long long)m.arena_bytes,
             (long long)m.sum_intermediate_bytes);
   CHECK_MSG(m0.arena_bytes - m.arena_bytes > whole / 4, "arena %lld bytes, %lld without blocks",
             (long long)m.arena_bytes, (long long)m0.arena_bytes);
-  CHECK_EQ_INT(computed_unread(&g, &p), 0);
-  release(&g, &p, &m);
-  release(&g0, &p0, &m0);
+  CHECK_EQ_INT(plan_computed_unread(&g, &p), 0);
+  plan_release(&g, &p, &m);
+  plan_release(&g0, &p0, &m0);
 }
 
 /* The tiny model with a vocabulary of 64 and 768-byte blocks: its [8, 64]
@@ -148,8 +108,8 @@ TEST(small_blocks_and_the_switch) {
         CHECK_EQ_INT(row0[b], 3 * b);
       }
     }
-    CHECK_EQ_INT(computed_unread(&g, &p), 0);
-    release(&g, &p, &m);
+    CHECK_EQ_INT(plan_computed_unread(&g, &p), 0);
+    plan_release(&g, &p, &m);
   }
 }
 
@@ -190,8 +150,8 @@ TEST(column_blocks_of_row_blocks_sum_in_place) {
     concat_dw += k->kind == KERNEL_CONCAT && s->rank == 2 && s->dim[0] == 8 && s->dim[1] == 128;
   }
   CHECK_EQ_INT(concat_dw, 1);
-  CHECK_EQ_INT(computed_unread(&g, &p), 0);
-  release(&g, &p, &m);
+  CHECK_EQ_INT(plan_computed_unread(&g, &p), 0);
+  plan_release(&g, &p, &m);
 }
 
 /* A length bucket's plan shares its owner's pinned memory (exec_create_
