@@ -136,9 +136,9 @@ bool remat_run(Graph *g, Diag *d);
  * and what is computed from it row by row (the MLM logits, their
  * cross-entropy and its gradient) are made one block of rows at a time,
  * where the GEMM ran; the readers that sum over the rows get the blocks'
- * sum, the others the blocks concatenated. block_bytes <= 0:
- * ROW_BLOCK_BYTES. */
-enum { ROW_BLOCK_BYTES = 48 << 20 };
+ * sum, the others the blocks concatenated. block_bytes <= 0: two halves
+ * of an output of at least ROW_BLOCKS_MIN_BYTES. */
+enum { ROW_BLOCKS_MIN_BYTES = 48 << 20 };
 bool row_blocks_run(Graph *g, int64_t block_bytes, Diag *d);
 
 /* chunk.c — column blocks (plan stage, after remat): a large pointwise
@@ -215,7 +215,7 @@ typedef struct {
   bool train;         /* autodiff + optimizer */
   AdamOptions adam;
   OptSwitches off;        /* optimizations switched off (BC_NO_<NAME>=1) */
-  int64_t row_block_bytes; /* row_blocks.c's block size (BC_ROW_BLOCK_BYTES; 0 = ROW_BLOCK_BYTES) */
+  int64_t row_block_bytes; /* row_blocks.c's block size (BC_ROW_BLOCK_BYTES; 0 = two halves) */
   int64_t chunk_bytes;    /* chunk.c's block size (BC_CHUNK_BYTES; 0 = CHUNK_BYTES) */
   bool verify;            /* check after every stage (BC_VERIFY=1; debug builds: unless BC_VERIFY=0) */
   const char *dump_after; /* stage name, "all", or NULL (BC_DUMP) */

@@ -13,7 +13,7 @@
  *
  * Requires: a scheduled graph (node order = execution order), after remat.
  * Produces: for a candidate GEMM L = X W ([M, K] x [K, N], X not
- * transposed, L not kept, more than block_bytes), its region: L and the
+ * transposed, L not kept, more than one block), its region: L and the
  * nodes after it that read a region value and keep rows apart (pointwise,
  * select, cast; broadcasts, reshapes and reductions along a row; a GEMM of
  * a region value's rows by a matrix without them), whose output is
@@ -38,18 +38,18 @@
  * element indices).
  *
  * Blocks of about block_bytes of L, as even as a multiple of ROWS_ALIGN
- * rows makes them (where that many fit). At batch 64 the default makes
- * two: the logits' gradient in each is still made by column blocks
- * (chunk.c), which keeps the vocabulary projection's gradient GEMMs on a
- * slice of W that stays in cache; small row blocks would read all of W
- * again per block, three times.
+ * rows makes them (where that many fit); by default two halves of an L
+ * of at least ROW_BLOCKS_MIN_BYTES. Each block's logits gradient is still
+ * made by column blocks (chunk.c), which keeps the vocabulary
+ * projection's gradient GEMMs on a slice of W that stays in cache; every
+ * further row block reads all of W again, three times (pretrain b64 in 7
+ * blocks: 25-60% slower; b256 in 8: 3% slower than in 2).
  *
  * A block's row guard (row_guard.c) is a slice of the loss weights'
  * rows: the blocks keep the MLM slots of weight 0 dead.
  *
  * Switched off by BC_NO_ROW_BLOCKS (options.h). Block size
- * CompileOptions.row_block_bytes (BC_ROW_BLOCK_BYTES; default
- * ROW_BLOCK_BYTES). */
+ * CompileOptions.row_block_bytes (BC_ROW_BLOCK_BYTES; 0: the default). */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -265,7 +265,9 @@ static bool block_rows(Rows *R, NodeId pi, int64_t block_bytes) {
     return false;
   R->M = xv->shape.dim[0];
   R->N = xv->shape.dim[1];
-  if (R->M * R->N * 4 <= block_bytes || R->N < ROWS_NARROW_RATIO || R->M == R->N) return false;
+  int64_t bytes = R->M * R->N * 4;
+  if (block_bytes <= 0) block_bytes = bytes >= ROW_BLOCKS_MIN_BYTES ? (bytes + 1) / 2 : bytes; /* halves */
+  if (bytes <= block_bytes || R->N < ROWS_NARROW_RATIO || R->M == R->N) return false;
   /* as many blocks as block_bytes makes, at most ROWS_MAX_BLOCKS, even */
   int64_t rows = block_bytes / (R->N * 4);
   rows = rows > 0 ? rows : 1;
@@ -334,7 +336,6 @@ static bool block_rows(Rows *R, NodeId pi, int64_t block_bytes) {
 
 bool row_blocks_run(Graph *g, int64_t block_bytes, Diag *d) {
   (void)d;
-  if (block_bytes <= 0) block_bytes = ROW_BLOCK_BYTES;
   Rows R = {.g = g};
   SrcLoc saved_loc = g->cur_loc;
   const char *saved_scope = g->cur_scope;

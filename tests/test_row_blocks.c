@@ -51,8 +51,8 @@ static int logits_gemms(const Graph *g, const KernelPlan *p, int64_t vocab, int6
   return n;
 }
 
-/* pretrain at batch 64: the logits are [1216, 20256], 98.5 MB; two blocks
- * of 608 rows, each GEMM guarded by its half of the loss weights. The
+/* pretrain at batch 64: the logits are [1216, 20256], 98.5 MB; by default
+ * two blocks of 608 rows, each GEMM guarded by its half of the loss weights. The
  * arena is at most a quarter of the intermediates (the goal), and smaller
  * than without blocks by more than a quarter of the logits. */
 TEST(mlm_logits_are_made_by_row_blocks) {
@@ -81,6 +81,14 @@ TEST(mlm_logits_are_made_by_row_blocks) {
   CHECK_EQ_INT(plan_computed_unread(&g, &p), 0);
   plan_release(&g, &p, &m);
   plan_release(&g0, &p0, &m0);
+  /* at batch 32 the logits (47 MiB) are under ROW_BLOCKS_MIN_BYTES: whole */
+  static const Setting batch32[] = {{"batch", "32"}};
+  if (!build(batch32, 1, 0, false, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  CHECK_EQ_INT(logits_gemms(&g, &p, 20256, rows, row0, 4), 1);
+  plan_release(&g, &p, &m);
 }
 
 /* The tiny model with a vocabulary of 64 and 768-byte blocks: its [8, 64]
