@@ -313,6 +313,21 @@ void graph_at_node(Graph *g, const Node *n) {
   g->cur_scope = NULL;
 }
 
+ValueId graph_copy_node(Graph *g, const Node *n, const ValueId *in, Shape s) {
+  switch (n->op) {
+  case OP_CONSTANT: return graph_const(g, n->a.scalar, n->a.dtype, s);
+  case OP_IOTA: return graph_iota(g, s, n->a.axis, n->a.dtype);
+  case OP_BROADCAST: return graph_broadcast(g, in[0], s);
+  case OP_RESHAPE: return graph_reshape(g, in[0], s);
+  default: {
+    bool remat = n->remat; /* n may live in g->nodes, which graph_op grows */
+    ValueId r = graph_op(g, n->op, n->n_in, in, &n->a, NULL);
+    g->nodes.data[g->values.data[r].node].remat = remat;
+    return r;
+  }
+  }
+}
+
 void graph_node_to_reshape(Graph *g, NodeId n, ValueId src) {
   Node *nd = &g->nodes.data[n];
   BC_ASSERT(nd->n_in >= 1 && shape_numel(&g->values.data[src].shape) == shape_numel(&g->values.data[nd->out].shape));

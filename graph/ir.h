@@ -256,6 +256,10 @@ void graph_move_to(Graph *g, NodeId first_new, NodeId at);
 /* New nodes get node n's YAML line and block instance, and names under
  * no scope (a pass's copies of n). */
 void graph_at_node(Graph *g, const Node *n);
+/* A copy of node n on inputs `in` (n->n_in of them) with output shape s:
+ * a constant, iota, broadcast or reshape of that shape, any other op's
+ * shape from its inputs; a remat copy stays one. */
+ValueId graph_copy_node(Graph *g, const Node *n, const ValueId *in, Shape s);
 /* Node n becomes a reshape of src (n's output keeps its id and shape): a
  * rewritten value's old producer, so that every id keeps its meaning. */
 void graph_node_to_reshape(Graph *g, NodeId n, ValueId src);

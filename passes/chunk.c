@@ -132,10 +132,10 @@ static ValueId block_of(Chunker *C, ValueId u, int64_t c0, int64_t c1, int block
     Node p = g->nodes.data[pn]; /* a copy: graph_op appends */
     graph_at_node(g, &p);
     switch (p.op) {
-    case OP_CONSTANT: r = graph_const(g, p.a.scalar, p.a.dtype, bs); break;
+    case OP_CONSTANT: r = graph_copy_node(g, &p, NULL, bs); break;
     case OP_IOTA:
       if (p.a.axis == 0) {
-        r = graph_iota(g, bs, 0, p.a.dtype);
+        r = graph_copy_node(g, &p, NULL, bs);
         break;
       }
       /* column indices: a block of one stored row of them, so that the
@@ -160,8 +160,7 @@ static ValueId block_of(Chunker *C, ValueId u, int64_t c0, int64_t c1, int block
       BC_ASSERT(p.n_in <= 4);
       for (int k = 0; k < p.n_in; k++) in[k] = block_of(C, p.in[k], c0, c1, block);
       graph_at_node(g, &p);
-      r = graph_op(g, p.op, p.n_in, in, &p.a, NULL);
-      g->nodes.data[g->values.data[r].node].remat = p.remat;
+      r = graph_copy_node(g, &p, in, bs);
       break;
     }
     }

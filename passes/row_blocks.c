@@ -199,17 +199,7 @@ static ValueId block_of(Rows *R, ValueId u, int64_t r0, int64_t r1, int block) {
     BC_ASSERT(p.n_in <= 4);
     for (int k = 0; k < p.n_in; k++) in[k] = per_row(R, &p, k) ? block_of(R, p.in[k], r0, r1, block) : p.in[k];
     graph_at_node(g, &p);
-    switch (p.op) {
-    case OP_CONSTANT: r = graph_const(g, p.a.scalar, p.a.dtype, bs); break;
-    case OP_IOTA: r = graph_iota(g, bs, p.a.axis, p.a.dtype); break;
-    case OP_BROADCAST: r = graph_broadcast(g, in[0], bs); break;
-    case OP_RESHAPE: r = graph_reshape(g, in[0], bs); break;
-    default:
-      r = graph_op(g, p.op, p.n_in, in, &p.a, NULL);
-      g->nodes.data[g->values.data[r].node].remat = p.remat;
-      break;
-    }
-    named(g, r, name, block);
+    r = named(g, graph_copy_node(g, &p, in, bs), name, block);
   }
   R->copy[u] = r;
   vec_push(&R->touched, u);
