@@ -28,8 +28,9 @@
  *    library kernel each; a reshape of a buffer, or a slice of its rows
  *    (not folded into its readers), is an alias.
  *  - A GEMM's epilogue: a bias add (a broadcast [N] vector along the rows),
- *    relu, gelu, gelu_tanh, or the add of a value of the output's shape
- *    already in memory (a residual) joins the GEMM's group when it is the
+ *    relu, gelu, gelu_tanh, the add of a value of the output's shape
+ *    already in memory (a residual), or relu_grad of the product by such a
+ *    value (relu's backward mask) joins the GEMM's group when it is the
  *    only reader of the group's last value, up to GEMM_EPILOGUE_MAX of
  *    them: the library applies them to C before storing it (the cpu
  *    backend's oneDNN post-ops), and the values between are never stored.
@@ -282,6 +283,8 @@ static bool epilogue_fits(const Fuser *F, const Node *n, int G, int at) {
   case OP_RELU:
   case OP_GELU:
   case OP_GELU_TANH: return true;
+  case OP_RELU_GRAD: /* the product is the gradient; the mask, relu's output, in memory */
+    return at == 0 && n->in[1] != t && shape_eq(&val(F, n->in[1])->shape, cs) && in_memory_before(F, n->in[1], G);
   case OP_ADD: {
     ValueId o = n->in[1 - at];
     if (o == t) return false;

@@ -20,7 +20,7 @@
  * Two facts, each a guard:
  *  - zero (forward, in node order): the dead rows are exactly 0. The
  *    weights themselves; a constant 0; a product with a zero-guarded
- *    factor; neg, relu, tanh and the other activations that keep 0; a sum
+ *    factor (or relu_grad with either operand zero-guarded); neg, relu, tanh and the other activations that keep 0; a sum
  *    or select of zero-guarded values; a quotient with a zero-guarded
  *    numerator; the rows of a GEMM's zero-guarded A; reshapes,
  *    broadcasts, slices, concats and reductions that stay within rows.
@@ -31,7 +31,7 @@
  *    gradient).
  *  - no-matter (backward, in reverse node order): every reader of the
  *    value's dead rows makes nothing but dead rows of its own output, or
- *    multiplies them by zeros: a product with a zero-guarded factor, a
+ *    multiplies them by zeros: a product (or relu_grad) with a zero-guarded factor, a
  *    GEMM C = A^T B summing them against zero rows of the other operand, a
  *    row-wise op (the zero rules' shapes) whose output is guarded alike
  *    or finer, an attention reading them as masked keys or values, or as
@@ -266,7 +266,8 @@ static int zero_of(Guards *G, const Node *n) {
   if (special >= 0) return special;
   int from = 0, to = 1; /* the inputs [from, to) that must be zero-guarded by w */
   switch (n->op) {
-  case OP_MUL: from = z[n->in[0]] != -1 ? 0 : 1, to = from + 1; break; /* one zero factor does */
+  case OP_MUL: /* one zero factor does */
+  case OP_RELU_GRAD: from = z[n->in[0]] != -1 ? 0 : 1, to = from + 1; break; /* 0 where g is 0 or y is not > 0 */
   case OP_ADD:
   case OP_SUB:
   case OP_MAX:
@@ -312,7 +313,7 @@ static bool reads_live_rows(Guards *G, const Node *n, int i, int w, bool commit)
 static int offered(Guards *G, const Node *n, int i) {
   const Graph *g = G->g;
   int z = n->n_in > 1 && i < 2 ? G->zero[n->in[1 - i]] : -1;
-  if (n->op == OP_MUL && z >= 0) return z;
+  if ((n->op == OP_MUL || n->op == OP_RELU_GRAD) && z >= 0) return z;
   if (n->op == OP_MATMUL && n->a.trans_a && z >= 0) return z;
   if ((n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) && i < 3)
     return attention_guard(G, n, g->values.data[n->in[i]].shape.dim[1]);
@@ -323,8 +324,9 @@ static int offered(Guards *G, const Node *n, int i) {
  * whatever v's rows dead under w hold, as long as they are 0 or finite. */
 static bool reader_ok(Guards *G, const Node *n, int i, int w) {
   const Graph *g = G->g;
-  if (n->op == OP_MUL && zero_under(G, n->in[1 - i], w) && row_len(G, n->in[1 - i], w) == row_len(G, n->in[i], w))
-    return true; /* times zero rows */
+  if ((n->op == OP_MUL || n->op == OP_RELU_GRAD) && zero_under(G, n->in[1 - i], w) &&
+      row_len(G, n->in[1 - i], w) == row_len(G, n->in[i], w))
+    return true; /* times zero rows, or masked by them */
   if (n->op == OP_MATMUL && n->a.trans_a && !n->a.trans_b && i < 2) { /* C = A^T B sums over the rows */
     const Shape *a = &g->values.data[n->in[0]].shape, *b = &g->values.data[n->in[1]].shape;
     return a->rank == 2 && b->rank == 2 && a->dim[0] == row_guard_rows(g, &G->r->list.data[w]) &&

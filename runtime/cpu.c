@@ -161,11 +161,13 @@ static void release(Exec *e) {
 
 /* A GEMM kernel's epilogue: its nodes after the matmul (passes/fuse.c),
  * each reading the value before it; a bias is a broadcast the kernel
- * folded, an addend a value in memory. */
+ * folded, an addend or a relu mask a value in memory. */
 static void gemm_epilogue_of(const Cpu *c, CpuKernel *ck) {
   const Graph *g = &c->p.graph;
   const Kernel *k = ck->k;
   ValueId t = g->nodes.data[k->first_node].out;
+  const Shape *cs = &g->values.data[t].shape;
+  int64_t N = cs->rank ? cs->dim[cs->rank - 1] : 1;
   ck->epi.n = 0;
   for (int i = 1; i < k->nodes.n; i++) {
     const Node *n = &g->nodes.data[k->nodes.data[i]];
@@ -175,6 +177,12 @@ static void gemm_epilogue_of(const Cpu *c, CpuKernel *ck) {
     case OP_RELU: s->kind = GEMM_EPI_RELU; break;
     case OP_GELU: s->kind = GEMM_EPI_GELU; break;
     case OP_GELU_TANH: s->kind = GEMM_EPI_GELU_TANH; break;
+    case OP_RELU_GRAD: /* the gradient is C, the mask relu's output in memory */
+      BC_ASSERT(n->in[0] == t);
+      s->kind = GEMM_EPI_RELU_MASK;
+      s->src = addr_of(c, n->in[1]);
+      s->ld = N;
+      break;
     case OP_ADD: {
       ValueId o = n->in[0] == t ? n->in[1] : n->in[0];
       NodeId p = g->values.data[o].node;
@@ -184,6 +192,7 @@ static void gemm_epilogue_of(const Cpu *c, CpuKernel *ck) {
       } else {
         s->kind = GEMM_EPI_ADD;
         s->src = addr_of(c, o);
+        s->ld = N;
       }
       BC_ASSERT(s->src);
       break;
@@ -683,6 +692,9 @@ static bool cpu_run(Exec *e, const RunContext *ctx, Diag *d) {
           gd->idx[gd->n_live++] = (int32_t)r;
         }
       }
+      /* the rows a GEMM rounds its compacted rows up by read a live row
+       * (an epilogue's mask reads the row idx says) */
+      for (int64_t r = gd->n_live; r < gd->rows; r++) gd->idx[r] = gd->n_live ? gd->idx[gd->n_live - 1] : 0;
     }
     if (sync) grad_sync_before(sync, i, NULL);
     double ts = (timed || k->kind == KERNEL_GEMM) ? compiled_now_ns() : 0;

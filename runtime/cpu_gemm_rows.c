@@ -363,10 +363,8 @@ static void given_block_range(void *ctx, int64_t begin, int64_t end) {
     int64_t m = i0 + j->mb < j->cn ? j->mb : j->cn - i0, w = n0 + j->nb < j->N ? j->nb : j->N - n0;
     const float *B = j->tb ? j->B + n0 * j->K : j->B + n0;
     int64_t ldb = j->tb ? j->K : j->N;
-    if (j->e && j->e->n > 0) {
-      GemmEpilogue e = *j->e;
-      for (int s = 0; s < e.n; s++)
-        if (e.step[s].kind == GEMM_EPI_BIAS) e.step[s].src += n0;
+    if (j->e && j->e->n > 0) { /* a mask reads the live rows the block's rows are */
+      GemmEpilogue ec = gemm_epilogue_compacted(j->e, j->idx + j->c0 + i0), e = gemm_epilogue_at(&ec, 0, n0);
       gemm_lib_sgemm_epilogue(j->lib, false, j->tb, m, w, j->K, j->As + i0 * j->K, j->K, B, ldb, Cs, w, &e);
     } else {
       gemm_lib_sgemm(j->lib, false, j->tb, m, w, j->K, j->As + i0 * j->K, j->K, B, ldb, 0.0f, Cs, w);
@@ -384,9 +382,11 @@ static void given_runs_range(void *ctx, int64_t begin, int64_t end) {
   const GivenJob *j = ctx;
   for (int64_t s = begin; s < end; s++) {
     int64_t r0 = j->seg[2 * s], m = j->seg[2 * s + 1] - r0, ldb = j->tb ? j->K : j->N;
-    if (j->e && j->e->n > 0)
+    if (j->e && j->e->n > 0) {
+      GemmEpilogue e = gemm_epilogue_at(j->e, r0, 0);
       gemm_lib_sgemm_epilogue(j->lib, false, j->tb, m, j->N, j->K, j->A + r0 * j->K, j->K, j->B, ldb, j->C + r0 * j->N,
-                              j->N, j->e);
+                              j->N, &e);
+    }
     else
       gemm_lib_sgemm(j->lib, false, j->tb, m, j->N, j->K, j->A + r0 * j->K, j->K, j->B, ldb, 0.0f, j->C + r0 * j->N,
                      j->N);
@@ -431,7 +431,8 @@ bool cpu_gemm_rows_into(Pool *p, GemmLib lib, const float *A, int64_t M, int64_t
     if (j.c0 + j.cn > M) j.cn = M - j.c0;
     pool_parallel_for(p, j.cn, rows_grain(K), given_gather_range, &j);
     Shape as = shape_of(2, (int)j.cn, (int)K), cs = shape_of(2, (int)j.cn, (int)N);
-    if (e && e->n > 0) cpu_gemm_epilogue(p, lib, buf, &as, false, B, &bs, trans_b, C + j.c0 * N, &cs, e);
+    GemmEpilogue ec = e ? gemm_epilogue_compacted(e, idx + j.c0) : (GemmEpilogue){0};
+    if (e && e->n > 0) cpu_gemm_epilogue(p, lib, buf, &as, false, B, &bs, trans_b, C + j.c0 * N, &cs, &ec);
     else cpu_gemm(p, CPU_GEMM_AUTO, lib, buf, &as, false, B, &bs, trans_b, 0.0f, C + j.c0 * N, &cs);
   }
   return chunk >= n_pad;

@@ -62,10 +62,7 @@ static void sgemm_block(const GemmJob *j, const float *A, const float *B, float 
   const float *b = j->tb ? B + n0 * ldb : B + n0;
   float *c = C + m0 * ldc + n0;
   if (j->epi) { /* the tile's own rows and columns of the epilogue's operands */
-    GemmEpilogue e = *j->epi;
-    for (int s = 0; s < e.n; s++)
-      if (e.step[s].kind == GEMM_EPI_BIAS) e.step[s].src += n0;
-      else if (e.step[s].kind == GEMM_EPI_ADD) e.step[s].src += m0 * ldc + n0;
+    GemmEpilogue e = gemm_epilogue_at(j->epi, m0, n0);
     gemm_lib_sgemm_epilogue(j->lib, j->ta, j->tb, m1 - m0, n1 - n0, j->K, a, lda, b, ldb, c, ldc, &e);
     return;
   }

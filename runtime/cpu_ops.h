@@ -88,8 +88,9 @@ CpuRowsWay cpu_gemm_live_rows(Pool *p, GemmLib lib, const float *A, const Shape 
                               const Shape *c_shape, const CpuRowsScratch *s, const uint8_t *given, bool ready);
 
 /* C (M x N) = A (M x K) B (K x N, or N x K when trans_b), then the
- * epilogue e (NULL or n = 0: none; no GEMM_EPI_ADD), over the n rows
- * idx[0..n) (ascending, in n_runs runs; live[r] marks them), the other
+ * epilogue e (NULL or n = 0: none; no GEMM_EPI_ADD; e's frame is C's),
+ * over the n rows idx[0..n) (ascending, in n_runs runs; live[r] marks
+ * them; idx[n..M) repeat a live row, as runtime/cpu.c leaves them), the other
  * rows of C written as zeros or, next to a live run, as the product of
  * A's rows there (a row guard: runtime/cpu.c, which A's dead rows must
  * hold finite values for). Whichever way the cost model of
@@ -110,7 +111,8 @@ bool cpu_gemm_given_rows(Pool *p, GemmLib lib, const float *A, int64_t M, int64_
                          int64_t n, int64_t n_runs, int32_t *seg, float *buf, bool zero_dead);
 int64_t cpu_gemm_given_rows_scratch(int64_t M, int64_t N, int64_t K, int threads);
 /* The first n rows of C (M x N) = A's rows idx[0..n) times B, then the
- * epilogue e (no GEMM_EPI_ADD): a compacted product written in place (a
+ * epilogue e (no GEMM_EPI_ADD; its masks read the rows idx says, idx as
+ * above): a compacted product written in place (a
  * row guard's dead rows no kernel reads: runtime/cpu.c), its rows past n
  * (up to a multiple of 32, within M) anything. A's rows are copied into
  * buf (cpu_gemm_given_rows_scratch floats) a chunk at a time; returns

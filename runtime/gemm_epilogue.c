@@ -1,6 +1,7 @@
 /* gemm_epilogue.c — GEMMs with an epilogue (gemm_lib.h): oneDNN matmul
- * primitives with post-ops, and for the other libraries the product
- * followed by the steps over the rows just written.
+ * primitives with post-ops, and for the other libraries (and the steps no
+ * post-op expresses) the product by blocks of rows, each followed by the
+ * steps over the rows just written, still in cache.
  *
  * oneDNN's matmul API is used through its 2.x headers (Debian libdnnl-dev)
  * for the struct layouts, and called through dlsym'ed pointers like
@@ -33,20 +34,51 @@ static float epi_step(GemmEpiKind kind, float v) {
   }
 }
 
-/* The steps over an m x n block of C that the library just wrote. */
-static void epilogue_rows(int64_t m, int64_t n, float *C, int64_t ldc, const GemmEpilogue *e) {
+void gemm_epilogue_rows(int64_t m, int64_t n, float *C, int64_t ldc, const GemmEpilogue *e) {
   for (int64_t i = 0; i < m; i++) {
     float *c = C + i * ldc;
     for (int s = 0; s < e->n; s++) {
       const GemmEpiStep *st = &e->step[s];
-      if (st->kind == GEMM_EPI_BIAS)
+      if (st->kind == GEMM_EPI_BIAS) {
         for (int64_t j = 0; j < n; j++) c[j] += st->src[j];
-      else if (st->kind == GEMM_EPI_ADD)
-        for (int64_t j = 0; j < n; j++) c[j] += st->src[i * ldc + j];
-      else
+      } else if (st->kind == GEMM_EPI_ADD) {
+        for (int64_t j = 0; j < n; j++) c[j] += st->src[i * st->ld + j];
+      } else if (st->kind == GEMM_EPI_RELU_MASK) {
+        const float *y = st->src + (st->rows ? st->rows[i] : i) * st->ld;
+        for (int64_t j = 0; j < n; j++) c[j] = y[j] > 0.0f ? c[j] : 0.0f;
+      } else {
         for (int64_t j = 0; j < n; j++) c[j] = epi_step(st->kind, c[j]);
+      }
     }
   }
+}
+
+GemmEpilogue gemm_epilogue_compacted(const GemmEpilogue *e, const int32_t *rows) {
+  GemmEpilogue r = *e;
+  for (int s = 0; s < r.n; s++) {
+    BC_ASSERT(r.step[s].kind != GEMM_EPI_ADD && !r.step[s].rows);
+    if (r.step[s].kind == GEMM_EPI_RELU_MASK) r.step[s].rows = rows;
+  }
+  return r;
+}
+
+GemmEpilogue gemm_epilogue_at(const GemmEpilogue *e, int64_t i0, int64_t j0) {
+  GemmEpilogue r = *e;
+  for (int s = 0; s < r.n; s++) {
+    GemmEpiStep *st = &r.step[s];
+    if (!st->src) continue;
+    st->src += j0;
+    if (st->rows) st->rows += i0;
+    else if (st->kind != GEMM_EPI_BIAS) st->src += i0 * st->ld;
+  }
+  return r;
+}
+
+/* Rows of C per block of the product followed by the steps: about 64 KiB
+ * of C, so that the steps find it in cache. */
+static int64_t epilogue_block_rows(int64_t n) {
+  int64_t r = ((int64_t)16 << 10) / (n > 0 ? n : 1) / 16 * 16;
+  return r < 16 ? 16 : r;
 }
 
 #if __has_include(<oneapi/dnnl/dnnl.h>)
@@ -172,6 +204,7 @@ static void make_prim(Prim *p) {
     case GEMM_EPI_GELU_TANH:
       ok = dn.dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f) == dnnl_success;
       break;
+    case GEMM_EPI_RELU_MASK: ok = false; break; /* no post-op (the caller does not ask) */
     }
   }
   ok = ok && dn.dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success &&
@@ -287,13 +320,22 @@ bool gemm_lib_fuses_epilogues(GemmLib lib) {
 void gemm_lib_sgemm_epilogue(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, const GemmEpilogue *e) {
   if (m <= 0 || n <= 0) return;
+  bool post_ops = true; /* every step a oneDNN post-op, its operand laid out like C */
+  for (int s = 0; s < e->n; s++)
+    if (e->step[s].kind == GEMM_EPI_RELU_MASK || (e->step[s].kind == GEMM_EPI_ADD && e->step[s].ld != ldc))
+      post_ops = false;
 #ifdef HAVE_ONEDNN_MATMUL
-  if (lib == GEMM_LIB_ONEDNN && k > 0 && onednn_epilogue(ta, tb, m, n, k, A, lda, B, ldb, C, ldc, e)) return;
+  if (post_ops && lib == GEMM_LIB_ONEDNN && k > 0 && onednn_epilogue(ta, tb, m, n, k, A, lda, B, ldb, C, ldc, e))
+    return;
 #endif
-  if (k > 0) {
-    gemm_lib_sgemm(lib, ta, tb, m, n, k, A, lda, B, ldb, 0.0f, C, ldc);
-  } else {
-    for (int64_t i = 0; i < m; i++) memset(C + i * ldc, 0, sizeof(float) * (size_t)n);
+  int64_t rows = epilogue_block_rows(n);
+  for (int64_t i0 = 0; i0 < m; i0 += rows) {
+    int64_t mb = m - i0 < rows ? m - i0 : rows;
+    float *c = C + i0 * ldc;
+    if (k > 0) gemm_lib_sgemm(lib, ta, tb, mb, n, k, ta ? A + i0 : A + i0 * lda, lda, B, ldb, 0.0f, c, ldc);
+    else
+      for (int64_t i = 0; i < mb; i++) memset(c + i * ldc, 0, sizeof(float) * (size_t)n);
+    GemmEpilogue eb = gemm_epilogue_at(e, i0, 0);
+    gemm_epilogue_rows(mb, n, c, ldc, &eb);
   }
-  epilogue_rows(m, n, C, ldc, e);
 }

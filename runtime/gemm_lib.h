@@ -65,14 +65,27 @@ void gemm_lib_sgemm(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t
 /* ---- epilogues (passes/fuse.c decides them) ---------------------------
  *
  * Steps applied in order to each element C[i][j] of the product before it
- * is stored: GEMM_EPI_BIAS adds src[j] (N floats), GEMM_EPI_ADD adds
- * src[i * ldc + j] (a matrix laid out like C, never C itself), the others
- * are the activations of graph/ops.def (relu, gelu with erf, gelu_tanh).
- * src points at the element of the call's C[0][0]. */
-typedef enum { GEMM_EPI_BIAS, GEMM_EPI_ADD, GEMM_EPI_RELU, GEMM_EPI_GELU, GEMM_EPI_GELU_TANH } GemmEpiKind;
+ * is stored: GEMM_EPI_BIAS adds src[j] (N floats); GEMM_EPI_ADD adds
+ * src[i * ld + j] (a matrix with C's rows and columns, never C itself);
+ * GEMM_EPI_RELU_MASK keeps C[i][j] where src[r * ld + j] > 0 and writes 0
+ * elsewhere (relu_grad of ops.def: C is the gradient, src relu's output),
+ * r = rows[i] when a row map is given (C's rows compacted, src's not),
+ * else i; the others are the activations of graph/ops.def (relu, gelu
+ * with erf, gelu_tanh). src points at the element of the call's C[0][0]
+ * (at row 0 and the call's first column, with a row map). */
+typedef enum {
+  GEMM_EPI_BIAS,
+  GEMM_EPI_ADD,
+  GEMM_EPI_RELU_MASK,
+  GEMM_EPI_RELU,
+  GEMM_EPI_GELU,
+  GEMM_EPI_GELU_TANH
+} GemmEpiKind;
 typedef struct {
   GemmEpiKind kind;
-  const float *src; /* BIAS, ADD */
+  const float *src;    /* BIAS, ADD, RELU_MASK */
+  int64_t ld;          /* ADD, RELU_MASK: src's row stride */
+  const int32_t *rows; /* RELU_MASK: the row map, or NULL */
 } GemmEpiStep;
 typedef struct {
   int n;
@@ -88,9 +101,22 @@ bool gemm_lib_fuses_epilogues(GemmLib lib);
  * thread. oneDNN (when its headers were there at build time): one matmul
  * primitive with post-ops, made once per shape and epilogue and kept for
  * the process, so the steps run on C in registers before it is stored.
- * Other libraries: the product, then the steps over the rows of C just
- * written. relu of NaN is 0 in both, as in graph/ops.def. */
+ * Other libraries, and a mask no post-op expresses (GEMM_EPI_RELU_MASK):
+ * the product by blocks of rows, each followed by the steps over it while
+ * it is in cache. relu of NaN is 0 in both, as in graph/ops.def. */
 void gemm_lib_sgemm_epilogue(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, const GemmEpilogue *e);
+
+/* The steps of e over the first m rows of an m x n block of C (ldc) the
+ * product just wrote (for callers that make the product themselves). */
+void gemm_epilogue_rows(int64_t m, int64_t n, float *C, int64_t ldc, const GemmEpilogue *e);
+
+/* e for a C whose row i is row rows[i] of e's (C's rows compacted): its
+ * masks read through the map. e has no row map yet, and no addend. */
+GemmEpilogue gemm_epilogue_compacted(const GemmEpilogue *e, const int32_t *rows);
+
+/* e for the block of C at row i0 and column j0 of e's own: every step's
+ * operand moved there (a row map by i0 rows). */
+GemmEpilogue gemm_epilogue_at(const GemmEpilogue *e, int64_t i0, int64_t j0);
 
 #endif

@@ -231,24 +231,29 @@ TEST(given_rows_stand_for_the_scan_and_carry_over) {
  * `runs`); the other rows of C, NaN before, must be 0 (or, without
  * zero_dead, still NaN), or the product of A's rows there where a run's
  * last piece was rounded up into them. */
-static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bool tb, bool epi, int period,
+static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bool tb, int epi, int period,
                        int keep, bool runs, bool zero_dead) {
   float *A = bc_malloc(sizeof(float) * (size_t)(M * K)), *B = bc_malloc(sizeof(float) * (size_t)(K * N));
   float *C = bc_malloc(sizeof(float) * (size_t)(M * N)), *bias = bc_malloc(sizeof(float) * (size_t)N);
+  float *Y = bc_malloc(sizeof(float) * (size_t)(M * N)); /* a relu mask's source, both signs */
   uint8_t *live = bc_malloc((size_t)M);
   int32_t *idx = bc_malloc(sizeof(int32_t) * (size_t)M);
   for (int64_t i = 0; i < M * K; i++) A[i] = rnd_f();
   for (int64_t i = 0; i < K * N; i++) B[i] = rnd_f();
   for (int64_t i = 0; i < M * N; i++) C[i] = NAN;
   for (int64_t i = 0; i < N; i++) bias[i] = rnd_f();
+  for (int64_t i = 0; i < M * N; i++) Y[i] = rnd_f();
   int64_t n = 0, n_runs = 0;
   for (int64_t r = 0; r < M; r++)
     if ((live[r] = r % period < keep)) {
       n_runs += r == 0 || !live[r - 1];
       idx[n++] = (int32_t)r;
     }
+  for (int64_t r = n; r < M; r++) idx[r] = n ? idx[n - 1] : 0; /* as runtime/cpu.c leaves them */
   int32_t *seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * M + 2));
-  GemmEpilogue e = {2, {{GEMM_EPI_BIAS, bias}, {GEMM_EPI_RELU, NULL}}};
+  /* epi 1: bias, relu; 2: bias, relu mask by Y (read at C's own rows) */
+  GemmEpilogue e = {2, {{GEMM_EPI_BIAS, bias, 0, NULL}, {GEMM_EPI_RELU, NULL, 0, NULL}}};
+  if (epi == 2) e.step[1] = (GemmEpiStep){GEMM_EPI_RELU_MASK, Y, N, NULL};
   int64_t floats = cpu_gemm_given_rows_scratch(M, N, K, pool_n_threads(p)), canary = 1 << 18;
   float *buf = bc_malloc(sizeof(float) * (size_t)(floats + canary));
   for (int64_t i = 0; i < floats; i++) buf[i] = NAN; /* the rounding's rows hold NaN: they must go nowhere */
@@ -273,7 +278,8 @@ static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bo
         double x = A[i * K + k], y = tb ? B[j * K + k] : B[k * N + j];
         acc += x * y, mag += fabs(x * y);
       }
-      if ((live[i] || rounded) && epi) acc += bias[j], mag += fabs(bias[j]), acc = acc > 0 ? acc : 0;
+      if ((live[i] || rounded) && epi) acc += bias[j], mag += fabs(bias[j]);
+      if ((live[i] || rounded) && epi) acc = (epi == 2 ? Y[i * N + j] : acc) > 0 ? acc : 0;
       ok = fabs(C[i * N + j] - acc) <= (double)(K + 2) * FLT_EPSILON * mag + 1e-30;
       if (!ok)
         fprintf(stderr, "  given rows %lldx%lldx%lld, %d of %d live%s: C[%lld,%lld] = %.9g, want %.9g\n",
@@ -281,7 +287,7 @@ static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bo
                 (long long)j, C[i * N + j], acc);
     }
   }
-  free(A), free(B), free(C), free(bias), free(live), free(idx), free(buf), free(seg);
+  free(A), free(B), free(C), free(bias), free(Y), free(live), free(idx), free(buf), free(seg);
   return ok;
 }
 
@@ -297,6 +303,10 @@ TEST(given_rows_match_the_dense_product) {
         CHECK(given_case(p, lib, 190, 700, 24, true, true, 19, 12, runs, true));
         /* few columns: the rows are cut into blocks for the threads */
         CHECK(given_case(p, lib, 333, 40, 56, false, true, 7, 5, runs, true));
+        /* relu's backward mask: read at each block's own live rows */
+        CHECK(given_case(p, lib, 190, 700, 24, true, 2, 19, 12, runs, true));
+        CHECK(given_case(p, lib, 333, 40, 56, false, 2, 7, 5, runs, true));
+        CHECK(given_case(p, lib, 1024, 48, 40, false, 2, 128, 100, runs, false));
         CHECK(given_case(p, lib, 64, 16, 8, true, false, 4, 1, runs, true));
         CHECK(given_case(p, lib, 64, 16, 8, false, true, 4, 0, runs, true)); /* none live: all zero */
         /* padding tails: runs of 100 rows in 128, cut into pieces */

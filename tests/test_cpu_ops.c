@@ -446,7 +446,8 @@ TEST(gemm_random_shapes) {
 
 /* GEMM epilogues (gemm_lib.h) on every installed library, through
  * cpu_gemm_epilogue's tiles (3 threads): oneDNN's post-ops, the product
- * then the steps on the others. Every element against double. */
+ * by blocks of rows then the steps on the others and for relu masks.
+ * Every element against double. */
 static int epilogue_case(Pool *p, int M, int N, int K);
 TEST(gemm_epilogue_steps_on_each_library) {
   Pool *p = make_pool(3);
@@ -461,25 +462,31 @@ static int epilogue_case(Pool *p, int M, int N, int K) {
   static const GemmEpiKind chains[][3] = {{GEMM_EPI_BIAS, GEMM_EPI_RELU},
                                           {GEMM_EPI_BIAS, GEMM_EPI_GELU, GEMM_EPI_ADD},
                                           {GEMM_EPI_GELU_TANH},
-                                          {GEMM_EPI_ADD, GEMM_EPI_RELU}};
-  static const int chain_len[] = {2, 3, 1, 2};
+                                          {GEMM_EPI_ADD, GEMM_EPI_RELU},
+                                          {GEMM_EPI_RELU_MASK},
+                                          {GEMM_EPI_BIAS, GEMM_EPI_RELU_MASK}};
+  enum { N_CHAINS = sizeof chains / sizeof chains[0] };
+  static const int chain_len[N_CHAINS] = {2, 3, 1, 2, 1, 2};
   GemmLib libs[GEMM_LIB_COUNT];
   int n_libs = installed_libs(libs), fails = 0;
   float *A = bc_malloc(sizeof(float) * (size_t)(M * K)), *B = bc_malloc(sizeof(float) * (size_t)(K * N));
   float *bias = bc_malloc(sizeof(float) * (size_t)N), *R = bc_malloc(sizeof(float) * (size_t)(M * N));
-  float *C = bc_malloc(sizeof(float) * (size_t)(M * N));
+  float *C = bc_malloc(sizeof(float) * (size_t)(M * N)), *Y = bc_malloc(sizeof(float) * (size_t)(M * N));
   fill(A, M * K);
   fill(B, K * N);
   fill(bias, N);
   fill(R, M * N);
+  for (int i = 0; i < M * N; i++) Y[i] = (float)((i * 7919) % 13) - 6.0f; /* a relu mask's source: both signs and 0 */
   for (int l = 0; l < n_libs; l++)
-    for (int c = 0; c < 4; c++)
+    for (int c = 0; c < N_CHAINS; c++)
       for (int t = 0; t < 4; t++) { /* A and B transposed or not: the buffers read as [K, M], [N, K] */
         bool ta = t & 1, tb = t & 2;
         GemmEpilogue e = {chain_len[c], {{0}}};
         for (int s = 0; s < e.n; s++) {
           e.step[s].kind = chains[c][s];
-          e.step[s].src = chains[c][s] == GEMM_EPI_BIAS ? bias : chains[c][s] == GEMM_EPI_ADD ? R : NULL;
+          GemmEpiKind kind = chains[c][s];
+          e.step[s].src = kind == GEMM_EPI_BIAS ? bias : kind == GEMM_EPI_ADD ? R : kind == GEMM_EPI_RELU_MASK ? Y : NULL;
+          e.step[s].ld = N;
         }
         Shape as = ta ? shape_of(2, K, M) : shape_of(2, M, K), bs = tb ? shape_of(2, N, K) : shape_of(2, K, N);
         Shape cs = shape_of(2, M, N);
@@ -492,6 +499,7 @@ static int epilogue_case(Pool *p, int M, int N, int K) {
             for (int s = 0; s < e.n; s++) switch (e.step[s].kind) {
               case GEMM_EPI_BIAS: x += bias[j]; break;
               case GEMM_EPI_ADD: x += R[i * N + j]; break;
+              case GEMM_EPI_RELU_MASK: x = Y[i * N + j] > 0 ? x : 0; break;
               case GEMM_EPI_RELU: x = x > 0 ? x : 0; break;
               case GEMM_EPI_GELU: x = 0.5 * x * (1 + erf(x / sqrt(2.0))); break;
               case GEMM_EPI_GELU_TANH: x = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); break;
@@ -510,6 +518,7 @@ static int epilogue_case(Pool *p, int M, int N, int K) {
   free(bias);
   free(R);
   free(C);
+  free(Y);
   return fails;
 }
 

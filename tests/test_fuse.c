@@ -280,4 +280,41 @@ TEST(gemm_epilogues) {
   graph_free(&g);
 }
 
+/* relu's backward mask (relu_grad of d h by relu's output) joins the GEMM
+ * making d h: in the nli training step the two encoder layers' and the
+ * classifier's; with BC_NO_EPILOGUE each is a loop kernel of its own. */
+TEST(relu_backward_masks_run_in_their_gemms) {
+  int gemm_masks[2] = {0, 0}, loop_masks[2] = {0, 0};
+  for (int off = 0; off < 2; off++) {
+    CompileOptions o;
+    compile_options_default(&o);
+    o.model_path = "models/bert.yaml";
+    o.graph_name = "nli";
+    o.train = true;
+    o.off.epilogue = off;
+    Graph g;
+    KernelPlan p;
+    MemPlan m;
+    if (!plan_build(&o, &g, &p, &m)) {
+      CHECK(0);
+      return;
+    }
+    for (int i = 0; i < p.kernels.n; i++) {
+      const Kernel *k = &p.kernels.data[i];
+      if (!kernel_has(&g, k, OP_RELU_GRAD)) continue;
+      if (k->kind == KERNEL_GEMM) {
+        gemm_masks[off]++;
+        CHECK_MSG(strstr(k->name, "_matmul_relu_grad") && k->nodes.n == 2, "%s", k->name);
+      } else {
+        loop_masks[off]++;
+      }
+    }
+    plan_release(&g, &p, &m);
+  }
+  CHECK_EQ_INT(gemm_masks[0], 3);
+  CHECK_EQ_INT(loop_masks[0], 0);
+  CHECK_EQ_INT(gemm_masks[1], 0);
+  CHECK_EQ_INT(loop_masks[1], 3);
+}
+
 TEST_MAIN()
