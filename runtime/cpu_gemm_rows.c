@@ -363,8 +363,12 @@ static void given_block_range(void *ctx, int64_t begin, int64_t end) {
     int64_t m = i0 + j->mb < j->cn ? j->mb : j->cn - i0, w = n0 + j->nb < j->N ? j->nb : j->N - n0;
     const float *B = j->tb ? j->B + n0 * j->K : j->B + n0;
     int64_t ldb = j->tb ? j->K : j->N;
-    if (j->e && j->e->n > 0) { /* a mask reads the live rows the block's rows are */
+    if (j->e && j->e->n > 0) {
+      /* a mask reads the live rows the block's rows are: the rounding's
+       * rows, which have none, are left out */
       GemmEpilogue ec = gemm_epilogue_compacted(j->e, j->idx + j->c0 + i0), e = gemm_epilogue_at(&ec, 0, n0);
+      for (int s = 0; s < e.n; s++)
+        if (e.step[s].rows && m > j->n - j->c0 - i0) m = j->n - j->c0 - i0;
       gemm_lib_sgemm_epilogue(j->lib, false, j->tb, m, w, j->K, j->As + i0 * j->K, j->K, B, ldb, Cs, w, &e);
     } else {
       gemm_lib_sgemm(j->lib, false, j->tb, m, w, j->K, j->As + i0 * j->K, j->K, B, ldb, 0.0f, Cs, w);

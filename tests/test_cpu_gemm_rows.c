@@ -237,7 +237,7 @@ static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bo
   float *C = bc_malloc(sizeof(float) * (size_t)(M * N)), *bias = bc_malloc(sizeof(float) * (size_t)N);
   float *Y = bc_malloc(sizeof(float) * (size_t)(M * N)); /* a relu mask's source, both signs */
   uint8_t *live = bc_malloc((size_t)M);
-  int32_t *idx = bc_malloc(sizeof(int32_t) * (size_t)M);
+  int32_t *idx = bc_malloc(sizeof(int32_t) * (size_t)(M + 64));
   for (int64_t i = 0; i < M * K; i++) A[i] = rnd_f();
   for (int64_t i = 0; i < K * N; i++) B[i] = rnd_f();
   for (int64_t i = 0; i < M * N; i++) C[i] = NAN;
@@ -250,6 +250,7 @@ static bool given_case(Pool *p, GemmLib lib, int64_t M, int64_t N, int64_t K, bo
       idx[n++] = (int32_t)r;
     }
   for (int64_t r = n; r < M; r++) idx[r] = n ? idx[n - 1] : 0; /* as runtime/cpu.c leaves them */
+  for (int64_t r = M; r < M + 64; r++) idx[r] = 1 << 30;        /* past them: a row no one may read */
   int32_t *seg = bc_malloc(sizeof(int32_t) * (size_t)(2 * M + 2));
   /* epi 1: bias, relu; 2: bias, relu mask by Y (read at C's own rows) */
   GemmEpilogue e = {2, {{GEMM_EPI_BIAS, bias, 0, NULL}, {GEMM_EPI_RELU, NULL, 0, NULL}}};
@@ -307,6 +308,7 @@ TEST(given_rows_match_the_dense_product) {
         CHECK(given_case(p, lib, 190, 700, 24, true, 2, 19, 12, runs, true));
         CHECK(given_case(p, lib, 333, 40, 56, false, 2, 7, 5, runs, true));
         CHECK(given_case(p, lib, 1024, 48, 40, false, 2, 128, 100, runs, false));
+        CHECK(given_case(p, lib, 40, 48, 16, false, 2, 10, 9, runs, true)); /* rounded up past M */
         CHECK(given_case(p, lib, 64, 16, 8, true, false, 4, 1, runs, true));
         CHECK(given_case(p, lib, 64, 16, 8, false, true, 4, 0, runs, true)); /* none live: all zero */
         /* padding tails: runs of 100 rows in 128, cut into pieces */
