@@ -1,8 +1,9 @@
 /* gemm_libs.c — single-precision GEMM libraries on the shapes of d2l's BERT
  * training step, on this machine, one and two threads: OpenBLAS as bertc
  * calls it (cblas_sgemm, kernels as OPENBLAS_CORETYPE or its own choice
- * make them), BLIS (bli_sgemm, its own kernel choice), oneDNN (dnnl_sgemm)
- * and libxsmm (JIT kernels on 64-row tiles). Each library is loaded with
+ * make them), BLIS (bli_sgemm, its own kernel choice), oneDNN (dnnl_sgemm),
+ * libxsmm (JIT kernels on 64-row tiles) and bertc's own micro-kernel
+ * emitted by its LLVM backend for each depth (llvm_jit_gemm_panel). Each library is loaded with
  * dlopen when it is installed (Debian: libblis4-openmp, libdnnl2,
  * libxsmm-dev is static only and linked when the build finds it); one that
  * is missing is reported as such.
@@ -26,6 +27,8 @@
 
 #include <cblas.h>
 
+#include "codegen/llvm_emit.h"
+
 #ifdef HAVE_LIBXSMM
 #include <libxsmm.h>
 #endif
@@ -35,11 +38,11 @@ typedef struct {
   int batch;      /* independent GEMMs (attention heads x examples) */
   int M, N, K;
   bool ta, tb;
-} Shape;
+} GemmShape;
 
 /* nli at batch 64 (T = 128: M = 8192; FFN 512; QKV fused to 384) and the
  * MLM head of pretrain at batch 64 (20 predictions each: M = 1280). */
-static const Shape shapes[] = {
+static const GemmShape shapes[] = {
     {"x W (proj) [8192,128]x[128,128]", 1, 8192, 128, 128, false, false},
     {"x Wqkv [8192,128]x[128,384]", 1, 8192, 384, 128, false, false},
     {"x W1 (ffn) [8192,128]x[128,512]", 1, 8192, 512, 128, false, false},
@@ -59,13 +62,13 @@ static const Shape shapes[] = {
 enum { N_SHAPES = sizeof shapes / sizeof shapes[0] };
 
 /* C = op(A) op(B) for rows [m0, m1) of C, row-major, one thread. */
-typedef bool (*GemmFn)(const Shape *s, const float *A, const float *B, float *C, int m0, int m1);
+typedef bool (*GemmFn)(const GemmShape *s, const float *A, const float *B, float *C, int m0, int m1);
 
-static int lda_of(const Shape *s) { return s->ta ? s->M : s->K; }
-static int ldb_of(const Shape *s) { return s->tb ? s->K : s->N; }
-static const float *a_rows(const Shape *s, const float *A, int m0) { return s->ta ? A + m0 : A + (size_t)m0 * lda_of(s); }
+static int lda_of(const GemmShape *s) { return s->ta ? s->M : s->K; }
+static int ldb_of(const GemmShape *s) { return s->tb ? s->K : s->N; }
+static const float *a_rows(const GemmShape *s, const float *A, int m0) { return s->ta ? A + m0 : A + (size_t)m0 * lda_of(s); }
 
-static bool gemm_openblas(const Shape *s, const float *A, const float *B, float *C, int m0, int m1) {
+static bool gemm_openblas(const GemmShape *s, const float *A, const float *B, float *C, int m0, int m1) {
   cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, m1 - m0, s->N,
               s->K, 1.0f, a_rows(s, A, m0), lda_of(s), B, ldb_of(s), 0.0f, C + (size_t)m0 * s->N, s->N);
   return true;
@@ -76,7 +79,7 @@ static bool gemm_openblas(const Shape *s, const float *A, const float *B, float 
 typedef void (*BliSgemm)(int, int, int64_t, int64_t, int64_t, const float *, const float *, int64_t, int64_t,
                          const float *, int64_t, int64_t, const float *, float *, int64_t, int64_t);
 static BliSgemm bli_sgemm_p;
-static bool gemm_blis(const Shape *s, const float *A, const float *B, float *C, int m0, int m1) {
+static bool gemm_blis(const GemmShape *s, const float *A, const float *B, float *C, int m0, int m1) {
   const float one = 1.0f, zero = 0.0f;
   int64_t rsa = s->ta ? 1 : lda_of(s), csa = s->ta ? lda_of(s) : 1;
   int64_t rsb = s->tb ? 1 : ldb_of(s), csb = s->tb ? ldb_of(s) : 1;
@@ -89,7 +92,7 @@ typedef int (*DnnlSgemm)(char, char, int64_t, int64_t, int64_t, float, const flo
                          int64_t, float, float *, int64_t);
 static DnnlSgemm dnnl_sgemm_p;
 static void (*dnnl_omp_set_threads)(int); /* oneDNN's OpenMP runtime */
-static bool gemm_dnnl(const Shape *s, const float *A, const float *B, float *C, int m0, int m1) {
+static bool gemm_dnnl(const GemmShape *s, const float *A, const float *B, float *C, int m0, int m1) {
   /* OpenMP's thread count is per calling thread and read from the
    * environment only when libgomp loads: one thread per call, as the others */
   static __thread bool one_thread;
@@ -103,7 +106,7 @@ static bool gemm_dnnl(const Shape *s, const float *A, const float *B, float *C, 
 /* Row-major C = A B is column-major C' = B' A': a kernel of m = N, n = rows,
  * k = K with libxsmm's "a" = B and "b" = A; tiles of XSMM_ROWS rows. */
 enum { XSMM_ROWS = 64 };
-static bool gemm_xsmm(const Shape *s, const float *A, const float *B, float *C, int m0, int m1) {
+static bool gemm_xsmm(const GemmShape *s, const float *A, const float *B, float *C, int m0, int m1) {
   int flags = LIBXSMM_GEMM_FLAG_BETA_0 | (s->tb ? LIBXSMM_GEMM_FLAG_TRANS_A : 0) |
               (s->ta ? LIBXSMM_GEMM_FLAG_TRANS_B : 0);
   libxsmm_blasint lda = ldb_of(s), ldb = lda_of(s), ldc = s->N;
@@ -117,6 +120,57 @@ static bool gemm_xsmm(const Shape *s, const float *A, const float *B, float *C, 
 }
 #endif
 
+/* bertc's own micro-kernel (codegen/llvm_gemm.c, specialized to K), with
+ * the loops around it a library would have: B packed into K x 32 panels in
+ * blocks of at most PACK_FLOATS per call (the packing counted), then each
+ * block of ROW_BLOCK rows of A against the block's panels. No blocking of
+ * K, no packing of A (it is read through its strides). N a multiple of 32
+ * here: every shape's is. */
+enum { PACK_FLOATS = 256 << 10, ROW_BLOCK = 240 };
+static LlvmJit *jit;
+static struct {
+  int K;
+  LlvmGemmPanelFn fn;
+} panel_fns[N_SHAPES];
+
+static LlvmGemmPanelFn panel_fn(int K) {
+  for (int i = 0; i < N_SHAPES; i++)
+    if (panel_fns[i].K == K) return panel_fns[i].fn;
+  return NULL;
+}
+
+static bool gemm_llvm(const GemmShape *s, const float *A, const float *B, float *C, int m0, int m1) {
+  LlvmGemmPanelFn fn = panel_fn(s->K);
+  if (!fn || s->N % LLVM_GEMM_NR) return false;
+  /* panels per block: as many as PACK_FLOATS holds, one at least */
+  int panel = s->K * LLVM_GEMM_NR, per = PACK_FLOATS / panel > 1 ? PACK_FLOATS / panel : 1, ldb = ldb_of(s);
+  static __thread float *pack;
+  static __thread size_t cap;
+  if (cap < (size_t)per * panel) {
+    free(pack);
+    cap = (size_t)per * panel;
+    pack = malloc(sizeof(float) * cap);
+  }
+  int64_t rs = s->ta ? 1 : lda_of(s), cs = s->ta ? lda_of(s) : 1;
+  for (int p0 = 0; p0 < s->N / LLVM_GEMM_NR; p0 += per) {
+    int np = s->N / LLVM_GEMM_NR - p0 < per ? s->N / LLVM_GEMM_NR - p0 : per;
+    for (int p = 0; p < np; p++) /* panel p0 + p: columns [32 (p0 + p), +32) of B, K rows of 32 */
+      for (int k = 0; k < s->K; k++)
+        for (int j = 0; j < LLVM_GEMM_NR; j++) {
+          int col = (p0 + p) * LLVM_GEMM_NR + j;
+          pack[(size_t)p * panel + (size_t)k * LLVM_GEMM_NR + j] = s->tb ? B[(size_t)col * ldb + k] : B[(size_t)k * ldb + col];
+        }
+    for (int r = m0; r < m1; r += ROW_BLOCK) {
+      int rows = m1 - r < ROW_BLOCK ? m1 - r : ROW_BLOCK;
+      const float *a = s->ta ? A + r : A + (size_t)r * lda_of(s);
+      for (int p = 0; p < np; p++)
+        fn(a, rs, cs, pack + (size_t)p * panel, C + (size_t)r * s->N + (p0 + p) * LLVM_GEMM_NR, s->N,
+           rows);
+    }
+  }
+  return true;
+}
+
 typedef struct {
   const char *name;
   GemmFn fn;
@@ -125,7 +179,7 @@ typedef struct {
 
 typedef struct {
   const Lib *lib;
-  const Shape *s;
+  const GemmShape *s;
   const float *A, *B;
   float *C;
   int b0, b1;  /* batch range, or */
@@ -133,9 +187,9 @@ typedef struct {
   bool ok;
 } Part;
 
-static size_t a_elems(const Shape *s) { return (size_t)s->M * s->K; }
-static size_t b_elems(const Shape *s) { return (size_t)s->K * s->N; }
-static size_t c_elems(const Shape *s) { return (size_t)s->M * s->N; }
+static size_t a_elems(const GemmShape *s) { return (size_t)s->M * s->K; }
+static size_t b_elems(const GemmShape *s) { return (size_t)s->K * s->N; }
+static size_t c_elems(const GemmShape *s) { return (size_t)s->M * s->N; }
 
 static void *run_part(void *arg) {
   Part *p = arg;
@@ -153,7 +207,7 @@ static double now_s(void) {
 }
 
 /* One whole GEMM (all batches) on `threads` threads (1 or 2). */
-static bool run_once(const Lib *lib, const Shape *s, const float *A, const float *B, float *C, int threads) {
+static bool run_once(const Lib *lib, const GemmShape *s, const float *A, const float *B, float *C, int threads) {
   Part parts[2];
   for (int t = 0; t < threads; t++) {
     Part *p = &parts[t];
@@ -181,7 +235,7 @@ static bool run_once(const Lib *lib, const Shape *s, const float *A, const float
 }
 
 /* Largest relative difference of C against the double-precision product. */
-static double check(const Shape *s, const float *A, const float *B, const float *C) {
+static double check(const GemmShape *s, const float *A, const float *B, const float *C) {
   double worst = 0;
   for (int i = 0; i < s->M; i += 37)
     for (int j = 0; j < s->N; j += 29) {
@@ -199,7 +253,7 @@ static double check(const Shape *s, const float *A, const float *B, const float 
   return worst;
 }
 
-static double measure(const Lib *lib, const Shape *s, const float *A, const float *B, float *C, int threads,
+static double measure(const Lib *lib, const GemmShape *s, const float *A, const float *B, float *C, int threads,
                       double *err) {
   memset(C, 0, sizeof(float) * c_elems(s) * (size_t)s->batch);
   if (!run_once(lib, s, A, B, C, threads)) return -1;
@@ -238,10 +292,20 @@ int main(int argc, char **argv) {
     }
   }
   openblas_set_num_threads(1);
-  Lib libs[4] = {{"openblas", gemm_openblas, NULL},
-                 {"blis", gemm_blis, NULL},
-                 {"onednn", gemm_dnnl, NULL},
-                 {"libxsmm", NULL, "not built in (libxsmm-dev)"}};
+  enum { N_LIBS = 5 };
+  Lib libs[N_LIBS] = {{"openblas", gemm_openblas, NULL},
+                      {"blis", gemm_blis, NULL},
+                      {"onednn", gemm_dnnl, NULL},
+                      {"libxsmm", NULL, "not built in (libxsmm-dev)"},
+                      {"llvm", gemm_llvm, NULL}};
+  Diag d;
+  diag_init(&d);
+  jit = llvm_jit_create(&d);
+  for (int i = 0; jit && i < N_SHAPES; i++) /* one kernel per depth, compiled before any timing */
+    if (!panel_fn(shapes[i].K) && !llvm_jit_gemm_panel(jit, shapes[i].K, &panel_fns[i].fn, &d)) break;
+    else if (panel_fns[i].fn) panel_fns[i].K = shapes[i].K;
+  if (!jit || d.n_errors) libs[4].missing = "no LLVM JIT (built without LLVM)";
+  diag_free(&d);
   static const char *const blis_names[] = {"libblis.so.4", "libblis.so", NULL};
   void *h = load(blis_names);
   if (h) {
@@ -270,13 +334,13 @@ int main(int argc, char **argv) {
   printf("%-42s %-9s %9s %9s %9s\n", "shape", "library", "1 thread", "2 threads", "rel err");
   bool first = true;
   for (int si = 0; si < N_SHAPES; si++) {
-    const Shape *s = &shapes[si];
+    const GemmShape *s = &shapes[si];
     size_t na = a_elems(s) * s->batch, nb = b_elems(s) * s->batch, nc = c_elems(s) * s->batch;
     float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb), *C = malloc(sizeof(float) * nc);
     uint32_t r = 12345;
     for (size_t i = 0; i < na; i++) A[i] = (float)((r = r * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
     for (size_t i = 0; i < nb; i++) B[i] = (float)((r = r * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
-    for (int li = 0; li < 4; li++) {
+    for (int li = 0; li < N_LIBS; li++) {
       const Lib *lib = &libs[li];
       if (only && strcmp(only, lib->name)) continue;
       if (lib->missing) {

@@ -47,6 +47,19 @@ const char *llvm_jit_describe(const LlvmJit *j);
  * and nothing of this call stays in the JIT. */
 bool llvm_jit_compile(LlvmJit *j, const Kernel *const *kernels, int n, KernelFn *fns_out, Diag *d);
 
+/* A GEMM micro-kernel specialized to the depth K (codegen/llvm_gemm.c):
+ * C[i][0..LLVM_GEMM_NR) = sum over k < K of A[i rs_a + k cs_a] Bp[k][..]
+ * for the rows i < m, Bp one packed panel of B (K rows of LLVM_GEMM_NR
+ * floats, contiguous), C's rows ldc apart, overwritten. Rows in blocks of
+ * LLVM_GEMM_MR, each block's 2 x MR vector accumulators in registers over
+ * the whole K; then single rows. Built to measure against the GEMM
+ * libraries (bench/gemm_libs.c, bench/GEMM.md); the runtime does not call
+ * it. */
+enum { LLVM_GEMM_NR = 32, LLVM_GEMM_MR = 12 };
+typedef void (*LlvmGemmPanelFn)(const float *A, int64_t rs_a, int64_t cs_a, const float *Bp, float *C, int64_t ldc,
+                                int64_t m);
+bool llvm_jit_gemm_panel(LlvmJit *j, int64_t K, LlvmGemmPanelFn *out, Diag *d);
+
 /* The optimized LLVM IR of one LOOP kernel as text (what llvm_jit_compile
  * would run, for the host's default width), for `bertc compile -o DIR`.
  * Heap string the caller frees; NULL with an error on failure. */

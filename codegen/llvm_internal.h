@@ -142,4 +142,9 @@ void llvm_em_free(Em *E);
  * module; false with an error naming the kernel and instruction. */
 bool llvm_emit_kernel(Em *E, const Kernel *k, const char *fname);
 
+/* ---- llvm_gemm.c: the GEMM micro-kernel (llvm_jit_gemm_panel) --------------- */
+
+/* Emits the panel kernel for depth K as function `fname` in M. */
+bool llvm_emit_gemm_panel(LLVMContextRef C, LLVMModuleRef M, const Host *h, int64_t K, const char *fname);
+
 #endif

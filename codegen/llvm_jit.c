@@ -185,13 +185,61 @@ static bool name_taken(const LlvmJit *j, char **fresh, int n_fresh, const char *
   return false;
 }
 
-bool llvm_jit_compile(LlvmJit *j, const Kernel *const *kernels, int n, KernelFn *fns_out, Diag *d) {
-  LLVMContextRef C = LLVMOrcThreadSafeContextGetContext(j->tsctx);
+/* Optimizes M (built by the caller; consumed) and adds it to the JIT, then
+ * sets addrs[i] to function names[i] (NULL names skipped). On failure
+ * nothing of M stays in the JIT. The names are the caller's. */
+static bool jit_add_module(LlvmJit *j, LLVMModuleRef M, char *const *names, int n, uintptr_t *addrs, Diag *d) {
+  if (!module_optimize(M, &j->host, d)) {
+    LLVMDisposeModule(M);
+    return false;
+  }
+  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
+  LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(jd);
+  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(M, j->tsctx); /* owns M */
+  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModuleWithRT(j->jit, rt, tsm);           /* owns tsm */
+  bool ok = true;
+  if (err) {
+    llvm_error(d, "LLVMOrcLLJITAddLLVMIRModule", err);
+    ok = false;
+  }
+  for (int i = 0; i < n && ok; i++) {
+    if (!names[i]) continue;
+    LLVMOrcExecutorAddress addr = 0;
+    err = LLVMOrcLLJITLookup(j->jit, &addr, names[i]);
+    if (err) {
+      llvm_error(d, "LLVMOrcLLJITLookup", err);
+      ok = false;
+    }
+    addrs[i] = (uintptr_t)addr;
+  }
+  if (!ok) {
+    LLVMErrorRef e2 = LLVMOrcResourceTrackerRemove(rt);
+    if (e2) LLVMConsumeError(e2);
+  }
+  LLVMOrcReleaseResourceTracker(rt); /* on success the code stays in the JITDylib */
+  return ok;
+}
+
+/* A fresh module for j's next compile. */
+static LLVMModuleRef jit_module(LlvmJit *j) {
   char mname[32];
   snprintf(mname, sizeof mname, "bertc_kernels_%d", j->n_modules++);
-  LLVMModuleRef M = module_new(C, &j->host, mname);
+  return module_new(LLVMOrcThreadSafeContextGetContext(j->tsctx), &j->host, mname);
+}
+
+/* names[i] taken from here on (freed with the JIT), or freed on failure. */
+static void jit_keep_names(LlvmJit *j, char **names, int n, bool ok) {
+  for (int i = 0; i < n; i++) {
+    if (ok && names[i]) vec_push(&j->names, names[i]);
+    else free(names[i]);
+  }
+}
+
+bool llvm_jit_compile(LlvmJit *j, const Kernel *const *kernels, int n, KernelFn *fns_out, Diag *d) {
+  LLVMContextRef C = LLVMOrcThreadSafeContextGetContext(j->tsctx);
+  LLVMModuleRef M = jit_module(j);
   char **names = bc_calloc((size_t)n + 1, sizeof(char *));
-  LLVMOrcResourceTrackerRef rt = NULL;
+  uintptr_t *addrs = bc_calloc((size_t)n + 1, sizeof(uintptr_t));
   bool ok = true;
   Em E;
   llvm_em_init(&E, C, M, &j->host, j->width, d);
@@ -212,44 +260,27 @@ bool llvm_jit_compile(LlvmJit *j, const Kernel *const *kernels, int n, KernelFn 
     ok = llvm_emit_kernel(&E, k, names[i]);
   }
   llvm_em_free(&E);
-  if (ok) ok = module_optimize(M, &j->host, d);
-  if (!ok) {
-    LLVMDisposeModule(M);
-    goto done;
-  }
-  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
-  rt = LLVMOrcJITDylibCreateResourceTracker(jd);
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(M, j->tsctx); /* owns M */
-  LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModuleWithRT(j->jit, rt, tsm);           /* owns tsm */
-  if (err) {
-    llvm_error(d, "LLVMOrcLLJITAddLLVMIRModule", err);
-    ok = false;
-    goto done;
-  }
-  for (int i = 0; i < n && ok; i++) {
-    if (!names[i]) continue;
-    LLVMOrcExecutorAddress addr = 0;
-    err = LLVMOrcLLJITLookup(j->jit, &addr, names[i]);
-    if (err) {
-      llvm_error(d, "LLVMOrcLLJITLookup", err);
-      ok = false;
-      break;
-    }
-    fns_out[i] = (KernelFn)(uintptr_t)addr;
-  }
-done:
-  if (rt) {
-    if (!ok) {
-      LLVMErrorRef e2 = LLVMOrcResourceTrackerRemove(rt);
-      if (e2) LLVMConsumeError(e2);
-    }
-    LLVMOrcReleaseResourceTracker(rt); /* on success the code stays in the JITDylib */
-  }
-  for (int i = 0; i < n; i++) {
-    if (ok && names[i]) vec_push(&j->names, names[i]);
-    else free(names[i]);
-  }
+  if (ok) ok = jit_add_module(j, M, names, n, addrs, d);
+  else LLVMDisposeModule(M);
+  for (int i = 0; i < n && ok; i++) fns_out[i] = names[i] ? (KernelFn)addrs[i] : NULL;
+  jit_keep_names(j, names, n, ok);
   free(names);
+  free(addrs);
+  return ok;
+}
+
+bool llvm_jit_gemm_panel(LlvmJit *j, int64_t K, LlvmGemmPanelFn *out, Diag *d) {
+  char *name = bc_asprintf("gemm_panel_k%lld", (long long)K);
+  for (int s = 2; name_taken(j, &name, 0, name); s++) {
+    free(name);
+    name = bc_asprintf("gemm_panel_k%lld.%d", (long long)K, s);
+  }
+  LLVMModuleRef M = jit_module(j);
+  uintptr_t addr = 0;
+  bool ok = llvm_emit_gemm_panel(LLVMOrcThreadSafeContextGetContext(j->tsctx), M, &j->host, K, name) &&
+            jit_add_module(j, M, &name, 1, &addr, d);
+  *out = ok ? (LlvmGemmPanelFn)addr : NULL;
+  jit_keep_names(j, &name, 1, ok);
   return ok;
 }
 

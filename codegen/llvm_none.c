@@ -32,6 +32,14 @@ const char *llvm_jit_describe(const LlvmJit *j) {
   return why;
 }
 
+bool llvm_jit_gemm_panel(LlvmJit *j, int64_t K, LlvmGemmPanelFn *out, Diag *d) {
+  (void)j;
+  (void)K;
+  *out = NULL;
+  diag_error(d, SRCLOC_NONE, "%s", why);
+  return false;
+}
+
 bool llvm_jit_compile(LlvmJit *j, const Kernel *const *kernels, int n, KernelFn *fns_out, Diag *d) {
   (void)j;
   (void)kernels;

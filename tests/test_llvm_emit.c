@@ -11,7 +11,8 @@
  * [begin, end) ranges, at the host's vector width and at W = 8 and 4.
  * Also: the evaluator's Philox against runtime/philox.c, the evaluator
  * against double references, error paths, and the emitted IR text (named
- * after the kernel, no libm calls, rows apart prefetched). The math
+ * after the kernel, no libm calls, rows apart prefetched). And the GEMM
+ * micro-kernel (codegen/llvm_gemm.c) against double. The math
  * polynomials and the dropout kernels' IR and timing: test_llvm_math.c. */
 #include "test.h"
 #include "tests/llvm_kernels.h"
@@ -738,6 +739,53 @@ TEST(rows_apart_prefetch_next_row) {
     diag_free(&d);
     check_case(&c);
   }
+}
+
+/* The GEMM micro-kernel (llvm_jit_gemm_panel) against double: whole
+ * blocks of 12 rows and single rows after them, A read as rows or as
+ * columns (A^T), C's rows apart wider than the panel, an odd depth. Every
+ * element; the columns next to the panel's must stay as they were. */
+TEST(gemm_panel_matches_double) {
+  if (!have_jits()) return;
+  enum { NR = LLVM_GEMM_NR };
+  const int64_t Ks[] = {1, 37, 128}, ms[] = {1, 12, 29};
+  Diag d;
+  diag_init(&d);
+  int fails = 0;
+  for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++) {
+    int64_t K = Ks[ki];
+    LlvmGemmPanelFn fn = NULL;
+    CHECK_MSG(llvm_jit_gemm_panel(jits[0], K, &fn, &d), "%s", diag_first(&d));
+    if (!fn) break;
+    for (size_t mi = 0; mi < sizeof ms / sizeof *ms; mi++)
+      for (int ta = 0; ta < 2; ta++) {
+        int64_t m = ms[mi], ldc = NR + 5;
+        float *A = bc_malloc(sizeof(float) * (size_t)(m * K)), *Bp = bc_malloc(sizeof(float) * (size_t)(K * NR));
+        float *C = bc_malloc(sizeof(float) * (size_t)(m * ldc));
+        for (int64_t i = 0; i < m * K; i++) A[i] = (float)((i * 37 + 11) % 23) / 7.0f - 1.5f;
+        for (int64_t i = 0; i < K * NR; i++) Bp[i] = (float)((i * 53 + 5) % 19) / 5.0f - 1.75f;
+        for (int64_t i = 0; i < m * ldc; i++) C[i] = -7.0f;
+        /* A as [m, K] rows, or stored [K, m] and read transposed */
+        fn(A, ta ? 1 : K, ta ? m : 1, Bp, C, ldc, m);
+        for (int64_t i = 0; i < m; i++)
+          for (int64_t j = 0; j < ldc; j++) {
+            double want = -7.0, mag = 0;
+            if (j < NR) {
+              want = 0;
+              for (int64_t k = 0; k < K; k++) {
+                double x = (double)A[ta ? k * m + i : i * K + k] * Bp[k * NR + j];
+                want += x, mag += fabs(x);
+              }
+            }
+            if (fabs(C[i * ldc + j] - want) > 1e-6 * (mag + 1) && fails++ < 5)
+              fprintf(stderr, "  K %lld m %lld ta %d: C[%lld][%lld] = %.8g, want %.8g\n", (long long)K, (long long)m, ta,
+                      (long long)i, (long long)j, C[i * ldc + j], want);
+          }
+        free(A), free(Bp), free(C);
+      }
+  }
+  CHECK_EQ_INT(fails, 0);
+  diag_free(&d);
 }
 
 int main_tests(int argc, char **argv);
