@@ -15,7 +15,7 @@ usage() {
 usage: bench/run.sh [options]
 
 Builds, then benchmarks d2l's BERT training steps (reference config of
-models/bert.yaml: nli at batch 64 and 512, pretrain at 64 and 256) on the
+models/bert.yaml: nli at batch 64 and 512, pretrain at 64, 128 and 256) on the
 cpu backend, and PyTorch on the same CPU with the same thread count.
 
 options:
