@@ -20,7 +20,8 @@
  * Two facts, each a guard:
  *  - zero (forward, in node order): the dead rows are exactly 0. The
  *    weights themselves; a constant 0; a product with a zero-guarded
- *    factor (or relu_grad with either operand zero-guarded); neg, relu, tanh and the other activations that keep 0; a sum
+ *    factor (or relu_grad with either operand zero-guarded, gelu_grad with
+ *    its gradient); neg, relu, tanh and the other activations that keep 0; a sum
  *    or select of zero-guarded values; a quotient with a zero-guarded
  *    numerator; the rows of a GEMM's zero-guarded A; reshapes,
  *    broadcasts, slices, concats and reductions that stay within rows.
@@ -31,7 +32,8 @@
  *    gradient).
  *  - no-matter (backward, in reverse node order): every reader of the
  *    value's dead rows makes nothing but dead rows of its own output, or
- *    multiplies them by zeros: a product (or relu_grad) with a zero-guarded factor, a
+ *    multiplies them by zeros: a product (or relu_grad, or gelu_grad of a
+ *    zero-guarded gradient) with a zero-guarded factor, a
  *    GEMM C = A^T B summing them against zero rows of the other operand, a
  *    row-wise op (the zero rules' shapes) whose output is guarded alike
  *    or finer, an attention reading them as masked keys or values, or as
@@ -275,6 +277,7 @@ static int zero_of(Guards *G, const Node *n) {
   case OP_SELECT: from = 1, to = 3; break;
   case OP_CONCAT: to = n->n_in; break;
   case OP_DIV: /* a zero numerator */
+  case OP_GELU_GRAD: /* a zero gradient (gelu'(0) is not 0) */
   case OP_CAST:
   case OP_RESHAPE:
   case OP_BROADCAST:
@@ -313,7 +316,7 @@ static bool reads_live_rows(Guards *G, const Node *n, int i, int w, bool commit)
 static int offered(Guards *G, const Node *n, int i) {
   const Graph *g = G->g;
   int z = n->n_in > 1 && i < 2 ? G->zero[n->in[1 - i]] : -1;
-  if ((n->op == OP_MUL || n->op == OP_RELU_GRAD) && z >= 0) return z;
+  if ((n->op == OP_MUL || n->op == OP_RELU_GRAD || (n->op == OP_GELU_GRAD && i == 1)) && z >= 0) return z;
   if (n->op == OP_MATMUL && n->a.trans_a && z >= 0) return z;
   if ((n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) && i < 3)
     return attention_guard(G, n, g->values.data[n->in[i]].shape.dim[1]);
@@ -324,9 +327,9 @@ static int offered(Guards *G, const Node *n, int i) {
  * whatever v's rows dead under w hold, as long as they are 0 or finite. */
 static bool reader_ok(Guards *G, const Node *n, int i, int w) {
   const Graph *g = G->g;
-  if ((n->op == OP_MUL || n->op == OP_RELU_GRAD) && zero_under(G, n->in[1 - i], w) &&
-      row_len(G, n->in[1 - i], w) == row_len(G, n->in[i], w))
-    return true; /* times zero rows, or masked by them */
+  if ((n->op == OP_MUL || n->op == OP_RELU_GRAD || (n->op == OP_GELU_GRAD && i == 1)) &&
+      zero_under(G, n->in[1 - i], w) && row_len(G, n->in[1 - i], w) == row_len(G, n->in[i], w))
+    return true; /* times zero rows, or masked by them (gelu_grad: a zero gradient times gelu') */
   if (n->op == OP_MATMUL && n->a.trans_a && !n->a.trans_b && i < 2) { /* C = A^T B sums over the rows */
     const Shape *a = &g->values.data[n->in[0]].shape, *b = &g->values.data[n->in[1]].shape;
     return a->rank == 2 && b->rank == 2 && a->dim[0] == row_guard_rows(g, &G->r->list.data[w]) &&

@@ -672,12 +672,13 @@ CHECK_FN void check_long_chains(Graph *g, int n) {
  * of 16 and a remainder) and their expected kernels: outputs
  *   relu(x W + b), gelu(x W + b) + r, gelu_tanh(x W), -(x V^T + x W) (x W a
  *   GEMM of its own, whose buffer the second accumulates into),
- *   relu(p^T W + b), and -(s U + s) (s = neg(x): the addend is the GEMM's
- *   own A, never C's buffer). The sums negated stay out of the outputs'
- *   pinned buffers, where nothing is written in place.
+ *   relu(p^T W + b), -(s U + s) (s = neg(x): the addend is the GEMM's
+ *   own A, never C's buffer), and relu's backward of a product by r:
+ *   relu_grad(x W, r). The sums negated stay out of the outputs' pinned
+ *   buffers, where nothing is written in place.
  * x [3, 37, 24], W [24, 40], b [40], r [3, 37, 40], V [40, 24], p [24, 50],
  * U [24, 24]; all inputs. */
-enum { CHECK_EPILOGUE_GEMMS = 7 };
+enum { CHECK_EPILOGUE_GEMMS = 8 };
 CHECK_FN void check_epilogue_graph(Graph *g) {
   graph_init(g, "epilogues");
   ValueId x = graph_add_input(g, "x", DTYPE_F32, shape_of(3, 3, 37, 24), SRCLOC_NONE);
@@ -698,6 +699,7 @@ CHECK_FN void check_epilogue_graph(Graph *g) {
   vec_push(&g->outputs, graph_unary(g, OP_RELU, graph_binary(g, OP_ADD, graph_matmul(g, p, w, true, false), b)));
   ValueId s = graph_unary(g, OP_NEG, x);
   vec_push(&g->outputs, graph_unary(g, OP_NEG, graph_binary(g, OP_ADD, graph_matmul(g, s, u, false, false), s)));
+  vec_push(&g->outputs, graph_binary(g, OP_RELU_GRAD, graph_matmul(g, x, w, false, false), r));
 }
 
 /* ---- every op alone ---- */

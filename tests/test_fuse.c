@@ -228,7 +228,8 @@ static bool epilogue_plan(bool epilogue, Graph *eg, KernelPlan *kp, MemPlan *mem
   return ok;
 }
 
-/* A GEMM takes its bias add, activation and residual add (passes/fuse.c):
+/* A GEMM takes its bias add, activation, residual add and relu's
+ * backward (passes/fuse.c):
  * one kernel each, no loop kernel after it, and the values between never
  * stored; the addend of a GEMM of its own shares C's buffer (the GEMM
  * accumulates into it), the GEMM's own A never does. */
@@ -242,7 +243,7 @@ TEST(gemm_epilogues) {
   }
   static const char *const want[CHECK_EPILOGUE_GEMMS] = {
       "matmul_add_relu", "matmul_add_gelu_add", "matmul_gelu_tanh", "matmul", "matmul_add", "matmul_add_relu",
-      "matmul_add"};
+      "matmul_add", "matmul_relu_grad"};
   int n_gemm = 0;
   for (int i = 0; i < p.kernels.n; i++) {
     const Kernel *k = &p.kernels.data[i];
