@@ -9,7 +9,9 @@
  * remainder; exp, log and tanh are inline polynomials (no libm calls); the
  * results match kernel_eval.h within a few ulps (see llvm_emit.c).
  *
- * Not here: GEMM/gather/scatter/concat kernels (the runtime runs those),
+ * Not here: the plan's GEMM/gather/scatter/concat kernels (the runtime runs
+ * those; llvm_jit_gemm_panel below is a GEMM micro-kernel the benchmarks
+ * measure against the libraries),
  * threads (the caller splits work items), caching compiled code on disk.
  * An LlvmJit is used by one thread at a time; the functions it returns may
  * be called from any thread concurrently until llvm_jit_free. */
