@@ -287,8 +287,15 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!strcmp(argv[i], "--lib") && i + 1 < argc) only = argv[++i];
     else {
-      fprintf(stderr, "usage: gemm_libs [--json FILE] [--lib NAME]\n");
-      return 2;
+      bool help = !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help");
+      fprintf(help ? stdout : stderr,
+              "usage: gemm_libs [--json FILE] [--lib NAME]\n\n"
+              "Times SGEMM on the BERT step's shapes, one and two threads, GFLOP/s and\n"
+              "error against double (bench/GEMM.md).\n\n"
+              "  --json FILE   also write the rows as JSON\n"
+              "  --lib NAME    only this one: openblas, blis, onednn, libxsmm, or llvm\n"
+              "                (bertc's own micro-kernel, codegen/llvm_gemm.c); default all\n");
+      return help ? 0 : 2;
     }
   }
   openblas_set_num_threads(1);
@@ -298,6 +305,12 @@ int main(int argc, char **argv) {
                       {"onednn", gemm_dnnl, NULL},
                       {"libxsmm", NULL, "not built in (libxsmm-dev)"},
                       {"llvm", gemm_llvm, NULL}};
+  bool known = !only;
+  for (int li = 0; li < N_LIBS; li++) known |= only && !strcmp(only, libs[li].name);
+  if (!known) {
+    fprintf(stderr, "gemm_libs: unknown library '%s' (openblas, blis, onednn, libxsmm, llvm)\n", only);
+    return 2;
+  }
   Diag d;
   diag_init(&d);
   jit = llvm_jit_create(&d);
