@@ -34,7 +34,8 @@ static float epi_step(GemmEpiKind kind, float v) {
   }
 }
 
-void gemm_epilogue_rows(int64_t m, int64_t n, float *C, int64_t ldc, const GemmEpilogue *e) {
+/* The steps of e over an m x n block of C (ldc) the product just wrote. */
+static void epilogue_rows(int64_t m, int64_t n, float *C, int64_t ldc, const GemmEpilogue *e) {
   for (int64_t i = 0; i < m; i++) {
     float *c = C + i * ldc;
     for (int s = 0; s < e->n; s++) {
@@ -46,7 +47,6 @@ void gemm_epilogue_rows(int64_t m, int64_t n, float *C, int64_t ldc, const GemmE
       } else if (st->kind == GEMM_EPI_RELU_MASK) {
         const float *y = st->src + (st->rows ? st->rows[i] : i) * st->ld;
         for (int64_t j = 0; j < n; j++) c[j] = y[j] > 0.0f ? c[j] : 0.0f;
-
       } else {
         for (int64_t j = 0; j < n; j++) c[j] = epi_step(st->kind, c[j]);
       }
@@ -346,6 +346,6 @@ void gemm_lib_sgemm_epilogue(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n
       else
         for (int64_t i = 0; i < mb; i++) memset(c + i * ldc, 0, sizeof(float) * (size_t)nb);
       GemmEpilogue eb = gemm_epilogue_at(e, i0, j0);
-      gemm_epilogue_rows(mb, nb, c, ldc, &eb);
+      epilogue_rows(mb, nb, c, ldc, &eb);
     }
 }

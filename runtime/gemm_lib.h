@@ -107,10 +107,6 @@ bool gemm_lib_fuses_epilogues(GemmLib lib);
 void gemm_lib_sgemm_epilogue(GemmLib lib, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, const GemmEpilogue *e);
 
-/* The steps of e over the first m rows of an m x n block of C (ldc) the
- * product just wrote (for callers that make the product themselves). */
-void gemm_epilogue_rows(int64_t m, int64_t n, float *C, int64_t ldc, const GemmEpilogue *e);
-
 /* e for a C whose row i is row rows[i] of e's (C's rows compacted): its
  * masks read through the map. e has no row map yet, and no addend. */
 GemmEpilogue gemm_epilogue_compacted(const GemmEpilogue *e, const int32_t *rows);
