@@ -85,6 +85,34 @@ static void report(const char *name, ErrStat s) {
           s.at, s.max_abs);
 }
 
+/* exp of sp (the special points of math_exp) at ys. */
+static void check_exp_specials(const float *ys, const float *xs) {
+  CHECK_MSG(ys[0] == 1.0f && ys[1] == 1.0f, "exp(0) = %g, exp(-0) = %g", ys[0], ys[1]);
+  CHECK(ys[2] == 0.0f && isinf(ys[3]) && ys[3] > 0 && isnan(ys[4]));
+  CHECK_MSG(ys[5] == 0.0f && isinf(ys[6]) && isinf(ys[7]) && ys[8] == 0.0f, "exp(%g) = %g, exp(%g) = %g", xs[5],
+            ys[5], xs[8], ys[8]);
+  CHECK_NEAR(ys[9], exp(-100.0), 2e-45, 0.02); /* denormal: 3.7e-44, rounded once */
+  CHECK_NEAR(ys[10], exp((double)88.72f), 0, 4e-7);
+}
+
+/* ys[j] = exp(xs[j]) through a column kernel (domain [1, n], the sum over
+ * axis 0), whose output chunks are wider than a row kernel's. */
+static void jit_col_exp(const float *xs, float *ys, int64_t n) {
+  Kernel k;
+  kinit(&k, "k_col_exp", shape_of(2, 1, (int)n), 0);
+  int x = kload(&k, kview(&k, 0, 0, ST(n, 1)), DTYPE_F32);
+  kstore(&k, kview(&k, 1, 0, ST(0, 1)), kreduce(&k, OP_REDUCE_SUM, kun(&k, OP_EXP, x)));
+  Diag d;
+  diag_init(&d);
+  KernelFn fn = NULL;
+  const Kernel *kp = &k;
+  CHECK_MSG(llvm_jit_compile(jits[0], &kp, 1, &fn, &d), "%s", diag_first(&d));
+  void *bufs[2] = {(void *)xs, ys};
+  if (fn) fn(bufs, 0, kernel_work_items(&k), NULL);
+  diag_free(&d);
+  kfree(&k);
+}
+
 /* exp over x in [-87.3, 88.7] (results in the normal range): evenly spaced,
  * and every 997th float by bits for |x| in [1e-30, 88.7]. */
 TEST(math_exp) {
@@ -99,14 +127,19 @@ TEST(math_exp) {
   ErrStat s = measure(OP_EXP, xs_buf, ys_buf, n, exp, FLT_MIN);
   report("exp", s);
   CHECK(s.max_rel < 2.5e-7); /* ~2 ulp; measured ~1 ulp (llvm_math.c) */
-  float sp[] = {0.0f, -0.0f, -INFINITY, INFINITY, NAN, -200.0f, 100.0f, 88.8f, -104.5f, -100.0f, 88.72f};
-  float out[11];
-  jit_unary(OP_EXP, sp, out, 11);
-  CHECK(out[0] == 1.0f && out[1] == 1.0f);
-  CHECK(out[2] == 0.0f && isinf(out[3]) && out[3] > 0 && isnan(out[4]));
-  CHECK(out[5] == 0.0f && isinf(out[6]) && isinf(out[7]) && out[8] == 0.0f);
-  CHECK_NEAR(out[9], exp(-100.0), 2e-45, 0.02); /* denormal: 3.7e-44, rounded once */
-  CHECK_NEAR(out[10], exp((double)88.72f), 0, 4e-7);
+  /* the special values alone take the scalar path; repeated over 64 + 11
+   * points, they also take every vector lane */
+  static const float sp[] = {0.0f, -0.0f, -INFINITY, INFINITY, NAN, -200.0f, 100.0f, 88.8f, -104.5f, -100.0f, 88.72f};
+  enum { N_SP = sizeof sp / sizeof *sp, N_REP = 64 + N_SP };
+  float in[N_REP], out[N_REP];
+  for (int i = 0; i < N_REP; i++) in[i] = sp[i % N_SP];
+  for (int n_pts = N_SP; n_pts <= N_REP; n_pts += N_REP - N_SP) {
+    jit_unary(OP_EXP, in, out, n_pts);
+    for (int at = 0; at + N_SP <= n_pts; at += N_SP) check_exp_specials(out + at, in + at);
+  }
+  /* a column kernel's wide chunks (4 W lanes): exp(x) summed over one row */
+  jit_col_exp(in, out, N_REP);
+  for (int at = 0; at + N_SP <= N_REP; at += N_SP) check_exp_specials(out + at, in + at);
 }
 
 /* log over every 1021st float by bits from the smallest denormal to FLT_MAX. */
