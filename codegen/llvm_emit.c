@@ -569,7 +569,9 @@ static bool emit_row_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
     if (in->kind == KI_REDUCE) {
       if (!E->fixed[i]) ok = emit_phase(E, i, need, tmp);
     } else if (in->kind == KI_STORE) {
-      if (at_row(E, in->a) && (view_last_stride(E, in->view) == 0 || E->L <= 1))
+      /* a row value, or a finished reduction: stored once per row */
+      bool row = at_row(E, in->a) || inst(E, in->a)->kind == KI_REDUCE;
+      if (row && (view_last_stride(E, in->view) == 0 || E->L <= 1))
         emit_store(E, in->view, opnd(E, in->a, 1), in->dtype, 1);
       else
         st[n_st++] = i; /* with the full values, in the final loop */

@@ -265,6 +265,39 @@ TEST(cross_entropy_row) {
   }
 }
 
+/* A row kernel whose only stores are of finished reductions (the forward
+ * cross-entropy's max, log-sum and picked logit) stores them once per row:
+ * its code has the loop over the rows and one loop over each row (rows
+ * long enough that LLVM does not unroll it), no loop of stores after it. */
+TEST(row_results_stored_once) {
+  if (!have_jits()) TEST_SKIP("no LLVM JIT");
+  enum { R = 5, L = 20000 };
+  Case c = {0};
+  snprintf(c.name, sizeof c.name, "row_results");
+  kinit(&c.k, c.name, shape_of(2, R, L), -1);
+  addbuf(&c, R * L, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0);
+  addbuf(&c, R, DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
+  /* 20,000 terms of [-3, 3) added in W partial sums, not the evaluator's
+   * order: partial sums up to ~500 (ulp 3e-5), rounded 20,000 times */
+  addbuf(&c, R, DTYPE_F32, FILL_OUT, CMP_NEAR, 5e-3, 1e-6);
+  int x = kload(&c.k, kview(&c.k, 0, 0, ST(L, 1)), DTYPE_F32);
+  kstore(&c.k, kview(&c.k, 1, 0, ST(1, 0)), kreduce(&c.k, OP_REDUCE_MAX, x));
+  kstore(&c.k, kview(&c.k, 2, 0, ST(1, 0)), kreduce(&c.k, OP_REDUCE_SUM, x));
+  Diag d;
+  diag_init(&d);
+  char *ir = llvm_emit_ir_text(&c.k, &d);
+  CHECK_MSG(ir != NULL, "%s", diag_first(&d));
+  if (ir) {
+    int loops = 0; /* loop heads (loop_begin): the rows, and j over the row in W lanes */
+    for (const char *p = strstr(ir, " = phi i64 "); p; p = strstr(p + 1, " = phi i64 ")) loops++;
+    CHECK_MSG(loops == 2, "%d loops", loops);
+    if (getenv("BC_DUMP")) fputs(ir, stderr);
+  }
+  free(ir);
+  diag_free(&d);
+  check_case(&c);
+}
+
 /* Column reductions (bias and layer-norm parameter gradients): over 37
  * rows, sum(g) and sum(g * xhat) with xhat from per-row saved values, plus
  * a max and a full store of xhat inside the loop. Each lane adds its column
