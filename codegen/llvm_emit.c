@@ -497,6 +497,83 @@ static bool emit_row_value(Em *E, int i) {
   return x != NULL;
 }
 
+/* ---- sums of a one-hot product (picks) -------------------------------------- */
+
+/* The row i32 instruction B where full instruction i is zero at every last
+ * index but B, for finite operands: eq(iota, B) along the last axis, a
+ * cast of it, select(it, x, 0), and products and negations of such a
+ * value (cross-entropy's picked logit and its gradient). Else -1. */
+static int one_hot_at(const Em *E, int i) {
+  const KInst *in = inst(E, i);
+  switch (in->kind) {
+  case KI_CAST: return one_hot_at(E, in->a);
+  case KI_UNARY: return in->op == OP_NEG ? one_hot_at(E, in->a) : -1;
+  case KI_SELECT: {
+    const KInst *f = inst(E, in->c);
+    return f->kind == KI_CONST && f->imm == 0 ? one_hot_at(E, in->a) : -1;
+  }
+  case KI_BINARY:
+    if (in->op == OP_MUL) {
+      int at = one_hot_at(E, in->a);
+      return at >= 0 ? at : one_hot_at(E, in->b);
+    }
+    if (in->op != OP_EQ) return -1;
+    for (int s = 0; s < 2; s++) {
+      const KInst *io = inst(E, s ? in->b : in->a);
+      int at = s ? in->a : in->b;
+      if (io->kind == KI_IOTA && io->axis == E->rank - 1 && io->dtype == DTYPE_I32 && inst(E, at)->row &&
+          inst(E, at)->dtype == DTYPE_I32)
+        return at;
+    }
+    return -1;
+  default: return -1;
+  }
+}
+
+/* For a sum over the last axis of a one-hot product (one_hot_at), whose
+ * operands hold no random values: B. Else -1. need: scratch. */
+static int pick_at(Em *E, int i, bool *need) {
+  const KInst *in = inst(E, i);
+  if (in->kind != KI_REDUCE || in->op != OP_REDUCE_SUM || in->axis != E->rank - 1 || E->L <= 1) return -1;
+  int at = one_hot_at(E, in->a);
+  if (at < 0) return -1;
+  memset(need, 0, (size_t)E->n);
+  need[in->a] = true;
+  for (int o = in->a; o >= 0; o--) {
+    if (!need[o] || E->fixed[o]) continue;
+    const KInst *oi = inst(E, o);
+    if (oi->kind == KI_RANDOM || oi->kind == KI_REDUCE) return -1;
+    for (int s = 0; s < kinst_n_operands(oi->kind); s++) need[kinst_operand(oi, s)] = true;
+  }
+  return at;
+}
+
+/* Reduction i, a sum of a value that is zero but at last index B
+ * (pick_at): that value at B, computed once per row instead of a pass over
+ * the row; where B is outside the row, the value at index 0, which is then
+ * zero too. It is the sum for finite values (the sum adds zeros to it);
+ * where another index holds an infinity or a NaN, the sum is NaN and this
+ * is not. B and the row values before i are fixed (emit_row_kernel
+ * computes them in order). */
+static bool emit_pick(Em *E, int i, int at, bool *need) {
+  LLVMBuilderRef b = E->B;
+  const KInst *in = inst(E, i);
+  BC_ASSERT(E->fixed[at] && E->fixed_w[at] == 1);
+  LLVMValueRef ix = LLVMBuildSExt(b, E->fixed[at], E->i64, "");
+  LLVMValueRef inside = LLVMBuildICmp(b, LLVMIntULT, ix, cl(E, E->L, 1), "inside");
+  E->j = LLVMBuildSelect(b, inside, ix, cl(E, 0, 1), "pick_at");
+  memset(need, 0, (size_t)E->n);
+  need[in->a] = true;
+  cone_close(E, need);
+  bool ok = emit_body(E, need, 1);
+  if (ok) {
+    E->fixed[i] = opnd(E, in->a, 1);
+    E->fixed_w[i] = 1;
+  }
+  E->j = cl(E, 0, 1);
+  return ok;
+}
+
 /* One reduction phase starting at reduction i0: it also takes every later
  * unfinished reduction whose cone holds no unfinished reduction, so
  * independent reductions share one pass (layer-norm backward's two sums,
@@ -509,7 +586,7 @@ static bool emit_phase(Em *E, int i0, bool *need, bool *tmp) {
   memset(need, 0, (size_t)E->n);
   for (int i = i0; i < E->n && n_red < 64; i++) {
     const KInst *in = inst(E, i);
-    if (in->kind != KI_REDUCE || E->fixed[i]) continue;
+    if (in->kind != KI_REDUCE || E->fixed[i] || pick_at(E, i, tmp) >= 0) continue; /* a pick: its own turn */
     memset(tmp, 0, (size_t)E->n);
     if (!E->fixed[in->a]) tmp[in->a] = true;
     bool ok = true;
@@ -567,7 +644,9 @@ static bool emit_row_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
   for (int i = 0; i < n && ok; i++) {
     const KInst *in = inst(E, i);
     if (in->kind == KI_REDUCE) {
-      if (!E->fixed[i]) ok = emit_phase(E, i, need, tmp);
+      int at = E->fixed[i] ? -1 : pick_at(E, i, tmp);
+      if (at >= 0) ok = emit_pick(E, i, at, need);
+      else if (!E->fixed[i]) ok = emit_phase(E, i, need, tmp);
     } else if (in->kind == KI_STORE) {
       /* a row value, or a finished reduction: stored once per row */
       bool row = at_row(E, in->a) || inst(E, in->a)->kind == KI_REDUCE;

@@ -265,10 +265,24 @@ TEST(cross_entropy_row) {
   }
 }
 
+/* Loops over the last axis in a row kernel's IR: the induction variables
+ * llvm_emit.c's loop_begin names j and jv (after LLVM's passes too, with a
+ * number appended). */
+static int loops_over_row(const char *ir) {
+  int n = 0;
+  for (const char *p = strstr(ir, " = phi i64 "); p; p = strstr(p + 1, " = phi i64 ")) {
+    const char *name = p;
+    while (name > ir && name[-1] != '%' && name[-1] != '\n') name--;
+    bool j = name > ir && name[-1] == '%' && name[0] == 'j';
+    n += j && (name[1] == 'v' || name[1] == ' ' || (name[1] >= '0' && name[1] <= '9'));
+  }
+  return n;
+}
+
 /* A row kernel whose only stores are of finished reductions (the forward
  * cross-entropy's max, log-sum and picked logit) stores them once per row:
- * its code has the loop over the rows and one loop over each row (rows
- * long enough that LLVM does not unroll it), no loop of stores after it. */
+ * its code has one loop over each row (rows long enough that LLVM does
+ * not unroll it), no loop of stores after it. */
 TEST(row_results_stored_once) {
   if (!have_jits()) TEST_SKIP("no LLVM JIT");
   enum { R = 5, L = 20000 };
@@ -288,14 +302,56 @@ TEST(row_results_stored_once) {
   char *ir = llvm_emit_ir_text(&c.k, &d);
   CHECK_MSG(ir != NULL, "%s", diag_first(&d));
   if (ir) {
-    int loops = 0; /* loop heads (loop_begin): the rows, and j over the row in W lanes */
-    for (const char *p = strstr(ir, " = phi i64 "); p; p = strstr(p + 1, " = phi i64 ")) loops++;
-    CHECK_MSG(loops == 2, "%d loops", loops);
+    int loops = loops_over_row(ir);
+    CHECK_MSG(loops == 1, "%d loops over the row", loops);
     if (getenv("BC_DUMP")) fputs(ir, stderr);
   }
   free(ir);
   diag_free(&d);
   check_case(&c);
+}
+
+/* Sums over the row of a one-hot product (cross-entropy's picked logit,
+ * its gradient's sum, select(hot, x, 0)) are the product at the label,
+ * read once per row: equal to the evaluator's sums, labels outside the row
+ * giving 0; and a kernel of such sums has no loop over the row. Labels in
+ * [-50, 50] against rows of 40 and of 20,000 (long enough that LLVM would
+ * keep a pass over it as a loop). */
+TEST(one_hot_sums_picked) {
+  if (!have_jits()) TEST_SKIP("no LLVM JIT");
+  enum { R = 64 };
+  for (int64_t L = 40; L <= 20000; L += 20000 - 40) {
+    Case c = {0};
+    snprintf(c.name, sizeof c.name, "one_hot_L%lld", (long long)L);
+    kinit(&c.k, c.name, shape_of(2, R, (int)L), -1);
+    addbuf(&c, R * L, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0); /* 0: x */
+    addbuf(&c, R, DTYPE_I32, FILL_INT, CMP_NONE, 0, 0);        /* 1: labels */
+    addbuf(&c, R, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0);     /* 2: a row's gradient */
+    for (int o = 0; o < 3; o++) addbuf(&c, R, DTYPE_F32, FILL_OUT, CMP_NEAR, 0, 0); /* equal (+-0 alike) */
+    Kernel *k = &c.k;
+    int x = kload(k, kview(k, 0, 0, ST(L, 1)), DTYPE_F32);
+    int lab = kload(k, kview(k, 1, 0, ST(1, 0)), DTYPE_I32);
+    int g = kload(k, kview(k, 2, 0, ST(1, 0)), DTYPE_F32);
+    int io = kiota(k, 1, DTYPE_I32);
+    int hot = kcast(k, kbin(k, OP_EQ, io, lab), DTYPE_F32);
+    int x21 = kbin(k, OP_ADD, kbin(k, OP_MUL, x, kconst(k, 2, DTYPE_F32)), kconst(k, 1, DTYPE_F32));
+    kstore(k, kview(k, 3, 0, ST(1, 0)), kreduce(k, OP_REDUCE_SUM, kbin(k, OP_MUL, x21, hot)));
+    int hot2 = kcast(k, kbin(k, OP_EQ, lab, io), DTYPE_F32);
+    kstore(k, kview(k, 4, 0, ST(1, 0)), kreduce(k, OP_REDUCE_SUM, kun(k, OP_NEG, kbin(k, OP_MUL, g, hot2))));
+    int sel = ksel(k, kbin(k, OP_EQ, io, lab), x, kconst(k, 0, DTYPE_F32));
+    kstore(k, kview(k, 5, 0, ST(1, 0)), kreduce(k, OP_REDUCE_SUM, sel));
+    if (L > 40) {
+      Diag d;
+      diag_init(&d);
+      char *ir = llvm_emit_ir_text(k, &d);
+      CHECK_MSG(ir != NULL, "%s", diag_first(&d));
+      int loops = ir ? loops_over_row(ir) : -1;
+      CHECK_MSG(loops == 0, "%d loops over the row", loops);
+      free(ir);
+      diag_free(&d);
+    }
+    check_case(&c);
+  }
 }
 
 /* Column reductions (bias and layer-norm parameter gradients): over 37
