@@ -43,6 +43,7 @@
 #pragma GCC diagnostic error "-Wswitch"
 
 #define ROWBUF_MAX 4096 /* longest row whose random values are kept on the stack */
+#define REREAD_PREFETCH_MIN 2048 /* shortest row (elements) whose re-reads prefetch the next row */
 
 static const KInst *inst(const Em *E, int i) { return &E->k->insts.data[i]; }
 
@@ -170,8 +171,19 @@ static int64_t next_row_apart(const Em *E, int v) {
   return sr > n && sr * 4 >= 4096 ? sr : 0;
 }
 
-/* Stride 1: one unaligned vector load (and, for rows apart, a prefetch of
- * the same point of the next row: one per cache line at W = 16); stride
+/* Elements from a point of view v to the same point of the next row when
+ * a loop re-reads a long row (a row kernel's loops after its first: the
+ * cross-entropy's exp pass after its max): the first loop over the next
+ * row then reads it from cache, not memory, while this loop computes.
+ * Else 0. */
+static int64_t next_row_reread(const Em *E, int v) {
+  if (!E->reread || E->rank < 2 || E->L < REREAD_PREFETCH_MIN) return 0;
+  return E->k->views.data[v].stride[E->rank - 2];
+}
+
+/* Stride 1: one unaligned vector load (and, for rows apart or re-read, a
+ * prefetch of the same point of the next row: one per cache line at W =
+ * 16); stride
  * 0: scalar load and splat; otherwise llvm.masked.gather with an all-true
  * mask. */
 static LLVMValueRef emit_load(Em *E, int v, DType t, int w) {
@@ -186,6 +198,7 @@ static LLVMValueRef emit_load(Em *E, int v, DType t, int w) {
   }
   if (s == 1) {
     int64_t next = next_row_apart(E, v);
+    if (!next) next = next_row_reread(E, v);
     if (next) {
       LLVMValueRef at = LLVMBuildAdd(b, off, LLVMConstInt(E->i64, (unsigned long long)next, 0), "");
       LLVMValueRef pf = LLVMBuildBitCast(b, LLVMBuildGEP2(b, et, E->vptr[v], &at, 1, ""), E->i8p, "");
@@ -485,6 +498,7 @@ static bool emit_row_loops(Em *E, const bool *need, const int *red, int n_red, c
   for (int i = 0; i < E->n; i++) /* the two passes covered the row */
     if (need[i] && E->rowbuf[i]) E->rowbuf_full[i] = true;
   E->j = cl(E, 0, 1);
+  E->reread = true;
   return true;
 }
 
@@ -621,6 +635,7 @@ static bool emit_row_kernel(Em *E, LLVMValueRef begin, LLVMValueRef end) {
   bool ok = true;
   Loop rows;
   LLVMValueRef item = loop_begin(E, &rows, begin, end, 1, "row");
+  E->reread = false;
   LLVMValueRef rem = item;
   for (int d = r - 2; d >= 0; d--) { /* item < items: the outermost index needs no urem */
     LLVMValueRef dim = cl(E, k->domain.dim[d] > 0 ? k->domain.dim[d] : 1, 1);

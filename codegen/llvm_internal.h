@@ -50,6 +50,7 @@ typedef struct {
   LLVMValueRef idx[BC_MAX_RANK];
   LLVMValueRef *pbase;
   LLVMValueRef lin0, j; /* lin0: the Philox index at last index 0 (before ex_base) */
+  bool reread;          /* row kernels: a loop over the row after its first (llvm_emit.c) */
   int64_t key_stride[BC_MAX_RANK]; /* random_key_map of the domain */
   bool key_plain;                  /* ... is its row-major index */
   /* values: fixed ones exist outside the current loop body (row scalars,

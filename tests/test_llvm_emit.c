@@ -830,6 +830,34 @@ TEST(rows_apart_prefetch_next_row) {
   }
 }
 
+/* A row kernel that reads its rows twice (a max, then the sum of exp(x -
+ * max)) prefetches, in the second loop, the next row for the first: when
+ * rows are long (4,096 elements here; rows of 1,024 do not). The values
+ * match the evaluator either way. */
+TEST(reread_rows_prefetch_next_row) {
+  if (!have_jits()) TEST_SKIP("no LLVM JIT");
+  enum { R = 6 };
+  for (int64_t L = 1024; L <= 4096; L *= 4) {
+    Case c = {0};
+    snprintf(c.name, sizeof c.name, "reread_L%lld", (long long)L);
+    kinit(&c.k, c.name, shape_of(2, R, (int)L), -1);
+    addbuf(&c, R * L, DTYPE_F32, FILL_SIGNED, CMP_NONE, 0, 0);
+    addbuf(&c, R, DTYPE_F32, FILL_OUT, CMP_NEAR, 1e-5, 1e-5);
+    int x = kload(&c.k, kview(&c.k, 0, 0, ST(L, 1)), DTYPE_F32);
+    int m = kreduce(&c.k, OP_REDUCE_MAX, x);
+    int se = kreduce(&c.k, OP_REDUCE_SUM, kun(&c.k, OP_EXP, kbin(&c.k, OP_SUB, x, m)));
+    kstore(&c.k, kview(&c.k, 1, 0, ST(1, 0)), kbin(&c.k, OP_ADD, kun(&c.k, OP_LOG, se), m));
+    Diag d;
+    diag_init(&d);
+    char *ir = llvm_emit_ir_text(&c.k, &d);
+    CHECK_MSG(ir != NULL, "%s", diag_first(&d));
+    if (ir) CHECK_MSG((strstr(ir, "@llvm.prefetch") != NULL) == (L == 4096), "%s", c.name);
+    free(ir);
+    diag_free(&d);
+    check_case(&c);
+  }
+}
+
 /* The GEMM micro-kernel (llvm_jit_gemm_panel) against double: whole
  * blocks of 12 rows and single rows after them, A read as rows or as
  * columns (A^T), C's rows apart wider than the panel, an odd depth. Every
