@@ -545,10 +545,12 @@ static int one_hot_at(const Em *E, int i) {
 }
 
 /* For a sum over the last axis of a one-hot product (one_hot_at), whose
- * operands hold no random values: B. Else -1. need: scratch. */
+ * operands hold no random values: B. Else (or with BC_NO_PICK) -1. need:
+ * scratch. */
 static int pick_at(Em *E, int i, bool *need) {
   const KInst *in = inst(E, i);
-  if (in->kind != KI_REDUCE || in->op != OP_REDUCE_SUM || in->axis != E->rank - 1 || E->L <= 1) return -1;
+  if (E->no_picks || in->kind != KI_REDUCE || in->op != OP_REDUCE_SUM || in->axis != E->rank - 1 || E->L <= 1)
+    return -1;
   int at = one_hot_at(E, in->a);
   if (at < 0) return -1;
   memset(need, 0, (size_t)E->n);

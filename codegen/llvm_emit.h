@@ -38,6 +38,10 @@ void llvm_jit_free(LlvmJit *j);
  * in [2, 64]); LLVM legalizes widths the host lacks. */
 int llvm_jit_vector_width(const LlvmJit *j);
 void llvm_jit_set_vector_width(LlvmJit *j, int w);
+/* Whether kernels compiled from now on compute a row sum of a one-hot
+ * product as the product at the label (default true; BC_NO_PICK: false,
+ * a pass over the row as the evaluator does; llvm_emit.c). */
+void llvm_jit_set_picks(LlvmJit *j, bool on);
 /* "cpu=icelake-client W=16": what the code is compiled for (owned by j). */
 const char *llvm_jit_describe(const LlvmJit *j);
 

@@ -35,6 +35,7 @@ typedef struct {
   LLVMTypeRef f32, i32, i64, i1, i8p, info_ty;
   const Host *host;
   int W;
+  bool no_picks; /* row sums of one-hot products as passes (llvm_jit_set_picks) */
   Diag *d;
   /* the kernel being emitted */
   const Kernel *k;

@@ -116,6 +116,7 @@ static bool module_optimize(LLVMModuleRef M, const Host *h, Diag *d) {
 struct LlvmJit {
   Host host;
   int width;
+  bool no_picks; /* llvm_jit_set_picks(false) */
   LLVMOrcThreadSafeContextRef tsctx;
   LLVMOrcLLJITRef jit;
   VEC(char *) names; /* function names defined in this JIT */
@@ -174,6 +175,8 @@ void llvm_jit_set_vector_width(LlvmJit *j, int w) {
   j->width = w;
   snprintf(j->desc, sizeof j->desc, "cpu=%s W=%d", j->host.cpu, w);
 }
+
+void llvm_jit_set_picks(LlvmJit *j, bool on) { j->no_picks = !on; }
 
 const char *llvm_jit_describe(const LlvmJit *j) { return j->desc; }
 
@@ -243,6 +246,7 @@ bool llvm_jit_compile(LlvmJit *j, const Kernel *const *kernels, int n, KernelFn 
   bool ok = true;
   Em E;
   llvm_em_init(&E, C, M, &j->host, j->width, d);
+  E.no_picks = j->no_picks;
   for (int i = 0; i < n && ok; i++) {
     const Kernel *k = kernels[i];
     fns_out[i] = NULL;

@@ -27,6 +27,11 @@ void llvm_jit_set_vector_width(LlvmJit *j, int w) {
   (void)w;
 }
 
+void llvm_jit_set_picks(LlvmJit *j, bool on) {
+  (void)j;
+  (void)on;
+}
+
 const char *llvm_jit_describe(const LlvmJit *j) {
   (void)j;
   return why;

@@ -27,6 +27,7 @@
   X(float4, "FLOAT4", "cuda: elementwise kernels load and store one element at a time, not float4/int4") \
   X(dedup, "DEDUP", "cuda: emit every kernel's code, also when it repeats an earlier kernel's; cpu: JIT-compile every kernel, also one with the same code as an earlier one up to view offsets") \
   X(jit, "JIT", "cpu: run the kernels through the C kernel evaluator instead of LLVM") \
+  X(pick, "PICK", "cpu: a row sum of a one-hot product (cross-entropy's picked logit) is a pass over the row, not the product at the label (codegen/llvm_emit.c)") \
   X(zero_rows, "ZERO_ROWS", "cpu: GEMMs and the attention backward compute every row, also those an operand's zero rows leave zero (runtime/cpu_gemm_rows.c)") \
   X(row_guards, "ROW_GUARDS", "cpu: kernels compute every row, also those a loss weight of 0 or the padding leaves unread or zero (passes/row_guard.c)")
 

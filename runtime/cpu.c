@@ -429,6 +429,7 @@ static bool prepare(Exec *e, Diag *d) {
       goto fail;
     }
     KernelFn *fns = bc_calloc((size_t)n_loops, sizeof(KernelFn));
+    llvm_jit_set_picks(c->jit, !c->p.opts.off.pick);
     ok = llvm_jit_compile(c->jit, loops, n_loops, fns, d);
     for (int i = 0; ok && i < n_loops; i++) c->kernels[loop_at[i]].fn = fns[i];
     for (int i = 0; ok && i < nk; i++) /* twins run their code's function */

@@ -354,6 +354,40 @@ TEST(one_hot_sums_picked) {
   }
 }
 
+/* Where another column holds an infinity, the one-hot sum is NaN (0 x inf,
+ * as the evaluator computes it) and the pick is the value at the label;
+ * llvm_jit_set_picks(false) (BC_NO_PICK) gives the sum's NaN. */
+TEST(one_hot_pick_switch) {
+  if (!have_jits()) TEST_SKIP("no LLVM JIT");
+  enum { L = 64 };
+  Kernel k;
+  kinit(&k, "k_pick_switch", shape_of(2, 1, L), -1);
+  int x = kload(&k, kview(&k, 0, 0, ST(L, 1)), DTYPE_F32);
+  int lab = kload(&k, kview(&k, 1, 0, ST(1, 0)), DTYPE_I32);
+  int hot = kcast(&k, kbin(&k, OP_EQ, kiota(&k, 1, DTYPE_I32), lab), DTYPE_F32);
+  kstore(&k, kview(&k, 2, 0, ST(1, 0)), kreduce(&k, OP_REDUCE_SUM, kbin(&k, OP_MUL, x, hot)));
+  float xs[L], out = 0;
+  for (int i = 0; i < L; i++) xs[i] = (float)i;
+  xs[7] = INFINITY;
+  int32_t label = 5;
+  void *bufs[3] = {xs, &label, &out};
+  for (int picks = 1; picks >= 0; picks--) {
+    llvm_jit_set_picks(jits[0], picks);
+    Diag d;
+    diag_init(&d);
+    KernelFn fn = NULL;
+    const Kernel *kp = &k;
+    CHECK_MSG(llvm_jit_compile(jits[0], &kp, 1, &fn, &d), "%s", diag_first(&d));
+    out = -1;
+    if (fn) fn(bufs, 0, 1, NULL);
+    if (picks) CHECK_MSG(out == 5.0f, "pick: %g", out);
+    else CHECK_MSG(isnan(out), "BC_NO_PICK: %g", out);
+    diag_free(&d);
+  }
+  llvm_jit_set_picks(jits[0], true);
+  kfree(&k);
+}
+
 /* Column reductions (bias and layer-norm parameter gradients): over 37
  * rows, sum(g) and sum(g * xhat) with xhat from per-row saved values, plus
  * a max and a full store of xhat inside the loop. Each lane adds its column
