@@ -854,6 +854,7 @@ bool llvm_emit_kernel(Em *E, const Kernel *k, const char *fname) {
   E->rank = k->domain.rank;
   E->n = k->insts.n;
   E->L = E->rank ? k->domain.dim[E->rank - 1] : 1;
+  E->reread = false; /* not a row kernel's (emit_row_kernel sets it) */
   LLVMTypeRef params[4] = {LLVMPointerType(E->i8p, 0), E->i64, E->i64, LLVMPointerType(E->info_ty, 0)};
   LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(E->C), params, 4, 0);
   E->fn = LLVMAddFunction(E->M, fname, fty);
