@@ -265,10 +265,24 @@ TEST(cross_entropy_row) {
   }
 }
 
-/* Loops over the last axis in a row kernel's IR: the induction variables
+/* Kernel k's optimized IR (llvm_emit_ir_text), checked to exist; the
+ * caller frees it. BC_DUMP=1 prints it. */
+static char *ir_of(const Kernel *k) {
+  Diag d;
+  diag_init(&d);
+  char *ir = llvm_emit_ir_text(k, &d);
+  CHECK_MSG(ir != NULL, "%s", diag_first(&d));
+  diag_free(&d);
+  if (ir && getenv("BC_DUMP")) fputs(ir, stderr);
+  return ir;
+}
+
+/* Loops over the last axis in row kernel k's IR: the induction variables
  * llvm_emit.c's loop_begin names j and jv (after LLVM's passes too, with a
- * number appended). */
-static int loops_over_row(const char *ir) {
+ * number appended). -1 when the IR cannot be made. */
+static int loops_over_row(const Kernel *k) {
+  char *ir = ir_of(k);
+  if (!ir) return -1;
   int n = 0;
   for (const char *p = strstr(ir, " = phi i64 "); p; p = strstr(p + 1, " = phi i64 ")) {
     const char *name = p;
@@ -276,6 +290,7 @@ static int loops_over_row(const char *ir) {
     bool j = name > ir && name[-1] == '%' && name[0] == 'j';
     n += j && (name[1] == 'v' || name[1] == ' ' || (name[1] >= '0' && name[1] <= '9'));
   }
+  free(ir);
   return n;
 }
 
@@ -297,17 +312,8 @@ TEST(row_results_stored_once) {
   int x = kload(&c.k, kview(&c.k, 0, 0, ST(L, 1)), DTYPE_F32);
   kstore(&c.k, kview(&c.k, 1, 0, ST(1, 0)), kreduce(&c.k, OP_REDUCE_MAX, x));
   kstore(&c.k, kview(&c.k, 2, 0, ST(1, 0)), kreduce(&c.k, OP_REDUCE_SUM, x));
-  Diag d;
-  diag_init(&d);
-  char *ir = llvm_emit_ir_text(&c.k, &d);
-  CHECK_MSG(ir != NULL, "%s", diag_first(&d));
-  if (ir) {
-    int loops = loops_over_row(ir);
-    CHECK_MSG(loops == 1, "%d loops over the row", loops);
-    if (getenv("BC_DUMP")) fputs(ir, stderr);
-  }
-  free(ir);
-  diag_free(&d);
+  int loops = loops_over_row(&c.k);
+  CHECK_MSG(loops == 1, "%d loops over the row", loops);
   check_case(&c);
 }
 
@@ -341,14 +347,8 @@ TEST(one_hot_sums_picked) {
     int sel = ksel(k, kbin(k, OP_EQ, io, lab), x, kconst(k, 0, DTYPE_F32));
     kstore(k, kview(k, 5, 0, ST(1, 0)), kreduce(k, OP_REDUCE_SUM, sel));
     if (L > 40) {
-      Diag d;
-      diag_init(&d);
-      char *ir = llvm_emit_ir_text(k, &d);
-      CHECK_MSG(ir != NULL, "%s", diag_first(&d));
-      int loops = ir ? loops_over_row(ir) : -1;
+      int loops = loops_over_row(k);
       CHECK_MSG(loops == 0, "%d loops over the row", loops);
-      free(ir);
-      diag_free(&d);
     }
     check_case(&c);
   }
@@ -838,6 +838,15 @@ TEST(ir_text) {
   diag_free(&d);
 }
 
+/* Whether kernel k's IR prefetches (1) or not (0); -1 when the IR cannot
+ * be made. */
+static int ir_prefetches(const Kernel *k) {
+  char *ir = ir_of(k);
+  int has = ir ? strstr(ir, "@llvm.prefetch") != NULL : -1;
+  free(ir);
+  return has;
+}
+
 /* A column block of rows that lie apart (a [5, 40] block of a [5, 2048]
  * matrix, as the MLM logits' column blocks): the values match the C
  * evaluator at every width, and the IR prefetches the next row's points;
@@ -853,13 +862,7 @@ TEST(rows_apart_prefetch_next_row) {
     addbuf(&c, R * (apart ? C : N), DTYPE_F32, FILL_OUT, CMP_EXACT, 0, 0);
     int x = kload(&c.k, kview(&c.k, 0, apart ? 7 : 0, ST(N, 1)), DTYPE_F32);
     kstore(&c.k, kview(&c.k, 1, 0, ST(apart ? C : N, 1)), kbin(&c.k, OP_MUL, x, x));
-    Diag d;
-    diag_init(&d);
-    char *ir = llvm_emit_ir_text(&c.k, &d);
-    CHECK_MSG(ir != NULL, "%s", diag_first(&d));
-    if (ir) CHECK_MSG((strstr(ir, "@llvm.prefetch") != NULL) == (apart == 1), "%s", c.name);
-    free(ir);
-    diag_free(&d);
+    CHECK_MSG(ir_prefetches(&c.k) == (apart == 1), "%s", c.name);
     check_case(&c);
   }
 }
@@ -881,13 +884,7 @@ TEST(reread_rows_prefetch_next_row) {
     int m = kreduce(&c.k, OP_REDUCE_MAX, x);
     int se = kreduce(&c.k, OP_REDUCE_SUM, kun(&c.k, OP_EXP, kbin(&c.k, OP_SUB, x, m)));
     kstore(&c.k, kview(&c.k, 1, 0, ST(1, 0)), kbin(&c.k, OP_ADD, kun(&c.k, OP_LOG, se), m));
-    Diag d;
-    diag_init(&d);
-    char *ir = llvm_emit_ir_text(&c.k, &d);
-    CHECK_MSG(ir != NULL, "%s", diag_first(&d));
-    if (ir) CHECK_MSG((strstr(ir, "@llvm.prefetch") != NULL) == (L == 4096), "%s", c.name);
-    free(ir);
-    diag_free(&d);
+    CHECK_MSG(ir_prefetches(&c.k) == (L == 4096), "%s", c.name);
     check_case(&c);
   }
 }

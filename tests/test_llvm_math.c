@@ -8,6 +8,20 @@
 
 /* ---- exp / log / tanh approximations against double libm ---------------------------- */
 
+/* Compiles k (reading buffer 0, writing buffer 1) with the host-width JIT,
+ * runs all its work items on xs and ys, and frees it. */
+static void jit_run(Kernel *k, const float *xs, float *ys) {
+  Diag d;
+  diag_init(&d);
+  KernelFn fn = NULL;
+  const Kernel *kp = k;
+  CHECK_MSG(llvm_jit_compile(jits[0], &kp, 1, &fn, &d), "%s", diag_first(&d));
+  void *bufs[2] = {(void *)xs, ys};
+  if (fn) fn(bufs, 0, kernel_work_items(k), NULL);
+  diag_free(&d);
+  kfree(k);
+}
+
 /* Runs the emitted unary op over xs[0..n) (one row; n - n/W*W lanes take the
  * scalar path) through the host-width JIT. */
 static void jit_unary(Op op, const float *xs, float *ys, int64_t n) {
@@ -15,15 +29,7 @@ static void jit_unary(Op op, const float *xs, float *ys, int64_t n) {
   kinit(&k, "k_math", shape_of(2, 1, (int)n), -1);
   int x = kload(&k, kview(&k, 0, 0, ST(n, 1)), DTYPE_F32);
   kstore(&k, kview(&k, 1, 0, ST(n, 1)), kun(&k, op, x));
-  Diag d;
-  diag_init(&d);
-  KernelFn fn = NULL;
-  const Kernel *kp = &k;
-  CHECK_MSG(llvm_jit_compile(jits[0], &kp, 1, &fn, &d), "%s", diag_first(&d));
-  void *bufs[2] = {(void *)xs, ys};
-  if (fn) fn(bufs, 0, 1, NULL);
-  diag_free(&d);
-  kfree(&k);
+  jit_run(&k, xs, ys);
 }
 
 typedef struct {
@@ -102,15 +108,7 @@ static void jit_col_exp(const float *xs, float *ys, int64_t n) {
   kinit(&k, "k_col_exp", shape_of(2, 1, (int)n), 0);
   int x = kload(&k, kview(&k, 0, 0, ST(n, 1)), DTYPE_F32);
   kstore(&k, kview(&k, 1, 0, ST(0, 1)), kreduce(&k, OP_REDUCE_SUM, kun(&k, OP_EXP, x)));
-  Diag d;
-  diag_init(&d);
-  KernelFn fn = NULL;
-  const Kernel *kp = &k;
-  CHECK_MSG(llvm_jit_compile(jits[0], &kp, 1, &fn, &d), "%s", diag_first(&d));
-  void *bufs[2] = {(void *)xs, ys};
-  if (fn) fn(bufs, 0, kernel_work_items(&k), NULL);
-  diag_free(&d);
-  kfree(&k);
+  jit_run(&k, xs, ys);
 }
 
 /* exp over x in [-87.3, 88.7] (results in the normal range): evenly spaced,
