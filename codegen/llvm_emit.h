@@ -67,7 +67,8 @@ typedef void (*LlvmGemmPanelFn)(const float *A, int64_t rs_a, int64_t cs_a, cons
 bool llvm_jit_gemm_panel(LlvmJit *j, int64_t K, LlvmGemmPanelFn *out, Diag *d);
 
 /* The optimized LLVM IR of one LOOP kernel as text (what llvm_jit_compile
- * would run, for the host's default width), for `bertc compile -o DIR`.
+ * would run, for the host's default width, with picks), for `bertc
+ * compile -o DIR`.
  * Heap string the caller frees; NULL with an error on failure. */
 char *llvm_emit_ir_text(const Kernel *k, Diag *d);
 
