@@ -82,8 +82,8 @@ static const char usage[] =
     "\n"
     "environment: BC_VERIFY=1 checks the plan after every stage; BC_DUMP=STAGE\n"
     "is --dump-after STAGE; BC_NO_<NAME>=1 switches an optimization off\n"
-    "(SIMPLIFY, CSE, SCHEDULE, FUSE, VIEW_FOLD, MEMPLAN, INPLACE, FLOAT4,\n"
-    "DEDUP, JIT: see README.md).\n"
+    "(SIMPLIFY, FUSE, MEMPLAN, PICK, ...: every one, and what it does, in\n"
+    "README.md's environment variables).\n"
     "exit status: 0 success, 1 errors in the model or options, 2 bad usage.\n";
 
 static int bad_usage(const char *fmt, const char *arg) {
