@@ -9,9 +9,12 @@
  *     for each reduction phase:             reductions whose inputs are ready
  *       for j in steps of W: acc = op(acc, <W x value>)   (vector accumulator)
  *       horizontal reduction (shuffle tree), then a scalar remainder loop
+ *     (a row sum of a one-hot product: the product at the label, a scalar)
  *     final loop over j (W lanes, then scalar): full values and their stores
+ *                                           (row results: stored once per row)
  *
- * A loop body computes only the full instructions its results depend on, so
+ * Loops after a row's first prefetch the next row when rows are long. A
+ * loop body computes only the full instructions its results depend on, so
  * a value two phases need is computed twice (cheaper than a buffer). Random
  * values are the exception (~1.2 ns each at W = 16): the first loop that
  * draws one stores it in a row buffer on the stack ([L x float], for
@@ -24,7 +27,8 @@
  * recip, comparisons, select, casts, iota and random are bit-identical;
  * rsqrt is 1/sqrt in float (<= 1 ulp from the evaluator's double formula);
  * exp, log, tanh and erf are the polynomials of llvm_math.c (max errors in
- * its comments); row sums add in another order (W partial sums); column
+ * its comments); row sums add in another order (W partial sums), and a
+ * pick equals its one-hot sum for finite values (BC_NO_PICK); column
  * sums add in the same order and are bit-identical. LLVM 14's C API cannot
  * set fast-math flags, so nothing is reassociated or contracted behind our
  * back.
