@@ -247,6 +247,14 @@ static NodeId find_fold(const Chunker *C, Reader *R, int n_blocks, int64_t cols)
   return -1;
 }
 
+/* Where a reader runs in each block: 0 the column sums (d b), while the
+ * block is fresh in cache; 1 the products over X's columns (d X); 2 the
+ * other GEMMs (d W). */
+static int reader_rank(const Graph *g, const Reader *R) {
+  if (g->nodes.data[R->node].op != OP_MATMUL) return 0;
+  return R->kind == READ_SUM ? 1 : 2;
+}
+
 /* Rewrites X (computed by node xi) by blocks when it qualifies. */
 static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
   Graph *g = C->g;
@@ -291,6 +299,16 @@ static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
     return false;
   }
 
+  /* Each block's readers in the order of reader_rank, each kind in graph
+   * order: the GEMM right after d X then takes the rows d X left
+   * compacted (runtime/cpu.c: compacted). The readers read none of each
+   * other's outputs. */
+  for (int i = 1; i < rd.n; i++)
+    for (int j = i; j > 0 && reader_rank(g, &rd.data[j]) < reader_rank(g, &rd.data[j - 1]); j--) {
+      Reader t = rd.data[j];
+      rd.data[j] = rd.data[j - 1];
+      rd.data[j - 1] = t;
+    }
   for (int i = 0; i < rd.n; i++)
     rd.data[i].fold = rd.data[i].kind == READ_SUM ? -1 : find_fold(C, &rd.data[i], n_blocks, cols);
   int n_orig = g->nodes.n;

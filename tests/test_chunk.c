@@ -7,19 +7,26 @@
 #include "tests/plan_check.h"
 
 /* The pretrain training step's plan with these settings and block size
- * (0: the default), column blocks on or off. */
-static bool build(const Setting *sets, int n_sets, int64_t chunk_bytes, bool no_chunk, Graph *eg, KernelPlan *plan,
-                  MemPlan *mem) {
+ * (0: the default), column blocks on or off, reading these outputs (NULL:
+ * all). */
+static bool build_reading(const char *const *outputs, const Setting *sets, int n_sets, int64_t chunk_bytes,
+                          bool no_chunk, Graph *eg, KernelPlan *plan, MemPlan *mem) {
   CompileOptions o;
   compile_options_default(&o);
   o.model_path = BC_SOURCE_DIR "/models/bert.yaml";
   o.graph_name = "pretrain";
   o.train = true;
+  o.outputs = outputs;
   o.sets = sets;
   o.n_sets = n_sets;
   o.chunk_bytes = chunk_bytes;
   o.off.chunk = no_chunk;
   return plan_build(&o, eg, plan, mem);
+}
+
+static bool build(const Setting *sets, int n_sets, int64_t chunk_bytes, bool no_chunk, Graph *eg, KernelPlan *plan,
+                  MemPlan *mem) {
+  return build_reading(NULL, sets, n_sets, chunk_bytes, no_chunk, eg, plan, mem);
 }
 
 static const Setting batch64[] = {{"batch", "64"}};
@@ -92,6 +99,39 @@ TEST(column_blocks_share_code) {
   /* each block: its gradient (one kernel), its column sum; 2 codes each */
   CHECK_MSG(n_block >= 16, "%d block kernels", n_block);
   CHECK_MSG(n_codes <= 4, "%d codes for %d block kernels", n_codes, n_block);
+  plan_release(&g, &p, &m);
+}
+
+/* Each block's d W GEMM runs right after its d X GEMM, the two reading the
+ * same block of the gradient (d X = dY W^T, then d W = h^T dY): the cpu
+ * backend's d W then takes the gradient's live rows d X left compacted
+ * (runtime/cpu.c) instead of compacting them again. */
+TEST(each_block_s_d_w_follows_its_d_x) {
+  static const char *const loss_only[] = {NULL}; /* as a trainer compiles it */
+  Graph g;
+  KernelPlan p;
+  MemPlan m;
+  if (!build_reading(loss_only, batch64, 1, 0, false, &g, &p, &m)) {
+    CHECK(0);
+    return;
+  }
+  /* d X GEMMs reading a block ([rows, columns of the block]: wider than
+   * any encoder value, narrower than the vocabulary), and those of them
+   * the block's d W GEMM follows */
+  int n_dx = 0, n_pairs = 0;
+  for (int i = 0; i < p.kernels.n; i++) {
+    const Kernel *k = &p.kernels.data[i];
+    if (k->kind != KERNEL_GEMM) continue;
+    const Node *dx = &g.nodes.data[k->first_node];
+    int64_t cols = g.values.data[dx->in[0]].shape.dim[1];
+    if (dx->a.trans_a || cols <= 512 || cols >= 20256) continue;
+    n_dx++;
+    const Kernel *next = i + 1 < p.kernels.n ? &p.kernels.data[i + 1] : NULL;
+    const Node *dw = next && next->kind == KERNEL_GEMM ? &g.nodes.data[next->first_node] : NULL;
+    n_pairs += dw && dw->a.trans_a && dw->in[1] == dx->in[0];
+  }
+  CHECK_MSG(n_dx >= 8, "%d d X GEMMs on blocks", n_dx);
+  CHECK_EQ_INT(n_pairs, n_dx);
   plan_release(&g, &p, &m);
 }
 
