@@ -919,7 +919,8 @@ bool llvm_emit_kernel(Em *E, const Kernel *k, const char *fname) {
         E->rowbuf[i] = LLVMBuildBitCast(b, E->rowbuf[i], LLVMPointerType(E->f32, 0), "");
       }
   LLVMValueRef begin = LLVMGetParam(E->fn, 1), end = LLVMGetParam(E->fn, 2);
-  bool ok = k->col_axis >= 0 ? emit_col_kernel(E, begin, end) : emit_row_kernel(E, begin, end);
+  bool ok = llvm_emit_transpose(E, begin, end) ||
+            (k->col_axis >= 0 ? emit_col_kernel(E, begin, end) : emit_row_kernel(E, begin, end));
   if (ok) LLVMBuildRetVoid(b);
   free(E->vptr);
   free(E->vtype);

@@ -144,6 +144,13 @@ void llvm_em_free(Em *E);
  * module; false with an error naming the kernel and instruction. */
 bool llvm_emit_kernel(Em *E, const Kernel *k, const char *fname);
 
+/* ---- llvm_transpose.c: LOOP kernels that only transpose -------------------- */
+
+/* Emits the body of E's kernel (llvm_emit_kernel's, from its entry block
+ * on) when it is a transpose (see the file), over rows [begin, end); false,
+ * with nothing emitted, when it is not. */
+bool llvm_emit_transpose(Em *E, LLVMValueRef begin, LLVMValueRef end);
+
 /* ---- llvm_gemm.c: the GEMM micro-kernel (llvm_jit_gemm_panel) --------------- */
 
 /* Emits the panel kernel for depth K as function `fname` in M. */

@@ -176,6 +176,12 @@ static const Node *remat_reader(const Fuser *F, NodeId i) {
 }
 
 /* Pass 1: which views and generators fold into their readers. */
+/* A slice taking a run of its input's rows: an alias of the input's
+ * buffer where that is materialized. */
+static bool slice_is_alias(const Graph *g, const Node *n) {
+  return shape_slice_offset(&g->values.data[n->in[0]].shape, n->a.axis, n->a.start) >= 0;
+}
+
 static void decide_folding(Fuser *F, bool no_view_fold) {
   const Graph *g = F->g;
   for (int i = g->nodes.n - 1; i >= 0; i--) {
@@ -196,7 +202,8 @@ static void decide_folding(Fuser *F, bool no_view_fold) {
                      &g->values.data[n->out].shape)))
         ok = false;
       /* a view read by a view that is not itself folded becomes a copy
-       * kernel reading through the composed view: fine */
+       * kernel reading through the composed view: fine (a slice of it
+       * then is such a copy, not an alias: below) */
     }
     F->folded[i] = ok;
   }
@@ -408,7 +415,7 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     case OP_CONCAT: G = new_group(&F, GROUP_CONCAT, *os, -1); break;
     case OP_RESHAPE: G = new_group(&F, GROUP_ALIAS, *os, -1); break;
     case OP_SLICE: /* a run of rows of its input (attention_grad's d q, d k, d v): a view */
-      if (!no_fuse && shape_slice_offset(&g->values.data[n->in[0]].shape, n->a.axis, n->a.start) >= 0)
+      if (!no_fuse && slice_is_alias(g, n) && (producer(&F, n->in[0]) < 0 || !F.folded[producer(&F, n->in[0])]))
         G = new_group(&F, GROUP_ALIAS, *os, -1);
       else
         G = new_group(&F, GROUP_LOOP, *os, -1);

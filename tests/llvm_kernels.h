@@ -274,6 +274,18 @@ LK_FN void addbuf(Case *c, int64_t n, DType t, int fill_kind, int cmp, double at
   c->buf[c->n_bufs++] = (BufSpec){n, t, fill_kind, cmp, atol, rtol};
 }
 
+/* Kernel k's optimized IR (llvm_emit_ir_text), checked to exist; the
+ * caller frees it. BC_DUMP=1 prints it. */
+LK_FN char *ir_of(const Kernel *k) {
+  Diag d;
+  diag_init(&d);
+  char *ir = llvm_emit_ir_text(k, &d);
+  CHECK_MSG(ir != NULL, "%s", diag_first(&d));
+  diag_free(&d);
+  if (ir && getenv("BC_DUMP")) fputs(ir, stderr);
+  return ir;
+}
+
 /* ---- the JITs: host width, 8 and 4 lanes ---------------------------------------- */
 
 static LlvmJit *jits[3];

@@ -105,7 +105,8 @@ TEST(column_blocks_share_code) {
 /* Each block's d W GEMM runs right after its d X GEMM, the two reading the
  * same block of the gradient (d X = dY W^T, then d W = h^T dY): the cpu
  * backend's d W then takes the gradient's live rows d X left compacted
- * (runtime/cpu.c) instead of compacting them again. */
+ * (runtime/cpu.c) instead of compacting them again. And d X reads its
+ * block of W transposed by a kernel of its own, untransposed (NN). */
 TEST(each_block_s_d_w_follows_its_d_x) {
   static const char *const loss_only[] = {NULL}; /* as a trainer compiles it */
   Graph g;
@@ -118,7 +119,7 @@ TEST(each_block_s_d_w_follows_its_d_x) {
   /* d X GEMMs reading a block ([rows, columns of the block]: wider than
    * any encoder value, narrower than the vocabulary), and those of them
    * the block's d W GEMM follows */
-  int n_dx = 0, n_pairs = 0;
+  int n_dx = 0, n_pairs = 0, n_nn = 0;
   for (int i = 0; i < p.kernels.n; i++) {
     const Kernel *k = &p.kernels.data[i];
     if (k->kind != KERNEL_GEMM) continue;
@@ -126,12 +127,15 @@ TEST(each_block_s_d_w_follows_its_d_x) {
     int64_t cols = g.values.data[dx->in[0]].shape.dim[1];
     if (dx->a.trans_a || cols <= 512 || cols >= 20256) continue;
     n_dx++;
+    NodeId wt = g.values.data[dx->in[1]].node;
+    n_nn += !dx->a.trans_b && wt >= 0 && g.nodes.data[wt].op == OP_PERMUTE;
     const Kernel *next = i + 1 < p.kernels.n ? &p.kernels.data[i + 1] : NULL;
     const Node *dw = next && next->kind == KERNEL_GEMM ? &g.nodes.data[next->first_node] : NULL;
     n_pairs += dw && dw->a.trans_a && dw->in[1] == dx->in[0];
   }
   CHECK_MSG(n_dx >= 8, "%d d X GEMMs on blocks", n_dx);
   CHECK_EQ_INT(n_pairs, n_dx);
+  CHECK_EQ_INT(n_nn, n_dx);
   plan_release(&g, &p, &m);
 }
 

@@ -303,6 +303,32 @@ TEST(long_folded_chains_match_interp) {
   graph_free(&g);
 }
 
+/* A run of rows of a view that fusion folds (a transpose: W^T's rows
+ * 2..4, W's columns) read by a GEMM: no alias of the view's input, which
+ * holds W, not W^T (passes/fuse.c: a slice is a view of a materialized
+ * input only), but a copy of those rows made through the view. The
+ * MLM head's column blocks slice W^T so (passes/chunk.c). */
+TEST(a_row_slice_of_a_folded_view_feeds_a_gemm) {
+  Graph g;
+  graph_init(&g, "slice_of_view");
+  ValueId w = graph_add_input(&g, "w", DTYPE_F32, shape_of(2, 8, 6), SRCLOC_NONE);
+  ValueId a = graph_add_input(&g, "a", DTYPE_F32, shape_of(2, 5, 3), SRCLOC_NONE);
+  static const int swap[2] = {1, 0};
+  ValueId rows = graph_slice(&g, graph_permute(&g, w, swap), 0, 2, 5); /* [3, 8] */
+  vec_push(&g.outputs, graph_matmul(&g, a, rows, false, false));
+  Exec *ref = check_make("interp", &g, 13), *dev = check_make("cpu", &g, 13);
+  if (ref && dev) {
+    run_both(ref, dev, &g, 41);
+    StepResult r = {0, 0, 0, "", NAN, NAN};
+    /* f32 sums of 3 products against double */
+    check_values(dev, ref, &g, "slice of a view", CMP_PINNED, 1e-6, &r);
+    CHECK(r.n_checked >= 1);
+  }
+  exec_destroy(ref);
+  exec_destroy(dev);
+  graph_free(&g);
+}
+
 /* GEMM epilogues (passes/fuse.c) on each GEMM library: with oneDNN the
  * plan has them (post-ops, and the GEMM accumulating into its addend's
  * buffer), with OpenBLAS it keeps them as loop kernels (cpu.c:

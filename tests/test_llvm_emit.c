@@ -265,18 +265,6 @@ TEST(cross_entropy_row) {
   }
 }
 
-/* Kernel k's optimized IR (llvm_emit_ir_text), checked to exist; the
- * caller frees it. BC_DUMP=1 prints it. */
-static char *ir_of(const Kernel *k) {
-  Diag d;
-  diag_init(&d);
-  char *ir = llvm_emit_ir_text(k, &d);
-  CHECK_MSG(ir != NULL, "%s", diag_first(&d));
-  diag_free(&d);
-  if (ir && getenv("BC_DUMP")) fputs(ir, stderr);
-  return ir;
-}
-
 /* Loops over the last axis in row kernel k's IR: the induction variables
  * llvm_emit.c's loop_begin names j and jv (after LLVM's passes too, with a
  * number appended). -1 when the IR cannot be made. */
