@@ -22,11 +22,8 @@
  *  - each reader on the block: where X's columns are the GEMM's contracted
  *    axis (d h = X W^T), the product with the matching slice of the other
  *    operand, summed over the blocks (a chain of adds, which the GEMM
- *    epilogue turns into accumulation); where the product reads that
- *    operand transposed (W of d h = X W^T), each block's slice of it is
- *    made transposed, in the same one copy, and read untransposed
- *    (X_b (W_b^T): oneDNN's NN kernel beats its NT one on these shapes,
- *    bench/GEMM.md); where they are the output's
+ *    epilogue turns into accumulation; gemm_layout.c then makes the
+ *    slice of W in d h = X W^T transposed); where they are the output's
  *    columns or rows (d W = h^T X; d b = sum(X, 0)), the block of the
  *    output, the blocks concatenated.
  * The reader node itself becomes a reshape of the sum or concatenation,
@@ -251,13 +248,6 @@ static NodeId find_fold(const Chunker *C, Reader *R, int n_blocks, int64_t cols)
   return -1;
 }
 
-/* Whether a product reads the other operand transposed and sliced along
- * its columns (B of X_b B^T): each block's slice is then made transposed,
- * [columns of the block, rows of B], and read untransposed. */
-static bool flips_operand(const Graph *g, const Reader *R) {
-  return R->kind == READ_SUM && R->slice_slot == 1 && g->nodes.data[R->node].a.trans_b;
-}
-
 /* Where a reader runs in each block: 0 the column sums (d b), while the
  * block is fresh in cache; 1 the products over X's columns (d X); 2 the
  * other GEMMs (d W). */
@@ -333,18 +323,10 @@ static bool chunk_value(Chunker *C, NodeId xi, int64_t block_bytes) {
       graph_at_node(g, &n);
       ValueId in[2] = {n.in[0], n.in[1]};
       in[R->x_slot] = xb;
-      Attrs a = n.a;
-      if (R->slice_slot >= 0) {
-        const char *other = g->values.data[in[R->slice_slot]].name;
-        in[R->slice_slot] = named(g, graph_slice(g, n.in[R->slice_slot], R->slice_axis, c0, c1), other, b);
-        if (flips_operand(g, R)) { /* X_b (W_b^T), W_b^T made as one copy */
-          static const int swap[2] = {1, 0};
-          in[1] = graph_permute(g, in[1], swap);
-          graph_set_name(g, in[1], arena_printf(&g->arena, "%s.T.block%d", other, b));
-          a.trans_b = false;
-        }
-      }
-      ValueId part = named(g, graph_op(g, n.op, n.n_in, in, &a, NULL), name, b);
+      if (R->slice_slot >= 0)
+        in[R->slice_slot] =
+            named(g, graph_slice(g, n.in[R->slice_slot], R->slice_axis, c0, c1), g->values.data[in[R->slice_slot]].name, b);
+      ValueId part = named(g, graph_op(g, n.op, n.n_in, in, &n.a, NULL), name, b);
       if (R->fold >= 0) { /* added to the earlier reader's block: the GEMM accumulates into it */
         part = graph_binary(g, OP_ADD, R->fold_parts[b], part);
         graph_set_name(g, part, arena_printf(&g->arena, "%s.sum.block%d", name, b));

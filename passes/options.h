@@ -19,6 +19,7 @@
   X(remat, "REMAT", "the backward reads stored forward values instead of recomputing cheap ones (passes/remat.c)") \
   X(row_blocks, "ROW_BLOCKS", "a large GEMM output and its row-wise readers (the MLM logits, their cross-entropy and its gradient) are stored whole, not made by blocks of rows (passes/row_blocks.c)") \
   X(chunk, "CHUNK", "a large value read only by GEMMs and column sums is stored whole, not made by blocks of columns (passes/chunk.c)") \
+  X(gemm_layout, "GEMM_LAYOUT", "a GEMM reads its second operand transposed (C = A B^T) instead of a copy of it made transposed (passes/gemm_layout.c)") \
   X(fuse, "FUSE", "one kernel per node (views still fold into their readers)") \
   X(epilogue, "EPILOGUE", "a GEMM's bias add, activation and residual add run as loop kernels after it, not in the GEMM") \
   X(view_fold, "VIEW_FOLD", "broadcasts, permutes and slices become copy kernels instead of strided loads") \

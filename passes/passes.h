@@ -148,6 +148,13 @@ bool row_blocks_run(Graph *g, int64_t block_bytes, Diag *d);
 enum { CHUNK_BYTES = 4 << 20 };
 bool chunk_run(Graph *g, int64_t block_bytes, Diag *d);
 
+/* gemm_layout.c — (plan stage, after chunk): a product reading its second
+ * operand transposed, C = A B^T, where B is small next to A (a layer's
+ * d X = dY W^T), reads a copy of B made transposed instead (a permute
+ * node just before it), C = A (B^T): the GEMM library's NN kernel is
+ * the faster one. */
+bool gemm_layout_run(Graph *g, Diag *d);
+
 /* schedule.c — gradient buckets for data-parallel training (runtime/dist.c).
  * The parameter gradients (Value.grad of every parameter, each value once)
  * are grouped greedily in the order a run produces them into buckets of at

@@ -151,6 +151,11 @@ static bool run_row_blocks(Plan *p, const CompileOptions *o, Diag *d) {
 
 static bool run_chunk(Plan *p, const CompileOptions *o, Diag *d) { return chunk_run(&p->graph, o->chunk_bytes, d); }
 
+static bool run_gemm_layout(Plan *p, const CompileOptions *o, Diag *d) {
+  (void)o;
+  return gemm_layout_run(&p->graph, d);
+}
+
 static bool run_fuse(Plan *p, const CompileOptions *o, Diag *d) {
   Graph *g = &p->graph;
   if (!fuse_run(g, &o->off, &p->fusion, d)) return false;
@@ -189,6 +194,7 @@ static const Stage stages[] = {
     {"remat", PHASE_PLAN, false, OFF(remat), true, run_remat, check_graph, dump_graph},
     {"row_blocks", PHASE_PLAN, false, OFF(row_blocks), true, run_row_blocks, check_graph, dump_graph},
     {"chunk", PHASE_PLAN, false, OFF(chunk), true, run_chunk, check_graph, dump_graph},
+    {"gemm_layout", PHASE_PLAN, false, OFF(gemm_layout), true, run_gemm_layout, check_graph, dump_graph},
     {"fuse", PHASE_PLAN, false, OFF(fuse), false, run_fuse, check_fuse, dump_fuse},
     {"lower", PHASE_PLAN, false, -1, false, run_lower, NULL, NULL},
     {"memplan", PHASE_PLAN, false, OFF(memplan), false, run_memplan, check_memplan, dump_memplan},

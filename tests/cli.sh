@@ -40,8 +40,8 @@ check "dump ends with counts" bash -c \
   "'$BERTC' compile models/bert.yaml --graph nli --dump | tail -1 | grep -q '^counts: .* nodes, .* parameter tensors, 2842371 parameter elements'"
 # the stages, as the error for an unknown one lists them
 stages=$("$BERTC" compile models/bert.yaml --dump-after nope 2>&1 | sed -n 's/.*unknown pass .nope. for --dump-after (stages: \(.*\), all)/\1/p' | tr -d ,)
-check "--dump-after with an unknown pass fails (1) and lists the 12 stages" bash -c \
-  "'$BERTC' compile models/bert.yaml --dump-after nope >/dev/null 2>&1; [ \$? -eq 1 ] && [ \$(echo $stages | wc -w) -eq 12 ]"
+check "--dump-after with an unknown pass fails (1) and lists the 13 stages" bash -c \
+  "'$BERTC' compile models/bert.yaml --dump-after nope >/dev/null 2>&1; [ \$? -eq 1 ] && [ \$(echo $stages | wc -w) -eq 13 ]"
 check "--dump-after all shows every stage once, in order" bash -c \
   "[ \"\$('$BERTC' compile models/bert.yaml --graph nli --train --dump-after all | sed -n 's/^# after //p' | tr '\n' ' ')\" = '$(echo $stages) ' ]"
 for s in $stages; do

@@ -106,7 +106,8 @@ TEST(column_blocks_share_code) {
  * same block of the gradient (d X = dY W^T, then d W = h^T dY): the cpu
  * backend's d W then takes the gradient's live rows d X left compacted
  * (runtime/cpu.c) instead of compacting them again. And d X reads its
- * block of W transposed by a kernel of its own, untransposed (NN). */
+ * block of W made transposed by a kernel of its own, untransposed (NN:
+ * passes/gemm_layout.c). */
 TEST(each_block_s_d_w_follows_its_d_x) {
   static const char *const loss_only[] = {NULL}; /* as a trainer compiles it */
   Graph g;

@@ -318,4 +318,45 @@ TEST(relu_backward_masks_run_in_their_gemms) {
   CHECK_EQ_INT(loop_masks[1], 3);
 }
 
+/* passes/gemm_layout.c on the nli step: the d X = dY W^T over every
+ * token's row read W^T, made by a [128, 128] transpose kernel right
+ * before the GEMM, untransposed: the first layer's six (q, k, v, o and
+ * the FFN's two) and the last layer's k and v. The rest, over the <cls>
+ * rows only (the last layer on the rows read, the classifier), keep W
+ * transposed: a copy would cost too much next to them.
+ * BC_NO_GEMM_LAYOUT: no copies, every such GEMM reads W transposed. */
+TEST(gemms_read_small_operands_untransposed) {
+  int copied[2] = {0, 0}, transposed[2] = {0, 0};
+  for (int off = 0; off < 2; off++) {
+    CompileOptions o;
+    compile_options_default(&o);
+    o.model_path = "models/bert.yaml";
+    o.graph_name = "nli";
+    o.train = true;
+    o.off.gemm_layout = off;
+    Graph g;
+    KernelPlan p;
+    MemPlan m;
+    if (!plan_build(&o, &g, &p, &m)) {
+      CHECK(0);
+      return;
+    }
+    for (int i = 0; i < p.kernels.n; i++) {
+      const Kernel *k = &p.kernels.data[i];
+      if (k->kind != KERNEL_GEMM) continue;
+      const Node *n = &g.nodes.data[k->first_node];
+      transposed[off] += n->a.trans_b;
+      NodeId b = g.values.data[n->in[1]].node;
+      const Kernel *before = i > 0 ? &p.kernels.data[i - 1] : NULL;
+      copied[off] += b >= 0 && g.nodes.data[b].op == OP_PERMUTE && before && before->kind == KERNEL_LOOP &&
+                     before->first_node == b;
+    }
+    plan_release(&g, &p, &m);
+  }
+  CHECK_EQ_INT(copied[0], 8);
+  CHECK_EQ_INT(copied[1], 0);
+  CHECK_EQ_INT(transposed[1] - transposed[0], 8);
+  CHECK(transposed[0] > 0);
+}
+
 TEST_MAIN()

@@ -107,7 +107,7 @@ TEST(every_stage_dumps) {
     free(text);
     compiled_free(&c);
   }
-  CHECK_EQ_INT(n_stages, 12);
+  CHECK_EQ_INT(n_stages, 13);
   CompileOptions o = tiny_options();
   o.dump_after = "all";
   char *text = NULL;
