@@ -286,28 +286,34 @@ static void run_both(Exec *ref, Exec *dev, const Graph *g, uint32_t seed) {
   diag_free(&d);
 }
 
+/* g on interp and cpu, the same inputs from seed (run_both): the values
+ * `which` names agree within tol, and at least min_checked were read. */
+static void matches_interp(const Graph *g, uint32_t seed, const char *label, CompareSet which, double tol,
+                           int min_checked) {
+  Exec *ref = check_make("interp", g, 13), *dev = check_make("cpu", g, 13);
+  if (ref && dev) {
+    run_both(ref, dev, g, seed);
+    StepResult r = {0, 0, 0, "", NAN, NAN};
+    check_values(dev, ref, g, label, which, tol, &r);
+    CHECK_MSG(r.n_checked >= min_checked, "%s: %d values read", label, r.n_checked);
+  }
+  exec_destroy(ref);
+  exec_destroy(dev);
+}
+
 /* Folded chains cut into pieces (passes/fuse.c) compute what interp does. */
 TEST(long_folded_chains_match_interp) {
   Graph g;
   check_long_chains(&g, 101);
-  Exec *ref = check_make("interp", &g, 13), *dev = check_make("cpu", &g, 13);
-  if (ref && dev) {
-    run_both(ref, dev, &g, 77);
-    StepResult r = {0, 0, 0, "", NAN, NAN};
-    /* f32 exp against double: a few ulps per link, contracting */
-    check_values(dev, ref, &g, "folded chains", CMP_KEPT, 1e-6, &r);
-    CHECK(r.n_checked >= 2);
-  }
-  exec_destroy(ref);
-  exec_destroy(dev);
+  /* f32 exp against double: a few ulps per link, contracting */
+  matches_interp(&g, 77, "folded chains", CMP_KEPT, 1e-6, 2);
   graph_free(&g);
 }
 
 /* A run of rows of a view that fusion folds (a transpose: W^T's rows
  * 2..4, W's columns) read by a GEMM: no alias of the view's input, which
  * holds W, not W^T (passes/fuse.c: a slice is a view of a materialized
- * input only), but a copy of those rows made through the view. The
- * MLM head's column blocks slice W^T so (passes/chunk.c). */
+ * input only), but a copy of those rows made through the view. */
 TEST(a_row_slice_of_a_folded_view_feeds_a_gemm) {
   Graph g;
   graph_init(&g, "slice_of_view");
@@ -316,16 +322,8 @@ TEST(a_row_slice_of_a_folded_view_feeds_a_gemm) {
   static const int swap[2] = {1, 0};
   ValueId rows = graph_slice(&g, graph_permute(&g, w, swap), 0, 2, 5); /* [3, 8] */
   vec_push(&g.outputs, graph_matmul(&g, a, rows, false, false));
-  Exec *ref = check_make("interp", &g, 13), *dev = check_make("cpu", &g, 13);
-  if (ref && dev) {
-    run_both(ref, dev, &g, 41);
-    StepResult r = {0, 0, 0, "", NAN, NAN};
-    /* f32 sums of 3 products against double */
-    check_values(dev, ref, &g, "slice of a view", CMP_PINNED, 1e-6, &r);
-    CHECK(r.n_checked >= 1);
-  }
-  exec_destroy(ref);
-  exec_destroy(dev);
+  /* f32 sums of 3 products against double */
+  matches_interp(&g, 41, "slice of a view", CMP_PINNED, 1e-6, 1);
   graph_free(&g);
 }
 

@@ -6,12 +6,19 @@
 #include "tests/backend_check.h"
 #include "tests/plan_check.h"
 
-static bool build(const char *graph, bool train, Graph *eg, KernelPlan *plan, MemPlan *mem) {
+/* The options compiling `graph` of models/bert.yaml (its training step
+ * with `train`), the switches as the environment sets them. */
+static CompileOptions options_for(const char *graph, bool train) {
   CompileOptions o;
   compile_options_default(&o);
   o.model_path = "models/bert.yaml"; /* relative: golden text names it so */
   o.graph_name = graph;
   o.train = train;
+  return o;
+}
+
+static bool build(const char *graph, bool train, Graph *eg, KernelPlan *plan, MemPlan *mem) {
+  CompileOptions o = options_for(graph, train);
   return plan_build(&o, eg, plan, mem);
 }
 
@@ -287,11 +294,7 @@ TEST(gemm_epilogues) {
 TEST(relu_backward_masks_run_in_their_gemms) {
   int gemm_masks[2] = {0, 0}, loop_masks[2] = {0, 0};
   for (int off = 0; off < 2; off++) {
-    CompileOptions o;
-    compile_options_default(&o);
-    o.model_path = "models/bert.yaml";
-    o.graph_name = "nli";
-    o.train = true;
+    CompileOptions o = options_for("nli", true);
     o.off.epilogue = off;
     Graph g;
     KernelPlan p;
@@ -328,11 +331,7 @@ TEST(relu_backward_masks_run_in_their_gemms) {
 TEST(gemms_read_small_operands_untransposed) {
   int copied[2] = {0, 0}, transposed[2] = {0, 0};
   for (int off = 0; off < 2; off++) {
-    CompileOptions o;
-    compile_options_default(&o);
-    o.model_path = "models/bert.yaml";
-    o.graph_name = "nli";
-    o.train = true;
+    CompileOptions o = options_for("nli", true);
     o.off.gemm_layout = off;
     Graph g;
     KernelPlan p;
