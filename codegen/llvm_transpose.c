@@ -75,8 +75,8 @@ static LLVMValueRef mul_add(Em *E, LLVMValueRef x, int64_t m, int64_t a) {
   return LLVMBuildAdd(E->B, LLVMBuildMul(E->B, x, cl(E, m, 1), ""), cl(E, a, 1), "");
 }
 
-/* out[r][c] = in[r][c] one element at a time: rows [r0, r1), columns
- * [c0, C). */
+/* The transpose one element at a time: rows [r0, r1) of the domain,
+ * columns [c0, C). */
 static void copy_elements(Em *E, LLVMTypeRef et, const KView *in, const KView *out, LLVMValueRef r0,
                           LLVMValueRef r1, int64_t c0, int64_t C, int vi, int vo) {
   LLVMBuilderRef b = E->B;
@@ -84,7 +84,8 @@ static void copy_elements(Em *E, LLVMTypeRef et, const KView *in, const KView *o
   LLVMValueRef r = tloop_begin(E, &rl, r0, r1, "t_row");
   LLVMValueRef src = LLVMBuildAdd(b, r, cl(E, in->offset, 1), ""), dst = mul_add(E, r, out->stride[0], out->offset);
   LLVMValueRef c = tloop_begin(E, &cl_, cl(E, c0, 1), cl(E, C, 1), "t_col");
-  LLVMValueRef x = LLVMBuildLoad2(b, et, at(E, et, E->vptr[vi], LLVMBuildAdd(b, src, LLVMBuildMul(b, c, cl(E, in->stride[1], 1), ""), "")), "");
+  LLVMValueRef from = LLVMBuildAdd(b, src, LLVMBuildMul(b, c, cl(E, in->stride[1], 1), ""), "");
+  LLVMValueRef x = LLVMBuildLoad2(b, et, at(E, et, E->vptr[vi], from), "");
   LLVMSetAlignment(x, 4);
   LLVMSetAlignment(LLVMBuildStore(b, x, at(E, et, E->vptr[vo], LLVMBuildAdd(b, dst, c, ""))), 4);
   tloop_end(E, &cl_, 1);
@@ -123,7 +124,8 @@ bool llvm_emit_transpose(Em *E, LLVMValueRef begin, LLVMValueRef end) {
   int64_t C = k->domain.dim[1], Cw = C / W * W;
   /* rows [begin, tiles_end) in tiles of W, the rest one by one */
   LLVMValueRef n = LLVMBuildSub(b, end, begin, "");
-  LLVMValueRef tiles_end = LLVMBuildAdd(b, begin, LLVMBuildMul(b, LLVMBuildSDiv(b, n, cl(E, W, 1), ""), cl(E, W, 1), ""), "");
+  LLVMValueRef whole = LLVMBuildMul(b, LLVMBuildSDiv(b, n, cl(E, W, 1), ""), cl(E, W, 1), "");
+  LLVMValueRef tiles_end = LLVMBuildAdd(b, begin, whole, "");
   /* columns outside, rows inside: each input column (W of them per tile)
    * is then read as a run of consecutive elements, the whole range's */
   TLoop rl, cl_;
