@@ -175,13 +175,13 @@ static const Node *remat_reader(const Fuser *F, NodeId i) {
   return &g->nodes.data[i];
 }
 
-/* Pass 1: which views and generators fold into their readers. */
 /* A slice taking a run of its input's rows: an alias of the input's
  * buffer where that is materialized. */
 static bool slice_is_alias(const Graph *g, const Node *n) {
   return shape_slice_offset(&g->values.data[n->in[0]].shape, n->a.axis, n->a.start) >= 0;
 }
 
+/* Pass 1: which views and generators fold into their readers. */
 static void decide_folding(Fuser *F, bool no_view_fold) {
   const Graph *g = F->g;
   for (int i = g->nodes.n - 1; i >= 0; i--) {
@@ -417,7 +417,7 @@ bool fuse_run(const Graph *g, const OptSwitches *off, Fusion *out, Diag *d) {
     case OP_SLICE: /* a run of rows of its input (attention_grad's d q, d k, d v): a view */
       if (!no_fuse && slice_is_alias(g, n) && (producer(&F, n->in[0]) < 0 || !F.folded[producer(&F, n->in[0])]))
         G = new_group(&F, GROUP_ALIAS, *os, -1);
-      else
+      else /* a copy: of columns, or of rows of a folded view, through the view */
         G = new_group(&F, GROUP_LOOP, *os, -1);
       break;
     case OP_ASSIGN:
