@@ -251,6 +251,47 @@ static void cone_free(Cone *c) {
   free(c->stamp);
 }
 
+/* ---- the attention backward over its inputs -------------------------------- */
+
+/* Per value, the attention backward (node) that will write d q, d k and
+ * d v over it, else -1: the value is that node's q, k or v, all three are
+ * buffers of their own that die there, and the output's rows (d q, then
+ * d k, then d v: graph/shape.c) take as many bytes as they do in that
+ * order. The planner then places q | k | v as one block when the first of
+ * them is made, and the output over it (runtime/cpu_attention.c reads a
+ * unit's q, k and v rows before it writes the same rows of the output).
+ * A member made by a view (a reshape, a slice) would have to become a
+ * copy: no block then. Caller frees. */
+static NodeId *attention_blocks(const Graph *g, const bool *pin, const bool *has_buf, const NodeId *last) {
+  NodeId *of = bc_malloc(((size_t)g->values.n + 1) * sizeof(NodeId));
+  for (int v = 0; v < g->values.n; v++) of[v] = -1;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = &g->nodes.data[i];
+    if (n->op != OP_ATTENTION_GRAD || pin[n->out] || !has_buf[n->out]) continue;
+    int64_t total = 0;
+    bool ok = true;
+    for (int k = 0; k < 3 && ok; k++) {
+      ValueId x = n->in[k];
+      const Value *xv = &g->values.data[x];
+      const Node *p = xv->node >= 0 ? &g->nodes.data[xv->node] : NULL;
+      ok = p && p->op != OP_ASSIGN && view_offset(g, p) < 0 && !pin[x] && has_buf[x] && last[x] == i &&
+           of[x] < 0 && (k == 2 || value_bytes(xv) % ALIGN == 0);
+      for (int j = 0; j < k; j++) ok = ok && n->in[j] != x;
+      total += value_bytes(xv);
+    }
+    if (ok && total == value_bytes(&g->values.data[n->out]))
+      for (int k = 0; k < 3; k++) of[n->in[k]] = i;
+  }
+  return of;
+}
+
+/* Bytes from the start of attention node a's block to its input x. */
+static int64_t block_lead(const Graph *g, const Node *a, ValueId x) {
+  int64_t lead = 0;
+  for (int k = 0; k < 3 && a->in[k] != x; k++) lead += value_bytes(&g->values.data[a->in[k]]);
+  return lead;
+}
+
 /* ---- the small buffers' places ------------------------------------------- */
 
 /* Kernel of node i (the node itself without a kernel map). */
@@ -295,9 +336,10 @@ static int64_t lowest_free(const Placed *placed, int n, int first, int last, int
  * leaves room in the large block, or above it beside the other small
  * ones, goes there instead: the lowest offset free over its lifetime,
  * largest first. Kept only when the arena comes out smaller. Returns the
- * arena's size; the values on each small buffer move with it. */
-static int64_t place_small(MemSlot *s, int nv, const ValueId *root, const bool *small, const int *kernel_of,
-                           int64_t large_top, int64_t small_top) {
+ * arena's size; the values on each small buffer move with it. A buffer
+ * takes span[r] bytes from lead[r] before its root r's offset. */
+static int64_t place_small(MemSlot *s, int nv, const ValueId *root, const bool *small, const int64_t *lead,
+                           const int64_t *span, const int *kernel_of, int64_t large_top, int64_t small_top) {
   int64_t base = align_up(large_top);
   for (int v = 0; v < nv; v++)
     if (s[v].kind == MEM_ARENA && small[root[v]]) s[v].offset += base;
@@ -308,8 +350,8 @@ static int64_t place_small(MemSlot *s, int nv, const ValueId *root, const bool *
   for (int v = 0; v < nv; v++)
     if (s[v].kind == MEM_ARENA && root[v] == v) {
       at[v] = n;
-      all[n++] = (Placed){v, kernel_at(kernel_of, s[v].first), kernel_at(kernel_of, s[v].last), s[v].offset,
-                          s[v].offset + align_up(s[v].bytes)};
+      all[n++] = (Placed){v, kernel_at(kernel_of, s[v].first), kernel_at(kernel_of, s[v].last),
+                          s[v].offset - lead[v], s[v].offset - lead[v] + span[v]};
     }
   for (int v = 0; v < nv; v++) /* a buffer lives until the last value on it dies */
     if (s[v].kind == MEM_ARENA && root[v] != v && kernel_at(kernel_of, s[v].last) > all[at[root[v]]].last)
@@ -333,7 +375,7 @@ static int64_t place_small(MemSlot *s, int nv, const ValueId *root, const bool *
   if (top < base + small_top)
     for (int i = n_large; i < n; i++) {
       ValueId r = all[i].root;
-      int64_t old = s[r].offset;
+      int64_t old = s[r].offset - lead[r];
       for (int v = 0; v < nv; v++)
         if (s[v].kind == MEM_ARENA && root[v] == r) s[v].offset += all[i].off - old;
     }
@@ -415,6 +457,11 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
   ValueId *root = bc_malloc(((size_t)nv + 1) * sizeof(ValueId)); /* the value that allocated it */
   Allocator a = {{0}, 0}, sa = {{0}, 0};
   bool *small = bc_calloc((size_t)nv + 1, sizeof(bool)); /* by root value: in sa */
+  /* by root value: its buffer's bytes, from lead bytes before its offset
+   * (an attention block's k or v allocates the block when made first) */
+  int64_t *span = bc_calloc((size_t)nv + 1, sizeof(int64_t)), *lead = bc_calloc((size_t)nv + 1, sizeof(int64_t));
+  NodeId *block_of = disable || no_inplace || (off && off->attention_in_place) ? NULL
+                                                                                : attention_blocks(g, pin, has_buf, last);
   Cone cone;
   cone_init(&cone, g, has_buf);
   int64_t sum = 0;
@@ -462,7 +509,31 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
       if (!disable && src < 0 && voff >= 0 && voff % ALIGN == 0 && s[n->in[0]].kind == MEM_ARENA &&
           (n->op == OP_SLICE || s[n->in[0]].bytes == sy->bytes))
         src = n->in[0];
-      if (src >= 0) {
+      NodeId blk = block_of ? block_of[y] : -1;
+      ValueId q = n->op == OP_ATTENTION_GRAD ? n->in[0] : -1;
+      if (blk >= 0) { /* q, k or v: its place in their block */
+        const Node *an = &g->nodes.data[blk];
+        ValueId r = -1;
+        for (int k = 0; k < 3; k++)
+          if (an->in[k] != y && s[an->in[k]].kind == MEM_ARENA) r = root[an->in[k]];
+        if (r < 0) {
+          r = y;
+          lead[y] = block_lead(g, an, y);
+          span[y] = align_up(value_bytes(&g->values.data[an->out]));
+          small[y] = span[y] <= SMALL_BYTES;
+          sy->offset = alloc_bytes(small[y] ? &sa : &a, span[y]) + lead[y];
+        } else {
+          sy->offset = s[r].offset - lead[r] + block_lead(g, an, y);
+        }
+        root[y] = r;
+      } else if (src < 0 && q >= 0 && block_of && block_of[q] == i && live[root[q]] == 3) {
+        /* the attention backward over its q | k | v block, which holds
+         * nothing else (no view of one of them lives on) */
+        sy->offset = s[q].offset;
+        sy->alias_of = q;
+        root[y] = root[q];
+        out->n_inplace++;
+      } else if (src >= 0) {
         sy->offset = s[src].offset + (voff > 0 ? voff : 0);
         sy->alias_of = src;
         root[y] = root[src];
@@ -473,7 +544,8 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
          * allocator of their own, after the large ones: in a large hole
          * they would keep it from taking a large buffer later */
         small[y] = !disable && sy->bytes <= SMALL_BYTES;
-        sy->offset = alloc_bytes(small[y] ? &sa : &a, align_up(sy->bytes));
+        span[y] = align_up(sy->bytes);
+        sy->offset = alloc_bytes(small[y] ? &sa : &a, span[y]);
         root[y] = y;
       }
       live[root[y]]++;
@@ -483,8 +555,8 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
     if (i + 1 == g->nodes.n || kernel_at(kernel_of, i + 1) != kernel_at(kernel_of, i)) {
       for (int k = 0; k < pending.n; k++) {
         ValueId x = pending.data[k];
-        if (s[x].kind == MEM_ARENA && --live[root[x]] == 0)
-          free_bytes(small[root[x]] ? &sa : &a, s[root[x]].offset, align_up(s[root[x]].bytes));
+        ValueId r = s[x].kind == MEM_ARENA ? root[x] : -1;
+        if (r >= 0 && --live[r] == 0) free_bytes(small[r] ? &sa : &a, s[r].offset - lead[r], span[r]);
       }
       pending.n = 0;
     }
@@ -498,12 +570,15 @@ bool memplan_run_kernels(const Graph *g, const bool *materialized, const int *ke
   out->slots = s;
   out->n_values = nv;
   out->pinned_bytes = pinned;
-  out->arena_bytes = place_small(s, nv, root, small, kernel_of, a.top, sa.top);
+  out->arena_bytes = place_small(s, nv, root, small, lead, span, kernel_of, a.top, sa.top);
   out->sum_intermediate_bytes = sum;
   out->disabled = disable;
   vec_free(&a.holes);
   vec_free(&sa.holes);
   free(small);
+  free(span);
+  free(lead);
+  free(block_of);
   cone_free(&cone);
   free(live);
   free(root);
@@ -648,6 +723,27 @@ typedef struct {
     diag_error((c)->d, (c)->g->values.data[v].loc, "internal: memory plan: " __VA_ARGS__); \
   } while (0)
 
+/* Whether node n is an attention backward whose output lies over its
+ * inputs x = q, k, v: they are one after another in the arena from the
+ * output's offset and as many bytes in all (x < 0: any of them). */
+static bool writes_over(const MemPlan *p, const Node *n, ValueId x) {
+  if (!n || n->op != OP_ATTENTION_GRAD || p->slots[n->out].kind != MEM_ARENA) return false;
+  int64_t at = p->slots[n->out].offset;
+  bool input = x < 0;
+  for (int k = 0; k < 3; k++) {
+    const MemSlot *sk = &p->slots[n->in[k]];
+    if (sk->kind != MEM_ARENA || sk->offset != at) return false;
+    at += sk->bytes;
+    input |= n->in[k] == x;
+  }
+  return input && at == p->slots[n->out].offset + p->slots[n->out].bytes;
+}
+
+static const Node *node_of(const Graph *g, ValueId v) {
+  NodeId n = g->values.data[v].node;
+  return n >= 0 ? &g->nodes.data[n] : NULL;
+}
+
 /* Bounds, alignment, size and alias rules of one slot. */
 static void check_slot(Check *c, Cone *cone, const MemPlan *p, ValueId v, bool must_pin) {
   const Graph *g = c->g;
@@ -681,13 +777,14 @@ static void check_slot(Check *c, Cone *cone, const MemPlan *p, ValueId v, bool m
   }
   const MemSlot *t = &p->slots[src];
   int64_t voff = n->op == OP_SLICE ? view_offset(g, n) : 0; /* a slice of rows starts inside its source */
-  if (t->kind != s->kind || voff < 0 || t->offset + voff != s->offset || voff + s->bytes > t->bytes)
+  bool over_qkv = src == n->in[0] && writes_over(p, n, -1); /* over q, then k and v */
+  if (t->kind != s->kind || voff < 0 || t->offset + voff != s->offset || (voff + s->bytes > t->bytes && !over_qkv))
     FAIL(c, v, "'%s' aliases '%s' but not its buffer", nm, vname(g, src));
   const Value *sv = &g->values.data[src];
   bool ok_op = n->op == OP_ASSIGN ? src == n->in[0] && s->kind == MEM_PINNED
                : s->kind == MEM_PINNED
                    ? n->op == OP_RESHAPE && sv->kind != VALUE_PARAM && sv->kind != VALUE_STATE && (!must_pin || pinned_view)
-                   : (inplace_op(n->op) && cone_pointwise(cone, n, src)) || (n->op == OP_SLICE && voff >= 0);
+                   : (inplace_op(n->op) && cone_pointwise(cone, n, src)) || (n->op == OP_SLICE && voff >= 0) || over_qkv;
   if (!ok_op)
     FAIL(c, v, "'%s': op '%s' may not reuse the buffer of '%s'", nm, op_info[n->op].name, vname(g, src));
 }
@@ -753,6 +850,9 @@ bool memplan_check(const Graph *g, const MemPlan *p, Diag *d) {
       NodeId fv = kernel_at(p->kernel_of, g->values.data[v].node), lv = kernel_at(p->kernel_of, last[v]);
       if (sv->bytes == 0 || su->bytes == 0 || fu > lv || fv > lu) continue; /* disjoint in time */
       if ((sv->alias_of == u && lu == fv) || (su->alias_of == v && lv == fu)) continue;
+      /* the attention backward's output over its q, k and v as they die */
+      if ((writes_over(p, node_of(g, v), u) && lu == fv) || (writes_over(p, node_of(g, u), v) && lv == fu))
+        continue;
       if (view_base(g, p, u) == view_base(g, p, v)) continue; /* reshape views: read only */
       FAIL(&c, v, "'%s' (live [%d, %d]) overlaps '%s' (live [%d, %d]) in the arena", vname(g, v), (int)fv,
            (int)lv, vname(g, u), (int)fu, (int)lu);

@@ -22,7 +22,12 @@
  * dies there is a zero-copy view of it, and so is one whose input lives on
  * (neither is written again while both live; the buffer is freed when the
  * last value on it dies), and so is a slice of rows (graph/ir.h's
- * shape_slice_offset) when it starts 64-byte aligned in its input. Assign outputs never get a buffer: an assign's output is its target
+ * shape_slice_offset) when it starts 64-byte aligned in its input. The
+ * attention backward writes d q, d k and d v (its output's rows, in that
+ * order) over its q, k and v where those three die there and own their
+ * buffers: they are placed as one block, q | k | v, when the first of
+ * them is made (off->attention_in_place, set for backends whose kernel
+ * cannot, turns this off). Assign outputs never get a buffer: an assign's output is its target
  * (which holds the old value until the step ends, as in runtime/interp.c), so
  * it aliases the target.
  *

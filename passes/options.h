@@ -25,6 +25,7 @@
   X(view_fold, "VIEW_FOLD", "broadcasts, permutes and slices become copy kernels instead of strided loads") \
   X(memplan, "MEMPLAN", "a buffer of its own for every value (no reuse, no in place)") \
   X(inplace, "INPLACE", "plan memory without elementwise in-place writes (buffers are still reused)") \
+  X(attention_in_place, "ATTENTION_IN_PLACE", "the attention backward writes d q, d k and d v to a buffer of their own, not over q, k and v as they die (passes/memplan.c; cuda: always)") \
   X(float4, "FLOAT4", "cuda: elementwise kernels load and store one element at a time, not float4/int4") \
   X(dedup, "DEDUP", "cuda: emit every kernel's code, also when it repeats an earlier kernel's; cpu: JIT-compile every kernel, also one with the same code as an earlier one up to view offsets") \
   X(jit, "JIT", "cpu: run the kernels through the C kernel evaluator instead of LLVM") \

@@ -90,6 +90,11 @@ struct Backend {
    * (passes/fuse.c) on this machine; where not, the plan is made with
    * off.epilogue set and they stay loop kernels. */
   bool (*gemm_epilogues)(void);
+  /* Its attention backward reads a unit's rows of q, k and v before it
+   * writes the same rows of d q, d k and d v, so the memory plan may put
+   * them over q, k and v where those die; where not, the plan is made with
+   * off.attention_in_place set. */
+  bool attention_grad_over_inputs;
   /* Its buffers are host memory: value_ptr gives addresses the host reads
    * and writes (data-parallel averaging in memory, MPI in place). */
   bool host_memory;

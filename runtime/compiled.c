@@ -29,6 +29,7 @@ bool compiled_plan_init(CompiledPlan *p, const Graph *g, const Backend *b, Diag 
   p->profile = compiled_env_on("BC_PROFILE");
   compile_options_default(&p->opts);
   if (!b->gemm_epilogues || !b->gemm_epilogues()) p->opts.off.epilogue = true;
+  if (!b->attention_grad_over_inputs) p->opts.off.attention_in_place = true;
   /* the plan stages run their checks themselves (BC_VERIFY) */
   if (!kernel_plan_compile(g, &p->opts, &p->graph, &p->plan, &p->mem, d)) return false;
   p->have_plan = true;

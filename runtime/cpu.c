@@ -736,6 +736,7 @@ const Backend backend_cpu = {
     .name = "cpu",
     .compiled = true,
     .gemm_epilogues = cpu_gemm_epilogues,
+    .attention_grad_over_inputs = true,
     .host_memory = true,
     .supports_op = cpu_supports,
     .prepare = prepare,

@@ -24,7 +24,10 @@
  * the row's ragged end included; else one counter at a time.
  *
  * Invariants: the same bits for the same inputs on any thread count (each
- * (example, head) is computed by one thread, alone, in a fixed order). */
+ * (example, head) is computed by one thread, alone, in a fixed order). A
+ * backward unit reads its rows of q, k and v before it writes the same
+ * rows of its output, d q (kept in the scratch until d k has read q), d k
+ * and d v: the memory plan may put the output over q | k | v. */
 #include "cpu_attention.h"
 
 #include "philox.h"
@@ -289,6 +292,7 @@ typedef struct {
   float sqrt_d, inv_sqrt_d, keep_scale; /* inv_sqrt_d: exact_inverse */
   uint32_t threshold; /* dropout: 24-bit uniforms below it are dropped */
   bool all_queries;   /* backward: every query row, also those whose d out is zero */
+  bool over_inputs;   /* backward: the output's rows lie over q | k | v (passes/memplan.c) */
   const uint8_t *live_q; /* forward: the query rows (b * Tq + t) whose output is read; NULL: all */
   const int32_t *order; /* the (example, head) units, b * H + h, longest first */
   atomic_llong next;    /* the next unit of order to claim */
@@ -436,19 +440,24 @@ static void backward_unit(const AttnJob *j, int64_t it, float *scratch) {
     zero_rows(dq, 0, tq, d->d, d->F);
     q = qc, dout = doc, ld = d->d, m = n, dqm = dqc;
   }
+  /* over q: d q waits in the scratch until d k has read q */
+  bool dq_aside = compact || j->over_inputs;
+  if (dq_aside && !compact) dqm = dqc;
   float *ab = a;
   weights(j, b, h, q, ld, m, compact ? rows : NULL, kv, w, &ab, bits);
-  /* d v = A^T d out; d A = d out v^T */
-  gemm_lib_sgemm(j->lib, true, false, kv, d->d, m, ab, d->Tk, dout, ld, 0.0f, dv, d->F);
+  /* d A = d out v^T, then d v = A^T d out (over v: after v's last read) */
   gemm_lib_sgemm(j->lib, false, true, m, kv, d->d, dout, ld, vh, d->F, 0.0f, ds, d->Tk);
+  gemm_lib_sgemm(j->lib, true, false, kv, d->d, m, ab, d->Tk, dout, ld, 0.0f, dv, d->F);
   int64_t vl = j->vl[b];
   for (int64_t i = 0; i < m; i++)
     softmax_grad_row(w + i * d->Tk, ab + i * d->Tk, j->keep_scale, ds + i * d->Tk, kv, vl, j->sqrt_d,
                      j->inv_sqrt_d);
-  /* d q = d S k; d k = d S^T q */
-  gemm_lib_sgemm(j->lib, false, false, m, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dqm, compact ? d->d : d->F);
+  /* d q = d S k, then d k = d S^T q (over k: after k's last read) */
+  gemm_lib_sgemm(j->lib, false, false, m, d->d, kv, ds, d->Tk, kh, d->F, 0.0f, dqm, dq_aside ? d->d : d->F);
   gemm_lib_sgemm(j->lib, true, false, kv, d->d, m, ds, d->Tk, q, ld, 0.0f, dk, d->F);
   if (compact) scatter_rows(dqc, rows, n, d->d, dq, d->F);
+  else if (dq_aside)
+    for (int64_t i = 0; i < tq; i++) memcpy(dq + i * d->F, dqc + i * d->d, sizeof(float) * (size_t)d->d);
   zero_rows(dk, kv, d->Tk, d->d, d->F);
   zero_rows(dv, kv, d->Tk, d->d, d->F);
 }
@@ -494,7 +503,7 @@ void cpu_attention(Pool *p, GemmLib lib, const AttnDims *a, const float *q, cons
                    const uint8_t *live_q) {
   if (a->B * a->H == 0) return;
   AttnJob j = {.a = a, .lib = lib, .q = q, .k = k, .v = v, .dout = dout, .vl = valid_len, .out = out,
-               .all_queries = all_queries, .live_q = live_q};
+               .all_queries = all_queries, .over_inputs = dout && out == q, .live_q = live_q};
   j.sqrt_d = sqrtf((float)a->d);
   j.inv_sqrt_d = exact_inverse(j.sqrt_d);
   j.keep_scale = (float)a->keep_scale;

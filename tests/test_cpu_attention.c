@@ -8,7 +8,9 @@
  * without dropout and with it: rows long enough for the 64-weight blocks
  * of the vector dropout stream and a ragged last block, and an odd row
  * length with an example offset, so that rows start inside a Philox
- * counter; and both with d out zero on some query rows. */
+ * counter; and both with d out zero on some query rows. The backward
+ * runs twice: into a buffer of its own, and over its inputs (q, k and v
+ * one block, the output written over it). */
 #include "../runtime/cpu_attention.h"
 #include "../runtime/threadpool.h"
 #include "test.h"
@@ -77,16 +79,24 @@ static void check_lib(GemmLib lib, Pool *pool, Case c) {
   attn_ref_forward(&a, qd, kd, vd, vld, outd);
   for (int r = 0; c.zero_tail && r < B * T; r++)
     for (int f = 0; !live_q[r] && f < F; f++) outd[r * F + f] = 0;
+  /* the backward over its inputs, q | k | v one block, as the memory
+   * plan places them where they die (passes/memplan.c) */
+  static float qkv[NGMAX];
+  memcpy(qkv, q, sizeof(float) * (size_t)N);
+  memcpy(qkv + N, k, sizeof(float) * (size_t)N);
+  memcpy(qkv + 2 * N, v, sizeof(float) * (size_t)N);
+  cpu_attention(pool, lib, &a, qkv, qkv + N, qkv + 2 * N, valid, dout, qkv, scratch, false, NULL);
   attn_ref_backward(&a, qd, kd, vd, vld, doutd, gradd);
   double worst = 0;
   int bad = 0;
-  for (int i = 0; i < N + NG; i++) {
-    double x = i < N ? out[i] : grad[i - N], r = i < N ? outd[i] : gradd[i - N];
+  for (int i = 0; i < N + 2 * NG; i++) {
+    double x = i < N ? out[i] : i < N + NG ? grad[i - N] : qkv[i - N - NG];
+    double r = i < N ? outd[i] : i < N + NG ? gradd[i - N] : gradd[i - N - NG];
     double e = fabs(x - r) / (fabs(r) + 1e-2);
     if (!(e <= 1e-4)) bad++; /* f32 dot products of <= 100 terms and the exp polynomial */
     if (e > worst || x != x) worst = x != x ? INFINITY : e;
   }
-  fprintf(stderr, "  %s, T %d, p %g, offset %lld%s: forward and backward, worst relative error %.3g\n",
+  fprintf(stderr, "  %s, T %d, p %g, offset %lld%s: forward, backward and backward over q | k | v, worst relative error %.3g\n",
           gemm_lib_name(lib), T, c.p, (long long)c.offset, c.zero_tail ? ", zero rows of d out" : "", worst);
   CHECK_EQ_INT(bad, 0);
   free(scratch);
