@@ -127,14 +127,16 @@ static inline float f_from(int32_t i) {
 static inline v16i v_bits(v16f x) { return (v16i)x; }
 static inline v16f v_from(v16i i) { return (v16f)i; }
 static inline float exp_nonpos(float x) {
-  x = x < -87.0f ? -87.0f : x;
+  bool under = x < -87.0f;
+  x = under ? -87.0f : x;
   EXP_NONPOS(float, x, f_splat, f_bits, f_from);
-  return x;
+  return under ? 0.0f : x;
 }
 static inline v16f vexp_nonpos(v16f x) {
+  v16i under = x < vsplat(-87.0f);
   x = vmax(x, vsplat(-87.0f));
   EXP_NONPOS(v16f, x, vsplat, v_bits, v_from);
-  return x;
+  return vsel(under, vsplat(0.0f), x);
 }
 
 #ifdef HAVE_PHILOX16
