@@ -31,6 +31,7 @@
   X(jit, "JIT", "cpu: run the kernels through the C kernel evaluator instead of LLVM") \
   X(pick, "PICK", "cpu: a row sum of a one-hot product (cross-entropy's picked logit) is a pass over the row, not the product at the label (codegen/llvm_emit.c)") \
   X(zero_rows, "ZERO_ROWS", "cpu: GEMMs and the attention backward compute every row, also those an operand's zero rows leave zero (runtime/cpu_gemm_rows.c)") \
+  X(flush_denormals, "FLUSH_DENORMALS", "cpu: compute with denormal floats instead of flushing them to zero (FTZ and DAZ in the backend's threads during a step; runtime/cpu.c)") \
   X(row_guards, "ROW_GUARDS", "cpu: kernels compute every row, also those a loss weight of 0 or the padding leaves unread or zero (passes/row_guard.c)")
 
 /* true = switched off. All false (every optimization on) when zeroed. */

@@ -8,7 +8,9 @@
  *    gradient and the Adam moments agree with interp, and every updated
  *    parameter agrees within what its gradient's rounding allows (below);
  *  - fusion on/off and memory planning on/off give the same numbers
- *    (bit-identical with and without the memory plan: same kernels). */
+ *    (bit-identical with and without the memory plan: same kernels);
+ *  - denormals flushed to zero in every thread of a step, the caller's
+ *    own floating-point mode left as it was (x86). */
 #include "runtime/gemm_lib.h"
 #include "tests/backend_check.h"
 
@@ -360,5 +362,65 @@ TEST(gemm_epilogues_match_interp) {
   }
   graph_free(&g);
 }
+
+#if defined(__x86_64__)
+/* MXCSR, read and written where the calls are: the compiler does not
+ * order floating-point arithmetic or _mm_getcsr against calls, so these
+ * are barriers (and the test does no float arithmetic of its own). */
+static unsigned mxcsr(void) {
+  unsigned m;
+  __asm__ volatile("stmxcsr %0" : "=m"(m) : : "memory");
+  return m;
+}
+static void set_mxcsr(unsigned m) { __asm__ volatile("ldmxcsr %0" : : "m"(m) : "memory"); }
+
+/* Denormal floats are flushed to zero during a step (runtime/cpu.c: FTZ
+ * and DAZ in every thread of the backend): x + x of x = 1e-40 is 0 in
+ * every row, whichever thread ran it; BC_NO_FLUSH_DENORMALS=1 keeps
+ * 2e-40; the caller's own mode is as it was before the step. */
+TEST(denormals_flush_to_zero_in_a_step) {
+  enum { ROWS = 4096, COLS = 64, N = ROWS * COLS };
+  Graph g;
+  graph_init(&g, "denormals");
+  ValueId x = graph_add_input(&g, "x", DTYPE_F32, shape_of(2, ROWS, COLS), SRCLOC_NONE);
+  vec_push(&g.outputs, graph_binary(&g, OP_ADD, x, x));
+  float *in = malloc(sizeof(float) * N), *out = malloc(sizeof(float) * N);
+  for (int i = 0; i < N; i++) in[i] = 1e-40f;
+  unsigned own = mxcsr();
+  set_mxcsr(own & ~0x8040u); /* this thread computes with denormals (no FTZ, no DAZ) */
+  /* x + x of a denormal x: its bits doubled (integer arithmetic, no mode) */
+  uint32_t bits;
+  memcpy(&bits, &in[0], sizeof bits);
+  bits *= 2;
+  float twice, zero = 0;
+  memcpy(&twice, &bits, sizeof twice);
+  for (int flush = 1; flush >= 0; flush--) {
+    unsigned mode = mxcsr(); /* the caller's, through prepare and a step */
+    if (!flush) setenv("BC_NO_FLUSH_DENORMALS", "1", 1);
+    Exec *e = check_make("cpu", &g, 3);
+    unsetenv("BC_NO_FLUSH_DENORMALS");
+    if (!e) {
+      CHECK(0);
+      continue;
+    }
+    Diag d;
+    diag_init(&d);
+    CHECK(exec_write(e, x, in, DTYPE_F32, &d) && exec_run(e, &(RunContext){.seed = 1, .step = 1}, &d));
+    CHECK_EQ_INT(mxcsr(), mode);
+    CHECK(exec_read(e, g.outputs.data[0], out, DTYPE_F32, &d));
+    int as_flushed = 0, as_computed = 0; /* by bits: comparing floats is arithmetic too */
+    for (int i = 0; i < N; i++) as_flushed += !memcmp(&out[i], &zero, 4), as_computed += !memcmp(&out[i], &twice, 4);
+    fprintf(stderr, "  %s: %d of %d elements 0, %d x + x\n", flush ? "flushed" : "BC_NO_FLUSH_DENORMALS", as_flushed, N,
+            as_computed);
+    CHECK_EQ_INT(flush ? as_flushed : as_computed, N);
+    diag_free(&d);
+    exec_destroy(e);
+  }
+  set_mxcsr(own);
+  free(in);
+  free(out);
+  graph_free(&g);
+}
+#endif
 
 TEST_MAIN()
