@@ -442,7 +442,9 @@ ValueId graph_sum_to(Graph *g, ValueId x, Shape s) {
   if (shape_eq(&xs, &s)) return x;
   BC_ASSERT(xs.rank >= s.rank);
   int lead = xs.rank - s.rank;
-  for (int i = 0; i < xs.rank; i++) {
+  /* innermost axes first: a bias's gradient [B, T, F] -> [F] sums each
+   * example's contiguous [T, F] block, then the B rows of the result */
+  for (int i = xs.rank - 1; i >= 0; i--) {
     int si = i - lead;
     int64_t want = si >= 0 ? s.dim[si] : 1;
     if (xs.dim[i] != want) {
