@@ -8,7 +8,8 @@
  * Invariants: at every node, the arena buffers of the values live there
  * (inputs being read, the output being written) are disjoint, except that an
  * output reusing an input's buffer (alias_of) shares it with that input only,
- * at the node where the input dies. A buffer is owned by the newest value in
+ * at the node where the input dies (the attention backward's output, with
+ * the q, k and v of the block it is written over). A buffer is owned by the newest value in
  * its chain of aliases and freed when that value dies.
  *
  * Small buffers are planned by an allocator of their own, then placed

@@ -24,6 +24,8 @@
  *
  * Only materialized values can be read back: inputs, parameters, optimizer
  * state, gradients, outputs, the loss, and whatever fusion left in memory.
+ * The backend's threads flush denormals to zero during a step (x86 FTZ and
+ * DAZ; BC_NO_FLUSH_DENORMALS computes with them).
  * BC_THREADS=N sets the thread count (default: one per core); BC_PROFILE=1
  * prints the time of every kernel when the Exec is destroyed. With
  * data-parallel hooks installed (set_grad_sync, runtime/dist.c) each kernel
