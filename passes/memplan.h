@@ -103,7 +103,9 @@ void memplan_print_summary(const MemPlan *p, FILE *f);
  * place), then checks that pinned values are pinned and pairwise disjoint,
  * every region lies in bounds, is aligned and big enough, aliases are legal,
  * and no two arena values live at the same node overlap, except a value and
- * its alias at the node that makes it (where the source dies). Returns false
+ * its alias at the node that makes it (where the source dies), and an
+ * attention backward's output and the q, k and v it lies over, in that
+ * order, where they die. Returns false
  * with one internal error per violation. */
 bool memplan_check(const Graph *g, const MemPlan *p, Diag *d);
 
